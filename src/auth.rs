@@ -1,0 +1,42 @@
+//! Local API keys (`[server] api_keys`).
+
+use http::{header, HeaderMap};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::error::{ApiError, ErrorKind};
+
+/// With no keys configured every caller is let in (a loopback sidecar);
+/// otherwise the bearer token must match one of them. Keys are compared in
+/// constant time so response timing does not reveal a key's prefix.
+pub fn check(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
+    let keys = &config.server.api_keys;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            "missing_api_key",
+            "this p402 requires a local API key: send Authorization: Bearer <key>",
+        ));
+    };
+    let mut matched = subtle::Choice::from(0);
+    for key in keys {
+        matched |= key.get_ref().as_bytes().ct_eq(presented.as_bytes());
+    }
+    if bool::from(matched) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            "invalid_api_key",
+            "the API key is not one of this p402's [server] api_keys",
+        ))
+    }
+}

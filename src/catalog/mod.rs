@@ -1,0 +1,449 @@
+//! The priced catalog of providers and models.
+//!
+//! The built-in part is a TOML file compiled into the binary, so a fresh
+//! install knows every provider's endpoint and every model's price with no
+//! network access. `p402.toml` extends or overrides it; the merged result,
+//! with provider keys read from the environment, is rebuilt on every config
+//! reload and swapped in whole.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ModelConfig};
+use crate::money::{PerMTok, Usd};
+
+/// What a model can do beyond plain chat; a request that uses one of these
+/// is only sent to models that have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Tools,
+    Vision,
+    JsonSchema,
+    Reasoning,
+    Streaming,
+}
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// OpenAI Chat Completions at `base_url/chat/completions`.
+    Openai,
+    /// Anthropic's native Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuiltinProvider {
+    name: String,
+    base_url: String,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    api: Api,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuiltinCatalog {
+    as_of: String,
+    providers: Vec<BuiltinProvider>,
+    models: Vec<ModelConfig>,
+}
+
+const BUILTIN_TOML: &str = include_str!("builtin.toml");
+
+/// The compiled-in catalog. It is data shipped inside the binary, not input:
+/// the unit tests below load it, so a broken file never reaches a release.
+static BUILTIN: LazyLock<BuiltinCatalog> = LazyLock::new(|| {
+    toml::from_str(BUILTIN_TOML).unwrap_or_else(|e| panic!("built-in catalog is invalid: {e}"))
+});
+
+pub fn builtin_provider(name: &str) -> Option<Api> {
+    BUILTIN.providers.iter().find(|p| p.name == name).map(|p| p.api)
+}
+
+pub fn builtin_provider_names() -> Vec<&'static str> {
+    BUILTIN.providers.iter().map(|p| p.name.as_str()).collect()
+}
+
+pub fn as_of() -> &'static str {
+    &BUILTIN.as_of
+}
+
+/// A provider key. Its `Debug` never shows the value, so a stray `{:?}` in a
+/// log line cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// A provider as configured right now.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub base_url: String,
+    pub api: Api,
+    /// The variable the key is read from; `None` for keyless local servers.
+    pub api_key_env: Option<String>,
+    pub api_key: Option<ApiKey>,
+    pub enabled: bool,
+}
+
+impl Provider {
+    /// Why the provider cannot be routed to, or `None` if it can.
+    pub fn unusable_reason(&self) -> Option<String> {
+        if !self.enabled {
+            return Some(format!("provider `{}` is disabled in the config", self.name));
+        }
+        if self.api == Api::Anthropic {
+            return Some(format!(
+                "provider `{}` needs the Anthropic Messages adapter, which this build does not have yet",
+                self.name
+            ));
+        }
+        match (&self.api_key_env, &self.api_key) {
+            (Some(env), None) => Some(format!(
+                "provider `{}` has no API key: set the environment variable {env}",
+                self.name
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn is_usable(&self) -> bool {
+        self.unusable_reason().is_none()
+    }
+}
+
+/// Per-million-token prices of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input: PerMTok,
+    pub cached_input: PerMTok,
+    pub output: PerMTok,
+}
+
+/// Token counts as a provider reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All prompt tokens, cached ones included (OpenAI's convention).
+    pub input_tokens: u64,
+    /// The part of `input_tokens` served from the provider's prompt cache.
+    pub cached_input_tokens: u64,
+    /// All generated tokens, reasoning included.
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+impl Price {
+    /// What `usage` costs at these prices. Reasoning tokens are part of the
+    /// output count and billed at the output rate, as every provider does.
+    pub fn cost(&self, usage: &Usage) -> Usd {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        self.input.cost(usage.input_tokens - cached)
+            + self.cached_input.cost(cached)
+            + self.output.cost(usage.output_tokens)
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.input == PerMTok::default() && self.output == PerMTok::default()
+    }
+}
+
+/// One routable model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub provider: String,
+    /// What the provider calls it (usually the same as `id`).
+    pub upstream_id: String,
+    pub aliases: Vec<String>,
+    /// `None` when nobody has priced it: such a model is never charged as $0.
+    pub price: Option<Price>,
+    pub context: Option<u32>,
+    pub max_output: Option<u32>,
+    pub capabilities: Vec<Capability>,
+    pub quality: Option<u8>,
+    pub speed_tps: Option<f64>,
+    /// Shown as `cost_source` in the metadata.
+    pub cost_source: String,
+}
+
+impl Model {
+    fn from_config(entry: &ModelConfig, cost_source: String) -> Self {
+        let per_mtok = |v: &Option<toml::Spanned<f64>>| {
+            v.as_ref().and_then(|p| PerMTok::from_dollars(*p.get_ref()))
+        };
+        let price = match (per_mtok(&entry.input_per_mtok), per_mtok(&entry.output_per_mtok)) {
+            (Some(input), Some(output)) => Some(Price {
+                input,
+                cached_input: per_mtok(&entry.cached_input_per_mtok).unwrap_or(input),
+                output,
+            }),
+            _ => None,
+        };
+        Model {
+            id: entry.id.clone(),
+            provider: entry.provider.get_ref().clone(),
+            upstream_id: entry.upstream_id.clone().unwrap_or_else(|| entry.id.clone()),
+            aliases: entry.aliases.clone(),
+            price,
+            context: entry.context,
+            max_output: entry.max_output,
+            capabilities: entry.capabilities.clone().unwrap_or_default(),
+            quality: entry.quality.map(|q| q.0),
+            speed_tps: entry.speed_tps,
+            cost_source,
+        }
+    }
+}
+
+/// Providers and models as they stand under the current config.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    providers: Vec<Arc<Provider>>,
+    models: Vec<Model>,
+    /// id, alias and `provider/id` to model index.
+    index: HashMap<String, Vec<usize>>,
+}
+
+impl Catalog {
+    /// Merges the built-in catalog with the config, reading keys through
+    /// `env` (the process environment in production, a map in tests).
+    pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
+        let mut providers: Vec<Provider> = BUILTIN
+            .providers
+            .iter()
+            .map(|p| Provider {
+                name: p.name.clone(),
+                base_url: p.base_url.clone(),
+                api: p.api,
+                api_key_env: p.api_key_env.clone(),
+                api_key: None,
+                enabled: true,
+            })
+            .collect();
+        for (name, overrides) in &config.providers {
+            let name = name.get_ref();
+            let index = match providers.iter().position(|p| &p.name == name) {
+                Some(i) => i,
+                None => {
+                    providers.push(Provider {
+                        name: name.clone(),
+                        base_url: String::new(),
+                        api: Api::Openai,
+                        api_key_env: None,
+                        api_key: None,
+                        enabled: true,
+                    });
+                    providers.len() - 1
+                }
+            };
+            let provider = &mut providers[index];
+            if let Some(url) = &overrides.base_url {
+                provider.base_url = url.get_ref().as_str().to_string();
+            }
+            if let Some(env_name) = &overrides.api_key_env {
+                provider.api_key_env = Some(env_name.clone());
+            }
+            if let Some(enabled) = overrides.enabled {
+                provider.enabled = enabled;
+            }
+        }
+        for provider in &mut providers {
+            provider.api_key = provider
+                .api_key_env
+                .as_deref()
+                .and_then(&env)
+                .filter(|key| !key.trim().is_empty())
+                .map(ApiKey);
+        }
+
+        let builtin_source = format!("catalog {}", BUILTIN.as_of);
+        let mut models: Vec<Model> = BUILTIN
+            .models
+            .iter()
+            .map(|m| {
+                let source = builtin_source.clone();
+                Model::from_config(m, source)
+            })
+            .collect();
+        for entry in &config.models {
+            let model = Model::from_config(entry, "config".to_string());
+            match models
+                .iter()
+                .position(|m| m.id == model.id && m.provider == model.provider)
+            {
+                Some(i) => models[i] = model,
+                None => models.push(model),
+            }
+        }
+
+        let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, model) in models.iter().enumerate() {
+            let names = std::iter::once(model.id.clone())
+                .chain(model.aliases.iter().cloned())
+                .chain(std::iter::once(format!("{}/{}", model.provider, model.id)));
+            for name in names {
+                index.entry(name).or_default().push(i);
+            }
+        }
+        Catalog {
+            providers: providers.into_iter().map(Arc::new).collect(),
+            models,
+            index,
+        }
+    }
+
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    /// The model a client means by `name`: an id, an alias, `provider/id`,
+    /// or a dated snapshot (`gpt-4o-2024-08-06`) of a known id. Among
+    /// several matches, one whose provider is usable wins.
+    pub fn find(&self, name: &str) -> Option<&Model> {
+        let hits = self
+            .index
+            .get(name)
+            .or_else(|| undated(name).and_then(|base| self.index.get(base)))?;
+        let usable = hits.iter().map(|&i| &self.models[i]).find(|m| {
+            self.provider(&m.provider).is_some_and(|p| p.is_usable())
+        });
+        usable.or_else(|| hits.first().map(|&i| &self.models[i]))
+    }
+
+    /// A model served by one given provider.
+    pub fn find_on(&self, provider: &str, name: &str) -> Option<&Model> {
+        let pick = |key: &str| {
+            self.index.get(key).and_then(|hits| {
+                hits.iter()
+                    .map(|&i| &self.models[i])
+                    .find(|m| m.provider == provider)
+            })
+        };
+        pick(name).or_else(|| undated(name).and_then(pick))
+    }
+}
+
+/// `gpt-4o-2024-08-06` -> `gpt-4o`: providers publish dated snapshots at
+/// the price of the family's current entry.
+fn undated(name: &str) -> Option<&str> {
+    let (base, suffix) = name.split_at_checked(name.len().checked_sub(11)?)?;
+    let date = suffix.strip_prefix('-')?;
+    let is_date = date.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    (is_date && !base.is_empty()).then_some(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn catalog(config: &str, keys: &[(&str, &str)]) -> Catalog {
+        let config = parse("test.toml", config).expect("valid config");
+        let keys: HashMap<String, String> = keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Catalog::build(&config, |name| keys.get(name).cloned())
+    }
+
+    #[test]
+    fn builtin_catalog_loads_and_is_sane() {
+        let c = catalog("", &[]);
+        let names: Vec<_> = c.providers().iter().map(|p| p.name.as_str()).collect();
+        for expected in [
+            "openai", "anthropic", "google", "deepseek", "groq", "mistral", "together",
+            "fireworks", "xai", "cerebras", "perplexity", "openrouter", "ollama",
+        ] {
+            assert!(names.contains(&expected), "missing provider {expected}");
+        }
+        for model in &BUILTIN.models {
+            model.check_prices().expect("built-in prices are per million tokens");
+            assert!(builtin_provider(model.provider.get_ref()).is_some());
+        }
+    }
+
+    #[test]
+    fn keys_come_from_the_environment_only() {
+        let c = catalog("", &[("OPENAI_API_KEY", "sk-test")]);
+        let openai = c.provider("openai").expect("openai");
+        assert_eq!(openai.api_key.as_ref().map(ApiKey::expose), Some("sk-test"));
+        assert!(openai.is_usable());
+        assert!(!c.provider("groq").expect("groq").is_usable());
+        // Ollama needs no key.
+        assert!(c.provider("ollama").expect("ollama").is_usable());
+        assert!(!format!("{openai:?}").contains("sk-test"));
+    }
+
+    #[test]
+    fn config_overrides_and_extends() {
+        let c = catalog(
+            "[providers.openai]\nbase_url = \"http://127.0.0.1:9/v1/\"\napi_key_env = \"MY_KEY\"\n\
+             [[models]]\nid = \"gpt-4o\"\nprovider = \"openai\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n\
+             [[models]]\nid = \"llama3.2\"\nprovider = \"ollama\"\ninput_per_mtok = 0\noutput_per_mtok = 0\n",
+            &[("MY_KEY", "k")],
+        );
+        let openai = c.provider("openai").expect("openai");
+        assert_eq!(openai.base_url, "http://127.0.0.1:9/v1");
+        assert!(openai.is_usable());
+        let gpt = c.find("gpt-4o").expect("gpt-4o");
+        assert_eq!(gpt.price.map(|p| p.input), PerMTok::from_dollars(1.0));
+        assert_eq!(gpt.cost_source, "config");
+        let llama = c.find("llama3.2").expect("llama");
+        assert!(llama.price.is_some_and(|p| p.is_free()));
+    }
+
+    #[test]
+    fn finds_aliases_prefixed_and_dated_ids() {
+        let c = catalog("", &[]);
+        assert_eq!(c.find("openai/gpt-4o-mini").map(|m| m.id.as_str()), Some("gpt-4o-mini"));
+        assert_eq!(c.find("gpt-4o-2024-08-06").map(|m| m.id.as_str()), Some("gpt-4o"));
+        assert!(c.find("gpt-4o-2024-8-6").is_none());
+        assert!(c.find("no-such-model").is_none());
+    }
+
+    #[test]
+    fn cost_splits_cached_input() {
+        let price = Price {
+            input: PerMTok::from_dollars(2.5).expect("p"),
+            cached_input: PerMTok::from_dollars(1.25).expect("p"),
+            output: PerMTok::from_dollars(10.0).expect("p"),
+        };
+        let usage = Usage {
+            input_tokens: 1000,
+            cached_input_tokens: 400,
+            output_tokens: 200,
+            reasoning_tokens: 50,
+        };
+        // 600 * 2.5 + 400 * 1.25 + 200 * 10 = 1500 + 500 + 2000 = 4000 $/M -> $0.004
+        assert_eq!(price.cost(&usage), Usd::from_nanos(4_000_000));
+    }
+}

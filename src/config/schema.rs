@@ -1,0 +1,442 @@
+//! The shape of `p402.toml`.
+//!
+//! Type errors, unknown keys and out-of-range values are caught by serde
+//! while parsing, so toml attaches the exact span. Checks that relate one key
+//! to another run in [`Config::validate`] on `Spanned` fields for the same
+//! reason.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::catalog;
+use crate::router::Mode;
+
+/// A problem found after parsing: where (if known) and what.
+pub type Invalid = (Option<Range<usize>>, String);
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub routing: RoutingConfig,
+    pub cache: CacheConfig,
+    pub providers: BTreeMap<Spanned<String>, ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    pub budgets: BTreeMap<Spanned<String>, BudgetConfig>,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Local keys; when non-empty every request must present one.
+    pub api_keys: Vec<Spanned<String>>,
+    pub max_body_bytes: u64,
+    /// Where sled keeps the ledger, sessions and cache.
+    pub data_dir: Option<PathBuf>,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace_seconds: Seconds,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout_seconds: Seconds,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8402)),
+            api_keys: Vec::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            data_dir: None,
+            shutdown_grace_seconds: Seconds(30.0),
+            header_read_timeout_seconds: Seconds(30.0),
+        }
+    }
+}
+
+/// How p402 talks to providers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub connect_timeout_seconds: Seconds,
+    /// Until the response headers arrive. Non-streamed answers arrive whole,
+    /// so this bounds the generation time of those.
+    pub first_byte_timeout_seconds: Seconds,
+    /// The longest silence allowed between two chunks of a stream.
+    pub idle_timeout_seconds: Seconds,
+    /// The largest non-streamed upstream body p402 will hold in memory.
+    pub max_response_bytes: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_seconds: Seconds(10.0),
+            first_byte_timeout_seconds: Seconds(300.0),
+            idle_timeout_seconds: Seconds(120.0),
+            max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub default_mode: Mode,
+    /// Baseline for `direct_cost` when the requested model is unknown.
+    pub reference_model: Spanned<String>,
+    /// Requested models matching these globs are never rewritten.
+    pub pin: Vec<Spanned<String>>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            default_mode: Mode::Cost,
+            reference_model: Spanned::new(0..0, "gpt-4o".to_string()),
+            pin: Vec::new(),
+        }
+    }
+}
+
+impl RoutingConfig {
+    pub fn is_pinned(&self, model: &str) -> bool {
+        self.pin.iter().any(|glob| {
+            glob::Pattern::new(glob.get_ref()).is_ok_and(|pattern| pattern.matches(model))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub similarity: Similarity,
+    pub ttl_seconds: u64,
+    pub max_entries: u64,
+    pub model: String,
+    pub model_dir: Option<PathBuf>,
+    pub max_temperature: f64,
+    /// Answers with tool calls are not stored unless this is set.
+    pub store_tool_calls: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            similarity: Similarity(0.92),
+            ttl_seconds: 7 * 24 * 3600,
+            max_entries: 100_000,
+            model: "all-MiniLM-L6-v2".to_string(),
+            model_dir: None,
+            max_temperature: 1.0,
+            store_tool_calls: false,
+        }
+    }
+}
+
+/// One provider's settings; every key is optional for the built-in ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// The environment variable holding the key; keys never live in the file.
+    pub api_key_env: Option<String>,
+    pub base_url: Option<Spanned<BaseUrl>>,
+    /// `false` takes the provider out of routing without deleting its table.
+    pub enabled: Option<bool>,
+}
+
+/// A catalog entry, from the built-in catalog or a `[[models]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    pub provider: Spanned<String>,
+    /// The id the provider expects, when it differs from `id`.
+    #[serde(default)]
+    pub upstream_id: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub input_per_mtok: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub output_per_mtok: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub context: Option<u32>,
+    #[serde(default)]
+    pub max_output: Option<u32>,
+    #[serde(default)]
+    pub capabilities: Option<Vec<catalog::Capability>>,
+    /// 0–100, from the public leaderboard the catalog names.
+    #[serde(default)]
+    pub quality: Option<Quality>,
+    /// Typical output tokens per second.
+    #[serde(default)]
+    pub speed_tps: Option<f64>,
+    /// Where the price came from (URL and date); shown as `cost_source`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub budget_usd: Spanned<f64>,
+    #[serde(default)]
+    pub period: Period,
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+    #[default]
+    Total,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub requests_per_minute: Option<u32>,
+    pub concurrent_requests: Option<u32>,
+    pub max_cost_per_request_usd: Option<Spanned<f64>>,
+}
+
+/// A strictly positive, finite number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Seconds(f64);
+
+impl TryFrom<f64> for Seconds {
+    type Error = String;
+    fn try_from(value: f64) -> Result<Self, String> {
+        if value.is_finite() && value > 0.0 && value <= 1e7 {
+            Ok(Seconds(value))
+        } else {
+            Err(format!(
+                "expected a positive number of seconds, found {value}"
+            ))
+        }
+    }
+}
+
+impl Seconds {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+}
+
+/// A cosine similarity threshold in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Similarity(pub f64);
+
+impl TryFrom<f64> for Similarity {
+    type Error = String;
+    fn try_from(value: f64) -> Result<Self, String> {
+        if value > 0.0 && value <= 1.0 {
+            Ok(Similarity(value))
+        } else {
+            Err(format!(
+                "similarity is a cosine threshold between 0 and 1, found {value}"
+            ))
+        }
+    }
+}
+
+/// A quality score 0–100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Quality(pub u8);
+
+impl TryFrom<i64> for Quality {
+    type Error = String;
+    fn try_from(value: i64) -> Result<Self, String> {
+        u8::try_from(value)
+            .ok()
+            .filter(|q| *q <= 100)
+            .map(Quality)
+            .ok_or_else(|| format!("quality is a score from 0 to 100, found {value}"))
+    }
+}
+
+/// An `http://` or `https://` base URL, kept without a trailing slash so that
+/// `base_url + "/chat/completions"` is always right.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BaseUrl(String);
+
+impl TryFrom<String> for BaseUrl {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let trimmed = value.trim_end_matches('/');
+        let uri: http::Uri = trimmed
+            .parse()
+            .map_err(|e| format!("base_url `{value}` is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") if uri.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "base_url `{value}` must start with http:// or https:// and name a host"
+                ))
+            }
+        }
+        if uri.query().is_some() {
+            return Err(format!("base_url `{value}` must not have a query string"));
+        }
+        Ok(BaseUrl(trimmed.to_string()))
+    }
+}
+
+impl BaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Prices below this many dollars per million tokens (but above zero) are
+/// almost surely per-token or per-thousand figures typed into a per-million
+/// field: the cheapest real models cost a few cents per million.
+const LOWEST_PLAUSIBLE_PER_MTOK: f64 = 0.001;
+/// No chat model costs more than this per million tokens.
+const HIGHEST_PLAUSIBLE_PER_MTOK: f64 = 10_000.0;
+
+pub fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
+    let value = *price.get_ref();
+    let complaint = if !value.is_finite() || value < 0.0 {
+        Some(format!("a price must be zero or positive, found {value}"))
+    } else if value > 0.0 && value < LOWEST_PLAUSIBLE_PER_MTOK {
+        Some(format!(
+            "{value} looks like a per-token price; prices are USD per million tokens (write 2.5 for $2.50 per million)"
+        ))
+    } else if value > HIGHEST_PLAUSIBLE_PER_MTOK {
+        Some(format!(
+            "{value} USD per million tokens is beyond any real model's price; prices are USD per million tokens"
+        ))
+    } else {
+        None
+    };
+    complaint.map_or(Ok(()), |message| Err((Some(price.span()), message)))
+}
+
+impl ModelConfig {
+    pub fn check_prices(&self) -> Result<(), Invalid> {
+        [
+            &self.input_per_mtok,
+            &self.cached_input_per_mtok,
+            &self.output_per_mtok,
+        ]
+        .into_iter()
+        .flatten()
+        .try_for_each(check_price)
+    }
+}
+
+impl Config {
+    /// Checks that relate keys to each other or to the built-in catalog.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (name, provider) in &self.providers {
+            if catalog::builtin_provider(name.get_ref()).is_none() && provider.base_url.is_none() {
+                return Err((
+                    Some(name.span()),
+                    format!(
+                        "`{}` is not a built-in provider; a custom provider needs a base_url (an OpenAI-compatible endpoint)",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            if let Some(env) = &provider.api_key_env {
+                if env.is_empty() || env.contains('=') || env.contains('\0') {
+                    return Err((
+                        Some(name.span()),
+                        format!("api_key_env `{env}` is not an environment variable name"),
+                    ));
+                }
+            }
+        }
+        for model in &self.models {
+            let provider = model.provider.get_ref();
+            let declared = self.providers.keys().any(|p| p.get_ref() == provider);
+            if !declared && catalog::builtin_provider(provider).is_none() {
+                return Err((
+                    Some(model.provider.span()),
+                    format!(
+                        "unknown provider `{provider}`; use a built-in one ({}) or declare [providers.{provider}] with a base_url",
+                        catalog::builtin_provider_names().join(", ")
+                    ),
+                ));
+            }
+            model.check_prices()?;
+        }
+        for key in &self.server.api_keys {
+            if key.get_ref().trim().is_empty() {
+                return Err((Some(key.span()), "an API key must not be empty".to_string()));
+            }
+        }
+        for pin in &self.routing.pin {
+            if let Err(e) = glob::Pattern::new(pin.get_ref()) {
+                return Err((
+                    Some(pin.span()),
+                    format!("`{}` is not a valid glob: {e}", pin.get_ref()),
+                ));
+            }
+        }
+        for (name, budget) in &self.budgets {
+            let usd = *budget.budget_usd.get_ref();
+            if !(usd.is_finite() && usd > 0.0 && usd < 1e9) {
+                return Err((
+                    Some(budget.budget_usd.span()),
+                    format!("budget_usd must be a positive amount of dollars, found {usd}"),
+                ));
+            }
+            for key in &budget.keys {
+                if !self.server.api_keys.iter().any(|k| k.get_ref() == key.get_ref()) {
+                    return Err((
+                        Some(key.span()),
+                        format!(
+                            "budget `{}` names a key that is not in [server] api_keys",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(cap) = &self.limits.max_cost_per_request_usd {
+            let usd = *cap.get_ref();
+            if !(usd.is_finite() && usd > 0.0) {
+                return Err((
+                    Some(cap.span()),
+                    format!("max_cost_per_request_usd must be positive, found {usd}"),
+                ));
+            }
+        }
+        if !(self.cache.max_temperature.is_finite() && self.cache.max_temperature >= 0.0) {
+            return Err((None, "[cache] max_temperature must be zero or positive".to_string()));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err((None, "[server] max_body_bytes must be positive".to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers
+            .iter()
+            .find(|(key, _)| key.get_ref() == name)
+            .map(|(_, provider)| provider)
+    }
+}

@@ -1,0 +1,140 @@
+//! The one place where failures become HTTP answers.
+//!
+//! Every layer reports what went wrong as an [`ApiError`]; only
+//! [`ApiError::into_response`] knows the SPEC's status codes and JSON shape,
+//! so a client sees the same `{"error": {...}}` whatever failed.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{self, Body};
+use crate::ids::RequestId;
+
+/// What kind of failure, which fixes the status code and the `type` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or names something invalid (400).
+    InvalidRequest,
+    /// A local API key is required and missing or unknown (401).
+    Unauthorized,
+    /// A budget, session or `max_cost` cannot pay for the request (402).
+    BudgetExceeded,
+    /// No such path, session or model (404).
+    NotFound,
+    /// The path exists but not for this method (405).
+    MethodNotAllowed,
+    /// The body is larger than `max_body_bytes` (413).
+    PayloadTooLarge,
+    /// A configured rate or concurrency limit (429).
+    RateLimited,
+    /// Every eligible provider failed (502).
+    UpstreamFailed,
+    /// No provider can serve the request at all (503).
+    NoProvider,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+    /// A bug or an environment failure inside p402 (500).
+    Internal,
+}
+
+impl ErrorKind {
+    fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            ErrorKind::NoProvider => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `type` field, using OpenAI's names where OpenAI has one so that
+    /// SDKs classify the error the way their users expect.
+    fn type_name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::BudgetExceeded => "budget_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::UpstreamFailed | ErrorKind::NoProvider | ErrorKind::UpstreamTimeout => {
+                "upstream_error"
+            }
+            ErrorKind::Internal => "server_error",
+        }
+    }
+}
+
+/// A failure on its way to the client: kind, a machine-readable code and a
+/// message that tells the user what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for a `Retry-After` header (429 only).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, "internal_error", message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The error object as the SPEC shapes it, also used inside SSE error events.
+    pub fn to_json(&self, request_id: &RequestId) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind.type_name(),
+                "code": self.code,
+                "request_id": request_id.as_str(),
+            }
+        })
+    }
+
+    pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
+        let bytes = Bytes::from(self.to_json(request_id).to_string());
+        let mut response = Response::new(body::full(bytes));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+            headers.insert("x-p402-request-id", value);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use p402::logging::{self, LogFormat};
+use p402::{commands, serve};
+
+/// p402: a local LLM cost-control proxy. Point any OpenAI client at
+/// http://127.0.0.1:8402/v1 and every chat completion is routed, priced and
+/// reported.
+#[derive(Parser)]
+#[command(name = "p402", version, about, long_about = None)]
+struct Cli {
+    /// The config file (else $P402_CONFIG, ./p402.toml, ~/.config/p402/p402.toml, /etc/p402/p402.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate a config and print the providers, models and budgets it resolves to.
+    Check,
+    /// Write a commented starter config (default ./p402.toml); never overwrites.
+    Init {
+        /// Where to write it.
+        path: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Check => commands::check(cli.config.as_deref()),
+        Command::Init { path } => commands::init(path),
+        Command::Serve => {
+            logging::init(cli.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("p402: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let result = runtime.block_on(async {
+                let running = serve::start(cli.config.as_deref()).await?;
+                serve::run_until_signal(running).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("p402: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `p402_metadata`: what a request cost, what it would have cost, and who
+//! answered, in the response body, the last stream chunk and the headers.
+
+use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+
+use crate::catalog::{Price, Usage};
+use crate::ids::RequestId;
+use crate::money::Usd;
+use crate::router::{Candidate, ModeChoice, Route};
+
+/// One failed attempt before the one that answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedAttempt {
+    pub provider: String,
+    pub model: String,
+    /// The HTTP status, or what went wrong when there was none
+    /// (`"timeout"`, `"connect_error"`, ...).
+    pub status: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Metadata {
+    pub request_id: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub mode: ModeChoice,
+    pub requested_model: String,
+    pub cost_usd: Option<Usd>,
+    pub direct_cost: Option<Usd>,
+    pub savings: Option<Usd>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+    pub cached: bool,
+    pub latency_ms: u64,
+    pub provider_latency_ms: u64,
+    pub failover: Vec<FailedAttempt>,
+    pub cost_source: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The costs of one answered request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Costs {
+    pub cost: Option<Usd>,
+    pub direct: Option<Usd>,
+}
+
+impl Costs {
+    /// `cost` at the serving model's prices, `direct` at the baseline's; an
+    /// unknown price gives `None`, never a made-up figure.
+    pub fn of(usage: Option<&Usage>, price: Option<Price>, baseline: Option<Price>) -> Self {
+        Costs {
+            cost: usage.zip(price).map(|(u, p)| p.cost(u)),
+            direct: usage.zip(baseline).map(|(u, p)| p.cost(u)),
+        }
+    }
+
+    pub fn savings(&self) -> Option<Usd> {
+        self.cost.zip(self.direct).map(|(cost, direct)| direct - cost)
+    }
+}
+
+/// Where the figures come from, said plainly when they are missing.
+pub fn cost_source(candidate: &Candidate, usage: Option<&Usage>) -> String {
+    match (&candidate.model, usage) {
+        (_, None) => "unknown: the provider reported no usage".to_string(),
+        (Some(model), Some(_)) if model.price.is_some() => model.cost_source.clone(),
+        _ => "unpriced: the model has no price in the catalog".to_string(),
+    }
+}
+
+pub struct Timing {
+    pub latency_ms: u64,
+    pub provider_latency_ms: u64,
+}
+
+pub fn build(
+    request_id: &RequestId,
+    route: &Route,
+    candidate: &Candidate,
+    usage: Option<&Usage>,
+    failover: Vec<FailedAttempt>,
+    timing: Timing,
+) -> Metadata {
+    let costs = Costs::of(usage, candidate.price(), route.baseline);
+    let source = cost_source(candidate, usage);
+    let usage = usage.copied().unwrap_or_default();
+    Metadata {
+        request_id: request_id.to_string(),
+        provider: candidate.provider.name.clone(),
+        model: Some(candidate.model_name().to_string()),
+        mode: route.mode,
+        requested_model: route.requested_model.clone(),
+        cost_usd: costs.cost,
+        direct_cost: costs.direct,
+        savings: costs.savings(),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cached_input_tokens: usage.cached_input_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        cached: false,
+        latency_ms: timing.latency_ms,
+        provider_latency_ms: timing.provider_latency_ms,
+        failover,
+        cost_source: source,
+    }
+}
+
+/// Headers known before the first byte: for streams these are all there is.
+pub fn early_headers(headers: &mut HeaderMap, request_id: &RequestId, candidate: &Candidate) {
+    insert(headers, "x-p402-request-id", request_id.as_str());
+    insert(headers, "x-p402-provider", &candidate.provider.name);
+    insert(headers, "x-p402-model", candidate.model_name());
+    insert(headers, "x-p402-cached", "false");
+}
+
+/// Every key figure as a header, for a buffered response.
+pub fn headers(headers: &mut HeaderMap, metadata: &Metadata) {
+    insert(headers, "x-p402-request-id", &metadata.request_id);
+    insert(headers, "x-p402-provider", &metadata.provider);
+    if let Some(model) = &metadata.model {
+        insert(headers, "x-p402-model", model);
+    }
+    insert(headers, "x-p402-cached", if metadata.cached { "true" } else { "false" });
+    if let Some(cost) = metadata.cost_usd {
+        insert(headers, "x-p402-cost-usd", &format!("{:.9}", cost.to_dollars()));
+    }
+    if let Some(savings) = metadata.savings {
+        insert(headers, "x-p402-savings", &format!("{:.9}", savings.to_dollars()));
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}

@@ -1,0 +1,139 @@
+//! Money as integers.
+//!
+//! Costs are summed over many requests and compared against hard budget
+//! caps, so they are kept as whole nano-dollars (1e-9 USD) in an `i64`:
+//! exact addition, no drift, ±9.2 billion USD of range. Conversion to `f64`
+//! happens only at the JSON edge.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+
+use serde::Serialize;
+
+const NANOS_PER_USD: f64 = 1e9;
+
+/// An amount of US dollars in nano-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Usd(i64);
+
+impl Usd {
+    pub const ZERO: Usd = Usd(0);
+
+    pub const fn from_nanos(nanos: i64) -> Self {
+        Usd(nanos)
+    }
+
+    pub const fn nanos(self) -> i64 {
+        self.0
+    }
+
+    /// From a dollar figure written by a person (config, request), rounded to
+    /// the nearest nano-dollar. `None` for NaN, infinities and amounts beyond
+    /// the range.
+    pub fn from_dollars(dollars: f64) -> Option<Self> {
+        let nanos = (dollars * NANOS_PER_USD).round();
+        if nanos.is_finite() && nanos.abs() < i64::MAX as f64 {
+            Some(Usd(nanos as i64))
+        } else {
+            None
+        }
+    }
+
+    pub fn to_dollars(self) -> f64 {
+        self.0 as f64 / NANOS_PER_USD
+    }
+}
+
+impl Add for Usd {
+    type Output = Usd;
+    fn add(self, rhs: Usd) -> Usd {
+        Usd(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl AddAssign for Usd {
+    fn add_assign(&mut self, rhs: Usd) {
+        *self = *self + rhs;
+    }
+}
+
+impl Sub for Usd {
+    type Output = Usd;
+    fn sub(self, rhs: Usd) -> Usd {
+        Usd(self.0.saturating_sub(rhs.0))
+    }
+}
+
+impl fmt::Display for Usd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${:.6}", self.to_dollars())
+    }
+}
+
+impl Serialize for Usd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.to_dollars())
+    }
+}
+
+/// A price in nano-dollars per million tokens, so that a cost is
+/// `tokens * price / 1e6` in integers with a single rounding per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PerMTok(u64);
+
+impl PerMTok {
+    /// From dollars per million tokens as written in the catalog or config.
+    pub fn from_dollars(dollars_per_mtok: f64) -> Option<Self> {
+        if !dollars_per_mtok.is_finite() || dollars_per_mtok < 0.0 {
+            return None;
+        }
+        let nanos = (dollars_per_mtok * NANOS_PER_USD).round();
+        (nanos < u64::MAX as f64).then_some(PerMTok(nanos as u64))
+    }
+
+    pub fn to_dollars(self) -> f64 {
+        self.0 as f64 / NANOS_PER_USD
+    }
+
+    /// The cost of `tokens` tokens, rounded half up to the nano-dollar.
+    pub fn cost(self, tokens: u64) -> Usd {
+        let nanos = (u128::from(tokens) * u128::from(self.0) + 500_000) / 1_000_000;
+        Usd(i64::try_from(nanos).unwrap_or(i64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_is_exact_in_nanos() {
+        let price = PerMTok::from_dollars(2.5).expect("valid price");
+        assert_eq!(price.cost(1_000_000), Usd::from_nanos(2_500_000_000));
+        assert_eq!(price.cost(24), Usd::from_nanos(60_000));
+        let cheap = PerMTok::from_dollars(0.075).expect("valid price");
+        assert_eq!(cheap.cost(1), Usd::from_nanos(75));
+        // 0.0014 $/Mtok is 1.4 nano-dollars a token: one rounding per call.
+        let tiny = PerMTok::from_dollars(0.0014).expect("valid price");
+        assert_eq!(tiny.cost(1), Usd::from_nanos(1));
+        assert_eq!(tiny.cost(10), Usd::from_nanos(14));
+    }
+
+    #[test]
+    fn sums_do_not_drift() {
+        let price = PerMTok::from_dollars(0.15).expect("valid price");
+        let mut total = Usd::ZERO;
+        for _ in 0..1_000_000 {
+            total += price.cost(1000);
+        }
+        assert_eq!(total, Usd::from_nanos(150_000_000_000));
+        assert!((total.to_dollars() - 150.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rejects_nonsense_dollars() {
+        assert!(Usd::from_dollars(f64::NAN).is_none());
+        assert!(Usd::from_dollars(f64::INFINITY).is_none());
+        assert!(PerMTok::from_dollars(-1.0).is_none());
+    }
+}

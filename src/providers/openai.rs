@@ -1,0 +1,137 @@
+//! OpenAI-compatible Chat Completions, spoken by twelve of the thirteen
+//! built-in providers.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::{BodyDataStream, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use super::{EventStream, StreamError, StreamEvent};
+use crate::catalog::{Provider, Usage};
+use crate::error::ApiError;
+use crate::request::ChatRequest;
+
+const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
+
+/// The upstream request: the client's body with the chosen model, the
+/// `p402` object already gone, usage always requested for streams, and the
+/// provider's own key (never the client's).
+pub fn build_request(
+    provider: &Provider,
+    upstream_model: &str,
+    request: &ChatRequest,
+) -> Result<Request<Full<Bytes>>, ApiError> {
+    let mut body: Map<String, Value> = request.body.clone();
+    body.insert("model".to_string(), Value::from(upstream_model));
+    if request.stream {
+        let options = body
+            .entry("stream_options")
+            .or_insert_with(|| json!({}));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".to_string(), Value::Bool(true));
+        }
+    }
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::internal(format!("cannot serialize the upstream request: {e}")))?;
+
+    let url = format!("{}/chat/completions", provider.base_url);
+    let accept = if request.stream { "text/event-stream" } else { "application/json" };
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, accept)
+        .header(header::USER_AGENT, USER_AGENT);
+    if let Some(key) = &provider.api_key {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+            ApiError::internal(format!(
+                "the key of provider `{}` contains characters not allowed in a header",
+                provider.name
+            ))
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header(header::AUTHORIZATION, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| ApiError::internal(format!("cannot build the request to `{url}`: {e}")))
+}
+
+/// Reads the usage object of a response or of a stream's usage chunk.
+/// Groq reports streamed usage under `x_groq.usage`; both are accepted.
+pub fn usage(object: &Value) -> Option<Usage> {
+    let usage = object
+        .get("usage")
+        .filter(|u| u.is_object())
+        .or_else(|| object.get("x_groq").and_then(|x| x.get("usage")).filter(|u| u.is_object()))?;
+    let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    Some(Usage {
+        input_tokens: count(usage.get("prompt_tokens")),
+        cached_input_tokens: count(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        output_tokens: count(usage.get("completion_tokens")),
+        reasoning_tokens: count(usage.pointer("/completion_tokens_details/reasoning_tokens")),
+    })
+}
+
+/// The upstream SSE body as OpenAI chunk events.
+pub fn events(body: Incoming) -> EventStream {
+    use eventsource_stream::Eventsource;
+    let stream = BodyDataStream::new(body).eventsource().map(|event| {
+        let event = event.map_err(|e| StreamError::Read(e.to_string()))?;
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(StreamEvent::Done);
+        }
+        serde_json::from_str::<Value>(data)
+            .map(StreamEvent::Chunk)
+            .map_err(|e| StreamError::InvalidJson(format!("{e}: {}", truncate(data, 200))))
+    });
+    Box::pin(stream)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_reads_details_and_groq() {
+        let u = usage(&json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2}}}))
+        .expect("usage");
+        assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens), (10, 4, 5, 2));
+        let g = usage(&json!({"usage": null, "x_groq": {"usage": {"prompt_tokens": 3, "completion_tokens": 1}}}))
+            .expect("groq usage");
+        assert_eq!(g.input_tokens, 3);
+        assert!(usage(&json!({"usage": null})).is_none());
+    }
+
+    #[test]
+    fn request_carries_provider_key_and_forces_usage() {
+        let config = crate::config::parse("t", "").expect("config");
+        let catalog = crate::catalog::Catalog::build(&config, |_| Some("sk-provider".to_string()));
+        let provider = catalog.provider("openai").expect("openai");
+        let chat = crate::request::parse(
+            br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}],"p402":{"mode":"cost"}}"#,
+            &http::HeaderMap::new(),
+        )
+        .expect("request");
+        let req = build_request(provider, "gpt-4o-mini", &chat).expect("built");
+        assert_eq!(req.uri(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer sk-provider");
+        let body: Value = serde_json::from_slice(&futures_util::FutureExt::now_or_never(
+            http_body_util::BodyExt::collect(req.into_body())).expect("ready").expect("body").to_bytes()).expect("json");
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert!(body.get("p402").is_none());
+    }
+}

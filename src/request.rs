@@ -1,0 +1,253 @@
+//! Parsing a chat completion request: the OpenAI body plus p402's options.
+//!
+//! The body is kept as a JSON map so that every field p402 does not know is
+//! forwarded untouched; only what p402 acts on is read out of it. The `p402`
+//! object is removed here, so nothing downstream can forward it by mistake.
+
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::catalog::Capability;
+use crate::error::ApiError;
+use crate::router::{ModeChoice, AUTO};
+
+/// p402's per-request options, from the `p402` body object or `X-P402-*`
+/// headers. Unknown fields are refused: a misspelt `max_cost` must not
+/// silently leave a request uncapped.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P402Options {
+    pub mode: Option<ModeChoice>,
+    pub session_id: Option<String>,
+    pub cache: Option<bool>,
+    pub cache_ttl: Option<u64>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub prefer_providers: Option<Vec<String>>,
+    pub exclude_providers: Option<Vec<String>>,
+    pub require_capabilities: Option<Vec<Capability>>,
+    #[serde(alias = "max_cost_usd")]
+    pub max_cost: Option<f64>,
+    pub failover: Option<bool>,
+}
+
+/// A parsed chat completion request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The OpenAI body without the `p402` object.
+    pub body: Map<String, Value>,
+    /// The model the client asked for (`auto` when it named none).
+    pub model: String,
+    pub stream: bool,
+    /// Whether the client itself asked for the usage chunk of a stream.
+    pub client_wants_usage: bool,
+    pub options: P402Options,
+}
+
+pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("invalid_json", format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(mut body) = value else {
+        return Err(ApiError::invalid("invalid_request", "the request body must be a JSON object"));
+    };
+
+    match body.get("messages") {
+        None => return Err(ApiError::invalid("missing_messages", "`messages` is required")),
+        Some(Value::Array(messages)) if messages.is_empty() => {
+            return Err(ApiError::invalid("invalid_messages", "`messages` must not be empty"))
+        }
+        Some(Value::Array(messages)) => {
+            for (i, message) in messages.iter().enumerate() {
+                let role = message.get("role").and_then(Value::as_str);
+                if role.is_none() {
+                    return Err(ApiError::invalid(
+                        "invalid_messages",
+                        format!("messages[{i}] must be an object with a string `role`"),
+                    ));
+                }
+            }
+        }
+        Some(_) => return Err(ApiError::invalid("invalid_messages", "`messages` must be an array")),
+    }
+
+    let model = match body.get("model") {
+        None | Some(Value::Null) => AUTO.to_string(),
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(ApiError::invalid("invalid_model", "`model` must be a non-empty string")),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("invalid_request", "`stream` must be a boolean")),
+    };
+    let client_wants_usage = match body.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => match o.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "invalid_request",
+                    "`stream_options.include_usage` must be a boolean",
+                ))
+            }
+        },
+        Some(_) => return Err(ApiError::invalid("invalid_request", "`stream_options` must be an object")),
+    };
+
+    let from_body = match body.remove("p402") {
+        None | Some(Value::Null) => P402Options::default(),
+        Some(value @ Value::Object(_)) => serde_json::from_value(value)
+            .map_err(|e| ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}")))?,
+        Some(_) => return Err(ApiError::invalid("invalid_p402", "`p402` must be an object")),
+    };
+    let options = merge(from_body, from_headers(headers)?);
+    check(&options)?;
+
+    Ok(ChatRequest {
+        body,
+        model,
+        stream,
+        client_wants_usage,
+        options,
+    })
+}
+
+/// The subset of options a client can send as headers.
+fn from_headers(headers: &HeaderMap) -> Result<P402Options, ApiError> {
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| ApiError::invalid("invalid_header", format!("header {name} is not valid text"))),
+        }
+    };
+    let mode = text("x-p402-mode")?
+        .map(|m| m.parse().map(ModeChoice::Named))
+        .transpose()
+        .map_err(|e: String| ApiError::invalid("invalid_mode", format!("X-P402-Mode: {e}")))?;
+    let cache = text("x-p402-cache")?
+        .map(|v| match v.to_ascii_lowercase().as_str() {
+            "false" | "0" | "no" | "off" => Ok(false),
+            "true" | "1" | "yes" | "on" => Ok(true),
+            _ => Err(ApiError::invalid("invalid_header", format!("X-P402-Cache must be true or false, found `{v}`"))),
+        })
+        .transpose()?;
+    let max_cost = text("x-p402-max-cost")?
+        .map(|v| {
+            v.parse::<f64>()
+                .map_err(|_| ApiError::invalid("invalid_header", format!("X-P402-Max-Cost must be a number of USD, found `{v}`")))
+        })
+        .transpose()?;
+    Ok(P402Options {
+        mode,
+        session_id: text("x-p402-session")?,
+        cache,
+        provider: text("x-p402-provider")?,
+        max_cost,
+        ..P402Options::default()
+    })
+}
+
+/// The body wins over a header, field by field.
+fn merge(body: P402Options, headers: P402Options) -> P402Options {
+    P402Options {
+        mode: body.mode.or(headers.mode),
+        session_id: body.session_id.or(headers.session_id),
+        cache: body.cache.or(headers.cache),
+        provider: body.provider.or(headers.provider),
+        max_cost: body.max_cost.or(headers.max_cost),
+        ..body
+    }
+}
+
+fn check(options: &P402Options) -> Result<(), ApiError> {
+    if let Some(cost) = options.max_cost {
+        if !(cost.is_finite() && cost >= 0.0) {
+            return Err(ApiError::invalid("invalid_p402", format!("max_cost must be a non-negative amount of USD, found {cost}")));
+        }
+    }
+    if options.cache_ttl == Some(0) {
+        return Err(ApiError::invalid("invalid_p402", "cache_ttl must be a positive number of seconds"));
+    }
+    for (field, value) in [("provider", &options.provider), ("model", &options.model), ("session_id", &options.session_id)] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(ApiError::invalid("invalid_p402", format!("p402.{field} must not be empty")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Mode;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn p402_object_is_removed_and_read() {
+        let r = parse(
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"p402":{"mode":"quality","max_cost_usd":0.5,"cache":false},"temperature":0.2}"#,
+            &HeaderMap::new(),
+        )
+        .expect("valid");
+        assert!(!r.body.contains_key("p402"));
+        assert_eq!(r.body.get("temperature"), Some(&Value::from(0.2)));
+        assert_eq!(r.options.mode, Some(ModeChoice::Named(Mode::Quality)));
+        assert_eq!(r.options.max_cost, Some(0.5));
+        assert_eq!(r.options.cache, Some(false));
+    }
+
+    #[test]
+    fn body_wins_over_headers() {
+        let h = headers(&[("x-p402-mode", "speed"), ("x-p402-session", "ses_h"), ("x-p402-cache", "false")]);
+        let r = parse(br#"{"messages":[{"role":"user","content":"hi"}],"p402":{"mode":"cost"}}"#, &h).expect("valid");
+        assert_eq!(r.options.mode, Some(ModeChoice::Named(Mode::Cost)));
+        assert_eq!(r.options.session_id.as_deref(), Some("ses_h"));
+        assert_eq!(r.options.cache, Some(false));
+        assert_eq!(r.model, "auto");
+    }
+
+    #[test]
+    fn errors_are_400_with_codes() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{not json", "invalid_json"),
+            (b"[1,2]", "invalid_request"),
+            (br#"{"model":"m"}"#, "missing_messages"),
+            (br#"{"messages":"hi"}"#, "invalid_messages"),
+            (br#"{"messages":[]}"#, "invalid_messages"),
+            (br#"{"messages":[{"content":"x"}]}"#, "invalid_messages"),
+            (br#"{"messages":[{"role":"user"}],"p402":{"mood":"x"}}"#, "invalid_p402"),
+            (br#"{"messages":[{"role":"user"}],"p402":{"mode":"cheap"}}"#, "invalid_p402"),
+            (br#"{"messages":[{"role":"user"}],"p402":{"max_cost":-1}}"#, "invalid_p402"),
+            (br#"{"messages":[{"role":"user"}],"stream":"yes"}"#, "invalid_request"),
+        ];
+        for (body, code) in cases {
+            let e = parse(body, &HeaderMap::new()).expect_err("must fail");
+            assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        }
+        let e = parse(br#"{"messages":[{"role":"user"}]}"#, &headers(&[("x-p402-mode", "cheap")])).expect_err("bad mode");
+        assert_eq!(e.code, "invalid_mode");
+    }
+
+    #[test]
+    fn usage_request_is_detected() {
+        let r = parse(
+            br#"{"messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+            &HeaderMap::new(),
+        )
+        .expect("valid");
+        assert!(r.stream && r.client_wants_usage);
+    }
+}

@@ -1,0 +1,159 @@
+//! Start-up and shutdown of the proxy: config, state, listener, reload.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, watch, Discovered, LoadedConfig};
+use crate::server::Server;
+use crate::state::{AppState, Runtime};
+
+/// A running proxy. Dropping it does not stop the server; call
+/// [`Running::shutdown`].
+pub struct Running {
+    addr: SocketAddr,
+    state: AppState,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    watch: Option<watch::ConfigWatch>,
+}
+
+impl Running {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Re-reads the config file now (SIGHUP).
+    pub fn reload(&self) {
+        if let Some(watch) = &self.watch {
+            watch.reload();
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish, and returns when
+    /// the server is done.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!("server task ended abnormally: {e}");
+        }
+    }
+}
+
+/// Loads the config found by discovery (or `explicit`) and starts serving.
+pub async fn start(explicit: Option<&Path>) -> anyhow::Result<Running> {
+    let loaded = match config::discover(explicit) {
+        Discovered::File { path, found_by } => {
+            let loaded = LoadedConfig::from_file(&path)?;
+            tracing::info!("config: {} (found by {found_by})", path.display());
+            loaded
+        }
+        Discovered::Defaults => {
+            tracing::info!(
+                "no p402.toml found (--config, $P402_CONFIG, ./p402.toml, ~/.config/p402, /etc/p402): running on built-in defaults; `p402 init` writes a starter config"
+            );
+            LoadedConfig::defaults()
+        }
+    };
+    start_with(loaded).await
+}
+
+pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
+    let data_dir = data_dir(&loaded.config);
+    create_private_dir(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let listen = loaded.config.server.listen;
+    let path = loaded.path.clone();
+    let runtime = Runtime::build(loaded, None).context("TLS set-up failed")?;
+    let usable = runtime.usable_providers();
+    let state = AppState::new(runtime, data_dir);
+
+    let server = Server::bind(listen, state.clone())
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr().context("the listener has no address")?;
+
+    let watch = match path {
+        Some(path) => {
+            let reload_state = state.clone();
+            let watch = watch::spawn(&path, move |result| reload_state.apply_reload(result))
+                .with_context(|| format!("cannot watch {} for changes", path.display()))?;
+            Some(watch)
+        }
+        None => None,
+    };
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(
+        "p402 {} listening on http://{addr} ({usable} providers usable); set OPENAI_BASE_URL=http://{addr}/v1",
+        env!("CARGO_PKG_VERSION")
+    );
+    if usable == 0 {
+        tracing::warn!("no provider has a key: set e.g. OPENAI_API_KEY, or configure a local server under [providers]");
+    }
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        task,
+        watch,
+    })
+}
+
+/// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) wins, because a
+/// hardened unit can write nowhere else; then `[server] data_dir`; then the
+/// XDG default.
+pub fn data_dir(config: &config::Config) -> PathBuf {
+    let from_systemd = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty());
+    match (from_systemd, &config.server.data_dir) {
+        (Some(_), _) | (None, None) => config::default_data_dir(),
+        (None, Some(dir)) => dir.clone(),
+    }
+}
+
+/// The data directory holds spend records and cached answers: owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config.
+pub async fn run_until_signal(running: Running) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    running.reload();
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot handle Ctrl-C")?;
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Accepting connections and dispatching requests to handlers.
+//!
+//! Each connection is served by hyper-util's auto builder (HTTP/1.1, or
+//! HTTP/2 with prior knowledge) and registered with a graceful-shutdown
+//! watcher, so that on SIGTERM the listener closes at once while requests
+//! already in flight run to completion within the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::auth;
+use crate::body::Body;
+use crate::chat;
+use crate::error::{ApiError, ErrorKind};
+use crate::ids::RequestId;
+use crate::state::AppState;
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits up to
+    /// the configured grace period for open requests to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, state } = self;
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let header_timeout = state.runtime().config().server.header_read_timeout_seconds.duration();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(dispatch(&state, request).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection ended with an error: {e}");
+                }
+            });
+        }
+        drop(listener);
+        let grace = state.runtime().config().server.shutdown_grace_seconds.duration();
+        tracing::info!("shutting down: no new connections, waiting up to {grace:?} for requests in flight");
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+    }
+}
+
+/// Routes a request to its handler. Health is open to all (monitors and
+/// systemd probe it); everything else needs a local key when keys are set.
+async fn dispatch(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let request_id = RequestId::new();
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let method = request.method().clone();
+    let runtime = state.runtime();
+
+    if matches!(path.as_str(), "/health" | "/api/v2/health") {
+        return match method {
+            Method::GET | Method::HEAD => api::health(state),
+            _ => method_not_allowed(&request_id, "GET"),
+        };
+    }
+    if let Err(error) = auth::check(runtime.config(), request.headers()) {
+        return error.into_response(&request_id);
+    }
+    match (method, path.as_str()) {
+        (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {
+            chat::handle(&runtime, request, request_id).await
+        }
+        (Method::GET, "/v1/models") => api::models(state),
+        (_, "/v1/chat/completions" | "/api/v2/chat/completions") => method_not_allowed(&request_id, "POST"),
+        (_, "/v1/models") => method_not_allowed(&request_id, "GET"),
+        (_, other) => ApiError::new(
+            ErrorKind::NotFound,
+            "not_found",
+            format!("no such endpoint: {other}"),
+        )
+        .into_response(&request_id),
+    }
+}
+
+fn method_not_allowed(request_id: &RequestId, allowed: &'static str) -> Response<Body> {
+    let mut response = ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        "method_not_allowed",
+        format!("this endpoint accepts {allowed} only"),
+    )
+    .into_response(request_id);
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    response
+}

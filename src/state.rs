@@ -1,0 +1,153 @@
+//! The shared state every request handler sees.
+//!
+//! `AppState` is a cheap clone around one `Arc`. The configuration and
+//! everything derived from it (catalog, provider keys, upstream client) form
+//! a `Runtime` that is rebuilt whole on reload and swapped in atomically: a
+//! request holds the `Runtime` it started with to its end, so a reload never
+//! changes the rules under a request in flight.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+
+use crate::catalog::Catalog;
+use crate::config::{Config, ConfigError, LoadedConfig};
+use crate::upstream::Upstream;
+
+/// One consistent view of the configuration.
+pub struct Runtime {
+    pub loaded: LoadedConfig,
+    pub catalog: Catalog,
+    pub upstream: Upstream,
+}
+
+impl Runtime {
+    /// Builds from a config, reusing `previous`'s connection pool when the
+    /// upstream settings did not change.
+    pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Result<Self, rustls::Error> {
+        let catalog = Catalog::build(&loaded.config, |name| std::env::var(name).ok());
+        let upstream = match previous {
+            Some(old) if old.config().upstream == loaded.config.upstream => old.upstream.clone(),
+            _ => Upstream::new(&loaded.config.upstream)?,
+        };
+        Ok(Runtime {
+            loaded,
+            catalog,
+            upstream,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// Providers that can be routed to now.
+    pub fn usable_providers(&self) -> usize {
+        self.catalog.providers().iter().filter(|p| p.is_usable()).count()
+    }
+}
+
+/// How the last config load went, for `/health`.
+#[derive(Debug, Clone)]
+pub struct ConfigStatus {
+    pub path: Option<PathBuf>,
+    pub loaded_at: DateTime<Utc>,
+    /// The error of the last attempt, while the file on disk is invalid.
+    pub error: Option<String>,
+    pub reloads: u64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    runtime: ArcSwap<Runtime>,
+    /// A std mutex: it is held only to copy or replace a small struct.
+    status: Mutex<ConfigStatus>,
+    data_dir: PathBuf,
+    started: Instant,
+}
+
+impl AppState {
+    pub fn new(runtime: Runtime, data_dir: PathBuf) -> Self {
+        let status = ConfigStatus {
+            path: runtime.loaded.path.clone(),
+            loaded_at: Utc::now(),
+            error: None,
+            reloads: 0,
+        };
+        AppState {
+            shared: Arc::new(Shared {
+                runtime: ArcSwap::from_pointee(runtime),
+                status: Mutex::new(status),
+                data_dir,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.shared.runtime.load_full()
+    }
+
+    pub fn config_status(&self) -> ConfigStatus {
+        match self.shared.status.lock() {
+            Ok(status) => status.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.shared.data_dir
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Takes in a reloaded config file: a valid one replaces the runtime
+    /// whole; an invalid one is refused and reported, the old one stays.
+    pub fn apply_reload(&self, result: Result<LoadedConfig, ConfigError>) {
+        let outcome = result.map_err(|e| e.to_string()).and_then(|loaded| {
+            let old = self.runtime();
+            warn_restart_needed(old.config(), &loaded.config);
+            Runtime::build(loaded, Some(&old)).map_err(|e| format!("TLS set-up failed: {e}"))
+        });
+        let mut status = match self.shared.status.lock() {
+            Ok(status) => status,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match outcome {
+            Ok(runtime) => {
+                status.path = runtime.loaded.path.clone();
+                status.loaded_at = Utc::now();
+                status.error = None;
+                status.reloads += 1;
+                self.shared.runtime.store(Arc::new(runtime));
+                tracing::info!(providers = self.runtime().usable_providers(), "config reloaded");
+            }
+            Err(message) => {
+                tracing::error!("config reload refused, the previous config stays in force: {message}");
+                status.error = Some(message);
+            }
+        }
+    }
+}
+
+fn warn_restart_needed(old: &Config, new: &Config) {
+    if old.server.listen != new.server.listen {
+        tracing::warn!(
+            "[server] listen changed to {}; it takes effect after a restart (still listening on {})",
+            new.server.listen,
+            old.server.listen
+        );
+    }
+    if old.server.data_dir != new.server.data_dir {
+        tracing::warn!("[server] data_dir changed; it takes effect after a restart");
+    }
+}
