@@ -1,0 +1,472 @@
+//! The shared test harness: loopback fake providers that speak the OpenAI
+//! wire format exactly and record what they receive, and a p402 started on a
+//! random port with a temp data dir and a real config file.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+
+/// The provider key the harness puts in the environment for every test.
+pub const PROVIDER_KEY: &str = "sk-test-provider-key-5f1c";
+pub const PROVIDER_KEY_ENV: &str = "P402_TEST_PROVIDER_KEY";
+
+pub fn set_provider_key() {
+    static ONCE: Once = Once::new();
+    // Set once, before any server reads it, and never changed afterwards.
+    ONCE.call_once(|| std::env::set_var(PROVIDER_KEY_ENV, PROVIDER_KEY));
+}
+
+// ---- fake provider ------------------------------------------------------------
+
+/// What the fake provider answers to one request.
+#[derive(Clone)]
+pub enum Reply {
+    /// A JSON body with a status.
+    Json(u16, Value),
+    /// SSE events (the `data:` payloads), written one by one. With a gate,
+    /// everything after the first event waits until the gate is notified.
+    Sse { events: Vec<String>, gate: Option<Arc<Notify>> },
+    /// Headers never come.
+    Hang,
+    /// Wait, then answer.
+    Delay(Duration, Box<Reply>),
+    /// The request is answered as if no script were set (a normal completion).
+    Normal,
+}
+
+/// A request the fake provider received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+pub struct FakeProvider {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+    /// Notified each time a request has been received.
+    pub arrived: Arc<Notify>,
+}
+
+type FakeBody = BoxBody<Bytes, Infallible>;
+
+impl FakeProvider {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake provider");
+        let addr = listener.local_addr().expect("fake provider address");
+        let provider = FakeProvider {
+            addr,
+            script: Arc::default(),
+            received: Arc::default(),
+            arrived: Arc::new(Notify::new()),
+        };
+        let server = provider.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.answer(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        provider
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues replies for the next requests, in order; after them, normal answers.
+    pub fn push(&self, reply: Reply) {
+        self.script.lock().expect("script lock").push_back(reply);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received lock").clone()
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<FakeBody> {
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        self.received.lock().expect("received lock").push(Received {
+            path: parts.uri.path().to_string(),
+            headers: parts.headers,
+            body: body.clone(),
+        });
+        self.arrived.notify_waiters();
+        let reply = self.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Normal);
+        self.render(reply, &body).await
+    }
+
+    fn render<'a>(
+        &'a self,
+        reply: Reply,
+        request: &'a Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<FakeBody>> + Send + 'a>> {
+        Box::pin(async move {
+            match reply {
+                Reply::Normal => {
+                    let model = request["model"].as_str().unwrap_or("unknown").to_string();
+                    if request["stream"] == json!(true) {
+                        let usage = request["stream_options"]["include_usage"] == json!(true);
+                        let events = stream_events(&model, &["Hello", " there", "!"], usage);
+                        sse_response(events, None)
+                    } else {
+                        json_response(200, &completion(&model, "Hello there!", 12, 3))
+                    }
+                }
+                Reply::Json(status, value) => json_response(status, &value),
+                Reply::Sse { events, gate } => sse_response(events, gate),
+                Reply::Hang => {
+                    std::future::pending::<()>().await;
+                    json_response(500, &Value::Null)
+                }
+                Reply::Delay(delay, inner) => {
+                    tokio::time::sleep(delay).await;
+                    self.render(*inner, request).await
+                }
+            }
+        })
+    }
+}
+
+fn json_response(status: u16, value: &Value) -> Response<FakeBody> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    *response.status_mut() = StatusCode::from_u16(status).expect("status");
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    response
+}
+
+fn sse_response(events: Vec<String>, gate: Option<Arc<Notify>>) -> Response<FakeBody> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        for (i, data) in events.into_iter().enumerate() {
+            if i == 1 {
+                if let Some(gate) = &gate {
+                    gate.notified().await;
+                }
+            }
+            if tx.send(Bytes::from(format!("data: {data}\n\n"))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|next| next.map(|b| Ok::<_, Infallible>(Frame::data(b))))
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("header"));
+    response
+}
+
+/// A chat completion exactly as OpenAI returns it.
+pub fn completion(model: &str, text: &str, prompt_tokens: u64, completion_tokens: u64) -> Value {
+    json!({
+        "id": "chatcmpl-test123",
+        "object": "chat.completion",
+        "created": 1_764_000_000,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_test"
+    })
+}
+
+/// The `data:` payloads of an OpenAI stream: role, content pieces, finish,
+/// the usage chunk when asked for (with `usage: null` on every other chunk,
+/// as OpenAI sends it), then `[DONE]`.
+pub fn stream_events(model: &str, pieces: &[&str], include_usage: bool) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({
+            "id": "chatcmpl-stream1",
+            "object": "chat.completion.chunk",
+            "created": 1_764_000_000,
+            "model": model,
+            "system_fingerprint": "fp_test",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c.to_string()
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null)];
+    for piece in pieces {
+        events.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        events.push(
+            json!({
+                "id": "chatcmpl-stream1",
+                "object": "chat.completion.chunk",
+                "created": 1_764_000_000,
+                "model": model,
+                "system_fingerprint": "fp_test",
+                "choices": [],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15,
+                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                        "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+            })
+            .to_string(),
+        );
+    }
+    events.push("[DONE]".to_string());
+    events
+}
+
+// ---- p402 under test ----------------------------------------------------------
+
+/// How to configure one p402 for a test.
+#[derive(Default)]
+pub struct Setup {
+    /// `(name, base_url)` of providers, keyed by the harness' test key.
+    pub providers: Vec<(String, String)>,
+    /// Extra lines for `[server]`.
+    pub server: String,
+    /// Extra lines for `[upstream]`.
+    pub upstream: String,
+    /// Further tables appended as they are.
+    pub extra: String,
+}
+
+impl Setup {
+    pub fn with_provider(mut self, name: &str, fake: &FakeProvider) -> Self {
+        self.providers.push((name.to_string(), fake.base_url()));
+        self
+    }
+
+    pub fn toml(&self, data_dir: &Path) -> String {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nshutdown_grace_seconds = 10\n{}\n\n[upstream]\nfirst_byte_timeout_seconds = 5\nidle_timeout_seconds = 5\n{}\n\n",
+            data_dir.display().to_string(),
+            self.server,
+            self.upstream
+        );
+        for (name, url) in &self.providers {
+            text.push_str(&format!(
+                "[providers.{name}]\nbase_url = {url:?}\napi_key_env = {PROVIDER_KEY_ENV:?}\n\n"
+            ));
+        }
+        text.push_str(&self.extra);
+        text
+    }
+}
+
+/// A p402 running in this test process.
+pub struct TestProxy {
+    pub running: Option<p402::serve::Running>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl TestProxy {
+    pub async fn start(setup: Setup) -> Self {
+        set_provider_key();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("p402.toml");
+        std::fs::write(&config_path, setup.toml(&dir.path().join("data"))).expect("write config");
+        let running = p402::serve::start(Some(&config_path)).await.expect("p402 starts");
+        TestProxy {
+            running: Some(running),
+            dir,
+            config_path,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.as_ref().expect("running").local_addr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth("sk-client-key-must-not-be-forwarded")
+            .json(&body)
+            .send()
+            .await
+            .expect("request to p402")
+    }
+
+    pub async fn health(&self) -> Value {
+        self.client
+            .get(self.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("health json")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// A chat body with one user message.
+pub fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Splits an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts the SPEC's error shape and returns the error object.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let header_id = response
+        .headers()
+        .get("x-p402-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = body.get("error").cloned().unwrap_or_else(|| panic!("no error object in {body}"));
+    assert_eq!(error["code"], code, "{body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    let id = error["request_id"].as_str().expect("request_id");
+    assert!(id.starts_with("req_"), "{body}");
+    assert_eq!(header_id.as_deref(), Some(id));
+    error
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- the real binary ---------------------------------------------------------
+
+/// The `p402` binary run as a child process, for signals and the CLI.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProxyProcess {
+    /// Starts `p402 serve --config <path>` and waits for its listening line.
+    pub fn start(config_path: &Path) -> Self {
+        set_provider_key();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_p402"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .args(["--log-format", "text"])
+            .env("RUST_LOG", "info")
+            .env(PROVIDER_KEY_ENV, PROVIDER_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn p402");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("p402 did not start: {:?}", lines.lock().expect("lines")));
+        ProxyProcess {
+            child,
+            addr,
+            stderr_lines: lines,
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
