@@ -10,9 +10,10 @@ use crate::state::AppState;
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(body::full(value.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -52,7 +53,12 @@ pub fn models(state: &AppState) -> Response<Body> {
         .catalog
         .models()
         .iter()
-        .filter(|m| runtime.catalog.provider(&m.provider).is_some_and(|p| p.is_usable()))
+        .filter(|m| {
+            runtime
+                .catalog
+                .provider(&m.provider)
+                .is_some_and(|p| p.is_usable())
+        })
         .map(|m| {
             json!({
                 "id": m.id,

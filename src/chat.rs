@@ -25,7 +25,11 @@ use crate::upstream::UpstreamError;
 /// At most this many candidates are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
 
-pub async fn handle(runtime: &Runtime, request: Request<Incoming>, request_id: RequestId) -> Response<Body> {
+pub async fn handle(
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    request_id: RequestId,
+) -> Response<Body> {
     let started = Instant::now();
     match run(runtime, request, &request_id, started).await {
         Ok(response) => response,
@@ -125,9 +129,12 @@ impl Attempt<'_> {
     /// One try at one candidate: an answer for the client (including a 4xx
     /// the request itself caused), or a failure worth trying elsewhere.
     async fn call(&self, failover: Vec<FailedAttempt>) -> Result<Response<Body>, Failure> {
-        let upstream_request =
-            openai::build_request(&self.candidate.provider, &self.candidate.upstream_model, self.chat)
-                .map_err(|e| Failure::new("request_error", e.message))?;
+        let upstream_request = openai::build_request(
+            &self.candidate.provider,
+            &self.candidate.upstream_model,
+            self.chat,
+        )
+        .map_err(|e| Failure::new("request_error", e.message))?;
         let upstream_started = Instant::now();
         let response = match self.runtime.upstream.send(upstream_request).await {
             Ok(response) => response,
@@ -158,7 +165,10 @@ impl Attempt<'_> {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             if !is_sse {
-                return Err(Failure::new("invalid_response", "a stream was asked for but the answer is not text/event-stream"));
+                return Err(Failure::new(
+                    "invalid_response",
+                    "a stream was asked for but the answer is not text/event-stream",
+                ));
             }
             let relay = Relay {
                 request_id: self.request_id.clone(),
@@ -168,19 +178,31 @@ impl Attempt<'_> {
                 started: self.started,
                 upstream_started,
                 client_wants_usage: self.chat.client_wants_usage,
-                idle_timeout: self.runtime.upstream.config().idle_timeout_seconds.duration(),
+                idle_timeout: self
+                    .runtime
+                    .upstream
+                    .config()
+                    .idle_timeout_seconds
+                    .duration(),
             };
             return Ok(relay.respond(openai::events(response.into_body())));
         }
 
         let bytes = self.read_upstream_body(response.into_body()).await?;
-        let mut answer: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Failure::new("invalid_response", format!("the answer is not JSON: {e}")))?;
+        let mut answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::new("invalid_response", format!("the answer is not JSON: {e}"))
+        })?;
         let Some(object) = answer.as_object_mut() else {
-            return Err(Failure::new("invalid_response", "the answer is not a JSON object"));
+            return Err(Failure::new(
+                "invalid_response",
+                "the answer is not a JSON object",
+            ));
         };
         if object.contains_key("error") || !object.contains_key("choices") {
-            return Err(Failure::new("invalid_response", "a 200 answer without choices (an error body)"));
+            return Err(Failure::new(
+                "invalid_response",
+                "a 200 answer without choices (an error body)",
+            ));
         }
         let usage = openai::usage(&Value::Object(object.clone()));
         let metadata = metadata::build(
@@ -197,7 +219,8 @@ impl Attempt<'_> {
         let metadata_json = serde_json::to_value(&metadata)
             .map_err(|e| Failure::new("internal_error", e.to_string()))?;
         object.insert("p402_metadata".to_string(), metadata_json);
-        let bytes = serde_json::to_vec(&answer).map_err(|e| Failure::new("internal_error", e.to_string()))?;
+        let bytes = serde_json::to_vec(&answer)
+            .map_err(|e| Failure::new("internal_error", e.to_string()))?;
 
         let mut log = RequestLog::new(self.request_id, false, self.started);
         log.answered(&metadata);
@@ -206,13 +229,19 @@ impl Attempt<'_> {
 
         let mut response = Response::new(body::full(bytes));
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         metadata::headers(headers, &metadata);
         Ok(response)
     }
 
     /// A 4xx the request caused goes back as the provider sent it.
-    async fn relay_client_error(&self, response: Response<Incoming>) -> Result<Response<Body>, Failure> {
+    async fn relay_client_error(
+        &self,
+        response: Response<Incoming>,
+    ) -> Result<Response<Body>, Failure> {
         let (parts, body) = response.into_parts();
         let bytes = self.read_upstream_body(body).await?;
         let mut log = RequestLog::new(self.request_id, false, self.started);
@@ -221,7 +250,8 @@ impl Attempt<'_> {
         let mut out = Response::new(body::full(bytes));
         *out.status_mut() = parts.status;
         if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
-            out.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+            out.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
         }
         metadata::early_headers(out.headers_mut(), self.request_id, self.candidate);
         Ok(out)
@@ -229,14 +259,25 @@ impl Attempt<'_> {
 
     async fn read_upstream_body(&self, body: Incoming) -> Result<Bytes, Failure> {
         let config = self.runtime.upstream.config();
-        let limited = Limited::new(body, usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX));
-        match tokio::time::timeout(config.first_byte_timeout_seconds.duration(), limited.collect()).await {
+        let limited = Limited::new(
+            body,
+            usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX),
+        );
+        match tokio::time::timeout(
+            config.first_byte_timeout_seconds.duration(),
+            limited.collect(),
+        )
+        .await
+        {
             Err(_) => Err(Failure {
                 status: "timeout".into(),
                 timed_out: true,
                 detail: "the answer did not finish arriving in time".to_string(),
             }),
-            Ok(Err(e)) => Err(Failure::new("invalid_response", format!("reading the answer failed: {e}"))),
+            Ok(Err(e)) => Err(Failure::new(
+                "invalid_response",
+                format!("reading the answer failed: {e}"),
+            )),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }
     }
@@ -254,9 +295,17 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
         })
         .collect();
     let (kind, code, summary) = if all_timeouts && !failed.is_empty() {
-        (ErrorKind::UpstreamTimeout, "upstream_timeout", "no provider answered in time")
+        (
+            ErrorKind::UpstreamTimeout,
+            "upstream_timeout",
+            "no provider answered in time",
+        )
     } else {
-        (ErrorKind::UpstreamFailed, "upstream_failed", "every eligible provider failed")
+        (
+            ErrorKind::UpstreamFailed,
+            "upstream_failed",
+            "every eligible provider failed",
+        )
     };
     ApiError::new(kind, code, format!("{summary} ({})", attempts.join("; ")))
 }
@@ -282,6 +331,9 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<By
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid("unreadable_body", format!("could not read the request body: {e}"))),
+        Err(e) => Err(ApiError::invalid(
+            "unreadable_body",
+            format!("could not read the request body: {e}"),
+        )),
     }
 }

@@ -31,7 +31,11 @@ pub fn check(explicit: Option<&Path>) -> ExitCode {
     println!("data_dir: {}", crate::serve::data_dir(config).display());
     println!(
         "local api keys: {}",
-        if config.server.api_keys.is_empty() { "none (open to loopback callers)".to_string() } else { config.server.api_keys.len().to_string() }
+        if config.server.api_keys.is_empty() {
+            "none (open to loopback callers)".to_string()
+        } else {
+            config.server.api_keys.len().to_string()
+        }
     );
     println!("default mode: {}", config.routing.default_mode);
     println!("\nproviders:");
@@ -40,13 +44,22 @@ pub fn check(explicit: Option<&Path>) -> ExitCode {
             None => "usable".to_string(),
             Some(reason) => format!("not usable: {reason}"),
         };
-        println!("  {:<12} {:<55} {}", provider.name, provider.base_url, state);
+        println!(
+            "  {:<12} {:<55} {}",
+            provider.name, provider.base_url, state
+        );
     }
     println!("\nmodels ({}):", catalog.models().len());
     for model in catalog.models() {
         let price = model.price.map_or_else(
             || "unpriced".to_string(),
-            |p| format!("${:.3} in / ${:.3} out per Mtok", p.input.to_dollars(), p.output.to_dollars()),
+            |p| {
+                format!(
+                    "${:.3} in / ${:.3} out per Mtok",
+                    p.input.to_dollars(),
+                    p.output.to_dollars()
+                )
+            },
         );
         println!("  {:<12} {:<32} {}", model.provider, model.id, price);
     }
@@ -73,11 +86,18 @@ pub fn init(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path);
     match file {
         Ok(mut file) => match file.write_all(config::STARTER.as_bytes()) {
             Ok(()) => {
-                println!("wrote {}; check it with `p402 check --config {}`", path.display(), path.display());
+                println!(
+                    "wrote {}; check it with `p402 check --config {}`",
+                    path.display(),
+                    path.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -86,7 +106,10 @@ pub fn init(path: Option<PathBuf>) -> ExitCode {
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!("{} already exists; p402 init never overwrites a config", path.display());
+            eprintln!(
+                "{} already exists; p402 init never overwrites a config",
+                path.display()
+            );
             ExitCode::from(1)
         }
         Err(e) => {

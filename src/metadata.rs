@@ -64,7 +64,9 @@ impl Costs {
     }
 
     pub fn savings(&self) -> Option<Usd> {
-        self.cost.zip(self.direct).map(|(cost, direct)| direct - cost)
+        self.cost
+            .zip(self.direct)
+            .map(|(cost, direct)| direct - cost)
     }
 }
 
@@ -129,12 +131,24 @@ pub fn headers(headers: &mut HeaderMap, metadata: &Metadata) {
     if let Some(model) = &metadata.model {
         insert(headers, "x-p402-model", model);
     }
-    insert(headers, "x-p402-cached", if metadata.cached { "true" } else { "false" });
+    insert(
+        headers,
+        "x-p402-cached",
+        if metadata.cached { "true" } else { "false" },
+    );
     if let Some(cost) = metadata.cost_usd {
-        insert(headers, "x-p402-cost-usd", &format!("{:.9}", cost.to_dollars()));
+        insert(
+            headers,
+            "x-p402-cost-usd",
+            &format!("{:.9}", cost.to_dollars()),
+        );
     }
     if let Some(savings) = metadata.savings {
-        insert(headers, "x-p402-savings", &format!("{:.9}", savings.to_dollars()));
+        insert(
+            headers,
+            "x-p402-savings",
+            &format!("{:.9}", savings.to_dollars()),
+        );
     }
 }
 

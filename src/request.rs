@@ -46,16 +46,31 @@ pub struct ChatRequest {
 }
 
 pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid("invalid_json", format!("the request body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid(
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
     let Value::Object(mut body) = value else {
-        return Err(ApiError::invalid("invalid_request", "the request body must be a JSON object"));
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "the request body must be a JSON object",
+        ));
     };
 
     match body.get("messages") {
-        None => return Err(ApiError::invalid("missing_messages", "`messages` is required")),
+        None => {
+            return Err(ApiError::invalid(
+                "missing_messages",
+                "`messages` is required",
+            ))
+        }
         Some(Value::Array(messages)) if messages.is_empty() => {
-            return Err(ApiError::invalid("invalid_messages", "`messages` must not be empty"))
+            return Err(ApiError::invalid(
+                "invalid_messages",
+                "`messages` must not be empty",
+            ))
         }
         Some(Value::Array(messages)) => {
             for (i, message) in messages.iter().enumerate() {
@@ -68,18 +83,33 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError>
                 }
             }
         }
-        Some(_) => return Err(ApiError::invalid("invalid_messages", "`messages` must be an array")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_messages",
+                "`messages` must be an array",
+            ))
+        }
     }
 
     let model = match body.get("model") {
         None | Some(Value::Null) => AUTO.to_string(),
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(ApiError::invalid("invalid_model", "`model` must be a non-empty string")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_model",
+                "`model` must be a non-empty string",
+            ))
+        }
     };
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("invalid_request", "`stream` must be a boolean")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "`stream` must be a boolean",
+            ))
+        }
     };
     let client_wants_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -93,14 +123,25 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError>
                 ))
             }
         },
-        Some(_) => return Err(ApiError::invalid("invalid_request", "`stream_options` must be an object")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "`stream_options` must be an object",
+            ))
+        }
     };
 
     let from_body = match body.remove("p402") {
         None | Some(Value::Null) => P402Options::default(),
-        Some(value @ Value::Object(_)) => serde_json::from_value(value)
-            .map_err(|e| ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}")))?,
-        Some(_) => return Err(ApiError::invalid("invalid_p402", "`p402` must be an object")),
+        Some(value @ Value::Object(_)) => serde_json::from_value(value).map_err(|e| {
+            ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}"))
+        })?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_p402",
+                "`p402` must be an object",
+            ))
+        }
     };
     let options = merge(from_body, from_headers(headers)?);
     check(&options)?;
@@ -119,10 +160,9 @@ fn from_headers(headers: &HeaderMap) -> Result<P402Options, ApiError> {
     let text = |name: &str| -> Result<Option<String>, ApiError> {
         match headers.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .to_str()
-                .map(|s| Some(s.trim().to_string()))
-                .map_err(|_| ApiError::invalid("invalid_header", format!("header {name} is not valid text"))),
+            Some(v) => v.to_str().map(|s| Some(s.trim().to_string())).map_err(|_| {
+                ApiError::invalid("invalid_header", format!("header {name} is not valid text"))
+            }),
         }
     };
     let mode = text("x-p402-mode")?
@@ -133,13 +173,20 @@ fn from_headers(headers: &HeaderMap) -> Result<P402Options, ApiError> {
         .map(|v| match v.to_ascii_lowercase().as_str() {
             "false" | "0" | "no" | "off" => Ok(false),
             "true" | "1" | "yes" | "on" => Ok(true),
-            _ => Err(ApiError::invalid("invalid_header", format!("X-P402-Cache must be true or false, found `{v}`"))),
+            _ => Err(ApiError::invalid(
+                "invalid_header",
+                format!("X-P402-Cache must be true or false, found `{v}`"),
+            )),
         })
         .transpose()?;
     let max_cost = text("x-p402-max-cost")?
         .map(|v| {
-            v.parse::<f64>()
-                .map_err(|_| ApiError::invalid("invalid_header", format!("X-P402-Max-Cost must be a number of USD, found `{v}`")))
+            v.parse::<f64>().map_err(|_| {
+                ApiError::invalid(
+                    "invalid_header",
+                    format!("X-P402-Max-Cost must be a number of USD, found `{v}`"),
+                )
+            })
         })
         .transpose()?;
     Ok(P402Options {
@@ -167,15 +214,28 @@ fn merge(body: P402Options, headers: P402Options) -> P402Options {
 fn check(options: &P402Options) -> Result<(), ApiError> {
     if let Some(cost) = options.max_cost {
         if !(cost.is_finite() && cost >= 0.0) {
-            return Err(ApiError::invalid("invalid_p402", format!("max_cost must be a non-negative amount of USD, found {cost}")));
+            return Err(ApiError::invalid(
+                "invalid_p402",
+                format!("max_cost must be a non-negative amount of USD, found {cost}"),
+            ));
         }
     }
     if options.cache_ttl == Some(0) {
-        return Err(ApiError::invalid("invalid_p402", "cache_ttl must be a positive number of seconds"));
+        return Err(ApiError::invalid(
+            "invalid_p402",
+            "cache_ttl must be a positive number of seconds",
+        ));
     }
-    for (field, value) in [("provider", &options.provider), ("model", &options.model), ("session_id", &options.session_id)] {
+    for (field, value) in [
+        ("provider", &options.provider),
+        ("model", &options.model),
+        ("session_id", &options.session_id),
+    ] {
         if value.as_deref().is_some_and(str::is_empty) {
-            return Err(ApiError::invalid("invalid_p402", format!("p402.{field} must not be empty")));
+            return Err(ApiError::invalid(
+                "invalid_p402",
+                format!("p402.{field} must not be empty"),
+            ));
         }
     }
     Ok(())
@@ -210,8 +270,16 @@ mod tests {
 
     #[test]
     fn body_wins_over_headers() {
-        let h = headers(&[("x-p402-mode", "speed"), ("x-p402-session", "ses_h"), ("x-p402-cache", "false")]);
-        let r = parse(br#"{"messages":[{"role":"user","content":"hi"}],"p402":{"mode":"cost"}}"#, &h).expect("valid");
+        let h = headers(&[
+            ("x-p402-mode", "speed"),
+            ("x-p402-session", "ses_h"),
+            ("x-p402-cache", "false"),
+        ]);
+        let r = parse(
+            br#"{"messages":[{"role":"user","content":"hi"}],"p402":{"mode":"cost"}}"#,
+            &h,
+        )
+        .expect("valid");
         assert_eq!(r.options.mode, Some(ModeChoice::Named(Mode::Cost)));
         assert_eq!(r.options.session_id.as_deref(), Some("ses_h"));
         assert_eq!(r.options.cache, Some(false));
@@ -227,17 +295,33 @@ mod tests {
             (br#"{"messages":"hi"}"#, "invalid_messages"),
             (br#"{"messages":[]}"#, "invalid_messages"),
             (br#"{"messages":[{"content":"x"}]}"#, "invalid_messages"),
-            (br#"{"messages":[{"role":"user"}],"p402":{"mood":"x"}}"#, "invalid_p402"),
-            (br#"{"messages":[{"role":"user"}],"p402":{"mode":"cheap"}}"#, "invalid_p402"),
-            (br#"{"messages":[{"role":"user"}],"p402":{"max_cost":-1}}"#, "invalid_p402"),
-            (br#"{"messages":[{"role":"user"}],"stream":"yes"}"#, "invalid_request"),
+            (
+                br#"{"messages":[{"role":"user"}],"p402":{"mood":"x"}}"#,
+                "invalid_p402",
+            ),
+            (
+                br#"{"messages":[{"role":"user"}],"p402":{"mode":"cheap"}}"#,
+                "invalid_p402",
+            ),
+            (
+                br#"{"messages":[{"role":"user"}],"p402":{"max_cost":-1}}"#,
+                "invalid_p402",
+            ),
+            (
+                br#"{"messages":[{"role":"user"}],"stream":"yes"}"#,
+                "invalid_request",
+            ),
         ];
         for (body, code) in cases {
             let e = parse(body, &HeaderMap::new()).expect_err("must fail");
             assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(body));
             assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
         }
-        let e = parse(br#"{"messages":[{"role":"user"}]}"#, &headers(&[("x-p402-mode", "cheap")])).expect_err("bad mode");
+        let e = parse(
+            br#"{"messages":[{"role":"user"}]}"#,
+            &headers(&[("x-p402-mode", "cheap")]),
+        )
+        .expect_err("bad mode");
         assert_eq!(e.code, "invalid_mode");
     }
 

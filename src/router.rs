@@ -86,7 +86,8 @@ impl TryFrom<Value> for ModeChoice {
                 let weights: Weights = serde_json::from_value(value)
                     .map_err(|e| format!("invalid mode weights: {e}"))?;
                 let all = [weights.cost, weights.quality, weights.speed];
-                if all.iter().any(|w| !w.is_finite() || *w < 0.0) || all.iter().sum::<f64>() <= 0.0 {
+                if all.iter().any(|w| !w.is_finite() || *w < 0.0) || all.iter().sum::<f64>() <= 0.0
+                {
                     return Err(
                         "mode weights must be non-negative numbers with a positive sum".to_string(),
                     );
@@ -150,7 +151,9 @@ pub fn route(
     request: &ChatRequest,
 ) -> Result<Route, ApiError> {
     let options = &request.options;
-    let mode = options.mode.unwrap_or(ModeChoice::Named(routing.default_mode));
+    let mode = options
+        .mode
+        .unwrap_or(ModeChoice::Named(routing.default_mode));
     let requested_model = request.model.clone();
     let reference = routing.reference_model.get_ref();
     let baseline = match catalog.find(&requested_model).and_then(|m| m.price) {
@@ -161,14 +164,22 @@ pub fn route(
     // A `p402.model` pin wins over the body; `auto` falls back to the
     // reference model until mode-based choice is in place.
     let wanted = options.model.as_deref().unwrap_or(&requested_model);
-    let wanted = if wanted == AUTO { reference.as_str() } else { wanted };
+    let wanted = if wanted == AUTO {
+        reference.as_str()
+    } else {
+        wanted
+    };
 
     let candidate = match options.provider.as_deref() {
         Some(provider_name) => pinned_provider(catalog, provider_name, wanted)?,
         None => by_model(catalog, wanted)?,
     };
     if let Some(reason) = candidate.provider.unusable_reason() {
-        return Err(ApiError::new(ErrorKind::NoProvider, "provider_unavailable", reason));
+        return Err(ApiError::new(
+            ErrorKind::NoProvider,
+            "provider_unavailable",
+            reason,
+        ));
     }
     Ok(Route {
         mode,
@@ -178,7 +189,11 @@ pub fn route(
     })
 }
 
-fn pinned_provider(catalog: &Catalog, provider_name: &str, wanted: &str) -> Result<Candidate, ApiError> {
+fn pinned_provider(
+    catalog: &Catalog,
+    provider_name: &str,
+    wanted: &str,
+) -> Result<Candidate, ApiError> {
     let provider = catalog.provider(provider_name).ok_or_else(|| {
         ApiError::invalid(
             "unknown_provider",
@@ -193,7 +208,9 @@ fn pinned_provider(catalog: &Catalog, provider_name: &str, wanted: &str) -> Resu
     let model = catalog.find_on(provider_name, bare).cloned();
     Ok(Candidate {
         provider: provider.clone(),
-        upstream_model: model.as_ref().map_or_else(|| bare.to_string(), |m| m.upstream_id.clone()),
+        upstream_model: model
+            .as_ref()
+            .map_or_else(|| bare.to_string(), |m| m.upstream_id.clone()),
         model,
     })
 }
@@ -230,7 +247,10 @@ fn by_model(catalog: &Catalog, wanted: &str) -> Result<Candidate, ApiError> {
     }
     // An unlisted model goes to the only usable provider, if there is one:
     // with a single provider configured there is nothing to guess.
-    let mut usable = catalog.providers().iter().filter(|p| p.is_usable() && p.api_key.is_some());
+    let mut usable = catalog
+        .providers()
+        .iter()
+        .filter(|p| p.is_usable() && p.api_key.is_some());
     if let (Some(only), None) = (usable.next(), usable.next()) {
         return Ok(Candidate {
             provider: only.clone(),
@@ -269,8 +289,12 @@ mod tests {
     #[test]
     fn known_model_goes_to_its_provider() {
         let (catalog, routing) = setup("", &["OPENAI_API_KEY"]);
-        let r = route(&catalog, &routing, &chat(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#))
-            .expect("routed");
+        let r = route(
+            &catalog,
+            &routing,
+            &chat(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .expect("routed");
         assert_eq!(r.candidates[0].provider.name, "openai");
         assert_eq!(r.candidates[0].upstream_model, "gpt-4o-mini");
         assert!(r.baseline.is_some());
@@ -279,8 +303,12 @@ mod tests {
     #[test]
     fn provider_without_key_is_503() {
         let (catalog, routing) = setup("", &[]);
-        let e = route(&catalog, &routing, &chat(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#))
-            .expect_err("no key");
+        let e = route(
+            &catalog,
+            &routing,
+            &chat(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .expect_err("no key");
         assert_eq!(e.kind, ErrorKind::NoProvider);
         assert!(e.message.contains("OPENAI_API_KEY"));
     }
@@ -303,12 +331,20 @@ mod tests {
     #[test]
     fn unknown_model_with_several_providers_is_404() {
         let (catalog, routing) = setup("", &["GROQ_API_KEY", "OPENAI_API_KEY"]);
-        let e = route(&catalog, &routing, &chat(r#"{"model":"mystery","messages":[{"role":"user","content":"hi"}]}"#))
-            .expect_err("unknown");
+        let e = route(
+            &catalog,
+            &routing,
+            &chat(r#"{"model":"mystery","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .expect_err("unknown");
         assert_eq!(e.code, "model_not_found");
         let (catalog, routing) = setup("", &["OPENAI_API_KEY"]);
-        let r = route(&catalog, &routing, &chat(r#"{"model":"mystery","messages":[{"role":"user","content":"hi"}]}"#))
-            .expect("the only provider");
+        let r = route(
+            &catalog,
+            &routing,
+            &chat(r#"{"model":"mystery","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .expect("the only provider");
         assert_eq!(r.candidates[0].provider.name, "openai");
         assert!(r.candidates[0].model.is_none());
     }
@@ -316,8 +352,12 @@ mod tests {
     #[test]
     fn dated_snapshot_keeps_its_id_and_family_price() {
         let (catalog, routing) = setup("", &["OPENAI_API_KEY"]);
-        let r = route(&catalog, &routing, &chat(r#"{"model":"gpt-4o-2024-08-06","messages":[{"role":"user","content":"hi"}]}"#))
-            .expect("routed");
+        let r = route(
+            &catalog,
+            &routing,
+            &chat(r#"{"model":"gpt-4o-2024-08-06","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .expect("routed");
         assert_eq!(r.candidates[0].upstream_model, "gpt-4o-2024-08-06");
         assert!(r.candidates[0].price().is_some());
     }

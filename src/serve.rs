@@ -152,7 +152,9 @@ pub async fn run_until_signal(running: Running) -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot handle Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot handle Ctrl-C")?;
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())

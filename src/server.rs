@@ -48,7 +48,12 @@ impl Server {
         let Server { listener, state } = self;
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        let header_timeout = state.runtime().config().server.header_read_timeout_seconds.duration();
+        let header_timeout = state
+            .runtime()
+            .config()
+            .server
+            .header_read_timeout_seconds
+            .duration();
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -73,7 +78,9 @@ impl Server {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(dispatch(&state, request).await) }
             });
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -82,9 +89,19 @@ impl Server {
             });
         }
         drop(listener);
-        let grace = state.runtime().config().server.shutdown_grace_seconds.duration();
-        tracing::info!("shutting down: no new connections, waiting up to {grace:?} for requests in flight");
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        let grace = state
+            .runtime()
+            .config()
+            .server
+            .shutdown_grace_seconds
+            .duration();
+        tracing::info!(
+            "shutting down: no new connections, waiting up to {grace:?} for requests in flight"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; closing the remaining connections");
         }
     }
@@ -112,7 +129,9 @@ async fn dispatch(state: &AppState, request: Request<Incoming>) -> Response<Body
             chat::handle(&runtime, request, request_id).await
         }
         (Method::GET, "/v1/models") => api::models(state),
-        (_, "/v1/chat/completions" | "/api/v2/chat/completions") => method_not_allowed(&request_id, "POST"),
+        (_, "/v1/chat/completions" | "/api/v2/chat/completions") => {
+            method_not_allowed(&request_id, "POST")
+        }
         (_, "/v1/models") => method_not_allowed(&request_id, "GET"),
         (_, other) => ApiError::new(
             ErrorKind::NotFound,

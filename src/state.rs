@@ -46,7 +46,11 @@ impl Runtime {
 
     /// Providers that can be routed to now.
     pub fn usable_providers(&self) -> usize {
-        self.catalog.providers().iter().filter(|p| p.is_usable()).count()
+        self.catalog
+            .providers()
+            .iter()
+            .filter(|p| p.is_usable())
+            .count()
     }
 }
 
@@ -129,10 +133,15 @@ impl AppState {
                 status.error = None;
                 status.reloads += 1;
                 self.shared.runtime.store(Arc::new(runtime));
-                tracing::info!(providers = self.runtime().usable_providers(), "config reloaded");
+                tracing::info!(
+                    providers = self.runtime().usable_providers(),
+                    "config reloaded"
+                );
             }
             Err(message) => {
-                tracing::error!("config reload refused, the previous config stays in force: {message}");
+                tracing::error!(
+                    "config reload refused, the previous config stays in force: {message}"
+                );
                 status.error = Some(message);
             }
         }

@@ -45,7 +45,10 @@ impl Relay {
         let (tx, body) = body::channel(CHANNEL_CAPACITY);
         let mut response = Response::new(body);
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         metadata::early_headers(headers, &self.request_id, &self.candidate);
         tokio::spawn(self.run(events, tx));
@@ -62,7 +65,10 @@ impl Relay {
                     break Err(ApiError::new(
                         ErrorKind::UpstreamTimeout,
                         "upstream_timeout",
-                        format!("the provider sent nothing for {:?} in the middle of the stream", self.idle_timeout),
+                        format!(
+                            "the provider sent nothing for {:?} in the middle of the stream",
+                            self.idle_timeout
+                        ),
                     ))
                 }
                 Ok(None) => {
@@ -73,7 +79,11 @@ impl Relay {
                     ))
                 }
                 Ok(Some(Err(e))) => {
-                    break Err(ApiError::new(ErrorKind::UpstreamFailed, "upstream_stream_error", e.to_string()))
+                    break Err(ApiError::new(
+                        ErrorKind::UpstreamFailed,
+                        "upstream_stream_error",
+                        e.to_string(),
+                    ))
                 }
                 Ok(Some(Ok(event))) => event,
             };
@@ -100,7 +110,9 @@ impl Relay {
             if let Some(reported) = openai::usage(&chunk) {
                 usage = Some(reported);
             }
-            let Some(out) = self.for_client(chunk) else { continue };
+            let Some(out) = self.for_client(chunk) else {
+                continue;
+            };
             if tx.send(out).await.is_err() {
                 break Err(ApiError::new(
                     ErrorKind::InvalidRequest,
@@ -131,7 +143,8 @@ impl Relay {
         log.status(200);
         match outcome {
             Ok(()) => {
-                let (id, created, model) = envelope.unwrap_or((Value::Null, Value::Null, Value::Null));
+                let (id, created, model) =
+                    envelope.unwrap_or((Value::Null, Value::Null, Value::Null));
                 let last = json!({
                     "id": id,
                     "object": "chat.completion.chunk",

@@ -66,7 +66,10 @@ impl Upstream {
 
     /// Sends a request and waits for the response headers, at most the
     /// first-byte timeout.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let limit = self.config.first_byte_timeout_seconds.duration();
         match tokio::time::timeout(limit, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(limit)),

@@ -41,7 +41,9 @@ async fn non_stream_round_trip_adds_metadata_and_uses_the_provider_key() {
     assert_eq!(meta["cost_usd"].as_f64(), Some(0.0000036));
     assert_eq!(meta["direct_cost"].as_f64(), Some(0.0000036));
     assert_eq!(meta["savings"].as_f64(), Some(0.0));
-    assert!(meta["cost_source"].as_str().is_some_and(|s| s.starts_with("catalog ")));
+    assert!(meta["cost_source"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("catalog ")));
     assert_eq!(meta["failover"], json!([]));
     let id = meta["request_id"].as_str().expect("request id");
     assert!(id.starts_with("req_"));
@@ -117,7 +119,10 @@ async fn stream_without_usage_request_hides_usage_and_ends_with_metadata() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(content, "Hello there!");
-    assert!(chunks.iter().all(|c| c.get("usage").is_none()), "no usage for a client that did not ask");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "no usage for a client that did not ask"
+    );
     assert!(text.contains("\"finish_reason\":\"stop\""));
     let last = chunks.last().expect("metadata chunk");
     assert_eq!(last["choices"], json!([]));
@@ -129,7 +134,10 @@ async fn stream_without_usage_request_hides_usage_and_ends_with_metadata() {
     assert_eq!(meta["cost_usd"].as_f64(), Some(0.0000036));
 
     let upstream = &fake.received()[0].body;
-    assert_eq!(upstream["stream_options"]["include_usage"], true, "p402 always asks upstream for usage");
+    assert_eq!(
+        upstream["stream_options"]["include_usage"], true,
+        "p402 always asks upstream for usage"
+    );
     proxy.stop().await;
 }
 
@@ -207,7 +215,12 @@ async fn request_errors_use_the_spec_shape() {
             .send()
     };
     expect_error(post("{not json").await.expect("sent"), 400, "invalid_json").await;
-    expect_error(post(r#"{"model":"gpt-4o"}"#).await.expect("sent"), 400, "missing_messages").await;
+    expect_error(
+        post(r#"{"model":"gpt-4o"}"#).await.expect("sent"),
+        400,
+        "missing_messages",
+    )
+    .await;
     expect_error(
         post(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}],"p402":{"max_kost":1}}"#)
             .await
@@ -224,7 +237,10 @@ async fn request_errors_use_the_spec_shape() {
         "invalid_p402",
     )
     .await;
-    assert!(error["message"].as_str().unwrap_or("").contains("unknown mode"));
+    assert!(error["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("unknown mode"));
     let bad_header = proxy
         .client
         .post(proxy.url("/v1/chat/completions"))
@@ -236,7 +252,8 @@ async fn request_errors_use_the_spec_shape() {
     expect_error(bad_header, 400, "invalid_mode").await;
 
     // Over max_body_bytes, announced by Content-Length...
-    let big = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(4000)}]});
+    let big =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(4000)}]});
     let response = proxy
         .client
         .post(proxy.url("/v1/chat/completions"))
@@ -246,28 +263,50 @@ async fn request_errors_use_the_spec_shape() {
         .expect("sent");
     expect_error(response, 413, "payload_too_large").await;
     // ...and streamed in chunks without a length, caught while reading.
-    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b' '; 1024])).collect();
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b' '; 1024])).collect();
     let response = proxy
         .client
         .post(proxy.url("/v1/chat/completions"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
         .send()
         .await
         .expect("sent");
     expect_error(response, 413, "payload_too_large").await;
 
-    let response = proxy.client.get(proxy.url("/v1/nothing")).send().await.expect("sent");
+    let response = proxy
+        .client
+        .get(proxy.url("/v1/nothing"))
+        .send()
+        .await
+        .expect("sent");
     expect_error(response, 404, "not_found").await;
-    let response = proxy.client.get(proxy.url("/v1/chat/completions")).send().await.expect("sent");
+    let response = proxy
+        .client
+        .get(proxy.url("/v1/chat/completions"))
+        .send()
+        .await
+        .expect("sent");
     expect_error(response, 405, "method_not_allowed").await;
     let response = proxy
         .chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "p402": {"session_id": "ses_nope"}}))
         .await;
     expect_error(response, 404, "session_not_found").await;
 
-    assert!(fake.received().is_empty(), "no bad request reached the provider");
+    assert!(
+        fake.received().is_empty(),
+        "no bad request reached the provider"
+    );
     // The proxy still serves after all of that.
-    assert_eq!(proxy.chat(ask("gpt-4o-mini", "still there?")).await.status(), 200);
+    assert_eq!(
+        proxy
+            .chat(ask("gpt-4o-mini", "still there?"))
+            .await
+            .status(),
+        200
+    );
     proxy.stop().await;
 }
 
@@ -275,9 +314,23 @@ async fn request_errors_use_the_spec_shape() {
 async fn upstream_failures_map_to_502_504_and_client_errors_pass_through() {
     let (fake, proxy) = proxy_with_openai().await;
 
-    fake.push(Reply::Json(500, json!({"error": {"message": "boom", "type": "server_error"}})));
-    let error = expect_error(proxy.chat(ask("gpt-4o-mini", "x")).await, 502, "upstream_failed").await;
-    assert!(error["message"].as_str().unwrap_or("").contains("openai/gpt-4o-mini: 500"), "{error}");
+    fake.push(Reply::Json(
+        500,
+        json!({"error": {"message": "boom", "type": "server_error"}}),
+    ));
+    let error = expect_error(
+        proxy.chat(ask("gpt-4o-mini", "x")).await,
+        502,
+        "upstream_failed",
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("openai/gpt-4o-mini: 500"),
+        "{error}"
+    );
 
     let upstream_400 = json!({"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error", "param": "temperature", "code": "invalid_value"}});
     fake.push(Reply::Json(400, upstream_400.clone()));
@@ -285,17 +338,39 @@ async fn upstream_failures_map_to_502_504_and_client_errors_pass_through() {
     assert_eq!(response.status(), 400);
     assert!(response.headers().contains_key("x-p402-request-id"));
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body, upstream_400, "a 4xx the request caused goes back unchanged");
+    assert_eq!(
+        body, upstream_400,
+        "a 4xx the request caused goes back unchanged"
+    );
 
-    fake.push(Reply::Json(200, json!({"error": {"message": "overloaded"}})));
-    expect_error(proxy.chat(ask("gpt-4o-mini", "x")).await, 502, "upstream_failed").await;
+    fake.push(Reply::Json(
+        200,
+        json!({"error": {"message": "overloaded"}}),
+    ));
+    expect_error(
+        proxy.chat(ask("gpt-4o-mini", "x")).await,
+        502,
+        "upstream_failed",
+    )
+    .await;
 
     fake.push(Reply::Hang);
-    let error = expect_error(proxy.chat(ask("gpt-4o-mini", "x")).await, 504, "upstream_timeout").await;
-    assert!(error["message"].as_str().unwrap_or("").contains("timeout"), "{error}");
+    let error = expect_error(
+        proxy.chat(ask("gpt-4o-mini", "x")).await,
+        504,
+        "upstream_timeout",
+    )
+    .await;
+    assert!(
+        error["message"].as_str().unwrap_or("").contains("timeout"),
+        "{error}"
+    );
 
     // A stream that fails before its first byte still gets a real status.
-    fake.push(Reply::Json(503, json!({"error": {"message": "unavailable"}})));
+    fake.push(Reply::Json(
+        503,
+        json!({"error": {"message": "unavailable"}}),
+    ));
     let mut body = ask("gpt-4o-mini", "x");
     body["stream"] = json!(true);
     expect_error(proxy.chat(body).await, 502, "upstream_failed").await;
@@ -314,8 +389,19 @@ async fn connection_refused_is_502() {
         ..Setup::default()
     };
     let proxy = TestProxy::start(setup).await;
-    let error = expect_error(proxy.chat(ask("gpt-4o-mini", "x")).await, 502, "upstream_failed").await;
-    assert!(error["message"].as_str().unwrap_or("").contains("connect_error"), "{error}");
+    let error = expect_error(
+        proxy.chat(ask("gpt-4o-mini", "x")).await,
+        502,
+        "upstream_failed",
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connect_error"),
+        "{error}"
+    );
     proxy.stop().await;
 }
 
@@ -346,7 +432,9 @@ async fn health_and_models() {
     // openai (test key) and ollama (keyless local server).
     assert_eq!(health["providers"], 2);
     assert_eq!(health["cache"], "disabled");
-    assert!(health["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(health["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     assert_eq!(health["config"]["status"], "ok");
     let same: Value = proxy
         .client
@@ -369,10 +457,19 @@ async fn health_and_models() {
         .await
         .expect("json");
     assert_eq!(models["object"], "list");
-    let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert!(ids.contains(&"gpt-4o-mini"));
     assert!(ids.contains(&"llama3.2") || !ids.is_empty());
-    assert!(models["data"].as_array().expect("data").iter().all(|m| m["object"] == "model"));
+    assert!(models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .all(|m| m["object"] == "model"));
     proxy.stop().await;
 }
 
@@ -394,7 +491,12 @@ async fn local_api_keys_guard_everything_but_health() {
         .expect("sent");
     expect_error(no_key, 401, "missing_api_key").await;
     // TestProxy::chat sends a client key that is not a local key.
-    expect_error(proxy.chat(ask("gpt-4o-mini", "x")).await, 401, "invalid_api_key").await;
+    expect_error(
+        proxy.chat(ask("gpt-4o-mini", "x")).await,
+        401,
+        "invalid_api_key",
+    )
+    .await;
     let ok = proxy
         .client
         .post(proxy.url("/v1/chat/completions"))

@@ -64,7 +64,11 @@ static BUILTIN: LazyLock<BuiltinCatalog> = LazyLock::new(|| {
 });
 
 pub fn builtin_provider(name: &str) -> Option<Api> {
-    BUILTIN.providers.iter().find(|p| p.name == name).map(|p| p.api)
+    BUILTIN
+        .providers
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.api)
 }
 
 pub fn builtin_provider_names() -> Vec<&'static str> {
@@ -108,7 +112,10 @@ impl Provider {
     /// Why the provider cannot be routed to, or `None` if it can.
     pub fn unusable_reason(&self) -> Option<String> {
         if !self.enabled {
-            return Some(format!("provider `{}` is disabled in the config", self.name));
+            return Some(format!(
+                "provider `{}` is disabled in the config",
+                self.name
+            ));
         }
         if self.api == Api::Anthropic {
             return Some(format!(
@@ -189,7 +196,10 @@ impl Model {
         let per_mtok = |v: &Option<toml::Spanned<f64>>| {
             v.as_ref().and_then(|p| PerMTok::from_dollars(*p.get_ref()))
         };
-        let price = match (per_mtok(&entry.input_per_mtok), per_mtok(&entry.output_per_mtok)) {
+        let price = match (
+            per_mtok(&entry.input_per_mtok),
+            per_mtok(&entry.output_per_mtok),
+        ) {
             (Some(input), Some(output)) => Some(Price {
                 input,
                 cached_input: per_mtok(&entry.cached_input_per_mtok).unwrap_or(input),
@@ -200,7 +210,10 @@ impl Model {
         Model {
             id: entry.id.clone(),
             provider: entry.provider.get_ref().clone(),
-            upstream_id: entry.upstream_id.clone().unwrap_or_else(|| entry.id.clone()),
+            upstream_id: entry
+                .upstream_id
+                .clone()
+                .unwrap_or_else(|| entry.id.clone()),
             aliases: entry.aliases.clone(),
             price,
             context: entry.context,
@@ -330,9 +343,10 @@ impl Catalog {
             .index
             .get(name)
             .or_else(|| undated(name).and_then(|base| self.index.get(base)))?;
-        let usable = hits.iter().map(|&i| &self.models[i]).find(|m| {
-            self.provider(&m.provider).is_some_and(|p| p.is_usable())
-        });
+        let usable = hits
+            .iter()
+            .map(|&i| &self.models[i])
+            .find(|m| self.provider(&m.provider).is_some_and(|p| p.is_usable()));
         usable.or_else(|| hits.first().map(|&i| &self.models[i]))
     }
 
@@ -380,13 +394,26 @@ mod tests {
         let c = catalog("", &[]);
         let names: Vec<_> = c.providers().iter().map(|p| p.name.as_str()).collect();
         for expected in [
-            "openai", "anthropic", "google", "deepseek", "groq", "mistral", "together",
-            "fireworks", "xai", "cerebras", "perplexity", "openrouter", "ollama",
+            "openai",
+            "anthropic",
+            "google",
+            "deepseek",
+            "groq",
+            "mistral",
+            "together",
+            "fireworks",
+            "xai",
+            "cerebras",
+            "perplexity",
+            "openrouter",
+            "ollama",
         ] {
             assert!(names.contains(&expected), "missing provider {expected}");
         }
         for model in &BUILTIN.models {
-            model.check_prices().expect("built-in prices are per million tokens");
+            model
+                .check_prices()
+                .expect("built-in prices are per million tokens");
             assert!(builtin_provider(model.provider.get_ref()).is_some());
         }
     }
@@ -424,8 +451,14 @@ mod tests {
     #[test]
     fn finds_aliases_prefixed_and_dated_ids() {
         let c = catalog("", &[]);
-        assert_eq!(c.find("openai/gpt-4o-mini").map(|m| m.id.as_str()), Some("gpt-4o-mini"));
-        assert_eq!(c.find("gpt-4o-2024-08-06").map(|m| m.id.as_str()), Some("gpt-4o"));
+        assert_eq!(
+            c.find("openai/gpt-4o-mini").map(|m| m.id.as_str()),
+            Some("gpt-4o-mini")
+        );
+        assert_eq!(
+            c.find("gpt-4o-2024-08-06").map(|m| m.id.as_str()),
+            Some("gpt-4o")
+        );
         assert!(c.find("gpt-4o-2024-8-6").is_none());
         assert!(c.find("no-such-model").is_none());
     }

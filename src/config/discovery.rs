@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discovered {
     /// A file to load, and which rule found it (for the start-up message).
-    File { path: PathBuf, found_by: &'static str },
+    File {
+        path: PathBuf,
+        found_by: &'static str,
+    },
     /// Nothing anywhere: run on built-in defaults.
     Defaults,
 }
@@ -66,7 +69,12 @@ fn config_home() -> Option<PathBuf> {
 pub fn default_data_dir() -> PathBuf {
     if let Some(state) = env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty()) {
         // systemd may pass several colon-separated directories; the first is ours.
-        let first = state.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = state
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() {
             return PathBuf::from(first);
         }

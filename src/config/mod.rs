@@ -39,7 +39,12 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn at(file: &str, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    fn at(
+        file: &str,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError {
             file: file.to_string(),
             position: span.map(|span| line_col(source, span.start)),

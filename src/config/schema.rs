@@ -404,7 +404,12 @@ impl Config {
                 ));
             }
             for key in &budget.keys {
-                if !self.server.api_keys.iter().any(|k| k.get_ref() == key.get_ref()) {
+                if !self
+                    .server
+                    .api_keys
+                    .iter()
+                    .any(|k| k.get_ref() == key.get_ref())
+                {
                     return Err((
                         Some(key.span()),
                         format!(
@@ -425,7 +430,10 @@ impl Config {
             }
         }
         if !(self.cache.max_temperature.is_finite() && self.cache.max_temperature >= 0.0) {
-            return Err((None, "[cache] max_temperature must be zero or positive".to_string()));
+            return Err((
+                None,
+                "[cache] max_temperature must be zero or positive".to_string(),
+            ));
         }
         if self.server.max_body_bytes == 0 {
             return Err((None, "[server] max_body_bytes must be positive".to_string()));

@@ -19,13 +19,22 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 /// Keeps the watch alive; dropping it stops watching.
 pub struct ConfigWatch {
     _watcher: notify::RecommendedWatcher,
-    trigger: mpsc::UnboundedSender<()>,
+    trigger: mpsc::UnboundedSender<Trigger>,
+}
+
+/// Why the file is to be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The file system reported a change; an unchanged file is skipped.
+    Changed,
+    /// An operator asked (SIGHUP): read and apply even if unchanged.
+    Asked,
 }
 
 impl ConfigWatch {
     /// Re-reads the file now, as if it had changed (SIGHUP, `ExecReload`).
     pub fn reload(&self) {
-        let _ = self.trigger.send(());
+        let _ = self.trigger.send(Trigger::Asked);
     }
 }
 
@@ -42,7 +51,7 @@ where
         .unwrap_or_else(|| PathBuf::from("."));
     let file_name = path.file_name().map(|n| n.to_os_string());
 
-    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let (tx, rx) = mpsc::unbounded_channel::<Trigger>();
     let events = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -54,7 +63,7 @@ where
             .iter()
             .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
         if ours {
-            let _ = events.send(());
+            let _ = events.send(Trigger::Changed);
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
@@ -69,23 +78,24 @@ where
 
 async fn debounce_and_apply<F>(
     path: PathBuf,
-    mut rx: mpsc::UnboundedReceiver<()>,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
     mut last: Option<Vec<u8>>,
     apply: F,
 ) where
     F: Fn(Result<LoadedConfig, ConfigError>),
 {
-    while rx.recv().await.is_some() {
+    while let Some(first) = rx.recv().await {
+        let mut asked = first == Trigger::Asked;
         // Wait until the events stop, so a multi-write save is read whole.
         loop {
             match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                Ok(Some(())) => continue,
+                Ok(Some(trigger)) => asked |= trigger == Trigger::Asked,
                 Ok(None) => return,
                 Err(_) => break,
             }
         }
         let current = tokio::fs::read(&path).await.ok();
-        if current.is_some() && current == last {
+        if !asked && current.is_some() && current == last {
             continue;
         }
         last = current;

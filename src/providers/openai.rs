@@ -26,9 +26,7 @@ pub fn build_request(
     let mut body: Map<String, Value> = request.body.clone();
     body.insert("model".to_string(), Value::from(upstream_model));
     if request.stream {
-        let options = body
-            .entry("stream_options")
-            .or_insert_with(|| json!({}));
+        let options = body.entry("stream_options").or_insert_with(|| json!({}));
         if let Value::Object(options) = options {
             options.insert("include_usage".to_string(), Value::Bool(true));
         }
@@ -37,7 +35,11 @@ pub fn build_request(
         .map_err(|e| ApiError::internal(format!("cannot serialize the upstream request: {e}")))?;
 
     let url = format!("{}/chat/completions", provider.base_url);
-    let accept = if request.stream { "text/event-stream" } else { "application/json" };
+    let accept = if request.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(&url)
@@ -45,12 +47,13 @@ pub fn build_request(
         .header(header::ACCEPT, accept)
         .header(header::USER_AGENT, USER_AGENT);
     if let Some(key) = &provider.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-            ApiError::internal(format!(
-                "the key of provider `{}` contains characters not allowed in a header",
-                provider.name
-            ))
-        })?;
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                ApiError::internal(format!(
+                    "the key of provider `{}` contains characters not allowed in a header",
+                    provider.name
+                ))
+            })?;
         value.set_sensitive(true);
         builder = builder.header(header::AUTHORIZATION, value);
     }
@@ -62,10 +65,12 @@ pub fn build_request(
 /// Reads the usage object of a response or of a stream's usage chunk.
 /// Groq reports streamed usage under `x_groq.usage`; both are accepted.
 pub fn usage(object: &Value) -> Option<Usage> {
-    let usage = object
-        .get("usage")
-        .filter(|u| u.is_object())
-        .or_else(|| object.get("x_groq").and_then(|x| x.get("usage")).filter(|u| u.is_object()))?;
+    let usage = object.get("usage").filter(|u| u.is_object()).or_else(|| {
+        object
+            .get("x_groq")
+            .and_then(|x| x.get("usage"))
+            .filter(|u| u.is_object())
+    })?;
     let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
     Some(Usage {
         input_tokens: count(usage.get("prompt_tokens")),
@@ -104,11 +109,21 @@ mod tests {
 
     #[test]
     fn usage_reads_details_and_groq() {
-        let u = usage(&json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5,
+        let u = usage(
+            &json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5,
             "prompt_tokens_details": {"cached_tokens": 4},
-            "completion_tokens_details": {"reasoning_tokens": 2}}}))
+            "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        )
         .expect("usage");
-        assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens), (10, 4, 5, 2));
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.output_tokens,
+                u.reasoning_tokens
+            ),
+            (10, 4, 5, 2)
+        );
         let g = usage(&json!({"usage": null, "x_groq": {"usage": {"prompt_tokens": 3, "completion_tokens": 1}}}))
             .expect("groq usage");
         assert_eq!(g.input_tokens, 3);
@@ -128,8 +143,15 @@ mod tests {
         let req = build_request(provider, "gpt-4o-mini", &chat).expect("built");
         assert_eq!(req.uri(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer sk-provider");
-        let body: Value = serde_json::from_slice(&futures_util::FutureExt::now_or_never(
-            http_body_util::BodyExt::collect(req.into_body())).expect("ready").expect("body").to_bytes()).expect("json");
+        let body: Value = serde_json::from_slice(
+            &futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                req.into_body(),
+            ))
+            .expect("ready")
+            .expect("body")
+            .to_bytes(),
+        )
+        .expect("json");
         assert_eq!(body["model"], "gpt-4o-mini");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert!(body.get("p402").is_none());

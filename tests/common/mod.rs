@@ -41,7 +41,10 @@ pub enum Reply {
     Json(u16, Value),
     /// SSE events (the `data:` payloads), written one by one. With a gate,
     /// everything after the first event waits until the gate is notified.
-    Sse { events: Vec<String>, gate: Option<Arc<Notify>> },
+    Sse {
+        events: Vec<String>,
+        gate: Option<Arc<Notify>>,
+    },
     /// Headers never come.
     Hang,
     /// Wait, then answer.
@@ -71,7 +74,9 @@ type FakeBody = BoxBody<Bytes, Infallible>;
 
 impl FakeProvider {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake provider");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake provider");
         let addr = listener.local_addr().expect("fake provider address");
         let provider = FakeProvider {
             addr,
@@ -82,7 +87,9 @@ impl FakeProvider {
         let server = provider.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let server = server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
@@ -113,7 +120,11 @@ impl FakeProvider {
 
     async fn answer(&self, request: Request<Incoming>) -> Response<FakeBody> {
         let (parts, body) = request.into_parts();
-        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.received.lock().expect("received lock").push(Received {
             path: parts.uri.path().to_string(),
@@ -121,7 +132,12 @@ impl FakeProvider {
             body: body.clone(),
         });
         self.arrived.notify_waiters();
-        let reply = self.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Normal);
+        let reply = self
+            .script
+            .lock()
+            .expect("script lock")
+            .pop_front()
+            .unwrap_or(Reply::Normal);
         self.render(reply, &body).await
     }
 
@@ -175,13 +191,18 @@ fn sse_response(events: Vec<String>, gate: Option<Arc<Notify>>) -> Response<Fake
                     gate.notified().await;
                 }
             }
-            if tx.send(Bytes::from(format!("data: {data}\n\n"))).await.is_err() {
+            if tx
+                .send(Bytes::from(format!("data: {data}\n\n")))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
     let stream = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|next| next.map(|b| Ok::<_, Infallible>(Frame::data(b))))
+        rx.poll_recv(cx)
+            .map(|next| next.map(|b| Ok::<_, Infallible>(Frame::data(b))))
     });
     let mut response = Response::new(StreamBody::new(stream).boxed());
     response
@@ -234,7 +255,10 @@ pub fn stream_events(model: &str, pieces: &[&str], include_usage: bool) -> Vec<S
         }
         c.to_string()
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        Value::Null,
+    )];
     for piece in pieces {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -312,7 +336,9 @@ impl TestProxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("p402.toml");
         std::fs::write(&config_path, setup.toml(&dir.path().join("data"))).expect("write config");
-        let running = p402::serve::start(Some(&config_path)).await.expect("p402 starts");
+        let running = p402::serve::start(Some(&config_path))
+            .await
+            .expect("p402 starts");
         TestProxy {
             running: Some(running),
             dir,
@@ -379,9 +405,15 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let body: Value = response.json().await.expect("error body is JSON");
-    let error = body.get("error").cloned().unwrap_or_else(|| panic!("no error object in {body}"));
+    let error = body
+        .get("error")
+        .cloned()
+        .unwrap_or_else(|| panic!("no error object in {body}"));
     assert_eq!(error["code"], code, "{body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(error["type"].is_string(), "{body}");
     let id = error["request_id"].as_str().expect("request_id");
     assert!(id.starts_with("req_"), "{body}");
@@ -436,9 +468,13 @@ impl ProxyProcess {
         let sink = lines.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
+                    if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+                    {
                         let _ = tx.send(addr);
                     }
                 }

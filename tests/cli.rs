@@ -1,0 +1,200 @@
+//! The `p402` binary itself: `check`, `init`, signals and graceful shutdown.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn p402(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_p402"))
+        .args(args)
+        .env_remove("P402_CONFIG")
+        .output()
+        .expect("run p402")
+}
+
+#[test]
+fn check_reports_file_line_col_and_exits_1() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:8402\"\nmax_body = 5\n",
+    )
+    .expect("write");
+    let out = p402(&["check", "--config", path.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:1: unknown field `max_body`", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_never_prints_provider_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    std::fs::write(
+        &path,
+        "[providers.openai]\napi_key_env = \"P402_CHECK_KEY\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_p402"))
+        .args(["check", "--config", path.to_str().expect("utf8")])
+        .env("P402_CHECK_KEY", "sk-very-secret-value")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("sk-very-secret-value"));
+    assert!(all.contains("openai") && all.contains("usable"), "{all}");
+    assert!(
+        all.contains("groq") && all.contains("GROQ_API_KEY"),
+        "{all}"
+    );
+}
+
+#[test]
+fn init_writes_a_valid_config_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("conf").join("p402.toml");
+    let target = path.to_str().expect("utf8");
+    let out = p402(&["init", target]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&path).expect("written");
+    assert!(written.contains("[routing]") && written.contains('#'));
+    let out = p402(&["check", "--config", target]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(&path, "# mine\n").expect("write");
+    let out = p402(&["init", target]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "# mine\n");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    std::fs::write(&path, "[routing]\ndefault_mode = 7\n").expect("write");
+    let out = p402(&["serve", "--config", path.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("p402.toml:2:16:"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_requests_in_flight_then_exits_0() {
+    let fake = FakeProvider::start().await;
+    fake.push(Reply::Delay(
+        Duration::from_millis(1500),
+        Box::new(Reply::Json(
+            200,
+            completion("gpt-4o-mini", "slow answer", 5, 2),
+        )),
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    std::fs::write(
+        &path,
+        Setup::default()
+            .with_provider("openai", &fake)
+            .toml(&dir.path().join("data")),
+    )
+    .expect("write");
+    let mut process = ProxyProcess::start(&path);
+    let url = format!("http://{}/v1/chat/completions", process.addr);
+
+    let arrived = fake.arrived.notified();
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&ask("gpt-4o-mini", "take your time"))
+            .send()
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), arrived)
+        .await
+        .expect("request reached the provider");
+    process.signal("TERM");
+
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["choices"][0]["message"]["content"], "slow answer");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = process.child.wait().expect("wait");
+        (status, process)
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        status.0.code(),
+        Some(0),
+        "{:?}",
+        status.1.stderr_lines.lock().expect("lines")
+    );
+    let lines = status.1.stderr_lines.lock().expect("lines").join("\n");
+    assert!(lines.contains("shutting down"), "{lines}");
+    assert!(
+        !lines.contains(PROVIDER_KEY),
+        "the provider key never appears in logs"
+    );
+    assert!(
+        lines.contains("request_id=req_"),
+        "one log line per request: {lines}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_config() {
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &path,
+        Setup::default().with_provider("openai", &fake).toml(&data),
+    )
+    .expect("write");
+    let process = ProxyProcess::start(&path);
+    let health_url = format!("http://{}/health", process.addr);
+    let health = || async {
+        reqwest::get(&health_url)
+            .await
+            .expect("health")
+            .json::<Value>()
+            .await
+            .expect("json")
+    };
+    assert_eq!(health().await["config"]["reloads"], 0);
+    // SIGHUP re-reads the file even though it did not change.
+    process.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        health().await["config"]["reloads"] == 1
+    })
+    .await;
+    assert!(reloaded, "SIGHUP did not reload");
+    assert_eq!(health().await["status"], "healthy");
+}

@@ -1,0 +1,87 @@
+//! The official `openai` Python SDK against p402, through OPENAI_BASE_URL
+//! alone. `.ci/run` installs the SDK into `target/sdk-venv`; set
+//! `P402_TEST_PYTHON` to use another interpreter that has it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("P402_TEST_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the openai SDK is not installed: run `bash .ci/run` once, or `python3 -m venv target/sdk-venv && target/sdk-venv/bin/pip install openai`"
+    );
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_chat_stream_and_extra_body() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &fake)).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_python.py");
+    let base_url = proxy.url("/v1");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .env("OPENAI_BASE_URL", base_url)
+            .env("OPENAI_API_KEY", "sk-client-side-anything")
+            .env("OPENAI_MAX_RETRIES", "0")
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
+
+    assert_eq!(seen["plain"]["content"], "Hello there!");
+    assert_eq!(seen["plain"]["finish_reason"], "stop");
+    assert_eq!(seen["plain"]["total_tokens"], 15);
+    assert_eq!(seen["plain"]["metadata"]["provider"], "openai");
+    assert_eq!(seen["plain"]["metadata"]["mode"], "cost");
+    assert_eq!(seen["headers"]["x-p402-provider"], "openai");
+    assert_eq!(seen["headers"]["x-p402-cached"], "false");
+
+    assert_eq!(seen["stream"]["content"], "Hello there!");
+    assert_eq!(
+        seen["stream"]["finish_reasons"],
+        serde_json::json!(["stop"])
+    );
+    assert_eq!(
+        seen["stream"]["usage_chunks"], 0,
+        "no usage for a client that did not ask"
+    );
+    assert_eq!(seen["stream"]["metadata"]["output_tokens"], 3);
+
+    assert_eq!(seen["stream_usage"]["usage_chunks"], 1);
+    assert_eq!(seen["stream_usage"]["total_tokens"], 15);
+    assert!(seen["stream_usage"]["metadata"]["cost_usd"].is_f64());
+
+    assert_eq!(seen["bad_mode"]["class"], "BadRequestError");
+    assert_eq!(seen["bad_mode"]["status"], 400);
+
+    // The SDK's extra_body reached p402 and went no further.
+    let received = fake.received();
+    assert_eq!(
+        received.len(),
+        4,
+        "the bad-mode request never reached the provider"
+    );
+    assert!(received.iter().all(|r| r.body.get("p402").is_none()));
+    assert!(received
+        .iter()
+        .all(|r| r.headers["authorization"] == format!("Bearer {PROVIDER_KEY}").as_str()));
+    proxy.stop().await;
+}
