@@ -107,10 +107,26 @@ impl Server {
     }
 }
 
-/// Routes a request to its handler. Health is open to all (monitors and
-/// systemd probe it); everything else needs a local key when keys are set.
+/// Every response carries its request id, whichever handler produced it.
 async fn dispatch(state: &AppState, request: Request<Incoming>) -> Response<Body> {
     let request_id = RequestId::new();
+    let mut response = route(state, request, &request_id).await;
+    if !response.headers().contains_key("x-p402-request-id") {
+        if let Ok(value) = http::HeaderValue::from_str(request_id.as_str()) {
+            response.headers_mut().insert("x-p402-request-id", value);
+        }
+    }
+    response
+}
+
+/// Routes a request to its handler. Health is open to all (monitors and
+/// systemd probe it); everything else needs a local key when keys are set.
+async fn route(
+    state: &AppState,
+    request: Request<Incoming>,
+    request_id: &RequestId,
+) -> Response<Body> {
+    let request_id = request_id.clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
     let method = request.method().clone();
     let runtime = state.runtime();

@@ -426,7 +426,16 @@ async fn mid_stream_failure_becomes_an_error_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_models() {
     let (_fake, proxy) = proxy_with_openai().await;
-    let health = proxy.health().await;
+    let response = proxy
+        .client
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    assert!(response.headers()["x-p402-request-id"]
+        .to_str()
+        .is_ok_and(|id| id.starts_with("req_")));
+    let health: Value = response.json().await.expect("json");
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
     // openai (test key) and ollama (keyless local server).
@@ -511,5 +520,25 @@ async fn local_api_keys_guard_everything_but_health() {
         format!("Bearer {PROVIDER_KEY}").as_str()
     );
     assert_eq!(proxy.health().await["status"], "healthy");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_http2_cleartext_with_prior_knowledge() {
+    let (_fake, proxy) = proxy_with_openai().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = h2
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&ask("gpt-4o-mini", "over h2c"))
+        .send()
+        .await
+        .expect("h2c request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["p402_metadata"]["provider"], "openai");
     proxy.stop().await;
 }
