@@ -35,7 +35,7 @@ pub fn health(state: &AppState) -> Response<Body> {
         &json!({
             "status": "healthy",
             "version": env!("CARGO_PKG_VERSION"),
-            "providers": runtime.usable_providers(),
+            "providers": state.routable_providers(&runtime),
             // No cache store exists in this build yet: say so rather than claim one.
             "cache": "disabled",
             "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),

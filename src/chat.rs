@@ -17,21 +17,20 @@ use crate::metadata::{self, FailedAttempt, Timing};
 use crate::providers::{self, openai};
 use crate::request::{self, ChatRequest};
 use crate::request_log::RequestLog;
-use crate::router::{self, Candidate, Route};
-use crate::state::Runtime;
+use crate::router::{Candidate, Route};
+use crate::state::{AppState, Runtime};
 use crate::stream::{elapsed_ms, Relay};
+use crate::tokens;
 use crate::upstream::UpstreamError;
 
-/// At most this many candidates are tried for one request.
-const MAX_ATTEMPTS: usize = 3;
-
 pub async fn handle(
+    state: &AppState,
     runtime: &Runtime,
     request: Request<Incoming>,
     request_id: RequestId,
 ) -> Response<Body> {
     let started = Instant::now();
-    match run(runtime, request, &request_id, started).await {
+    match run(state, runtime, request, &request_id, started).await {
         Ok(response) => response,
         Err(error) => {
             let mut log = RequestLog::new(&request_id, false, started);
@@ -43,6 +42,7 @@ pub async fn handle(
 }
 
 async fn run(
+    state: &AppState,
     runtime: &Runtime,
     request: Request<Incoming>,
     request_id: &RequestId,
@@ -59,13 +59,19 @@ async fn run(
             format!("session `{session}` does not exist"),
         ));
     }
-    let route = router::route(&runtime.catalog, &config.routing, &chat)?;
+    let input_tokens = count_input_tokens(&chat).await?;
+    let route = state.router(runtime).route(&chat, input_tokens)?;
 
-    let failover_allowed = chat.options.failover != Some(false);
     let mut failed: Vec<FailedAttempt> = Vec::new();
     let mut all_timeouts = true;
-    for candidate in route.candidates.iter().take(MAX_ATTEMPTS) {
+    for candidate in &route.candidates {
+        // A provider whose breaker is half-open takes one trial request at a
+        // time; the others skip it.
+        if !state.health().admits(&candidate.provider.name) {
+            continue;
+        }
         let attempt = Attempt {
+            state,
             runtime,
             chat: &chat,
             route: &route,
@@ -77,6 +83,9 @@ async fn run(
             Ok(response) => return Ok(response),
             Err(failure) => {
                 all_timeouts &= failure.timed_out;
+                state
+                    .health()
+                    .record_failure(&candidate.provider.name, &failure.detail, runtime.breaker_policy());
                 tracing::warn!(
                     request_id = %request_id,
                     provider = %candidate.provider.name,
@@ -91,11 +100,20 @@ async fn run(
                 });
             }
         }
-        if !failover_allowed {
-            break;
-        }
     }
     Err(every_attempt_failed(&failed, all_timeouts))
+}
+
+/// Input tokens of the request; large prompts are counted on a blocking
+/// thread so that tokenizing them never stalls the async workers.
+async fn count_input_tokens(chat: &ChatRequest) -> Result<u64, ApiError> {
+    if tokens::text_bytes(&chat.body) <= tokens::INLINE_LIMIT {
+        return Ok(tokens::count_input(&chat.body));
+    }
+    let body = chat.body.clone();
+    tokio::task::spawn_blocking(move || tokens::count_input(&body))
+        .await
+        .map_err(|e| ApiError::internal(format!("token counting failed: {e}")))
 }
 
 /// Why one candidate gave no usable answer, when another may.
@@ -117,6 +135,7 @@ impl Failure {
 }
 
 struct Attempt<'a> {
+    state: &'a AppState,
     runtime: &'a Runtime,
     chat: &'a ChatRequest,
     route: &'a Route,
@@ -131,7 +150,7 @@ impl Attempt<'_> {
     async fn call(&self, failover: Vec<FailedAttempt>) -> Result<Response<Body>, Failure> {
         let upstream_request = openai::build_request(
             &self.candidate.provider,
-            &self.candidate.upstream_model,
+            self.candidate,
             self.chat,
         )
         .map_err(|e| Failure::new("request_error", e.message))?;
@@ -155,8 +174,15 @@ impl Attempt<'_> {
         if providers::is_retryable(status) {
             return Err(Failure::new(status.as_u16(), format!("HTTP {status}")));
         }
+        // The provider answered as a provider should: healthy, whatever the
+        // request's own fate.
+        let provider = &self.candidate.provider.name;
+        self.state.health().record_success(provider, upstream_started.elapsed());
         if !status.is_success() {
             return self.relay_client_error(response).await;
+        }
+        if let Some(key) = self.route.conversation {
+            self.state.sticky().record(key, provider, self.candidate.model_name());
         }
         if self.chat.stream {
             let is_sse = response
@@ -171,6 +197,8 @@ impl Attempt<'_> {
                 ));
             }
             let relay = Relay {
+                state: self.state.clone(),
+                breaker: self.runtime.breaker_policy(),
                 request_id: self.request_id.clone(),
                 route: self.route.clone(),
                 candidate: self.candidate.clone(),

@@ -8,7 +8,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, watch, Discovered, LoadedConfig};
+use crate::probe;
 use crate::server::Server;
+use crate::tokens;
 use crate::state::{AppState, Runtime};
 
 /// A running proxy. Dropping it does not stop the server; call
@@ -72,8 +74,8 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let listen = loaded.config.server.listen;
     let path = loaded.path.clone();
     let runtime = Runtime::build(loaded, None).context("TLS set-up failed")?;
-    let usable = runtime.usable_providers();
     let state = AppState::new(runtime, data_dir);
+    let usable = state.routable_providers(&state.runtime());
 
     let server = Server::bind(listen, state.clone())
         .await
@@ -98,6 +100,8 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         "p402 {} listening on http://{addr} ({usable} providers usable); set OPENAI_BASE_URL=http://{addr}/v1",
         env!("CARGO_PKG_VERSION")
     );
+    tokio::spawn(probe::watch_local_providers(state.clone()));
+    tokio::task::spawn_blocking(tokens::warm_up);
     if usable == 0 {
         tracing::warn!("no provider has a key: set e.g. OPENAI_API_KEY, or configure a local server under [providers]");
     }

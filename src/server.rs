@@ -142,7 +142,7 @@ async fn route(
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {
-            chat::handle(&runtime, request, request_id).await
+            chat::handle(state, &runtime, request, request_id).await
         }
         (Method::GET, "/v1/models") => api::models(state),
         (_, "/v1/chat/completions" | "/api/v2/chat/completions") => {

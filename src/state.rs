@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError, LoadedConfig};
+use crate::provider_health::{BreakerPolicy, ProviderHealth};
+use crate::router::{Router, Sticky};
 use crate::upstream::Upstream;
 
 /// One consistent view of the configuration.
@@ -44,6 +46,14 @@ impl Runtime {
         &self.loaded.config
     }
 
+    pub fn breaker_policy(&self) -> BreakerPolicy {
+        let routing = &self.config().routing;
+        BreakerPolicy {
+            failures: routing.circuit_breaker_failures,
+            cooldown: routing.circuit_breaker_cooldown_seconds.duration(),
+        }
+    }
+
     /// Providers that can be routed to now.
     pub fn usable_providers(&self) -> usize {
         self.catalog
@@ -71,6 +81,9 @@ pub struct AppState {
 
 struct Shared {
     runtime: ArcSwap<Runtime>,
+    /// Outlives config reloads: a failing provider stays known as failing.
+    health: ProviderHealth,
+    sticky: Sticky,
     /// A std mutex: it is held only to copy or replace a small struct.
     status: Mutex<ConfigStatus>,
     data_dir: PathBuf,
@@ -88,6 +101,8 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
+                health: ProviderHealth::default(),
+                sticky: Sticky::default(),
                 status: Mutex::new(status),
                 data_dir,
                 started: Instant::now(),
@@ -97,6 +112,36 @@ impl AppState {
 
     pub fn runtime(&self) -> Arc<Runtime> {
         self.shared.runtime.load_full()
+    }
+
+    pub fn health(&self) -> &ProviderHealth {
+        &self.shared.health
+    }
+
+    pub fn sticky(&self) -> &Sticky {
+        &self.shared.sticky
+    }
+
+    /// A router over `runtime`'s catalog with the live provider health.
+    pub fn router<'a>(&'a self, runtime: &'a Runtime) -> Router<'a> {
+        Router {
+            catalog: &runtime.catalog,
+            config: &runtime.config().routing,
+            health: &self.shared.health,
+            sticky: &self.shared.sticky,
+        }
+    }
+
+    /// Providers that can be routed to now: with a key, or keyless local
+    /// servers that answered their last probe.
+    pub fn routable_providers(&self, runtime: &Runtime) -> usize {
+        let router = self.router(runtime);
+        runtime
+            .catalog
+            .providers()
+            .iter()
+            .filter(|p| router.provider_usable(p))
+            .count()
     }
 
     pub fn config_status(&self) -> ConfigStatus {

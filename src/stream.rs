@@ -19,9 +19,11 @@ use crate::catalog::Usage;
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::metadata::{self, FailedAttempt, Timing};
+use crate::provider_health::BreakerPolicy;
 use crate::providers::{openai, EventStream, StreamEvent};
 use crate::request_log::RequestLog;
 use crate::router::{Candidate, Route};
+use crate::state::AppState;
 
 /// Events in flight between the relay and hyper; small, because each one is
 /// written out as soon as the client's socket takes it.
@@ -29,6 +31,8 @@ const CHANNEL_CAPACITY: usize = 16;
 
 /// Everything the relay needs to finish the request on its own.
 pub struct Relay {
+    pub state: AppState,
+    pub breaker: BreakerPolicy,
     pub request_id: RequestId,
     pub route: Route,
     pub candidate: Candidate,
@@ -158,6 +162,11 @@ impl Relay {
                 }
             }
             Err(error) => {
+                if error.code != "client_disconnected" {
+                    self.state
+                        .health()
+                        .record_failure(&self.candidate.provider.name, &error.message, self.breaker);
+                }
                 if error.code != "client_disconnected" && error.code != "upstream_error_event" {
                     let _ = tx.send(event(&error.to_json(&self.request_id))).await;
                 }

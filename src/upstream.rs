@@ -80,6 +80,18 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A quick liveness check: the status of a small request, at most 2 s.
+    pub async fn probe(&self, request: Request<Full<Bytes>>) -> Result<http::StatusCode, UpstreamError> {
+        let limit = Duration::from_secs(2);
+        match tokio::time::timeout(limit, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(limit)),
+            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
+        }
+    }
+}
+
 /// Web PKI roots plus the system's own, so both public providers and
 /// corporate proxies with a private CA verify.
 fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {

@@ -41,7 +41,7 @@ async fn valid_edits_apply_and_invalid_ones_keep_the_old_config() {
     assert!(health["config"]["reloads"].as_u64() >= Some(1));
 
     // 2. An invalid edit, written in place: refused, reported with its place.
-    let broken = format!("{moved}\n[routing]\ndefault_mode = \"cheapest\"\n");
+    let broken = format!("{moved}\n[cache]\nsimilarity = \"high\"\n");
     std::fs::write(&proxy.config_path, &broken).expect("write");
     let reported = eventually(LIMIT, || async {
         proxy.health().await["config"]["status"] == "error"
@@ -98,10 +98,10 @@ async fn routing_changes_apply_to_new_requests() {
         .json()
         .await
         .expect("json");
-    assert_eq!(answer["p402_metadata"]["mode"], "cost");
+    assert_eq!(answer["p402_metadata"]["mode"], "passthrough");
 
     let setup = Setup {
-        extra: "[routing]\ndefault_mode = \"passthrough\"\n".into(),
+        routing: "default_mode = \"speed\"\npin = [\"gpt-4o-mini\"]\n".into(),
         ..Setup::default()
     }
     .with_provider("openai", &fake);
@@ -113,7 +113,7 @@ async fn routing_changes_apply_to_new_requests() {
             .json()
             .await
             .expect("json");
-        answer["p402_metadata"]["mode"] == "passthrough"
+        answer["p402_metadata"]["mode"] == "speed"
     })
     .await;
     assert!(applied);

@@ -47,9 +47,11 @@ struct BuiltinProvider {
     api: Api,
 }
 
+/// The compiled-in catalog's shape; tests build catalogs of their own from
+/// the same format.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BuiltinCatalog {
+pub struct BuiltinCatalog {
     as_of: String,
     providers: Vec<BuiltinProvider>,
     models: Vec<ModelConfig>,
@@ -239,7 +241,17 @@ impl Catalog {
     /// Merges the built-in catalog with the config, reading keys through
     /// `env` (the process environment in production, a map in tests).
     pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
-        let mut providers: Vec<Provider> = BUILTIN
+        Self::build_from(&BUILTIN, config, env)
+    }
+
+    /// Reads a catalog in the built-in format (for tests and benchmarks that
+    /// need a fixed catalog).
+    pub fn parse_base(text: &str) -> Result<BuiltinCatalog, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn build_from(base: &BuiltinCatalog, config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
+        let mut providers: Vec<Provider> = base
             .providers
             .iter()
             .map(|p| Provider {
@@ -287,8 +299,8 @@ impl Catalog {
                 .map(ApiKey);
         }
 
-        let builtin_source = format!("catalog {}", BUILTIN.as_of);
-        let mut models: Vec<Model> = BUILTIN
+        let builtin_source = format!("catalog {}", base.as_of);
+        let mut models: Vec<Model> = base
             .models
             .iter()
             .map(|m| {

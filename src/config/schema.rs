@@ -94,6 +94,13 @@ pub struct RoutingConfig {
     pub reference_model: Spanned<String>,
     /// Requested models matching these globs are never rewritten.
     pub pin: Vec<Spanned<String>>,
+    /// A substitute must score at least this share of the requested model's
+    /// quality (in every mode but passthrough).
+    pub quality_floor: QualityFloor,
+    /// Consecutive failures after which a provider is skipped...
+    pub circuit_breaker_failures: u32,
+    /// ...for this long, before one trial request is let through.
+    pub circuit_breaker_cooldown_seconds: Seconds,
 }
 
 impl Default for RoutingConfig {
@@ -102,6 +109,9 @@ impl Default for RoutingConfig {
             default_mode: Mode::Cost,
             reference_model: Spanned::new(0..0, "gpt-4o".to_string()),
             pin: Vec::new(),
+            quality_floor: QualityFloor(0.85),
+            circuit_breaker_failures: 3,
+            circuit_breaker_cooldown_seconds: Seconds(30.0),
         }
     }
 }
@@ -255,6 +265,31 @@ impl TryFrom<f64> for Similarity {
                 "similarity is a cosine threshold between 0 and 1, found {value}"
             ))
         }
+    }
+}
+
+/// A share of the requested model's quality, in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct QualityFloor(pub f64);
+
+impl TryFrom<f64> for QualityFloor {
+    type Error = String;
+    fn try_from(value: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&value) {
+            Ok(QualityFloor(value))
+        } else {
+            Err(format!(
+                "quality_floor is a share of the requested model's quality between 0 and 1, found {value}"
+            ))
+        }
+    }
+}
+
+impl QualityFloor {
+    /// The lowest score a substitute for a model of `quality` may have.
+    pub fn below(self, quality: u8) -> u8 {
+        (f64::from(quality) * self.0).ceil().clamp(0.0, 100.0) as u8
     }
 }
 
@@ -428,6 +463,9 @@ impl Config {
                     format!("max_cost_per_request_usd must be positive, found {usd}"),
                 ));
             }
+        }
+        if self.routing.circuit_breaker_failures == 0 {
+            return Err((None, "[routing] circuit_breaker_failures must be at least 1".to_string()));
         }
         if !(self.cache.max_temperature.is_finite() && self.cache.max_temperature >= 0.0) {
             return Err((

@@ -9,7 +9,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use super::{EventStream, StreamError, StreamEvent};
-use crate::catalog::{Provider, Usage};
+use crate::catalog::{Capability, Model, Provider, Usage};
+use crate::router::Candidate;
 use crate::error::ApiError;
 use crate::request::ChatRequest;
 
@@ -20,11 +21,12 @@ const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 /// provider's own key (never the client's).
 pub fn build_request(
     provider: &Provider,
-    upstream_model: &str,
+    candidate: &Candidate,
     request: &ChatRequest,
 ) -> Result<Request<Full<Bytes>>, ApiError> {
     let mut body: Map<String, Value> = request.body.clone();
-    body.insert("model".to_string(), Value::from(upstream_model));
+    body.insert("model".to_string(), Value::from(candidate.upstream_model.as_str()));
+    adapt_parameters(&mut body, provider, candidate.model.as_ref());
     if request.stream {
         let options = body.entry("stream_options").or_insert_with(|| json!({}));
         if let Value::Object(options) = options {
@@ -60,6 +62,65 @@ pub fn build_request(
     builder
         .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| ApiError::internal(format!("cannot build the request to `{url}`: {e}")))
+}
+
+/// Fields only OpenAI's own API accepts; other OpenAI-compatible endpoints
+/// answer 400 to some of them, so they are dropped rather than forwarded.
+const OPENAI_ONLY: &[&str] = &[
+    "store",
+    "metadata",
+    "service_tier",
+    "prediction",
+    "modalities",
+    "audio",
+    "web_search_options",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "verbosity",
+];
+
+/// Sampling parameters OpenAI's reasoning models refuse.
+const NOT_FOR_REASONING: &[&str] = &[
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+];
+
+/// Rewrites the parameters a routed-to target would refuse: the output
+/// limit's name, OpenAI-only fields, and sampling parameters a reasoning
+/// model does not take. Silently dropping a parameter beats a 400 for a
+/// request the client wrote for another model.
+fn adapt_parameters(body: &mut Map<String, Value>, provider: &Provider, model: Option<&Model>) {
+    let reasoning = model.is_some_and(|m| m.capabilities.contains(&Capability::Reasoning));
+    let (from, to) = if provider.name == "openai" {
+        // OpenAI deprecated `max_tokens`, and its reasoning models refuse it.
+        ("max_tokens", "max_completion_tokens")
+    } else {
+        // Most compatible endpoints know only the older name.
+        ("max_completion_tokens", "max_tokens")
+    };
+    if let Some(limit) = body.remove(from) {
+        body.entry(to).or_insert(limit);
+    }
+    if provider.name == "openai" {
+        if reasoning {
+            for key in NOT_FOR_REASONING {
+                body.remove(*key);
+            }
+        }
+    } else {
+        for key in OPENAI_ONLY {
+            body.remove(*key);
+        }
+    }
+    if model.is_some() && !reasoning {
+        body.remove("reasoning_effort");
+    }
 }
 
 /// Reads the usage object of a response or of a stream's usage chunk.
@@ -140,7 +201,13 @@ mod tests {
             &http::HeaderMap::new(),
         )
         .expect("request");
-        let req = build_request(provider, "gpt-4o-mini", &chat).expect("built");
+        let candidate = Candidate {
+            provider: provider.clone(),
+            upstream_model: "gpt-4o-mini".to_string(),
+            model: None,
+            expected_cost: None,
+        };
+        let req = build_request(provider, &candidate, &chat).expect("built");
         assert_eq!(req.uri(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer sk-provider");
         let body: Value = serde_json::from_slice(
@@ -155,5 +222,27 @@ mod tests {
         assert_eq!(body["model"], "gpt-4o-mini");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert!(body.get("p402").is_none());
+    }
+
+    fn adapted(provider: &str, capabilities: &[Capability], body: Value) -> Value {
+        let config = crate::config::parse("t", "").expect("config");
+        let catalog = crate::catalog::Catalog::build(&config, |_| Some("k".to_string()));
+        let provider = catalog.provider(provider).expect("provider");
+        let mut model = catalog.find("gpt-4o").expect("model").clone();
+        model.capabilities = capabilities.to_vec();
+        let mut map = body.as_object().cloned().expect("object");
+        adapt_parameters(&mut map, provider, Some(&model));
+        Value::Object(map)
+    }
+
+    #[test]
+    fn parameters_are_translated_for_the_target() {
+        let body = json!({"max_tokens": 100, "temperature": 0.2, "store": true, "reasoning_effort": "low"});
+        let openai = adapted("openai", &[Capability::Reasoning], body.clone());
+        assert_eq!(openai, json!({"max_completion_tokens": 100, "store": true, "reasoning_effort": "low"}));
+        let groq = adapted("groq", &[Capability::Tools], body);
+        assert_eq!(groq, json!({"max_tokens": 100, "temperature": 0.2}));
+        let back = adapted("deepseek", &[], json!({"max_completion_tokens": 50}));
+        assert_eq!(back, json!({"max_tokens": 50}));
     }
 }

@@ -26,10 +26,33 @@ use tokio::sync::{mpsc, Notify};
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-5f1c";
 pub const PROVIDER_KEY_ENV: &str = "P402_TEST_PROVIDER_KEY";
 
+/// The built-in providers' key variables: removed for every test, so that
+/// a developer's real keys can never send test traffic to a real provider.
+pub const REAL_KEY_VARS: &[&str] = &[
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "GROQ_API_KEY",
+    "MISTRAL_API_KEY",
+    "TOGETHER_API_KEY",
+    "FIREWORKS_API_KEY",
+    "XAI_API_KEY",
+    "CEREBRAS_API_KEY",
+    "PERPLEXITY_API_KEY",
+    "OPENROUTER_API_KEY",
+];
+
 pub fn set_provider_key() {
     static ONCE: Once = Once::new();
-    // Set once, before any server reads it, and never changed afterwards.
-    ONCE.call_once(|| std::env::set_var(PROVIDER_KEY_ENV, PROVIDER_KEY));
+    // Set once, before any server reads the environment, and never changed
+    // afterwards.
+    ONCE.call_once(|| {
+        std::env::set_var(PROVIDER_KEY_ENV, PROVIDER_KEY);
+        for var in REAL_KEY_VARS {
+            std::env::remove_var(var);
+        }
+    });
 }
 
 // ---- fake provider ------------------------------------------------------------
@@ -295,6 +318,9 @@ pub struct Setup {
     pub server: String,
     /// Extra lines for `[upstream]`.
     pub upstream: String,
+    /// Lines for `[routing]`; without a `default_mode` the harness sets
+    /// passthrough, so that tests of forwarding are not rerouted.
+    pub routing: String,
     /// Further tables appended as they are.
     pub extra: String,
 }
@@ -312,6 +338,12 @@ impl Setup {
             self.server,
             self.upstream
         );
+        text.push_str("[routing]\n");
+        if !self.routing.contains("default_mode") {
+            text.push_str("default_mode = \"passthrough\"\n");
+        }
+        text.push_str(&self.routing);
+        text.push_str("\n\n");
         for (name, url) in &self.providers {
             text.push_str(&format!(
                 "[providers.{name}]\nbase_url = {url:?}\napi_key_env = {PROVIDER_KEY_ENV:?}\n\n"
@@ -452,7 +484,11 @@ impl ProxyProcess {
     /// Starts `p402 serve --config <path>` and waits for its listening line.
     pub fn start(config_path: &Path) -> Self {
         set_provider_key();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_p402"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_p402"));
+        for var in REAL_KEY_VARS {
+            command.env_remove(var);
+        }
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config_path)
             .args(["--log-format", "text"])

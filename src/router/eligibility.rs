@@ -1,0 +1,138 @@
+//! Whether a model can serve a request: capabilities, context, provider,
+//! quality floor, price and the request's own cost cap.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::catalog::{Capability, Model, Usage};
+use crate::money::Usd;
+use crate::request::ChatRequest;
+
+/// When a request sets no output limit, this many output tokens are assumed
+/// when comparing costs: a typical chat answer. (A hard cap on spend, which
+/// needs the worst case instead, is the budget's business.)
+pub const EXPECTED_OUTPUT_TOKENS: u32 = 500;
+/// Room kept for the answer when checking a context window, without a limit.
+pub const CONTEXT_RESERVE_TOKENS: u32 = 1024;
+
+/// What a request demands of the model that answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Needs {
+    pub capabilities: BTreeSet<Capability>,
+    pub input_tokens: u64,
+    /// `max_completion_tokens` or `max_tokens`, when the client set one.
+    pub output_limit: Option<u32>,
+}
+
+impl Needs {
+    pub fn of(request: &ChatRequest, input_tokens: u64) -> Self {
+        let body = &request.body;
+        let mut capabilities = BTreeSet::new();
+        let non_empty = |key: &str| body.get(key).is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()));
+        if non_empty("tools") || non_empty("functions") {
+            capabilities.insert(Capability::Tools);
+        }
+        if has_image(body.get("messages")) {
+            capabilities.insert(Capability::Vision);
+        }
+        let format = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
+        if format == Some("json_schema") {
+            capabilities.insert(Capability::JsonSchema);
+        }
+        if let Some(required) = &request.options.require_capabilities {
+            capabilities.extend(required.iter().copied());
+        }
+        let limit = |key: &str| body.get(key).and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        Needs {
+            capabilities,
+            input_tokens,
+            output_limit: limit("max_completion_tokens").or_else(|| limit("max_tokens")),
+        }
+    }
+
+    /// Output tokens assumed when pricing the request on `model`.
+    pub fn expected_output(&self, model: &Model) -> u32 {
+        let limit = self.output_limit.unwrap_or(EXPECTED_OUTPUT_TOKENS);
+        model.max_output.map_or(limit, |max| limit.min(max))
+    }
+
+    /// The expected cost on `model`, `None` when it has no price.
+    pub fn expected_cost(&self, model: &Model) -> Option<Usd> {
+        let usage = Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: u64::from(self.expected_output(model)),
+            ..Usage::default()
+        };
+        model.price.map(|price| price.cost(&usage))
+    }
+}
+
+fn has_image(messages: Option<&Value>) -> bool {
+    let Some(messages) = messages.and_then(Value::as_array) else {
+        return false;
+    };
+    messages.iter().any(|message| {
+        message.get("content").and_then(Value::as_array).is_some_and(|parts| {
+            parts.iter().any(|part| {
+                matches!(
+                    part.get("type").and_then(Value::as_str),
+                    Some("image_url") | Some("input_image") | Some("image")
+                )
+            })
+        })
+    })
+}
+
+/// Why a model was passed over; counted to explain an empty choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reject {
+    ProviderUnusable,
+    ProviderExcluded,
+    CircuitOpen,
+    Capability,
+    Context,
+    OutputLimit,
+    QualityBelowFloor,
+    Unpriced,
+    MaxCost,
+}
+
+impl Reject {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reject::ProviderUnusable => "provider without a key or unreachable",
+            Reject::ProviderExcluded => "provider excluded",
+            Reject::CircuitOpen => "provider failing (circuit open)",
+            Reject::Capability => "missing a capability the request uses",
+            Reject::Context => "context window too small",
+            Reject::OutputLimit => "output limit above the model's maximum",
+            Reject::QualityBelowFloor => "quality below the floor",
+            Reject::Unpriced => "no price in the catalog",
+            Reject::MaxCost => "over max_cost",
+        }
+    }
+}
+
+/// Whether `model` has what the request needs of the model itself (not of
+/// its provider): capabilities, context and output limit.
+pub fn fits(model: &Model, needs: &Needs) -> Result<(), Reject> {
+    if !needs.capabilities.iter().all(|c| model.capabilities.contains(c)) {
+        return Err(Reject::Capability);
+    }
+    if let Some(context) = model.context {
+        let reserve = needs
+            .output_limit
+            .unwrap_or(CONTEXT_RESERVE_TOKENS)
+            .min(model.max_output.unwrap_or(u32::MAX));
+        if needs.input_tokens + u64::from(reserve) > u64::from(context) {
+            return Err(Reject::Context);
+        }
+    }
+    if let (Some(limit), Some(max)) = (needs.output_limit, model.max_output) {
+        if limit > max {
+            return Err(Reject::OutputLimit);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! Which provider and model answer a request.
+//!
+//! The router turns a parsed request into an ordered list of candidates
+//! (at most three, other providers first after the top choice); the chat
+//! pipeline tries them in order. Every ordering is a deterministic total
+//! order: ties on the mode's goal are broken by expected cost, then by
+//! `provider/model` name, so the same request always routes the same way.
+
+mod eligibility;
+mod mode;
+mod sticky;
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use eligibility::{Needs, Reject, EXPECTED_OUTPUT_TOKENS};
+pub use mode::{Mode, ModeChoice, Weights};
+pub use sticky::{ConversationKey, Sticky};
+
+use crate::catalog::{Catalog, Model, Price, Provider};
+use crate::config::RoutingConfig;
+use crate::error::{ApiError, ErrorKind};
+use crate::money::Usd;
+use crate::provider_health::ProviderHealth;
+use crate::request::ChatRequest;
+
+/// The model name that means "choose for me".
+pub const AUTO: &str = "auto";
+/// At most this many candidates are tried for one request.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// One provider and model to try.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub provider: Arc<Provider>,
+    /// The model id sent upstream.
+    pub upstream_model: String,
+    /// The catalog entry, when the catalog knows the model (it has the price).
+    pub model: Option<Model>,
+    /// The expected cost of the request on this model, when it is priced.
+    pub expected_cost: Option<Usd>,
+}
+
+impl Candidate {
+    /// The name reported to the client: the catalog id, or what was sent.
+    pub fn model_name(&self) -> &str {
+        self.model.as_ref().map_or(&self.upstream_model, |m| &m.id)
+    }
+
+    pub fn price(&self) -> Option<Price> {
+        self.model.as_ref().and_then(|m| m.price)
+    }
+
+    fn from_model(provider: Arc<Provider>, model: &Model, needs: &Needs) -> Self {
+        Candidate {
+            provider,
+            upstream_model: model.upstream_id.clone(),
+            expected_cost: needs.expected_cost(model),
+            model: Some(model.clone()),
+        }
+    }
+}
+
+/// The router's decision.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub mode: ModeChoice,
+    /// The model the client asked for, as it asked.
+    pub requested_model: String,
+    /// Prices `direct_cost` is computed at: the requested model's, or the
+    /// reference model's when the requested one is unknown or `auto`.
+    pub baseline: Option<Price>,
+    /// In the order to try them.
+    pub candidates: Vec<Candidate>,
+    /// The conversation this request continues, for stickiness.
+    pub conversation: Option<ConversationKey>,
+}
+
+/// A model that passed every check, with what its ordering needs.
+struct Eligible<'a> {
+    model: &'a Model,
+    provider: Arc<Provider>,
+    cost: Option<Usd>,
+    name: String,
+}
+
+/// Everything routing reads besides the request.
+pub struct Router<'a> {
+    pub catalog: &'a Catalog,
+    pub config: &'a RoutingConfig,
+    pub health: &'a ProviderHealth,
+    pub sticky: &'a Sticky,
+}
+
+impl Router<'_> {
+    pub fn route(&self, request: &ChatRequest, input_tokens: u64) -> Result<Route, ApiError> {
+        let options = &request.options;
+        let mode = options.mode.unwrap_or(ModeChoice::Named(self.config.default_mode));
+        let requested_model = request.model.clone();
+        let requested = (requested_model != AUTO)
+            .then(|| self.catalog.find(&requested_model))
+            .flatten();
+        let reference = self.config.reference_model.get_ref();
+        let baseline = requested
+            .and_then(|m| m.price)
+            .or_else(|| self.catalog.find(reference).and_then(|m| m.price));
+        let needs = Needs::of(request, input_tokens);
+        let conversation = request
+            .body
+            .get("messages")
+            .and_then(|m| m.as_array())
+            .and_then(|messages| Sticky::key(messages));
+
+        // What must not be rewritten: passthrough, pins, and any model the
+        // catalog does not know (p402 cannot judge a substitute for it).
+        let fixed = mode.is_passthrough()
+            || options.model.is_some()
+            || options.provider.is_some()
+            || self.config.is_pinned(&requested_model)
+            || (requested.is_none() && requested_model != AUTO);
+        let candidates = if fixed {
+            vec![self.fixed(request, &needs)?]
+        } else {
+            self.ranked(request, mode, requested, &needs, conversation)?
+        };
+        Ok(Route {
+            mode,
+            requested_model,
+            baseline,
+            candidates,
+            conversation,
+        })
+    }
+
+    /// Every eligible model, ordered by the mode, cut to the failover list.
+    fn ranked(
+        &self,
+        request: &ChatRequest,
+        mode: ModeChoice,
+        requested: Option<&Model>,
+        needs: &Needs,
+        conversation: Option<ConversationKey>,
+    ) -> Result<Vec<Candidate>, ApiError> {
+        let options = &request.options;
+        let floor = requested
+            .and_then(|m| m.quality)
+            .map(|q| self.config.quality_floor.below(q));
+        let max_cost = options.max_cost.and_then(Usd::from_dollars);
+        let mut rejected: BTreeMap<Reject, usize> = BTreeMap::new();
+        let mut cheapest_over_cap: Option<Usd> = None;
+        let mut eligible: Vec<Eligible> = Vec::new();
+        for model in self.catalog.models() {
+            let is_requested = requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
+            match self.assess(model, needs, floor, is_requested, request) {
+                Err(reason) => *rejected.entry(reason).or_default() += 1,
+                Ok(candidate) => match (max_cost, candidate.cost) {
+                    (Some(cap), Some(cost)) if cost > cap => {
+                        *rejected.entry(Reject::MaxCost).or_default() += 1;
+                        cheapest_over_cap = Some(cheapest_over_cap.map_or(cost, |c: Usd| c.min(cost)));
+                    }
+                    (Some(_), None) => *rejected.entry(Reject::Unpriced).or_default() += 1,
+                    _ => eligible.push(candidate),
+                },
+            }
+        }
+        if eligible.is_empty() {
+            return Err(self.nothing_eligible(request, max_cost, cheapest_over_cap, &rejected));
+        }
+
+        order(&mut eligible, mode);
+        if let Some(preferred) = &options.prefer_providers {
+            // Stable: within each group the mode's order stands.
+            eligible.sort_by_key(|e| !preferred.iter().any(|p| *p == e.provider.name));
+        }
+        if let Some((provider, model)) = conversation.and_then(|key| self.sticky.get(key)) {
+            if let Some(i) = eligible
+                .iter()
+                .position(|e| e.provider.name == provider && e.model.id == model)
+            {
+                let previous = eligible.remove(i);
+                eligible.insert(0, previous);
+            }
+        }
+
+        let limit = if options.failover == Some(false) { 1 } else { MAX_ATTEMPTS };
+        Ok(failover_order(eligible, limit)
+            .into_iter()
+            .map(|e| Candidate::from_model(e.provider, e.model, needs))
+            .collect())
+    }
+
+    fn assess<'m>(
+        &self,
+        model: &'m Model,
+        needs: &Needs,
+        floor: Option<u8>,
+        is_requested: bool,
+        request: &ChatRequest,
+    ) -> Result<Eligible<'m>, Reject> {
+        let provider = self
+            .catalog
+            .provider(&model.provider)
+            .ok_or(Reject::ProviderUnusable)?;
+        if !self.provider_usable(provider) {
+            return Err(Reject::ProviderUnusable);
+        }
+        if let Some(excluded) = &request.options.exclude_providers {
+            if excluded.iter().any(|p| *p == provider.name) {
+                return Err(Reject::ProviderExcluded);
+            }
+        }
+        if self.health.is_open(&provider.name) {
+            return Err(Reject::CircuitOpen);
+        }
+        eligibility::fits(model, needs)?;
+        if !is_requested {
+            // A substitute must be priced and known to be good enough.
+            if model.price.is_none() {
+                return Err(Reject::Unpriced);
+            }
+            if let Some(floor) = floor {
+                if model.quality.is_none_or(|q| q < floor) {
+                    return Err(Reject::QualityBelowFloor);
+                }
+            }
+        }
+        Ok(Eligible {
+            model,
+            provider: provider.clone(),
+            cost: needs.expected_cost(model),
+            name: format!("{}/{}", model.provider, model.id),
+        })
+    }
+
+    /// A provider with a key (or a keyless local server that answered its
+    /// last probe), enabled, and speaking an API p402 has an adapter for.
+    pub fn provider_usable(&self, provider: &Provider) -> bool {
+        provider.is_usable() && (provider.api_key_env.is_some() || self.health.reachable(&provider.name) == Some(true))
+    }
+
+    fn nothing_eligible(
+        &self,
+        request: &ChatRequest,
+        max_cost: Option<Usd>,
+        cheapest_over_cap: Option<Usd>,
+        rejected: &BTreeMap<Reject, usize>,
+    ) -> ApiError {
+        // Some model could serve the request but for its cost: that is a
+        // budget answer (402), not a routing failure.
+        if let (Some(cap), Some(cheapest)) = (max_cost, cheapest_over_cap) {
+            return ApiError::new(
+                ErrorKind::BudgetExceeded,
+                "MAX_COST_EXCEEDED",
+                format!(
+                    "max_cost ${:.6} is below the cheapest eligible model's expected cost ${:.6} for this request",
+                    cap.to_dollars(),
+                    cheapest.to_dollars()
+                ),
+            );
+        }
+        let reasons: Vec<String> = rejected
+            .iter()
+            .map(|(reason, count)| format!("{count} {}", reason.describe()))
+            .collect();
+        let mut message = format!(
+            "no model can serve this request (models passed over: {})",
+            reasons.join(", ")
+        );
+        if let Some(reason) = self
+            .catalog
+            .find(&request.model)
+            .and_then(|m| self.catalog.provider(&m.provider))
+            .and_then(|p| p.unusable_reason())
+        {
+            message.push_str(&format!("; the requested model's {reason}"));
+        }
+        ApiError::new(ErrorKind::NoProvider, "no_eligible_model", message)
+    }
+
+    /// The one candidate of a request that is not to be rewritten.
+    fn fixed(&self, request: &ChatRequest, needs: &Needs) -> Result<Candidate, ApiError> {
+        let options = &request.options;
+        let reference = self.config.reference_model.get_ref();
+        let wanted = options.model.as_deref().unwrap_or(&request.model);
+        let wanted = if wanted == AUTO { reference.as_str() } else { wanted };
+        let candidate = match options.provider.as_deref() {
+            Some(provider_name) => self.on_provider(provider_name, wanted, needs)?,
+            None => self.by_model(wanted, needs)?,
+        };
+        if let Some(reason) = candidate.provider.unusable_reason() {
+            return Err(ApiError::new(ErrorKind::NoProvider, "provider_unavailable", reason));
+        }
+        if candidate.provider.api_key_env.is_none()
+            && self.health.reachable(&candidate.provider.name) == Some(false)
+        {
+            return Err(ApiError::new(
+                ErrorKind::NoProvider,
+                "provider_unavailable",
+                format!(
+                    "provider `{}` does not answer at {}",
+                    candidate.provider.name, candidate.provider.base_url
+                ),
+            ));
+        }
+        if let (Some(cap), Some(cost)) = (options.max_cost.and_then(Usd::from_dollars), candidate.expected_cost) {
+            if cost > cap {
+                return Err(ApiError::new(
+                    ErrorKind::BudgetExceeded,
+                    "MAX_COST_EXCEEDED",
+                    format!(
+                        "max_cost ${:.6} is below this request's expected cost ${:.6} on {}",
+                        cap.to_dollars(),
+                        cost.to_dollars(),
+                        candidate.model_name()
+                    ),
+                ));
+            }
+        }
+        Ok(candidate)
+    }
+
+    fn on_provider(&self, provider_name: &str, wanted: &str, needs: &Needs) -> Result<Candidate, ApiError> {
+        let provider = self.catalog.provider(provider_name).ok_or_else(|| {
+            ApiError::invalid(
+                "unknown_provider",
+                format!("p402.provider `{provider_name}` is not a known provider"),
+            )
+        })?;
+        // `provider/model` written in full is accepted under a provider pin too.
+        let bare = wanted
+            .strip_prefix(provider_name)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(wanted);
+        Ok(match self.catalog.find_on(provider_name, bare) {
+            Some(model) => Candidate::from_model(provider.clone(), model, needs),
+            None => Candidate {
+                provider: provider.clone(),
+                upstream_model: bare.to_string(),
+                model: None,
+                expected_cost: None,
+            },
+        })
+    }
+
+    fn by_model(&self, wanted: &str, needs: &Needs) -> Result<Candidate, ApiError> {
+        if let Some(model) = self.catalog.find(wanted) {
+            let provider = self.catalog.provider(&model.provider).ok_or_else(|| {
+                ApiError::internal(format!("model `{}` names a missing provider", model.id))
+            })?;
+            let mut candidate = Candidate::from_model(provider.clone(), model, needs);
+            // A dated snapshot keeps its own id upstream; only its price is shared.
+            let named_exactly = wanted == model.id
+                || model.aliases.iter().any(|a| a == wanted)
+                || wanted == format!("{}/{}", model.provider, model.id);
+            if !named_exactly {
+                candidate.upstream_model = wanted.to_string();
+            }
+            return Ok(candidate);
+        }
+        let bare = |provider: &Arc<Provider>, id: &str| Candidate {
+            provider: provider.clone(),
+            upstream_model: id.to_string(),
+            model: None,
+            expected_cost: None,
+        };
+        // `provider/model` for a model the catalog does not list.
+        if let Some((provider_name, rest)) = wanted.split_once('/') {
+            if let Some(provider) = self.catalog.provider(provider_name) {
+                return Ok(bare(provider, rest));
+            }
+        }
+        // An unlisted model goes to the only provider with a key, if there
+        // is exactly one: then there is nothing to guess.
+        let mut keyed = self
+            .catalog
+            .providers()
+            .iter()
+            .filter(|p| p.is_usable() && p.api_key.is_some());
+        if let (Some(only), None) = (keyed.next(), keyed.next()) {
+            return Ok(bare(only, wanted));
+        }
+        Err(ApiError::new(
+            ErrorKind::NotFound,
+            "model_not_found",
+            format!(
+                "model `{wanted}` is not in p402's catalog; write it as provider/model, pin a provider with p402.provider, or add it under [[models]] in p402.toml"
+            ),
+        ))
+    }
+}
+
+/// Sorts by the mode's goal, then expected cost, then name.
+fn order(eligible: &mut [Eligible], mode: ModeChoice) {
+    let cost = |e: &Eligible| e.cost.unwrap_or(Usd::from_nanos(i64::MAX));
+    let quality = |e: &Eligible| e.model.quality.unwrap_or(0);
+    // Tokens per second in thousandths: an integer, so no float ties.
+    let speed = |e: &Eligible| (e.model.speed_tps.unwrap_or(0.0) * 1000.0).round() as i64;
+    match mode {
+        ModeChoice::Named(Mode::Cost) | ModeChoice::Named(Mode::Passthrough) => {
+            eligible.sort_by(|a, b| (cost(a), &a.name).cmp(&(cost(b), &b.name)))
+        }
+        ModeChoice::Named(Mode::Quality) => {
+            eligible.sort_by(|a, b| (Reverse(quality(a)), cost(a), &a.name).cmp(&(Reverse(quality(b)), cost(b), &b.name)))
+        }
+        ModeChoice::Named(Mode::Speed) => {
+            eligible.sort_by(|a, b| (Reverse(speed(a)), cost(a), &a.name).cmp(&(Reverse(speed(b)), cost(b), &b.name)))
+        }
+        ModeChoice::Named(Mode::Balanced) => order_weighted(eligible, Weights::BALANCED),
+        ModeChoice::Weights(weights) => order_weighted(eligible, weights),
+    }
+}
+
+/// The weighted score of cost, quality and speed, each scaled to 0..1
+/// within the eligible set: cost on a log scale (prices span four orders of
+/// magnitude, and halving a cost is worth the same anywhere on it), quality
+/// as the 0-100 score, speed relative to the fastest.
+fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
+    let ln_cost = |e: &Eligible| ((e.cost.map_or(i64::MAX, Usd::nanos).max(0) as f64) + 1.0).ln();
+    let (low, high) = eligible.iter().map(ln_cost).fold((f64::MAX, f64::MIN), |(lo, hi), c| (lo.min(c), hi.max(c)));
+    let fastest = eligible
+        .iter()
+        .filter_map(|e| e.model.speed_tps)
+        .fold(0.0_f64, f64::max);
+    let total = weights.cost + weights.quality + weights.speed;
+    let score = |e: &Eligible| -> i64 {
+        let cost = if high > low { (high - ln_cost(e)) / (high - low) } else { 1.0 };
+        let quality = f64::from(e.model.quality.unwrap_or(0)) / 100.0;
+        let speed = if fastest > 0.0 { e.model.speed_tps.unwrap_or(0.0) / fastest } else { 0.0 };
+        let weighted = (weights.cost * cost + weights.quality * quality + weights.speed * speed) / total;
+        (weighted * 1e9).round() as i64
+    };
+    let cost = |e: &Eligible| e.cost.unwrap_or(Usd::from_nanos(i64::MAX));
+    eligible.sort_by_cached_key(|e| (Reverse(score(e)), cost(e), e.name.clone()));
+}
+
+/// The top choice, then the best of each other provider, then the rest: a
+/// provider that just failed is likely to fail again for its other models.
+fn failover_order(eligible: Vec<Eligible>, limit: usize) -> Vec<Eligible> {
+    let mut chosen: Vec<Eligible> = Vec::with_capacity(limit);
+    let mut rest: Vec<Eligible> = Vec::new();
+    for candidate in eligible {
+        if chosen.len() < limit && !chosen.iter().any(|c| c.provider.name == candidate.provider.name) {
+            chosen.push(candidate);
+        } else {
+            rest.push(candidate);
+        }
+    }
+    let missing = limit.saturating_sub(chosen.len());
+    chosen.extend(rest.into_iter().take(missing));
+    chosen
+}
+
+#[cfg(test)]
+mod tests;
