@@ -70,3 +70,82 @@ pub fn models(state: &AppState) -> Response<Body> {
         .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
+
+/// `GET /api/v2/models`: the whole catalog with prices, limits,
+/// capabilities, and whether each model can be routed to now.
+pub fn catalog(state: &AppState) -> Response<Body> {
+    let runtime = state.runtime();
+    let router = state.router(&runtime);
+    let data: Vec<Value> = runtime
+        .catalog
+        .models()
+        .iter()
+        .map(|m| {
+            let provider = runtime.catalog.provider(&m.provider);
+            let routable = provider.is_some_and(|p| router.provider_usable(p));
+            let reason =
+                match provider {
+                    None => Some("unknown provider".to_string()),
+                    Some(p) if !routable => Some(p.unusable_reason().unwrap_or_else(|| {
+                        format!("local server at {} did not answer", p.base_url)
+                    })),
+                    Some(_) => None,
+                };
+            json!({
+                "id": m.id,
+                "object": "model",
+                "provider": m.provider,
+                "upstream_id": m.upstream_id,
+                "aliases": m.aliases,
+                "input_per_mtok": m.price.map(|p| p.input.to_dollars()),
+                "cached_input_per_mtok": m.price.map(|p| p.cached_input.to_dollars()),
+                "output_per_mtok": m.price.map(|p| p.output.to_dollars()),
+                "context": m.context,
+                "max_output": m.max_output,
+                "capabilities": m.capabilities,
+                "quality": m.quality,
+                "speed_tps": m.speed_tps,
+                "cost_source": m.cost_source,
+                "routable": routable,
+                "unroutable_reason": reason,
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "as_of": crate::catalog::as_of(), "data": data}),
+    )
+}
+
+/// `GET /api/v2/providers`: every provider, configured or not, with live
+/// health (circuit breaker, recent errors, latency).
+pub fn providers(state: &AppState) -> Response<Body> {
+    let runtime = state.runtime();
+    let router = state.router(&runtime);
+    let data: Vec<Value> = runtime
+        .catalog
+        .providers()
+        .iter()
+        .map(|p| {
+            let models = runtime
+                .catalog
+                .models()
+                .iter()
+                .filter(|m| m.provider == p.name)
+                .count();
+            json!({
+                "name": p.name,
+                "api": p.api,
+                "base_url": p.base_url,
+                "api_key_env": p.api_key_env,
+                "configured": p.api_key.is_some() || p.api_key_env.is_none(),
+                "enabled": p.enabled,
+                "routable": router.provider_usable(p),
+                "unusable_reason": p.unusable_reason(),
+                "models": models,
+                "health": state.health().view(&p.name),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}

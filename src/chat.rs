@@ -83,9 +83,11 @@ async fn run(
             Ok(response) => return Ok(response),
             Err(failure) => {
                 all_timeouts &= failure.timed_out;
-                state
-                    .health()
-                    .record_failure(&candidate.provider.name, &failure.detail, runtime.breaker_policy());
+                state.health().record_failure(
+                    &candidate.provider.name,
+                    &failure.detail,
+                    runtime.breaker_policy(),
+                );
                 tracing::warn!(
                     request_id = %request_id,
                     provider = %candidate.provider.name,
@@ -102,6 +104,34 @@ async fn run(
         }
     }
     Err(every_attempt_failed(&failed, all_timeouts))
+}
+
+/// `POST /api/v2/providers/compare`: what this chat request would cost on
+/// every model that could serve it, cheapest first. Nothing is sent upstream.
+pub async fn compare(
+    state: &AppState,
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    request_id: RequestId,
+) -> Response<Body> {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let bytes = read_body(body, &parts.headers, runtime.config().server.max_body_bytes).await?;
+        let chat = request::parse(&bytes, &parts.headers)?;
+        let input_tokens = count_input_tokens(&chat).await?;
+        let quotes = state.router(runtime).quotes(&chat, input_tokens);
+        Ok::<_, ApiError>(serde_json::json!({
+            "object": "list",
+            "requested_model": chat.model,
+            "input_tokens": input_tokens,
+            "data": quotes,
+        }))
+    }
+    .await;
+    match result {
+        Ok(value) => crate::api::json_response(http::StatusCode::OK, &value),
+        Err(error) => error.into_response(&request_id),
+    }
 }
 
 /// Input tokens of the request; large prompts are counted on a blocking
@@ -148,12 +178,9 @@ impl Attempt<'_> {
     /// One try at one candidate: an answer for the client (including a 4xx
     /// the request itself caused), or a failure worth trying elsewhere.
     async fn call(&self, failover: Vec<FailedAttempt>) -> Result<Response<Body>, Failure> {
-        let upstream_request = openai::build_request(
-            &self.candidate.provider,
-            self.candidate,
-            self.chat,
-        )
-        .map_err(|e| Failure::new("request_error", e.message))?;
+        let upstream_request =
+            openai::build_request(&self.candidate.provider, self.candidate, self.chat)
+                .map_err(|e| Failure::new("request_error", e.message))?;
         let upstream_started = Instant::now();
         let response = match self.runtime.upstream.send(upstream_request).await {
             Ok(response) => response,
@@ -177,12 +204,16 @@ impl Attempt<'_> {
         // The provider answered as a provider should: healthy, whatever the
         // request's own fate.
         let provider = &self.candidate.provider.name;
-        self.state.health().record_success(provider, upstream_started.elapsed());
+        self.state
+            .health()
+            .record_success(provider, upstream_started.elapsed());
         if !status.is_success() {
             return self.relay_client_error(response).await;
         }
         if let Some(key) = self.route.conversation {
-            self.state.sticky().record(key, provider, self.candidate.model_name());
+            self.state
+                .sticky()
+                .record(key, provider, self.candidate.model_name());
         }
         if self.chat.stream {
             let is_sse = response

@@ -28,6 +28,12 @@ enum Command {
     Serve,
     /// Validate a config and print the providers, models and budgets it resolves to.
     Check,
+    /// List the model catalog with prices and which models can be routed to.
+    Models {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
         /// Where to write it.
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => commands::check(cli.config.as_deref()),
         Command::Init { path } => commands::init(path),
+        Command::Models { json } => commands::models(cli.config.as_deref(), json),
         Command::Serve => {
             logging::init(cli.log_format);
             let runtime = match tokio::runtime::Runtime::new() {

@@ -22,7 +22,11 @@ pub async fn watch_local_providers(state: AppState) {
                 continue;
             }
             let url = format!("{}/models", provider.base_url);
-            let Ok(request) = Request::builder().method(Method::GET).uri(&url).body(Full::new(Bytes::new())) else {
+            let Ok(request) = Request::builder()
+                .method(Method::GET)
+                .uri(&url)
+                .body(Full::new(Bytes::new()))
+            else {
                 state.health().set_reachable(&provider.name, false);
                 continue;
             };

@@ -116,7 +116,9 @@ impl ProviderHealth {
             entry.requests += 1;
             entry.failures += 1;
             entry.consecutive_failures += 1;
-            entry.recent_errors.push_back((Utc::now(), error.to_string()));
+            entry
+                .recent_errors
+                .push_back((Utc::now(), error.to_string()));
             while entry.recent_errors.len() > RECENT_ERRORS {
                 entry.recent_errors.pop_front();
             }

@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use crate::config::{self, watch, Discovered, LoadedConfig};
 use crate::probe;
 use crate::server::Server;
-use crate::tokens;
 use crate::state::{AppState, Runtime};
+use crate::tokens;
 
 /// A running proxy. Dropping it does not stop the server; call
 /// [`Running::shutdown`].

@@ -145,10 +145,18 @@ async fn route(
             chat::handle(state, &runtime, request, request_id).await
         }
         (Method::GET, "/v1/models") => api::models(state),
+        (Method::GET, "/api/v2/models") => api::catalog(state),
+        (Method::GET, "/api/v2/providers") => api::providers(state),
+        (Method::POST, "/api/v2/providers/compare") => {
+            chat::compare(state, &runtime, request, request_id).await
+        }
         (_, "/v1/chat/completions" | "/api/v2/chat/completions") => {
             method_not_allowed(&request_id, "POST")
         }
-        (_, "/v1/models") => method_not_allowed(&request_id, "GET"),
+        (_, "/v1/models" | "/api/v2/models" | "/api/v2/providers") => {
+            method_not_allowed(&request_id, "GET")
+        }
+        (_, "/api/v2/providers/compare") => method_not_allowed(&request_id, "POST"),
         (_, other) => ApiError::new(
             ErrorKind::NotFound,
             "not_found",

@@ -163,9 +163,11 @@ impl Relay {
             }
             Err(error) => {
                 if error.code != "client_disconnected" {
-                    self.state
-                        .health()
-                        .record_failure(&self.candidate.provider.name, &error.message, self.breaker);
+                    self.state.health().record_failure(
+                        &self.candidate.provider.name,
+                        &error.message,
+                        self.breaker,
+                    );
                 }
                 if error.code != "client_disconnected" && error.code != "upstream_error_event" {
                     let _ = tx.send(event(&error.to_json(&self.request_id))).await;

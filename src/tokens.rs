@@ -20,7 +20,9 @@ const PER_IMAGE: u64 = 765;
 pub const INLINE_LIMIT: usize = 16 * 1024;
 
 fn count_text(text: &str) -> u64 {
-    tiktoken_rs::o200k_base_singleton().encode_with_special_tokens(text).len() as u64
+    tiktoken_rs::o200k_base_singleton()
+        .encode_with_special_tokens(text)
+        .len() as u64
 }
 
 /// Loads the tokenizer tables, so the first request does not pay for it.
@@ -60,7 +62,10 @@ fn count_content(content: &Value) -> u64 {
         Value::Array(parts) => parts
             .iter()
             .map(|part| match part.get("type").and_then(Value::as_str) {
-                Some("text") => part.get("text").and_then(Value::as_str).map_or(0, count_text),
+                Some("text") => part
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map_or(0, count_text),
                 Some("image_url") | Some("input_image") | Some("image") => PER_IMAGE,
                 _ => count_json(part),
             })
@@ -96,14 +101,18 @@ mod tests {
     #[test]
     fn counts_like_openai_for_a_short_chat() {
         // OpenAI reports 8 prompt tokens for this exact request on gpt-4o.
-        let n = count_input(&body(json!({"messages": [{"role": "user", "content": "Say hello"}]})));
+        let n = count_input(&body(
+            json!({"messages": [{"role": "user", "content": "Say hello"}]}),
+        ));
         assert!((8..=10).contains(&n), "{n}");
     }
 
     #[test]
     fn code_is_not_counted_as_characters_over_four() {
         let code = "fn main() { let x: Vec<u8> = (0..10).map(|i| i * 2).collect(); }\n".repeat(20);
-        let n = count_input(&body(json!({"messages": [{"role": "user", "content": code}]})));
+        let n = count_input(&body(
+            json!({"messages": [{"role": "user", "content": code}]}),
+        ));
         let chars_over_four = code.len() as u64 / 4;
         assert!(n > chars_over_four, "{n} vs {chars_over_four}");
     }
@@ -117,8 +126,12 @@ mod tests {
         assert!(with_image > PER_IMAGE);
         let tools = json!([{"type": "function", "function": {"name": "get_weather",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-        let plain = count_input(&body(json!({"messages": [{"role": "user", "content": "hi"}]})));
-        let with_tools = count_input(&body(json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools})));
+        let plain = count_input(&body(
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        ));
+        let with_tools = count_input(&body(
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools}),
+        ));
         assert!(with_tools > plain + 10);
     }
 }

@@ -82,7 +82,10 @@ impl Upstream {
 
 impl Upstream {
     /// A quick liveness check: the status of a small request, at most 2 s.
-    pub async fn probe(&self, request: Request<Full<Bytes>>) -> Result<http::StatusCode, UpstreamError> {
+    pub async fn probe(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::StatusCode, UpstreamError> {
         let limit = Duration::from_secs(2);
         match tokio::time::timeout(limit, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(limit)),

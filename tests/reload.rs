@@ -55,11 +55,11 @@ async fn valid_edits_apply_and_invalid_ones_keep_the_old_config() {
         .to_string();
     let line = broken
         .lines()
-        .position(|l| l.contains("cheapest"))
+        .position(|l| l.contains("\"high\""))
         .expect("line")
         + 1;
     assert!(
-        error.contains(&format!("p402.toml:{line}:16:")),
+        error.contains(&format!("p402.toml:{line}:14:")),
         "error must carry file:line:col, got {error}"
     );
     assert_eq!(health["status"], "healthy", "still serving");

@@ -250,7 +250,11 @@ impl Catalog {
         toml::from_str(text)
     }
 
-    pub fn build_from(base: &BuiltinCatalog, config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
+    pub fn build_from(
+        base: &BuiltinCatalog,
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
         let mut providers: Vec<Provider> = base
             .providers
             .iter()

@@ -465,7 +465,10 @@ impl Config {
             }
         }
         if self.routing.circuit_breaker_failures == 0 {
-            return Err((None, "[routing] circuit_breaker_failures must be at least 1".to_string()));
+            return Err((
+                None,
+                "[routing] circuit_breaker_failures must be at least 1".to_string(),
+            ));
         }
         if !(self.cache.max_temperature.is_finite() && self.cache.max_temperature >= 0.0) {
             return Err((

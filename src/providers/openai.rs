@@ -10,9 +10,9 @@ use serde_json::{json, Map, Value};
 
 use super::{EventStream, StreamError, StreamEvent};
 use crate::catalog::{Capability, Model, Provider, Usage};
-use crate::router::Candidate;
 use crate::error::ApiError;
 use crate::request::ChatRequest;
+use crate::router::Candidate;
 
 const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 
@@ -25,7 +25,10 @@ pub fn build_request(
     request: &ChatRequest,
 ) -> Result<Request<Full<Bytes>>, ApiError> {
     let mut body: Map<String, Value> = request.body.clone();
-    body.insert("model".to_string(), Value::from(candidate.upstream_model.as_str()));
+    body.insert(
+        "model".to_string(),
+        Value::from(candidate.upstream_model.as_str()),
+    );
     adapt_parameters(&mut body, provider, candidate.model.as_ref());
     if request.stream {
         let options = body.entry("stream_options").or_insert_with(|| json!({}));
@@ -239,7 +242,10 @@ mod tests {
     fn parameters_are_translated_for_the_target() {
         let body = json!({"max_tokens": 100, "temperature": 0.2, "store": true, "reasoning_effort": "low"});
         let openai = adapted("openai", &[Capability::Reasoning], body.clone());
-        assert_eq!(openai, json!({"max_completion_tokens": 100, "store": true, "reasoning_effort": "low"}));
+        assert_eq!(
+            openai,
+            json!({"max_completion_tokens": 100, "store": true, "reasoning_effort": "low"})
+        );
         let groq = adapted("groq", &[Capability::Tools], body);
         assert_eq!(groq, json!({"max_tokens": 100, "temperature": 0.2}));
         let back = adapted("deepseek", &[], json!({"max_completion_tokens": 50}));

@@ -29,21 +29,31 @@ impl Needs {
     pub fn of(request: &ChatRequest, input_tokens: u64) -> Self {
         let body = &request.body;
         let mut capabilities = BTreeSet::new();
-        let non_empty = |key: &str| body.get(key).is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()));
+        let non_empty = |key: &str| {
+            body.get(key)
+                .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        };
         if non_empty("tools") || non_empty("functions") {
             capabilities.insert(Capability::Tools);
         }
         if has_image(body.get("messages")) {
             capabilities.insert(Capability::Vision);
         }
-        let format = body.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
+        let format = body
+            .get("response_format")
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str);
         if format == Some("json_schema") {
             capabilities.insert(Capability::JsonSchema);
         }
         if let Some(required) = &request.options.require_capabilities {
             capabilities.extend(required.iter().copied());
         }
-        let limit = |key: &str| body.get(key).and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let limit = |key: &str| {
+            body.get(key)
+                .and_then(Value::as_u64)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
         Needs {
             capabilities,
             input_tokens,
@@ -73,14 +83,17 @@ fn has_image(messages: Option<&Value>) -> bool {
         return false;
     };
     messages.iter().any(|message| {
-        message.get("content").and_then(Value::as_array).is_some_and(|parts| {
-            parts.iter().any(|part| {
-                matches!(
-                    part.get("type").and_then(Value::as_str),
-                    Some("image_url") | Some("input_image") | Some("image")
-                )
+        message
+            .get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|parts| {
+                parts.iter().any(|part| {
+                    matches!(
+                        part.get("type").and_then(Value::as_str),
+                        Some("image_url") | Some("input_image") | Some("image")
+                    )
+                })
             })
-        })
     })
 }
 
@@ -117,7 +130,11 @@ impl Reject {
 /// Whether `model` has what the request needs of the model itself (not of
 /// its provider): capabilities, context and output limit.
 pub fn fits(model: &Model, needs: &Needs) -> Result<(), Reject> {
-    if !needs.capabilities.iter().all(|c| model.capabilities.contains(c)) {
+    if !needs
+        .capabilities
+        .iter()
+        .all(|c| model.capabilities.contains(c))
+    {
         return Err(Reject::Capability);
     }
     if let Some(context) = model.context {

@@ -62,6 +62,20 @@ impl Candidate {
     }
 }
 
+/// What a request would cost on one model (`/api/v2/providers/compare`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Quote {
+    pub provider: String,
+    pub model: String,
+    #[serde(rename = "expected_cost_usd")]
+    pub expected_cost: Usd,
+    pub input_tokens: u64,
+    pub expected_output_tokens: u32,
+    pub quality: Option<u8>,
+    pub speed_tps: Option<f64>,
+    pub meets_quality_floor: bool,
+}
+
 /// The router's decision.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -96,7 +110,9 @@ pub struct Router<'a> {
 impl Router<'_> {
     pub fn route(&self, request: &ChatRequest, input_tokens: u64) -> Result<Route, ApiError> {
         let options = &request.options;
-        let mode = options.mode.unwrap_or(ModeChoice::Named(self.config.default_mode));
+        let mode = options
+            .mode
+            .unwrap_or(ModeChoice::Named(self.config.default_mode));
         let requested_model = request.model.clone();
         let requested = (requested_model != AUTO)
             .then(|| self.catalog.find(&requested_model))
@@ -122,7 +138,7 @@ impl Router<'_> {
         let candidates = if fixed {
             vec![self.fixed(request, &needs)?]
         } else {
-            self.ranked(request, mode, requested, &needs, conversation)?
+            self.ranked(request, mode, requested, &needs)?
         };
         Ok(Route {
             mode,
@@ -140,7 +156,6 @@ impl Router<'_> {
         mode: ModeChoice,
         requested: Option<&Model>,
         needs: &Needs,
-        conversation: Option<ConversationKey>,
     ) -> Result<Vec<Candidate>, ApiError> {
         let options = &request.options;
         let floor = requested
@@ -151,13 +166,15 @@ impl Router<'_> {
         let mut cheapest_over_cap: Option<Usd> = None;
         let mut eligible: Vec<Eligible> = Vec::new();
         for model in self.catalog.models() {
-            let is_requested = requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
+            let is_requested =
+                requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
             match self.assess(model, needs, floor, is_requested, request) {
                 Err(reason) => *rejected.entry(reason).or_default() += 1,
                 Ok(candidate) => match (max_cost, candidate.cost) {
                     (Some(cap), Some(cost)) if cost > cap => {
                         *rejected.entry(Reject::MaxCost).or_default() += 1;
-                        cheapest_over_cap = Some(cheapest_over_cap.map_or(cost, |c: Usd| c.min(cost)));
+                        cheapest_over_cap =
+                            Some(cheapest_over_cap.map_or(cost, |c: Usd| c.min(cost)));
                     }
                     (Some(_), None) => *rejected.entry(Reject::Unpriced).or_default() += 1,
                     _ => eligible.push(candidate),
@@ -173,7 +190,12 @@ impl Router<'_> {
             // Stable: within each group the mode's order stands.
             eligible.sort_by_key(|e| !preferred.iter().any(|p| *p == e.provider.name));
         }
-        if let Some((provider, model)) = conversation.and_then(|key| self.sticky.get(key)) {
+        let continuing = request
+            .body
+            .get("messages")
+            .and_then(|m| m.as_array())
+            .and_then(|messages| Sticky::continuing(messages));
+        if let Some((provider, model)) = continuing.and_then(|key| self.sticky.get(key)) {
             if let Some(i) = eligible
                 .iter()
                 .position(|e| e.provider.name == provider && e.model.id == model)
@@ -183,7 +205,11 @@ impl Router<'_> {
             }
         }
 
-        let limit = if options.failover == Some(false) { 1 } else { MAX_ATTEMPTS };
+        let limit = if options.failover == Some(false) {
+            1
+        } else {
+            MAX_ATTEMPTS
+        };
         Ok(failover_order(eligible, limit)
             .into_iter()
             .map(|e| Candidate::from_model(e.provider, e.model, needs))
@@ -233,10 +259,44 @@ impl Router<'_> {
         })
     }
 
+    /// The expected cost of a request on every model that could serve it
+    /// (capabilities, context, usable provider, priced), cheapest first,
+    /// whether or not it meets the quality floor.
+    pub fn quotes(&self, request: &ChatRequest, input_tokens: u64) -> Vec<Quote> {
+        let needs = Needs::of(request, input_tokens);
+        let floor = (request.model != AUTO)
+            .then(|| self.catalog.find(&request.model))
+            .flatten()
+            .and_then(|m| m.quality)
+            .map(|q| self.config.quality_floor.below(q));
+        let mut quotes: Vec<Quote> = self
+            .catalog
+            .models()
+            .iter()
+            .filter_map(|model| self.assess(model, &needs, None, false, request).ok())
+            .map(|e| Quote {
+                provider: e.provider.name.clone(),
+                model: e.model.id.clone(),
+                expected_cost: e.cost.unwrap_or_default(),
+                input_tokens,
+                expected_output_tokens: needs.expected_output(e.model),
+                quality: e.model.quality,
+                speed_tps: e.model.speed_tps,
+                meets_quality_floor: floor.is_none_or(|f| e.model.quality.is_some_and(|q| q >= f)),
+            })
+            .collect();
+        quotes.sort_by(|a, b| {
+            (a.expected_cost, &a.provider, &a.model).cmp(&(b.expected_cost, &b.provider, &b.model))
+        });
+        quotes
+    }
+
     /// A provider with a key (or a keyless local server that answered its
     /// last probe), enabled, and speaking an API p402 has an adapter for.
     pub fn provider_usable(&self, provider: &Provider) -> bool {
-        provider.is_usable() && (provider.api_key_env.is_some() || self.health.reachable(&provider.name) == Some(true))
+        provider.is_usable()
+            && (provider.api_key_env.is_some()
+                || self.health.reachable(&provider.name) == Some(true))
     }
 
     fn nothing_eligible(
@@ -283,13 +343,21 @@ impl Router<'_> {
         let options = &request.options;
         let reference = self.config.reference_model.get_ref();
         let wanted = options.model.as_deref().unwrap_or(&request.model);
-        let wanted = if wanted == AUTO { reference.as_str() } else { wanted };
+        let wanted = if wanted == AUTO {
+            reference.as_str()
+        } else {
+            wanted
+        };
         let candidate = match options.provider.as_deref() {
             Some(provider_name) => self.on_provider(provider_name, wanted, needs)?,
             None => self.by_model(wanted, needs)?,
         };
         if let Some(reason) = candidate.provider.unusable_reason() {
-            return Err(ApiError::new(ErrorKind::NoProvider, "provider_unavailable", reason));
+            return Err(ApiError::new(
+                ErrorKind::NoProvider,
+                "provider_unavailable",
+                reason,
+            ));
         }
         if candidate.provider.api_key_env.is_none()
             && self.health.reachable(&candidate.provider.name) == Some(false)
@@ -303,7 +371,10 @@ impl Router<'_> {
                 ),
             ));
         }
-        if let (Some(cap), Some(cost)) = (options.max_cost.and_then(Usd::from_dollars), candidate.expected_cost) {
+        if let (Some(cap), Some(cost)) = (
+            options.max_cost.and_then(Usd::from_dollars),
+            candidate.expected_cost,
+        ) {
             if cost > cap {
                 return Err(ApiError::new(
                     ErrorKind::BudgetExceeded,
@@ -320,7 +391,12 @@ impl Router<'_> {
         Ok(candidate)
     }
 
-    fn on_provider(&self, provider_name: &str, wanted: &str, needs: &Needs) -> Result<Candidate, ApiError> {
+    fn on_provider(
+        &self,
+        provider_name: &str,
+        wanted: &str,
+        needs: &Needs,
+    ) -> Result<Candidate, ApiError> {
         let provider = self.catalog.provider(provider_name).ok_or_else(|| {
             ApiError::invalid(
                 "unknown_provider",
@@ -400,12 +476,12 @@ fn order(eligible: &mut [Eligible], mode: ModeChoice) {
         ModeChoice::Named(Mode::Cost) | ModeChoice::Named(Mode::Passthrough) => {
             eligible.sort_by(|a, b| (cost(a), &a.name).cmp(&(cost(b), &b.name)))
         }
-        ModeChoice::Named(Mode::Quality) => {
-            eligible.sort_by(|a, b| (Reverse(quality(a)), cost(a), &a.name).cmp(&(Reverse(quality(b)), cost(b), &b.name)))
-        }
-        ModeChoice::Named(Mode::Speed) => {
-            eligible.sort_by(|a, b| (Reverse(speed(a)), cost(a), &a.name).cmp(&(Reverse(speed(b)), cost(b), &b.name)))
-        }
+        ModeChoice::Named(Mode::Quality) => eligible.sort_by(|a, b| {
+            (Reverse(quality(a)), cost(a), &a.name).cmp(&(Reverse(quality(b)), cost(b), &b.name))
+        }),
+        ModeChoice::Named(Mode::Speed) => eligible.sort_by(|a, b| {
+            (Reverse(speed(a)), cost(a), &a.name).cmp(&(Reverse(speed(b)), cost(b), &b.name))
+        }),
         ModeChoice::Named(Mode::Balanced) => order_weighted(eligible, Weights::BALANCED),
         ModeChoice::Weights(weights) => order_weighted(eligible, weights),
     }
@@ -417,17 +493,29 @@ fn order(eligible: &mut [Eligible], mode: ModeChoice) {
 /// as the 0-100 score, speed relative to the fastest.
 fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
     let ln_cost = |e: &Eligible| ((e.cost.map_or(i64::MAX, Usd::nanos).max(0) as f64) + 1.0).ln();
-    let (low, high) = eligible.iter().map(ln_cost).fold((f64::MAX, f64::MIN), |(lo, hi), c| (lo.min(c), hi.max(c)));
+    let (low, high) = eligible
+        .iter()
+        .map(ln_cost)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), c| (lo.min(c), hi.max(c)));
     let fastest = eligible
         .iter()
         .filter_map(|e| e.model.speed_tps)
         .fold(0.0_f64, f64::max);
     let total = weights.cost + weights.quality + weights.speed;
     let score = |e: &Eligible| -> i64 {
-        let cost = if high > low { (high - ln_cost(e)) / (high - low) } else { 1.0 };
+        let cost = if high > low {
+            (high - ln_cost(e)) / (high - low)
+        } else {
+            1.0
+        };
         let quality = f64::from(e.model.quality.unwrap_or(0)) / 100.0;
-        let speed = if fastest > 0.0 { e.model.speed_tps.unwrap_or(0.0) / fastest } else { 0.0 };
-        let weighted = (weights.cost * cost + weights.quality * quality + weights.speed * speed) / total;
+        let speed = if fastest > 0.0 {
+            e.model.speed_tps.unwrap_or(0.0) / fastest
+        } else {
+            0.0
+        };
+        let weighted =
+            (weights.cost * cost + weights.quality * quality + weights.speed * speed) / total;
         (weighted * 1e9).round() as i64
     };
     let cost = |e: &Eligible| e.cost.unwrap_or(Usd::from_nanos(i64::MAX));
@@ -440,7 +528,11 @@ fn failover_order(eligible: Vec<Eligible>, limit: usize) -> Vec<Eligible> {
     let mut chosen: Vec<Eligible> = Vec::with_capacity(limit);
     let mut rest: Vec<Eligible> = Vec::new();
     for candidate in eligible {
-        if chosen.len() < limit && !chosen.iter().any(|c| c.provider.name == candidate.provider.name) {
+        if chosen.len() < limit
+            && !chosen
+                .iter()
+                .any(|c| c.provider.name == candidate.provider.name)
+        {
             chosen.push(candidate);
         } else {
             rest.push(candidate);

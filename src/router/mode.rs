@@ -91,15 +91,20 @@ impl TryFrom<Value> for ModeChoice {
         match value {
             Value::String(name) => name.parse().map(ModeChoice::Named),
             Value::Object(_) => {
-                let weights: Weights =
-                    serde_json::from_value(value).map_err(|e| format!("invalid mode weights: {e}"))?;
+                let weights: Weights = serde_json::from_value(value)
+                    .map_err(|e| format!("invalid mode weights: {e}"))?;
                 let all = [weights.cost, weights.quality, weights.speed];
-                if all.iter().any(|w| !w.is_finite() || *w < 0.0) || all.iter().sum::<f64>() <= 0.0 {
-                    return Err("mode weights must be non-negative numbers with a positive sum".to_string());
+                if all.iter().any(|w| !w.is_finite() || *w < 0.0) || all.iter().sum::<f64>() <= 0.0
+                {
+                    return Err(
+                        "mode weights must be non-negative numbers with a positive sum".to_string(),
+                    );
                 }
                 Ok(ModeChoice::Weights(weights))
             }
-            other => Err(format!("mode must be a name or an object of weights, found {other}")),
+            other => Err(format!(
+                "mode must be a name or an object of weights, found {other}"
+            )),
         }
     }
 }
@@ -117,7 +122,10 @@ mod tests {
 
     #[test]
     fn mode_choice_parses_names_and_weights() {
-        assert_eq!(ModeChoice::try_from(Value::from("speed")), Ok(ModeChoice::Named(Mode::Speed)));
+        assert_eq!(
+            ModeChoice::try_from(Value::from("speed")),
+            Ok(ModeChoice::Named(Mode::Speed))
+        );
         assert!(ModeChoice::try_from(Value::from("cheap")).is_err());
         assert!(ModeChoice::try_from(serde_json::json!({"cost": 1, "quality": 0.5})).is_ok());
         assert!(ModeChoice::try_from(serde_json::json!({"cost": -1})).is_err());

@@ -34,6 +34,24 @@ impl Sticky {
     /// messages and the first user message, which every later turn repeats
     /// and which form the prefix a provider caches.
     pub fn key(messages: &[Value]) -> Option<ConversationKey> {
+        Self::opening(messages)
+    }
+
+    /// The key of a request that continues a conversation (it carries an
+    /// earlier assistant turn); a fresh question that happens to open the
+    /// same way is routed on its own merits.
+    pub fn continuing(messages: &[Value]) -> Option<ConversationKey> {
+        let continues = messages
+            .iter()
+            .any(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
+        if continues {
+            Self::opening(messages)
+        } else {
+            None
+        }
+    }
+
+    fn opening(messages: &[Value]) -> Option<ConversationKey> {
         let mut hasher = DefaultHasher::new();
         let mut first_user = false;
         for message in messages {
@@ -76,16 +94,27 @@ mod tests {
 
     #[test]
     fn later_turns_share_the_key_of_the_opening() {
-        let turn1 = vec![json!({"role": "system", "content": "be brief"}), json!({"role": "user", "content": "hi"})];
+        let turn1 = vec![
+            json!({"role": "system", "content": "be brief"}),
+            json!({"role": "user", "content": "hi"}),
+        ];
         let mut turn2 = turn1.clone();
         turn2.push(json!({"role": "assistant", "content": "hello"}));
         turn2.push(json!({"role": "user", "content": "more"}));
         assert_eq!(Sticky::key(&turn1), Sticky::key(&turn2));
-        let other = vec![json!({"role": "system", "content": "be verbose"}), json!({"role": "user", "content": "hi"})];
+        assert_eq!(Sticky::continuing(&turn1), None);
+        assert_eq!(Sticky::continuing(&turn2), Sticky::key(&turn1));
+        let other = vec![
+            json!({"role": "system", "content": "be verbose"}),
+            json!({"role": "user", "content": "hi"}),
+        ];
         assert_ne!(Sticky::key(&turn1), Sticky::key(&other));
         let sticky = Sticky::default();
         let key = Sticky::key(&turn1).expect("key");
         sticky.record(key, "groq", "llama");
-        assert_eq!(sticky.get(key), Some(("groq".to_string(), "llama".to_string())));
+        assert_eq!(
+            sticky.get(key),
+            Some(("groq".to_string(), "llama".to_string()))
+        );
     }
 }

@@ -127,8 +127,15 @@ struct Fixture {
 fn fixture(config: &str) -> Fixture {
     let base: BuiltinCatalog = Catalog::parse_base(TEST_CATALOG).expect("test catalog");
     let config = parse("t.toml", config).expect("config");
-    let keys = ["OPENAI_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY"];
-    let catalog = Catalog::build_from(&base, &config, |name| keys.contains(&name).then(|| "k".to_string()));
+    let keys = [
+        "OPENAI_API_KEY",
+        "GROQ_API_KEY",
+        "DEEPSEEK_API_KEY",
+        "MISTRAL_API_KEY",
+    ];
+    let catalog = Catalog::build_from(&base, &config, |name| {
+        keys.contains(&name).then(|| "k".to_string())
+    });
     Fixture {
         catalog,
         config: config.routing,
@@ -152,7 +159,8 @@ impl Fixture {
     }
 
     fn route_tokens(&self, body: Value, input_tokens: u64) -> Result<Route, ApiError> {
-        let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new()).expect("valid request");
+        let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
+            .expect("valid request");
         self.router().route(&chat, input_tokens)
     }
 
@@ -181,7 +189,10 @@ fn cost_mode_picks_the_cheapest_within_the_quality_floor() {
     let f = fixture("");
     // big has quality 70: floor 60. nano (40) is out, unpriced is out, the
     // keyless local model is out until its server has answered a probe.
-    assert_eq!(f.picks(ask("big", json!({}))), ["groq/fast", "deepseek/chat", "openai/small"]);
+    assert_eq!(
+        f.picks(ask("big", json!({}))),
+        ["groq/fast", "deepseek/chat", "openai/small"]
+    );
 }
 
 #[test]
@@ -205,7 +216,10 @@ fn the_request_implies_capabilities() {
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
     assert_eq!(f.picks(ask("big", image))[0], "openai/small");
     let schema = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}});
-    assert_eq!(f.picks(ask("big", schema)), ["deepseek/chat", "openai/small", "openai/big"]);
+    assert_eq!(
+        f.picks(ask("big", schema)),
+        ["deepseek/chat", "openai/small", "openai/big"]
+    );
     let required = json!({"p402": {"require_capabilities": ["vision"]}});
     assert_eq!(f.picks(ask("big", required))[0], "openai/small");
 }
@@ -213,35 +227,74 @@ fn the_request_implies_capabilities() {
 #[test]
 fn long_context_skips_small_windows() {
     let f = fixture("");
-    let route = f.route_tokens(ask("big", json!({})), 20_000).expect("routed");
-    let names: Vec<_> = route.candidates.iter().map(|c| c.model_name().to_string()).collect();
+    let route = f
+        .route_tokens(ask("big", json!({})), 20_000)
+        .expect("routed");
+    let names: Vec<_> = route
+        .candidates
+        .iter()
+        .map(|c| c.model_name().to_string())
+        .collect();
     assert!(!names.contains(&"fast".to_string()), "{names:?}");
-    assert_eq!(names[0], "small", "input-heavy: the cheaper input price wins");
-    let e = f.route_tokens(ask("big", json!({})), 200_000).expect_err("too long for all");
+    assert_eq!(
+        names[0], "small",
+        "input-heavy: the cheaper input price wins"
+    );
+    let e = f
+        .route_tokens(ask("big", json!({})), 200_000)
+        .expect_err("too long for all");
     assert_eq!(e.code, "no_eligible_model");
-    assert!(e.message.contains("context window too small"), "{}", e.message);
+    assert!(
+        e.message.contains("context window too small"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn an_output_limit_above_a_models_maximum_excludes_it() {
     let f = fixture("");
     let picks = f.picks(ask("big", json!({"max_tokens": 10000})));
-    assert!(!picks.iter().any(|p| p == "groq/fast" || p == "deepseek/chat"), "{picks:?}");
+    assert!(
+        !picks
+            .iter()
+            .any(|p| p == "groq/fast" || p == "deepseek/chat"),
+        "{picks:?}"
+    );
 }
 
 #[test]
 fn exclusions_preferences_and_pins() {
     let f = fixture("[routing]\npin = [\"bi*\"]\n");
-    assert_eq!(f.picks(ask("big", json!({}))), ["openai/big"], "pinned by glob");
+    assert_eq!(
+        f.picks(ask("big", json!({}))),
+        ["openai/big"],
+        "pinned by glob"
+    );
     let f = fixture("");
     let excluded = f.picks(ask("big", json!({"p402": {"exclude_providers": ["groq"]}})));
-    assert!(excluded.iter().all(|p| !p.starts_with("groq/")), "{excluded:?}");
+    assert!(
+        excluded.iter().all(|p| !p.starts_with("groq/")),
+        "{excluded:?}"
+    );
     assert_eq!(excluded[0], "deepseek/chat");
-    let preferred = f.picks(ask("big", json!({"p402": {"prefer_providers": ["openai"]}})));
+    let preferred = f.picks(ask(
+        "big",
+        json!({"p402": {"prefer_providers": ["openai"]}}),
+    ));
     assert_eq!(preferred[0], "openai/small");
-    assert_eq!(f.picks(ask("small", json!({"p402": {"model": "big"}}))), ["openai/big"]);
-    assert_eq!(f.picks(ask("fast", json!({"p402": {"provider": "groq"}}))), ["groq/fast"]);
-    assert_eq!(f.picks(ask("big", json!({"p402": {"failover": false}}))), ["groq/fast"]);
+    assert_eq!(
+        f.picks(ask("small", json!({"p402": {"model": "big"}}))),
+        ["openai/big"]
+    );
+    assert_eq!(
+        f.picks(ask("fast", json!({"p402": {"provider": "groq"}}))),
+        ["groq/fast"]
+    );
+    assert_eq!(
+        f.picks(ask("big", json!({"p402": {"failover": false}}))),
+        ["groq/fast"]
+    );
 }
 
 #[test]
@@ -249,13 +302,19 @@ fn auto_routes_by_the_mode_alone() {
     let f = fixture("");
     // No requested model, so no quality floor: the cheapest priced model wins.
     assert_eq!(f.picks(ask("auto", json!({})))[0], "groq/fast");
-    assert_eq!(f.picks(ask("auto", json!({"p402": {"mode": "quality"}})))[0], "mistral/large");
+    assert_eq!(
+        f.picks(ask("auto", json!({"p402": {"mode": "quality"}})))[0],
+        "mistral/large"
+    );
 }
 
 #[test]
 fn unknown_models_are_never_rewritten() {
     let f = fixture("");
-    assert_eq!(f.picks(ask("groq/brand-new", json!({}))), ["groq/brand-new"]);
+    assert_eq!(
+        f.picks(ask("groq/brand-new", json!({}))),
+        ["groq/brand-new"]
+    );
     let e = f.route(ask("mystery", json!({}))).expect_err("ambiguous");
     assert_eq!(e.code, "model_not_found");
 }
@@ -263,12 +322,17 @@ fn unknown_models_are_never_rewritten() {
 #[test]
 fn max_cost_is_402_when_only_price_stands_in_the_way() {
     let f = fixture("");
-    let e = f.route(ask("big", json!({"p402": {"max_cost": 0.000000001}}))).expect_err("too cheap");
+    let e = f
+        .route(ask("big", json!({"p402": {"max_cost": 0.000000001}})))
+        .expect_err("too cheap");
     assert_eq!(e.code, "MAX_COST_EXCEEDED");
     assert_eq!(e.status(), http::StatusCode::PAYMENT_REQUIRED);
     // A cap the cheapest fits keeps only what fits.
     let picks = f.picks(ask("big", json!({"p402": {"max_cost": 0.0001}})));
-    assert!(picks.contains(&"groq/fast".to_string()) && !picks.contains(&"openai/big".to_string()), "{picks:?}");
+    assert!(
+        picks.contains(&"groq/fast".to_string()) && !picks.contains(&"openai/big".to_string()),
+        "{picks:?}"
+    );
 }
 
 #[test]
@@ -276,15 +340,27 @@ fn ties_are_broken_by_cost_then_name() {
     let f = fixture(
         "[[models]]\nid = \"fast-twin\"\nprovider = \"groq\"\ninput_per_mtok = 0.05\noutput_per_mtok = 0.08\ncontext = 8192\nmax_output = 8192\ncapabilities = [\"tools\"]\nquality = 61\nspeed_tps = 800\n",
     );
-    let route = f.route(ask("big", json!({"p402": {"exclude_providers": ["deepseek", "openai", "mistral"]}}))).expect("routed");
-    let names: Vec<_> = route.candidates.iter().map(|c| c.model_name().to_string()).collect();
+    let route = f
+        .route(ask(
+            "big",
+            json!({"p402": {"exclude_providers": ["deepseek", "openai", "mistral"]}}),
+        ))
+        .expect("routed");
+    let names: Vec<_> = route
+        .candidates
+        .iter()
+        .map(|c| c.model_name().to_string())
+        .collect();
     assert_eq!(names, ["fast", "fast-twin"]);
 }
 
 #[test]
 fn an_open_circuit_skips_the_provider() {
     let f = fixture("");
-    let policy = crate::provider_health::BreakerPolicy { failures: 1, cooldown: std::time::Duration::from_secs(60) };
+    let policy = crate::provider_health::BreakerPolicy {
+        failures: 1,
+        cooldown: std::time::Duration::from_secs(60),
+    };
     f.health.record_failure("groq", "500", policy);
     assert_eq!(f.picks(ask("big", json!({})))[0], "deepseek/chat");
 }
@@ -315,7 +391,12 @@ fn a_conversation_sticks_to_the_model_that_served_it() {
 #[test]
 fn dated_snapshots_keep_their_id() {
     let f = fixture("");
-    let route = f.route(ask("big-2024-08-06", json!({"p402": {"mode": "passthrough"}}))).expect("routed");
+    let route = f
+        .route(ask(
+            "big-2024-08-06",
+            json!({"p402": {"mode": "passthrough"}}),
+        ))
+        .expect("routed");
     assert_eq!(route.candidates[0].upstream_model, "big-2024-08-06");
     assert!(route.candidates[0].price().is_some());
 }

@@ -333,11 +333,20 @@ impl Setup {
 
     pub fn toml(&self, data_dir: &Path) -> String {
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nshutdown_grace_seconds = 10\n{}\n\n[upstream]\nfirst_byte_timeout_seconds = 5\nidle_timeout_seconds = 5\n{}\n\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nshutdown_grace_seconds = 10\n{}\n\n[upstream]\n{}\n",
             data_dir.display().to_string(),
             self.server,
             self.upstream
         );
+        for (key, default) in [
+            ("first_byte_timeout_seconds", "5"),
+            ("idle_timeout_seconds", "5"),
+        ] {
+            if !self.upstream.contains(key) {
+                text.push_str(&format!("{key} = {default}\n"));
+            }
+        }
+        text.push('\n');
         text.push_str("[routing]\n");
         if !self.routing.contains("default_mode") {
             text.push_str("default_mode = \"passthrough\"\n");
