@@ -145,6 +145,8 @@ pub struct Price {
     pub input: PerMTok,
     pub cached_input: PerMTok,
     pub output: PerMTok,
+    /// Prompt-cache writes; the input price where the provider has none.
+    pub cache_write: PerMTok,
 }
 
 /// Token counts as a provider reports them.
@@ -154,6 +156,8 @@ pub struct Usage {
     pub input_tokens: u64,
     /// The part of `input_tokens` served from the provider's prompt cache.
     pub cached_input_tokens: u64,
+    /// The part of `input_tokens` written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
     /// All generated tokens, reasoning included.
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
@@ -164,8 +168,10 @@ impl Price {
     /// output count and billed at the output rate, as every provider does.
     pub fn cost(&self, usage: &Usage) -> Usd {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
-        self.input.cost(usage.input_tokens - cached)
+        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
+        self.input.cost(usage.input_tokens - cached - written)
             + self.cached_input.cost(cached)
+            + self.cache_write.cost(written)
             + self.output.cost(usage.output_tokens)
     }
 
@@ -206,6 +212,7 @@ impl Model {
                 input,
                 cached_input: per_mtok(&entry.cached_input_per_mtok).unwrap_or(input),
                 output,
+                cache_write: per_mtok(&entry.cache_write_per_mtok).unwrap_or(input),
             }),
             _ => None,
         };
@@ -485,14 +492,19 @@ mod tests {
             input: PerMTok::from_dollars(2.5).expect("p"),
             cached_input: PerMTok::from_dollars(1.25).expect("p"),
             output: PerMTok::from_dollars(10.0).expect("p"),
+            cache_write: PerMTok::from_dollars(3.125).expect("p"),
         };
         let usage = Usage {
             input_tokens: 1000,
             cached_input_tokens: 400,
+            cache_write_tokens: 0,
             output_tokens: 200,
             reasoning_tokens: 50,
         };
         // 600 * 2.5 + 400 * 1.25 + 200 * 10 = 1500 + 500 + 2000 = 4000 $/M -> $0.004
         assert_eq!(price.cost(&usage), Usd::from_nanos(4_000_000));
+        let written = Usage { cache_write_tokens: 200, ..usage };
+        // 400 * 2.5 + 400 * 1.25 + 200 * 3.125 + 200 * 10 = 1000 + 500 + 625 + 2000
+        assert_eq!(price.cost(&written), Usd::from_nanos(4_125_000));
     }
 }

@@ -181,6 +181,9 @@ pub struct ModelConfig {
     pub cached_input_per_mtok: Option<Spanned<f64>>,
     #[serde(default)]
     pub output_per_mtok: Option<Spanned<f64>>,
+    /// Writing to the provider's prompt cache (Anthropic bills it apart).
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<Spanned<f64>>,
     #[serde(default)]
     pub context: Option<u32>,
     #[serde(default)]
@@ -374,6 +377,7 @@ impl ModelConfig {
             &self.input_per_mtok,
             &self.cached_input_per_mtok,
             &self.output_per_mtok,
+            &self.cache_write_per_mtok,
         ]
         .into_iter()
         .flatten()

@@ -139,6 +139,9 @@ pub fn usage(object: &Value) -> Option<Usage> {
     Some(Usage {
         input_tokens: count(usage.get("prompt_tokens")),
         cached_input_tokens: count(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        // Not OpenAI's: the Anthropic adapter (and LiteLLM-style gateways)
+        // report prompt-cache writes here, billed at their own rate.
+        cache_write_tokens: count(usage.get("cache_creation_input_tokens")),
         output_tokens: count(usage.get("completion_tokens")),
         reasoning_tokens: count(usage.pointer("/completion_tokens_details/reasoning_tokens")),
     })
