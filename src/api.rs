@@ -1,11 +1,14 @@
 //! The small read-only endpoints: health and the model list.
 
 use chrono::{SecondsFormat, Utc};
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::body::{self, Body};
-use crate::state::AppState;
+use crate::error::{ApiError, ErrorKind};
+use crate::ids::RequestId;
+use crate::state::{AppState, Runtime};
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(body::full(value.to_string()));
@@ -148,4 +151,57 @@ pub fn providers(state: &AppState) -> Response<Body> {
         })
         .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+/// `/api/v2/sessions[/{id}]`: create, list, read, extend and end sessions.
+pub async fn sessions(
+    state: &AppState,
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    rest: &str,
+    request_id: &RequestId,
+) -> Response<Body> {
+    let method = request.method().clone();
+    let id = rest
+        .strip_prefix('/')
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    let book = state.book();
+    let sessions = state.sessions();
+    let result = match (method, rest, id) {
+        (Method::POST, "", _) => match read_small_body(request, runtime).await {
+            Ok(bytes) => sessions.create(book, &bytes),
+            Err(error) => Err(error),
+        },
+        (Method::GET, "", _) => sessions.list(book).map(|v| (StatusCode::OK, v)),
+        (Method::GET, _, Some(id)) => sessions.get(book, id).map(|v| (StatusCode::OK, v)),
+        (Method::PATCH, _, Some(id)) => match read_small_body(request, runtime).await {
+            Ok(bytes) => sessions
+                .patch(book, id, &bytes)
+                .map(|v| (StatusCode::OK, v)),
+            Err(error) => Err(error),
+        },
+        (Method::DELETE, _, Some(id)) => sessions.end(book, id).map(|v| (StatusCode::OK, v)),
+        (_, "", _) | (_, _, Some(_)) => Err(ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            "method_not_allowed",
+            "sessions accept POST and GET; a session accepts GET, PATCH and DELETE",
+        )),
+        _ => Err(ApiError::new(
+            ErrorKind::NotFound,
+            "not_found",
+            format!("no such endpoint: /api/v2/sessions{rest}"),
+        )),
+    };
+    match result {
+        Ok((status, value)) => json_response(status, &value),
+        Err(error) => error.into_response(request_id),
+    }
+}
+
+async fn read_small_body(
+    request: Request<Incoming>,
+    runtime: &Runtime,
+) -> Result<bytes::Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
+    crate::chat::read_body(body, &parts.headers, runtime.config().server.max_body_bytes).await
 }

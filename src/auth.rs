@@ -7,12 +7,13 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 
 /// With no keys configured every caller is let in (a loopback sidecar);
-/// otherwise the bearer token must match one of them. Keys are compared in
+/// otherwise the bearer token must match one of them, and the matched key is
+/// returned (it decides which budget is charged). Keys are compared in
 /// constant time so response timing does not reveal a key's prefix.
-pub fn check(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check(config: &Config, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let keys = &config.server.api_keys;
     if keys.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -34,7 +35,7 @@ pub fn check(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
         matched |= key.get_ref().as_bytes().ct_eq(presented.as_bytes());
     }
     if bool::from(matched) {
-        Ok(())
+        Ok(Some(presented.to_string()))
     } else {
         Err(ApiError::new(
             ErrorKind::Unauthorized,

@@ -11,13 +11,17 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::body::{self, Body};
+use crate::budget::Reservation;
+use crate::charge::{self, Charge, Skip, Used};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
+use crate::limits::Permit;
 use crate::metadata::{self, FailedAttempt, Timing};
+use crate::metadata::{Costs, SessionInfo};
 use crate::providers::{self, openai};
 use crate::request::{self, ChatRequest};
 use crate::request_log::RequestLog;
-use crate::router::{Candidate, Route};
+use crate::router::{Candidate, Needs, Route};
 use crate::state::{AppState, Runtime};
 use crate::stream::{elapsed_ms, Relay};
 use crate::tokens;
@@ -28,9 +32,19 @@ pub async fn handle(
     runtime: &Runtime,
     request: Request<Incoming>,
     request_id: RequestId,
+    local_key: Option<String>,
 ) -> Response<Body> {
     let started = Instant::now();
-    match run(state, runtime, request, &request_id, started).await {
+    match run(
+        state,
+        runtime,
+        request,
+        &request_id,
+        started,
+        local_key.as_deref(),
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             let mut log = RequestLog::new(&request_id, false, started);
@@ -47,29 +61,44 @@ async fn run(
     request: Request<Incoming>,
     request_id: &RequestId,
     started: Instant,
+    local_key: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let config = runtime.config();
+    let mut permit = Some(state.limiter().admit(&config.limits)?);
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &parts.headers, config.server.max_body_bytes).await?;
     let chat = request::parse(&bytes, &parts.headers)?;
-    if let Some(session) = &chat.options.session_id {
-        return Err(ApiError::new(
-            ErrorKind::NotFound,
-            "session_not_found",
-            format!("session `{session}` does not exist"),
-        ));
-    }
+    let charge = Charge::resolve(runtime, state.sessions(), state.book(), &chat, local_key)?;
     let input_tokens = count_input_tokens(&chat).await?;
     let route = state.router(runtime).route(&chat, input_tokens)?;
+    let output_limit = Needs::of(&chat, input_tokens).output_limit;
 
     let mut failed: Vec<FailedAttempt> = Vec::new();
     let mut all_timeouts = true;
+    let mut shortfalls = Vec::new();
+    let mut unpriced = 0;
     for candidate in &route.candidates {
         // A provider whose breaker is half-open takes one trial request at a
         // time; the others skip it.
         if !state.health().admits(&candidate.provider.name) {
             continue;
         }
+        let (reservation, max_tokens) =
+            match charge.reserve(state.book(), candidate, input_tokens, output_limit) {
+                Ok(Some((reservation, max_tokens))) => (Some(reservation), max_tokens),
+                Ok(None) => (None, None),
+                Err(Ok(Skip::Unpriced)) => {
+                    unpriced += 1;
+                    state.health().release_trial(&candidate.provider.name);
+                    continue;
+                }
+                Err(Ok(Skip::Short(shortfall))) => {
+                    shortfalls.push((shortfall, candidate.model_name().to_string()));
+                    state.health().release_trial(&candidate.provider.name);
+                    continue;
+                }
+                Err(Err(error)) => return Err(error),
+            };
         let attempt = Attempt {
             state,
             runtime,
@@ -78,8 +107,11 @@ async fn run(
             candidate,
             request_id,
             started,
+            charge: &charge,
+            input_tokens,
+            max_tokens,
         };
-        match attempt.call(failed.clone()).await {
+        match attempt.call(failed.clone(), reservation, &mut permit).await {
             Ok(response) => return Ok(response),
             Err(failure) => {
                 all_timeouts &= failure.timed_out;
@@ -102,6 +134,22 @@ async fn run(
                 });
             }
         }
+    }
+    if failed.is_empty() && !shortfalls.is_empty() {
+        return Err(charge::shortfall_error(&shortfalls, &charge, state.book()));
+    }
+    if failed.is_empty() && unpriced > 0 {
+        return Err(ApiError::invalid(
+            "unpriced_model",
+            "this request is charged to a budget, and its model has no price in the catalog: add input_per_mtok and output_per_mtok under [[models]] in p402.toml (0 for a free local model)",
+        ));
+    }
+    if failed.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::NoProvider,
+            "no_provider_available",
+            "every candidate provider is failing (circuit open); try again shortly",
+        ));
     }
     Err(every_attempt_failed(&failed, all_timeouts))
 }
@@ -172,15 +220,29 @@ struct Attempt<'a> {
     candidate: &'a Candidate,
     request_id: &'a RequestId,
     started: Instant,
+    charge: &'a Charge,
+    input_tokens: u64,
+    /// An output limit lowered to what the budget can pay for.
+    max_tokens: Option<u32>,
 }
 
 impl Attempt<'_> {
     /// One try at one candidate: an answer for the client (including a 4xx
-    /// the request itself caused), or a failure worth trying elsewhere.
-    async fn call(&self, failover: Vec<FailedAttempt>) -> Result<Response<Body>, Failure> {
-        let upstream_request =
-            openai::build_request(&self.candidate.provider, self.candidate, self.chat)
-                .map_err(|e| Failure::new("request_error", e.message))?;
+    /// the request itself caused), or a failure worth trying elsewhere. The
+    /// reservation is settled with the answer, or released with a failure.
+    async fn call(
+        &self,
+        failover: Vec<FailedAttempt>,
+        reservation: Option<Reservation>,
+        permit: &mut Option<Permit>,
+    ) -> Result<Response<Body>, Failure> {
+        let upstream_request = openai::build_request(
+            &self.candidate.provider,
+            self.candidate,
+            self.chat,
+            self.max_tokens,
+        )
+        .map_err(|e| Failure::new("request_error", e.message))?;
         let upstream_started = Instant::now();
         let response = match self.runtime.upstream.send(upstream_request).await {
             Ok(response) => response,
@@ -229,6 +291,10 @@ impl Attempt<'_> {
             }
             let relay = Relay {
                 state: self.state.clone(),
+                charge: self.charge.clone(),
+                reservation,
+                permit: permit.take(),
+                input_tokens: self.input_tokens,
                 breaker: self.runtime.breaker_policy(),
                 request_id: self.request_id.clone(),
                 route: self.route.clone(),
@@ -263,17 +329,34 @@ impl Attempt<'_> {
                 "a 200 answer without choices (an error body)",
             ));
         }
-        let usage = openai::usage(&Value::Object(object.clone()));
+        let answer_value = Value::Object(object.clone());
+        let used = Used::of(
+            openai::usage(&answer_value),
+            self.input_tokens,
+            &answer_text(&answer_value),
+        );
+        let costs = Costs::of(
+            Some(&used.usage),
+            self.candidate.price(),
+            self.route.baseline,
+        );
+        let entry =
+            charge::ledger_entry(self.request_id, self.charge, self.candidate, &used, &costs);
+        let provider_latency_ms = elapsed_ms(upstream_started);
+        // Durable before the answer leaves: a crash after this point cannot
+        // lose the charge.
+        charge::settle(self.state.book(), reservation, &entry).await;
         let metadata = metadata::build(
             self.request_id,
             self.route,
             self.candidate,
-            usage.as_ref(),
+            Some(&used),
             failover,
             Timing {
                 latency_ms: elapsed_ms(self.started),
-                provider_latency_ms: elapsed_ms(upstream_started),
+                provider_latency_ms,
             },
+            self.session_info(),
         );
         let metadata_json = serde_json::to_value(&metadata)
             .map_err(|e| Failure::new("internal_error", e.to_string()))?;
@@ -294,6 +377,14 @@ impl Attempt<'_> {
         );
         metadata::headers(headers, &metadata);
         Ok(response)
+    }
+
+    fn session_info(&self) -> Option<SessionInfo> {
+        let session = self.charge.session.as_ref()?;
+        Some(SessionInfo {
+            id: session.id.clone(),
+            remaining: self.charge.session_remaining(self.state.book()),
+        })
     }
 
     /// A 4xx the request caused goes back as the provider sent it.
@@ -369,9 +460,37 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
     ApiError::new(kind, code, format!("{summary} ({})", attempts.join("; ")))
 }
 
+/// The text of an answer (content and tool-call arguments), for counting
+/// its tokens when the provider reported no usage.
+fn answer_text(answer: &Value) -> String {
+    let mut text = String::new();
+    for choice in answer
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let message = &choice["message"];
+        if let Some(content) = message.get("content").and_then(Value::as_str) {
+            text.push_str(content);
+        }
+        for call in message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                text.push_str(arguments);
+            }
+        }
+    }
+    text
+}
+
 /// Reads the request body, refusing it as soon as it passes `limit` bytes
 /// rather than after holding it all.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,

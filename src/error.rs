@@ -84,6 +84,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429 only).
     pub retry_after: Option<u64>,
+    /// Further fields of the error object (a 402's `session_remaining_usd`).
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -93,6 +95,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            extra: None,
         }
     }
 
@@ -110,14 +113,18 @@ impl ApiError {
 
     /// The error object as the SPEC shapes it, also used inside SSE error events.
     pub fn to_json(&self, request_id: &RequestId) -> serde_json::Value {
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind.type_name(),
-                "code": self.code,
-                "request_id": request_id.as_str(),
+        let mut error = json!({
+            "message": self.message,
+            "type": self.kind.type_name(),
+            "code": self.code,
+            "request_id": request_id.as_str(),
+        });
+        if let (Some(extra), Some(object)) = (&self.extra, error.as_object_mut()) {
+            for (key, value) in extra {
+                object.insert(key.clone(), value.clone());
             }
-        })
+        }
+        json!({ "error": error })
     }
 
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {

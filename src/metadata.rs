@@ -5,6 +5,7 @@ use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 
 use crate::catalog::{Price, Usage};
+use crate::charge::Used;
 use crate::ids::RequestId;
 use crate::money::Usd;
 use crate::router::{Candidate, ModeChoice, Route};
@@ -40,6 +41,13 @@ pub struct Metadata {
     pub provider_latency_ms: u64,
     pub failover: Vec<FailedAttempt>,
     pub cost_source: String,
+    /// The provider reported no usage; p402 counted the tokens itself.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cost_estimated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_remaining_usd: Option<Usd>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -71,12 +79,27 @@ impl Costs {
 }
 
 /// Where the figures come from, said plainly when they are missing.
-pub fn cost_source(candidate: &Candidate, usage: Option<&Usage>) -> String {
-    match (&candidate.model, usage) {
+pub fn cost_source(candidate: &Candidate, used: Option<&Used>) -> String {
+    match (&candidate.model, used) {
         (_, None) => "unknown: the provider reported no usage".to_string(),
-        (Some(model), Some(_)) if model.price.is_some() => model.cost_source.clone(),
+        (Some(model), Some(used)) if model.price.is_some() => {
+            if used.estimated {
+                format!(
+                    "{}, tokens counted by p402 (no usage reported)",
+                    model.cost_source
+                )
+            } else {
+                model.cost_source.clone()
+            }
+        }
         _ => "unpriced: the model has no price in the catalog".to_string(),
     }
+}
+
+/// The session a request was charged to, for the metadata.
+pub struct SessionInfo {
+    pub id: String,
+    pub remaining: Option<Usd>,
 }
 
 pub struct Timing {
@@ -88,12 +111,15 @@ pub fn build(
     request_id: &RequestId,
     route: &Route,
     candidate: &Candidate,
-    usage: Option<&Usage>,
+    used: Option<&Used>,
     failover: Vec<FailedAttempt>,
     timing: Timing,
+    session: Option<SessionInfo>,
 ) -> Metadata {
+    let usage = used.map(|u| &u.usage);
     let costs = Costs::of(usage, candidate.price(), route.baseline);
-    let source = cost_source(candidate, usage);
+    let source = cost_source(candidate, used);
+    let estimated = used.is_some_and(|u| u.estimated);
     let usage = usage.copied().unwrap_or_default();
     Metadata {
         request_id: request_id.to_string(),
@@ -113,6 +139,9 @@ pub fn build(
         provider_latency_ms: timing.provider_latency_ms,
         failover,
         cost_source: source,
+        cost_estimated: estimated,
+        session_id: session.as_ref().map(|s| s.id.clone()),
+        session_remaining_usd: session.and_then(|s| s.remaining),
     }
 }
 

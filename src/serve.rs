@@ -11,6 +11,7 @@ use crate::config::{self, watch, Discovered, LoadedConfig};
 use crate::probe;
 use crate::server::Server;
 use crate::state::{AppState, Runtime};
+use crate::store::Store;
 use crate::tokens;
 
 /// A running proxy. Dropping it does not stop the server; call
@@ -74,7 +75,13 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let listen = loaded.config.server.listen;
     let path = loaded.path.clone();
     let runtime = Runtime::build(loaded, None).context("TLS set-up failed")?;
-    let state = AppState::new(runtime, data_dir);
+    let store = Store::open(&data_dir).with_context(|| {
+        format!(
+            "cannot open the database in {} (is another p402 running on it?)",
+            data_dir.display()
+        )
+    })?;
+    let state = AppState::new(runtime, data_dir, store);
     let usable = state.routable_providers(&state.runtime());
 
     let server = Server::bind(listen, state.clone())

@@ -137,12 +137,16 @@ async fn route(
             _ => method_not_allowed(&request_id, "GET"),
         };
     }
-    if let Err(error) = auth::check(runtime.config(), request.headers()) {
-        return error.into_response(&request_id);
+    let local_key = match auth::check(runtime.config(), request.headers()) {
+        Ok(key) => key,
+        Err(error) => return error.into_response(&request_id),
+    };
+    if let Some(rest) = path.strip_prefix("/api/v2/sessions") {
+        return api::sessions(state, &runtime, request, rest, &request_id).await;
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {
-            chat::handle(state, &runtime, request, request_id).await
+            chat::handle(state, &runtime, request, request_id, local_key).await
         }
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),

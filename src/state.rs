@@ -13,10 +13,14 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
+use crate::budget::Book;
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError, LoadedConfig};
+use crate::limits::Limiter;
 use crate::provider_health::{BreakerPolicy, ProviderHealth};
 use crate::router::{Router, Sticky};
+use crate::sessions::Sessions;
+use crate::store::Store;
 use crate::upstream::Upstream;
 
 /// One consistent view of the configuration.
@@ -81,6 +85,10 @@ pub struct AppState {
 
 struct Shared {
     runtime: ArcSwap<Runtime>,
+    /// Settled spend and reservations of every account.
+    book: Arc<Book>,
+    sessions: Sessions,
+    limiter: Limiter,
     /// Outlives config reloads: a failing provider stays known as failing.
     health: ProviderHealth,
     sticky: Sticky,
@@ -91,7 +99,7 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, data_dir: PathBuf) -> Self {
+    pub fn new(runtime: Runtime, data_dir: PathBuf, store: Store) -> Self {
         let status = ConfigStatus {
             path: runtime.loaded.path.clone(),
             loaded_at: Utc::now(),
@@ -101,6 +109,9 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
+                book: Book::new(store),
+                sessions: Sessions::default(),
+                limiter: Limiter::default(),
                 health: ProviderHealth::default(),
                 sticky: Sticky::default(),
                 status: Mutex::new(status),
@@ -112,6 +123,18 @@ impl AppState {
 
     pub fn runtime(&self) -> Arc<Runtime> {
         self.shared.runtime.load_full()
+    }
+
+    pub fn book(&self) -> &Arc<Book> {
+        &self.shared.book
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.shared.sessions
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.shared.limiter
     }
 
     pub fn health(&self) -> &ProviderHealth {

@@ -15,10 +15,14 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::body::{self, Body};
+use crate::budget::Reservation;
 use crate::catalog::Usage;
+use crate::charge::{self, Charge, Used};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
+use crate::limits::Permit;
 use crate::metadata::{self, FailedAttempt, Timing};
+use crate::metadata::{Costs, SessionInfo};
 use crate::provider_health::BreakerPolicy;
 use crate::providers::{openai, EventStream, StreamEvent};
 use crate::request_log::RequestLog;
@@ -32,6 +36,13 @@ const CHANNEL_CAPACITY: usize = 16;
 /// Everything the relay needs to finish the request on its own.
 pub struct Relay {
     pub state: AppState,
+    pub charge: Charge,
+    /// Settled when the stream ends, however it ends.
+    pub reservation: Option<Reservation>,
+    /// The concurrency slot, held until the stream ends.
+    pub permit: Option<Permit>,
+    /// Counted before dispatch; used when the provider reports no usage.
+    pub input_tokens: u64,
     pub breaker: BreakerPolicy,
     pub request_id: RequestId,
     pub route: Route,
@@ -59,8 +70,10 @@ impl Relay {
         response
     }
 
-    async fn run(self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
+    async fn run(mut self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
         let mut usage: Option<Usage> = None;
+        // What the answer said, to count its tokens if no usage arrives.
+        let mut text = String::new();
         // id, created and model of the upstream's chunks, echoed in ours.
         let mut envelope: Option<(Value, Value, Value)> = None;
         let outcome: Result<(), ApiError> = loop {
@@ -114,6 +127,9 @@ impl Relay {
             if let Some(reported) = openai::usage(&chunk) {
                 usage = Some(reported);
             }
+            if usage.is_none() {
+                collect_text(&chunk, &mut text);
+            }
             let Some(out) = self.for_client(chunk) else {
                 continue;
             };
@@ -130,16 +146,38 @@ impl Relay {
         // The relay owns the upstream body: dropping it here, not at the end
         // of the task, cancels an upstream the client no longer listens to.
         drop(events);
+        // Whatever happened, what was generated was paid for: settle it
+        // (from the usage chunk, or from the text received) before the
+        // stream's last bytes go out.
+        let used = Used::of(usage, self.input_tokens, &text);
+        let costs = Costs::of(
+            Some(&used.usage),
+            self.candidate.price(),
+            self.route.baseline,
+        );
+        let entry = charge::ledger_entry(
+            &self.request_id,
+            &self.charge,
+            &self.candidate,
+            &used,
+            &costs,
+        );
+        charge::settle(self.state.book(), self.reservation.take(), &entry).await;
+        let session = self.charge.session.as_ref().map(|s| SessionInfo {
+            id: s.id.clone(),
+            remaining: self.charge.session_remaining(self.state.book()),
+        });
         let metadata = metadata::build(
             &self.request_id,
             &self.route,
             &self.candidate,
-            usage.as_ref(),
+            Some(&used),
             self.failover.clone(),
             Timing {
                 latency_ms: elapsed_ms(self.started),
                 provider_latency_ms: upstream_ms,
             },
+            session,
         );
         let mut log = RequestLog::new(&self.request_id, true, self.started);
         log.answered(&metadata);
@@ -176,6 +214,7 @@ impl Relay {
             }
         }
         log.emit();
+        drop(self.permit.take());
     }
 
     /// The chunk as the client should see it, or `None` to hold it back.
@@ -195,6 +234,31 @@ impl Relay {
         }
         object.remove("usage");
         Some(event(&chunk))
+    }
+}
+
+/// Appends a chunk's generated text (content and tool-call arguments).
+fn collect_text(chunk: &Value, text: &mut String) {
+    for choice in chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let delta = &choice["delta"];
+        if let Some(content) = delta.get("content").and_then(Value::as_str) {
+            text.push_str(content);
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                text.push_str(arguments);
+            }
+        }
     }
 }
 

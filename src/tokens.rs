@@ -19,7 +19,8 @@ const PER_IMAGE: u64 = 765;
 /// Above this many bytes of text, counting runs on a blocking thread.
 pub const INLINE_LIMIT: usize = 16 * 1024;
 
-fn count_text(text: &str) -> u64 {
+/// Tokens of a plain text (an answer, when the provider reported none).
+pub fn count_text(text: &str) -> u64 {
     tiktoken_rs::o200k_base_singleton()
         .encode_with_special_tokens(text)
         .len() as u64

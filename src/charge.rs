@@ -1,0 +1,243 @@
+//! Who pays for a request, and how it settles.
+//!
+//! Spend is charged to the request's session if it names one; else to the
+//! budget bound to its local API key; else to `[budgets.default]`; and
+//! always also to `[budgets.global]`. A `max_cost` (from the request or
+//! `[limits]`) is one more account, with no history. Every request, budgeted
+//! or not, is written to the ledger when it settles.
+
+use chrono::{Local, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::budget::{self, Account, Book, Reservation, Shortfall};
+use crate::catalog::Usage;
+use crate::error::{ApiError, ErrorKind};
+use crate::ids::RequestId;
+use crate::metadata::Costs;
+use crate::money::Usd;
+use crate::request::ChatRequest;
+use crate::router::Candidate;
+use crate::sessions::{Session, Sessions};
+use crate::state::Runtime;
+use crate::store::LedgerEntry;
+
+/// The accounts one request is charged to.
+#[derive(Debug, Clone, Default)]
+pub struct Charge {
+    pub accounts: Vec<Account>,
+    pub session: Option<Session>,
+    /// Names of the file-declared budgets among the accounts.
+    pub budgets: Vec<String>,
+}
+
+/// Why a candidate cannot be reserved for.
+pub enum Skip {
+    /// No price: a budgeted request never runs on a model charged as $0.
+    Unpriced,
+    Short(Shortfall),
+}
+
+impl Charge {
+    pub fn resolve(
+        runtime: &Runtime,
+        sessions: &Sessions,
+        book: &Book,
+        chat: &ChatRequest,
+        local_key: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let config = runtime.config();
+        let now = Local::now();
+        let mut charge = Charge::default();
+        let add_budget = |charge: &mut Charge, name: &str| {
+            let found = config.budgets.iter().find(|(key, _)| key.get_ref() == name);
+            if let Some((key, budget)) = found {
+                if charge.budgets.iter().any(|b| b == name) {
+                    return;
+                }
+                let limit = Usd::from_dollars(*budget.budget_usd.get_ref()).unwrap_or(Usd::ZERO);
+                charge
+                    .accounts
+                    .push(Account::budget(key.get_ref(), limit, budget.period, now));
+                charge.budgets.push(name.to_string());
+            }
+        };
+        if let Some(id) = &chat.options.session_id {
+            let session = sessions.usable(book, id)?;
+            charge.accounts.push(session.account());
+            charge.session = Some(session);
+        } else {
+            let keyed = local_key.and_then(|key| {
+                config
+                    .budgets
+                    .iter()
+                    .find(|(_, b)| b.keys.iter().any(|k| k.get_ref() == key))
+                    .map(|(name, _)| name.get_ref().clone())
+            });
+            match keyed {
+                Some(name) => add_budget(&mut charge, &name),
+                None => add_budget(&mut charge, "default"),
+            }
+        }
+        add_budget(&mut charge, "global");
+        let caps = [
+            (chat.options.max_cost, "max_cost"),
+            (
+                config
+                    .limits
+                    .max_cost_per_request_usd
+                    .as_ref()
+                    .map(|c| *c.get_ref()),
+                "[limits] max_cost_per_request_usd",
+            ),
+        ];
+        for (cap, label) in caps {
+            if let Some(usd) = cap.and_then(Usd::from_dollars) {
+                charge.accounts.push(Account::cap(usd, label));
+            }
+        }
+        Ok(charge)
+    }
+
+    pub fn is_budgeted(&self) -> bool {
+        !self.accounts.is_empty()
+    }
+
+    /// Reserves the worst case of `candidate` against every account, and
+    /// says the output limit to put on the request if it had to be lowered.
+    pub fn reserve(
+        &self,
+        book: &std::sync::Arc<Book>,
+        candidate: &Candidate,
+        input_tokens: u64,
+        output_limit: Option<u32>,
+    ) -> Result<Option<(Reservation, Option<u32>)>, Result<Skip, ApiError>> {
+        if !self.is_budgeted() {
+            return Ok(None);
+        }
+        let Some(price) = candidate.price() else {
+            return Err(Ok(Skip::Unpriced));
+        };
+        let model_max = candidate.model.as_ref().and_then(|m| m.max_output);
+        let reserved = book
+            .reserve(self.accounts.clone(), |available| {
+                budget::plan(&price, input_tokens, output_limit, model_max, available)
+            })
+            .map_err(|e| Err(ApiError::internal(format!("budget store: {e}"))))?;
+        match reserved {
+            Ok((reservation, plan)) => Ok(Some((reservation, plan.max_tokens))),
+            Err(shortfall) => Err(Ok(Skip::Short(shortfall))),
+        }
+    }
+
+    /// What the request's session has left, for the metadata.
+    pub fn session_remaining(&self, book: &Book) -> Option<Usd> {
+        let session = self.session.as_ref()?;
+        book.remaining(&session.account())
+            .ok()
+            .map(|r| r.max(Usd::ZERO))
+    }
+
+    pub fn session_remaining_json(&self, book: &Book) -> Option<Value> {
+        self.session_remaining(book).map(|r| json!(r.to_dollars()))
+    }
+}
+
+/// The 402 for a request no candidate could be reserved for: which account
+/// stands in the way, what it has left and what the cheapest try needed.
+pub fn shortfall_error(
+    shortfalls: &[(Shortfall, String)],
+    charge: &Charge,
+    book: &Book,
+) -> ApiError {
+    let Some((cheapest, model)) = shortfalls.iter().min_by_key(|(s, _)| s.needed) else {
+        return ApiError::internal("no shortfall to report");
+    };
+    let mut error = ApiError::new(
+        ErrorKind::BudgetExceeded,
+        cheapest.account.code,
+        format!(
+            "{} has ${:.6} left; this request needs at least ${:.6} on {} (the cheapest eligible model, with a {}-token answer)",
+            cheapest.account.label,
+            cheapest.remaining.to_dollars(),
+            cheapest.needed.to_dollars(),
+            model,
+            budget::MIN_USEFUL_OUTPUT
+        ),
+    );
+    let mut extra = Map::new();
+    extra.insert(
+        "remaining_usd".into(),
+        json!(cheapest.remaining.to_dollars()),
+    );
+    extra.insert("needed_usd".into(), json!(cheapest.needed.to_dollars()));
+    if let Some(remaining) = charge.session_remaining_json(book) {
+        extra.insert("session_remaining_usd".into(), remaining);
+    }
+    error.extra = Some(extra);
+    error
+}
+
+/// What a request actually used, and whether it had to be counted by p402.
+#[derive(Debug, Clone, Copy)]
+pub struct Used {
+    pub usage: Usage,
+    pub estimated: bool,
+}
+
+impl Used {
+    /// The provider's usage, or p402's own count of the prompt and of the
+    /// answer text when the provider reported none.
+    pub fn of(reported: Option<Usage>, input_tokens: u64, answer_text: &str) -> Self {
+        match reported {
+            Some(usage) => Used {
+                usage,
+                estimated: false,
+            },
+            None => Used {
+                usage: Usage {
+                    input_tokens,
+                    output_tokens: crate::tokens::count_text(answer_text),
+                    ..Usage::default()
+                },
+                estimated: true,
+            },
+        }
+    }
+}
+
+pub fn ledger_entry(
+    request_id: &RequestId,
+    charge: &Charge,
+    candidate: &Candidate,
+    used: &Used,
+    costs: &Costs,
+) -> LedgerEntry {
+    LedgerEntry {
+        time: Utc::now(),
+        request_id: request_id.to_string(),
+        session: charge.session.as_ref().map(|s| s.id.clone()),
+        budgets: charge.budgets.clone(),
+        provider: candidate.provider.name.clone(),
+        model: Some(candidate.model_name().to_string()),
+        input_tokens: used.usage.input_tokens,
+        output_tokens: used.usage.output_tokens,
+        cached_input_tokens: used.usage.cached_input_tokens,
+        cost_nanos: costs.cost.unwrap_or(Usd::ZERO).nanos(),
+        direct_nanos: costs.direct.or(costs.cost).unwrap_or(Usd::ZERO).nanos(),
+        cached: false,
+        estimated: used.estimated,
+    }
+}
+
+/// Settles a request: its reservation (if budgeted) and the ledger. A
+/// failure to write is logged, not sent to the client: the answer exists
+/// and was paid for; the error says what went wrong with the record.
+pub async fn settle(book: &Book, reservation: Option<Reservation>, entry: &LedgerEntry) {
+    let written = match reservation {
+        Some(reservation) => reservation.settle(entry).await,
+        None => book.store().record(entry, &[]).await,
+    };
+    if let Err(e) = written {
+        tracing::error!(request_id = %entry.request_id, "could not record the request in the ledger: {e}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Budget-capped sessions: `POST/GET/PATCH/DELETE /api/v2/sessions`.
+//!
+//! A session is a named budget a client creates for one job (an agent run,
+//! a batch) and names in its requests. Its definition is stored in sled; its
+//! spend is the `session:<id>` account in the ledger's totals.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::budget::{Account, Book};
+use crate::error::{ApiError, ErrorKind};
+use crate::money::Usd;
+use crate::store::StoreError;
+
+/// Hours a session lives when the client does not say.
+pub const DEFAULT_HOURS: f64 = 24.0;
+const MAX_BUDGET_USD: f64 = 1_000_000.0;
+const MAX_HOURS: f64 = 24.0 * 366.0 * 10.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub name: Option<String>,
+    pub budget_nanos: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Session {
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        if self.ended_at.is_some() {
+            "ended"
+        } else if now >= self.expires_at {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+
+    pub fn account(&self) -> Account {
+        Account::session(&self.id, Usd::from_nanos(self.budget_nanos))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    budget_usd: f64,
+    name: Option<String>,
+    expires_in_hours: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    add_budget_usd: Option<f64>,
+    extend_hours: Option<f64>,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::internal(format!("session store: {e}"))
+}
+
+fn dollars(field: &str, value: f64) -> Result<Usd, ApiError> {
+    if !(value.is_finite() && value > 0.0 && value <= MAX_BUDGET_USD) {
+        return Err(ApiError::invalid(
+            "invalid_session",
+            format!(
+                "{field} must be a positive amount of USD up to {MAX_BUDGET_USD}, found {value}"
+            ),
+        ));
+    }
+    Usd::from_dollars(value)
+        .ok_or_else(|| ApiError::invalid("invalid_session", format!("{field} is out of range")))
+}
+
+fn hours(field: &str, value: f64) -> Result<Duration, ApiError> {
+    if !(value.is_finite() && value > 0.0 && value <= MAX_HOURS) {
+        return Err(ApiError::invalid(
+            "invalid_session",
+            format!("{field} must be a positive number of hours, found {value}"),
+        ));
+    }
+    Ok(Duration::milliseconds((value * 3_600_000.0).round() as i64))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("invalid_session", format!("invalid session request: {e}")))
+}
+
+/// The sessions API over the shared budget book. Writes (create, patch,
+/// end) go through one mutex so that two PATCHes cannot lose an update.
+pub struct Sessions {
+    write: Mutex<()>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            write: Mutex::new(()),
+        }
+    }
+}
+
+impl Sessions {
+    /// The session a request names, if it can still be charged.
+    pub fn usable(&self, book: &Book, id: &str) -> Result<Session, ApiError> {
+        let session: Session = book
+            .store()
+            .session(id)
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(id))?;
+        match session.status(Utc::now()) {
+            "active" => Ok(session),
+            status => Err(ApiError::new(
+                ErrorKind::NotFound,
+                "session_not_active",
+                format!("session `{id}` has {status}; create a new one or extend it with PATCH"),
+            )),
+        }
+    }
+
+    pub fn create(&self, book: &Book, bytes: &[u8]) -> Result<(StatusCode, Value), ApiError> {
+        let body: CreateBody = parse(bytes)?;
+        let budget = dollars("budget_usd", body.budget_usd)?;
+        let lifetime = hours(
+            "expires_in_hours",
+            body.expires_in_hours.unwrap_or(DEFAULT_HOURS),
+        )?;
+        if body.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+            return Err(ApiError::invalid(
+                "invalid_session",
+                "name must be at most 200 characters",
+            ));
+        }
+        let now = Utc::now();
+        let session = Session {
+            id: format!("ses_{}", uuid::Uuid::now_v7().simple()),
+            name: body.name,
+            budget_nanos: budget.nanos(),
+            created_at: now,
+            expires_at: now + lifetime,
+            ended_at: None,
+        };
+        let _guard = self.lock();
+        book.store()
+            .put_session(&session.id, &session)
+            .map_err(store_error)?;
+        Ok((StatusCode::CREATED, view(book, &session)?))
+    }
+
+    pub fn get(&self, book: &Book, id: &str) -> Result<Value, ApiError> {
+        let session = self.load(book, id)?;
+        view(book, &session)
+    }
+
+    pub fn list(&self, book: &Book) -> Result<Value, ApiError> {
+        let mut sessions: Vec<Session> = book.store().sessions().map_err(store_error)?;
+        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let data = sessions
+            .iter()
+            .map(|s| view(book, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({"object": "list", "data": data}))
+    }
+
+    pub fn patch(&self, book: &Book, id: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+        let body: PatchBody = parse(bytes)?;
+        if body.add_budget_usd.is_none() && body.extend_hours.is_none() {
+            return Err(ApiError::invalid(
+                "invalid_session",
+                "nothing to change: send add_budget_usd and/or extend_hours",
+            ));
+        }
+        let add = body
+            .add_budget_usd
+            .map(|v| dollars("add_budget_usd", v))
+            .transpose()?;
+        let extend = body
+            .extend_hours
+            .map(|v| hours("extend_hours", v))
+            .transpose()?;
+        let _guard = self.lock();
+        let mut session = self.load(book, id)?;
+        if session.ended_at.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                "session_not_active",
+                format!("session `{id}` has ended"),
+            ));
+        }
+        if let Some(add) = add {
+            session.budget_nanos = (Usd::from_nanos(session.budget_nanos) + add).nanos();
+        }
+        if let Some(extend) = extend {
+            // Extending an expired session counts from now, not from its past end.
+            session.expires_at = session.expires_at.max(Utc::now()) + extend;
+        }
+        book.store()
+            .put_session(&session.id, &session)
+            .map_err(store_error)?;
+        view(book, &session)
+    }
+
+    pub fn end(&self, book: &Book, id: &str) -> Result<Value, ApiError> {
+        let _guard = self.lock();
+        let mut session = self.load(book, id)?;
+        if session.ended_at.is_none() {
+            session.ended_at = Some(Utc::now());
+            book.store()
+                .put_session(&session.id, &session)
+                .map_err(store_error)?;
+        }
+        view(book, &session)
+    }
+
+    fn load(&self, book: &Book, id: &str) -> Result<Session, ApiError> {
+        book.store()
+            .session(id)
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.write.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        "session_not_found",
+        format!("session `{id}` does not exist"),
+    )
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The SPEC's session object, with spend from the ledger's totals.
+pub fn view(book: &Book, session: &Session) -> Result<Value, ApiError> {
+    let account = session.account();
+    let key = account.key.clone().unwrap_or_default();
+    let totals = book.store().totals(&key).map_err(store_error)?;
+    let remaining = book.remaining(&account).map_err(store_error)?;
+    let used = book.settled(&account).map_err(store_error)?;
+    let total = Usd::from_nanos(session.budget_nanos);
+    let reserved = total - used - remaining;
+    Ok(json!({
+        "object": "session",
+        "session_id": session.id,
+        "name": session.name,
+        "budget": {
+            "total_usd": total.to_dollars(),
+            "used_usd": used.to_dollars(),
+            "remaining_usd": remaining.max(Usd::ZERO).to_dollars(),
+            "reserved_usd": reserved.max(Usd::ZERO).to_dollars(),
+        },
+        "requests": totals.requests,
+        "direct_cost_usd": totals.direct().to_dollars(),
+        "savings_usd": (totals.direct() - totals.cost()).to_dollars(),
+        "status": session.status(Utc::now()),
+        "created_at": time(session.created_at),
+        "expires_at": time(session.expires_at),
+        "ended_at": session.ended_at.map(time),
+    }))
+}

@@ -1,0 +1,275 @@
+//! The sled database: the ledger of settled requests, sessions, and spend
+//! totals per account.
+//!
+//! A settled request is written to the ledger and added to every account it
+//! was charged to in one transaction, then flushed before the response ends,
+//! so `kill -9` at any moment leaves either the whole charge or none of it.
+//! Concurrent settlements share fsyncs: sled's flush writes everything
+//! pending, and a later caller whose data is already durable returns at once.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::money::Usd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// One settled request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub time: DateTime<Utc>,
+    pub request_id: String,
+    pub session: Option<String>,
+    /// Names of the file-declared budgets charged.
+    pub budgets: Vec<String>,
+    pub provider: String,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    pub cost_nanos: i64,
+    pub direct_nanos: i64,
+    /// Answered from p402's cache.
+    pub cached: bool,
+    /// Cost computed from counted tokens because the provider sent no usage.
+    pub estimated: bool,
+}
+
+impl LedgerEntry {
+    pub fn cost(&self) -> Usd {
+        Usd::from_nanos(self.cost_nanos)
+    }
+
+    pub fn direct(&self) -> Usd {
+        Usd::from_nanos(self.direct_nanos)
+    }
+}
+
+/// What an account has been charged, as kept in the `spend` tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub cost_nanos: i64,
+    pub direct_nanos: i64,
+    pub requests: u64,
+}
+
+impl Totals {
+    pub fn cost(&self) -> Usd {
+        Usd::from_nanos(self.cost_nanos)
+    }
+
+    pub fn direct(&self) -> Usd {
+        Usd::from_nanos(self.direct_nanos)
+    }
+}
+
+/// A cheap-to-clone handle: sled's trees are reference-counted.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    ledger: sled::Tree,
+    sessions: sled::Tree,
+    spend: sled::Tree,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir.join("db")).open()?;
+        Ok(Store {
+            ledger: db.open_tree("ledger")?,
+            sessions: db.open_tree("sessions")?,
+            spend: db.open_tree("spend")?,
+            db,
+        })
+    }
+
+    /// Another tree in the same database (the cache keeps its own).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Writes a settled request and adds it to `accounts`, atomically and
+    /// durably.
+    pub async fn record(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(entry)?;
+        let key = entry.request_id.as_bytes();
+        let result = (&self.ledger, &self.spend).transaction(|(ledger, spend)| {
+            ledger.insert(key, value.as_slice())?;
+            for account in accounts {
+                let mut totals: Totals = match spend.get(account.as_bytes())? {
+                    Some(bytes) => serde_json::from_slice(&bytes)
+                        .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?,
+                    None => Totals::default(),
+                };
+                totals.cost_nanos = totals.cost_nanos.saturating_add(entry.cost_nanos);
+                totals.direct_nanos = totals.direct_nanos.saturating_add(entry.direct_nanos);
+                totals.requests += 1;
+                let bytes = serde_json::to_vec(&totals)
+                    .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?;
+                spend.insert(account.as_bytes(), bytes)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+        }
+        self.flush().await
+    }
+
+    pub fn totals(&self, account: &str) -> Result<Totals, StoreError> {
+        match self.spend.get(account.as_bytes())? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            None => Ok(Totals::default()),
+        }
+    }
+
+    pub fn entry(&self, request_id: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        match self.ledger.get(request_id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ledger entries from `since` on, oldest first. Request ids are UUIDv7,
+    /// so the keys are in time order and the scan starts at `since`.
+    pub fn entries_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> impl Iterator<Item = Result<LedgerEntry, StoreError>> {
+        let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+        let start = format!("req_{millis:012x}");
+        self.ledger.range(start.into_bytes()..).map(|item| {
+            let (_, value) = item?;
+            Ok(serde_json::from_slice(&value)?)
+        })
+    }
+
+    pub fn ledger_len(&self) -> usize {
+        self.ledger.len()
+    }
+
+    pub fn put_session<T: Serialize>(&self, id: &str, session: &T) -> Result<(), StoreError> {
+        self.sessions
+            .insert(id.as_bytes(), serde_json::to_vec(session)?)?;
+        Ok(())
+    }
+
+    pub fn session<T: for<'de> Deserialize<'de>>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        match self.sessions.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn sessions<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<T>, StoreError> {
+        self.sessions
+            .iter()
+            .map(|item| {
+                let (_, value) = item?;
+                Ok(serde_json::from_slice(&value)?)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn entry(id: &str) -> LedgerEntry {
+        LedgerEntry {
+            time: Utc::now(),
+            request_id: id.to_string(),
+            session: None,
+            budgets: vec![],
+            provider: "p".into(),
+            model: Some("m".into()),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_input_tokens: 0,
+            cost_nanos: 0,
+            direct_nanos: 0,
+            cached: false,
+            estimated: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, cost: i64) -> LedgerEntry {
+        LedgerEntry {
+            cost_nanos: cost,
+            direct_nanos: cost * 2,
+            ..tests_support::entry(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let accounts = vec!["session:a".to_string(), "budget:g:total".to_string()];
+            store
+                .record(
+                    &entry(&crate::ids::RequestId::new().to_string(), 5),
+                    &accounts,
+                )
+                .await
+                .expect("record");
+            store
+                .record(
+                    &entry(&crate::ids::RequestId::new().to_string(), 7),
+                    &accounts[..1],
+                )
+                .await
+                .expect("record");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.totals("session:a").expect("totals"),
+            Totals {
+                cost_nanos: 12,
+                direct_nanos: 24,
+                requests: 2
+            }
+        );
+        assert_eq!(
+            store.totals("budget:g:total").expect("totals").cost_nanos,
+            5
+        );
+        assert_eq!(
+            store
+                .entries_since(Utc::now() - chrono::Duration::hours(1))
+                .count(),
+            2
+        );
+        assert_eq!(
+            store
+                .entries_since(Utc::now() + chrono::Duration::hours(1))
+                .count(),
+            0
+        );
+    }
+}
