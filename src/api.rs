@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
+use crate::report;
 use crate::state::{AppState, Runtime};
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
@@ -204,4 +205,53 @@ async fn read_small_body(
 ) -> Result<bytes::Bytes, ApiError> {
     let (parts, body) = request.into_parts();
     crate::chat::read_body(body, &parts.headers, runtime.config().server.max_body_bytes).await
+}
+
+/// `GET /api/v2/report?since=7d&by=provider`: spend, direct cost and
+/// savings from the ledger.
+pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> Response<Body> {
+    let mut since = "7d".to_string();
+    let mut by = "provider".to_string();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("since", value)) => since = value.to_string(),
+            Some(("by", value)) => by = value.to_string(),
+            _ => {}
+        }
+    }
+    let result = (|| {
+        let since = report::parse_since(&since, chrono::Utc::now()).ok_or_else(|| {
+            ApiError::invalid("invalid_query", format!("since `{since}` is not a span (7d, 24h) or a date"))
+        })?;
+        let by = report::GroupBy::parse(&by).ok_or_else(|| {
+            ApiError::invalid("invalid_query", format!("by `{by}` must be provider, model, day or session"))
+        })?;
+        report::build(state.book().store(), since, by).map_err(|e| ApiError::internal(format!("ledger: {e}")))
+    })();
+    match result.and_then(|r| serde_json::to_value(r).map_err(|e| ApiError::internal(e.to_string()))) {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(error) => error.into_response(request_id),
+    }
+}
+
+/// `GET /api/v2/budgets`: the file-declared budgets with this period's spend.
+pub fn budgets(state: &AppState, runtime: &Runtime, request_id: &RequestId) -> Response<Body> {
+    match report::budgets(state.book(), runtime.config()) {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => ApiError::internal(format!("ledger: {e}")).into_response(request_id),
+    }
+}
+
+/// `GET /api/v2/requests/{id}`: one settled request as the ledger has it,
+/// to audit a charge.
+pub fn ledger_entry(state: &AppState, id: &str, request_id: &RequestId) -> Response<Body> {
+    match state.book().store().entry(id) {
+        Ok(Some(entry)) => match serde_json::to_value(&entry) {
+            Ok(value) => json_response(StatusCode::OK, &value),
+            Err(e) => ApiError::internal(e.to_string()).into_response(request_id),
+        },
+        Ok(None) => ApiError::new(ErrorKind::NotFound, "request_not_found", format!("no settled request `{id}` in the ledger"))
+            .into_response(request_id),
+        Err(e) => ApiError::internal(format!("ledger: {e}")).into_response(request_id),
+    }
 }

@@ -225,3 +225,122 @@ pub fn init(path: Option<PathBuf>) -> ExitCode {
         }
     }
 }
+
+/// Where the CLI reads live data: the running server if one answers at the
+/// configured address (sled allows one process at a time), else the
+/// database directly.
+enum Source {
+    Server(serde_json::Value),
+    Offline(crate::budget::Book, Box<crate::config::Config>),
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<LoadedConfig, String> {
+    match config::discover(explicit) {
+        Discovered::Defaults => Ok(LoadedConfig::defaults()),
+        Discovered::File { path, .. } => LoadedConfig::from_file(&path).map_err(|e| e.to_string()),
+    }
+}
+
+/// GET `path` from the running p402, or `None` when nothing listens.
+fn ask_server(config: &crate::config::Config, path: &str) -> Result<Option<serde_json::Value>, String> {
+    use http_body_util::BodyExt;
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
+            .map_err(|e| format!("TLS set-up failed: {e}"))?;
+        let mut request = http::Request::get(format!("http://{addr}{path}"));
+        if let Some(key) = config.server.api_keys.first() {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {}", key.get_ref()));
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| format!("bad request: {e}"))?;
+        let response = match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(crate::upstream::UpstreamError::Connect(_))) => return Ok(None),
+            Ok(Err(e)) => return Err(format!("the running p402 at {addr} did not answer: {e}")),
+            Err(_) => return Err(format!("the running p402 at {addr} did not answer in time")),
+        };
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .to_bytes();
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("the running p402 sent no JSON: {e}"))?;
+        if !status.is_success() {
+            return Err(value["error"]["message"].as_str().unwrap_or("request failed").to_string());
+        }
+        Ok(Some(value))
+    })
+}
+
+fn source(explicit: Option<&Path>, path: &str) -> Result<Source, String> {
+    let loaded = load_config(explicit)?;
+    if let Some(value) = ask_server(&loaded.config, path)? {
+        return Ok(Source::Server(value));
+    }
+    let dir = crate::serve::data_dir(&loaded.config);
+    let store = crate::store::Store::open(&dir)
+        .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+    let book = std::sync::Arc::try_unwrap(crate::budget::Book::new(store))
+        .map_err(|_| "the budget book is shared".to_string())?;
+    Ok(Source::Offline(book, Box::new(loaded.config)))
+}
+
+/// `p402 report`: spend, direct cost and savings from the ledger.
+pub fn report(explicit: Option<&Path>, since: &str, by: crate::report::GroupBy, as_json: bool) -> ExitCode {
+    let by_name = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let result = source(explicit, &format!("/api/v2/report?since={since}&by={by_name}")).and_then(|source| match source {
+        Source::Server(value) => Ok(value),
+        Source::Offline(book, _) => {
+            let start = crate::report::parse_since(since, chrono::Utc::now())
+                .ok_or_else(|| format!("--since `{since}` is not a span (7d, 24h) or a date (2026-11-01)"))?;
+            let report = crate::report::build(book.store(), start, by).map_err(|e| e.to_string())?;
+            serde_json::to_value(report).map_err(|e| e.to_string())
+        }
+    });
+    match result {
+        Ok(value) if as_json => emit(&format!("{value}\n")),
+        Ok(value) => emit(&crate::report::table_from(&value)),
+        Err(e) => {
+            eprintln!("p402 report: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `p402 sessions`: sessions and budgets with spent and remaining.
+pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
+    let result = source(explicit, "/api/v2/sessions").and_then(|source| match source {
+        Source::Server(sessions) => {
+            let loaded = load_config(explicit)?;
+            let budgets = ask_server(&loaded.config, "/api/v2/budgets")?.unwrap_or_default();
+            Ok((sessions, budgets))
+        }
+        Source::Offline(book, config) => {
+            let sessions = crate::sessions::Sessions::default().list(&book).map_err(|e| e.message)?;
+            let budgets = crate::report::budgets(&book, &config).map_err(|e| e.to_string())?;
+            Ok((sessions, budgets))
+        }
+    });
+    match result {
+        Ok((sessions, budgets)) if as_json => {
+            emit(&format!("{}\n", serde_json::json!({"sessions": sessions["data"], "budgets": budgets["data"]})))
+        }
+        Ok((sessions, budgets)) => emit(&crate::report::sessions_table(&sessions, &budgets)),
+        Err(e) => {
+            eprintln!("p402 sessions: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -26,6 +26,7 @@ pub mod money;
 pub mod probe;
 pub mod provider_health;
 pub mod providers;
+pub mod report;
 pub mod request;
 pub mod request_log;
 pub mod router;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use p402::logging::{self, LogFormat};
+use p402::report::GroupBy;
 use p402::{commands, serve};
 
 /// p402: a local LLM cost-control proxy. Point any OpenAI client at
@@ -34,6 +35,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sessions and budgets with spent and remaining.
+    Sessions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Spend, direct cost and savings from the ledger.
+    Report {
+        /// How far back: 7d, 24h, 2w, or a date such as 2026-11-01.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Group by provider, model, day or session.
+        #[arg(long, value_enum, default_value_t = GroupBy::Provider)]
+        by: GroupBy,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
         /// Where to write it.
@@ -47,6 +66,8 @@ fn main() -> ExitCode {
         Command::Check => commands::check(cli.config.as_deref()),
         Command::Init { path } => commands::init(path),
         Command::Models { json } => commands::models(cli.config.as_deref(), json),
+        Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
+        Command::Report { since, by, json } => commands::report(cli.config.as_deref(), &since, by, json),
         Command::Serve => {
             logging::init(cli.log_format);
             let runtime = match tokio::runtime::Runtime::new() {

@@ -128,6 +128,7 @@ async fn route(
 ) -> Response<Body> {
     let request_id = request_id.clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
+    let query = request.uri().query().map(str::to_string);
     let method = request.method().clone();
     let runtime = state.runtime();
 
@@ -141,6 +142,12 @@ async fn route(
         Ok(key) => key,
         Err(error) => return error.into_response(&request_id),
     };
+    if let Some(id) = path.strip_prefix("/api/v2/requests/") {
+        return match method {
+            Method::GET => api::ledger_entry(state, id, &request_id),
+            _ => method_not_allowed(&request_id, "GET"),
+        };
+    }
     if let Some(rest) = path.strip_prefix("/api/v2/sessions") {
         return api::sessions(state, &runtime, request, rest, &request_id).await;
     }
@@ -151,6 +158,8 @@ async fn route(
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),
         (Method::GET, "/api/v2/providers") => api::providers(state),
+        (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
+        (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id),
         (Method::POST, "/api/v2/providers/compare") => {
             chat::compare(state, &runtime, request, request_id).await
         }
