@@ -170,7 +170,7 @@ pub async fn sessions(
     let sessions = state.sessions();
     let result = match (method, rest, id) {
         (Method::POST, "", _) => match read_small_body(request, runtime).await {
-            Ok(bytes) => sessions.create(book, &bytes),
+            Ok(bytes) => sessions.create(book, &bytes).await,
             Err(error) => Err(error),
         },
         (Method::GET, "", _) => sessions.list(book).map(|v| (StatusCode::OK, v)),
@@ -178,10 +178,11 @@ pub async fn sessions(
         (Method::PATCH, _, Some(id)) => match read_small_body(request, runtime).await {
             Ok(bytes) => sessions
                 .patch(book, id, &bytes)
+                .await
                 .map(|v| (StatusCode::OK, v)),
             Err(error) => Err(error),
         },
-        (Method::DELETE, _, Some(id)) => sessions.end(book, id).map(|v| (StatusCode::OK, v)),
+        (Method::DELETE, _, Some(id)) => sessions.end(book, id).await.map(|v| (StatusCode::OK, v)),
         (_, "", _) | (_, _, Some(_)) => Err(ApiError::new(
             ErrorKind::MethodNotAllowed,
             "method_not_allowed",
@@ -221,14 +222,23 @@ pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
     }
     let result = (|| {
         let since = report::parse_since(&since, chrono::Utc::now()).ok_or_else(|| {
-            ApiError::invalid("invalid_query", format!("since `{since}` is not a span (7d, 24h) or a date"))
+            ApiError::invalid(
+                "invalid_query",
+                format!("since `{since}` is not a span (7d, 24h) or a date"),
+            )
         })?;
         let by = report::GroupBy::parse(&by).ok_or_else(|| {
-            ApiError::invalid("invalid_query", format!("by `{by}` must be provider, model, day or session"))
+            ApiError::invalid(
+                "invalid_query",
+                format!("by `{by}` must be provider, model, day or session"),
+            )
         })?;
-        report::build(state.book().store(), since, by).map_err(|e| ApiError::internal(format!("ledger: {e}")))
+        report::build(state.book().store(), since, by)
+            .map_err(|e| ApiError::internal(format!("ledger: {e}")))
     })();
-    match result.and_then(|r| serde_json::to_value(r).map_err(|e| ApiError::internal(e.to_string()))) {
+    match result
+        .and_then(|r| serde_json::to_value(r).map_err(|e| ApiError::internal(e.to_string())))
+    {
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(error) => error.into_response(request_id),
     }
@@ -250,8 +260,12 @@ pub fn ledger_entry(state: &AppState, id: &str, request_id: &RequestId) -> Respo
             Ok(value) => json_response(StatusCode::OK, &value),
             Err(e) => ApiError::internal(e.to_string()).into_response(request_id),
         },
-        Ok(None) => ApiError::new(ErrorKind::NotFound, "request_not_found", format!("no settled request `{id}` in the ledger"))
-            .into_response(request_id),
+        Ok(None) => ApiError::new(
+            ErrorKind::NotFound,
+            "request_not_found",
+            format!("no settled request `{id}` in the ledger"),
+        )
+        .into_response(request_id),
         Err(e) => ApiError::internal(format!("ledger: {e}")).into_response(request_id),
     }
 }

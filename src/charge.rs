@@ -30,10 +30,16 @@ pub struct Charge {
     pub budgets: Vec<String>,
 }
 
-/// Why a candidate cannot be reserved for.
-pub enum Skip {
+/// The outcome of reserving for one candidate.
+pub enum Reserved {
+    /// Nothing to reserve: the request is charged to no budget.
+    Unbudgeted,
+    /// Money held, and the output limit to put on the request if it had to
+    /// be lowered.
+    Held(Reservation, Option<u32>),
     /// No price: a budgeted request never runs on a model charged as $0.
     Unpriced,
+    /// The accounts cannot pay even for a useful minimum on this candidate.
     Short(Shortfall),
 }
 
@@ -110,23 +116,23 @@ impl Charge {
         candidate: &Candidate,
         input_tokens: u64,
         output_limit: Option<u32>,
-    ) -> Result<Option<(Reservation, Option<u32>)>, Result<Skip, ApiError>> {
+    ) -> Result<Reserved, ApiError> {
         if !self.is_budgeted() {
-            return Ok(None);
+            return Ok(Reserved::Unbudgeted);
         }
         let Some(price) = candidate.price() else {
-            return Err(Ok(Skip::Unpriced));
+            return Ok(Reserved::Unpriced);
         };
         let model_max = candidate.model.as_ref().and_then(|m| m.max_output);
         let reserved = book
             .reserve(self.accounts.clone(), |available| {
                 budget::plan(&price, input_tokens, output_limit, model_max, available)
             })
-            .map_err(|e| Err(ApiError::internal(format!("budget store: {e}"))))?;
-        match reserved {
-            Ok((reservation, plan)) => Ok(Some((reservation, plan.max_tokens))),
-            Err(shortfall) => Err(Ok(Skip::Short(shortfall))),
-        }
+            .map_err(|e| ApiError::internal(format!("budget store: {e}")))?;
+        Ok(match reserved {
+            Ok((reservation, plan)) => Reserved::Held(reservation, plan.max_tokens),
+            Err(shortfall) => Reserved::Short(shortfall),
+        })
     }
 
     /// What the request's session has left, for the metadata.
@@ -173,7 +179,7 @@ pub fn shortfall_error(
     if let Some(remaining) = charge.session_remaining_json(book) {
         extra.insert("session_remaining_usd".into(), remaining);
     }
-    error.extra = Some(extra);
+    error.extra = Some(Box::new(extra));
     error
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::body::{self, Body};
 use crate::budget::Reservation;
-use crate::charge::{self, Charge, Skip, Used};
+use crate::charge::{self, Charge, Reserved, Used};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::limits::Permit;
@@ -84,20 +84,19 @@ async fn run(
             continue;
         }
         let (reservation, max_tokens) =
-            match charge.reserve(state.book(), candidate, input_tokens, output_limit) {
-                Ok(Some((reservation, max_tokens))) => (Some(reservation), max_tokens),
-                Ok(None) => (None, None),
-                Err(Ok(Skip::Unpriced)) => {
+            match charge.reserve(state.book(), candidate, input_tokens, output_limit)? {
+                Reserved::Held(reservation, max_tokens) => (Some(reservation), max_tokens),
+                Reserved::Unbudgeted => (None, None),
+                Reserved::Unpriced => {
                     unpriced += 1;
                     state.health().release_trial(&candidate.provider.name);
                     continue;
                 }
-                Err(Ok(Skip::Short(shortfall))) => {
+                Reserved::Short(shortfall) => {
                     shortfalls.push((shortfall, candidate.model_name().to_string()));
                     state.health().release_trial(&candidate.provider.name);
                     continue;
                 }
-                Err(Err(error)) => return Err(error),
             };
         let attempt = Attempt {
             state,
@@ -236,13 +235,23 @@ impl Attempt<'_> {
         reservation: Option<Reservation>,
         permit: &mut Option<Permit>,
     ) -> Result<Response<Body>, Failure> {
-        let upstream_request = openai::build_request(
-            &self.candidate.provider,
-            self.candidate,
-            self.chat,
-            self.max_tokens,
-        )
-        .map_err(|e| Failure::new("request_error", e.message))?;
+        let api = self.candidate.provider.api;
+        let lowered;
+        let chat = match self.max_tokens {
+            // The budget lowered the output limit: the request goes out with it.
+            Some(limit) => {
+                let mut copy = self.chat.clone();
+                copy.body.remove("max_completion_tokens");
+                copy.body
+                    .insert("max_tokens".to_string(), Value::from(limit));
+                lowered = copy;
+                &lowered
+            }
+            None => self.chat,
+        };
+        let upstream_request =
+            providers::build_request(&self.candidate.provider, self.candidate, chat)
+                .map_err(|e| Failure::new("request_error", e.message))?;
         let upstream_started = Instant::now();
         let response = match self.runtime.upstream.send(upstream_request).await {
             Ok(response) => response,
@@ -260,18 +269,23 @@ impl Attempt<'_> {
             }
         };
         let status = response.status();
-        if providers::is_retryable(status) {
-            return Err(Failure::new(status.as_u16(), format!("HTTP {status}")));
+        if !status.is_success() {
+            let (parts, body) = response.into_parts();
+            let bytes = self.read_upstream_body(body).await?;
+            let verdict = providers::error(api, status, bytes);
+            if verdict.retryable {
+                return Err(Failure::new(status.as_u16(), format!("HTTP {status}")));
+            }
+            self.state
+                .health()
+                .record_success(&self.candidate.provider.name, upstream_started.elapsed());
+            return Ok(self.client_error(verdict, &parts.headers));
         }
-        // The provider answered as a provider should: healthy, whatever the
-        // request's own fate.
+        // The provider answered as a provider should.
         let provider = &self.candidate.provider.name;
         self.state
             .health()
             .record_success(provider, upstream_started.elapsed());
-        if !status.is_success() {
-            return self.relay_client_error(response).await;
-        }
         if let Some(key) = self.route.conversation {
             self.state
                 .sticky()
@@ -310,13 +324,12 @@ impl Attempt<'_> {
                     .idle_timeout_seconds
                     .duration(),
             };
-            return Ok(relay.respond(openai::events(response.into_body())));
+            return Ok(relay.respond(providers::events(api, response.into_body())));
         }
 
         let bytes = self.read_upstream_body(response.into_body()).await?;
-        let mut answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Failure::new("invalid_response", format!("the answer is not JSON: {e}"))
-        })?;
+        let mut answer =
+            providers::completion(api, &bytes).map_err(|e| Failure::new("invalid_response", e))?;
         let Some(object) = answer.as_object_mut() else {
             return Err(Failure::new(
                 "invalid_response",
@@ -387,24 +400,27 @@ impl Attempt<'_> {
         })
     }
 
-    /// A 4xx the request caused goes back as the provider sent it.
-    async fn relay_client_error(
+    /// A 4xx the request caused goes back to the client: as the provider
+    /// sent it, or in OpenAI's shape for providers that speak another API.
+    fn client_error(
         &self,
-        response: Response<Incoming>,
-    ) -> Result<Response<Body>, Failure> {
-        let (parts, body) = response.into_parts();
-        let bytes = self.read_upstream_body(body).await?;
+        verdict: providers::ErrorVerdict,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
         let mut log = RequestLog::new(self.request_id, false, self.started);
-        log.status(parts.status.as_u16());
+        log.status(verdict.status.as_u16());
         log.emit();
-        let mut out = Response::new(body::full(bytes));
-        *out.status_mut() = parts.status;
-        if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
-            out.headers_mut()
-                .insert(header::CONTENT_TYPE, content_type.clone());
+        let mut out = Response::new(body::full(verdict.body));
+        *out.status_mut() = verdict.status;
+        let content_type = match self.candidate.provider.api {
+            crate::catalog::Api::Openai => headers.get(header::CONTENT_TYPE).cloned(),
+            crate::catalog::Api::Anthropic => Some(HeaderValue::from_static("application/json")),
+        };
+        if let Some(content_type) = content_type {
+            out.headers_mut().insert(header::CONTENT_TYPE, content_type);
         }
         metadata::early_headers(out.headers_mut(), self.request_id, self.candidate);
-        Ok(out)
+        out
     }
 
     async fn read_upstream_body(&self, body: Incoming) -> Result<Bytes, Failure> {

@@ -242,7 +242,10 @@ fn load_config(explicit: Option<&Path>) -> Result<LoadedConfig, String> {
 }
 
 /// GET `path` from the running p402, or `None` when nothing listens.
-fn ask_server(config: &crate::config::Config, path: &str) -> Result<Option<serde_json::Value>, String> {
+fn ask_server(
+    config: &crate::config::Config,
+    path: &str,
+) -> Result<Option<serde_json::Value>, String> {
     use http_body_util::BodyExt;
     let mut addr = config.server.listen;
     if addr.ip().is_unspecified() {
@@ -257,17 +260,25 @@ fn ask_server(config: &crate::config::Config, path: &str) -> Result<Option<serde
             .map_err(|e| format!("TLS set-up failed: {e}"))?;
         let mut request = http::Request::get(format!("http://{addr}{path}"));
         if let Some(key) = config.server.api_keys.first() {
-            request = request.header(http::header::AUTHORIZATION, format!("Bearer {}", key.get_ref()));
+            request = request.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.get_ref()),
+            );
         }
         let request = request
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .map_err(|e| format!("bad request: {e}"))?;
-        let response = match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(crate::upstream::UpstreamError::Connect(_))) => return Ok(None),
-            Ok(Err(e)) => return Err(format!("the running p402 at {addr} did not answer: {e}")),
-            Err(_) => return Err(format!("the running p402 at {addr} did not answer in time")),
-        };
+        let response =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request))
+                .await
+            {
+                Ok(Ok(response)) => response,
+                Ok(Err(crate::upstream::UpstreamError::Connect(_))) => return Ok(None),
+                Ok(Err(e)) => {
+                    return Err(format!("the running p402 at {addr} did not answer: {e}"))
+                }
+                Err(_) => return Err(format!("the running p402 at {addr} did not answer in time")),
+            };
         let status = response.status();
         let bytes = response
             .into_body()
@@ -275,10 +286,13 @@ fn ask_server(config: &crate::config::Config, path: &str) -> Result<Option<serde
             .await
             .map_err(|e| format!("reading the answer failed: {e}"))?
             .to_bytes();
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("the running p402 sent no JSON: {e}"))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the running p402 sent no JSON: {e}"))?;
         if !status.is_success() {
-            return Err(value["error"]["message"].as_str().unwrap_or("request failed").to_string());
+            return Err(value["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_string());
         }
         Ok(Some(value))
     })
@@ -298,14 +312,28 @@ fn source(explicit: Option<&Path>, path: &str) -> Result<Source, String> {
 }
 
 /// `p402 report`: spend, direct cost and savings from the ledger.
-pub fn report(explicit: Option<&Path>, since: &str, by: crate::report::GroupBy, as_json: bool) -> ExitCode {
-    let by_name = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let result = source(explicit, &format!("/api/v2/report?since={since}&by={by_name}")).and_then(|source| match source {
+pub fn report(
+    explicit: Option<&Path>,
+    since: &str,
+    by: crate::report::GroupBy,
+    as_json: bool,
+) -> ExitCode {
+    let by_name = serde_json::to_value(by)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let result = source(
+        explicit,
+        &format!("/api/v2/report?since={since}&by={by_name}"),
+    )
+    .and_then(|source| match source {
         Source::Server(value) => Ok(value),
         Source::Offline(book, _) => {
-            let start = crate::report::parse_since(since, chrono::Utc::now())
-                .ok_or_else(|| format!("--since `{since}` is not a span (7d, 24h) or a date (2026-11-01)"))?;
-            let report = crate::report::build(book.store(), start, by).map_err(|e| e.to_string())?;
+            let start = crate::report::parse_since(since, chrono::Utc::now()).ok_or_else(|| {
+                format!("--since `{since}` is not a span (7d, 24h) or a date (2026-11-01)")
+            })?;
+            let report =
+                crate::report::build(book.store(), start, by).map_err(|e| e.to_string())?;
             serde_json::to_value(report).map_err(|e| e.to_string())
         }
     });
@@ -328,15 +356,18 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             Ok((sessions, budgets))
         }
         Source::Offline(book, config) => {
-            let sessions = crate::sessions::Sessions::default().list(&book).map_err(|e| e.message)?;
+            let sessions = crate::sessions::Sessions::default()
+                .list(&book)
+                .map_err(|e| e.message)?;
             let budgets = crate::report::budgets(&book, &config).map_err(|e| e.to_string())?;
             Ok((sessions, budgets))
         }
     });
     match result {
-        Ok((sessions, budgets)) if as_json => {
-            emit(&format!("{}\n", serde_json::json!({"sessions": sessions["data"], "budgets": budgets["data"]})))
-        }
+        Ok((sessions, budgets)) if as_json => emit(&format!(
+            "{}\n",
+            serde_json::json!({"sessions": sessions["data"], "budgets": budgets["data"]})
+        )),
         Ok((sessions, budgets)) => emit(&crate::report::sessions_table(&sessions, &budgets)),
         Err(e) => {
             eprintln!("p402 sessions: {e}");

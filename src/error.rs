@@ -85,7 +85,8 @@ pub struct ApiError {
     /// Seconds for a `Retry-After` header (429 only).
     pub retry_after: Option<u64>,
     /// Further fields of the error object (a 402's `session_remaining_usd`).
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Boxed: rarely set, and it would double the size of every `Result`.
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -120,7 +121,7 @@ impl ApiError {
             "request_id": request_id.as_str(),
         });
         if let (Some(extra), Some(object)) = (&self.extra, error.as_object_mut()) {
-            for (key, value) in extra {
+            for (key, value) in extra.iter() {
                 object.insert(key.clone(), value.clone());
             }
         }

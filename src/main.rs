@@ -67,7 +67,9 @@ fn main() -> ExitCode {
         Command::Init { path } => commands::init(path),
         Command::Models { json } => commands::models(cli.config.as_deref(), json),
         Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
-        Command::Report { since, by, json } => commands::report(cli.config.as_deref(), &since, by, json),
+        Command::Report { since, by, json } => {
+            commands::report(cli.config.as_deref(), &since, by, json)
+        }
         Command::Serve => {
             logging::init(cli.log_format);
             let runtime = match tokio::runtime::Runtime::new() {

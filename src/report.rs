@@ -37,9 +37,16 @@ impl GroupBy {
     fn key(self, entry: &LedgerEntry) -> String {
         match self {
             GroupBy::Provider => entry.provider.clone(),
-            GroupBy::Model => format!("{}/{}", entry.provider, entry.model.as_deref().unwrap_or("-")),
+            GroupBy::Model => format!(
+                "{}/{}",
+                entry.provider,
+                entry.model.as_deref().unwrap_or("-")
+            ),
             GroupBy::Day => entry.time.with_timezone(&Local).date_naive().to_string(),
-            GroupBy::Session => entry.session.clone().unwrap_or_else(|| "(no session)".to_string()),
+            GroupBy::Session => entry
+                .session
+                .clone()
+                .unwrap_or_else(|| "(no session)".to_string()),
         }
     }
 }
@@ -62,9 +69,14 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     }
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         let midnight = date.and_hms_opt(0, 0, 0)?;
-        return Local.from_local_datetime(&midnight).earliest().map(|t| t.with_timezone(&Utc));
+        return Local
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc));
     }
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -209,7 +221,11 @@ pub fn sessions_table(sessions: &Value, budgets: &Value) -> String {
         let _ = writeln!(out, "(no sessions)");
     }
     if let Some(rows) = budgets["data"].as_array().filter(|rows| !rows.is_empty()) {
-        let _ = writeln!(out, "\n{:<16} {:<7} {:>10} {:>10} {:>10}", "BUDGET", "PERIOD", "LIMIT $", "SPENT $", "LEFT $");
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<7} {:>10} {:>10} {:>10}",
+            "BUDGET", "PERIOD", "LIMIT $", "SPENT $", "LEFT $"
+        );
         for row in rows {
             let _ = writeln!(
                 out,
@@ -240,7 +256,12 @@ pub fn table_from(value: &Value) -> String {
                 let _ = writeln!(
                     out,
                     "{:<40} {:>8} {:>12.6} {:>12.6} {:>12.6} {:>12.6}",
-                    row.key, row.requests, row.cost_usd, row.direct_cost_usd, row.savings_usd, row.cache_savings_usd
+                    row.key,
+                    row.requests,
+                    row.cost_usd,
+                    row.direct_cost_usd,
+                    row.savings_usd,
+                    row.cache_savings_usd
                 );
             }
             out
@@ -273,7 +294,9 @@ mod tests {
 
     #[test]
     fn since_accepts_spans_dates_and_times() {
-        let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z").expect("time").with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
         assert_eq!(parse_since("7d", now), Some(now - Duration::days(7)));
         assert_eq!(parse_since("24h", now), Some(now - Duration::hours(24)));
         assert_eq!(parse_since("2w", now), Some(now - Duration::weeks(2)));
@@ -294,10 +317,20 @@ mod tests {
             cached,
             ..crate::store::tests_support::entry(&crate::ids::RequestId::new().to_string())
         };
-        store.record(&entry("groq", 100, 1000, false), &[]).await.expect("record");
-        store.record(&entry("groq", 50, 500, false), &[]).await.expect("record");
-        store.record(&entry("cache", 0, 800, true), &[]).await.expect("record");
-        let report = build(&store, Utc::now() - Duration::hours(1), GroupBy::Provider).expect("report");
+        store
+            .record(&entry("groq", 100, 1000, false), &[])
+            .await
+            .expect("record");
+        store
+            .record(&entry("groq", 50, 500, false), &[])
+            .await
+            .expect("record");
+        store
+            .record(&entry("cache", 0, 800, true), &[])
+            .await
+            .expect("record");
+        let report =
+            build(&store, Utc::now() - Duration::hours(1), GroupBy::Provider).expect("report");
         assert_eq!(report.rows[0].key, "groq");
         assert_eq!(report.rows[0].requests, 2);
         assert!((report.total.savings_usd - 2150e-9).abs() < 1e-15);

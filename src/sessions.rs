@@ -126,7 +126,7 @@ impl Sessions {
         }
     }
 
-    pub fn create(&self, book: &Book, bytes: &[u8]) -> Result<(StatusCode, Value), ApiError> {
+    pub async fn create(&self, book: &Book, bytes: &[u8]) -> Result<(StatusCode, Value), ApiError> {
         let body: CreateBody = parse(bytes)?;
         let budget = dollars("budget_usd", body.budget_usd)?;
         let lifetime = hours(
@@ -148,10 +148,14 @@ impl Sessions {
             expires_at: now + lifetime,
             ended_at: None,
         };
-        let _guard = self.lock();
-        book.store()
-            .put_session(&session.id, &session)
-            .map_err(store_error)?;
+        {
+            let _guard = self.lock();
+            book.store()
+                .put_session(&session.id, &session)
+                .map_err(store_error)?;
+        }
+        // Durable before the client learns the id.
+        book.store().flush().await.map_err(store_error)?;
         Ok((StatusCode::CREATED, view(book, &session)?))
     }
 
@@ -162,7 +166,7 @@ impl Sessions {
 
     pub fn list(&self, book: &Book) -> Result<Value, ApiError> {
         let mut sessions: Vec<Session> = book.store().sessions().map_err(store_error)?;
-        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         let data = sessions
             .iter()
             .map(|s| view(book, s))
@@ -170,7 +174,7 @@ impl Sessions {
         Ok(json!({"object": "list", "data": data}))
     }
 
-    pub fn patch(&self, book: &Book, id: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+    pub async fn patch(&self, book: &Book, id: &str, bytes: &[u8]) -> Result<Value, ApiError> {
         let body: PatchBody = parse(bytes)?;
         if body.add_budget_usd.is_none() && body.extend_hours.is_none() {
             return Err(ApiError::invalid(
@@ -186,6 +190,26 @@ impl Sessions {
             .extend_hours
             .map(|v| hours("extend_hours", v))
             .transpose()?;
+        let session = self.update(book, id, |session| {
+            if let Some(add) = add {
+                session.budget_nanos = (Usd::from_nanos(session.budget_nanos) + add).nanos();
+            }
+            if let Some(extend) = extend {
+                // Extending an expired session counts from now, not from its past end.
+                session.expires_at = session.expires_at.max(Utc::now()) + extend;
+            }
+        })?;
+        book.store().flush().await.map_err(store_error)?;
+        view(book, &session)
+    }
+
+    /// Reads, changes and writes an unended session under the write lock.
+    fn update(
+        &self,
+        book: &Book,
+        id: &str,
+        change: impl FnOnce(&mut Session),
+    ) -> Result<Session, ApiError> {
         let _guard = self.lock();
         let mut session = self.load(book, id)?;
         if session.ended_at.is_some() {
@@ -195,28 +219,21 @@ impl Sessions {
                 format!("session `{id}` has ended"),
             ));
         }
-        if let Some(add) = add {
-            session.budget_nanos = (Usd::from_nanos(session.budget_nanos) + add).nanos();
-        }
-        if let Some(extend) = extend {
-            // Extending an expired session counts from now, not from its past end.
-            session.expires_at = session.expires_at.max(Utc::now()) + extend;
-        }
+        change(&mut session);
         book.store()
             .put_session(&session.id, &session)
             .map_err(store_error)?;
-        view(book, &session)
+        Ok(session)
     }
 
-    pub fn end(&self, book: &Book, id: &str) -> Result<Value, ApiError> {
-        let _guard = self.lock();
-        let mut session = self.load(book, id)?;
-        if session.ended_at.is_none() {
-            session.ended_at = Some(Utc::now());
-            book.store()
-                .put_session(&session.id, &session)
-                .map_err(store_error)?;
-        }
+    pub async fn end(&self, book: &Book, id: &str) -> Result<Value, ApiError> {
+        let session = match self.update(book, id, |session| session.ended_at = Some(Utc::now())) {
+            Ok(session) => session,
+            // Ending an ended session again changes nothing.
+            Err(e) if e.code == "session_not_active" => self.load(book, id)?,
+            Err(e) => return Err(e),
+        };
+        book.store().flush().await.map_err(store_error)?;
         view(book, &session)
     }
 

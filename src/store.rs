@@ -99,6 +99,8 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// Makes everything written so far durable (sled runs the fsync on
+    /// its own thread pool, off the async workers).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())

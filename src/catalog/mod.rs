@@ -119,12 +119,6 @@ impl Provider {
                 self.name
             ));
         }
-        if self.api == Api::Anthropic {
-            return Some(format!(
-                "provider `{}` needs the Anthropic Messages adapter, which this build does not have yet",
-                self.name
-            ));
-        }
         match (&self.api_key_env, &self.api_key) {
             (Some(env), None) => Some(format!(
                 "provider `{}` has no API key: set the environment variable {env}",
@@ -503,7 +497,10 @@ mod tests {
         };
         // 600 * 2.5 + 400 * 1.25 + 200 * 10 = 1500 + 500 + 2000 = 4000 $/M -> $0.004
         assert_eq!(price.cost(&usage), Usd::from_nanos(4_000_000));
-        let written = Usage { cache_write_tokens: 200, ..usage };
+        let written = Usage {
+            cache_write_tokens: 200,
+            ..usage
+        };
         // 400 * 2.5 + 400 * 1.25 + 200 * 3.125 + 200 * 10 = 1000 + 500 + 625 + 2000
         assert_eq!(price.cost(&written), Usd::from_nanos(4_125_000));
     }

@@ -23,14 +23,8 @@ pub fn build_request(
     provider: &Provider,
     candidate: &Candidate,
     request: &ChatRequest,
-    max_tokens: Option<u32>,
 ) -> Result<Request<Full<Bytes>>, ApiError> {
     let mut body: Map<String, Value> = request.body.clone();
-    if let Some(limit) = max_tokens {
-        // The budget lowered the output limit; the name is fixed up below.
-        body.remove("max_completion_tokens");
-        body.insert("max_tokens".to_string(), Value::from(limit));
-    }
     body.insert(
         "model".to_string(),
         Value::from(candidate.upstream_model.as_str()),
@@ -219,7 +213,7 @@ mod tests {
             model: None,
             expected_cost: None,
         };
-        let req = build_request(provider, &candidate, &chat, None).expect("built");
+        let req = build_request(provider, &candidate, &chat).expect("built");
         assert_eq!(req.uri(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer sk-provider");
         let body: Value = serde_json::from_slice(

@@ -67,6 +67,22 @@ impl Needs {
         model.max_output.map_or(limit, |max| limit.min(max))
     }
 
+    /// The least a request can cost on `model` and still get a useful
+    /// answer (what a budget or `max_cost` must at least hold).
+    pub fn minimum_cost(&self, model: &Model) -> Option<Usd> {
+        let output = self
+            .output_limit
+            .map_or(crate::budget::MIN_USEFUL_OUTPUT, |l| {
+                l.min(crate::budget::MIN_USEFUL_OUTPUT)
+            });
+        let usage = Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: u64::from(output),
+            ..Usage::default()
+        };
+        model.price.map(|price| price.cost(&usage))
+    }
+
     /// The expected cost on `model`, `None` when it has no price.
     pub fn expected_cost(&self, model: &Model) -> Option<Usd> {
         let usage = Usage {

@@ -170,7 +170,9 @@ impl Router<'_> {
                 requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
             match self.assess(model, needs, floor, is_requested, request) {
                 Err(reason) => *rejected.entry(reason).or_default() += 1,
-                Ok(candidate) => match (max_cost, candidate.cost) {
+                // A cap rules out what cannot fit even a useful minimum; the
+                // budget lowers the output limit of what can.
+                Ok(candidate) => match (max_cost, needs.minimum_cost(model)) {
                     (Some(cap), Some(cost)) if cost > cap => {
                         *rejected.entry(Reject::MaxCost).or_default() += 1;
                         cheapest_over_cap =
@@ -313,7 +315,7 @@ impl Router<'_> {
                 ErrorKind::BudgetExceeded,
                 "MAX_COST_EXCEEDED",
                 format!(
-                    "max_cost ${:.6} is below the cheapest eligible model's expected cost ${:.6} for this request",
+                    "max_cost ${:.6} is below ${:.6}, the least this request can cost on the cheapest eligible model (its prompt plus a 256-token answer)",
                     cap.to_dollars(),
                     cheapest.to_dollars()
                 ),
@@ -371,16 +373,14 @@ impl Router<'_> {
                 ),
             ));
         }
-        if let (Some(cap), Some(cost)) = (
-            options.max_cost.and_then(Usd::from_dollars),
-            candidate.expected_cost,
-        ) {
+        let minimum = candidate.model.as_ref().and_then(|m| needs.minimum_cost(m));
+        if let (Some(cap), Some(cost)) = (options.max_cost.and_then(Usd::from_dollars), minimum) {
             if cost > cap {
                 return Err(ApiError::new(
                     ErrorKind::BudgetExceeded,
                     "MAX_COST_EXCEEDED",
                     format!(
-                        "max_cost ${:.6} is below this request's expected cost ${:.6} on {}",
+                        "max_cost ${:.6} is below ${:.6}, the least this request can cost on {} (its prompt plus a 256-token answer)",
                         cap.to_dollars(),
                         cost.to_dollars(),
                         candidate.model_name()
