@@ -85,3 +85,61 @@ async fn openai_python_sdk_chat_stream_and_extra_body() {
         .all(|r| r.headers["authorization"] == format!("Bearer {PROVIDER_KEY}").as_str()));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_against_claude_with_tools() {
+    let fake = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: "[[models]]\nid = \"claude-test\"\nprovider = \"anthropic\"\ninput_per_mtok = 1\noutput_per_mtok = 5\ncontext = 200000\nmax_output = 8192\ncapabilities = [\"tools\", \"streaming\"]\nquality = 50\n".into(),
+            ..Setup::default()
+        }
+        .with_provider("anthropic", &fake),
+    )
+    .await;
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_python_claude.py");
+    let base_url = proxy.url("/v1");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .env("OPENAI_BASE_URL", base_url)
+            .env("OPENAI_API_KEY", "sk-client-side-anything")
+            .env("OPENAI_MAX_RETRIES", "0")
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
+    assert_eq!(seen["plain"]["content"], "Hello there!");
+    assert_eq!(seen["plain"]["provider"], "anthropic");
+    assert_eq!(seen["stream"], "Hello there!");
+    assert_eq!(seen["tool"]["name"], "get_weather");
+    assert_eq!(
+        seen["tool"]["arguments"],
+        serde_json::json!({"city": "Paris"})
+    );
+    assert_eq!(seen["tool"]["finish_reason"], "tool_calls");
+    assert_eq!(seen["tool_stream"]["name"], "get_weather");
+    assert_eq!(
+        seen["tool_stream"]["arguments"],
+        serde_json::json!({"city": "Paris"})
+    );
+    assert_eq!(seen["stream_usage_total"], 15);
+    // The tool result went to Anthropic as a tool_result block.
+    let second = &fake.received()[3].body;
+    let blocks = second["messages"].to_string();
+    assert!(
+        blocks.contains("tool_result")
+            && blocks.contains("toolu_01A")
+            && blocks.contains("18C, sunny"),
+        "{second}"
+    );
+    proxy.stop().await;
+}

@@ -74,6 +74,16 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// The request is answered as if no script were set (a normal completion).
     Normal,
+    /// Whole SSE event blocks (`event: ...` and `data: ...` lines), written
+    /// one by one.
+    RawSse(Vec<String>),
+}
+
+/// Which wire format the fake provider speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    OpenAi,
+    Anthropic,
 }
 
 /// A request the fake provider received.
@@ -87,6 +97,7 @@ pub struct Received {
 #[derive(Clone)]
 pub struct FakeProvider {
     pub addr: SocketAddr,
+    flavor: Flavor,
     script: Arc<Mutex<VecDeque<Reply>>>,
     received: Arc<Mutex<Vec<Received>>>,
     /// Notified each time a request has been received.
@@ -97,12 +108,22 @@ type FakeBody = BoxBody<Bytes, Infallible>;
 
 impl FakeProvider {
     pub async fn start() -> Self {
+        Self::start_flavor(Flavor::OpenAi).await
+    }
+
+    /// A fake Anthropic Messages API.
+    pub async fn start_anthropic() -> Self {
+        Self::start_flavor(Flavor::Anthropic).await
+    }
+
+    async fn start_flavor(flavor: Flavor) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake provider");
         let addr = listener.local_addr().expect("fake provider address");
         let provider = FakeProvider {
             addr,
+            flavor,
             script: Arc::default(),
             received: Arc::default(),
             arrived: Arc::new(Notify::new()),
@@ -171,6 +192,16 @@ impl FakeProvider {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<FakeBody>> + Send + 'a>> {
         Box::pin(async move {
             match reply {
+                Reply::Normal if self.flavor == Flavor::Anthropic => {
+                    let model = request["model"].as_str().unwrap_or("unknown").to_string();
+                    let tools = request.get("tools").is_some();
+                    if request["stream"] == json!(true) {
+                        raw_sse_response(anthropic_stream(&model, tools))
+                    } else {
+                        json_response(200, &anthropic_message(&model, tools))
+                    }
+                }
+                Reply::RawSse(blocks) => raw_sse_response(blocks),
                 Reply::Normal => {
                     let model = request["model"].as_str().unwrap_or("unknown").to_string();
                     if request["stream"] == json!(true) {
@@ -232,6 +263,84 @@ fn sse_response(events: Vec<String>, gate: Option<Arc<Notify>>) -> Response<Fake
         .headers_mut()
         .insert("content-type", "text/event-stream".parse().expect("header"));
     response
+}
+
+fn raw_sse_response(blocks: Vec<String>) -> Response<FakeBody> {
+    let body: String = blocks.concat();
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().expect("header"));
+    response
+}
+
+/// A Messages API response exactly as Anthropic returns it: text, or a
+/// `tool_use` block when the request offered tools.
+pub fn anthropic_message(model: &str, tools: bool) -> Value {
+    let (content, stop) = if tools {
+        (
+            json!([{"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}}]),
+            "tool_use",
+        )
+    } else {
+        (
+            json!([{"type": "text", "text": "Hello there!"}]),
+            "end_turn",
+        )
+    };
+    json!({
+        "id": "msg_01XYZ", "type": "message", "role": "assistant", "model": model,
+        "content": content, "stop_reason": stop, "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    })
+}
+
+/// The SSE blocks of an Anthropic stream, with a ping and (for tools) the
+/// arguments streamed as `input_json_delta` pieces.
+pub fn anthropic_stream(model: &str, tools: bool) -> Vec<String> {
+    let block = |event: &str, data: Value| format!("event: {event}\ndata: {data}\n\n");
+    let mut blocks = vec![block(
+        "message_start",
+        json!({"type": "message_start", "message": {
+        "id": "msg_01STREAM", "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+    )];
+    if tools {
+        blocks.push(block("content_block_start", json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_01S", "name": "get_weather", "input": {}}})));
+        blocks.push(block("ping", json!({"type": "ping"})));
+        for piece in ["{\"city\":", " \"Par", "is\"}"] {
+            blocks.push(block(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+    } else {
+        blocks.push(block(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ));
+        blocks.push(block("ping", json!({"type": "ping"})));
+        for piece in ["Hello", " there", "!"] {
+            blocks.push(block(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}}),
+            ));
+        }
+    }
+    blocks.push(block(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    blocks.push(block("message_delta", json!({"type": "message_delta",
+        "delta": {"stop_reason": if tools { "tool_use" } else { "end_turn" }, "stop_sequence": null},
+        "usage": {"output_tokens": 3}})));
+    blocks.push(block("message_stop", json!({"type": "message_stop"})));
+    blocks
 }
 
 /// A chat completion exactly as OpenAI returns it.
