@@ -21,8 +21,18 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    let countries = ["France", "Japan", "Kenya", "Peru", "Norway", "Vietnam", "Chile", "Egypt", "Canada", "India"];
-    let short_models = ["gpt-4o", "gpt-4o-mini", "gpt-6.2-astra", "claude-sonnet-5-5", "gemini-4-neon", "auto"];
+    let countries = [
+        "France", "Japan", "Kenya", "Peru", "Norway", "Vietnam", "Chile", "Egypt", "Canada",
+        "India",
+    ];
+    let short_models = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-6.2-astra",
+        "claude-sonnet-5-5",
+        "gemini-4-neon",
+        "auto",
+    ];
     for i in 0..90 {
         let model = short_models[i % short_models.len()];
         let mode = ["cost", "cost", "cost", "quality", "speed", "balanced"][i % 6];
@@ -35,7 +45,12 @@ fn cases() -> Vec<Case> {
     }
     let snippet = "fn parse(input: &str) -> Result<Vec<u32>, std::num::ParseIntError> {\n    input.split(',').map(|s| s.trim().parse()).collect()\n}\n";
     for i in 0..40 {
-        let model = ["gpt-6.2-sol", "claude-opus-5-5", "gpt-6.1-terra", "grok-4.7"][i % 4];
+        let model = [
+            "gpt-6.2-sol",
+            "claude-opus-5-5",
+            "gpt-6.1-terra",
+            "grok-4.7",
+        ][i % 4];
         cases.push(Case {
             kind: "code",
             body: json!({"model": model, "max_tokens": 2000, "messages": [
@@ -55,7 +70,8 @@ fn cases() -> Vec<Case> {
                 {"role": "user", "content": format!("What's the weather in {}? Then book a table for {}.", countries[i % 10], 2 + i % 5)}]}),
         });
     }
-    let page = "The history of the region spans many centuries of trade, migration and change. ".repeat(40);
+    let page = "The history of the region spans many centuries of trade, migration and change. "
+        .repeat(40);
     for i in 0..20 {
         let model = ["gemini-4-neon", "gpt-6.2-astra"][i % 2];
         let pages = [40, 120, 400, 1200][i % 4];
@@ -105,14 +121,20 @@ fn main() {
     let catalog = Catalog::build(&config, |_| Some("bench-key".to_string()));
     let health = ProviderHealth::default();
     let sticky = Sticky::default();
-    let router = Router { catalog: &catalog, config: &config.routing, health: &health, sticky: &sticky };
+    let router = Router {
+        catalog: &catalog,
+        config: &config.routing,
+        health: &health,
+        sticky: &sticky,
+    };
 
     let cases = cases();
     let mut by_model: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_kind: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
     let (mut routed_total, mut direct_total, mut violations, mut refused) = (0.0, 0.0, 0, 0);
     for case in &cases {
-        let chat = request::parse(case.body.to_string().as_bytes(), &http::HeaderMap::new()).expect("valid request");
+        let chat = request::parse(case.body.to_string().as_bytes(), &http::HeaderMap::new())
+            .expect("valid request");
         let tokens = p402::tokens::count_input(&chat.body);
         let route = match router.route(&chat, tokens) {
             Ok(route) => route,
@@ -123,16 +145,36 @@ fn main() {
             }
         };
         let chosen = &route.candidates[0];
-        let model = chosen.model.as_ref().expect("routed models are catalog models");
+        let model = chosen
+            .model
+            .as_ref()
+            .expect("routed models are catalog models");
         let fits_context = model.context.is_none_or(|c| tokens + 1024 <= u64::from(c));
-        if !needs_of(&case.body).iter().all(|n| model.capabilities.contains(n)) || !fits_context {
+        if !needs_of(&case.body)
+            .iter()
+            .all(|n| model.capabilities.contains(n))
+            || !fits_context
+        {
             violations += 1;
         }
-        *by_model.entry(format!("{}/{}", model.provider, model.id)).or_default() += 1;
-        let output = p402::router::EXPECTED_OUTPUT_TOKENS.min(chat.body.get("max_tokens").and_then(Value::as_u64).map_or(u32::MAX, |m| m as u32));
-        let usage = Usage { input_tokens: tokens, output_tokens: u64::from(output), ..Usage::default() };
+        *by_model
+            .entry(format!("{}/{}", model.provider, model.id))
+            .or_default() += 1;
+        let output = p402::router::EXPECTED_OUTPUT_TOKENS.min(
+            chat.body
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .map_or(u32::MAX, |m| m as u32),
+        );
+        let usage = Usage {
+            input_tokens: tokens,
+            output_tokens: u64::from(output),
+            ..Usage::default()
+        };
         let routed = chosen.price().map_or(0.0, |p| p.cost(&usage).to_dollars());
-        let direct = route.baseline.map_or(routed, |p| p.cost(&usage).to_dollars());
+        let direct = route
+            .baseline
+            .map_or(routed, |p| p.cost(&usage).to_dollars());
         routed_total += routed;
         direct_total += direct;
         let entry = by_kind.entry(case.kind).or_default();
@@ -145,9 +187,16 @@ fn main() {
     println!("| kind | requests | routed cost | cost on requested model | saved |");
     println!("|---|---:|---:|---:|---:|");
     for (kind, (n, routed, direct)) in &by_kind {
-        println!("| {kind} | {n} | ${routed:.4} | ${direct:.4} | {:.0}% |", 100.0 * (1.0 - routed / direct));
+        println!(
+            "| {kind} | {n} | ${routed:.4} | ${direct:.4} | {:.0}% |",
+            100.0 * (1.0 - routed / direct)
+        );
     }
-    println!("| **all** | {} | **${routed_total:.4}** | **${direct_total:.4}** | **{:.0}%** |\n", cases.len() - refused, 100.0 * (1.0 - routed_total / direct_total));
+    println!(
+        "| **all** | {} | **${routed_total:.4}** | **${direct_total:.4}** | **{:.0}%** |\n",
+        cases.len() - refused,
+        100.0 * (1.0 - routed_total / direct_total)
+    );
     println!("| model chosen | requests | share |");
     println!("|---|---:|---:|");
     let mut shares: Vec<_> = by_model.into_iter().collect();
@@ -157,5 +206,8 @@ fn main() {
         println!("| {model} | {n} | {:.1}% |", 100.0 * n as f64 / served);
     }
     println!("\ncapability or context violations: {violations}; requests refused: {refused}");
-    assert_eq!(violations, 0, "the router chose a model that cannot serve a request");
+    assert_eq!(
+        violations, 0,
+        "the router chose a model that cannot serve a request"
+    );
 }
