@@ -40,8 +40,7 @@ pub fn health(state: &AppState) -> Response<Body> {
             "status": "healthy",
             "version": env!("CARGO_PKG_VERSION"),
             "providers": state.routable_providers(&runtime),
-            // No cache store exists in this build yet: say so rather than claim one.
-            "cache": "disabled",
+            "cache": state.cache().mode(&runtime.config().cache),
             "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
             "uptime_seconds": state.uptime().as_secs(),
             "config": config,
@@ -267,5 +266,27 @@ pub fn ledger_entry(state: &AppState, id: &str, request_id: &RequestId) -> Respo
         )
         .into_response(request_id),
         Err(e) => ApiError::internal(format!("ledger: {e}")).into_response(request_id),
+    }
+}
+
+/// `GET /api/v2/cache/stats` and `POST /api/v2/cache/clear`.
+pub fn cache(
+    state: &AppState,
+    runtime: &Runtime,
+    clear: bool,
+    request_id: &RequestId,
+) -> Response<Body> {
+    if !clear {
+        return json_response(
+            StatusCode::OK,
+            &state.cache().stats(&runtime.config().cache),
+        );
+    }
+    match state.cache().clear() {
+        Ok(removed) => json_response(
+            StatusCode::OK,
+            &json!({"object": "cache.cleared", "removed": removed}),
+        ),
+        Err(e) => ApiError::internal(format!("cache: {e}")).into_response(request_id),
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::body::{self, Body};
 use crate::budget::Reservation;
+use crate::cache::{Cache, Hit, Probe};
 use crate::charge::{self, Charge, Reserved, Used};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
@@ -19,10 +20,12 @@ use crate::limits::Permit;
 use crate::metadata::{self, FailedAttempt, Timing};
 use crate::metadata::{Costs, SessionInfo};
 use crate::providers::{self, openai};
+use crate::replay::{self, Replay};
 use crate::request::{self, ChatRequest};
 use crate::request_log::RequestLog;
-use crate::router::{Candidate, Needs, Route};
+use crate::router::{Candidate, ModeChoice, Needs, Route};
 use crate::state::{AppState, Runtime};
+use crate::store::LedgerEntry;
 use crate::stream::{elapsed_ms, Relay};
 use crate::tokens;
 use crate::upstream::UpstreamError;
@@ -69,6 +72,29 @@ async fn run(
     let bytes = read_body(body, &parts.headers, config.server.max_body_bytes).await?;
     let chat = request::parse(&bytes, &parts.headers)?;
     let charge = Charge::resolve(runtime, state.sessions(), state.book(), &chat, local_key)?;
+    let mode = chat
+        .options
+        .mode
+        .unwrap_or(ModeChoice::Named(config.routing.default_mode));
+    let mut probe = Cache::probe(
+        &chat,
+        &serde_json::to_value(mode).unwrap_or(Value::Null),
+        &config.cache,
+    );
+    if let Some(probe) = probe.as_mut() {
+        match state.cache().lookup(probe, config.cache.similarity.0).await {
+            Ok(Some(hit)) => {
+                return Ok(serve_hit(
+                    state, runtime, &chat, &charge, &hit, mode, request_id, started,
+                )
+                .await)
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(request_id = %request_id, "cache lookup failed, asking a provider: {e}")
+            }
+        }
+    }
     let input_tokens = count_input_tokens(&chat).await?;
     let route = state.router(runtime).route(&chat, input_tokens)?;
     let output_limit = Needs::of(&chat, input_tokens).output_limit;
@@ -101,6 +127,7 @@ async fn run(
         let attempt = Attempt {
             state,
             runtime,
+            probe: probe.clone(),
             chat: &chat,
             route: &route,
             candidate,
@@ -213,6 +240,8 @@ impl Failure {
 
 struct Attempt<'a> {
     state: &'a AppState,
+    /// Where to store the answer in the cache, if it may be.
+    probe: Option<Probe>,
     runtime: &'a Runtime,
     chat: &'a ChatRequest,
     route: &'a Route,
@@ -304,6 +333,8 @@ impl Attempt<'_> {
                 ));
             }
             let relay = Relay {
+                probe: self.probe.clone(),
+                cache_config: self.runtime.config().cache.clone(),
                 state: self.state.clone(),
                 charge: self.charge.clone(),
                 reservation,
@@ -359,6 +390,22 @@ impl Attempt<'_> {
         // Durable before the answer leaves: a crash after this point cannot
         // lose the charge.
         charge::settle(self.state.book(), reservation, &entry).await;
+        if let Some(probe) = self.probe.clone() {
+            let config = &self.runtime.config().cache;
+            if replay::storable(&answer_value, config.store_tool_calls) {
+                let stored = self.state.cache().store(
+                    probe,
+                    &answer_value,
+                    &used.usage,
+                    &self.candidate.provider.name,
+                    self.candidate.model_name(),
+                    config,
+                );
+                if let Err(e) = stored {
+                    tracing::warn!(request_id = %self.request_id, "could not store the answer in the cache: {e}");
+                }
+            }
+        }
         let metadata = metadata::build(
             self.request_id,
             self.route,
@@ -474,6 +521,68 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
         )
     };
     ApiError::new(kind, code, format!("{summary} ({})", attempts.join("; ")))
+}
+
+/// Answers from the cache: free, recorded in the ledger (with the direct
+/// cost it avoided, so reports show cache savings), durable before it is sent.
+#[allow(clippy::too_many_arguments)]
+async fn serve_hit(
+    state: &AppState,
+    runtime: &Runtime,
+    chat: &ChatRequest,
+    charge: &Charge,
+    hit: &Hit,
+    mode: ModeChoice,
+    request_id: &RequestId,
+    started: Instant,
+) -> Response<Body> {
+    let direct = replay::direct_cost(hit, state.router(runtime).baseline(&chat.model));
+    let entry = LedgerEntry {
+        time: chrono::Utc::now(),
+        request_id: request_id.to_string(),
+        session: charge.session.as_ref().map(|s| s.id.clone()),
+        budgets: charge.budgets.clone(),
+        provider: "cache".to_string(),
+        model: None,
+        input_tokens: hit.entry.input_tokens,
+        output_tokens: hit.entry.output_tokens,
+        cached_input_tokens: 0,
+        cost_nanos: 0,
+        direct_nanos: direct.nanos(),
+        cached: true,
+        estimated: false,
+    };
+    let accounts: Vec<String> = charge
+        .accounts
+        .iter()
+        .filter_map(|a| a.key.clone())
+        .collect();
+    if let Err(e) = state.book().store().record(&entry, &accounts).await {
+        tracing::error!(request_id = %request_id, "could not record the cache hit in the ledger: {e}");
+    }
+    state.cache().record_saving(direct);
+    let replay = Replay {
+        hit,
+        request_id,
+        mode,
+        requested_model: &chat.model,
+        direct,
+        latency_ms: elapsed_ms(started),
+        session: charge.session.as_ref().map(|s| SessionInfo {
+            id: s.id.clone(),
+            remaining: charge.session_remaining(state.book()),
+        }),
+    };
+    let metadata = replay.metadata();
+    let mut log = RequestLog::new(request_id, chat.stream, started);
+    log.answered(&metadata);
+    log.status(200);
+    log.emit();
+    if chat.stream {
+        replay.sse(&metadata, chat.client_wants_usage)
+    } else {
+        replay.json(&metadata)
+    }
 }
 
 /// The text of an answer (content and tool-call arguments), for counting

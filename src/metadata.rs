@@ -48,6 +48,9 @@ pub struct Metadata {
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_remaining_usd: Option<Usd>,
+    /// For a cache hit: the cosine similarity of the matched question.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -142,6 +145,7 @@ pub fn build(
         cost_estimated: estimated,
         session_id: session.as_ref().map(|s| s.id.clone()),
         session_remaining_usd: session.and_then(|s| s.remaining),
+        similarity: None,
     }
 }
 

@@ -7,7 +7,9 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::cache::Cache;
 use crate::config::{self, watch, Discovered, LoadedConfig};
+use crate::embed;
 use crate::probe;
 use crate::server::Server;
 use crate::state::{AppState, Runtime};
@@ -22,6 +24,10 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     watch: Option<watch::ConfigWatch>,
+    /// Background work holding the state (probes, the model loader): ended
+    /// on shutdown so that everything the state owns, the database lock
+    /// included, is released.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -46,6 +52,11 @@ impl Running {
         let _ = self.stop.send(());
         if let Err(e) = self.task.await {
             tracing::error!("server task ended abnormally: {e}");
+        }
+        drop(self.watch);
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
         }
     }
 }
@@ -81,7 +92,14 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
             data_dir.display()
         )
     })?;
-    let state = AppState::new(runtime, data_dir, store);
+    let cache = Cache::open(&store).context("cannot open the cache")?;
+    let embedder_dir = embed::model_dir(runtime.config().cache.model_dir.as_ref(), &data_dir);
+    let cache_enabled = runtime.config().cache.enabled;
+    let state = AppState::new(runtime, data_dir, store, cache);
+    let mut background = Vec::new();
+    if cache_enabled {
+        background.push(tokio::spawn(load_embedder(state.clone(), embedder_dir)));
+    }
     let usable = state.routable_providers(&state.runtime());
 
     let server = Server::bind(listen, state.clone())
@@ -107,7 +125,7 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         "p402 {} listening on http://{addr} ({usable} providers usable); set OPENAI_BASE_URL=http://{addr}/v1",
         env!("CARGO_PKG_VERSION")
     );
-    tokio::spawn(probe::watch_local_providers(state.clone()));
+    background.push(tokio::spawn(probe::watch_local_providers(state.clone())));
     tokio::task::spawn_blocking(tokens::warm_up);
     if usable == 0 {
         tracing::warn!("no provider has a key: set e.g. OPENAI_API_KEY, or configure a local server under [providers]");
@@ -118,7 +136,35 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         stop,
         task,
         watch,
+        background,
     })
+}
+
+/// Brings the embedding model in (fetching it on first start) and hands it
+/// to the cache. Until then, and for good if it fails, the cache answers
+/// exact matches only, and says so.
+async fn load_embedder(state: AppState, dir: PathBuf) {
+    if !embed::fetch::is_complete(&dir) {
+        tracing::info!(
+            "semantic cache: fetching the embedding model into {} (exact-match cache until it is ready)",
+            dir.display()
+        );
+        if let Err(e) = embed::fetch::ensure(&dir).await {
+            tracing::warn!(
+                "semantic cache unavailable, exact-match cache only: {e} (retry with `p402 setup`)"
+            );
+            return;
+        }
+    }
+    let loaded = tokio::task::spawn_blocking(move || embed::Embedder::load(&dir)).await;
+    match loaded {
+        Ok(Ok(embedder)) => {
+            state.cache().set_embedder(embedder);
+            tracing::info!("semantic cache ready");
+        }
+        Ok(Err(e)) => tracing::warn!("semantic cache unavailable, exact-match cache only: {e}"),
+        Err(e) => tracing::warn!("semantic cache unavailable, exact-match cache only: {e}"),
+    }
 }
 
 /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) wins, because a

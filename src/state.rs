@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
 use crate::budget::Book;
+use crate::cache::Cache;
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError, LoadedConfig};
 use crate::limits::Limiter;
@@ -87,6 +88,7 @@ struct Shared {
     runtime: ArcSwap<Runtime>,
     /// Settled spend and reservations of every account.
     book: Arc<Book>,
+    cache: Cache,
     sessions: Sessions,
     limiter: Limiter,
     /// Outlives config reloads: a failing provider stays known as failing.
@@ -99,7 +101,7 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(runtime: Runtime, data_dir: PathBuf, store: Store) -> Self {
+    pub fn new(runtime: Runtime, data_dir: PathBuf, store: Store, cache: Cache) -> Self {
         let status = ConfigStatus {
             path: runtime.loaded.path.clone(),
             loaded_at: Utc::now(),
@@ -110,6 +112,7 @@ impl AppState {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
                 book: Book::new(store),
+                cache,
                 sessions: Sessions::default(),
                 limiter: Limiter::default(),
                 health: ProviderHealth::default(),
@@ -127,6 +130,10 @@ impl AppState {
 
     pub fn book(&self) -> &Arc<Book> {
         &self.shared.book
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.shared.cache
     }
 
     pub fn sessions(&self) -> &Sessions {

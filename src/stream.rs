@@ -16,8 +16,10 @@ use tokio::sync::mpsc;
 
 use crate::body::{self, Body};
 use crate::budget::Reservation;
+use crate::cache::{self, Probe};
 use crate::catalog::Usage;
 use crate::charge::{self, Charge, Used};
+use crate::config::CacheConfig;
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::limits::Permit;
@@ -25,6 +27,7 @@ use crate::metadata::{self, FailedAttempt, Timing};
 use crate::metadata::{Costs, SessionInfo};
 use crate::provider_health::BreakerPolicy;
 use crate::providers::{openai, EventStream, StreamEvent};
+use crate::replay;
 use crate::request_log::RequestLog;
 use crate::router::{Candidate, Route};
 use crate::state::AppState;
@@ -35,6 +38,9 @@ const CHANNEL_CAPACITY: usize = 16;
 
 /// Everything the relay needs to finish the request on its own.
 pub struct Relay {
+    /// Where to store the streamed answer in the cache, if it may be.
+    pub probe: Option<Probe>,
+    pub cache_config: CacheConfig,
     pub state: AppState,
     pub charge: Charge,
     /// Settled when the stream ends, however it ends.
@@ -72,8 +78,12 @@ impl Relay {
 
     async fn run(mut self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
         let mut usage: Option<Usage> = None;
-        // What the answer said, to count its tokens if no usage arrives.
+        // What the answer said, to count its tokens if no usage arrives
+        // (and to store it in the cache).
         let mut text = String::new();
+        let mut content = String::new();
+        let mut finish: Option<Value> = None;
+        let mut tool_calls = false;
         // id, created and model of the upstream's chunks, echoed in ours.
         let mut envelope: Option<(Value, Value, Value)> = None;
         let outcome: Result<(), ApiError> = loop {
@@ -130,6 +140,9 @@ impl Relay {
             if usage.is_none() {
                 collect_text(&chunk, &mut text);
             }
+            if self.probe.is_some() {
+                collect_answer(&chunk, &mut content, &mut finish, &mut tool_calls);
+            }
             let Some(out) = self.for_client(chunk) else {
                 continue;
             };
@@ -183,6 +196,32 @@ impl Relay {
         log.answered(&metadata);
         // The status line went out with the first byte, whatever follows.
         log.status(200);
+        if let (Ok(()), Some(probe)) = (&outcome, self.probe.take()) {
+            let (id, _, model) =
+                envelope
+                    .clone()
+                    .unwrap_or((Value::Null, Value::Null, Value::Null));
+            let answer = json!({
+                "id": id, "object": "chat.completion", "created": cache::now(), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish.unwrap_or(Value::Null)}],
+                "usage": {"prompt_tokens": used.usage.input_tokens, "completion_tokens": used.usage.output_tokens,
+                    "total_tokens": used.usage.input_tokens + used.usage.output_tokens},
+            });
+            if !tool_calls && replay::storable(&answer, false) {
+                let stored = self.state.cache().store(
+                    probe,
+                    &answer,
+                    &used.usage,
+                    &self.candidate.provider.name,
+                    self.candidate.model_name(),
+                    &self.cache_config,
+                );
+                if let Err(e) = stored {
+                    tracing::warn!(request_id = %self.request_id, "could not store the answer in the cache: {e}");
+                }
+            }
+        }
         match outcome {
             Ok(()) => {
                 let (id, created, model) =
@@ -258,6 +297,30 @@ fn collect_text(chunk: &Value, text: &mut String) {
             if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
                 text.push_str(arguments);
             }
+        }
+    }
+}
+
+/// Gathers what a cached copy of a streamed answer needs.
+fn collect_answer(
+    chunk: &Value,
+    content: &mut String,
+    finish: &mut Option<Value>,
+    tool_calls: &mut bool,
+) {
+    for choice in chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let delta = &choice["delta"];
+        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+            content.push_str(text);
+        }
+        *tool_calls |= delta.get("tool_calls").is_some_and(|c| !c.is_null());
+        if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+            *finish = Some(reason.clone());
         }
     }
 }

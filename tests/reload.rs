@@ -41,7 +41,7 @@ async fn valid_edits_apply_and_invalid_ones_keep_the_old_config() {
     assert!(health["config"]["reloads"].as_u64() >= Some(1));
 
     // 2. An invalid edit, written in place: refused, reported with its place.
-    let broken = format!("{moved}\n[cache]\nsimilarity = \"high\"\n");
+    let broken = format!("{moved}\n[limits]\nrequests_per_minute = \"lots\"\n");
     std::fs::write(&proxy.config_path, &broken).expect("write");
     let reported = eventually(LIMIT, || async {
         proxy.health().await["config"]["status"] == "error"
@@ -55,11 +55,11 @@ async fn valid_edits_apply_and_invalid_ones_keep_the_old_config() {
         .to_string();
     let line = broken
         .lines()
-        .position(|l| l.contains("\"high\""))
+        .position(|l| l.contains("\"lots\""))
         .expect("line")
         + 1;
     assert!(
-        error.contains(&format!("p402.toml:{line}:14:")),
+        error.contains(&format!("p402.toml:{line}:23:")),
         "error must carry file:line:col, got {error}"
     );
     assert_eq!(health["status"], "healthy", "still serving");

