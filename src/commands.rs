@@ -246,6 +246,15 @@ fn ask_server(
     config: &crate::config::Config,
     path: &str,
 ) -> Result<Option<serde_json::Value>, String> {
+    call_server(config, http::Method::GET, path)
+}
+
+/// `method path` on the running p402, or `None` when nothing listens.
+fn call_server(
+    config: &crate::config::Config,
+    method: http::Method,
+    path: &str,
+) -> Result<Option<serde_json::Value>, String> {
     use http_body_util::BodyExt;
     let mut addr = config.server.listen;
     if addr.ip().is_unspecified() {
@@ -258,7 +267,9 @@ fn ask_server(
     runtime.block_on(async {
         let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
             .map_err(|e| format!("TLS set-up failed: {e}"))?;
-        let mut request = http::Request::get(format!("http://{addr}{path}"));
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
         if let Some(key) = config.server.api_keys.first() {
             request = request.header(
                 http::header::AUTHORIZATION,
@@ -418,6 +429,66 @@ pub fn setup(explicit: Option<&Path>, dir: Option<PathBuf>) -> ExitCode {
         },
         Err(e) => {
             eprintln!("p402 setup: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `p402 cache stats|clear`: the cache's counts, or dropping every entry
+/// (never the ledger).
+pub fn cache(explicit: Option<&Path>, clear: bool, as_json: bool) -> ExitCode {
+    let result = (|| -> Result<serde_json::Value, String> {
+        let loaded = load_config(explicit)?;
+        let (method, path) = if clear {
+            (http::Method::POST, "/api/v2/cache/clear")
+        } else {
+            (http::Method::GET, "/api/v2/cache/stats")
+        };
+        if let Some(value) = call_server(&loaded.config, method, path)? {
+            return Ok(value);
+        }
+        let dir = crate::serve::data_dir(&loaded.config);
+        let store = crate::store::Store::open(&dir)
+            .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+        let cache = crate::cache::Cache::open(&store).map_err(|e| e.to_string())?;
+        if clear {
+            let removed = cache.clear().map_err(|e| e.to_string())?;
+            store.flush_blocking().map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"object": "cache.cleared", "removed": removed}))
+        } else {
+            Ok(cache.stats(&loaded.config.cache))
+        }
+    })();
+    match result {
+        Ok(value) if as_json => emit(&format!("{value}\n")),
+        Ok(value) if clear => emit(&format!(
+            "removed {} cached answers (the ledger is untouched)\n",
+            value["removed"]
+        )),
+        Ok(value) => {
+            let mut out = String::new();
+            for key in [
+                "mode",
+                "entries",
+                "index_bytes",
+                "bytes_per_entry",
+                "hits",
+                "exact_hits",
+                "semantic_hits",
+                "misses",
+                "refused_by_guard",
+                "hit_rate",
+                "saved_usd",
+                "similarity_threshold",
+                "max_entries",
+            ] {
+                let _ = writeln!(out, "{key:<22} {}", value[key]);
+            }
+            out.push_str("(hits, misses and savings count since the running p402 started; `p402 report` has the totals)\n");
+            emit(&out)
+        }
+        Err(e) => {
+            eprintln!("p402 cache: {e}");
             ExitCode::from(1)
         }
     }

@@ -59,11 +59,25 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The semantic cache: `stats` (entries, hits, misses, savings) or `clear` (drops the cache, never the ledger).
+    Cache {
+        #[arg(value_enum)]
+        action: CacheAction,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
         /// Where to write it.
         path: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CacheAction {
+    Stats,
+    Clear,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +90,9 @@ fn main() -> ExitCode {
             commands::setup(cli.config.as_deref(), dir)
         }
         Command::Models { json } => commands::models(cli.config.as_deref(), json),
+        Command::Cache { action, json } => {
+            commands::cache(cli.config.as_deref(), action == CacheAction::Clear, json)
+        }
         Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
         Command::Report { since, by, json } => {
             commands::report(cli.config.as_deref(), &since, by, json)

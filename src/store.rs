@@ -106,6 +106,12 @@ impl Store {
         Ok(())
     }
 
+    /// Flushes from synchronous code (the CLI).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Writes a settled request and adds it to `accounts`, atomically and
     /// durably.
     pub async fn record(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {

@@ -18,6 +18,8 @@ pub enum Refusal {
     Entity,
     /// The same words in another order ("USD to EUR" / "EUR to USD").
     Direction,
+    /// A different output form: format, length or language.
+    Form,
 }
 
 const NEGATIONS: &[&str] = &[
@@ -50,6 +52,7 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("accept", "reject"),
     ("positive", "negative"),
     ("more", "less"),
+    ("short", "long"),
     ("larger", "smaller"),
     ("highest", "lowest"),
     ("best", "worst"),
@@ -63,6 +66,61 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("sent", "received"),
     ("credit", "debit"),
     ("deposit", "withdraw"),
+];
+
+/// Words that name the form of the answer: two questions asking for
+/// different ones (JSON or a table, a haiku or a limerick, Python or Rust,
+/// French or Spanish, short or detailed) want different answers.
+const FORMS: &[&[&str]] = &[
+    &[
+        "json", "yaml", "xml", "csv", "table", "markdown", "html", "bullet", "bullets", "haiku",
+        "limerick", "sonnet", "poem", "essay", "tweet", "email", "story", "song", "joke",
+    ],
+    &[
+        "brief",
+        "briefly",
+        "concise",
+        "detailed",
+        "detail",
+        "sentence",
+        "paragraph",
+        "paragraphs",
+        "summary",
+        "eli5",
+    ],
+    &[
+        "english",
+        "french",
+        "spanish",
+        "german",
+        "italian",
+        "portuguese",
+        "dutch",
+        "chinese",
+        "japanese",
+        "korean",
+        "russian",
+        "arabic",
+        "hindi",
+    ],
+    &[
+        "python",
+        "rust",
+        "golang",
+        "java",
+        "javascript",
+        "typescript",
+        "c++",
+        "c#",
+        "ruby",
+        "php",
+        "swift",
+        "kotlin",
+        "sql",
+        "bash",
+        "haskell",
+        "scala",
+    ],
 ];
 
 /// Words too common to tell two questions apart.
@@ -149,18 +207,27 @@ pub fn check(asked: &str, cached: &str) -> Option<Refusal> {
         .copied()
         .collect();
     for (x, y) in OPPOSITES {
-        let swapped = (only_a.contains(x) && only_b.contains(y))
-            || (only_a.contains(y) && only_b.contains(x));
-        let one_sided =
-            (only_a.contains(x) || only_a.contains(y) || only_b.contains(x) || only_b.contains(y))
-                && (ca.contains_key(x) || ca.contains_key(y))
-                    != (cb.contains_key(x) || cb.contains_key(y));
-        if swapped || (one_sided && !STOPWORDS.contains(x)) {
+        if (only_a.contains(x) && only_b.contains(y)) || (only_a.contains(y) && only_b.contains(x))
+        {
             return Some(Refusal::Opposites);
         }
     }
+    for forms in FORMS {
+        let named = |words: &BTreeMap<&str, i32>| -> Vec<&str> {
+            forms
+                .iter()
+                .copied()
+                .filter(|f| words.contains_key(f))
+                .collect()
+        };
+        if named(&ca) != named(&cb) {
+            return Some(Refusal::Form);
+        }
+    }
+    // A name swapped for another (France for Spain); a name present on one
+    // side only is usually rewording, and is let through.
     let (ea, eb) = (entities(asked), entities(cached));
-    if !ea.is_empty() && !eb.is_empty() && ea != eb {
+    if ea.iter().any(|e| !eb.contains(e)) && eb.iter().any(|e| !ea.contains(e)) {
         return Some(Refusal::Entity);
     }
     // Same content words, different order: a direction or a role swapped.
@@ -231,6 +298,36 @@ mod tests {
         assert_eq!(
             check("How do I enable 2FA?", "How do I disable 2FA?"),
             Some(Refusal::Opposites)
+        );
+        assert_eq!(
+            check("List the planets as JSON", "List the planets as a table"),
+            Some(Refusal::Form)
+        );
+        assert_eq!(
+            check("Explain recursion briefly", "Explain recursion in detail"),
+            Some(Refusal::Form)
+        );
+        assert_eq!(
+            check("Write the function in Python", "Write the function in Rust"),
+            Some(Refusal::Form)
+        );
+    }
+
+    #[test]
+    fn rewording_is_not_refused() {
+        assert_eq!(
+            check(
+                "It supports more than 50k models.",
+                "It supports over 50k models."
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                "Amazon SageMaker trains Transformer models.",
+                "Amazon SageMaker can train Transformer models with Hugging Face."
+            ),
+            None
         );
     }
 }
