@@ -198,3 +198,91 @@ async fn sighup_reloads_the_config() {
     assert!(reloaded, "SIGHUP did not reload");
     assert_eq!(health().await["status"], "healthy");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_report_read_a_running_server_and_a_stopped_database() {
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = Setup::default()
+        .with_provider("openai", &fake)
+        .toml(&dir.path().join("data"))
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&path, config).expect("write");
+    let mut process = ProxyProcess::start(&path);
+    let base = format!("http://{}", process.addr);
+    let client = reqwest::Client::new();
+    let session: Value = client
+        .post(format!("{base}/api/v2/sessions"))
+        .json(&serde_json::json!({"budget_usd": 3, "name": "cli-test"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let id = session["session_id"].as_str().expect("id").to_string();
+    let mut body = ask("gpt-4o-mini", "hello");
+    body["p402"] = serde_json::json!({"session_id": id});
+    assert_eq!(
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+
+    let config_arg = path.to_str().expect("utf8").to_string();
+    let run = move |args: Vec<&'static str>| {
+        let config_arg = config_arg.clone();
+        std::thread::spawn(move || {
+            let mut all = args.clone();
+            all.push("--config");
+            let out = Command::new(env!("CARGO_BIN_EXE_p402"))
+                .args(&all)
+                .arg(&config_arg)
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+        .join()
+        .expect("thread")
+    };
+    // While the server runs (it holds the database), the CLI asks it.
+    let live: Value = serde_json::from_str(&run(vec!["sessions", "--json"])).expect("json");
+    assert_eq!(live["sessions"][0]["session_id"], id.as_str());
+    assert_eq!(live["sessions"][0]["requests"], 1);
+    let table = run(vec!["sessions"]);
+    assert!(table.contains("cli-test") && table.contains(&id), "{table}");
+
+    process.signal("TERM");
+    let _ = process.child.wait();
+    // Stopped: the CLI reads the database itself.
+    let report: Value =
+        serde_json::from_str(&run(vec!["report", "--json", "--by", "session"])).expect("json");
+    assert_eq!(report["rows"][0]["key"], id.as_str());
+    assert_eq!(report["total"]["requests"], 1);
+    assert!(report["total"]["cost_usd"]
+        .as_f64()
+        .is_some_and(|c| c > 0.0));
+    let table = run(vec!["report", "--since", "1d", "--by", "model"]);
+    assert!(table.contains("openai/gpt-4o-mini"), "{table}");
+    let offline: Value = serde_json::from_str(&run(vec!["sessions", "--json"])).expect("json");
+    assert_eq!(
+        offline["sessions"][0]["budget"]["used_usd"],
+        live["sessions"][0]["budget"]["used_usd"]
+    );
+}
