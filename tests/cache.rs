@@ -105,7 +105,7 @@ async fn a_paraphrase_hits_and_a_guarded_near_miss_does_not() {
         .as_f64()
         .expect("similarity");
     assert_eq!(hit["p402_metadata"]["cached"], true, "{hit}");
-    assert!(similarity > 0.92 && similarity < 1.0, "{similarity}");
+    assert!(similarity > 0.90 && similarity < 1.0, "{similarity}");
     assert_eq!(fake.received().len(), 1);
 
     answer(&proxy, ask("gpt-4o-mini", "Turn the living room alarm on")).await;

@@ -142,7 +142,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             enabled: true,
-            similarity: Similarity(0.92),
+            similarity: Similarity(0.90),
             ttl_seconds: 7 * 24 * 3600,
             max_entries: 100_000,
             model: "all-MiniLM-L6-v2".to_string(),
