@@ -211,6 +211,34 @@ impl Used {
     }
 }
 
+/// Appends the text a response generated (content and tool-call
+/// arguments) to `text`: from `choices[].message` of an answer, or from
+/// `choices[].delta` of a stream chunk (`part` names which). Counted when
+/// the provider reports no usage.
+pub fn generated_text(object: &Value, part: &str, text: &mut String) {
+    let choices = object
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for choice in choices {
+        let message = &choice[part];
+        if let Some(content) = message.get("content").and_then(Value::as_str) {
+            text.push_str(content);
+        }
+        let calls = message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for call in calls {
+            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                text.push_str(arguments);
+            }
+        }
+    }
+}
+
 pub fn ledger_entry(
     request_id: &RequestId,
     charge: &Charge,

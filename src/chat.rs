@@ -374,11 +374,9 @@ impl Attempt<'_> {
             ));
         }
         let answer_value = Value::Object(object.clone());
-        let used = Used::of(
-            openai::usage(&answer_value),
-            self.input_tokens,
-            &answer_text(&answer_value),
-        );
+        let mut text = String::new();
+        charge::generated_text(&answer_value, "message", &mut text);
+        let used = Used::of(openai::usage(&answer_value), self.input_tokens, &text);
         let costs = Costs::of(
             Some(&used.usage),
             self.candidate.price(),
@@ -583,34 +581,6 @@ async fn serve_hit(
     } else {
         replay.json(&metadata)
     }
-}
-
-/// The text of an answer (content and tool-call arguments), for counting
-/// its tokens when the provider reported no usage.
-fn answer_text(answer: &Value) -> String {
-    let mut text = String::new();
-    for choice in answer
-        .get("choices")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let message = &choice["message"];
-        if let Some(content) = message.get("content").and_then(Value::as_str) {
-            text.push_str(content);
-        }
-        for call in message
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                text.push_str(arguments);
-            }
-        }
-    }
-    text
 }
 
 /// Reads the request body, refusing it as soon as it passes `limit` bytes

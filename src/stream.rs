@@ -138,7 +138,7 @@ impl Relay {
                 usage = Some(reported);
             }
             if usage.is_none() {
-                collect_text(&chunk, &mut text);
+                charge::generated_text(&chunk, "delta", &mut text);
             }
             if self.probe.is_some() {
                 collect_answer(&chunk, &mut content, &mut finish, &mut tool_calls);
@@ -273,31 +273,6 @@ impl Relay {
         }
         object.remove("usage");
         Some(event(&chunk))
-    }
-}
-
-/// Appends a chunk's generated text (content and tool-call arguments).
-fn collect_text(chunk: &Value, text: &mut String) {
-    for choice in chunk
-        .get("choices")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let delta = &choice["delta"];
-        if let Some(content) = delta.get("content").and_then(Value::as_str) {
-            text.push_str(content);
-        }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                text.push_str(arguments);
-            }
-        }
     }
 }
 
