@@ -508,7 +508,9 @@ async fn sigkill_under_load_loses_no_settled_charge_and_holds_no_reservation() {
             ));
         }
         let mut tasks = Vec::new();
+        let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..40 {
+            let completed = completed.clone();
             let client = client.clone();
             let url = format!("{base}/v1/chat/completions");
             let mut body = in_session(&session_id, 100);
@@ -530,13 +532,23 @@ async fn sigkill_under_load_loses_no_settled_charge_and_holds_no_reservation() {
                 } else {
                     serde_json::from_str::<Value>(&text).ok()?["p402_metadata"].clone()
                 };
-                Some((
+                let done = (
                     meta["request_id"].as_str()?.to_string(),
                     meta["cost_usd"].as_f64()?,
-                ))
+                );
+                completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(done)
             }));
         }
-        tokio::time::sleep(Duration::from_millis(30 + 25 * round)).await;
+        // Kill once a few answers are out and the rest are in flight, however
+        // fast or slow this machine is.
+        let enough = 3 + 2 * round as usize;
+        let loaded = eventually(Duration::from_secs(30), || {
+            let completed = completed.clone();
+            async move { completed.load(std::sync::atomic::Ordering::SeqCst) >= enough }
+        })
+        .await;
+        assert!(loaded, "no answers within 30 s");
         let mut process = process;
         process.signal("KILL");
         let _ = process.child.wait();
