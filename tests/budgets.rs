@@ -54,18 +54,6 @@ async fn create_session(proxy: &TestProxy, body: Value) -> Value {
     response.json().await.expect("json")
 }
 
-async fn get(proxy: &TestProxy, path: &str) -> Value {
-    proxy
-        .client
-        .get(proxy.url(path))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
-}
-
 fn in_session(session: &str, max_tokens: u32) -> Value {
     let mut body = ask("metered", "hello");
     body["max_tokens"] = json!(max_tokens);
@@ -92,7 +80,7 @@ async fn sessions_api_lifecycle() {
     );
     assert!(created["created_at"].is_string() && created["expires_at"].is_string());
 
-    let listed = get(&proxy, "/api/v2/sessions").await;
+    let listed = proxy.get_json("/api/v2/sessions").await;
     assert_eq!(listed["object"], "list");
     assert_eq!(listed["data"][0]["session_id"], id.as_str());
 
@@ -169,14 +157,16 @@ async fn a_session_is_charged_and_reports_its_remaining_budget() {
         Some(1.0 - ACTUAL_COST)
     );
 
-    let read = get(&proxy, &format!("/api/v2/sessions/{id}")).await;
+    let read = proxy.get_json(&format!("/api/v2/sessions/{id}")).await;
     assert_eq!(read["budget"]["used_usd"].as_f64(), Some(ACTUAL_COST));
     assert_eq!(read["budget"]["reserved_usd"].as_f64(), Some(0.0));
     assert_eq!(read["requests"], 1);
 
     // The ledger has it, by request id.
     let request_id = meta["request_id"].as_str().expect("request id");
-    let entry = get(&proxy, &format!("/api/v2/requests/{request_id}")).await;
+    let entry = proxy
+        .get_json(&format!("/api/v2/requests/{request_id}"))
+        .await;
     assert_eq!(entry["session"], id);
     assert_eq!(entry["cost_nanos"], 3_012_000);
     assert_eq!(entry["estimated"], false);
@@ -228,7 +218,7 @@ async fn a_hundred_parallel_requests_never_pass_the_cap() {
     assert_eq!(served + refused, 100);
     assert!(served >= 3, "at least the first three fit: {served}");
     assert!(refused > 0, "a hundred at once cannot all fit");
-    let read = get(&proxy, &format!("/api/v2/sessions/{id}")).await;
+    let read = proxy.get_json(&format!("/api/v2/sessions/{id}")).await;
     let used = read["budget"]["used_usd"].as_f64().expect("used");
     assert!(used <= 1.0, "spend {used} passed the budget");
     assert!(
@@ -409,16 +399,12 @@ async fn a_stream_without_usage_is_settled_from_counted_tokens() {
         .as_str()
         .unwrap_or("")
         .contains("counted by p402"));
-    let entry = get(
-        &proxy,
-        &format!(
-            "/api/v2/requests/{}",
-            meta["request_id"].as_str().expect("id")
-        ),
-    )
-    .await;
+    let request_id = meta["request_id"].as_str().expect("id");
+    let entry = proxy
+        .get_json(&format!("/api/v2/requests/{request_id}"))
+        .await;
     assert_eq!(entry["estimated"], true);
-    let read = get(&proxy, &format!("/api/v2/sessions/{id}")).await;
+    let read = proxy.get_json(&format!("/api/v2/sessions/{id}")).await;
     assert!(read["budget"]["used_usd"].as_f64().is_some_and(|u| u > 0.0));
     proxy.stop().await;
 }

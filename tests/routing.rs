@@ -86,6 +86,18 @@ async fn market(routing: &str, upstream: &str) -> Market {
     }
 }
 
+/// One provider as `/api/v2/providers` shows it.
+async fn provider_view(proxy: &TestProxy, name: &str) -> Value {
+    let providers = proxy.get_json("/api/v2/providers").await;
+    providers["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no provider {name} in {providers}"))
+}
+
 fn meta(answer: &Value) -> &Value {
     &answer["p402_metadata"]
 }
@@ -296,23 +308,7 @@ async fn the_circuit_breaker_opens_then_closes_after_a_good_trial() {
             .expect("json");
         assert_eq!(meta(&answer)["provider"], "beta");
     }
-    let providers: Value = m
-        .proxy
-        .client
-        .get(m.proxy.url("/api/v2/providers"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let gamma = providers["data"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|p| p["name"] == "gamma")
-        .expect("gamma")
-        .clone();
+    let gamma = provider_view(&m.proxy, "gamma").await;
     assert_eq!(gamma["health"]["circuit"], "open", "{gamma}");
     assert_eq!(gamma["health"]["consecutive_failures"], 2);
 
@@ -342,23 +338,7 @@ async fn the_circuit_breaker_opens_then_closes_after_a_good_trial() {
     })
     .await;
     assert!(closed, "the breaker never let a trial through");
-    let providers: Value = m
-        .proxy
-        .client
-        .get(m.proxy.url("/api/v2/providers"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    let gamma = providers["data"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|p| p["name"] == "gamma")
-        .expect("gamma")
-        .clone();
+    let gamma = provider_view(&m.proxy, "gamma").await;
     assert_eq!(gamma["health"]["circuit"], "closed");
     m.proxy.stop().await;
 }

@@ -22,11 +22,12 @@ fn python() -> PathBuf {
     venv
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn openai_python_sdk_chat_stream_and_extra_body() {
-    let fake = FakeProvider::start().await;
-    let proxy = TestProxy::start(Setup::default().with_provider("openai", &fake)).await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_python.py");
+/// Runs one of `tests/sdk/*.py` against `proxy` through OPENAI_BASE_URL
+/// alone, and returns the JSON it prints.
+async fn run_script(name: &str, proxy: &TestProxy) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(name);
     let base_url = proxy.url("/v1");
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python())
@@ -44,7 +45,14 @@ async fn openai_python_sdk_chat_stream_and_extra_body() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
+    serde_json::from_slice(&output.stdout).expect("script prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_chat_stream_and_extra_body() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &fake)).await;
+    let seen = run_script("openai_python.py", &proxy).await;
 
     assert_eq!(seen["plain"]["content"], "Hello there!");
     assert_eq!(seen["plain"]["finish_reason"], "stop");
@@ -97,26 +105,7 @@ async fn openai_python_sdk_against_claude_with_tools() {
         .with_provider("anthropic", &fake),
     )
     .await;
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_python_claude.py");
-    let base_url = proxy.url("/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .env("OPENAI_BASE_URL", base_url)
-            .env("OPENAI_API_KEY", "sk-client-side-anything")
-            .env("OPENAI_MAX_RETRIES", "0")
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
+    let seen = run_script("openai_python_claude.py", &proxy).await;
     assert_eq!(seen["plain"]["content"], "Hello there!");
     assert_eq!(seen["plain"]["provider"], "anthropic");
     assert_eq!(seen["stream"], "Hello there!");

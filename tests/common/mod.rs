@@ -523,6 +523,18 @@ impl TestProxy {
             .expect("request to p402")
     }
 
+    /// GET a p402 endpoint and return its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request to p402")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     pub async fn health(&self) -> Value {
         self.client
             .get(self.url("/health"))
