@@ -290,3 +290,51 @@ pub fn cache(
         Err(e) => ApiError::internal(format!("cache: {e}")).into_response(request_id),
     }
 }
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text. Gauges that mirror other
+/// state are refreshed first, so a scrape never reads a stale one.
+pub fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
+    use crate::metrics::{NameLabels, ProviderLabels};
+    let metrics = state.metrics();
+    let stats = state.cache().stats(&runtime.config().cache);
+    metrics
+        .cache_entries
+        .set(stats["entries"].as_i64().unwrap_or(0));
+    for provider in runtime.catalog.providers() {
+        let open = i64::from(state.health().is_open(&provider.name));
+        metrics
+            .circuit_open
+            .get_or_create(&ProviderLabels {
+                provider: provider.name.clone(),
+            })
+            .set(open);
+    }
+    if let Ok(budgets) = report::budgets(state.book(), runtime.config()) {
+        for budget in budgets["data"].as_array().into_iter().flatten() {
+            let name = budget["name"].as_str().unwrap_or("-").to_string();
+            let left = budget["budget"]["remaining_usd"].as_f64().unwrap_or(0.0);
+            metrics
+                .budget_remaining_usd
+                .get_or_create(&NameLabels { name })
+                .set(left);
+        }
+    }
+    if let Ok(sessions) = state.book().store().sessions::<crate::sessions::Session>() {
+        let now = chrono::Utc::now();
+        for session in sessions.iter().filter(|s| s.status(now) == "active") {
+            if let Ok(left) = state.book().remaining(&session.account()) {
+                let name = format!("session:{}", session.id);
+                metrics
+                    .budget_remaining_usd
+                    .get_or_create(&NameLabels { name })
+                    .set(left.max(crate::money::Usd::ZERO).to_dollars());
+            }
+        }
+    }
+    let mut response = Response::new(body::full(metrics.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

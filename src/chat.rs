@@ -19,6 +19,7 @@ use crate::ids::RequestId;
 use crate::limits::Permit;
 use crate::metadata::{self, FailedAttempt, Timing};
 use crate::metadata::{Costs, SessionInfo};
+use crate::metrics::{ErrorLabels, ProviderLabels};
 use crate::providers::{self, openai};
 use crate::replay::{self, Replay};
 use crate::request::{self, ChatRequest};
@@ -52,7 +53,7 @@ pub async fn handle(
         Err(error) => {
             let mut log = RequestLog::new(&request_id, false, started);
             log.failed(&error);
-            log.emit();
+            log.emit(state.metrics());
             error.into_response(&request_id)
         }
     }
@@ -89,7 +90,9 @@ async fn run(
                 )
                 .await)
             }
-            Ok(None) => {}
+            Ok(None) => {
+                state.metrics().cache_misses.inc();
+            }
             Err(e) => {
                 tracing::warn!(request_id = %request_id, "cache lookup failed, asking a provider: {e}")
             }
@@ -146,6 +149,18 @@ async fn run(
                     &failure.detail,
                     runtime.breaker_policy(),
                 );
+                let status = match &failure.status {
+                    Value::String(word) => word.clone(),
+                    other => other.to_string(),
+                };
+                state
+                    .metrics()
+                    .upstream_errors
+                    .get_or_create(&ErrorLabels {
+                        provider: candidate.provider.name.clone(),
+                        status,
+                    })
+                    .inc();
                 tracing::warn!(
                     request_id = %request_id,
                     provider = %candidate.provider.name,
@@ -313,6 +328,13 @@ impl Attempt<'_> {
         // The provider answered as a provider should.
         let provider = &self.candidate.provider.name;
         self.state
+            .metrics()
+            .upstream_latency
+            .get_or_create(&ProviderLabels {
+                provider: provider.clone(),
+            })
+            .observe(upstream_started.elapsed().as_secs_f64());
+        self.state
             .health()
             .record_success(provider, upstream_started.elapsed());
         if let Some(key) = self.route.conversation {
@@ -425,7 +447,7 @@ impl Attempt<'_> {
         let mut log = RequestLog::new(self.request_id, false, self.started);
         log.answered(&metadata);
         log.status(200);
-        log.emit();
+        log.emit(self.state.metrics());
 
         let mut response = Response::new(body::full(bytes));
         let headers = response.headers_mut();
@@ -454,7 +476,7 @@ impl Attempt<'_> {
     ) -> Response<Body> {
         let mut log = RequestLog::new(self.request_id, false, self.started);
         log.status(verdict.status.as_u16());
-        log.emit();
+        log.emit(self.state.metrics());
         let mut out = Response::new(body::full(verdict.body));
         *out.status_mut() = verdict.status;
         let content_type = match self.candidate.provider.api {
@@ -575,7 +597,7 @@ async fn serve_hit(
     let mut log = RequestLog::new(request_id, chat.stream, started);
     log.answered(&metadata);
     log.status(200);
-    log.emit();
+    log.emit(state.metrics());
     if chat.stream {
         replay.sse(&metadata, chat.client_wants_usage)
     } else {

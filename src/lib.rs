@@ -24,6 +24,7 @@ pub mod ids;
 pub mod limits;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod money;
 pub mod probe;
 pub mod provider_health;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::error::ApiError;
 use crate::ids::RequestId;
 use crate::metadata::Metadata;
+use crate::metrics::{Metrics, ProviderLabels, RequestLabels, TokenLabels};
 
 pub struct RequestLog {
     request_id: String,
@@ -18,6 +19,10 @@ pub struct RequestLog {
     model: Option<String>,
     status: u16,
     cost_usd: Option<f64>,
+    savings_usd: Option<f64>,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached: bool,
     error_code: Option<&'static str>,
 }
 
@@ -31,6 +36,10 @@ impl RequestLog {
             model: None,
             status: 0,
             cost_usd: None,
+            savings_usd: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached: false,
             error_code: None,
         }
     }
@@ -39,6 +48,10 @@ impl RequestLog {
         self.provider = Some(metadata.provider.clone());
         self.model = metadata.model.clone();
         self.cost_usd = metadata.cost_usd.map(|c| c.to_dollars());
+        self.savings_usd = metadata.savings.map(|s| s.to_dollars());
+        self.input_tokens = metadata.input_tokens;
+        self.output_tokens = metadata.output_tokens;
+        self.cached = metadata.cached;
     }
 
     pub fn status(&mut self, status: u16) {
@@ -52,7 +65,51 @@ impl RequestLog {
         self.error_code = Some(error.code);
     }
 
-    pub fn emit(self) {
+    /// Writes the line and counts the request in the metrics.
+    pub fn emit(self, metrics: &Metrics) {
+        self.count(metrics);
+        self.write();
+    }
+
+    fn count(&self, metrics: &Metrics) {
+        let provider = self.provider.clone().unwrap_or_else(|| "-".to_string());
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                provider: provider.clone(),
+                model: self.model.clone().unwrap_or_else(|| "-".to_string()),
+                status: self.status,
+            })
+            .inc();
+        metrics
+            .latency
+            .observe(self.started.elapsed().as_secs_f64());
+        if self.cached {
+            metrics.cache_hits.inc();
+        } else if self.provider.is_some() {
+            for (direction, count) in [("input", self.input_tokens), ("output", self.output_tokens)]
+            {
+                metrics
+                    .tokens
+                    .get_or_create(&TokenLabels {
+                        provider: provider.clone(),
+                        direction,
+                    })
+                    .inc_by(count);
+            }
+            if let Some(cost) = self.cost_usd {
+                metrics
+                    .cost_usd
+                    .get_or_create(&ProviderLabels { provider })
+                    .inc_by(cost);
+            }
+        }
+        if let Some(savings) = self.savings_usd.filter(|s| *s > 0.0) {
+            metrics.savings_usd.inc_by(savings);
+        }
+    }
+
+    fn write(self) {
         tracing::info!(
             target: "p402::request",
             request_id = %self.request_id,

@@ -157,6 +157,7 @@ async fn route(
         }
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),
+        (Method::GET, "/metrics") => api::metrics(state, &runtime),
         (Method::GET, "/api/v2/providers") => api::providers(state),
         (Method::GET, "/api/v2/cache/stats") => api::cache(state, &runtime, false, &request_id),
         (Method::POST, "/api/v2/cache/clear") => api::cache(state, &runtime, true, &request_id),

@@ -18,6 +18,7 @@ use crate::cache::Cache;
 use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError, LoadedConfig};
 use crate::limits::Limiter;
+use crate::metrics::{Metrics, ResultLabels};
 use crate::provider_health::{BreakerPolicy, ProviderHealth};
 use crate::router::{Router, Sticky};
 use crate::sessions::Sessions;
@@ -89,6 +90,7 @@ struct Shared {
     /// Settled spend and reservations of every account.
     book: Arc<Book>,
     cache: Cache,
+    metrics: Metrics,
     sessions: Sessions,
     limiter: Limiter,
     /// Outlives config reloads: a failing provider stays known as failing.
@@ -113,6 +115,7 @@ impl AppState {
                 runtime: ArcSwap::from_pointee(runtime),
                 book: Book::new(store),
                 cache,
+                metrics: Metrics::default(),
                 sessions: Sessions::default(),
                 limiter: Limiter::default(),
                 health: ProviderHealth::default(),
@@ -130,6 +133,10 @@ impl AppState {
 
     pub fn book(&self) -> &Arc<Book> {
         &self.shared.book
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     pub fn cache(&self) -> &Cache {
@@ -208,6 +215,11 @@ impl AppState {
                 status.error = None;
                 status.reloads += 1;
                 self.shared.runtime.store(Arc::new(runtime));
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
                 tracing::info!(
                     providers = self.runtime().usable_providers(),
                     "config reloaded"
@@ -218,6 +230,11 @@ impl AppState {
                     "config reload refused, the previous config stays in force: {message}"
                 );
                 status.error = Some(message);
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
             }
         }
     }

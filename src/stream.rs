@@ -252,7 +252,7 @@ impl Relay {
                 log.failed(&error);
             }
         }
-        log.emit();
+        log.emit(self.state.metrics());
         drop(self.permit.take());
     }
 

@@ -450,3 +450,55 @@ async fn max_cost_below_every_candidate_is_402() {
     assert!(error["message"].as_str().unwrap_or("").contains("max_cost"));
     m.proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_costs_errors_and_circuits() {
+    let m = market(
+        "circuit_breaker_failures = 1\ncircuit_breaker_cooldown_seconds = 60\n",
+        "",
+    )
+    .await;
+    m.gamma.push(Reply::Json(500, json!({})));
+    let answer: Value = m
+        .proxy
+        .chat(ask("premium", "hi"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(meta(&answer)["provider"], "beta");
+    let response = m
+        .proxy
+        .client
+        .get(m.proxy.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("application/openmetrics-text"));
+    let text = response.text().await.expect("text");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_string()
+    };
+    assert!(line("p402_requests_total{").contains("provider=\"beta\""));
+    assert!(line("p402_requests_total{").ends_with(" 1"));
+    assert!(line("p402_upstream_errors_total{").contains("provider=\"gamma\""));
+    assert!(line("p402_circuit_open{provider=\"gamma\"}").ends_with(" 1"));
+    assert!(line("p402_circuit_open{provider=\"beta\"}").ends_with(" 0"));
+    assert!(line("p402_tokens_total{provider=\"beta\",direction=\"input\"}").ends_with(" 12"));
+    // mid: 12 * 0.5 + 3 * 2 = 12 $/M
+    let cost: f64 = line("p402_cost_usd_total{provider=\"beta\"}")
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("number");
+    assert!((cost - 0.000012).abs() < 1e-12, "{cost}");
+    assert!(text.contains("p402_request_duration_seconds_bucket"));
+    assert!(text.contains("# EOF"));
+    m.proxy.stop().await;
+}
