@@ -45,7 +45,7 @@ async fn a_chat_is_translated_both_ways_and_priced() {
     let body = json!({"model": "claude-test", "temperature": 0.5, "stop": ["END"], "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Say hello"}]});
-    let answer: Value = proxy.chat(body).await.json().await.expect("json");
+    let answer: Value = proxy.chat_json(body).await;
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(answer["choices"][0]["message"]["content"], "Hello there!");
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
@@ -84,12 +84,7 @@ async fn prompt_cache_reads_and_writes_are_priced_at_their_own_rates() {
     message["usage"] = json!({"input_tokens": 100, "output_tokens": 10,
         "cache_creation_input_tokens": 200, "cache_read_input_tokens": 1000});
     fake.push(Reply::Json(200, message));
-    let answer: Value = proxy
-        .chat(ask("claude-test", "long context"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = proxy.chat_json(ask("claude-test", "long context")).await;
     assert_eq!(answer["usage"]["prompt_tokens"], 1300);
     assert_eq!(
         answer["usage"]["prompt_tokens_details"]["cached_tokens"],
@@ -106,7 +101,7 @@ async fn tools_round_trip_and_stream_their_arguments() {
     let mut body = ask("claude-test", "Weather in Paris?");
     body["tools"] = tools();
     body["tool_choice"] = json!("required");
-    let answer: Value = proxy.chat(body.clone()).await.json().await.expect("json");
+    let answer: Value = proxy.chat_json(body.clone()).await;
     let call = &answer["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
     assert_eq!(
@@ -124,12 +119,7 @@ async fn tools_round_trip_and_stream_their_arguments() {
 
     body["stream"] = json!(true);
     let text = proxy.chat(body).await.text().await.expect("stream");
-    let events = sse_data(&text);
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).expect("chunk"))
-        .collect();
+    let chunks = stream_chunks(&text);
     let arguments: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
@@ -197,12 +187,7 @@ async fn claude_is_routable_in_cost_mode_and_fails_over_on_overload() {
         .with_provider("alpha", &backup),
     )
     .await;
-    let answer: Value = proxy
-        .chat(ask("backup", "hi"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = proxy.chat_json(ask("backup", "hi")).await;
     assert_eq!(
         answer["p402_metadata"]["provider"], "anthropic",
         "claude-test is cheaper and as good"
@@ -211,12 +196,7 @@ async fn claude_is_routable_in_cost_mode_and_fails_over_on_overload() {
         529,
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     ));
-    let answer: Value = proxy
-        .chat(ask("backup", "hi"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = proxy.chat_json(ask("backup", "hi")).await;
     assert_eq!(answer["p402_metadata"]["provider"], "alpha");
     assert_eq!(answer["p402_metadata"]["failover"][0]["status"], 529);
     proxy.stop().await;

@@ -143,12 +143,7 @@ async fn a_session_is_charged_and_reports_its_remaining_budget() {
     let (_fake, proxy) = setup("", "").await;
     let session = create_session(&proxy, json!({"budget_usd": 1})).await;
     let id = session["session_id"].as_str().expect("id");
-    let answer: Value = proxy
-        .chat(in_session(id, 100))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = proxy.chat_json(in_session(id, 100)).await;
     let meta = &answer["p402_metadata"];
     assert_eq!(meta["session_id"], id);
     assert_eq!(meta["cost_usd"].as_f64(), Some(ACTUAL_COST));

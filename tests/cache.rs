@@ -186,12 +186,7 @@ async fn streams_are_stored_and_replayed_as_sse() {
     let response = proxy.chat(streamed).await;
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.expect("replay");
-    let events = sse_data(&text);
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).expect("chunk"))
-        .collect();
+    let chunks = stream_chunks(&text);
     let content: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())

@@ -84,7 +84,7 @@ async fn savings_are_priced_against_the_requested_model() {
     let proxy = TestProxy::start(setup).await;
     let mut body = ask("gpt-4o", "hi");
     body["p402"] = json!({"model": "cheap-model"});
-    let answer: Value = proxy.chat(body).await.json().await.expect("json");
+    let answer: Value = proxy.chat_json(body).await;
     let meta = &answer["p402_metadata"];
     assert_eq!(meta["model"], "cheap-model");
     assert_eq!(meta["requested_model"], "gpt-4o");

@@ -92,12 +92,7 @@ async fn routing_changes_apply_to_new_requests() {
     let fake = FakeProvider::start().await;
     let proxy = TestProxy::start(Setup::default().with_provider("openai", &fake)).await;
     let data_dir = proxy.dir.path().join("data");
-    let answer: serde_json::Value = proxy
-        .chat(ask("gpt-4o-mini", "x"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: serde_json::Value = proxy.chat_json(ask("gpt-4o-mini", "x")).await;
     assert_eq!(answer["p402_metadata"]["mode"], "passthrough");
 
     let setup = Setup {
@@ -107,12 +102,7 @@ async fn routing_changes_apply_to_new_requests() {
     .with_provider("openai", &fake);
     std::fs::write(&proxy.config_path, setup.toml(&data_dir)).expect("write");
     let applied = eventually(LIMIT, || async {
-        let answer: serde_json::Value = proxy
-            .chat(ask("gpt-4o-mini", "x"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let answer: serde_json::Value = proxy.chat_json(ask("gpt-4o-mini", "x")).await;
         answer["p402_metadata"]["mode"] == "speed"
     })
     .await;

@@ -105,13 +105,7 @@ fn meta(answer: &Value) -> &Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn cost_mode_picks_the_cheapest_eligible_and_prices_it_exactly() {
     let m = market("", "").await;
-    let answer: Value = m
-        .proxy
-        .chat(ask("premium", "What is 2+2?"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = m.proxy.chat_json(ask("premium", "What is 2+2?")).await;
     let meta = meta(&answer);
     // premium (60) allows substitutes from 51 up: budget (52) is the cheapest;
     // tiny (20) is below the floor.
@@ -136,13 +130,7 @@ async fn cached_prompt_tokens_are_priced_at_their_own_rate() {
     let mut reply = completion("budget", "cached", 1000, 100);
     reply["usage"]["prompt_tokens_details"]["cached_tokens"] = json!(800);
     m.gamma.push(Reply::Json(200, reply));
-    let answer: Value = m
-        .proxy
-        .chat(ask("premium", "long prompt"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = m.proxy.chat_json(ask("premium", "long prompt")).await;
     // 200 * 0.1 + 800 * 0.025 + 100 * 0.4 = 20 + 20 + 40 = 80 $/M
     assert_eq!(meta(&answer)["cost_usd"].as_f64(), Some(0.00008));
     // direct at premium, which has no cached price: 1000 * 5 + 100 * 20 = 7000 $/M
@@ -158,34 +146,22 @@ async fn quality_speed_and_capabilities_change_the_choice() {
         body["p402"] = json!({"mode": mode});
         body
     };
-    let answer: Value = m
-        .proxy
-        .chat(with("quality"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = m.proxy.chat_json(with("quality")).await;
     assert_eq!(meta(&answer)["model"], "premium");
-    let answer: Value = m
-        .proxy
-        .chat(with("speed"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = m.proxy.chat_json(with("speed")).await;
     assert_eq!(meta(&answer)["model"], "mid");
 
     let mut schema = ask("premium", "give me json");
     schema["response_format"] =
         json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}});
-    let answer: Value = m.proxy.chat(schema).await.json().await.expect("json");
+    let answer: Value = m.proxy.chat_json(schema).await;
     assert_eq!(meta(&answer)["model"], "mid", "budget has no json_schema");
 
     let mut image = ask("premium", "x");
     image["messages"] = json!([{"role": "user", "content": [
         {"type": "text", "text": "what is in this picture?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]);
-    let answer: Value = m.proxy.chat(image).await.json().await.expect("json");
+    let answer: Value = m.proxy.chat_json(image).await;
     assert_eq!(meta(&answer)["model"], "premium", "only premium has vision");
     m.proxy.stop().await;
 }
@@ -199,13 +175,7 @@ async fn failover_on_500_429_and_timeout_then_metadata_lists_the_failures() {
         Reply::Hang,
     ] {
         m.gamma.push(failure);
-        let answer: Value = m
-            .proxy
-            .chat(ask("premium", "hi"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = m.proxy.chat_json(ask("premium", "hi")).await;
         let meta = meta(&answer);
         // The next candidate is on another provider: beta's mid.
         assert_eq!(meta["provider"], "beta", "{answer}");
@@ -299,13 +269,7 @@ async fn the_circuit_breaker_opens_then_closes_after_a_good_trial() {
     .await;
     for _ in 0..2 {
         m.gamma.push(Reply::Json(500, json!({})));
-        let answer: Value = m
-            .proxy
-            .chat(ask("premium", "hi"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = m.proxy.chat_json(ask("premium", "hi")).await;
         assert_eq!(meta(&answer)["provider"], "beta");
     }
     let gamma = provider_view(&m.proxy, "gamma").await;
@@ -314,26 +278,14 @@ async fn the_circuit_breaker_opens_then_closes_after_a_good_trial() {
 
     // While open, gamma is skipped without being tried.
     let before = m.gamma.received().len();
-    let answer: Value = m
-        .proxy
-        .chat(ask("premium", "hi"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = m.proxy.chat_json(ask("premium", "hi")).await;
     assert_eq!(meta(&answer)["provider"], "beta");
     assert_eq!(meta(&answer)["failover"], json!([]));
     assert_eq!(m.gamma.received().len(), before);
 
     // After the cool-down a trial goes through, succeeds, and closes it.
     let closed = eventually(Duration::from_secs(10), || async {
-        let answer: Value = m
-            .proxy
-            .chat(ask("premium", "hi"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = m.proxy.chat_json(ask("premium", "hi")).await;
         meta(&answer)["provider"] == "gamma"
     })
     .await;
@@ -459,13 +411,7 @@ async fn metrics_count_requests_costs_errors_and_circuits() {
     )
     .await;
     m.gamma.push(Reply::Json(500, json!({})));
-    let answer: Value = m
-        .proxy
-        .chat(ask("premium", "hi"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = m.proxy.chat_json(ask("premium", "hi")).await;
     assert_eq!(meta(&answer)["provider"], "beta");
     let response = m
         .proxy

@@ -523,6 +523,11 @@ impl TestProxy {
             .expect("request to p402")
     }
 
+    /// A chat completion's JSON answer, whatever its status.
+    pub async fn chat_json(&self, body: Value) -> Value {
+        self.chat(body).await.json().await.expect("JSON answer")
+    }
+
     /// GET a p402 endpoint and return its JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         self.client
@@ -563,6 +568,20 @@ pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|event| event.strip_prefix("data: "))
         .map(str::to_string)
+        .collect()
+}
+
+/// The chunks of an SSE body before its final `[DONE]`, which must be there.
+pub fn stream_chunks(body: &str) -> Vec<Value> {
+    let events = sse_data(body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "the stream ends with [DONE]: {body}"
+    );
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("each chunk is JSON"))
         .collect()
 }
 
