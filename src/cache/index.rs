@@ -6,13 +6,22 @@
 //! another question (cosines differ by 0.3 there, rounding moves them by
 //! under 0.01). The best few by the int8 score are then re-scored exactly by
 //! the caller. 384 bytes a vector instead of 1,536.
+//!
+//! A scope past [`IVF_MIN`] entries also gets an [`Ivf`] layout, built off
+//! the request path by the cache; until it is installed, lookups scan the
+//! whole scope, slower but complete.
 
 use std::collections::HashMap;
 
+use super::ivf::{self, Centroids, Ivf};
 use super::scope::Scope;
 use crate::embed::DIMENSIONS;
 
-const SCALE: f32 = 127.0;
+pub const SCALE: f32 = 127.0;
+
+/// Entries from which a scope is worth an IVF layout: a flat scan of this
+/// many takes about a millisecond here.
+pub const IVF_MIN: usize = 16_384;
 
 pub fn quantize(vector: &[f32]) -> Vec<i8> {
     vector
@@ -54,14 +63,31 @@ struct Partition {
     /// zeros) for entries stored without a vector.
     vectors: Vec<i8>,
     question_hash: Vec<u64>,
+    ivf: Option<Ivf>,
+    /// Entries when the IVF layout was last trained.
+    trained_at: usize,
+    /// A build is running for this scope.
+    building: bool,
+}
+
+impl Partition {
+    fn row(&self, position: usize) -> &[i8] {
+        &self.vectors[position * DIMENSIONS..(position + 1) * DIMENSIONS]
+    }
 }
 
 /// All partitions; the caller holds it behind a lock.
-#[derive(Default)]
 pub struct Index {
     partitions: HashMap<Scope, Partition>,
     /// id -> (scope, position) for removal.
     positions: HashMap<u64, (Scope, usize)>,
+    ivf_min: usize,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::with_ivf_min(IVF_MIN)
+    }
 }
 
 /// A candidate match.
@@ -72,6 +98,16 @@ pub struct Found {
 }
 
 impl Index {
+    /// An index that lays out scopes of `ivf_min` entries or more as IVF
+    /// (tests and benches use small values).
+    pub fn with_ivf_min(ivf_min: usize) -> Self {
+        Index {
+            partitions: HashMap::new(),
+            positions: HashMap::new(),
+            ivf_min: ivf_min.max(1),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.positions.len()
     }
@@ -81,6 +117,18 @@ impl Index {
     }
 
     pub fn insert(&mut self, scope: Scope, question_hash: u64, vector: Option<&[f32]>, slot: Slot) {
+        let quantized = vector.filter(|v| v.len() == DIMENSIONS).map(quantize);
+        self.insert_quantized(scope, question_hash, quantized.as_deref(), slot);
+    }
+
+    /// [`Self::insert`] with the vector already quantized (from disk).
+    pub fn insert_quantized(
+        &mut self,
+        scope: Scope,
+        question_hash: u64,
+        vector: Option<&[i8]>,
+        slot: Slot,
+    ) {
         if let Some(old) = self
             .partitions
             .get(&scope)
@@ -94,10 +142,13 @@ impl Index {
         partition.slots.push(slot);
         partition.question_hash.push(question_hash);
         match vector {
-            Some(v) if v.len() == DIMENSIONS => partition.vectors.extend(quantize(v)),
+            Some(v) if v.len() == DIMENSIONS => partition.vectors.extend_from_slice(v),
             _ => partition
                 .vectors
                 .extend(std::iter::repeat_n(0i8, DIMENSIONS)),
+        }
+        if let Some(ivf) = &mut partition.ivf {
+            ivf.push(&partition.vectors[position * DIMENSIONS..]);
         }
         partition.exact.insert(question_hash, slot.id);
         self.positions.insert(slot.id, (scope, position));
@@ -112,6 +163,9 @@ impl Index {
             return false;
         };
         let last = partition.slots.len() - 1;
+        if let Some(ivf) = &mut partition.ivf {
+            ivf.swap_remove(position);
+        }
         partition.exact.remove(&partition.question_hash[position]);
         partition.slots.swap_remove(position);
         partition.question_hash.swap_remove(position);
@@ -151,10 +205,10 @@ impl Index {
         };
         let query = quantize(vector);
         let mut best: Vec<Found> = Vec::with_capacity(k + 1);
-        for (i, row) in partition.vectors.chunks_exact(DIMENSIONS).enumerate() {
+        let mut consider = |i: usize, row: &[i8]| {
             let score = approx_cosine(&query, row);
             if score < floor || partition.slots[i].expires <= now {
-                continue;
+                return;
             }
             if best.len() < k || best.last().is_some_and(|w| score > w.score) {
                 best.push(Found {
@@ -164,8 +218,119 @@ impl Index {
                 best.sort_by(|a, b| b.score.total_cmp(&a.score));
                 best.truncate(k);
             }
+        };
+        match &partition.ivf {
+            Some(ivf) => {
+                for i in ivf.candidates(&query) {
+                    consider(i, partition.row(i));
+                }
+            }
+            None => {
+                for (i, row) in partition.vectors.chunks_exact(DIMENSIONS).enumerate() {
+                    consider(i, row);
+                }
+            }
         }
         best
+    }
+
+    /// Whether `scope` should get a (new) IVF layout now: it reached the
+    /// minimum with none, or grew fourfold since the last training. Marks
+    /// the build as started; the caller must end it with [`Self::install`]
+    /// or [`Self::abandon`].
+    pub fn claim_ivf_build(&mut self, scope: &Scope) -> bool {
+        let ivf_min = self.ivf_min;
+        let Some(partition) = self.partitions.get_mut(scope) else {
+            return false;
+        };
+        let n = partition.slots.len();
+        let due = match partition.ivf {
+            None => n >= ivf_min,
+            Some(_) => n >= partition.trained_at.saturating_mul(4),
+        };
+        if due && !partition.building {
+            partition.building = true;
+            return true;
+        }
+        false
+    }
+
+    /// Scopes that are due an IVF layout (at start, after loading).
+    pub fn scopes_due_ivf(&self) -> Vec<Scope> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| p.ivf.is_none() && p.slots.len() >= self.ivf_min)
+            .map(|(scope, _)| *scope)
+            .collect()
+    }
+
+    /// Entries in `scope`.
+    pub fn scope_len(&self, scope: &Scope) -> usize {
+        self.partitions.get(scope).map_or(0, |p| p.slots.len())
+    }
+
+    /// Evenly spaced rows of `scope` to train on.
+    pub fn training_sample(&self, scope: &Scope, rows: usize) -> Option<Vec<i8>> {
+        let partition = self.partitions.get(scope)?;
+        let n = partition.slots.len();
+        let take = rows.min(n);
+        Some(
+            (0..take)
+                .flat_map(|i| partition.row(i * n / take.max(1)).iter().copied())
+                .collect(),
+        )
+    }
+
+    /// Ids and rows of positions `start..start + len` of `scope`, to file
+    /// outside the lock.
+    pub fn rows(&self, scope: &Scope, start: usize, len: usize) -> Vec<(u64, Vec<i8>)> {
+        let Some(partition) = self.partitions.get(scope) else {
+            return Vec::new();
+        };
+        let end = start.saturating_add(len).min(partition.slots.len());
+        (start.min(end)..end)
+            .map(|i| (partition.slots[i].id, partition.row(i).to_vec()))
+            .collect()
+    }
+
+    /// Installs a layout trained and filed outside the lock. Entries stored
+    /// since (not in `filed`) are filed now.
+    pub fn install(&mut self, scope: &Scope, centroids: Centroids, filed: &HashMap<u64, u32>) {
+        let Some(partition) = self.partitions.get_mut(scope) else {
+            return;
+        };
+        let assignment: Vec<u32> = (0..partition.slots.len())
+            .map(|i| match filed.get(&partition.slots[i].id) {
+                Some(&list) => list,
+                None => centroids.nearest(partition.row(i)),
+            })
+            .collect();
+        partition.ivf = Some(Ivf::new(centroids, &assignment));
+        partition.trained_at = partition.slots.len();
+        partition.building = false;
+    }
+
+    /// Ends a build that could not finish.
+    pub fn abandon(&mut self, scope: &Scope) {
+        if let Some(partition) = self.partitions.get_mut(scope) {
+            partition.building = false;
+        }
+    }
+
+    /// Builds the IVF layout of `scope` in place, under the caller's lock
+    /// (benches and tests; the cache builds outside the lock).
+    pub fn build_ivf(&mut self, scope: &Scope) {
+        let lists = ivf::lists_for(self.scope_len(scope));
+        let Some(sample) = self.training_sample(scope, ivf::sample_size(lists)) else {
+            return;
+        };
+        let centroids = ivf::train(&sample, lists);
+        self.install(scope, centroids, &HashMap::new());
+    }
+
+    /// Whether `scope` has an IVF layout.
+    pub fn has_ivf(&self, scope: &Scope) -> bool {
+        self.partitions.get(scope).is_some_and(|p| p.ivf.is_some())
     }
 
     pub fn touch(&mut self, id: u64, now: u64) {
@@ -206,9 +371,21 @@ impl Index {
         self.positions.clear();
     }
 
-    /// Bytes the index holds per entry, for the stats.
+    /// Bytes the index holds, for the stats: per entry the int8 vector, the
+    /// slot, the question hash, the exact-match map and the id map (hash map
+    /// entries counted at their payload plus a control byte and 1/8 spare);
+    /// plus the IVF layouts.
     pub fn bytes(&self) -> usize {
-        self.len() * (DIMENSIONS + std::mem::size_of::<Slot>() + 8 + 16 + 24)
+        let exact_entry = 16 + 1;
+        let position_entry = 8 + std::mem::size_of::<(Scope, usize)>() + 1;
+        let per_entry =
+            DIMENSIONS + std::mem::size_of::<Slot>() + 8 + (exact_entry + position_entry) * 9 / 8;
+        let ivf: usize = self
+            .partitions
+            .values()
+            .filter_map(|p| p.ivf.as_ref().map(Ivf::bytes))
+            .sum();
+        self.len() * per_entry + ivf
     }
 }
 

@@ -2,19 +2,25 @@
 //! in milliseconds, at no cost, and never with an answer that is wrong for
 //! the request.
 //!
-//! Entries live in sled with their vectors; an in-memory index (built from
-//! them at start) finds an exact match of the question within its scope at
+//! Entries live in sled with their vectors ([`record`]); an in-memory index
+//! (built from compact records at start) finds an exact match of the question within its scope at
 //! once, else the most similar earlier question by cosine, which must also
 //! pass the guards in [`guard`]. Without the embedding model the cache works
 //! on exact matches only.
 
 pub mod guard;
 pub mod index;
+pub mod ivf;
+pub mod record;
 pub mod scope;
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
@@ -27,6 +33,7 @@ use crate::money::Usd;
 use crate::request::ChatRequest;
 use crate::store::{Store, StoreError};
 use index::{Index, Slot};
+use record::IndexRecord;
 use scope::Scope;
 
 /// Candidates re-scored exactly after the int8 scan.
@@ -41,6 +48,9 @@ pub struct Entry {
     pub id: u64,
     pub scope: String,
     pub question: String,
+    /// Kept as raw bytes after the JSON ([`record`]); read from the JSON
+    /// only in entries written before that.
+    #[serde(default, skip_serializing)]
     pub vector: Option<Vec<f32>>,
     /// The `chat.completion` object as the provider answered (without
     /// p402's metadata).
@@ -94,6 +104,7 @@ pub struct Cache {
 
 struct Inner {
     tree: sled::Tree,
+    index_tree: sled::Tree,
     /// A std lock: lookups scan under the read lock without awaiting.
     index: RwLock<Index>,
     embedder: ArcSwapOption<Embedder>,
@@ -106,34 +117,52 @@ struct Inner {
 }
 
 impl Cache {
-    /// Opens the cache tree and builds the index from it.
+    /// Opens the cache trees and builds the index from the compact
+    /// records; scopes large enough get their IVF layout built in the
+    /// background (until then their lookups scan the whole scope).
     pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Self::open_with(store, Index::default())
+    }
+
+    /// [`Self::open`] with a given (empty) index, for tests that want small
+    /// scopes laid out as IVF.
+    pub fn open_with(store: &Store, mut index: Index) -> Result<Self, StoreError> {
         let tree = store.tree("cache")?;
-        let mut index = Index::default();
+        let index_tree = store.tree("cache_index")?;
+        if index_tree.get(MIGRATED)?.is_none() {
+            migrate(&tree, &index_tree)?;
+        }
         let mut next_id = 1;
-        for item in tree.iter() {
-            let (_, value) = item?;
-            let Ok(entry) = serde_json::from_slice::<Entry>(&value) else {
+        let mut unreadable = 0usize;
+        for item in index_tree.iter() {
+            let (key, value) = item?;
+            let Ok(id) = <[u8; 8]>::try_from(key.as_ref()).map(u64::from_be_bytes) else {
                 continue;
             };
-            let Some(scope) = Scope::from_hex(&entry.scope) else {
+            let Ok(record) = IndexRecord::decode(&value) else {
+                unreadable += 1;
                 continue;
             };
-            next_id = next_id.max(entry.id + 1);
-            index.insert(
-                scope,
-                question_hash(&entry.question),
-                entry.vector.as_deref(),
+            next_id = next_id.max(id + 1);
+            index.insert_quantized(
+                record.scope,
+                record.question_hash,
+                (!record.vector.is_empty()).then_some(record.vector.as_slice()),
                 Slot {
-                    id: entry.id,
-                    expires: entry.expires,
-                    last_used: entry.last_hit.max(entry.created),
+                    id,
+                    expires: record.expires,
+                    last_used: record.last_used,
                 },
             );
         }
-        Ok(Cache {
+        if unreadable > 0 {
+            tracing::warn!(unreadable, "cache index records skipped as unreadable");
+        }
+        let due = index.scopes_due_ivf();
+        let cache = Cache {
             inner: Arc::new(Inner {
                 tree,
+                index_tree,
                 index: RwLock::new(index),
                 embedder: ArcSwapOption::empty(),
                 next_id: AtomicU64::new(next_id),
@@ -143,7 +172,39 @@ impl Cache {
                 refused_by_guard: AtomicU64::new(0),
                 saved_nanos: AtomicI64::new(0),
             }),
-        })
+        };
+        for scope in due {
+            if cache.write().claim_ivf_build(&scope) {
+                cache.spawn_ivf_build(scope);
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Lays out `scope` as IVF on a thread of its own, holding the index
+    /// lock only to copy rows and to install the result, and only a weak
+    /// reference in between so a shut-down cache is not kept open.
+    fn spawn_ivf_build(&self, scope: Scope) {
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("p402-cache-ivf".into())
+            .spawn(move || {
+                if build_ivf(&weak, scope).is_none() {
+                    if let Some(inner) = weak.upgrade() {
+                        Cache { inner }.write().abandon(&scope);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the cache index builder: {e}");
+            self.write().abandon(&scope);
+        }
+    }
+
+    /// Whether `scope` has its IVF layout (for tests and benches that wait
+    /// for the background build).
+    pub fn ivf_ready(&self, scope: &Scope) -> bool {
+        self.read().has_ivf(scope)
     }
 
     pub fn set_embedder(&self, embedder: Embedder) {
@@ -270,9 +331,25 @@ impl Cache {
 
     fn entry(&self, id: u64) -> Result<Option<Entry>, StoreError> {
         match self.inner.tree.get(id.to_be_bytes())? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Some(bytes) => Ok(Some(record::decode_entry(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Writes an entry and its index record together.
+    fn put(&self, entry: &Entry, scope: Scope, question_hash: u64) -> Result<(), StoreError> {
+        let key = entry.id.to_be_bytes();
+        let bytes = record::encode_entry(entry)?;
+        let index = IndexRecord::of(entry, scope, question_hash).encode();
+        transact(
+            &self.inner.tree,
+            &self.inner.index_tree,
+            |entries, records| {
+                entries.insert(&key, bytes.as_slice())?;
+                records.insert(&key, index.as_slice())?;
+                Ok(())
+            },
+        )
     }
 
     fn hit(&self, mut entry: Entry, similarity: f32, now: u64) -> Result<Hit, StoreError> {
@@ -285,9 +362,9 @@ impl Cache {
         entry.last_hit = now;
         self.write().touch(entry.id, now);
         // Hit counts are bookkeeping: written, not flushed.
-        self.inner
-            .tree
-            .insert(entry.id.to_be_bytes(), serde_json::to_vec(&entry)?)?;
+        if let Some(scope) = Scope::from_hex(&entry.scope) {
+            self.put(&entry, scope, question_hash(&entry.question))?;
+        }
         Ok(Hit { entry, similarity })
     }
 
@@ -329,10 +406,8 @@ impl Cache {
             hits: 0,
             last_hit: now,
         };
-        self.inner
-            .tree
-            .insert(id.to_be_bytes(), serde_json::to_vec(&entry)?)?;
-        let victims = {
+        self.put(&entry, probe.scope, probe.question_hash)?;
+        let (victims, build) = {
             let mut index = self.write();
             index.insert(
                 probe.scope,
@@ -345,7 +420,7 @@ impl Cache {
                 },
             );
             let max = usize::try_from(config.max_entries).unwrap_or(usize::MAX);
-            if index.len() > max {
+            let victims = if index.len() > max {
                 // Evict a little below the limit, so that eviction (a scan)
                 // does not run on every store once the cache is full.
                 let victims = index.victims(max - max / 100, now);
@@ -355,10 +430,24 @@ impl Cache {
                 victims
             } else {
                 Vec::new()
-            }
+            };
+            (victims, index.claim_ivf_build(&probe.scope))
         };
-        for id in victims {
-            self.inner.tree.remove(id.to_be_bytes())?;
+        if build {
+            self.spawn_ivf_build(probe.scope);
+        }
+        if !victims.is_empty() {
+            transact(
+                &self.inner.tree,
+                &self.inner.index_tree,
+                |entries, records| {
+                    for id in &victims {
+                        records.remove(&id.to_be_bytes())?;
+                        entries.remove(&id.to_be_bytes())?;
+                    }
+                    Ok(())
+                },
+            )?;
         }
         Ok(())
     }
@@ -370,7 +459,9 @@ impl Cache {
             index.clear();
             n
         };
+        self.inner.index_tree.clear()?;
         self.inner.tree.clear()?;
+        self.inner.index_tree.insert(MIGRATED, &[])?;
         Ok(removed)
     }
 
@@ -397,4 +488,94 @@ impl Cache {
             "max_entries": config.max_entries,
         })
     }
+}
+
+/// Marks the `cache_index` tree as complete: every entry has its record.
+const MIGRATED: &[u8] = b"records-v1";
+
+/// Rows copied per read-lock while filing a scope into its IVF lists.
+const FILE_CHUNK: usize = 4096;
+
+type Tx = sled::transaction::TransactionalTree;
+
+/// Runs `f` over the entry and index trees as one transaction.
+fn transact(
+    entries: &sled::Tree,
+    records: &sled::Tree,
+    f: impl Fn(&Tx, &Tx) -> Result<(), sled::transaction::UnabortableTransactionError>,
+) -> Result<(), StoreError> {
+    let result: Result<(), TransactionError<StoreError>> =
+        (entries, records).transaction(|(entries, records)| {
+            f(entries, records)?;
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        });
+    match result {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+    }
+}
+
+/// Gives every entry written before the index records existed its record
+/// (and the binary vector layout). Idempotent: a crash half-way repeats it.
+fn migrate(tree: &sled::Tree, index_tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut migrated = 0usize;
+    for item in tree.iter() {
+        let (key, value) = item?;
+        if value.first() != Some(&b'{') && index_tree.get(&key)?.is_some() {
+            continue;
+        }
+        let Ok(entry) = record::decode_entry(&value) else {
+            continue;
+        };
+        let Some(scope) = Scope::from_hex(&entry.scope) else {
+            continue;
+        };
+        let bytes = record::encode_entry(&entry)?;
+        let index = IndexRecord::of(&entry, scope, question_hash(&entry.question)).encode();
+        transact(tree, index_tree, |entries, records| {
+            entries.insert(&key, bytes.as_slice())?;
+            records.insert(&key, index.as_slice())?;
+            Ok(())
+        })?;
+        migrated += 1;
+    }
+    if migrated > 0 {
+        tracing::info!(migrated, "cache entries moved to the indexed layout");
+    }
+    index_tree.insert(MIGRATED, &[])?;
+    Ok(())
+}
+
+/// Trains and files the IVF layout of `scope`; `None` if the cache went
+/// away or the scope emptied meanwhile.
+fn build_ivf(weak: &Weak<Inner>, scope: Scope) -> Option<()> {
+    let cache = || weak.upgrade().map(|inner| Cache { inner });
+    let started = std::time::Instant::now();
+    let n = cache()?.read().scope_len(&scope);
+    let lists = ivf::lists_for(n);
+    let sample = cache()?
+        .read()
+        .training_sample(&scope, ivf::sample_size(lists))?;
+    let centroids = ivf::train(&sample, lists);
+    let mut filed = HashMap::with_capacity(n);
+    let mut start = 0;
+    loop {
+        let rows = cache()?.read().rows(&scope, start, FILE_CHUNK);
+        if rows.is_empty() {
+            break;
+        }
+        for (id, row) in &rows {
+            filed.insert(*id, centroids.nearest(row));
+        }
+        start += rows.len();
+    }
+    cache()?.write().install(&scope, centroids, &filed);
+    tracing::info!(
+        entries = n,
+        lists,
+        ms = started.elapsed().as_millis() as u64,
+        "cache scope indexed for fast lookup"
+    );
+    Some(())
 }
