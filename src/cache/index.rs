@@ -444,4 +444,50 @@ mod tests {
         assert_eq!(victims, vec![3, 4]);
         assert_eq!(index.victims(10, 5000).len(), 5, "all expired");
     }
+
+    /// Independent pseudo-random directions (`unit` repeats itself).
+    fn random(seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let v: Vec<f32> = (0..DIMENSIONS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.into_iter().map(|a| a / n).collect()
+    }
+
+    #[test]
+    fn an_ivf_scope_stays_consistent_through_inserts_and_removals() {
+        let mut index = Index::with_ivf_min(100);
+        let scope = Scope([1; 32]);
+        for id in 0..600u64 {
+            index.insert(scope, id, Some(&random(id)), slot(id));
+        }
+        assert!(index.claim_ivf_build(&scope));
+        assert!(!index.claim_ivf_build(&scope), "one build at a time");
+        index.build_ivf(&scope);
+        assert!(index.has_ivf(&scope));
+        for id in 600..700u64 {
+            index.insert(scope, id, Some(&random(id)), slot(id));
+        }
+        for id in (0..700u64).step_by(3) {
+            assert!(index.remove(id));
+        }
+        // Re-storing a question replaces its entry, in the lists too.
+        index.insert(scope, 1, Some(&random(1)), slot(1000));
+        for id in (0..700u64).filter(|id| id % 3 != 0) {
+            let found = index.nearest(&scope, &random(id), 1, 0.9, 10);
+            let want = if id == 1 { 1000 } else { id };
+            assert_eq!(found.first().map(|f| f.id), Some(want), "entry {id}");
+        }
+        assert!(
+            index.nearest(&scope, &random(3), 1, 0.9, 10).is_empty(),
+            "removed"
+        );
+        assert!(!index.claim_ivf_build(&scope), "not grown fourfold");
+    }
 }

@@ -579,3 +579,110 @@ fn build_ivf(weak: &Weak<Inner>, scope: Scope) -> Option<()> {
     );
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let v: Vec<f32> = (0..crate::embed::DIMENSIONS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.into_iter().map(|a| a / n).collect()
+    }
+
+    fn probe(scope: Scope, question: &str, vector: Option<Vec<f32>>) -> Probe {
+        Probe {
+            scope,
+            question: question.to_string(),
+            question_hash: question_hash(question),
+            vector,
+            ttl: 3600,
+        }
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn entries_from_before_the_index_records_are_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope([5; 32]);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let tree = store.tree("cache").unwrap();
+            for id in 1..=3u64 {
+                let old = json!({
+                    "id": id, "scope": scope.hex(), "question": format!("question {id}"),
+                    "vector": random(id), "response": {"object": "chat.completion"},
+                    "input_tokens": 1, "output_tokens": 1, "provider": "openai",
+                    "model": "gpt-4o-mini", "created": now(), "expires": now() + 3600,
+                    "hits": 0, "last_hit": now(),
+                });
+                tree.insert(id.to_be_bytes(), serde_json::to_vec(&old).unwrap())
+                    .unwrap();
+            }
+        }
+        for _ in 0..2 {
+            let store = Store::open(dir.path()).unwrap();
+            let cache = Cache::open(&store).unwrap();
+            let index = cache.read();
+            assert_eq!(index.len(), 3);
+            assert_eq!(
+                index.exact(&scope, question_hash("question 2"), now()),
+                Some(2)
+            );
+            let found = index.nearest(&scope, &random(3), 1, 0.9, now());
+            assert_eq!(found.first().map(|f| f.id), Some(3));
+            drop(index);
+            let entry = cache.entry(3).unwrap().unwrap();
+            assert_eq!(entry.vector, Some(random(3)), "the f32 vector survives");
+            let raw = cache.inner.tree.get(3u64.to_be_bytes()).unwrap().unwrap();
+            assert_eq!(raw[0], 1, "rewritten in the binary layout");
+        }
+    }
+
+    #[test]
+    fn a_growing_scope_gets_its_ivf_layout_in_the_background_and_again_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope([6; 32]);
+        let config = CacheConfig::default();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let cache = Cache::open_with(&store, Index::with_ivf_min(64)).unwrap();
+            for i in 0..100u64 {
+                cache
+                    .store(
+                        probe(scope, &format!("q{i}"), Some(random(i))),
+                        &json!({"object": "chat.completion"}),
+                        &Usage::default(),
+                        "openai",
+                        "gpt-4o-mini",
+                        &config,
+                    )
+                    .unwrap();
+            }
+            wait_for("the IVF build", || cache.ivf_ready(&scope));
+            let found = cache.read().nearest(&scope, &random(42), 1, 0.9, now());
+            assert_eq!(found.first().map(|f| f.id), Some(43), "ids start at 1");
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let cache = Cache::open_with(&store, Index::with_ivf_min(64)).unwrap();
+        assert_eq!(cache.read().len(), 100);
+        wait_for("the IVF build at start", || cache.ivf_ready(&scope));
+        let found = cache.read().nearest(&scope, &random(7), 1, 0.9, now());
+        assert_eq!(found.first().map(|f| f.id), Some(8));
+    }
+}
