@@ -40,5 +40,6 @@ pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod systemd;
 pub mod tokens;
 pub mod upstream;

@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// JSON under journald (`$JOURNAL_STREAM`), text otherwise.
+    /// JSON when stderr goes to journald (`$JOURNAL_STREAM`), text otherwise.
     Auto,
     Text,
     Json,
@@ -18,7 +18,7 @@ pub fn init(format: LogFormat) {
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
-        LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+        LogFormat::Auto => stderr_is_journal(),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -31,4 +31,54 @@ pub fn init(format: LogFormat) {
     };
     // Already initialised (tests start several servers in one process).
     drop(result);
+}
+
+/// systemd sets `$JOURNAL_STREAM` to the `device:inode` of the stream it
+/// connects to journald. The variable is inherited by children whose stderr
+/// may go elsewhere (a shell started from a service, `p402 ... 2>file`), so,
+/// as systemd.exec(5) advises, it counts only when it names stderr itself.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some(stream) = value.to_str().and_then(parse_journal_stream) else {
+        return false;
+    };
+    stderr_identity() == Some(stream)
+}
+
+/// `"8:1234"` -> `(8, 1234)`: device and inode, in decimal.
+fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
+    let (device, inode) = value.split_once(':')?;
+    Some((device.parse().ok()?, inode.parse().ok()?))
+}
+
+#[cfg(unix)]
+fn stderr_identity() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let metadata = std::fs::File::from(fd).metadata().ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn stderr_identity() -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_is_device_colon_inode() {
+        assert_eq!(parse_journal_stream("8:1234"), Some((8, 1234)));
+        assert_eq!(parse_journal_stream("0:99"), Some((0, 99)));
+        assert_eq!(parse_journal_stream(""), None);
+        assert_eq!(parse_journal_stream("8"), None);
+        assert_eq!(parse_journal_stream("8:x"), None);
+        assert_eq!(parse_journal_stream("-1:5"), None);
+    }
 }

@@ -16,7 +16,7 @@ struct Cli {
     /// The config file (else $P402_CONFIG, ./p402.toml, ~/.config/p402/p402.toml, /etc/p402/p402.toml).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log output format.
+    /// Log output format: auto is JSON when stderr goes to journald, text otherwise.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -107,8 +107,9 @@ fn main() -> ExitCode {
                 }
             };
             let result = runtime.block_on(async {
+                let signals = serve::Signals::install()?;
                 let running = serve::start(cli.config.as_deref()).await?;
-                serve::run_until_signal(running).await
+                serve::run_until_signal(running, signals).await
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,

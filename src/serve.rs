@@ -14,6 +14,7 @@ use crate::probe;
 use crate::server::Server;
 use crate::state::{AppState, Runtime};
 use crate::store::Store;
+use crate::systemd;
 use crate::tokens;
 
 /// A running proxy. Dropping it does not stop the server; call
@@ -24,6 +25,9 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     watch: Option<watch::ConfigWatch>,
+    /// Counts the times the config file was read again, applied or refused,
+    /// so that a SIGHUP can tell systemd when its re-read is done.
+    rereads: tokio::sync::watch::Receiver<u64>,
     /// Background work holding the state (probes, the model loader): ended
     /// on shutdown so that everything the state owns, the database lock
     /// included, is released.
@@ -81,6 +85,7 @@ pub async fn start(explicit: Option<&Path>) -> anyhow::Result<Running> {
 
 pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let data_dir = data_dir(&loaded.config);
+    note_state_directory(&loaded.config, &data_dir);
     create_private_dir(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let listen = loaded.config.server.listen;
@@ -107,11 +112,15 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr().context("the listener has no address")?;
 
+    let (reread, rereads) = tokio::sync::watch::channel(0u64);
     let watch = match path {
         Some(path) => {
             let reload_state = state.clone();
-            let watch = watch::spawn(&path, move |result| reload_state.apply_reload(result))
-                .with_context(|| format!("cannot watch {} for changes", path.display()))?;
+            let watch = watch::spawn(&path, move |result| {
+                reload_state.apply_reload(result);
+                reread.send_modify(|n| *n += 1);
+            })
+            .with_context(|| format!("cannot watch {} for changes", path.display()))?;
             Some(watch)
         }
         None => None,
@@ -136,6 +145,7 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         stop,
         task,
         watch,
+        rereads,
         background,
     })
 }
@@ -167,14 +177,30 @@ async fn load_embedder(state: AppState, dir: PathBuf) {
     }
 }
 
-/// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) wins, because a
-/// hardened unit can write nowhere else; then `[server] data_dir`; then the
-/// XDG default.
+/// `[server] data_dir` when the file sets it, because what a user wrote
+/// wins; else `$STATE_DIRECTORY` (systemd's `StateDirectory=`, the one place
+/// a hardened unit may write); else `$XDG_DATA_HOME/p402`.
 pub fn data_dir(config: &config::Config) -> PathBuf {
-    let from_systemd = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty());
-    match (from_systemd, &config.server.data_dir) {
-        (Some(_), _) | (None, None) => config::default_data_dir(),
-        (None, Some(dir)) => dir.clone(),
+    config
+        .server
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir)
+}
+
+/// Says so when the config's `data_dir` overrides systemd's state directory:
+/// under `ProtectSystem=strict` it must then be made writable with
+/// `ReadWritePaths=`.
+fn note_state_directory(config: &config::Config, data_dir: &Path) {
+    let Some(state) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty()) else {
+        return;
+    };
+    if config.server.data_dir.is_some() && config::default_data_dir() != data_dir {
+        tracing::warn!(
+            "[server] data_dir = {} wins over systemd's $STATE_DIRECTORY ({}); a unit with ProtectSystem=strict needs ReadWritePaths= for it",
+            data_dir.display(),
+            state.to_string_lossy()
+        );
     }
 }
 
@@ -190,29 +216,112 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config.
-pub async fn run_until_signal(running: Running) -> anyhow::Result<()> {
+/// What an operator asks of a running p402 by signal.
+enum Asked {
+    Stop,
+    Reload,
+}
+
+/// The signals p402 serves by: SIGTERM and SIGINT stop it, SIGHUP re-reads
+/// the config. Installed before the listener is announced, because a
+/// signal's default action ends the process: a SIGHUP or SIGTERM sent the
+/// moment p402 says it listens (or systemd has its READY=1) must already
+/// find p402's handlers.
+pub struct Signals {
     #[cfg(unix)]
-    {
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called within the tokio runtime.
+    #[cfg(unix)]
+    pub fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = hup.recv() => {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    pub fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) -> Asked {
+        tokio::select! {
+            _ = self.term.recv() => Asked::Stop,
+            _ = self.int.recv() => Asked::Stop,
+            _ = self.hup.recv() => Asked::Reload,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> Asked {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot handle Ctrl-C: {e}");
+        }
+        Asked::Stop
+    }
+}
+
+/// Serves until SIGTERM or SIGINT; SIGHUP re-reads the config. Under
+/// systemd (`Type=notify`) it reports readiness, reloads and stopping, and
+/// pings the watchdog while the server answers.
+pub async fn run_until_signal(running: Running, mut signals: Signals) -> anyhow::Result<()> {
+    let addr = running.local_addr();
+    systemd::ready(&format!(
+        "listening on http://{addr} ({} providers usable)",
+        running.state.routable_providers(&running.state.runtime())
+    ));
+    let watchdog = systemd::Watchdog::start(addr);
+    let mut rereads = running.rereads.clone();
+    let mut reloading = false;
+    loop {
+        tokio::select! {
+            asked = signals.next() => match asked {
+                Asked::Stop => break,
+                Asked::Reload if running.watch.is_none() => {
+                    tracing::info!("SIGHUP: no config file to re-read (running on built-in defaults)");
+                }
+                Asked::Reload => {
                     tracing::info!("SIGHUP: reloading the config");
+                    systemd::reloading();
+                    rereads.mark_unchanged();
+                    reloading = true;
                     running.reload();
+                }
+            },
+            reread = rereads.changed(), if reloading => {
+                reloading = false;
+                if reread.is_ok() {
+                    systemd::ready(&reload_status(&running.state));
                 }
             }
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot handle Ctrl-C")?;
+    if let Some(watchdog) = watchdog {
+        watchdog.stop().await;
+    }
+    systemd::stopping();
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `systemctl status` shows after a re-read.
+fn reload_status(state: &AppState) -> String {
+    match state.config_status().error {
+        None => format!(
+            "config reloaded; {} providers usable",
+            state.routable_providers(&state.runtime())
+        ),
+        Some(error) => format!("config reload refused, the previous config stays: {error}"),
+    }
 }
