@@ -30,18 +30,43 @@ pub fn quantize(vector: &[f32]) -> Vec<i8> {
         .collect()
 }
 
-/// The int8 dot product as an approximate cosine. Written as a plain loop
-/// over fixed-size chunks so the compiler vectorizes it.
+/// The int8 dot product as an approximate cosine.
+#[inline]
 pub fn approx_cosine(a: &[i8], b: &[i8]) -> f32 {
+    dot(a, b) as f32 / (SCALE * SCALE)
+}
+
+/// Uses AVX2 where the CPU has it: the same loop, compiled for 256-bit
+/// registers, runs about twice as fast as the x86-64 baseline (SSE2) build.
+#[inline]
+fn dot(a: &[i8], b: &[i8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked to support AVX2.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
+    dot_portable(a, b)
+}
+
+/// Written as fixed-size chunks of i16 products so the compiler turns it
+/// into multiply-add instructions.
+#[inline(always)]
+fn dot_portable(a: &[i8], b: &[i8]) -> i32 {
     let mut sum = 0i32;
-    for (x, y) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+    for (x, y) in a.chunks_exact(32).zip(b.chunks_exact(32)) {
         let mut part = 0i32;
-        for i in 0..16 {
-            part += i32::from(x[i]) * i32::from(y[i]);
+        for i in 0..32 {
+            part += i32::from(i16::from(x[i]) * i16::from(y[i]));
         }
         sum += part;
     }
-    sum as f32 / (SCALE * SCALE)
+    sum
 }
 
 /// One entry as the index keeps it.
@@ -59,8 +84,8 @@ struct Partition {
     /// Normalized question text hash -> id.
     exact: HashMap<u64, u64>,
     slots: Vec<Slot>,
-    /// `slots.len() * DIMENSIONS` quantized components; empty rows (all
-    /// zeros) for entries stored without a vector.
+    /// `slots.len() * DIMENSIONS` quantized components, zeros for entries
+    /// stored without a vector; empty once `ivf` holds them in its lists.
     vectors: Vec<i8>,
     question_hash: Vec<u64>,
     ivf: Option<Ivf>,
@@ -72,7 +97,10 @@ struct Partition {
 
 impl Partition {
     fn row(&self, position: usize) -> &[i8] {
-        &self.vectors[position * DIMENSIONS..(position + 1) * DIMENSIONS]
+        match &self.ivf {
+            Some(ivf) => ivf.row(position),
+            None => &self.vectors[position * DIMENSIONS..(position + 1) * DIMENSIONS],
+        }
     }
 }
 
@@ -141,14 +169,11 @@ impl Index {
         let position = partition.slots.len();
         partition.slots.push(slot);
         partition.question_hash.push(question_hash);
-        match vector {
-            Some(v) if v.len() == DIMENSIONS => partition.vectors.extend_from_slice(v),
-            _ => partition
-                .vectors
-                .extend(std::iter::repeat_n(0i8, DIMENSIONS)),
-        }
-        if let Some(ivf) = &mut partition.ivf {
-            ivf.push(&partition.vectors[position * DIMENSIONS..]);
+        let zeros = [0i8; DIMENSIONS];
+        let row = vector.filter(|v| v.len() == DIMENSIONS).unwrap_or(&zeros);
+        match &mut partition.ivf {
+            Some(ivf) => ivf.push(row),
+            None => partition.vectors.extend_from_slice(row),
         }
         partition.exact.insert(question_hash, slot.id);
         self.positions.insert(slot.id, (scope, position));
@@ -163,20 +188,23 @@ impl Index {
             return false;
         };
         let last = partition.slots.len() - 1;
-        if let Some(ivf) = &mut partition.ivf {
-            ivf.swap_remove(position);
+        match &mut partition.ivf {
+            Some(ivf) => ivf.swap_remove(position),
+            None => {
+                partition.vectors.copy_within(
+                    last * DIMENSIONS..(last + 1) * DIMENSIONS,
+                    position * DIMENSIONS,
+                );
+                partition.vectors.truncate(last * DIMENSIONS);
+            }
         }
         partition.exact.remove(&partition.question_hash[position]);
         partition.slots.swap_remove(position);
         partition.question_hash.swap_remove(position);
         if position != last {
-            let (head, tail) = partition.vectors.split_at_mut(last * DIMENSIONS);
-            head[position * DIMENSIONS..(position + 1) * DIMENSIONS]
-                .copy_from_slice(&tail[..DIMENSIONS]);
             let moved = partition.slots[position].id;
             self.positions.insert(moved, (scope, position));
         }
-        partition.vectors.truncate(last * DIMENSIONS);
         if partition.slots.is_empty() {
             self.partitions.remove(&scope);
         }
@@ -220,11 +248,7 @@ impl Index {
             }
         };
         match &partition.ivf {
-            Some(ivf) => {
-                for i in ivf.candidates(&query) {
-                    consider(i, partition.row(i));
-                }
-            }
+            Some(ivf) => ivf.scan(&query, consider),
             None => {
                 for (i, row) in partition.vectors.chunks_exact(DIMENSIONS).enumerate() {
                     consider(i, row);
@@ -305,7 +329,14 @@ impl Index {
                 None => centroids.nearest(partition.row(i)),
             })
             .collect();
-        partition.ivf = Some(Ivf::new(centroids, &assignment));
+        // A retraining files the rows out of the current lists.
+        let rows: Vec<i8> = match partition.ivf.take() {
+            Some(ivf) => (0..partition.slots.len())
+                .flat_map(|i| ivf.row(i).iter().copied())
+                .collect(),
+            None => std::mem::take(&mut partition.vectors),
+        };
+        partition.ivf = Some(Ivf::new(centroids, &assignment, &rows));
         partition.trained_at = partition.slots.len();
         partition.building = false;
     }
@@ -383,7 +414,7 @@ impl Index {
         let ivf: usize = self
             .partitions
             .values()
-            .filter_map(|p| p.ivf.as_ref().map(Ivf::bytes))
+            .filter_map(|p| p.ivf.as_ref().map(Ivf::overhead_bytes))
             .sum();
         self.len() * per_entry + ivf
     }

@@ -130,26 +130,58 @@ pub fn train(sample: &[i8], lists: usize) -> Centroids {
     Centroids { rows }
 }
 
-/// Which list each position of a partition is filed in, kept in step with
-/// the partition's `swap_remove`.
+/// One list: its entries' positions in the partition and their vectors,
+/// stored together so a probe reads memory front to back.
+#[derive(Debug, Clone, Default)]
+struct List {
+    positions: Vec<u32>,
+    vectors: Vec<i8>,
+}
+
+impl List {
+    fn push(&mut self, position: u32, vector: &[i8]) -> u32 {
+        self.positions.push(position);
+        self.vectors.extend_from_slice(vector);
+        self.positions.len() as u32 - 1
+    }
+
+    /// Removes member `index`; the last member takes its place.
+    fn swap_remove(&mut self, index: usize) -> Option<u32> {
+        let last = self.positions.len() - 1;
+        self.positions.swap_remove(index);
+        if index != last {
+            self.vectors.copy_within(
+                last * DIMENSIONS..(last + 1) * DIMENSIONS,
+                index * DIMENSIONS,
+            );
+        }
+        self.vectors.truncate(last * DIMENSIONS);
+        self.positions.get(index).copied()
+    }
+}
+
+/// The vectors of a partition filed in lists, with where each position
+/// is, kept in step with the partition's `swap_remove`.
 #[derive(Debug, Clone)]
 pub struct Ivf {
     centroids: Centroids,
-    /// Positions in the partition, per list.
-    lists: Vec<Vec<u32>>,
+    lists: Vec<List>,
     /// Per position: (list, index within the list).
     place: Vec<(u32, u32)>,
 }
 
 impl Ivf {
-    /// Files positions `0..assignment.len()` in the given lists.
-    pub fn new(centroids: Centroids, assignment: &[u32]) -> Self {
-        let mut lists = vec![Vec::new(); centroids.len()];
+    /// Files `rows` (position `i` is row `i`) in the lists of `assignment`.
+    pub fn new(centroids: Centroids, assignment: &[u32], rows: &[i8]) -> Self {
+        let mut lists = vec![List::default(); centroids.len()];
         let mut place = Vec::with_capacity(assignment.len());
-        for (position, &list) in assignment.iter().enumerate() {
-            let members = &mut lists[list as usize];
-            place.push((list, members.len() as u32));
-            members.push(position as u32);
+        for (position, (&list, row)) in assignment
+            .iter()
+            .zip(rows.chunks_exact(DIMENSIONS))
+            .enumerate()
+        {
+            let index = lists[list as usize].push(position as u32, row);
+            place.push((list, index));
         }
         Ivf {
             centroids,
@@ -162,37 +194,49 @@ impl Ivf {
         &self.centroids
     }
 
+    /// The vector at `position`.
+    pub fn row(&self, position: usize) -> &[i8] {
+        let (list, index) = self.place[position];
+        let index = index as usize;
+        &self.lists[list as usize].vectors[index * DIMENSIONS..(index + 1) * DIMENSIONS]
+    }
+
     /// Files a new last position.
     pub fn push(&mut self, vector: &[i8]) {
         let list = self.centroids.nearest(vector);
-        let members = &mut self.lists[list as usize];
-        self.place.push((list, members.len() as u32));
-        members.push(self.place.len() as u32 - 1);
+        let position = self.place.len() as u32;
+        let index = self.lists[list as usize].push(position, vector);
+        self.place.push((list, index));
     }
 
     /// Mirrors the partition's `swap_remove(position)`: the position leaves
     /// its list and the last position takes its number.
     pub fn swap_remove(&mut self, position: usize) {
         let (list, index) = self.place[position];
-        let members = &mut self.lists[list as usize];
-        members.swap_remove(index as usize);
-        if let Some(&moved) = members.get(index as usize) {
+        if let Some(moved) = self.lists[list as usize].swap_remove(index as usize) {
             self.place[moved as usize].1 = index;
         }
         let last = self.place.len() - 1;
         if position != last {
             let (list, index) = self.place[last];
-            self.lists[list as usize][index as usize] = position as u32;
+            self.lists[list as usize].positions[index as usize] = position as u32;
         }
         self.place.swap_remove(position);
     }
 
-    /// The positions in the lists nearest `query`.
-    pub fn candidates<'a>(&'a self, query: &[i8]) -> impl Iterator<Item = usize> + 'a {
-        self.centroids
-            .closest(query, PROBES)
-            .into_iter()
-            .flat_map(move |list| self.lists[list as usize].iter().map(|&p| p as usize))
+    /// Calls `f(position, vector)` for every entry in the lists nearest
+    /// `query`.
+    pub fn scan(&self, query: &[i8], mut f: impl FnMut(usize, &[i8])) {
+        for list in self.centroids.closest(query, PROBES) {
+            let list = &self.lists[list as usize];
+            for (&position, row) in list
+                .positions
+                .iter()
+                .zip(list.vectors.chunks_exact(DIMENSIONS))
+            {
+                f(position as usize, row);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -204,18 +248,20 @@ impl Ivf {
     }
 
     /// Bytes beyond the vectors themselves.
-    pub fn bytes(&self) -> usize {
+    pub fn overhead_bytes(&self) -> usize {
         self.centroids.rows.len()
             + self.place.len() * (std::mem::size_of::<(u32, u32)>() + 4)
-            + self.lists.len() * std::mem::size_of::<Vec<u32>>()
+            + self.lists.len() * std::mem::size_of::<List>()
     }
 
     #[cfg(test)]
     fn check(&self) {
         for (position, &(list, index)) in self.place.iter().enumerate() {
-            assert_eq!(self.lists[list as usize][index as usize] as usize, position);
+            let list = &self.lists[list as usize];
+            assert_eq!(list.positions[index as usize] as usize, position);
+            assert_eq!(list.vectors.len(), list.positions.len() * DIMENSIONS);
         }
-        let filed: usize = self.lists.iter().map(Vec::len).sum();
+        let filed: usize = self.lists.iter().map(|l| l.positions.len()).sum();
         assert_eq!(filed, self.place.len());
     }
 }
@@ -248,15 +294,22 @@ mod tests {
             .chunks_exact(DIMENSIONS)
             .map(|r| centroids.nearest(r))
             .collect();
-        let mut ivf = Ivf::new(centroids, &assignment);
+        let mut ivf = Ivf::new(centroids, &assignment, &rows);
+        let mut expected: Vec<Vec<i8>> =
+            rows.chunks_exact(DIMENSIONS).map(<[i8]>::to_vec).collect();
         ivf.check();
         for position in [0usize, 398, 17, 17, 200, 5] {
             ivf.swap_remove(position);
+            expected.swap_remove(position);
             ivf.check();
         }
         ivf.push(&quantize(&unit(1000)));
+        expected.push(quantize(&unit(1000)));
         ivf.check();
         assert_eq!(ivf.len(), 395);
+        for (position, row) in expected.iter().enumerate() {
+            assert_eq!(ivf.row(position), row.as_slice(), "position {position}");
+        }
     }
 
     #[test]
@@ -268,7 +321,7 @@ mod tests {
             .chunks_exact(DIMENSIONS)
             .map(|r| centroids.nearest(r))
             .collect();
-        let ivf = Ivf::new(centroids, &assignment);
+        let ivf = Ivf::new(centroids, &assignment, &rows);
         let mut found = 0;
         for target in (0..4000).step_by(40) {
             let noise = unit(1_000_000 + target as u64);
@@ -277,7 +330,9 @@ mod tests {
                 .zip(&noise)
                 .map(|(a, b)| a * 0.95 + b * 0.31)
                 .collect();
-            if ivf.candidates(&quantize(&query)).any(|p| p == target) {
+            let mut reached = false;
+            ivf.scan(&quantize(&query), |p, _| reached |= p == target);
+            if reached {
                 found += 1;
             }
         }

@@ -76,6 +76,20 @@ pub struct Probe {
     pub ttl: u64,
 }
 
+impl Probe {
+    /// A probe for `question` in `scope`. Requests get theirs from
+    /// [`Cache::probe`]; benches and tools build them directly.
+    pub fn new(scope: Scope, question: String, vector: Option<Vec<f32>>, ttl: u64) -> Self {
+        Probe {
+            scope,
+            question_hash: question_hash(&question),
+            question,
+            vector,
+            ttl,
+        }
+    }
+}
+
 /// An answer from the cache.
 #[derive(Debug, Clone)]
 pub struct Hit {
