@@ -477,7 +477,11 @@ impl Attempt<'_> {
         let mut log = RequestLog::new(self.request_id, false, self.started);
         log.status(verdict.status.as_u16());
         log.emit(self.state.metrics());
-        let mut out = Response::new(body::full(verdict.body));
+        let body = match &self.candidate.provider.api_key {
+            Some(key) => redact(verdict.body, key.expose()),
+            None => verdict.body,
+        };
+        let mut out = Response::new(body::full(body));
         *out.status_mut() = verdict.status;
         let content_type = match self.candidate.provider.api {
             crate::catalog::Api::Openai => headers.get(header::CONTENT_TYPE).cloned(),
@@ -630,5 +634,42 @@ pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Resul
             "unreadable_body",
             format!("could not read the request body: {e}"),
         )),
+    }
+}
+
+/// A provider error passed to the client must not carry p402's provider key
+/// (some echo the key they were given, or part of it, when refusing it).
+fn redact(body: Bytes, key: &str) -> Bytes {
+    let key = key.as_bytes();
+    if key.len() < 8 || !body.windows(key.len()).any(|w| w == key) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest: &[u8] = &body;
+    while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[at + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_keys_are_cut_out_of_error_bodies() {
+        let key = "sk-live-0123456789abcdef";
+        let body = Bytes::from(format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also {key}"}}}}"#
+        ));
+        let out = redact(body, key);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains(key), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 2);
+        let clean = Bytes::from_static(b"{\"error\":{\"message\":\"bad request\"}}");
+        assert_eq!(redact(clean.clone(), key), clean);
     }
 }

@@ -29,7 +29,7 @@ pub fn check(explicit: Option<&Path>) -> ExitCode {
     };
     let config = &loaded.config;
     let catalog = Catalog::build(config, |name| std::env::var(name).ok());
-    let _ = writeln!(out, "listen: {}", config.server.listen);
+    let _ = writeln!(out, "listen: {}", config.server.listen.get_ref());
     let _ = writeln!(
         out,
         "data_dir: {}",
@@ -256,7 +256,7 @@ fn call_server(
     path: &str,
 ) -> Result<Option<serde_json::Value>, String> {
     use http_body_util::BodyExt;
-    let mut addr = config.server.listen;
+    let mut addr = *config.server.listen.get_ref();
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

@@ -88,7 +88,7 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     note_state_directory(&loaded.config, &data_dir);
     create_private_dir(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let listen = loaded.config.server.listen;
+    let listen = *loaded.config.server.listen.get_ref();
     let path = loaded.path.clone();
     let runtime = Runtime::build(loaded, None).context("TLS set-up failed")?;
     let store = Store::open(&data_dir).with_context(|| {
@@ -177,30 +177,29 @@ async fn load_embedder(state: AppState, dir: PathBuf) {
     }
 }
 
-/// `[server] data_dir` when the file sets it, because what a user wrote
-/// wins; else `$STATE_DIRECTORY` (systemd's `StateDirectory=`, the one place
-/// a hardened unit may write); else `$XDG_DATA_HOME/p402`.
+/// Under systemd `$STATE_DIRECTORY` wins (SPEC §1): it is the one place a
+/// hardened unit may write, so a `data_dir` left in a config copied from a
+/// laptop cannot make the service fail. Elsewhere `[server] data_dir`, else
+/// `$XDG_DATA_HOME/p402`.
 pub fn data_dir(config: &config::Config) -> PathBuf {
-    config
-        .server
-        .data_dir
-        .clone()
-        .unwrap_or_else(config::default_data_dir)
+    let under_systemd = std::env::var_os("STATE_DIRECTORY").is_some_and(|v| !v.is_empty());
+    match &config.server.data_dir {
+        Some(dir) if !under_systemd => dir.clone(),
+        _ => config::default_data_dir(),
+    }
 }
 
-/// Says so when the config's `data_dir` overrides systemd's state directory:
-/// under `ProtectSystem=strict` it must then be made writable with
-/// `ReadWritePaths=`.
+/// Says so when systemd's state directory overrides the config's
+/// `data_dir`, so the user is not left looking for data in the wrong place.
 fn note_state_directory(config: &config::Config, data_dir: &Path) {
-    let Some(state) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty()) else {
-        return;
-    };
-    if config.server.data_dir.is_some() && config::default_data_dir() != data_dir {
-        tracing::warn!(
-            "[server] data_dir = {} wins over systemd's $STATE_DIRECTORY ({}); a unit with ProtectSystem=strict needs ReadWritePaths= for it",
-            data_dir.display(),
-            state.to_string_lossy()
-        );
+    if let Some(named) = &config.server.data_dir {
+        if named != data_dir {
+            tracing::warn!(
+                "[server] data_dir = {} is not used: under systemd $STATE_DIRECTORY ({}) wins",
+                named.display(),
+                data_dir.display()
+            );
+        }
     }
 }
 

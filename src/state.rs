@@ -241,11 +241,11 @@ impl AppState {
 }
 
 fn warn_restart_needed(old: &Config, new: &Config) {
-    if old.server.listen != new.server.listen {
+    if old.server.listen.get_ref() != new.server.listen.get_ref() {
         tracing::warn!(
             "[server] listen changed to {}; it takes effect after a restart (still listening on {})",
-            new.server.listen,
-            old.server.listen
+            new.server.listen.get_ref(),
+            old.server.listen.get_ref()
         );
     }
     if old.server.data_dir != new.server.data_dir {

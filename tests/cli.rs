@@ -35,6 +35,38 @@ fn check_reports_file_line_col_and_exits_1() {
 }
 
 #[test]
+fn a_non_loopback_listen_address_needs_api_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("open.toml");
+    let config = path.to_str().expect("utf8");
+    std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:8402\"\n").expect("write");
+    for command in ["check", "serve"] {
+        let out = p402(&[command, "--config", config]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{}:2:10: listen = \"0.0.0.0:8402\" is reachable from other machines",
+                path.display()
+            )),
+            "{command}: {stderr}"
+        );
+    }
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:8402\"\napi_keys = [\"local-key-1\"]\n",
+    )
+    .expect("write");
+    assert_eq!(p402(&["check", "--config", config]).status.code(), Some(0));
+    std::fs::write(&path, "[server]\nlisten = \"[::1]:8402\"\n").expect("write");
+    assert_eq!(
+        p402(&["check", "--config", config]).status.code(),
+        Some(0),
+        "IPv6 loopback is loopback"
+    );
+}
+
+#[test]
 fn check_never_prints_provider_keys() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("p402.toml");

@@ -373,16 +373,21 @@ fn check_data_dir(config_text: &str, state_directory: Option<&Path>) -> String {
 }
 
 #[test]
-fn state_directory_is_the_data_dir_unless_the_config_names_one() {
+fn state_directory_wins_over_the_configs_data_dir() {
     let state = Path::new("/var/lib/p402-test-state");
     // No data_dir in the file: systemd's StateDirectory= is used.
     assert_eq!(check_data_dir("", Some(state)), state.display().to_string());
     // systemd may list several; the first is p402's.
     let several = Path::new("/var/lib/p402-a:/var/lib/p402-b");
     assert_eq!(check_data_dir("", Some(several)), "/var/lib/p402-a");
-    // A data_dir the user wrote wins.
+    // Under systemd, StateDirectory= wins over a data_dir in the file (SPEC §1)...
     let named = "[server]\ndata_dir = \"/srv/p402-data\"\n";
-    assert_eq!(check_data_dir(named, Some(state)), "/srv/p402-data");
+    assert_eq!(
+        check_data_dir(named, Some(state)),
+        state.display().to_string()
+    );
+    // ...which is used everywhere else.
+    assert_eq!(check_data_dir(named, None), "/srv/p402-data");
     // Not under systemd: the XDG default.
     assert!(check_data_dir("", None).ends_with("/xdg/p402"));
 }

@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn starter_config_is_valid() {
         let config = parse("p402.toml", STARTER).expect("the shipped p402.toml must load");
-        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8402");
+        assert_eq!(config.server.listen.get_ref().to_string(), "127.0.0.1:8402");
     }
 
     #[test]

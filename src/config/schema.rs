@@ -36,7 +36,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// Spanned so a refused non-loopback address is reported at its line.
+    pub listen: Spanned<SocketAddr>,
     /// Local keys; when non-empty every request must present one.
     pub api_keys: Vec<Spanned<String>>,
     pub max_body_bytes: u64,
@@ -51,7 +52,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8402)),
+            listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8402))),
             api_keys: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
             data_dir: None,
@@ -425,6 +426,15 @@ impl Config {
             if key.get_ref().trim().is_empty() {
                 return Err((Some(key.span()), "an API key must not be empty".to_string()));
             }
+        }
+        let listen = self.server.listen.get_ref();
+        if !listen.ip().is_loopback() && self.server.api_keys.is_empty() {
+            return Err((
+                Some(self.server.listen.span()),
+                format!(
+                    "listen = \"{listen}\" is reachable from other machines, and anyone who reaches it could spend your provider keys: set [server] api_keys, or listen on 127.0.0.1"
+                ),
+            ));
         }
         for pin in &self.routing.pin {
             if let Err(e) = glob::Pattern::new(pin.get_ref()) {

@@ -1,0 +1,256 @@
+//! p402 holds people's provider keys: they go to the provider and nowhere
+//! else. The real binary runs with debug logs through successes, failures
+//! and a provider that echoes the key back; then every place p402 writes
+//! (client responses and headers, logs, metrics, the APIs, the database
+//! files, the CLI) is searched for it. And a request cannot send p402, and
+//! its key, to another host.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Every file under `dir`, read whole.
+fn file_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(file_contents(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path.display().to_string(), bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_keys_appear_nowhere_but_in_requests_to_the_provider() {
+    set_provider_key();
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("p402.toml");
+    let setup = Setup {
+        cache: "enabled = true\n".into(),
+        ..Setup::default()
+    }
+    .with_provider("openai", &fake);
+    std::fs::write(&config, setup.toml(&data)).expect("write config");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p402"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "debug")
+        .env(PROVIDER_KEY_ENV, PROVIDER_KEY)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn p402");
+    let client = reqwest::Client::new();
+    let addr = {
+        let mut found = None;
+        for _ in 0..300 {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                found = rest
+                    .split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+            }
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        found.expect("p402 started")
+    };
+    let url = |path: &str| format!("http://{addr}{path}");
+
+    // A success, a cached repeat, a stream, a refused key echoed back (a
+    // 401 is a provider failure: p402 answers 502), a 4xx passed through
+    // with the key in it, and a 500.
+    let echo = |status: u16| {
+        Reply::Json(
+            status,
+            json!({"error": {"message": format!("Incorrect API key provided: {PROVIDER_KEY}"), "type": "invalid_request_error", "code": "invalid_api_key"}}),
+        )
+    };
+    fake.push(Reply::Normal);
+    fake.push(Reply::Sse {
+        events: stream_events("gpt-4o-mini", &["Hel", "lo"], true),
+        gate: None,
+    });
+    fake.push(echo(401));
+    fake.push(echo(400));
+    fake.push(echo(500));
+    let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
+    let bodies = [
+        ask("gpt-4o-mini", "What is a key?"),
+        ask("gpt-4o-mini", "What is a key?"),
+        json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Stream it"}]}),
+        ask("gpt-4o-mini", "refused"),
+        ask("gpt-4o-mini", "bad request"),
+        ask("gpt-4o-mini", "server error"),
+    ];
+    let mut statuses = Vec::new();
+    for body in bodies {
+        let response = client
+            .post(url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status().as_u16());
+        let headers = format!("{:?}", response.headers());
+        let text = response.bytes().await.expect("body").to_vec();
+        seen.push(("response headers".into(), headers.into_bytes()));
+        seen.push(("response body".into(), text));
+    }
+    assert_eq!(statuses, [200, 200, 200, 502, 400, 502], "{seen:?}");
+    let passed_through = String::from_utf8_lossy(&seen[9].1).to_string();
+    assert!(
+        passed_through.contains("Incorrect API key provided: [redacted]"),
+        "the provider's message reaches the client, without the key: {passed_through}"
+    );
+    for path in [
+        "/health",
+        "/metrics",
+        "/api/v2/providers",
+        "/api/v2/report",
+        "/api/v2/budgets",
+        "/api/v2/sessions",
+        "/api/v2/cache/stats",
+        "/api/v2/models",
+    ] {
+        let response = client.get(url(path)).send().await.expect("get");
+        assert_eq!(response.status(), 200, "{path}");
+        seen.push((path.into(), response.bytes().await.expect("body").to_vec()));
+    }
+    // The provider did get the key: the search below is not vacuous.
+    let received = fake.received();
+    assert!(received.iter().any(|r| r
+        .headers
+        .get("authorization")
+        .is_some_and(|v| v.to_str().unwrap_or("").contains(PROVIDER_KEY))));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let p402 = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_p402"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env(PROVIDER_KEY_ENV, PROVIDER_KEY)
+            .output()
+            .expect("run p402");
+        [out.stdout, out.stderr].concat()
+    };
+    for args in [
+        &["check"][..],
+        &["report", "--json"],
+        &["sessions", "--json"],
+        &["cache", "stats", "--json"],
+        &["models"],
+    ] {
+        seen.push((format!("p402 {}", args.join(" ")), p402(args)));
+    }
+    seen.push((
+        "logs".into(),
+        std::fs::read(&log_path).expect("read the log"),
+    ));
+    let logs = String::from_utf8_lossy(&seen.last().expect("logs").1).to_string();
+    assert!(
+        logs.contains("\"level\":\"DEBUG\""),
+        "debug logs were on: {logs}"
+    );
+    let files = file_contents(&data);
+    assert!(
+        files.iter().any(|(name, _)| name.contains("db")),
+        "the database is there"
+    );
+    seen.extend(files);
+    for (place, bytes) in &seen {
+        assert!(
+            !contains(bytes, PROVIDER_KEY),
+            "the provider key leaked into {place}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_cannot_send_p402_to_another_host() {
+    let fake = FakeProvider::start().await;
+    let elsewhere = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &fake)).await;
+    let client = reqwest::Client::new();
+    let target = elsewhere.base_url();
+
+    // Host header and absolute-form request target naming another host.
+    let raw = format!(
+        "POST {target}/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {{len}}\r\nConnection: close\r\n\r\n{{body}}",
+        elsewhere.addr
+    );
+    let body = ask("gpt-4o-mini", "where do I go?").to_string();
+    let request = raw
+        .replace("{len}", &body.len().to_string())
+        .replace("{body}", &body);
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+
+    // Fields a client might try: a base URL in the body or in `p402`, a
+    // provider-prefixed model.
+    let attempts = [
+        json!({"model": "gpt-4o-mini", "base_url": target, "api_base": target, "messages": [{"role": "user", "content": "hi"}]}),
+        json!({"model": "gpt-4o-mini", "p402": {"base_url": target}, "messages": [{"role": "user", "content": "hi"}]}),
+        json!({"model": format!("{target}/gpt-4o-mini"), "messages": [{"role": "user", "content": "hi"}]}),
+    ];
+    let mut statuses = Vec::new();
+    for body in attempts {
+        let response = client
+            .post(proxy.url("/v1/chat/completions"))
+            .header("x-forwarded-host", elsewhere.addr.to_string())
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status().as_u16());
+    }
+    assert!(
+        elsewhere.received().is_empty(),
+        "another host was reached: {:?}",
+        elsewhere.received()
+    );
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert_eq!(
+        statuses[1], 400,
+        "an unknown p402 field is refused, not followed"
+    );
+    // Whatever was answered came from the configured provider only.
+    for received in fake.received() {
+        assert_eq!(received.path, "/v1/chat/completions");
+    }
+}
