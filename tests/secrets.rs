@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Every file under `dir`, read whole.
 fn file_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
