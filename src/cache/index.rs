@@ -157,6 +157,10 @@ impl Index {
         vector: Option<&[i8]>,
         slot: Slot,
     ) {
+        // Already in (a store that raced the loader reading it from disk).
+        if self.positions.contains_key(&slot.id) {
+            return;
+        }
         if let Some(old) = self
             .partitions
             .get(&scope)

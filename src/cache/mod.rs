@@ -16,7 +16,7 @@ pub mod scope;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -119,6 +119,8 @@ pub struct Cache {
 struct Inner {
     tree: sled::Tree,
     index_tree: sled::Tree,
+    /// Every record is in the index (see [`Cache::open`]).
+    loaded: AtomicBool,
     /// A std lock: lookups scan under the read lock without awaiting.
     index: RwLock<Index>,
     embedder: ArcSwapOption<Embedder>,
@@ -135,49 +137,34 @@ impl Cache {
     /// records; scopes large enough get their IVF layout built in the
     /// background (until then their lookups scan the whole scope).
     pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Self::open_with(store, Index::default())
+        Self::open_with(store, Index::default(), SYNC_LOAD)
     }
 
-    /// [`Self::open`] with a given (empty) index, for tests that want small
-    /// scopes laid out as IVF.
-    pub fn open_with(store: &Store, mut index: Index) -> Result<Self, StoreError> {
+    /// [`Self::open`] with a given (empty) index and time to load before
+    /// returning, for tests of the IVF layout and of background loading.
+    pub fn open_with(
+        store: &Store,
+        index: Index,
+        sync_load: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let tree = store.tree("cache")?;
         let index_tree = store.tree("cache_index")?;
         if index_tree.get(MIGRATED)?.is_none() {
             migrate(&tree, &index_tree)?;
         }
-        let mut next_id = 1;
-        let mut unreadable = 0usize;
-        for item in index_tree.iter() {
-            let (key, value) = item?;
-            let Ok(id) = <[u8; 8]>::try_from(key.as_ref()).map(u64::from_be_bytes) else {
-                continue;
-            };
-            let Ok(record) = IndexRecord::decode(&value) else {
-                unreadable += 1;
-                continue;
-            };
-            next_id = next_id.max(id + 1);
-            index.insert_quantized(
-                record.scope,
-                record.question_hash,
-                (!record.vector.is_empty()).then_some(record.vector.as_slice()),
-                Slot {
-                    id,
-                    expires: record.expires,
-                    last_used: record.last_used,
-                },
-            );
-        }
-        if unreadable > 0 {
-            tracing::warn!(unreadable, "cache index records skipped as unreadable");
-        }
-        let due = index.scopes_due_ivf();
+        // Entry keys are big-endian ids: the last one is the highest.
+        let next_id = match tree.last()? {
+            Some((key, _)) => <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_or(1, |id| id + 1),
+            None => 1,
+        };
         let cache = Cache {
             inner: Arc::new(Inner {
                 tree,
                 index_tree,
                 index: RwLock::new(index),
+                loaded: AtomicBool::new(false),
                 embedder: ArcSwapOption::empty(),
                 next_id: AtomicU64::new(next_id),
                 exact_hits: AtomicU64::new(0),
@@ -187,12 +174,68 @@ impl Cache {
                 saved_nanos: AtomicI64::new(0),
             }),
         };
-        for scope in due {
-            if cache.write().claim_ivf_build(&scope) {
-                cache.spawn_ivf_build(scope);
+        // A small cache is loaded before p402 listens; a large one goes on
+        // loading in the background, so start-up never waits on it. Until
+        // it is done a lookup may miss an entry not yet loaded.
+        let deadline = std::time::Instant::now() + sync_load;
+        match load(&cache.inner, None, Some(deadline))? {
+            None => cache.loaded(),
+            Some(resume) => {
+                tracing::info!("the cache is large: loading the rest in the background");
+                let weak = Arc::downgrade(&cache.inner);
+                let spawned = std::thread::Builder::new()
+                    .name("p402-cache-load".into())
+                    .spawn(move || {
+                        let started = std::time::Instant::now();
+                        let mut from = resume;
+                        loop {
+                            let Some(inner) = weak.upgrade() else {
+                                return;
+                            };
+                            let chunk_end = std::time::Instant::now() + LOAD_SLICE;
+                            match load(&inner, Some(from), Some(chunk_end)) {
+                                Ok(Some(next)) => from = next,
+                                Ok(None) => {
+                                    let cache = Cache { inner };
+                                    tracing::info!(
+                                        entries = cache.read().len(),
+                                        ms = started.elapsed().as_millis() as u64,
+                                        "cache loaded"
+                                    );
+                                    cache.loaded();
+                                    return;
+                                }
+                                Err(e) => {
+                                    tracing::warn!("cache loading stopped: {e}");
+                                    Cache { inner }.loaded();
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot load the cache in the background: {e}");
+                    cache.loaded();
+                }
             }
         }
         Ok(cache)
+    }
+
+    /// Marks loading done and starts the IVF builds it made due.
+    fn loaded(&self) {
+        self.inner.loaded.store(true, Ordering::Release);
+        let due = self.read().scopes_due_ivf();
+        for scope in due {
+            if self.write().claim_ivf_build(&scope) {
+                self.spawn_ivf_build(scope);
+            }
+        }
+    }
+
+    /// Whether every stored entry is in the index.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::Acquire)
     }
 
     /// Lays out `scope` as IVF on a thread of its own, holding the index
@@ -488,6 +531,7 @@ impl Cache {
         json!({
             "object": "cache.stats",
             "mode": self.mode(config),
+            "loading": !self.is_loaded(),
             "entries": index.len(),
             "index_bytes": index.bytes(),
             "bytes_per_entry": if index.is_empty() { 0 } else { index.bytes() / index.len() },
@@ -506,6 +550,63 @@ impl Cache {
 
 /// Marks the `cache_index` tree as complete: every entry has its record.
 const MIGRATED: &[u8] = b"records-v1";
+
+/// How long opening may spend loading before the rest goes to the
+/// background.
+const SYNC_LOAD: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long the background loader holds the index lock at a time.
+const LOAD_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Reads index records after `from` into the index, under its write lock,
+/// until `until`; returns the key to resume after, or `None` when all are in.
+fn load(
+    inner: &Inner,
+    from: Option<sled::IVec>,
+    until: Option<std::time::Instant>,
+) -> Result<Option<sled::IVec>, StoreError> {
+    use std::ops::Bound;
+    let range = match from {
+        Some(key) => inner
+            .index_tree
+            .range::<sled::IVec, _>((Bound::Excluded(key), Bound::Unbounded)),
+        None => inner.index_tree.iter(),
+    };
+    let mut index = match inner.index.write() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut unreadable = 0usize;
+    let mut read = 0usize;
+    for item in range {
+        let (key, value) = item?;
+        read += 1;
+        if let Ok(id) = <[u8; 8]>::try_from(key.as_ref()).map(u64::from_be_bytes) {
+            match IndexRecord::decode(&value) {
+                Ok(record) => index.insert_quantized(
+                    record.scope,
+                    record.question_hash,
+                    (!record.vector.is_empty()).then_some(record.vector.as_slice()),
+                    Slot {
+                        id,
+                        expires: record.expires,
+                        last_used: record.last_used,
+                    },
+                ),
+                Err(_) => unreadable += 1,
+            }
+        }
+        if read % 256 == 0 && until.is_some_and(|t| std::time::Instant::now() >= t) {
+            if unreadable > 0 {
+                tracing::warn!(unreadable, "cache index records skipped as unreadable");
+            }
+            return Ok(Some(key));
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(unreadable, "cache index records skipped as unreadable");
+    }
+    Ok(None)
+}
 
 /// Rows copied per read-lock while filing a scope into its IVF lists.
 const FILE_CHUNK: usize = 4096;
@@ -675,7 +776,7 @@ mod tests {
         let config = CacheConfig::default();
         {
             let store = Store::open(dir.path()).unwrap();
-            let cache = Cache::open_with(&store, Index::with_ivf_min(64)).unwrap();
+            let cache = Cache::open_with(&store, Index::with_ivf_min(64), SYNC_LOAD).unwrap();
             for i in 0..100u64 {
                 cache
                     .store(
@@ -693,10 +794,54 @@ mod tests {
             assert_eq!(found.first().map(|f| f.id), Some(43), "ids start at 1");
         }
         let store = Store::open(dir.path()).unwrap();
-        let cache = Cache::open_with(&store, Index::with_ivf_min(64)).unwrap();
+        let cache = Cache::open_with(&store, Index::with_ivf_min(64), SYNC_LOAD).unwrap();
         assert_eq!(cache.read().len(), 100);
         wait_for("the IVF build at start", || cache.ivf_ready(&scope));
         let found = cache.read().nearest(&scope, &random(7), 1, 0.9, now());
         assert_eq!(found.first().map(|f| f.id), Some(8));
+    }
+
+    #[test]
+    fn a_large_cache_loads_in_the_background_while_stores_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope([7; 32]);
+        let config = CacheConfig::default();
+        let store_one = |cache: &Cache, i: u64| {
+            cache
+                .store(
+                    probe(scope, &format!("q{i}"), Some(random(i))),
+                    &json!({"object": "chat.completion"}),
+                    &Usage::default(),
+                    "openai",
+                    "gpt-4o-mini",
+                    &config,
+                )
+                .unwrap();
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let cache = Cache::open(&store).unwrap();
+            for i in 0..3000 {
+                store_one(&cache, i);
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let cache = Cache::open_with(&store, Index::default(), std::time::Duration::ZERO).unwrap();
+        assert!(!cache.is_loaded(), "no time to load before returning");
+        // Stores while the loader runs: new ids, nothing counted twice.
+        for i in 3000..3100 {
+            store_one(&cache, i);
+        }
+        wait_for("background loading", || cache.is_loaded());
+        assert_eq!(cache.read().len(), 3100);
+        assert_eq!(
+            cache.read().exact(&scope, question_hash("q2999"), now()),
+            Some(3000)
+        );
+        assert_eq!(
+            cache.read().exact(&scope, question_hash("q3050"), now()),
+            Some(3051)
+        );
+        assert_eq!(cache.stats(&config)["loading"], false);
     }
 }
