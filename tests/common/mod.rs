@@ -8,8 +8,11 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +22,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 /// The provider key the harness puts in the environment for every test.
@@ -77,6 +81,79 @@ pub enum Reply {
     /// Whole SSE event blocks (`event: ...` and `data: ...` lines), written
     /// one by one.
     RawSse(Vec<String>),
+    /// A body written piece by piece, `every` apart, then ended as `end`
+    /// says: slow drips, answers cut off mid-way, resets.
+    Body {
+        status: u16,
+        content_type: &'static str,
+        pieces: Vec<Bytes>,
+        every: Duration,
+        end: End,
+    },
+    /// `head`, then `fill` over and over: an answer bigger than any limit.
+    /// Capped at [`ENDLESS_CAP`] bytes (then it hangs), so that a proxy
+    /// that never stops reading cannot exhaust the test's memory.
+    Endless {
+        content_type: &'static str,
+        head: Bytes,
+        fill: Bytes,
+    },
+}
+
+/// How a [`Reply::Body`] ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The body is complete.
+    Finish,
+    /// Nothing more is ever sent; the connection stays open.
+    Hang,
+    /// The connection is closed (FIN) before the body is complete.
+    Close,
+    /// The connection is reset (RST) before the body is complete.
+    Reset,
+}
+
+/// The most a [`Reply::Endless`] body sends.
+pub const ENDLESS_CAP: usize = 64 << 20;
+
+impl Reply {
+    /// `text` as a body of `piece`-byte pieces, `every` apart, that ends
+    /// as `end` says.
+    pub fn pieces(
+        content_type: &'static str,
+        text: &str,
+        piece: usize,
+        every: Duration,
+        end: End,
+    ) -> Reply {
+        Reply::Body {
+            status: 200,
+            content_type,
+            pieces: text
+                .as_bytes()
+                .chunks(piece.max(1))
+                .map(Bytes::copy_from_slice)
+                .collect(),
+            every,
+            end,
+        }
+    }
+
+    /// `text` sent at once (a 200), then the body ends as `end` says.
+    pub fn then(content_type: &'static str, text: &str, end: End) -> Reply {
+        Reply::Body {
+            status: 200,
+            content_type,
+            pieces: vec![Bytes::copy_from_slice(text.as_bytes())],
+            every: Duration::ZERO,
+            end,
+        }
+    }
+}
+
+/// SSE `data:` payloads as the text of a stream body.
+pub fn sse_text(events: &[String]) -> String {
+    events.iter().map(|e| format!("data: {e}\n\n")).collect()
 }
 
 /// Which wire format the fake provider speaks.
@@ -102,9 +179,96 @@ pub struct FakeProvider {
     received: Arc<Mutex<Vec<Received>>>,
     /// Notified each time a request has been received.
     pub arrived: Arc<Notify>,
+    /// Streamed bodies whose reader went away before they ended: the proxy
+    /// closed its connection, i.e. cancelled the upstream request.
+    hangups: Arc<AtomicUsize>,
 }
 
-type FakeBody = BoxBody<Bytes, Infallible>;
+type FakeBody = BoxBody<Bytes, std::io::Error>;
+
+/// The fake's side of one connection. A scripted [`End::Reset`] sets
+/// `reset`; then the socket is closed with SO_LINGER 0, which sends an RST
+/// instead of a FIN.
+struct FakeIo {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl AsyncRead for FakeIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FakeIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.reset.load(Ordering::Acquire) {
+            // No FIN: the drop below resets the connection.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Drop for FakeIo {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Acquire) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+/// A streamed response body that counts a hang-up when it is dropped
+/// before its end (hyper drops it when the reader's connection closes).
+struct Streamed {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ended: bool,
+    hangups: Arc<AtomicUsize>,
+}
+
+impl futures_util::Stream for Streamed {
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // A scripted cut-off, not the reader going away.
+                self.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.hangups.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl FakeProvider {
     pub async fn start() -> Self {
@@ -127,6 +291,7 @@ impl FakeProvider {
             script: Arc::default(),
             received: Arc::default(),
             arrived: Arc::new(Notify::new()),
+            hangups: Arc::default(),
         };
         let server = provider.clone();
         tokio::spawn(async move {
@@ -136,12 +301,18 @@ impl FakeProvider {
                 };
                 let server = server.clone();
                 tokio::spawn(async move {
+                    let reset = Arc::new(AtomicBool::new(false));
+                    let io = FakeIo {
+                        stream,
+                        reset: reset.clone(),
+                    };
                     let service = service_fn(move |request| {
                         let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(request).await) }
+                        let reset = reset.clone();
+                        async move { Ok::<_, Infallible>(server.answer(request, reset).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .await;
                 });
             }
@@ -162,7 +333,16 @@ impl FakeProvider {
         self.received.lock().expect("received lock").clone()
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<FakeBody> {
+    /// How many streamed bodies lost their reader before they ended.
+    pub fn hangups(&self) -> usize {
+        self.hangups.load(Ordering::Acquire)
+    }
+
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        reset: Arc<AtomicBool>,
+    ) -> Response<FakeBody> {
         let (parts, body) = request.into_parts();
         let bytes = body
             .collect()
@@ -182,14 +362,15 @@ impl FakeProvider {
             .expect("script lock")
             .pop_front()
             .unwrap_or(Reply::Normal);
-        self.render(reply, &body).await
+        self.render(reply, &body, reset).await
     }
 
     fn render<'a>(
         &'a self,
         reply: Reply,
         request: &'a Value,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<FakeBody>> + Send + 'a>> {
+        reset: Arc<AtomicBool>,
+    ) -> Pin<Box<dyn std::future::Future<Output = Response<FakeBody>> + Send + 'a>> {
         Box::pin(async move {
             match reply {
                 Reply::Normal if self.flavor == Flavor::Anthropic => {
@@ -202,33 +383,146 @@ impl FakeProvider {
                     }
                 }
                 Reply::RawSse(blocks) => raw_sse_response(blocks),
+                Reply::Body {
+                    status,
+                    content_type,
+                    pieces,
+                    every,
+                    end,
+                } => self.body_response(status, content_type, pieces, every, end, reset),
+                Reply::Endless {
+                    content_type,
+                    head,
+                    fill,
+                } => self.endless_response(content_type, head, fill),
                 Reply::Normal => {
                     let model = request["model"].as_str().unwrap_or("unknown").to_string();
                     if request["stream"] == json!(true) {
                         let usage = request["stream_options"]["include_usage"] == json!(true);
                         let events = stream_events(&model, &["Hello", " there", "!"], usage);
-                        sse_response(events, None)
+                        self.sse_response(events, None)
                     } else {
                         json_response(200, &completion(&model, "Hello there!", 12, 3))
                     }
                 }
                 Reply::Json(status, value) => json_response(status, &value),
-                Reply::Sse { events, gate } => sse_response(events, gate),
+                Reply::Sse { events, gate } => self.sse_response(events, gate),
                 Reply::Hang => {
                     std::future::pending::<()>().await;
                     json_response(500, &Value::Null)
                 }
                 Reply::Delay(delay, inner) => {
                     tokio::time::sleep(delay).await;
-                    self.render(*inner, request).await
+                    self.render(*inner, request, reset).await
                 }
             }
         })
     }
+
+    /// A response whose body is fed by `feed` through a channel, counted as
+    /// a hang-up if it is dropped before the end.
+    fn streamed<F, Fut>(&self, status: u16, content_type: &str, feed: F) -> Response<FakeBody>
+    where
+        F: FnOnce(mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(feed(tx));
+        let body = Streamed {
+            rx,
+            ended: false,
+            hangups: self.hangups.clone(),
+        };
+        let mut response = Response::new(StreamBody::new(body).boxed());
+        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+        response
+            .headers_mut()
+            .insert("content-type", content_type.parse().expect("header"));
+        response
+    }
+
+    fn sse_response(&self, events: Vec<String>, gate: Option<Arc<Notify>>) -> Response<FakeBody> {
+        self.streamed(200, "text/event-stream", |tx| async move {
+            for (i, data) in events.into_iter().enumerate() {
+                if i == 1 {
+                    if let Some(gate) = &gate {
+                        tokio::select! {
+                            () = gate.notified() => {}
+                            () = tx.closed() => return,
+                        }
+                    }
+                }
+                if tx
+                    .send(Ok(Bytes::from(format!("data: {data}\n\n"))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    }
+
+    fn body_response(
+        &self,
+        status: u16,
+        content_type: &str,
+        pieces: Vec<Bytes>,
+        every: Duration,
+        end: End,
+        reset: Arc<AtomicBool>,
+    ) -> Response<FakeBody> {
+        self.streamed(status, content_type, move |tx| async move {
+            for (i, piece) in pieces.into_iter().enumerate() {
+                if i > 0 && !every.is_zero() {
+                    tokio::time::sleep(every).await;
+                }
+                if tx.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+            }
+            match end {
+                End::Finish => {}
+                End::Hang => tx.closed().await,
+                End::Close | End::Reset => {
+                    // Let hyper write out what was sent before the cut.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if end == End::Reset {
+                        reset.store(true, Ordering::Release);
+                    }
+                    let cut = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "scripted cut-off",
+                    );
+                    let _ = tx.send(Err(cut)).await;
+                }
+            }
+        })
+    }
+
+    fn endless_response(&self, content_type: &str, head: Bytes, fill: Bytes) -> Response<FakeBody> {
+        self.streamed(200, content_type, move |tx| async move {
+            if tx.send(Ok(head)).await.is_err() {
+                return;
+            }
+            let mut sent = 0;
+            while sent < ENDLESS_CAP {
+                sent += fill.len();
+                if tx.send(Ok(fill.clone())).await.is_err() {
+                    return;
+                }
+            }
+            tx.closed().await;
+        })
+    }
+}
+
+fn full_body(bytes: Bytes) -> FakeBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 fn json_response(status: u16, value: &Value) -> Response<FakeBody> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    let mut response = Response::new(full_body(Bytes::from(value.to_string())));
     *response.status_mut() = StatusCode::from_u16(status).expect("status");
     response
         .headers_mut()
@@ -236,38 +530,9 @@ fn json_response(status: u16, value: &Value) -> Response<FakeBody> {
     response
 }
 
-fn sse_response(events: Vec<String>, gate: Option<Arc<Notify>>) -> Response<FakeBody> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(async move {
-        for (i, data) in events.into_iter().enumerate() {
-            if i == 1 {
-                if let Some(gate) = &gate {
-                    gate.notified().await;
-                }
-            }
-            if tx
-                .send(Bytes::from(format!("data: {data}\n\n")))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    let stream = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|next| next.map(|b| Ok::<_, Infallible>(Frame::data(b))))
-    });
-    let mut response = Response::new(StreamBody::new(stream).boxed());
-    response
-        .headers_mut()
-        .insert("content-type", "text/event-stream".parse().expect("header"));
-    response
-}
-
 fn raw_sse_response(blocks: Vec<String>) -> Response<FakeBody> {
     let body: String = blocks.concat();
-    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
+    let mut response = Response::new(full_body(Bytes::from(body)));
     response
         .headers_mut()
         .insert("content-type", "text/event-stream".parse().expect("header"));
@@ -538,6 +803,41 @@ impl TestProxy {
             .json()
             .await
             .expect("JSON body")
+    }
+
+    /// Creates a session with `budget_usd` and returns its id.
+    pub async fn session(&self, budget_usd: f64) -> String {
+        let response = self
+            .client
+            .post(self.url("/api/v2/sessions"))
+            .json(&json!({"budget_usd": budget_usd}))
+            .send()
+            .await
+            .expect("request to p402");
+        assert_eq!(response.status(), 201, "session created");
+        let created: Value = response.json().await.expect("session JSON");
+        created["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_string()
+    }
+
+    /// The ledger entry of a request, or `None` when it has none (p402
+    /// answers 404 `request_not_found`).
+    pub async fn ledger_entry(&self, request_id: &str) -> Option<Value> {
+        let response = self
+            .client
+            .get(self.url(&format!("/api/v2/requests/{request_id}")))
+            .send()
+            .await
+            .expect("request to p402");
+        if response.status() == 404 {
+            let body: Value = response.json().await.expect("error JSON");
+            assert_eq!(body["error"]["code"], "request_not_found", "{body}");
+            return None;
+        }
+        assert_eq!(response.status(), 200, "ledger entry");
+        Some(response.json().await.expect("ledger JSON"))
     }
 
     pub async fn health(&self) -> Value {
