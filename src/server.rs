@@ -8,6 +8,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -74,8 +76,11 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let state = state.clone();
+            let requested = Arc::new(AtomicBool::new(false));
+            let first = requested.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
+                first.store(true, Ordering::Release);
                 async move { Ok::<_, Infallible>(dispatch(&state, request).await) }
             });
             let connection = builder
@@ -83,7 +88,23 @@ impl Server {
                 .into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                tokio::pin!(connection);
+                // hyper times out slow headers only once it knows the
+                // protocol, i.e. after the connection's first bytes: a
+                // client that connects and sends nothing (or a byte) would
+                // hold its socket for ever. Whoever has not sent a whole
+                // request within the header timeout is dropped.
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = tokio::time::sleep(header_timeout) => {
+                        if !requested.load(Ordering::Acquire) {
+                            tracing::debug!("connection dropped: no request within {header_timeout:?}");
+                            return;
+                        }
+                        connection.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!("connection ended with an error: {e}");
                 }
             });
