@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench --bench cache_lookup` (prints Markdown; the start-up
 //! part writes about 3 GB to a temporary directory). Set
-//! `P402_BENCH_STARTUP_ENTRIES` to change its size (0 skips it).
+//! `P402_BENCH_STARTUP_ENTRIES` to change its size (0 skips it), and
+//! `P402_BENCH_STARTUP_ONLY=1` to run only that part.
 
 use std::time::{Duration, Instant};
 
@@ -248,5 +249,7 @@ fn main() {
         startup(startup_entries);
         println!();
     }
-    lookup_table();
+    if std::env::var_os("P402_BENCH_STARTUP_ONLY").is_none() {
+        lookup_table();
+    }
 }
