@@ -856,7 +856,7 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     use eventsource_stream::Eventsource;
-    let events = bytes
+    let events = super::without_bom(bytes)
         .eventsource()
         .scan(StreamState::new(), |state, event| {
             let out = match event {

@@ -7,7 +7,7 @@ pub mod openai;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{future, stream, Stream, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -78,6 +78,43 @@ pub fn events(api: Api, body: Incoming) -> EventStream {
     }
 }
 
+/// The UTF-8 byte order mark, which the SSE format allows once at the start.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Upstream SSE bytes made safe for `eventsource-stream` 0.2.3, which
+/// panics on a stream that starts with a BOM: it skips one *byte* of the
+/// three-byte mark and slices inside a character (upstream PR
+/// jpopesculian/eventsource-stream#10, unreleased). The one BOM the format
+/// allows is dropped here, even split across chunks, and a leading empty
+/// line, which SSE ignores, keeps the crate's check from ever seeing
+/// another one.
+fn without_bom<S, E>(bytes: S) -> impl Stream<Item = Result<Bytes, E>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    // The first bytes, held until they are known not to be a partial BOM.
+    let mut head: Option<Vec<u8>> = Some(Vec::new());
+    let stripped = bytes.map(move |item| {
+        let chunk = item?;
+        let Some(pending) = head.as_mut() else {
+            return Ok(chunk);
+        };
+        pending.extend_from_slice(&chunk);
+        if pending.len() < BOM.len() && BOM.starts_with(pending) {
+            return Ok(Bytes::new());
+        }
+        let pending = head.take().unwrap_or_default();
+        let start = if pending.starts_with(BOM) {
+            BOM.len()
+        } else {
+            0
+        };
+        Ok(Bytes::from(pending).slice(start..))
+    });
+    stream::once(future::ready(Ok(Bytes::from_static(b"\n")))).chain(stripped)
+}
+
 /// What to do with an upstream error response.
 pub struct ErrorVerdict {
     /// Worth trying another candidate.
@@ -104,5 +141,63 @@ pub fn error(api: Api, status: StatusCode, body: Bytes) -> ErrorVerdict {
                 body: Bytes::from(value.to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use serde_json::json;
+
+    fn decoded(api: Api, pieces: &[&[u8]]) -> Vec<StreamEvent> {
+        let chunks: Vec<Result<Bytes, std::convert::Infallible>> = pieces
+            .iter()
+            .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+            .collect();
+        let events = match api {
+            Api::Openai => openai::decode_stream(stream::iter(chunks)),
+            Api::Anthropic => anthropic::translate_stream(stream::iter(chunks)),
+        };
+        events
+            .map(|event| event.expect("an event"))
+            .collect::<Vec<_>>()
+            .now_or_never()
+            .expect("in-memory streams are ready")
+    }
+
+    /// Found by fuzz/fuzz_targets/sse_openai.rs: a stream starting with a
+    /// BOM made eventsource-stream slice inside it and panic the relay.
+    #[test]
+    fn a_leading_bom_is_dropped_wherever_the_chunks_split() {
+        let body = "\u{feff}data: {\"choices\":[]}\n\ndata: [DONE]\n\n".as_bytes();
+        let whole = decoded(Api::Openai, &[body]);
+        assert_eq!(
+            whole,
+            vec![
+                StreamEvent::Chunk(json!({"choices": []})),
+                StreamEvent::Done
+            ]
+        );
+        for split in 1..body.len() {
+            let (a, b) = body.split_at(split);
+            assert_eq!(decoded(Api::Openai, &[a, b]), whole, "split at {split}");
+        }
+        assert_eq!(
+            decoded(Api::Openai, &[&body[..1], &body[1..2], &body[2..]]),
+            whole
+        );
+
+        // Only one BOM is the format's: a second one starts the first
+        // field's name, so that line is ignored.
+        let twice = "\u{feff}\u{feff}data: {}\n\ndata: [DONE]\n\n";
+        assert_eq!(
+            decoded(Api::Openai, &[twice.as_bytes()]),
+            vec![StreamEvent::Done]
+        );
+
+        let anthropic = "\u{feff}event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let events = decoded(Api::Anthropic, &[anthropic.as_bytes()]);
+        assert_eq!(events.last(), Some(&StreamEvent::Done));
     }
 }

@@ -149,8 +149,18 @@ pub fn usage(object: &Value) -> Option<Usage> {
 
 /// The upstream SSE body as OpenAI chunk events.
 pub fn events(body: Incoming) -> EventStream {
+    decode_stream(BodyDataStream::new(body))
+}
+
+/// Decodes OpenAI-format SSE bytes, however they are split into chunks,
+/// into events (apart from hyper's body, for tests and fuzzing).
+pub fn decode_stream<S, E>(bytes: S) -> EventStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
     use eventsource_stream::Eventsource;
-    let stream = BodyDataStream::new(body).eventsource().map(|event| {
+    let stream = super::without_bom(bytes).eventsource().map(|event| {
         let event = event.map_err(|e| StreamError::Read(e.to_string()))?;
         let data = event.data.trim();
         if data == "[DONE]" {
