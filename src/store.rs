@@ -83,17 +83,9 @@ pub struct Store {
     spend: sled::Tree,
 }
 
-/// sled replays its log since the last snapshot when it opens; its default
-/// (a snapshot every million writes) left a million-entry cache taking about
-/// 14 s to open here. More frequent snapshots keep the replay short.
-const SNAPSHOT_AFTER_OPS: u64 = 100_000;
-
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
-            .open()?;
+        let db = sled::Config::new().path(dir.join("db")).open()?;
         Ok(Store {
             ledger: db.open_tree("ledger")?,
             sessions: db.open_tree("sessions")?,
