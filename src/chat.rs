@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyDataStream, BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::body::{self, Body};
 use crate::budget::Reservation;
 use crate::cache::{Cache, Hit, Probe};
+use crate::catalog::Api;
 use crate::charge::{self, Charge, Reserved, Used};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
@@ -27,7 +28,7 @@ use crate::request_log::RequestLog;
 use crate::router::{Candidate, ModeChoice, Needs, Route};
 use crate::state::{AppState, Runtime};
 use crate::store::LedgerEntry;
-use crate::stream::{elapsed_ms, Relay};
+use crate::stream::{elapsed_ms, Relay, Watch, Watched};
 use crate::tokens;
 use crate::upstream::UpstreamError;
 
@@ -354,6 +355,7 @@ impl Attempt<'_> {
                     "a stream was asked for but the answer is not text/event-stream",
                 ));
             }
+            let watch = Watch::new(self.runtime.upstream.config().max_response_bytes);
             let relay = Relay {
                 probe: self.probe.clone(),
                 cache_config: self.runtime.config().cache.clone(),
@@ -376,8 +378,14 @@ impl Attempt<'_> {
                     .config()
                     .idle_timeout_seconds
                     .duration(),
+                watch: watch.clone(),
             };
-            return Ok(relay.respond(providers::events(api, response.into_body())));
+            let bytes = Watched::new(BodyDataStream::new(response.into_body()), watch);
+            let events = match api {
+                Api::Openai => openai::decode_stream(bytes),
+                Api::Anthropic => providers::anthropic::translate_stream(bytes),
+            };
+            return Ok(relay.respond(events));
         }
 
         let bytes = self.read_upstream_body(response.into_body()).await?;
@@ -511,6 +519,13 @@ impl Attempt<'_> {
                 timed_out: true,
                 detail: "the answer did not finish arriving in time".to_string(),
             }),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::new(
+                "response_too_large",
+                format!(
+                    "the answer is larger than [upstream] max_response_bytes ({} bytes)",
+                    config.max_response_bytes
+                ),
+            )),
             Ok(Err(e)) => Err(Failure::new(
                 "invalid_response",
                 format!("reading the answer failed: {e}"),

@@ -113,7 +113,7 @@ fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
 }
 
 /// "connection refused" is in the source chain, not in hyper's top message.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
