@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Where p402's time per request goes: runs the release p402 under
+# valgrind's callgrind (instruction counts, so the figures do not depend on
+# how busy the machine is) in front of the load bench's upstream, sends
+# N sequential requests after a warm-up, and prints the functions with the
+# most instructions (inclusive and exclusive) per request.
+#
+#   bash benches/load/profile.sh [passthrough|cost|budget] [N]
+#
+# Needs `cargo bench --bench load --no-run` (or a load run) first, and
+# valgrind (apt-get install valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+mode=${1:-passthrough}
+n=${2:-300}
+out=target/load-bench/profile-$mode
+rm -rf "$out" && mkdir -p "$out"
+
+bench=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+"$bench" --role upstream 2>"$out/upstream.log" </dev/zero &
+upstream_pid=$!
+# The upstream exits when its stdin closes; /dev/zero never does, so it is
+# killed at the end.
+trap 'kill $upstream_pid 2>/dev/null || true; kill $p402_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  grep -q "listening on" "$out/upstream.log" && break
+  sleep 0.1
+done
+upstream=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$out/upstream.log")
+
+routing=$mode
+budget=""
+case $mode in
+  passthrough) ;;
+  cost) ;;
+  budget) routing=cost; budget=$'[budgets.global]\nbudget_usd = 1000000\nperiod = "month"\n' ;;
+  *) echo "mode: passthrough, cost or budget" >&2; exit 2 ;;
+esac
+cat >"$out/p402.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+data_dir = "$PWD/$out/data"
+
+[routing]
+default_mode = "$routing"
+
+[cache]
+enabled = false
+
+[providers.openai]
+base_url = "http://$upstream/v1"
+api_key_env = "OPENAI_API_KEY"
+
+$budget
+EOF
+
+env -u ANTHROPIC_API_KEY OPENAI_API_KEY=sk-load-bench-upstream RUST_LOG=info \
+  valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
+  target/release/p402 serve --config "$out/p402.toml" --log-format text \
+  2>"$out/p402.log" &
+p402_pid=$!
+for _ in $(seq 600); do
+  grep -q "listening on http://" "$out/p402.log" && break
+  sleep 0.1
+done
+addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$out/p402.log" | head -1)
+
+send() {
+  python3 - "$addr" "$1" <<'EOF'
+import http.client, json, sys
+host, port = sys.argv[1].split(":")
+body = json.dumps({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [
+    {"role": "system", "content": "You are a concise assistant for a software team. Answer in plain English in at most three sentences, and name the relevant standard when there is one."},
+    {"role": "user", "content": "What does HTTP status 402 mean, and when should an API return it instead of 403?"}]})
+conn = http.client.HTTPConnection(host, int(port), timeout=60)
+for _ in range(int(sys.argv[2])):
+    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+EOF
+}
+
+send 50                      # warm-up: connections, tokenizer, first allocations
+callgrind_control -z "$p402_pid" >/dev/null
+send "$n"
+callgrind_control -d "$p402_pid" >/dev/null
+kill "$p402_pid"
+wait "$p402_pid" 2>/dev/null || true
+
+dump="$out/callgrind.out.1"   # the dump taken after the measured requests
+total=$(callgrind_annotate "$dump" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
+echo "p402 $mode: $n sequential requests, $((total / n)) instructions per request (callgrind, $dump)"
+echo
+echo "== inclusive, top 45 (instructions over all $n requests)"
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,47p' | cut -c1-200
