@@ -70,9 +70,11 @@ pub struct UpstreamConfig {
     /// Until the response headers arrive. Non-streamed answers arrive whole,
     /// so this bounds the generation time of those.
     pub first_byte_timeout_seconds: Seconds,
-    /// The longest silence allowed between two chunks of a stream.
+    /// The longest a stream may stay silent on the wire: any byte, an SSE
+    /// keep-alive comment included, restarts it.
     pub idle_timeout_seconds: Seconds,
-    /// The largest non-streamed upstream body p402 will hold in memory.
+    /// The largest upstream answer p402 will hold in memory: a whole
+    /// non-streamed body, or one event of a stream.
     pub max_response_bytes: u64,
 }
 
