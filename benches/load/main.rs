@@ -2,14 +2,17 @@
 //! upstream next to the upstream alone (the floor), a bare hyper forwarder
 //! (the physical reference for a Rust proxy) and LiteLLM's proxy.
 //!
-//! Run: `cargo bench --bench load` (about 8 minutes; LiteLLM is installed
+//! Run: `cargo bench --bench load` (about 9 minutes; LiteLLM is installed
 //! into `target/litellm-venv` on first use). It prints the Markdown of the
 //! "Load" section of BENCHMARKS.md, writes it to `target/load-bench/report.md`
 //! and draws `benches/load/latency.svg`.
 //! `cargo bench --bench load -- --quick` is a short smoke run (numbers not
 //! for publishing); `--no-litellm` leaves LiteLLM out; `--only KEY,KEY`
 //! measures those systems and the direct floor (keys: forwarder,
-//! p402-passthrough, p402-cost, p402-budget, p402-cache, litellm).
+//! p402-passthrough, p402-cost, p402-budget, p402-cache, litellm);
+//! `--p402-data DIR` puts p402's data dirs there (e.g. on tmpfs, to see
+//! what the per-request fsync costs). `benches/load/profile.sh` counts
+//! p402's instructions per request under callgrind.
 //!
 //! Never part of `cargo test` or `.ci/run`: it measures, it does not check.
 

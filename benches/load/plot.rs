@@ -53,7 +53,8 @@ pub fn draw(path: &Path, all: &[Measured], context: &Context) {
             .y_label_area_size(64)
             .build_cartesian_2d(
                 (min_rate * 0.8..max_rate * 1.25).log_scale(),
-                (min_us * 0.7..max_us * 1.5).log_scale(),
+                // Headroom above the data for the legend.
+                (min_us * 0.7..max_us * 15.0).log_scale(),
             )
             .expect("chart");
         chart

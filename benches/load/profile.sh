@@ -18,10 +18,12 @@ out=target/load-bench/profile-$mode
 rm -rf "$out" && mkdir -p "$out"
 
 bench=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
-"$bench" --role upstream 2>"$out/upstream.log" </dev/zero &
+# The upstream exits when its stdin closes: a fifo this script holds open
+# until it ends.
+mkfifo "$out/upstream.stdin"
+"$bench" --role upstream <"$out/upstream.stdin" 2>"$out/upstream.log" &
 upstream_pid=$!
-# The upstream exits when its stdin closes; /dev/zero never does, so it is
-# killed at the end.
+exec 3>"$out/upstream.stdin"
 trap 'kill $upstream_pid 2>/dev/null || true; kill $p402_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   grep -q "listening on" "$out/upstream.log" && break

@@ -88,7 +88,7 @@ pub fn markdown(context: &Context, all: &[Measured]) -> String {
     let _ = writeln!(o, "## Load: overhead vs a bare forwarder and LiteLLM\n");
     let _ = writeln!(
         o,
-        "`{}` (about 8 minutes; installs `litellm[proxy]` into `target/litellm-venv` on first use) \
+        "`{}` (about 9 minutes; installs `litellm[proxy]` into `target/litellm-venv` on first use) \
          starts a fake OpenAI upstream on loopback and measures, in the same run and against that \
          same upstream: the upstream alone (the floor), a bare hyper forwarder written for the \
          bench (hyper server, pooled hyper-util client, the body streamed through and nothing \
@@ -539,7 +539,12 @@ fn targets(o: &mut String, all: &[Measured]) {
                     );
                 }
                 None => {
-                    let _ = writeln!(o, "| {target} | {} | saturated | **no** |", system.name);
+                    let _ = writeln!(
+                        o,
+                        "| {target} | {} | {} | **no** |",
+                        system.name,
+                        system.failure_at(1000.0)
+                    );
                 }
             }
         }
