@@ -153,8 +153,10 @@ fn method(o: &mut String, context: &Context) {
     let _ = writeln!(
         o,
         "- **LiteLLM**: `litellm --config config.yaml --num_workers N` with N = the number of \
-         cores, one `openai/gpt-4o-mini` model whose `api_base` is the upstream, no database, \
-         default logging, `LITELLM_LOCAL_MODEL_COST_MAP=True`."
+         cores (`--timeout_worker_healthcheck 120`: its workers take longer than uvicorn's 5 s to \
+         start here), one `openai/gpt-4o-mini` model whose `api_base` is the upstream, a master \
+         key (it refuses to start without one; the generator sends it to every system), no \
+         database, default logging, `LITELLM_LOCAL_MODEL_COST_MAP=True`."
     );
     let _ = writeln!(
         o,
