@@ -427,6 +427,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::test_vector as random;
 
     fn unit(seed: u32) -> Vec<f32> {
         let v: Vec<f32> = (0..DIMENSIONS)
@@ -478,21 +479,6 @@ mod tests {
         let victims = index.victims(3, 10);
         assert_eq!(victims, vec![3, 4]);
         assert_eq!(index.victims(10, 5000).len(), 5, "all expired");
-    }
-
-    /// Independent pseudo-random directions (`unit` repeats itself).
-    fn random(seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let v: Vec<f32> = (0..DIMENSIONS)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / n).collect()
     }
 
     #[test]

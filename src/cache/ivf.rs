@@ -270,20 +270,7 @@ impl Ivf {
 mod tests {
     use super::*;
     use crate::cache::index::quantize;
-
-    fn unit(seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let v: Vec<f32> = (0..DIMENSIONS)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / n).collect()
-    }
+    use crate::cache::test_vector as unit;
 
     #[test]
     fn swap_remove_keeps_lists_and_places_in_step() {
