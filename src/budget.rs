@@ -292,22 +292,25 @@ impl Reservation {
         self.amount
     }
 
-    /// Records the request at its actual cost, durably, then swaps the
-    /// reservation for the settled amount. The ledger is written first: if
-    /// the write fails the money is still counted as spent in memory (the
-    /// provider was paid) and the error is returned for logging.
+    /// Swaps the reservation for the settled amount, then records the
+    /// request at its actual cost, durably. Memory is updated first and
+    /// unconditionally: the provider was paid whether or not the write
+    /// succeeds (its error is returned for logging), and a caller that stops
+    /// waiting for the write (its client hung up) cannot leave the money
+    /// counted as reserved rather than spent.
     pub async fn settle(mut self, entry: &LedgerEntry) -> Result<(), StoreError> {
         let keys: Vec<String> = self.accounts.iter().filter_map(|a| a.key.clone()).collect();
-        let written = self.book.store.record(entry, &keys).await;
-        let mut balances = self.book.lock();
-        for key in &keys {
-            if let Ok(balance) = self.book.balance(&mut balances, key) {
-                balance.reserved = balance.reserved - self.amount;
-                balance.settled += entry.cost();
+        {
+            let mut balances = self.book.lock();
+            for key in &keys {
+                if let Ok(balance) = self.book.balance(&mut balances, key) {
+                    balance.reserved = balance.reserved - self.amount;
+                    balance.settled += entry.cost();
+                }
             }
+            self.open = false;
         }
-        self.open = false;
-        written
+        self.book.store.record(entry, &keys).await
     }
 
     /// What each account has left after this reservation (for metadata).

@@ -4,17 +4,19 @@
 //! A settled request is written to the ledger and added to every account it
 //! was charged to in one transaction, then flushed before the response ends,
 //! so `kill -9` at any moment leaves either the whole charge or none of it.
-//! Concurrent settlements share fsyncs: sled's flush writes everything
-//! pending, and a later caller whose data is already durable returns at once.
+//! All of that happens on one thread of its own ([`writer`]), where
+//! concurrent settlements share fsyncs.
+
+mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use crate::money::Usd;
+use writer::Writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +24,12 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("the database could not make its writes durable: {0}")]
+    Flush(Arc<sled::Error>),
+    #[error("the ledger writer thread could not start: {0}")]
+    Thread(std::io::Error),
+    #[error("the ledger writer has stopped")]
+    WriterStopped,
 }
 
 /// One settled request.
@@ -74,22 +82,27 @@ impl Totals {
     }
 }
 
-/// A cheap-to-clone handle: sled's trees are reference-counted.
+/// A cheap-to-clone handle: sled's trees are reference-counted, and the
+/// writer thread lives as long as the last handle.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     ledger: sled::Tree,
     sessions: sled::Tree,
     spend: sled::Tree,
+    writer: Arc<Writer>,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir.join("db")).open()?;
+        let ledger = db.open_tree("ledger")?;
+        let spend = db.open_tree("spend")?;
         Ok(Store {
-            ledger: db.open_tree("ledger")?,
+            writer: Arc::new(Writer::start(db.clone(), ledger.clone(), spend.clone())?),
             sessions: db.open_tree("sessions")?,
-            spend: db.open_tree("spend")?,
+            ledger,
+            spend,
             db,
         })
     }
@@ -99,11 +112,9 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
-    /// Makes everything written so far durable (sled runs the fsync on
-    /// its own thread pool, off the async workers).
+    /// Makes everything written so far durable, on the writer thread.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.writer.flush().await
     }
 
     /// Flushes from synchronous code (the CLI).
@@ -115,31 +126,15 @@ impl Store {
     /// Writes a settled request and adds it to `accounts`, atomically and
     /// durably.
     pub async fn record(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(entry)?;
-        let key = entry.request_id.as_bytes();
-        let result = (&self.ledger, &self.spend).transaction(|(ledger, spend)| {
-            ledger.insert(key, value.as_slice())?;
-            for account in accounts {
-                let mut totals: Totals = match spend.get(account.as_bytes())? {
-                    Some(bytes) => serde_json::from_slice(&bytes)
-                        .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?,
-                    None => Totals::default(),
-                };
-                totals.cost_nanos = totals.cost_nanos.saturating_add(entry.cost_nanos);
-                totals.direct_nanos = totals.direct_nanos.saturating_add(entry.direct_nanos);
-                totals.requests += 1;
-                let bytes = serde_json::to_vec(&totals)
-                    .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?;
-                spend.insert(account.as_bytes(), bytes)?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
-        }
-        self.flush().await
+        self.writer
+            .record(
+                entry.request_id.as_bytes().to_vec(),
+                serde_json::to_vec(entry)?,
+                accounts.to_vec(),
+                entry.cost_nanos,
+                entry.direct_nanos,
+            )
+            .await
     }
 
     pub fn totals(&self, account: &str) -> Result<Totals, StoreError> {
