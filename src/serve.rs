@@ -17,6 +17,10 @@ use crate::store::Store;
 use crate::systemd;
 use crate::tokens;
 
+/// How long shutdown waits for background tasks, and then for the last
+/// holder of the state, after the connections are closed.
+const TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running proxy. Dropping it does not stop the server; call
 /// [`Running::shutdown`].
 pub struct Running {
@@ -53,14 +57,34 @@ impl Running {
     /// Stops accepting, lets requests in flight finish, and returns when
     /// the server is done.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        if let Err(e) = self.task.await {
+        let Running {
+            state,
+            stop,
+            task,
+            watch,
+            background,
+            ..
+        } = self;
+        let _ = stop.send(());
+        if let Err(e) = task.await {
             tracing::error!("server task ended abnormally: {e}");
         }
-        drop(self.watch);
-        for task in self.background {
+        if let Some(watch) = watch {
+            watch.stop().await;
+        }
+        for task in background {
             task.abort();
             let _ = task.await;
+        }
+        // Relays whose connections are gone end at their next write.
+        state.wait_for_tasks(TASKS_GRACE).await;
+        let mut closed = state.closed();
+        drop(state);
+        // Anything still holding the state (a cache thread mid-slice) lets
+        // go shortly; only then is the database closed and free to reopen.
+        let released = async { while closed.changed().await.is_ok() {} };
+        if tokio::time::timeout(TASKS_GRACE, released).await.is_err() {
+            tracing::warn!("the state was still in use {TASKS_GRACE:?} after shutdown");
         }
     }
 }

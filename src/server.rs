@@ -45,7 +45,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and waits up to
-    /// the configured grace period for open requests to finish.
+    /// the configured grace period for open requests to finish; returns
+    /// once every connection task has ended.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, state } = self;
         let graceful = GracefulShutdown::new();
@@ -61,8 +62,13 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout);
         tokio::pin!(shutdown);
+        // Every connection's task, so that shutdown can end those still open
+        // after the grace period and wait until each has let go of the state
+        // (and with it the database).
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (stream, _peer) = tokio::select! {
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -87,7 +93,7 @@ impl Server {
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 tokio::pin!(connection);
                 // hyper times out slow headers only once it knows the
                 // protocol, i.e. after the connection's first bytes: a
@@ -124,7 +130,9 @@ impl Server {
             .is_err()
         {
             tracing::warn!("grace period over; closing the remaining connections");
+            connections.abort_all();
         }
+        while connections.join_next().await.is_some() {}
     }
 }
 

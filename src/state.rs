@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
+use tokio_util::task::TaskTracker;
 
 use crate::budget::Book;
 use crate::cache::Cache;
@@ -100,6 +101,12 @@ struct Shared {
     status: Mutex<ConfigStatus>,
     data_dir: PathBuf,
     started: Instant,
+    /// Tasks that outlive the handler that started them (stream relays):
+    /// shutdown waits for them.
+    tasks: TaskTracker,
+    /// Last field, so dropped last: its receivers learn that everything
+    /// above, the database included, has been let go.
+    closed: tokio::sync::watch::Sender<()>,
 }
 
 impl AppState {
@@ -123,8 +130,38 @@ impl AppState {
                 status: Mutex::new(status),
                 data_dir,
                 started: Instant::now(),
+                tasks: TaskTracker::new(),
+                closed: tokio::sync::watch::Sender::new(()),
             }),
         }
+    }
+
+    /// Runs `task` in the background, tracked so that shutdown can wait
+    /// for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.shared.tasks.spawn(task);
+    }
+
+    /// Stops tracking new tasks and waits up to `limit` for the running ones.
+    pub async fn wait_for_tasks(&self, limit: std::time::Duration) {
+        self.shared.tasks.close();
+        if tokio::time::timeout(limit, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} background tasks still running at shutdown",
+                self.shared.tasks.len()
+            );
+        }
+    }
+
+    /// Ends (with an error) once the last handle to the state is dropped.
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<()> {
+        self.shared.closed.subscribe()
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {

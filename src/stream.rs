@@ -83,7 +83,8 @@ impl Relay {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         metadata::early_headers(headers, &self.request_id, &self.candidate);
-        tokio::spawn(self.run(events, tx));
+        let state = self.state.clone();
+        state.spawn(self.run(events, tx));
         response
     }
 

@@ -229,6 +229,70 @@ async fn a_hundred_parallel_requests_never_pass_the_cap() {
     proxy.stop().await;
 }
 
+/// Sustained concurrent settlements. sled's own flush pool once deadlocked
+/// against the ledger transactions at 16 concurrent requests, and p402
+/// stopped answering for good; every request here must be answered, settled
+/// exactly once, and still be there after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn sustained_concurrent_load_settles_every_request() {
+    const CLIENTS: usize = 32;
+    const EACH: usize = 40;
+    let (_fake, proxy) = setup("", "").await;
+    let id = proxy.session(1000.0).await;
+    let mut clients = Vec::new();
+    for client_no in 0..CLIENTS {
+        let client = proxy.client.clone();
+        let url = proxy.url("/v1/chat/completions");
+        let mut body = in_session(&id, 300);
+        clients.push(tokio::spawn(async move {
+            let mut cost = 0.0;
+            for i in 0..EACH {
+                // Every third request streams: relays settle on their own task.
+                let stream = (client_no + i) % 3 == 0;
+                body["stream"] = json!(stream);
+                body["stream_options"] = json!({"include_usage": true});
+                let response = client.post(&url).json(&body).send().await.expect("sent");
+                assert_eq!(response.status(), 200);
+                let text = response.text().await.expect("body");
+                let answer: Value = if stream {
+                    stream_chunks(&text).pop().expect("a final chunk")
+                } else {
+                    serde_json::from_str(&text).expect("json")
+                };
+                cost += answer["p402_metadata"]["cost_usd"]
+                    .as_f64()
+                    .expect("cost in the metadata");
+            }
+            cost
+        }));
+    }
+    let all = async {
+        let mut cost = 0.0;
+        for client in clients {
+            cost += client.await.expect("client task");
+        }
+        cost
+    };
+    let served_cost = tokio::time::timeout(Duration::from_secs(300), all)
+        .await
+        .expect("p402 stopped answering under concurrent load");
+
+    let check = |read: &Value| {
+        assert_eq!(read["requests"], CLIENTS * EACH, "{read}");
+        let used = read["budget"]["used_usd"].as_f64().expect("used");
+        assert!(
+            (used - served_cost).abs() < 1e-6,
+            "used {used} != served {served_cost}"
+        );
+    };
+    let read = proxy.get_json(&format!("/api/v2/sessions/{id}")).await;
+    check(&read);
+    assert_eq!(read["budget"]["reserved_usd"].as_f64(), Some(0.0));
+    let proxy = proxy.restart().await;
+    check(&proxy.get_json(&format!("/api/v2/sessions/{id}")).await);
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_output_limit_is_lowered_to_what_the_budget_pays_for() {
     let (fake, proxy) = setup("", "").await;

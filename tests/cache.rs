@@ -264,23 +264,7 @@ async fn incomplete_answers_errors_and_opted_out_requests_are_never_stored() {
 async fn entries_survive_a_restart_and_clear_empties_the_cache_only() {
     let (fake, proxy) = cached_proxy().await;
     answer(&proxy, ask("gpt-4o-mini", "How tall is Mount Everest?")).await;
-    let config = proxy.config_path.clone();
-    let TestProxy {
-        running,
-        dir,
-        client,
-        ..
-    } = proxy;
-    if let Some(running) = running {
-        running.shutdown().await;
-    }
-    let running = p402::serve::start(Some(&config)).await.expect("restart");
-    let proxy = TestProxy {
-        running: Some(running),
-        dir,
-        config_path: config,
-        client,
-    };
+    let proxy = proxy.restart().await;
     let again = answer(&proxy, ask("gpt-4o-mini", "How tall is Mount Everest?")).await;
     assert_eq!(
         again["p402_metadata"]["cached"], true,

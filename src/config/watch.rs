@@ -20,6 +20,8 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 pub struct ConfigWatch {
     _watcher: notify::RecommendedWatcher,
     trigger: mpsc::UnboundedSender<Trigger>,
+    /// The task applying new versions; it holds whatever `apply` holds.
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Why the file is to be read again.
@@ -35,6 +37,15 @@ impl ConfigWatch {
     /// Re-reads the file now, as if it had changed (SIGHUP, `ExecReload`).
     pub fn reload(&self) {
         let _ = self.trigger.send(Trigger::Asked);
+    }
+
+    /// Stops watching and waits until the applying task, and with it
+    /// `apply`, is gone.
+    pub async fn stop(self) {
+        let ConfigWatch { _watcher, task, .. } = self;
+        drop(_watcher);
+        task.abort();
+        let _ = task.await;
     }
 }
 
@@ -69,10 +80,11 @@ where
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
 
     let initial = std::fs::read(&path).ok();
-    tokio::spawn(debounce_and_apply(path, rx, initial, apply));
+    let task = tokio::spawn(debounce_and_apply(path, rx, initial, apply));
     Ok(ConfigWatch {
         _watcher: watcher,
         trigger: tx,
+        task,
     })
 }
 

@@ -228,6 +228,56 @@ mod tests {
         }
     }
 
+    /// sled's `flush_async` once deadlocked against ledger transactions
+    /// under concurrent settlements (sled#1308), blocking both tokio
+    /// workers for good: every one of these must finish, each counted once.
+    /// The workload runs on a runtime of its own so that a hang fails the
+    /// test instead of stalling it.
+    #[test]
+    fn concurrent_settlements_all_finish_and_count_once() {
+        const TASKS: usize = 64;
+        const EACH: usize = 200;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let accounts = vec!["session:a".to_string(), "budget:g:total".to_string()];
+        let (done, finished) = std::sync::mpsc::channel();
+        let workload = store.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let mut tasks = Vec::new();
+                for _ in 0..TASKS {
+                    let store = workload.clone();
+                    let accounts = accounts.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..EACH {
+                            let id = crate::ids::RequestId::new().to_string();
+                            store
+                                .record(&entry(&id, 3), &accounts)
+                                .await
+                                .expect("record");
+                        }
+                    }));
+                }
+                for task in tasks {
+                    task.await.expect("task");
+                }
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("settlements stopped finishing (deadlock)");
+        let totals = store.totals("session:a").expect("totals");
+        assert_eq!(totals.requests, (TASKS * EACH) as u64);
+        assert_eq!(totals.cost_nanos, (TASKS * EACH * 3) as i64);
+        assert_eq!(store.ledger_len(), TASKS * EACH);
+    }
+
     #[tokio::test]
     async fn records_survive_reopening() {
         let dir = tempfile::tempdir().expect("dir");

@@ -851,6 +851,19 @@ impl TestProxy {
             .expect("health json")
     }
 
+    /// Shuts p402 down and starts it again on the same config and data,
+    /// in this process: the database must have been let go.
+    pub async fn restart(mut self) -> Self {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        let running = p402::serve::start(Some(&self.config_path))
+            .await
+            .expect("p402 starts again on the same data");
+        self.running = Some(running);
+        self
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
