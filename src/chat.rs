@@ -596,7 +596,12 @@ async fn serve_hit(
         .iter()
         .filter_map(|a| a.key.clone())
         .collect();
-    if let Err(e) = state.book().store().record(&entry, &accounts).await {
+    if let Err(e) = state
+        .book()
+        .store()
+        .record_unflushed(&entry, &accounts)
+        .await
+    {
         tracing::error!(request_id = %request_id, "could not record the cache hit in the ledger: {e}");
     }
     state.cache().record_saving(direct);

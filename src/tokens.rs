@@ -7,6 +7,11 @@
 //! text. Other vendors' tokenizers differ by a few percent from it, which the
 //! per-message overhead below more than covers.
 
+use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
+use std::sync::{LazyLock, Mutex};
+
+use lru::LruCache;
 use serde_json::Value;
 
 /// Tokens a chat format adds around each message (role, separators).
@@ -19,8 +24,47 @@ const PER_IMAGE: u64 = 765;
 /// Above this many bytes of text, counting runs on a blocking thread.
 pub const INLINE_LIMIT: usize = 16 * 1024;
 
+/// Texts shorter than this are tokenized every time: hashing and locking
+/// would cost about as much.
+const MEMO_MIN_BYTES: usize = 64;
+/// Distinct texts whose counts are remembered.
+const MEMO_ENTRIES: usize = 8192;
+
+/// Token counts of recently seen texts. A conversation re-sends every
+/// earlier message (and the system prompt, and the tools) with each turn:
+/// with their counts remembered, counting a turn costs its new text only,
+/// instead of growing with the whole conversation.
+struct Memo {
+    /// Random keys per process, so that no client can craft two texts that
+    /// share a count.
+    hasher: std::hash::RandomState,
+    /// A std mutex: held for one lookup or insert, never across an await.
+    counts: Mutex<LruCache<(u64, usize), u64>>,
+}
+
+static MEMO: LazyLock<Memo> = LazyLock::new(|| Memo {
+    hasher: std::hash::RandomState::new(),
+    counts: Mutex::new(LruCache::new(
+        NonZeroUsize::new(MEMO_ENTRIES).unwrap_or(NonZeroUsize::MIN),
+    )),
+});
+
 /// Tokens of a plain text (an answer, when the provider reported none).
 pub fn count_text(text: &str) -> u64 {
+    if text.len() < MEMO_MIN_BYTES {
+        return tokenize(text);
+    }
+    let key = (MEMO.hasher.hash_one(text), text.len());
+    let lock = || MEMO.counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = lock().get(&key) {
+        return *count;
+    }
+    let count = tokenize(text);
+    lock().put(key, count);
+    count
+}
+
+fn tokenize(text: &str) -> u64 {
     tiktoken_rs::o200k_base_singleton()
         .encode_with_special_tokens(text)
         .len() as u64
@@ -84,10 +128,24 @@ fn count_json(value: &Value) -> u64 {
     }
 }
 
-/// The size of the text to count, to decide whether to count inline.
+/// About the size of the text to count (the strings in the messages and
+/// tools), to decide whether to count inline; measured without serializing.
 pub fn text_bytes(body: &serde_json::Map<String, Value>) -> usize {
-    body.get("messages").map_or(0, |m| m.to_string().len())
-        + body.get("tools").map_or(0, |t| t.to_string().len())
+    fn size(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len() + 2,
+            Value::Array(items) => items.iter().map(size).sum::<usize>() + 2,
+            Value::Object(fields) => {
+                fields
+                    .iter()
+                    .map(|(key, value)| key.len() + 4 + size(value))
+                    .sum::<usize>()
+                    + 2
+            }
+            _ => 8,
+        }
+    }
+    body.get("messages").map_or(0, size) + body.get("tools").map_or(0, size)
 }
 
 #[cfg(test)]
@@ -106,6 +164,21 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "Say hello"}]}),
         ));
         assert!((8..=10).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn remembered_counts_are_the_counts() {
+        let long = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(5);
+        let first = count_text(&long);
+        assert_eq!(first, tokenize(&long));
+        assert_eq!(count_text(&long), first, "from the memo");
+        // Same length, different text: its own count.
+        let other = long.replace("fox", "cat");
+        assert_eq!(other.len(), long.len());
+        assert_eq!(count_text(&other), tokenize(&other));
+        let spaced = long.replace("fox", "f x");
+        assert_ne!(tokenize(&spaced), first);
+        assert_eq!(count_text(&spaced), tokenize(&spaced));
     }
 
     #[test]

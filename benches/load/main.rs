@@ -127,7 +127,15 @@ impl Measured {
         match self.rates.iter().find(|(r, _)| *r == rate) {
             Some((_, run)) if run.stalled => "stopped answering",
             Some(_) => "saturated",
-            None => "saturated below",
+            // The sweep stops at the first rate a system cannot hold.
+            None if self
+                .rates
+                .iter()
+                .any(|(r, run)| *r < rate && (run.saturated || run.stalled)) =>
+            {
+                "saturated below"
+            }
+            None => "not measured",
         }
     }
 

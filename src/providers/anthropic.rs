@@ -856,7 +856,7 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     use eventsource_stream::Eventsource;
-    let events = super::without_bom(bytes)
+    let events = super::checked_sse_bytes(bytes)
         .eventsource()
         .scan(StreamState::new(), |state, event| {
             let out = match event {

@@ -81,38 +81,135 @@ pub fn events(api: Api, body: Incoming) -> EventStream {
 /// The UTF-8 byte order mark, which the SSE format allows once at the start.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Upstream SSE bytes made safe for `eventsource-stream` 0.2.3, which
-/// panics on a stream that starts with a BOM: it skips one *byte* of the
-/// three-byte mark and slices inside a character (upstream PR
-/// jpopesculian/eventsource-stream#10, unreleased). The one BOM the format
-/// allows is dropped here, even split across chunks, and a leading empty
-/// line, which SSE ignores, keeps the crate's check from ever seeing
-/// another one.
-fn without_bom<S, E>(bytes: S) -> impl Stream<Item = Result<Bytes, E>> + Send + 'static
+/// Why upstream SSE bytes could not be decoded.
+#[derive(Debug)]
+pub enum SseBytesError<E> {
+    /// Reading the body failed.
+    Upstream(E),
+    /// SSE is UTF-8; these bytes are not.
+    NotUtf8 { offset: u64 },
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for SseBytesError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SseBytesError::Upstream(e) => e.fmt(f),
+            SseBytesError::NotUtf8 { offset } => {
+                write!(
+                    f,
+                    "the stream is not UTF-8 (invalid byte at offset {offset})"
+                )
+            }
+        }
+    }
+}
+
+/// Upstream SSE bytes made safe for `eventsource-stream` 0.2.3.
+///
+/// - It panics on a stream that starts with a BOM: it skips one *byte* of
+///   the three-byte mark and slices inside a character (upstream PR
+///   jpopesculian/eventsource-stream#10, unreleased). The one BOM the format
+///   allows is dropped here, even split across chunks, and a leading empty
+///   line, which SSE ignores, keeps the crate's check from ever seeing
+///   another one.
+/// - After a byte that is not UTF-8 it emits nothing more, re-checks its
+///   whole growing buffer on every chunk, and reports the error only when
+///   the stream ends. Here the bytes are checked as they come (a character
+///   split across chunks included) and the first invalid one ends the
+///   stream with an error at once.
+fn checked_sse_bytes<S, E>(
+    bytes: S,
+) -> impl Stream<Item = Result<Bytes, SseBytesError<E>>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Send + 'static,
 {
     // The first bytes, held until they are known not to be a partial BOM.
     let mut head: Option<Vec<u8>> = Some(Vec::new());
-    let stripped = bytes.map(move |item| {
-        let chunk = item?;
-        let Some(pending) = head.as_mut() else {
-            return Ok(chunk);
-        };
-        pending.extend_from_slice(&chunk);
-        if pending.len() < BOM.len() && BOM.starts_with(pending) {
-            return Ok(Bytes::new());
-        }
-        let pending = head.take().unwrap_or_default();
-        let start = if pending.starts_with(BOM) {
-            BOM.len()
+    let mut utf8 = Utf8Check::default();
+    let checked = bytes
+        .map(move |item| {
+            let chunk = item.map_err(SseBytesError::Upstream)?;
+            let chunk = match head.as_mut() {
+                None => chunk,
+                Some(pending) => {
+                    pending.extend_from_slice(&chunk);
+                    if pending.len() < BOM.len() && BOM.starts_with(pending) {
+                        return Ok(Bytes::new());
+                    }
+                    let pending = head.take().unwrap_or_default();
+                    let start = if pending.starts_with(BOM) {
+                        BOM.len()
+                    } else {
+                        0
+                    };
+                    Bytes::from(pending).slice(start..)
+                }
+            };
+            Ok(chunk)
+        })
+        // What comes before a bad byte still goes on, then the error.
+        .flat_map(move |item| {
+            let items = match item {
+                Ok(chunk) => match utf8.check(&chunk) {
+                    Ok(()) => [Some(Ok(chunk)), None],
+                    Err((valid, error)) => [Some(Ok(chunk.slice(..valid))), Some(Err(error))],
+                },
+                Err(error) => [Some(Err(error)), None],
+            };
+            stream::iter(items.into_iter().flatten())
+        })
+        // Nothing after the first error: it ends the stream.
+        .scan(false, |failed, item| {
+            if *failed {
+                return future::ready(None);
+            }
+            *failed = item.is_err();
+            future::ready(Some(item))
+        });
+    stream::once(future::ready(Ok(Bytes::from_static(b"\n")))).chain(checked)
+}
+
+/// Incremental UTF-8 validation across chunk boundaries.
+#[derive(Default)]
+struct Utf8Check {
+    /// The start of a character the last chunk ended inside (at most 3 bytes).
+    carry: Vec<u8>,
+    /// Bytes checked so far, for the error message.
+    offset: u64,
+}
+
+impl Utf8Check {
+    /// On a bad byte: how many of `chunk`'s bytes are valid, and the error.
+    fn check<E>(&mut self, chunk: &[u8]) -> Result<(), (usize, SseBytesError<E>)> {
+        let joined;
+        let bytes = if self.carry.is_empty() {
+            chunk
         } else {
-            0
+            joined = [self.carry.as_slice(), chunk].concat();
+            &joined
         };
-        Ok(Bytes::from(pending).slice(start..))
-    });
-    stream::once(future::ready(Ok(Bytes::from_static(b"\n")))).chain(stripped)
+        let carried = self.carry.len();
+        let start = self.offset - carried as u64;
+        self.carry.clear();
+        match std::str::from_utf8(bytes) {
+            Ok(_) => {}
+            // A character cut at the end of the chunk: checked with the next.
+            Err(e) if e.error_len().is_none() => {
+                self.carry.extend_from_slice(&bytes[e.valid_up_to()..]);
+            }
+            Err(e) => {
+                return Err((
+                    e.valid_up_to().saturating_sub(carried),
+                    SseBytesError::NotUtf8 {
+                        offset: start + e.valid_up_to() as u64,
+                    },
+                ))
+            }
+        }
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
 }
 
 /// What to do with an upstream error response.
@@ -161,6 +258,62 @@ mod tests {
         };
         events
             .map(|event| event.expect("an event"))
+            .collect::<Vec<_>>()
+            .now_or_never()
+            .expect("in-memory streams are ready")
+    }
+
+    #[test]
+    fn invalid_utf8_ends_the_stream_with_an_error_at_once() {
+        let good = "data: {\"choices\":[{\"delta\":{\"content\":\"h\u{e9}\u{1F600}\"}}]}\n\n";
+        // A character split across chunks at every point is fine.
+        let body = format!("{good}data: [DONE]\n\n");
+        let bytes = body.as_bytes();
+        let whole = decoded(Api::Openai, &[bytes]);
+        assert_eq!(whole.len(), 2);
+        for split in 1..bytes.len() {
+            let (a, b) = bytes.split_at(split);
+            assert_eq!(decoded(Api::Openai, &[a, b]), whole, "split at {split}");
+        }
+        // A bad byte after the first event: the event, then an error, then
+        // nothing, although more (valid) events follow.
+        let mut bad = good.as_bytes().to_vec();
+        bad.extend_from_slice(b"data: {\"x\": \"\xff\"}\n\n");
+        let after: Vec<&[u8]> = vec![&bad, good.as_bytes(), b"data: [DONE]\n\n"];
+        let events = raw(Api::Openai, &after);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(events[0].is_ok());
+        match &events[1] {
+            Err(StreamError::Read(message)) => {
+                assert!(message.contains("not UTF-8"), "{message}");
+                assert!(
+                    message.contains(&format!("offset {}", good.len() + 13)),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+        // The same in Anthropic's format, and a truncated character at the
+        // very end of a chunk followed by a byte that cannot continue it.
+        let cut: Vec<&[u8]> = vec![b"event: ping\ndata: {\"type\":\"ping\"}\n\n\xe2\x82", b"A"];
+        let events = raw(Api::Anthropic, &cut);
+        let first_error = events.iter().find_map(|e| e.as_ref().err());
+        assert!(
+            matches!(first_error, Some(StreamError::Read(m)) if m.contains("not UTF-8")),
+            "{events:?}"
+        );
+    }
+
+    fn raw(api: Api, pieces: &[&[u8]]) -> Vec<Result<StreamEvent, StreamError>> {
+        let chunks: Vec<Result<Bytes, std::convert::Infallible>> = pieces
+            .iter()
+            .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+            .collect();
+        let events = match api {
+            Api::Openai => openai::decode_stream(stream::iter(chunks)),
+            Api::Anthropic => anthropic::translate_stream(stream::iter(chunks)),
+        };
+        events
             .collect::<Vec<_>>()
             .now_or_never()
             .expect("in-memory streams are ready")

@@ -160,7 +160,7 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     use eventsource_stream::Eventsource;
-    let stream = super::without_bom(bytes).eventsource().map(|event| {
+    let stream = super::checked_sse_bytes(bytes).eventsource().map(|event| {
         let event = event.map_err(|e| StreamError::Read(e.to_string()))?;
         let data = event.data.trim();
         if data == "[DONE]" {

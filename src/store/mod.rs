@@ -126,8 +126,31 @@ impl Store {
     /// Writes a settled request and adds it to `accounts`, atomically and
     /// durably.
     pub async fn record(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
+        self.write(true, entry, accounts).await
+    }
+
+    /// Writes an entry that moves no money (a cache hit) without waiting
+    /// for the disk: it becomes durable with the next settlement's flush or
+    /// sled's own, at most half a second later. A crash in between loses
+    /// the record of a free answer, never a charge, and spares every cache
+    /// hit an fsync.
+    pub async fn record_unflushed(
+        &self,
+        entry: &LedgerEntry,
+        accounts: &[String],
+    ) -> Result<(), StoreError> {
+        self.write(entry.cost_nanos != 0, entry, accounts).await
+    }
+
+    async fn write(
+        &self,
+        durable: bool,
+        entry: &LedgerEntry,
+        accounts: &[String],
+    ) -> Result<(), StoreError> {
         self.writer
             .record(
+                durable,
                 entry.request_id.as_bytes().to_vec(),
                 serde_json::to_vec(entry)?,
                 accounts.to_vec(),

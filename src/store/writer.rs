@@ -29,8 +29,10 @@ const MAX_BATCH: usize = 512;
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 enum Job {
-    /// Write a ledger entry and add it to the accounts, then flush.
+    /// Write a ledger entry and add it to the accounts, then flush unless
+    /// the entry moves no money.
     Record {
+        durable: bool,
         key: Vec<u8>,
         value: Vec<u8>,
         accounts: Vec<String>,
@@ -76,9 +78,11 @@ impl Writer {
     }
 
     /// Writes a ledger entry (`key` → `value`) and adds its cost to every
-    /// account, atomically, and returns once that is on disk.
+    /// account, atomically, and returns once that is on disk (`durable`) or
+    /// once it is written (it is on disk with the next flush).
     pub(super) async fn record(
         &self,
+        durable: bool,
         key: Vec<u8>,
         value: Vec<u8>,
         accounts: Vec<String>,
@@ -87,6 +91,7 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
         self.send(Job::Record {
+            durable,
             key,
             value,
             accounts,
@@ -138,6 +143,7 @@ fn run(trees: &Trees, queue: &mpsc::Receiver<Job>) {
         for job in batch.drain(..) {
             match job {
                 Job::Record {
+                    durable,
                     key,
                     value,
                     accounts,
@@ -145,13 +151,16 @@ fn run(trees: &Trees, queue: &mpsc::Receiver<Job>) {
                     direct_nanos,
                     reply,
                 } => match trees.apply(&key, &value, &accounts, cost_nanos, direct_nanos) {
-                    Ok(()) => waiting.push(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
+                    Ok(()) if durable => waiting.push(reply),
+                    written => {
+                        let _ = reply.send(written);
                     }
                 },
                 Job::Flush { reply } => waiting.push(reply),
             }
+        }
+        if waiting.is_empty() {
+            continue;
         }
         let flushed = trees.db.flush().map_err(Arc::new);
         for reply in waiting.drain(..) {
