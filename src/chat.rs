@@ -391,7 +391,7 @@ impl Attempt<'_> {
         let bytes = self.read_upstream_body(response.into_body()).await?;
         let mut answer =
             providers::completion(api, &bytes).map_err(|e| Failure::new("invalid_response", e))?;
-        let Some(object) = answer.as_object_mut() else {
+        let Some(object) = answer.as_object() else {
             return Err(Failure::new(
                 "invalid_response",
                 "the answer is not a JSON object",
@@ -403,10 +403,14 @@ impl Attempt<'_> {
                 "a 200 answer without choices (an error body)",
             ));
         }
-        let answer_value = Value::Object(object.clone());
-        let mut text = String::new();
-        charge::generated_text(&answer_value, "message", &mut text);
-        let used = Used::of(openai::usage(&answer_value), self.input_tokens, &text);
+        let used = match openai::usage(&answer) {
+            reported @ Some(_) => Used::of(reported, self.input_tokens, ""),
+            None => {
+                let mut text = String::new();
+                charge::generated_text(&answer, "message", &mut text);
+                Used::of(None, self.input_tokens, &text)
+            }
+        };
         let costs = Costs::of(
             Some(&used.usage),
             self.candidate.price(),
@@ -420,10 +424,10 @@ impl Attempt<'_> {
         charge::settle(self.state.book(), reservation, &entry).await;
         if let Some(probe) = self.probe.clone() {
             let config = &self.runtime.config().cache;
-            if replay::storable(&answer_value, config.store_tool_calls) {
+            if replay::storable(&answer, config.store_tool_calls) {
                 let stored = self.state.cache().store(
                     probe,
-                    &answer_value,
+                    &answer,
                     &used.usage,
                     &self.candidate.provider.name,
                     self.candidate.model_name(),
@@ -448,7 +452,9 @@ impl Attempt<'_> {
         );
         let metadata_json = serde_json::to_value(&metadata)
             .map_err(|e| Failure::new("internal_error", e.to_string()))?;
-        object.insert("p402_metadata".to_string(), metadata_json);
+        if let Some(object) = answer.as_object_mut() {
+            object.insert("p402_metadata".to_string(), metadata_json);
+        }
         let bytes = serde_json::to_vec(&answer)
             .map_err(|e| Failure::new("internal_error", e.to_string()))?;
 
