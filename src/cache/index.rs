@@ -368,6 +368,10 @@ impl Index {
         self.partitions.get(scope).is_some_and(|p| p.ivf.is_some())
     }
 
+    pub fn contains(&self, id: u64) -> bool {
+        self.positions.contains_key(&id)
+    }
+
     pub fn touch(&mut self, id: u64, now: u64) {
         if let Some((scope, position)) = self.positions.get(&id) {
             if let Some(slot) = self

@@ -130,6 +130,9 @@ struct Inner {
     misses: AtomicU64,
     refused_by_guard: AtomicU64,
     saved_nanos: AtomicI64,
+    /// Hit-count writes running off the request path; shutdown waits for
+    /// them, so that the database is closed when p402 says it is.
+    writes: tokio_util::task::TaskTracker,
 }
 
 impl Cache {
@@ -172,6 +175,7 @@ impl Cache {
                 misses: AtomicU64::new(0),
                 refused_by_guard: AtomicU64::new(0),
                 saved_nanos: AtomicI64::new(0),
+                writes: tokio_util::task::TaskTracker::new(),
             }),
         };
         // A small cache is loaded before p402 listens; a large one goes on
@@ -418,11 +422,52 @@ impl Cache {
         entry.hits += 1;
         entry.last_hit = now;
         self.write().touch(entry.id, now);
-        // Hit counts are bookkeeping: written, not flushed.
+        // Hit counts are bookkeeping: written off the request path (a sled
+        // transaction can wait for a concurrent fsync), and not flushed.
         if let Some(scope) = Scope::from_hex(&entry.scope) {
-            self.put(&entry, scope, question_hash(&entry.question))?;
+            let cache = self.clone();
+            let counted = entry.clone();
+            let write = move || {
+                if let Err(e) = cache.put_if_cached(&counted, scope) {
+                    tracing::debug!("could not record a cache hit's count: {e}");
+                }
+            };
+            if tokio::runtime::Handle::try_current().is_ok() && !self.inner.writes.is_closed() {
+                drop(self.inner.writes.spawn_blocking(write));
+            } else {
+                write();
+            }
         }
         Ok(Hit { entry, similarity })
+    }
+
+    /// Waits for the hit-count writes under way; later ones are made on
+    /// the spot.
+    pub async fn finish_writes(&self) {
+        self.inner.writes.close();
+        self.inner.writes.wait().await;
+    }
+
+    /// Rewrites an entry that is still in the cache: a clear or an eviction
+    /// since the hit must not bring it back.
+    fn put_if_cached(&self, entry: &Entry, scope: Scope) -> Result<(), StoreError> {
+        if !self.read().contains(entry.id) {
+            return Ok(());
+        }
+        let key = entry.id.to_be_bytes();
+        let bytes = record::encode_entry(entry)?;
+        let index = IndexRecord::of(entry, scope, question_hash(&entry.question)).encode();
+        transact(
+            &self.inner.tree,
+            &self.inner.index_tree,
+            |entries, records| {
+                if records.get(key)?.is_some() {
+                    entries.insert(&key, bytes.as_slice())?;
+                    records.insert(&key, index.as_slice())?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Counts the direct cost a hit avoided, for the stats.
