@@ -7,11 +7,6 @@ use p402::logging::{self, LogFormat};
 use p402::report::GroupBy;
 use p402::{commands, serve};
 
-/// mimalloc rather than glibc's malloc: allocation was a quarter of
-/// p402's instructions per request (BENCHMARKS.md, the load section).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// p402: a local LLM cost-control proxy. Point any OpenAI client at
 /// http://127.0.0.1:8402/v1 and every chat completion is routed, priced and
 /// reported.
