@@ -147,6 +147,61 @@ pub fn usage(object: &Value) -> Option<Usage> {
     })
 }
 
+/// What p402 reads of an OpenAI answer it passes on as it came: the rest
+/// is checked to be JSON but never built into a tree.
+#[derive(serde::Deserialize)]
+struct Outline {
+    choices: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+    usage: Option<Value>,
+    x_groq: Option<Value>,
+    p402_metadata: Option<serde::de::IgnoredAny>,
+}
+
+/// The usage of a successful answer with choices, no error and no
+/// `p402_metadata` of its own, read without building the answer; `None`
+/// for anything else, which then takes the full path (and its errors).
+pub fn passable_usage(bytes: &[u8]) -> Option<Usage> {
+    // serde would also read a struct from an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let outline: Outline = serde_json::from_slice(bytes).ok()?;
+    if outline.choices.is_none() || outline.error.is_some() || outline.p402_metadata.is_some() {
+        return None;
+    }
+    let mut reported = Map::new();
+    if let Some(value) = outline.usage {
+        reported.insert("usage".to_string(), value);
+    }
+    if let Some(value) = outline.x_groq {
+        reported.insert("x_groq".to_string(), value);
+    }
+    usage(&Value::Object(reported))
+}
+
+/// `object` (the bytes of a JSON object) with `"name": value` added as its
+/// last member, without re-serializing the rest.
+pub fn with_member(object: &[u8], name: &str, value: &[u8]) -> Option<Vec<u8>> {
+    let end = object.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if object[end] != b'}' {
+        return None;
+    }
+    let body = &object[..end];
+    let last = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    let name = serde_json::to_string(name).ok()?;
+    let mut out = Vec::with_capacity(object.len() + name.len() + value.len() + 3);
+    out.extend_from_slice(&body[..=last]);
+    if body[last] != b'{' {
+        out.push(b',');
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(value);
+    out.push(b'}');
+    Some(out)
+}
+
 /// The upstream SSE body as OpenAI chunk events.
 pub fn events(body: Incoming) -> EventStream {
     decode_stream(BodyDataStream::new(body))
@@ -182,6 +237,41 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_passable_answer_keeps_its_bytes_and_gains_the_metadata() {
+        let answer = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}  "#;
+        let usage = passable_usage(answer).expect("passable");
+        assert_eq!((usage.input_tokens, usage.output_tokens), (3, 2));
+        let out = with_member(answer, "p402_metadata", br#"{"cached":false}"#).expect("spliced");
+        let value: Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(value["p402_metadata"]["cached"], false);
+        assert_eq!(value["choices"][0]["message"]["content"], "hi");
+        assert_eq!(
+            with_member(b"{ }", "a", b"1").as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
+
+        let groq =
+            br#"{"choices":[],"x_groq":{"usage":{"prompt_tokens":5,"completion_tokens":1}}}"#;
+        assert_eq!(passable_usage(groq).map(|u| u.input_tokens), Some(5));
+        // Everything else takes the full path.
+        for other in [
+            &br#"{"choices":[]}"#[..],
+            br#"{"choices":[],"usage":{},"error":{"message":"x"}}"#,
+            br#"{"choices":[],"usage":{"prompt_tokens":1},"p402_metadata":{}}"#,
+            br#"{"usage":{"prompt_tokens":1}}"#,
+            br#"[{"prompt_tokens":1}]"#,
+            br#"{"choices":[],"usage":{"prompt_tokens":1}"#,
+            b"not json",
+        ] {
+            assert!(
+                passable_usage(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
