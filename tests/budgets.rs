@@ -10,20 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// One provider with one model whose prices make budgets easy to reason
-/// about: output at $1000 per million tokens, i.e. $0.001 a token.
-const METERED: &str = r#"
-[[models]]
-id = "metered"
-provider = "openai"
-input_per_mtok = 1.0
-output_per_mtok = 1000.0
-context = 100000
-max_output = 1000
-capabilities = ["tools", "streaming"]
-quality = 50
-"#;
-
 /// The fake reports 12 prompt and 3 completion tokens: 12 * 1 + 3 * 1000 =
 /// 3012 $/M = $0.003012 a request.
 const ACTUAL_COST: f64 = 0.003012;

@@ -12,19 +12,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// Output at $0.001 a token, so a request with `max_tokens = 10` reserves
-/// about $0.01 and costs $0.003012 (12 prompt, 3 completion tokens).
-const METERED: &str = r#"
-[[models]]
-id = "metered"
-provider = "openai"
-input_per_mtok = 1.0
-output_per_mtok = 1000.0
-context = 100000
-max_output = 1000
-capabilities = ["tools", "streaming"]
-quality = 50
-
+/// With [`METERED`]'s prices a request with `max_tokens = 10` reserves
+/// about $0.01 and costs $0.003012 (12 prompt, 3 completion tokens), so the
+/// load of all the rounds would go past this budget.
+const GLOBAL: &str = r#"
 [budgets.global]
 budget_usd = 0.15
 period = "total"
@@ -133,7 +124,7 @@ async fn sigkill_at_varied_points_never_loses_an_answer_or_breaks_a_budget() {
         .expect("addr")
         .port();
     let config = Setup {
-        extra: METERED.to_string(),
+        extra: format!("{METERED}\n{GLOBAL}"),
         ..Setup::default()
     }
     .with_provider("openai", &fake)

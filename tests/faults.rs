@@ -22,21 +22,6 @@ use tokio::time::{timeout, Instant};
 const SSE: &str = "text/event-stream";
 const JSON: &str = "application/json";
 
-/// Input at $1 and output at $1000 per million tokens: a token of input
-/// costs 1,000 nano-dollars and one of output 1,000,000, so every charge
-/// can be checked exactly.
-const METERED: &str = r#"
-[[models]]
-id = "metered"
-provider = "openai"
-input_per_mtok = 1.0
-output_per_mtok = 1000.0
-context = 100000
-max_output = 1000
-capabilities = ["tools", "streaming"]
-quality = 50
-"#;
-
 /// Many faults in a row must not open the circuit breaker: each test
 /// checks what one fault does, not what the breaker does after several.
 const NO_BREAKER: &str = "circuit_breaker_failures = 1000\n";

@@ -247,20 +247,12 @@ mod tests {
     use futures_util::FutureExt;
     use serde_json::json;
 
+    /// The events of a stream that must decode without error.
     fn decoded(api: Api, pieces: &[&[u8]]) -> Vec<StreamEvent> {
-        let chunks: Vec<Result<Bytes, std::convert::Infallible>> = pieces
-            .iter()
-            .map(|piece| Ok(Bytes::copy_from_slice(piece)))
-            .collect();
-        let events = match api {
-            Api::Openai => openai::decode_stream(stream::iter(chunks)),
-            Api::Anthropic => anthropic::translate_stream(stream::iter(chunks)),
-        };
-        events
+        raw(api, pieces)
+            .into_iter()
             .map(|event| event.expect("an event"))
-            .collect::<Vec<_>>()
-            .now_or_never()
-            .expect("in-memory streams are ready")
+            .collect()
     }
 
     #[test]
@@ -304,6 +296,7 @@ mod tests {
         );
     }
 
+    /// Everything a stream of `pieces` decodes to, errors included.
     fn raw(api: Api, pieces: &[&[u8]]) -> Vec<Result<StreamEvent, StreamError>> {
         let chunks: Vec<Result<Bytes, std::convert::Infallible>> = pieces
             .iter()

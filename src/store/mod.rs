@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
-use writer::Writer;
+use writer::{Settlement, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -151,11 +151,13 @@ impl Store {
         self.writer
             .record(
                 durable,
-                entry.request_id.as_bytes().to_vec(),
-                serde_json::to_vec(entry)?,
-                accounts.to_vec(),
-                entry.cost_nanos,
-                entry.direct_nanos,
+                Settlement {
+                    key: entry.request_id.as_bytes().to_vec(),
+                    value: serde_json::to_vec(entry)?,
+                    accounts: accounts.to_vec(),
+                    cost_nanos: entry.cost_nanos,
+                    direct_nanos: entry.direct_nanos,
+                },
             )
             .await
     }

@@ -28,16 +28,20 @@ const MAX_BATCH: usize = 512;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
+/// A ledger entry (`key` → `value`) and what it adds to each account.
+pub(super) struct Settlement {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub accounts: Vec<String>,
+    pub cost_nanos: i64,
+    pub direct_nanos: i64,
+}
+
 enum Job {
-    /// Write a ledger entry and add it to the accounts, then flush unless
-    /// the entry moves no money.
+    /// Write a settlement, then flush unless the entry moves no money.
     Record {
         durable: bool,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        accounts: Vec<String>,
-        cost_nanos: i64,
-        direct_nanos: i64,
+        settlement: Settlement,
         reply: Reply,
     },
     /// Make everything written so far (sessions, say) durable.
@@ -77,26 +81,17 @@ impl Writer {
         })
     }
 
-    /// Writes a ledger entry (`key` → `value`) and adds its cost to every
-    /// account, atomically, and returns once that is on disk (`durable`) or
-    /// once it is written (it is on disk with the next flush).
+    /// Writes a settlement atomically, and returns once it is on disk
+    /// (`durable`) or once it is written (it is on disk with the next flush).
     pub(super) async fn record(
         &self,
         durable: bool,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        accounts: Vec<String>,
-        cost_nanos: i64,
-        direct_nanos: i64,
+        settlement: Settlement,
     ) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
         self.send(Job::Record {
             durable,
-            key,
-            value,
-            accounts,
-            cost_nanos,
-            direct_nanos,
+            settlement,
             reply,
         })?;
         done.await.map_err(|_| StoreError::WriterStopped)?
@@ -144,13 +139,9 @@ fn run(trees: &Trees, queue: &mpsc::Receiver<Job>) {
             match job {
                 Job::Record {
                     durable,
-                    key,
-                    value,
-                    accounts,
-                    cost_nanos,
-                    direct_nanos,
+                    settlement,
                     reply,
-                } => match trees.apply(&key, &value, &accounts, cost_nanos, direct_nanos) {
+                } => match trees.apply(&settlement) {
                     Ok(()) if durable => waiting.push(reply),
                     written => {
                         let _ = reply.send(written);
@@ -174,24 +165,24 @@ fn run(trees: &Trees, queue: &mpsc::Receiver<Job>) {
 }
 
 impl Trees {
-    fn apply(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        accounts: &[String],
-        cost_nanos: i64,
-        direct_nanos: i64,
-    ) -> Result<(), StoreError> {
+    fn apply(&self, settlement: &Settlement) -> Result<(), StoreError> {
+        let Settlement {
+            key,
+            value,
+            accounts,
+            cost_nanos,
+            direct_nanos,
+        } = settlement;
         let result = (&self.ledger, &self.spend).transaction(|(ledger, spend)| {
-            ledger.insert(key, value)?;
+            ledger.insert(key.as_slice(), value.as_slice())?;
             for account in accounts {
                 let mut totals: Totals = match spend.get(account.as_bytes())? {
                     Some(bytes) => serde_json::from_slice(&bytes)
                         .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?,
                     None => Totals::default(),
                 };
-                totals.cost_nanos = totals.cost_nanos.saturating_add(cost_nanos);
-                totals.direct_nanos = totals.direct_nanos.saturating_add(direct_nanos);
+                totals.cost_nanos = totals.cost_nanos.saturating_add(*cost_nanos);
+                totals.direct_nanos = totals.direct_nanos.saturating_add(*direct_nanos);
                 totals.requests += 1;
                 let bytes = serde_json::to_vec(&totals)
                     .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?;

@@ -745,6 +745,21 @@ impl Setup {
     }
 }
 
+/// One OpenAI model whose prices make charges easy to check exactly: input
+/// at $1 and output at $1000 per million tokens, so a token of input costs
+/// 1,000 nano-dollars and one of output 1,000,000 ($0.001).
+pub const METERED: &str = r#"
+[[models]]
+id = "metered"
+provider = "openai"
+input_per_mtok = 1.0
+output_per_mtok = 1000.0
+context = 100000
+max_output = 1000
+capabilities = ["tools", "streaming"]
+quality = 50
+"#;
+
 /// A p402 running in this test process.
 pub struct TestProxy {
     pub running: Option<p402::serve::Running>,
