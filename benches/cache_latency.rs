@@ -1,7 +1,7 @@
 //! End-to-end latency of cache hits through the proxy: a real p402 on
 //! loopback (release build), the real embedding model, a loopback provider
-//! that is only asked once. Exact hits, semantic (paraphrase) hits, and the
-//! embedding alone.
+//! that is only asked once. Exact hits, semantic (paraphrase) hits, the
+//! embedding alone, and the provider asked directly (the floor).
 //!
 //! Run: `cargo bench --bench cache_latency` (prints Markdown).
 
@@ -126,6 +126,23 @@ async fn main() {
             samples
         }
     };
+    // The floor: the same client and question, straight to the provider.
+    let direct_url = format!("http://{upstream}/v1/chat/completions");
+    let mut direct = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let answer: serde_json::Value = client
+            .post(&direct_url)
+            .json(&ask("What does HTTP status 402 mean?"))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        direct.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert!(answer.get("p402_metadata").is_none(), "{answer}");
+    }
     let exact = measure("What does HTTP status 402 mean?").await;
     let semantic = measure("What is the meaning of the HTTP 402 status?").await;
 
@@ -145,6 +162,10 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|");
     for (name, samples) in [
+        (
+            "the provider directly (the floor: same client, no p402)",
+            direct,
+        ),
         ("exact hit through p402", exact),
         ("semantic hit through p402", semantic),
         ("embedding one question (the model alone)", embedding),

@@ -1,7 +1,8 @@
 //! The request path's in-process steps, one by one, with criterion: parse,
 //! token count, routing over the full catalog, the upstream rewrite (OpenAI
 //! and Anthropic), cache scope hashing, budget reservation (and release),
-//! settlement into the ledger, and a cache index lookup.
+//! settlement into the ledger next to a bare fdatasync on the same disk (its
+//! floor), and a cache index lookup.
 //!
 //! Run: `cargo bench --bench in_process` (criterion's report in
 //! target/criterion; the medians go to BENCHMARKS.md).
@@ -160,6 +161,17 @@ fn budgets(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    // The floor under any settlement that is durable before the answer:
+    // one small write and its fdatasync on the same disk, with no database.
+    let mut file = std::fs::File::create(dir.path().join("floor")).expect("file");
+    let record = [b'x'; 300];
+    c.bench_function("the disk alone: write 300 bytes and fdatasync", |b| {
+        b.iter(|| {
+            use std::io::Write;
+            file.write_all(&record).expect("write");
+            file.sync_data().expect("fdatasync");
+        })
     });
 }
 

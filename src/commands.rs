@@ -411,6 +411,10 @@ pub fn setup(explicit: Option<&Path>, dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if !crate::embed::BUILT {
+        eprintln!("p402 setup: {}", crate::embed::EmbedError::NotBuilt);
+        return ExitCode::from(1);
+    }
     if let Err(e) = runtime.block_on(crate::embed::fetch::ensure(&dir)) {
         eprintln!("p402 setup: {e}");
         return ExitCode::from(1);

@@ -179,6 +179,13 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
 /// to the cache. Until then, and for good if it fails, the cache answers
 /// exact matches only, and says so.
 async fn load_embedder(state: AppState, dir: PathBuf) {
+    if !embed::BUILT {
+        tracing::warn!(
+            "semantic cache unavailable, exact-match cache only: {}",
+            embed::EmbedError::NotBuilt
+        );
+        return;
+    }
     if !embed::fetch::is_complete(&dir) {
         tracing::info!(
             "semantic cache: fetching the embedding model into {} (exact-match cache until it is ready)",

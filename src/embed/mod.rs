@@ -8,20 +8,22 @@
 //! (an exact-match cache still answers) instead of piling up work.
 
 pub mod fetch;
+#[cfg_attr(feature = "embeddings", path = "model.rs")]
+#[cfg_attr(not(feature = "embeddings"), path = "no_model.rs")]
+mod model;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::OnceLock;
 
-use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
-};
+use model::Model;
 use tokio::sync::oneshot;
+
+/// Whether this build can embed at all (the `embeddings` feature); without
+/// it there is nothing to fetch.
+pub const BUILT: bool = cfg!(feature = "embeddings");
 
 /// The model's output size.
 pub const DIMENSIONS: usize = 384;
-/// Texts past this many tokens are truncated (the model's own limit).
-const MAX_TOKENS: usize = 256;
 /// Requests waiting for the embedding thread, at most.
 const QUEUE: usize = 64;
 
@@ -35,6 +37,8 @@ pub enum EmbedError {
     Model(String),
     #[error("embedding failed: {0}")]
     Failed(String),
+    #[error("this p402 was built without the `embeddings` feature")]
+    NotBuilt,
     #[error("the embedding queue is full")]
     Busy,
     #[error("the embedding thread has stopped")]
@@ -52,68 +56,20 @@ pub struct Embedder {
     jobs: SyncSender<Job>,
 }
 
-/// ONNX Runtime can be loaded once per process; later loads reuse the
-/// first outcome.
-static RUNTIME: OnceLock<Result<(), String>> = OnceLock::new();
-
-fn load_runtime(library: &Path) -> Result<(), EmbedError> {
-    RUNTIME
-        .get_or_init(|| {
-            // A missing or wrong-version library is an `Err` here, where
-            // fastembed would panic later.
-            ort::init_from(library).map(drop).map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(EmbedError::Runtime)
-}
-
-/// The small tokenizer configuration files fastembed reads; it takes only
-/// the padding and special tokens from them, which are BERT's own.
-fn tokenizer_files(tokenizer: Vec<u8>) -> TokenizerFiles {
-    TokenizerFiles {
-        tokenizer_file: tokenizer,
-        config_file: br#"{"pad_token_id": 0}"#.to_vec(),
-        special_tokens_map_file: br#"{"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]", "unk_token": "[UNK]"}"#.to_vec(),
-        tokenizer_config_file: br#"{"model_max_length": 512, "pad_token": "[PAD]", "do_lower_case": true}"#.to_vec(),
-    }
-}
-
 impl Embedder {
     /// Loads the runtime and the model from `dir` and starts the thread.
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         if !fetch::is_complete(dir) {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
-        load_runtime(&dir.join(fetch::runtime_file_name()))?;
-        let read = |name: &str| {
-            std::fs::read(dir.join(name)).map_err(|e| EmbedError::Model(format!("{name}: {e}")))
-        };
-        let model = UserDefinedEmbeddingModel::new(
-            read(fetch::MODEL_FILE)?,
-            tokenizer_files(read(fetch::TOKENIZER_FILE)?),
-        )
-        .with_pooling(Pooling::Mean);
-        let options = InitOptionsUserDefined::new()
-            .with_max_length(MAX_TOKENS)
-            .with_intra_threads(1);
-        let mut model = TextEmbedding::try_new_from_user_defined(model, options)
-            .map_err(|e| EmbedError::Model(e.to_string()))?;
+        let mut model = Model::load(dir)?;
 
         let (jobs, queue) = sync_channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name("p402-embed".into())
             .spawn(move || {
                 while let Ok(job) = queue.recv() {
-                    let result = model
-                        .embed([job.text.as_str()], Some(1))
-                        .map_err(|e| EmbedError::Failed(e.to_string()))
-                        .and_then(|mut vectors| {
-                            vectors
-                                .pop()
-                                .ok_or_else(|| EmbedError::Failed("no vector".into()))
-                        })
-                        .map(normalize);
-                    let _ = job.reply.send(result);
+                    let _ = job.reply.send(model.embed(&job.text).map(normalize));
                 }
             })
             .map_err(|e| EmbedError::Model(format!("cannot start the embedding thread: {e}")))?;
