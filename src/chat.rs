@@ -606,8 +606,8 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
     ApiError::new(kind, code, format!("{summary} ({})", attempts.join("; ")))
 }
 
-/// Answers from the cache: free, recorded in the ledger (with the direct
-/// cost it avoided, so reports show cache savings), durable before it is sent.
+/// Answers from the cache: free, and recorded in the ledger with the direct
+/// cost it avoided, so reports show cache savings.
 #[allow(clippy::too_many_arguments)]
 async fn serve_hit(
     state: &AppState,
@@ -640,12 +640,7 @@ async fn serve_hit(
         .iter()
         .filter_map(|a| a.key.clone())
         .collect();
-    if let Err(e) = state
-        .book()
-        .store()
-        .record_unflushed(&entry, &accounts)
-        .await
-    {
+    if let Err(e) = state.book().store().record_free(&entry, &accounts) {
         tracing::error!(request_id = %request_id, "could not record the cache hit in the ledger: {e}");
     }
     state.cache().record_saving(direct);

@@ -171,6 +171,13 @@ async fn route(
         Ok(key) => key,
         Err(error) => return error.into_response(&request_id),
     };
+    if reads_the_ledger(&path) {
+        // Cache hits' free entries are queued, not awaited: what a client
+        // was answered before this request must show in what it reads.
+        if let Err(e) = state.book().store().caught_up().await {
+            return ApiError::internal(format!("ledger: {e}")).into_response(&request_id);
+        }
+    }
     if let Some(id) = path.strip_prefix("/api/v2/requests/") {
         return match method {
             Method::GET => api::ledger_entry(state, id, &request_id),
@@ -209,6 +216,14 @@ async fn route(
         )
         .into_response(&request_id),
     }
+}
+
+/// The endpoints that answer from the ledger: an audited request, sessions'
+/// spend, the report and the budgets.
+fn reads_the_ledger(path: &str) -> bool {
+    path.starts_with("/api/v2/requests/")
+        || path.starts_with("/api/v2/sessions")
+        || matches!(path, "/api/v2/report" | "/api/v2/budgets")
 }
 
 fn method_not_allowed(request_id: &RequestId, allowed: &'static str) -> Response<Body> {

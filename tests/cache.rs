@@ -59,6 +59,17 @@ async fn an_exact_repeat_is_answered_from_the_cache_for_free() {
     assert_eq!(meta["savings"], meta["direct_cost"]);
     assert_eq!(second["choices"][0]["message"]["content"], "Hello there!");
     assert_eq!(fake.received().len(), 1, "the provider was asked once");
+    // The hit's free entry is queued rather than awaited, yet an audit read
+    // right after the answer finds it.
+    let audited = proxy
+        .get_json(&format!(
+            "/api/v2/requests/{}",
+            meta["request_id"].as_str().expect("request id")
+        ))
+        .await;
+    assert_eq!(audited["provider"], "cache", "{audited}");
+    assert_eq!(audited["cached"], true);
+    assert_eq!(audited["cost_nanos"], 0);
 
     let stats: Value = proxy
         .client

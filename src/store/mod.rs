@@ -126,40 +126,38 @@ impl Store {
     /// Writes a settled request and adds it to `accounts`, atomically and
     /// durably.
     pub async fn record(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
-        self.write(true, entry, accounts).await
+        self.writer.record(Self::settlement(entry, accounts)?).await
     }
 
-    /// Writes an entry that moves no money (a cache hit) without waiting
-    /// for the disk: it becomes durable with the next settlement's flush or
-    /// sled's own, at most half a second later. A crash in between loses
-    /// the record of a free answer, never a charge, and spares every cache
-    /// hit an fsync.
-    pub async fn record_unflushed(
-        &self,
-        entry: &LedgerEntry,
-        accounts: &[String],
-    ) -> Result<(), StoreError> {
-        self.write(entry.cost_nanos != 0, entry, accounts).await
+    /// Queues an entry that moves no money (a cache hit) and returns at
+    /// once, so that a hit waits neither for the disk nor for the writer
+    /// thread. The entry is written in order with every other settlement
+    /// and becomes durable with the next one's flush or sled's own, at most
+    /// half a second later: a crash in between loses the record of a free
+    /// answer, never a charge. Readers that must see it wait for
+    /// [`Store::caught_up`] first.
+    pub fn record_free(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
+        debug_assert_eq!(
+            entry.cost_nanos, 0,
+            "an entry that costs goes through `record`"
+        );
+        self.writer.queue(Self::settlement(entry, accounts)?)
     }
 
-    async fn write(
-        &self,
-        durable: bool,
-        entry: &LedgerEntry,
-        accounts: &[String],
-    ) -> Result<(), StoreError> {
-        self.writer
-            .record(
-                durable,
-                Settlement {
-                    key: entry.request_id.as_bytes().to_vec(),
-                    value: serde_json::to_vec(entry)?,
-                    accounts: accounts.to_vec(),
-                    cost_nanos: entry.cost_nanos,
-                    direct_nanos: entry.direct_nanos,
-                },
-            )
-            .await
+    /// Returns once every entry recorded before the call is in the ledger,
+    /// so that a report or an audit read right after an answer includes it.
+    pub async fn caught_up(&self) -> Result<(), StoreError> {
+        self.writer.caught_up().await
+    }
+
+    fn settlement(entry: &LedgerEntry, accounts: &[String]) -> Result<Settlement, StoreError> {
+        Ok(Settlement {
+            key: entry.request_id.as_bytes().to_vec(),
+            value: serde_json::to_vec(entry)?,
+            accounts: accounts.to_vec(),
+            cost_nanos: entry.cost_nanos,
+            direct_nanos: entry.direct_nanos,
+        })
     }
 
     pub fn totals(&self, account: &str) -> Result<Totals, StoreError> {
@@ -301,6 +299,44 @@ mod tests {
         assert_eq!(totals.requests, (TASKS * EACH) as u64);
         assert_eq!(totals.cost_nanos, (TASKS * EACH * 3) as i64);
         assert_eq!(store.ledger_len(), TASKS * EACH);
+    }
+
+    /// A free entry is queued, not awaited: readers that wait for
+    /// `caught_up` see it, and closing the store writes what is queued.
+    #[tokio::test]
+    async fn free_entries_are_written_in_order_and_kept_at_close() {
+        let dir = tempfile::tempdir().expect("dir");
+        let accounts = vec!["session:a".to_string()];
+        let ids: Vec<String> = (0..50)
+            .map(|_| crate::ids::RequestId::new().to_string())
+            .collect();
+        {
+            let store = Store::open(dir.path()).expect("open");
+            for id in &ids {
+                let free = LedgerEntry {
+                    direct_nanos: 4,
+                    ..tests_support::entry(id)
+                };
+                store.record_free(&free, &accounts).expect("queued");
+            }
+            store.caught_up().await.expect("caught up");
+            assert!(store.entry(&ids[49]).expect("read").is_some());
+            assert_eq!(store.totals("session:a").expect("totals").requests, 50);
+            // Queued after the read: written when the store closes.
+            store
+                .record_free(&tests_support::entry("req_last"), &accounts)
+                .expect("queued");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(store.entry("req_last").expect("read").is_some());
+        assert_eq!(
+            store.totals("session:a").expect("totals"),
+            Totals {
+                cost_nanos: 0,
+                direct_nanos: 200,
+                requests: 51
+            }
+        );
     }
 
     #[tokio::test]

@@ -38,12 +38,16 @@ pub(super) struct Settlement {
 }
 
 enum Job {
-    /// Write a settlement, then flush unless the entry moves no money.
+    /// Write a settlement and answer once it is on disk.
     Record {
-        durable: bool,
         settlement: Settlement,
         reply: Reply,
     },
+    /// Write a settlement that nobody waits for (a cache hit's free entry);
+    /// a failure is logged here, since there is no one to tell.
+    Queue { settlement: Settlement },
+    /// Answer once every job sent before this one is written.
+    Caught { reply: Reply },
     /// Make everything written so far (sessions, say) durable.
     Flush { reply: Reply },
 }
@@ -81,19 +85,23 @@ impl Writer {
         })
     }
 
-    /// Writes a settlement atomically, and returns once it is on disk
-    /// (`durable`) or once it is written (it is on disk with the next flush).
-    pub(super) async fn record(
-        &self,
-        durable: bool,
-        settlement: Settlement,
-    ) -> Result<(), StoreError> {
+    /// Writes a settlement atomically, and returns once it is on disk.
+    pub(super) async fn record(&self, settlement: Settlement) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
-        self.send(Job::Record {
-            durable,
-            settlement,
-            reply,
-        })?;
+        self.send(Job::Record { settlement, reply })?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Queues a settlement and returns at once; it is written in order with
+    /// everything else and reaches the disk with the next flush.
+    pub(super) fn queue(&self, settlement: Settlement) -> Result<(), StoreError> {
+        self.send(Job::Queue { settlement })
+    }
+
+    /// Returns once everything queued before the call is written.
+    pub(super) async fn caught_up(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Job::Caught { reply })?;
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -137,16 +145,23 @@ fn run(trees: &Trees, queue: &mpsc::Receiver<Job>) {
         }
         for job in batch.drain(..) {
             match job {
-                Job::Record {
-                    durable,
-                    settlement,
-                    reply,
-                } => match trees.apply(&settlement) {
-                    Ok(()) if durable => waiting.push(reply),
-                    written => {
-                        let _ = reply.send(written);
+                Job::Record { settlement, reply } => match trees.apply(&settlement) {
+                    Ok(()) => waiting.push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 },
+                Job::Queue { settlement } => {
+                    if let Err(e) = trees.apply(&settlement) {
+                        tracing::error!(
+                            entry = %String::from_utf8_lossy(&settlement.key),
+                            "could not write a free ledger entry: {e}"
+                        );
+                    }
+                }
+                Job::Caught { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
                 Job::Flush { reply } => waiting.push(reply),
             }
         }
