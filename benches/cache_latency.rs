@@ -104,9 +104,10 @@ async fn main() {
         .expect("json");
     assert_eq!(first["p402_metadata"]["cached"], false);
 
-    let measure = |question: &'static str| {
+    // Times ROUNDS sequential requests of `question` to `url`, checking
+    // each answer with `check`.
+    let measure = |url: String, question: &'static str, check: fn(&serde_json::Value)| {
         let client = client.clone();
-        let url = url.clone();
         async move {
             let mut samples = Vec::with_capacity(ROUNDS);
             for _ in 0..ROUNDS {
@@ -121,30 +122,28 @@ async fn main() {
                     .await
                     .expect("json");
                 samples.push(start.elapsed().as_secs_f64() * 1000.0);
-                assert_eq!(answer["p402_metadata"]["cached"], true, "{answer}");
+                check(&answer);
             }
             samples
         }
     };
+    let from_cache = |answer: &serde_json::Value| {
+        assert_eq!(answer["p402_metadata"]["cached"], true, "{answer}");
+    };
     // The floor: the same client and question, straight to the provider.
-    let direct_url = format!("http://{upstream}/v1/chat/completions");
-    let mut direct = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        let answer: serde_json::Value = client
-            .post(&direct_url)
-            .json(&ask("What does HTTP status 402 mean?"))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        direct.push(start.elapsed().as_secs_f64() * 1000.0);
-        assert!(answer.get("p402_metadata").is_none(), "{answer}");
-    }
-    let exact = measure("What does HTTP status 402 mean?").await;
-    let semantic = measure("What is the meaning of the HTTP 402 status?").await;
+    let direct = measure(
+        format!("http://{upstream}/v1/chat/completions"),
+        "What does HTTP status 402 mean?",
+        |answer| assert!(answer.get("p402_metadata").is_none(), "{answer}"),
+    )
+    .await;
+    let exact = measure(url.clone(), "What does HTTP status 402 mean?", from_cache).await;
+    let semantic = measure(
+        url.clone(),
+        "What is the meaning of the HTTP 402 status?",
+        from_cache,
+    )
+    .await;
 
     let embedder = p402::embed::Embedder::load(&embedder).expect("model");
     let mut embedding = Vec::with_capacity(ROUNDS);
