@@ -11,6 +11,7 @@ mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -93,9 +94,29 @@ pub struct Store {
     writer: Arc<Writer>,
 }
 
+/// How long `Store::open` waits for the database's lock. Within one process
+/// a store that was just closed can still hold it for a moment, since
+/// sled's I/O threads close the file after the last handle is gone (sled's
+/// own tests block on the lock for that reason); a p402 that is running
+/// holds it for good, and the error then names the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// sled reports a held lock only as an `io::Error` with this text.
+fn lock_is_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(dir.join("db")).open() {
+                Err(e) if lock_is_held(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => break opened?,
+            }
+        };
         let ledger = db.open_tree("ledger")?;
         let spend = db.open_tree("spend")?;
         Ok(Store {
@@ -299,6 +320,28 @@ mod tests {
         assert_eq!(totals.requests, (TASKS * EACH) as u64);
         assert_eq!(totals.cost_nanos, (TASKS * EACH * 3) as i64);
         assert_eq!(store.ledger_len(), TASKS * EACH);
+    }
+
+    /// A store closed while another open waits for the lock is opened;
+    /// one that stays open makes the other fail, naming the lock.
+    #[test]
+    fn open_waits_for_a_lock_that_is_being_released() {
+        let dir = tempfile::tempdir().expect("dir");
+        let held = Store::open(dir.path()).expect("open");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let reopened = Store::open(dir.path());
+        release.join().expect("released");
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
+        drop(reopened);
+
+        let _kept = Store::open(dir.path()).expect("open");
+        let started = Instant::now();
+        let refused = Store::open(dir.path()).err().expect("the lock is held");
+        assert!(refused.to_string().contains("lock"), "{refused}");
+        assert!(started.elapsed() >= LOCK_WAIT);
     }
 
     /// A free entry is queued, not awaited: readers that wait for
