@@ -88,8 +88,7 @@ async fn run(
             Ok(Some(hit)) => {
                 return Ok(serve_hit(
                     state, runtime, &chat, &charge, &hit, mode, request_id, started,
-                )
-                .await)
+                ))
             }
             Ok(None) => {
                 state.metrics().cache_misses.inc();
@@ -609,7 +608,7 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
 /// Answers from the cache: free, and recorded in the ledger with the direct
 /// cost it avoided, so reports show cache savings.
 #[allow(clippy::too_many_arguments)]
-async fn serve_hit(
+fn serve_hit(
     state: &AppState,
     runtime: &Runtime,
     chat: &ChatRequest,
