@@ -403,7 +403,10 @@ impl Attempt<'_> {
             .then(|| openai::passable_usage(&bytes))
             .flatten();
         let (mut answer, used) = match passable {
-            Some(usage) => (Answer::AsItCame(bytes), Used::of(Some(usage), 0, "")),
+            Some(usage) => (
+                Answer::AsItCame(bytes),
+                Used::of(Some(usage), self.input_tokens, ""),
+            ),
             None => {
                 let answer = self.answer_tree(api, &bytes)?;
                 let used = match openai::usage(&answer) {

@@ -237,6 +237,8 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_passable_answer_keeps_its_bytes_and_gains_the_metadata() {
         let answer = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}  "#;
@@ -271,8 +273,6 @@ mod tests {
             );
         }
     }
-
-    use super::*;
 
     #[test]
     fn usage_reads_details_and_groq() {
