@@ -162,7 +162,7 @@ fn startup(entries: u64) {
                 86_400 * 30,
             );
             cache
-                .store(
+                .store_blocking(
                     probe,
                     &response,
                     &Usage::default(),

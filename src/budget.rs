@@ -195,7 +195,7 @@ impl Book {
         }
         balances
             .get_mut(key)
-            .ok_or_else(|| StoreError::Sled(sled::Error::ReportableBug("balance vanished".into())))
+            .ok_or_else(|| StoreError::Invariant("balance vanished"))
     }
 
     /// What `account` has left right now (limit minus settled and reserved).
@@ -252,9 +252,7 @@ impl Book {
                         remaining: remaining.max(Usd::ZERO),
                         needed,
                     })),
-                    None => Err(StoreError::Sled(sled::Error::ReportableBug(
-                        "no account".into(),
-                    ))),
+                    None => Err(StoreError::Invariant("no account")),
                 };
             }
         };

@@ -434,14 +434,18 @@ impl Attempt<'_> {
         if let (Some(probe), Answer::Tree(answer)) = (self.probe.clone(), &answer) {
             let config = &self.runtime.config().cache;
             if replay::storable(answer, config.store_tool_calls) {
-                let stored = self.state.cache().store(
-                    probe,
-                    answer,
-                    &used.usage,
-                    &self.candidate.provider.name,
-                    self.candidate.model_name(),
-                    config,
-                );
+                let stored = self
+                    .state
+                    .cache()
+                    .store(
+                        probe,
+                        answer,
+                        &used.usage,
+                        &self.candidate.provider.name,
+                        self.candidate.model_name(),
+                        config,
+                    )
+                    .await;
                 if let Err(e) = stored {
                     tracing::warn!(request_id = %self.request_id, "could not store the answer in the cache: {e}");
                 }

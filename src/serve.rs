@@ -78,7 +78,6 @@ impl Running {
         }
         // Relays whose connections are gone end at their next write.
         state.wait_for_tasks(TASKS_GRACE).await;
-        state.cache().finish_writes().await;
         let mut closed = state.closed();
         drop(state);
         // Anything still holding the state (a cache thread mid-slice) lets

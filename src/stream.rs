@@ -235,14 +235,18 @@ impl Relay {
                     "total_tokens": used.usage.input_tokens + used.usage.output_tokens},
             });
             if !tool_calls && replay::storable(&answer, false) {
-                let stored = self.state.cache().store(
-                    probe,
-                    &answer,
-                    &used.usage,
-                    &self.candidate.provider.name,
-                    self.candidate.model_name(),
-                    &self.cache_config,
-                );
+                let stored = self
+                    .state
+                    .cache()
+                    .store(
+                        probe,
+                        &answer,
+                        &used.usage,
+                        &self.candidate.provider.name,
+                        self.candidate.model_name(),
+                        &self.cache_config,
+                    )
+                    .await;
                 if let Err(e) = stored {
                     tracing::warn!(request_id = %self.request_id, "could not store the answer in the cache: {e}");
                 }

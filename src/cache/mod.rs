@@ -2,7 +2,7 @@
 //! in milliseconds, at no cost, and never with an answer that is wrong for
 //! the request.
 //!
-//! Entries live in sled with their vectors ([`record`]); an in-memory index
+//! Entries live in the store with their vectors ([`record`]); an in-memory index
 //! (built from compact records at start) finds an exact match of the question within its scope at
 //! once, else the most similar earlier question by cosine, which must also
 //! pass the guards in [`guard`]. Without the embedding model the cache works
@@ -19,9 +19,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,7 +28,7 @@ use crate::config::CacheConfig;
 use crate::embed::Embedder;
 use crate::money::Usd;
 use crate::request::ChatRequest;
-use crate::store::{Store, StoreError};
+use crate::store::{Op, Store, StoreError, Table, Write};
 use index::{Index, Slot};
 use record::IndexRecord;
 use scope::Scope;
@@ -117,8 +114,9 @@ pub struct Cache {
 }
 
 struct Inner {
-    tree: sled::Tree,
-    index_tree: sled::Tree,
+    /// The `cache` and `cache_index` tables live here; writes go through
+    /// the store's writer thread.
+    store: Store,
     /// Every record is in the index (see [`Cache::open`]).
     loaded: AtomicBool,
     /// A std lock: lookups scan under the read lock without awaiting.
@@ -130,9 +128,6 @@ struct Inner {
     misses: AtomicU64,
     refused_by_guard: AtomicU64,
     saved_nanos: AtomicI64,
-    /// Hit-count writes running off the request path; shutdown waits for
-    /// them, so that the database is closed when p402 says it is.
-    writes: tokio_util::task::TaskTracker,
 }
 
 impl Cache {
@@ -150,22 +145,19 @@ impl Cache {
         index: Index,
         sync_load: std::time::Duration,
     ) -> Result<Self, StoreError> {
-        let tree = store.tree("cache")?;
-        let index_tree = store.tree("cache_index")?;
-        if index_tree.get(MIGRATED)?.is_none() {
-            migrate(&tree, &index_tree)?;
+        if store.get(Table::CacheIndex, MIGRATED)?.is_none() {
+            migrate(store)?;
         }
         // Entry keys are big-endian ids: the last one is the highest.
-        let next_id = match tree.last()? {
-            Some((key, _)) => <[u8; 8]>::try_from(key.as_ref())
+        let next_id = match store.last_key(Table::Cache)? {
+            Some(key) => <[u8; 8]>::try_from(key.as_slice())
                 .map(u64::from_be_bytes)
                 .map_or(1, |id| id + 1),
             None => 1,
         };
         let cache = Cache {
             inner: Arc::new(Inner {
-                tree,
-                index_tree,
+                store: store.clone(),
                 index: RwLock::new(index),
                 loaded: AtomicBool::new(false),
                 embedder: ArcSwapOption::empty(),
@@ -175,7 +167,6 @@ impl Cache {
                 misses: AtomicU64::new(0),
                 refused_by_guard: AtomicU64::new(0),
                 saved_nanos: AtomicI64::new(0),
-                writes: tokio_util::task::TaskTracker::new(),
             }),
         };
         // A small cache is loaded before p402 listens; a large one goes on
@@ -391,26 +382,10 @@ impl Cache {
     }
 
     fn entry(&self, id: u64) -> Result<Option<Entry>, StoreError> {
-        match self.inner.tree.get(id.to_be_bytes())? {
+        match self.inner.store.get(Table::Cache, &id.to_be_bytes())? {
             Some(bytes) => Ok(Some(record::decode_entry(&bytes)?)),
             None => Ok(None),
         }
-    }
-
-    /// Writes an entry and its index record together.
-    fn put(&self, entry: &Entry, scope: Scope, question_hash: u64) -> Result<(), StoreError> {
-        let key = entry.id.to_be_bytes();
-        let bytes = record::encode_entry(entry)?;
-        let index = IndexRecord::of(entry, scope, question_hash).encode();
-        transact(
-            &self.inner.tree,
-            &self.inner.index_tree,
-            |entries, records| {
-                entries.insert(&key, bytes.as_slice())?;
-                records.insert(&key, index.as_slice())?;
-                Ok(())
-            },
-        )
     }
 
     fn hit(&self, mut entry: Entry, similarity: f32, now: u64) -> Result<Hit, StoreError> {
@@ -422,52 +397,17 @@ impl Cache {
         entry.hits += 1;
         entry.last_hit = now;
         self.write().touch(entry.id, now);
-        // Hit counts are bookkeeping: written off the request path (a sled
-        // transaction can wait for a concurrent fsync), and not flushed.
+        // Hit counts are bookkeeping: queued for the writer thread, not
+        // awaited, and applied only while the entry is still stored, since
+        // a clear or an eviction meanwhile must not bring it back.
         if let Some(scope) = Scope::from_hex(&entry.scope) {
-            let cache = self.clone();
-            let counted = entry.clone();
-            let write = move || {
-                if let Err(e) = cache.put_if_cached(&counted, scope) {
-                    tracing::debug!("could not record a cache hit's count: {e}");
-                }
-            };
-            if tokio::runtime::Handle::try_current().is_ok() && !self.inner.writes.is_closed() {
-                drop(self.inner.writes.spawn_blocking(write));
-            } else {
-                write();
+            let mut write = put(&entry, scope, question_hash(&entry.question))?;
+            write.only_if_present = Some((Table::CacheIndex, entry.id.to_be_bytes().to_vec()));
+            if let Err(e) = self.inner.store.write_later(write) {
+                tracing::debug!("could not record a cache hit's count: {e}");
             }
         }
         Ok(Hit { entry, similarity })
-    }
-
-    /// Waits for the hit-count writes under way; later ones are made on
-    /// the spot.
-    pub async fn finish_writes(&self) {
-        self.inner.writes.close();
-        self.inner.writes.wait().await;
-    }
-
-    /// Rewrites an entry that is still in the cache: a clear or an eviction
-    /// since the hit must not bring it back.
-    fn put_if_cached(&self, entry: &Entry, scope: Scope) -> Result<(), StoreError> {
-        if !self.read().contains(entry.id) {
-            return Ok(());
-        }
-        let key = entry.id.to_be_bytes();
-        let bytes = record::encode_entry(entry)?;
-        let index = IndexRecord::of(entry, scope, question_hash(&entry.question)).encode();
-        transact(
-            &self.inner.tree,
-            &self.inner.index_tree,
-            |entries, records| {
-                if records.get(key)?.is_some() {
-                    entries.insert(&key, bytes.as_slice())?;
-                    records.insert(&key, index.as_slice())?;
-                }
-                Ok(())
-            },
-        )
     }
 
     /// Counts the direct cost a hit avoided, for the stats.
@@ -477,8 +417,10 @@ impl Cache {
             .fetch_add(saved.nanos(), Ordering::Relaxed);
     }
 
-    /// Stores a complete answer; evicts past `max_entries`.
-    pub fn store(
+    /// Stores a complete answer, evicting past `max_entries`, and returns
+    /// once it is committed (not awaiting an fsync of its own: see
+    /// `store::writer`).
+    pub async fn store(
         &self,
         probe: Probe,
         response: &Value,
@@ -487,6 +429,35 @@ impl Cache {
         model: &str,
         config: &CacheConfig,
     ) -> Result<(), StoreError> {
+        let write = self.prepare(probe, response, usage, provider, model, config)?;
+        self.inner.store.write(write).await
+    }
+
+    /// [`Cache::store`] for synchronous callers (benches, tools, tests).
+    pub fn store_blocking(
+        &self,
+        probe: Probe,
+        response: &Value,
+        usage: &Usage,
+        provider: &str,
+        model: &str,
+        config: &CacheConfig,
+    ) -> Result<(), StoreError> {
+        let write = self.prepare(probe, response, usage, provider, model, config)?;
+        self.inner.store.write_blocking(write, false)
+    }
+
+    /// Files a new entry in the index (evicting past `max_entries`) and
+    /// returns the write that stores it and removes the evicted ones.
+    fn prepare(
+        &self,
+        probe: Probe,
+        response: &Value,
+        usage: &Usage,
+        provider: &str,
+        model: &str,
+        config: &CacheConfig,
+    ) -> Result<Write, StoreError> {
         let mut response = response.clone();
         if let Some(object) = response.as_object_mut() {
             object.remove("p402_metadata");
@@ -508,7 +479,7 @@ impl Cache {
             hits: 0,
             last_hit: now,
         };
-        self.put(&entry, probe.scope, probe.question_hash)?;
+        let mut write = put(&entry, probe.scope, probe.question_hash)?;
         let (victims, build) = {
             let mut index = self.write();
             index.insert(
@@ -538,22 +509,18 @@ impl Cache {
         if build {
             self.spawn_ivf_build(probe.scope);
         }
-        if !victims.is_empty() {
-            transact(
-                &self.inner.tree,
-                &self.inner.index_tree,
-                |entries, records| {
-                    for id in &victims {
-                        records.remove(&id.to_be_bytes())?;
-                        entries.remove(&id.to_be_bytes())?;
-                    }
-                    Ok(())
-                },
-            )?;
+        for id in &victims {
+            write
+                .ops
+                .push(Op::Remove(Table::CacheIndex, id.to_be_bytes().to_vec()));
+            write
+                .ops
+                .push(Op::Remove(Table::Cache, id.to_be_bytes().to_vec()));
         }
-        Ok(())
+        Ok(write)
     }
 
+    /// Drops every entry (never the ledger); returns how many there were.
     pub fn clear(&self) -> Result<usize, StoreError> {
         let removed = {
             let mut index = self.write();
@@ -561,9 +528,15 @@ impl Cache {
             index.clear();
             n
         };
-        self.inner.index_tree.clear()?;
-        self.inner.tree.clear()?;
-        self.inner.index_tree.insert(MIGRATED, &[])?;
+        let write = Write {
+            ops: vec![
+                Op::Clear(Table::CacheIndex),
+                Op::Clear(Table::Cache),
+                Op::Put(Table::CacheIndex, MIGRATED.to_vec(), Vec::new()),
+            ],
+            only_if_present: None,
+        };
+        self.inner.store.write_blocking(write, true)?;
         Ok(removed)
     }
 
@@ -602,31 +575,36 @@ const SYNC_LOAD: std::time::Duration = std::time::Duration::from_millis(500);
 /// How long the background loader holds the index lock at a time.
 const LOAD_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Reads index records after `from` into the index, under its write lock,
-/// until `until`; returns the key to resume after, or `None` when all are in.
+/// Index records read per step of loading (and per hold of the index lock).
+const LOAD_CHUNK: usize = 256;
+
+/// Reads index records after `from` into the index, a chunk at a time,
+/// until `until`; returns the key to resume after, or `None` when all are
+/// in.
 fn load(
     inner: &Inner,
-    from: Option<sled::IVec>,
+    mut from: Option<Vec<u8>>,
     until: Option<std::time::Instant>,
-) -> Result<Option<sled::IVec>, StoreError> {
-    use std::ops::Bound;
-    let range = match from {
-        Some(key) => inner
-            .index_tree
-            .range::<sled::IVec, _>((Bound::Excluded(key), Bound::Unbounded)),
-        None => inner.index_tree.iter(),
-    };
-    let mut index = match inner.index.write() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+) -> Result<Option<Vec<u8>>, StoreError> {
     let mut unreadable = 0usize;
-    let mut read = 0usize;
-    for item in range {
-        let (key, value) = item?;
-        read += 1;
-        if let Ok(id) = <[u8; 8]>::try_from(key.as_ref()).map(u64::from_be_bytes) {
-            match IndexRecord::decode(&value) {
+    let done = loop {
+        let chunk = inner
+            .store
+            .scan(Table::CacheIndex, from.as_deref(), LOAD_CHUNK)?;
+        let Some((last, _)) = chunk.last() else {
+            break None;
+        };
+        let last = last.clone();
+        let mut index = match inner.index.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (key, value) in &chunk {
+            // The MIGRATED marker shares the table; its key is no id.
+            let Ok(id) = <[u8; 8]>::try_from(key.as_slice()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            match IndexRecord::decode(value) {
                 Ok(record) => index.insert_quantized(
                     record.scope,
                     record.question_hash,
@@ -640,71 +618,79 @@ fn load(
                 Err(_) => unreadable += 1,
             }
         }
-        if read % 256 == 0 && until.is_some_and(|t| std::time::Instant::now() >= t) {
-            if unreadable > 0 {
-                tracing::warn!(unreadable, "cache index records skipped as unreadable");
-            }
-            return Ok(Some(key));
+        drop(index);
+        from = Some(last);
+        if chunk.len() < LOAD_CHUNK {
+            break None;
         }
-    }
+        if until.is_some_and(|t| std::time::Instant::now() >= t) {
+            break from;
+        }
+    };
     if unreadable > 0 {
         tracing::warn!(unreadable, "cache index records skipped as unreadable");
     }
-    Ok(None)
+    Ok(done)
 }
 
 /// Rows copied per read-lock while filing a scope into its IVF lists.
 const FILE_CHUNK: usize = 4096;
 
-type Tx = sled::transaction::TransactionalTree;
-
-/// Runs `f` over the entry and index trees as one transaction.
-fn transact(
-    entries: &sled::Tree,
-    records: &sled::Tree,
-    f: impl Fn(&Tx, &Tx) -> Result<(), sled::transaction::UnabortableTransactionError>,
-) -> Result<(), StoreError> {
-    let result: Result<(), TransactionError<StoreError>> =
-        (entries, records).transaction(|(entries, records)| {
-            f(entries, records)?;
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
-        });
-    match result {
-        Ok(()) => Ok(()),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-    }
+/// The write that stores an entry and its index record together.
+fn put(entry: &Entry, scope: Scope, question_hash: u64) -> Result<Write, StoreError> {
+    let key = entry.id.to_be_bytes().to_vec();
+    Ok(Write {
+        ops: vec![
+            Op::Put(Table::Cache, key.clone(), record::encode_entry(entry)?),
+            Op::Put(
+                Table::CacheIndex,
+                key,
+                IndexRecord::of(entry, scope, question_hash).encode(),
+            ),
+        ],
+        only_if_present: None,
+    })
 }
 
 /// Gives every entry written before the index records existed its record
 /// (and the binary vector layout). Idempotent: a crash half-way repeats it.
-fn migrate(tree: &sled::Tree, index_tree: &sled::Tree) -> Result<(), StoreError> {
+fn migrate(store: &Store) -> Result<(), StoreError> {
     let mut migrated = 0usize;
-    for item in tree.iter() {
-        let (key, value) = item?;
-        if value.first() != Some(&b'{') && index_tree.get(&key)?.is_some() {
-            continue;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let chunk = store.scan(Table::Cache, after.as_deref(), LOAD_CHUNK)?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        let mut write = Write::default();
+        for (key, value) in &chunk {
+            if value.first() != Some(&b'{') && store.get(Table::CacheIndex, key)?.is_some() {
+                continue;
+            }
+            let Ok(entry) = record::decode_entry(value) else {
+                continue;
+            };
+            let Some(scope) = Scope::from_hex(&entry.scope) else {
+                continue;
+            };
+            write
+                .ops
+                .extend(put(&entry, scope, question_hash(&entry.question))?.ops);
+            migrated += 1;
         }
-        let Ok(entry) = record::decode_entry(&value) else {
-            continue;
-        };
-        let Some(scope) = Scope::from_hex(&entry.scope) else {
-            continue;
-        };
-        let bytes = record::encode_entry(&entry)?;
-        let index = IndexRecord::of(&entry, scope, question_hash(&entry.question)).encode();
-        transact(tree, index_tree, |entries, records| {
-            entries.insert(&key, bytes.as_slice())?;
-            records.insert(&key, index.as_slice())?;
-            Ok(())
-        })?;
-        migrated += 1;
+        if !write.ops.is_empty() {
+            store.write_blocking(write, false)?;
+        }
     }
     if migrated > 0 {
         tracing::info!(migrated, "cache entries moved to the indexed layout");
     }
-    index_tree.insert(MIGRATED, &[])?;
-    Ok(())
+    let done = Write {
+        ops: vec![Op::Put(Table::CacheIndex, MIGRATED.to_vec(), Vec::new())],
+        only_if_present: None,
+    };
+    store.write_blocking(done, true)
 }
 
 /// Trains and files the IVF layout of `scope`; `None` if the cache went
@@ -788,7 +774,6 @@ mod tests {
         let scope = Scope([5; 32]);
         {
             let store = Store::open(dir.path()).unwrap();
-            let tree = store.tree("cache").unwrap();
             for id in 1..=3u64 {
                 let old = json!({
                     "id": id, "scope": scope.hex(), "question": format!("question {id}"),
@@ -797,8 +782,15 @@ mod tests {
                     "model": "gpt-4o-mini", "created": now(), "expires": now() + 3600,
                     "hits": 0, "last_hit": now(),
                 });
-                tree.insert(id.to_be_bytes(), serde_json::to_vec(&old).unwrap())
-                    .unwrap();
+                let write = Write {
+                    ops: vec![Op::Put(
+                        Table::Cache,
+                        id.to_be_bytes().to_vec(),
+                        serde_json::to_vec(&old).unwrap(),
+                    )],
+                    only_if_present: None,
+                };
+                store.write_blocking(write, false).unwrap();
             }
         }
         for _ in 0..2 {
@@ -815,7 +807,10 @@ mod tests {
             drop(index);
             let entry = cache.entry(3).unwrap().unwrap();
             assert_eq!(entry.vector, Some(random(3)), "the f32 vector survives");
-            let raw = cache.inner.tree.get(3u64.to_be_bytes()).unwrap().unwrap();
+            let raw = store
+                .get(Table::Cache, &3u64.to_be_bytes())
+                .unwrap()
+                .unwrap();
             assert_eq!(raw[0], 1, "rewritten in the binary layout");
         }
     }
@@ -830,7 +825,7 @@ mod tests {
             let cache = Cache::open_with(&store, Index::with_ivf_min(64), SYNC_LOAD).unwrap();
             for i in 0..100u64 {
                 cache
-                    .store(
+                    .store_blocking(
                         probe(scope, &format!("q{i}"), Some(random(i))),
                         &json!({"object": "chat.completion"}),
                         &Usage::default(),
@@ -859,7 +854,7 @@ mod tests {
         let config = CacheConfig::default();
         let store_one = |cache: &Cache, i: u64| {
             cache
-                .store(
+                .store_blocking(
                     probe(scope, &format!("q{i}"), Some(random(i))),
                     &json!({"object": "chat.completion"}),
                     &Usage::default(),

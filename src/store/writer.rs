@@ -1,32 +1,48 @@
-//! The one thread that writes settlements to the ledger and makes writes
-//! durable.
+//! The one thread that writes to the database.
 //!
-//! Why a thread of its own: sled's `flush_async` runs on sled's small I/O
-//! pool, and the buffer writes a flush waits for are queued on that same
-//! pool. Under concurrent settlements every pool thread ended up inside a
-//! flush, holding sled's process-wide concurrency-control lock for reading,
-//! while the ledger transactions on the tokio workers waited for it for
-//! writing: p402 stopped answering for good at 16 concurrent requests
-//! (spacejam/sled#1308). Here one dedicated thread applies the settlements
-//! and calls the blocking flush itself, so nothing waits on sled's pool, no
-//! tokio worker waits on an fsync, and every settlement that arrives during
-//! one fsync shares the next one (group commit).
+//! redb allows one write transaction at a time, and a durable commit waits
+//! for the disk. Every write goes through this thread, in the order it was
+//! sent: the jobs that arrive while one commit is under way share the next
+//! transaction and its single fsync (group commit), no tokio worker ever
+//! waits for the disk, and no two writers ever wait for each other.
+//!
+//! A batch is committed durably when anyone in it waits for durability (a
+//! settlement, a flush, a session); otherwise it is committed without an
+//! fsync, and a durable commit follows within [`DURABLE_WITHIN`] so that a
+//! crash loses at most that much of what nobody waited for (cache entries,
+//! hit counts, the ledger entries of free cache hits), never a charge.
 
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use redb::{Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::{StoreError, Totals};
+use super::{Op, StoreError, Table, Totals, Write};
 
-/// Settlements applied before one fsync at most, so that waiters from a long
-/// burst are answered in bounded time rather than after the whole queue.
+/// Jobs in one transaction at most, so that waiters from a long burst are
+/// answered in bounded time rather than after the whole queue.
 const MAX_BATCH: usize = 512;
+/// How long a write that nobody waits for may stay in memory only.
+const DURABLE_WITHIN: Duration = Duration::from_millis(500);
 
-type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// Whoever waits for a job: a task, or a thread that may block.
+pub(super) enum Done {
+    Task(oneshot::Sender<Result<(), StoreError>>),
+    Thread(mpsc::SyncSender<Result<(), StoreError>>),
+}
+
+impl Done {
+    fn send(self, result: Result<(), StoreError>) {
+        // A waiter that has gone away (its client hung up) needs no answer.
+        match self {
+            Done::Task(tx) => drop(tx.send(result)),
+            Done::Thread(tx) => drop(tx.send(result)),
+        }
+    }
+}
 
 /// A ledger entry (`key` → `value`) and what it adds to each account.
 pub(super) struct Settlement {
@@ -37,81 +53,105 @@ pub(super) struct Settlement {
     pub direct_nanos: i64,
 }
 
-enum Job {
-    /// Write a settlement and answer once it is on disk.
-    Record {
+pub(super) enum Job {
+    /// Write a settlement; answer `done` once it is on disk, or, with no
+    /// one waiting (a cache hit's free entry), log a failure here.
+    Settle {
         settlement: Settlement,
-        reply: Reply,
+        done: Option<Done>,
     },
-    /// Write a settlement that nobody waits for (a cache hit's free entry);
-    /// a failure is logged here, since there is no one to tell.
-    Queue { settlement: Settlement },
-    /// Answer once every job sent before this one is written.
-    Caught { reply: Reply },
-    /// Make everything written so far (sessions, say) durable.
-    Flush { reply: Reply },
+    /// Apply a write; answer once it is committed (durably if `durable`).
+    Write {
+        write: Write,
+        durable: bool,
+        done: Option<Done>,
+    },
+    /// Answer once every job sent before this one is committed.
+    Caught { done: Done },
+    /// Make everything written so far durable.
+    Flush { done: Done },
 }
 
-/// What the thread writes to.
-struct Trees {
-    db: sled::Db,
-    ledger: sled::Tree,
-    spend: sled::Tree,
+impl Job {
+    fn wants_durability(&self) -> bool {
+        matches!(
+            self,
+            Job::Settle { done: Some(_), .. }
+                | Job::Flush { .. }
+                | Job::Write { durable: true, .. }
+        )
+    }
 }
 
-/// The handle; dropping the last one stops the thread after it has answered
-/// every queued job, and waits for it, so that the database is closed (and
-/// its lock released) when the store is gone.
+/// The writer's heartbeat, read by `/health`, the systemd watchdog and the
+/// request path: a write that has been under way for too long means the
+/// disk (or the database) is stuck, and budgeted requests must not wait on
+/// it.
+#[derive(Debug)]
+pub(super) struct Pulse {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at which the batch under way started,
+    /// plus one; 0 while the writer is idle.
+    busy_since: AtomicU64,
+    /// The last commit failed (disk full, I/O error); cleared by the next
+    /// one that succeeds.
+    failing: AtomicBool,
+}
+
+impl Pulse {
+    fn new() -> Self {
+        Pulse {
+            epoch: Instant::now(),
+            busy_since: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the write under way has taken so far, if one is.
+    pub(super) fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.now_ms().saturating_sub(since - 1),
+            )),
+        }
+    }
+
+    pub(super) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+}
+
+/// The handle; dropping it stops the thread after it has answered every
+/// queued job, and waits for it, so that the database is closed (and its
+/// lock released) when the store is gone.
 pub(super) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    pub(super) pulse: Arc<Pulse>,
 }
 
 impl Writer {
-    pub(super) fn start(
-        db: sled::Db,
-        ledger: sled::Tree,
-        spend: sled::Tree,
-    ) -> Result<Self, StoreError> {
+    pub(super) fn start(db: Arc<redb::Database>) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel();
-        let trees = Trees { db, ledger, spend };
+        let pulse = Arc::new(Pulse::new());
+        let beat = Arc::clone(&pulse);
         let thread = std::thread::Builder::new()
-            .name("p402-ledger".into())
-            .spawn(move || run(&trees, &queue))
+            .name("p402-store".into())
+            .spawn(move || run(&db, &queue, &beat))
             .map_err(StoreError::Thread)?;
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
+            pulse,
         })
     }
 
-    /// Writes a settlement atomically, and returns once it is on disk.
-    pub(super) async fn record(&self, settlement: Settlement) -> Result<(), StoreError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Job::Record { settlement, reply })?;
-        done.await.map_err(|_| StoreError::WriterStopped)?
-    }
-
-    /// Queues a settlement and returns at once; it is written in order with
-    /// everything else and reaches the disk with the next flush.
-    pub(super) fn queue(&self, settlement: Settlement) -> Result<(), StoreError> {
-        self.send(Job::Queue { settlement })
-    }
-
-    /// Returns once everything queued before the call is written.
-    pub(super) async fn caught_up(&self) -> Result<(), StoreError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Job::Caught { reply })?;
-        done.await.map_err(|_| StoreError::WriterStopped)?
-    }
-
-    pub(super) async fn flush(&self) -> Result<(), StoreError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Job::Flush { reply })?;
-        done.await.map_err(|_| StoreError::WriterStopped)?
-    }
-
-    fn send(&self, job: Job) -> Result<(), StoreError> {
+    pub(super) fn send(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .as_ref()
             .ok_or(StoreError::WriterStopped)?
@@ -126,89 +166,204 @@ impl Drop for Writer {
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                tracing::error!("the ledger writer thread panicked");
+                tracing::error!("the database writer thread panicked");
             }
         }
     }
 }
 
-fn run(trees: &Trees, queue: &mpsc::Receiver<Job>) {
+fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, pulse: &Pulse) {
     let mut batch = Vec::new();
-    let mut waiting = Vec::new();
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
+    // When the oldest commit that is not yet durable was made.
+    let mut undurable_since: Option<Instant> = None;
+    loop {
+        let first = match undurable_since {
+            None => match queue.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            },
+            Some(since) => {
+                let left = DURABLE_WITHIN.saturating_sub(since.elapsed());
+                match queue.recv_timeout(left) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    // Closing: what is queued was answered; make it durable.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        if let Err(e) = commit(db, Vec::new(), true, pulse) {
+                            tracing::error!("the database's last writes may be lost: {e}");
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        batch.extend(first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        for job in batch.drain(..) {
-            match job {
-                Job::Record { settlement, reply } => match trees.apply(&settlement) {
-                    Ok(()) => waiting.push(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
-                Job::Queue { settlement } => {
-                    if let Err(e) = trees.apply(&settlement) {
-                        tracing::error!(
-                            entry = %String::from_utf8_lossy(&settlement.key),
-                            "could not write a free ledger entry: {e}"
-                        );
-                    }
-                }
-                Job::Caught { reply } => {
-                    let _ = reply.send(Ok(()));
-                }
-                Job::Flush { reply } => waiting.push(reply),
+        let durable = batch.is_empty() || batch.iter().any(Job::wants_durability);
+        match commit(db, std::mem::take(&mut batch), durable, pulse) {
+            Ok(()) if durable => undurable_since = None,
+            Ok(()) => {
+                undurable_since.get_or_insert_with(Instant::now);
             }
-        }
-        if waiting.is_empty() {
-            continue;
-        }
-        let flushed = trees.db.flush().map_err(Arc::new);
-        for reply in waiting.drain(..) {
-            // A waiter that has gone away (its client hung up) needs no answer.
-            let _ = reply.send(match &flushed {
-                Ok(_) => Ok(()),
-                Err(e) => Err(StoreError::Flush(Arc::clone(e))),
-            });
+            Err(e) => tracing::error!("a database commit failed: {e}"),
         }
     }
 }
 
-impl Trees {
-    fn apply(&self, settlement: &Settlement) -> Result<(), StoreError> {
-        let Settlement {
-            key,
-            value,
-            accounts,
-            cost_nanos,
-            direct_nanos,
-        } = settlement;
-        let result = (&self.ledger, &self.spend).transaction(|(ledger, spend)| {
-            ledger.insert(key.as_slice(), value.as_slice())?;
-            for account in accounts {
-                let mut totals: Totals = match spend.get(account.as_bytes())? {
-                    Some(bytes) => serde_json::from_slice(&bytes)
-                        .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?,
-                    None => Totals::default(),
-                };
-                totals.cost_nanos = totals.cost_nanos.saturating_add(*cost_nanos);
-                totals.direct_nanos = totals.direct_nanos.saturating_add(*direct_nanos);
-                totals.requests += 1;
-                let bytes = serde_json::to_vec(&totals)
-                    .map_err(|e| ConflictableTransactionError::Abort(StoreError::Corrupt(e)))?;
-                spend.insert(account.as_bytes(), bytes)?;
+/// Applies `jobs` in one transaction and answers each of them.
+fn commit(
+    db: &redb::Database,
+    jobs: Vec<Job>,
+    durable: bool,
+    pulse: &Pulse,
+) -> Result<(), StoreError> {
+    pulse
+        .busy_since
+        .store(pulse.now_ms() + 1, Ordering::Release);
+    let (result, answers) = match db.begin_write().map_err(StoreError::from) {
+        Err(e) => (Err(e), jobs.into_iter().map(|job| (job, None)).collect()),
+        Ok(mut tx) => apply_all(&mut tx, jobs, durable).map_or_else(
+            |(e, answers)| (Err(e), answers),
+            |answers| (tx.commit().map_err(StoreError::from), answers),
+        ),
+    };
+    pulse.busy_since.store(0, Ordering::Release);
+    pulse.failing.store(result.is_err(), Ordering::Release);
+    let shared = result.as_ref().err().map(|e| Arc::new(e.to_string()));
+    for (job, own) in answers {
+        let outcome = match (own, &shared) {
+            (Some(e), _) => Err(e),
+            (None, Some(e)) => Err(StoreError::Commit(Arc::clone(e))),
+            (None, None) => Ok(()),
+        };
+        answer(job, outcome);
+    }
+    result
+}
+
+type Answers = Vec<(Job, Option<StoreError>)>;
+
+/// Applies each job; a job that cannot be applied (a corrupt total, say)
+/// is skipped with its own error, and a storage failure fails them all.
+fn apply_all(
+    tx: &mut WriteTransaction,
+    jobs: Vec<Job>,
+    durable: bool,
+) -> Result<Answers, (StoreError, Answers)> {
+    let set = tx.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    });
+    let mut answers = Vec::with_capacity(jobs.len());
+    if let Err(e) = set {
+        let e = StoreError::from(e);
+        return Err((e, jobs.into_iter().map(|job| (job, None)).collect()));
+    }
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        let applied = match &job {
+            Job::Settle { settlement, .. } => settle(tx, settlement),
+            Job::Write { write, .. } => apply(tx, write),
+            Job::Caught { .. } | Job::Flush { .. } => Ok(()),
+        };
+        match applied {
+            Ok(()) => answers.push((job, None)),
+            Err(e @ (StoreError::Corrupt(_) | StoreError::Invariant(_))) => {
+                answers.push((job, Some(e)))
             }
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+            Err(e) => {
+                answers.push((job, None));
+                answers.extend(jobs.map(|job| (job, None)));
+                return Err((e, answers));
+            }
         }
     }
+    Ok(answers)
+}
+
+fn answer(job: Job, outcome: Result<(), StoreError>) {
+    match job {
+        Job::Settle {
+            settlement,
+            done: None,
+        } => {
+            if let Err(e) = outcome {
+                tracing::error!(
+                    entry = %String::from_utf8_lossy(&settlement.key),
+                    "could not write a free ledger entry: {e}"
+                );
+            }
+        }
+        Job::Write { done: None, .. } => {
+            if let Err(e) = outcome {
+                tracing::debug!("a background database write failed: {e}");
+            }
+        }
+        Job::Settle {
+            done: Some(done), ..
+        }
+        | Job::Write {
+            done: Some(done), ..
+        }
+        | Job::Caught { done }
+        | Job::Flush { done } => done.send(outcome),
+    }
+}
+
+/// Writes the entry and adds it to every account's totals. Every total is
+/// read and checked before anything is written, so a corrupt one fails this
+/// settlement alone and leaves no half of it behind.
+fn settle(tx: &WriteTransaction, settlement: &Settlement) -> Result<(), StoreError> {
+    let mut spend = tx.open_table(Table::Spend.definition())?;
+    let mut totals = Vec::with_capacity(settlement.accounts.len());
+    for account in &settlement.accounts {
+        let mut sum: Totals = match spend.get(account.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(bytes.value())?,
+            None => Totals::default(),
+        };
+        sum.cost_nanos = sum.cost_nanos.saturating_add(settlement.cost_nanos);
+        sum.direct_nanos = sum.direct_nanos.saturating_add(settlement.direct_nanos);
+        sum.requests += 1;
+        totals.push((account, serde_json::to_vec(&sum)?));
+    }
+    for (account, bytes) in totals {
+        spend.insert(account.as_bytes(), bytes.as_slice())?;
+    }
+    tx.open_table(Table::Ledger.definition())?
+        .insert(settlement.key.as_slice(), settlement.value.as_slice())?;
+    Ok(())
+}
+
+fn apply(tx: &WriteTransaction, write: &Write) -> Result<(), StoreError> {
+    if let Some((table, key)) = &write.only_if_present {
+        if tx
+            .open_table(table.definition())?
+            .get(key.as_slice())?
+            .is_none()
+        {
+            return Ok(());
+        }
+    }
+    for op in &write.ops {
+        match op {
+            Op::Put(table, key, value) => {
+                tx.open_table(table.definition())?
+                    .insert(key.as_slice(), value.as_slice())?;
+            }
+            Op::Remove(table, key) => {
+                tx.open_table(table.definition())?.remove(key.as_slice())?;
+            }
+            Op::Clear(table) => {
+                tx.delete_table(table.definition())?;
+                tx.open_table(table.definition())?;
+            }
+        }
+    }
+    Ok(())
 }
