@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use crate::store::Condition;
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
@@ -34,10 +35,29 @@ pub fn health(state: &AppState) -> Response<Body> {
         "reloads": status.reloads,
         "error": status.error,
     });
+    // A stalled store answers 503, so that the systemd watchdog and any
+    // other probe restart a p402 whose writes are stuck; a failing one
+    // (disk full) says so but stays up, since a restart would not help
+    // and unbudgeted requests still go through.
+    let (store, healthy, code) = match state.book().store().condition() {
+        Condition::Ok => (json!({"state": "ok"}), true, StatusCode::OK),
+        Condition::Failing => (
+            json!({"state": "failing", "message": "the last database write failed; budgeted requests are refused"}),
+            false,
+            StatusCode::OK,
+        ),
+        Condition::Stalled(for_) => (
+            json!({"state": "stalled", "stuck_ms": u64::try_from(for_.as_millis()).unwrap_or(u64::MAX),
+                "message": "a database write has not finished within its deadline; budgeted requests are refused"}),
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    };
     json_response(
-        StatusCode::OK,
+        code,
         &json!({
-            "status": "healthy",
+            "status": if healthy { "healthy" } else { "unhealthy" },
+            "store": store,
             "version": env!("CARGO_PKG_VERSION"),
             "providers": state.routable_providers(&runtime),
             "cache": state.cache().mode(&runtime.config().cache),

@@ -19,7 +19,7 @@ use crate::request::ChatRequest;
 use crate::router::Candidate;
 use crate::sessions::{Session, Sessions};
 use crate::state::Runtime;
-use crate::store::LedgerEntry;
+use crate::store::{Condition, LedgerEntry};
 
 /// The accounts one request is charged to.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +44,31 @@ pub enum Reserved {
 }
 
 impl Charge {
+    /// A budgeted request is refused while the ledger cannot be written
+    /// (a stuck or failing disk): its charge could not be made durable,
+    /// and waiting on the disk would hold the request for nothing.
+    /// Unbudgeted requests go on; their entries are written once the disk
+    /// recovers, or logged as lost.
+    pub fn ensure_ledger(&self, book: &Book) -> Result<(), ApiError> {
+        if self.accounts.is_empty() {
+            return Ok(());
+        }
+        let why = match book.store().condition() {
+            Condition::Ok => return Ok(()),
+            Condition::Failing => "its last write failed (is the disk full?)".to_string(),
+            Condition::Stalled(for_) => {
+                format!("a write has been stuck for {} s", for_.as_secs())
+            }
+        };
+        Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "ledger_unavailable",
+            format!(
+                "p402 cannot record charges now: {why}; budgeted requests are refused until the ledger can be written (see /health)"
+            ),
+        ))
+    }
+
     pub fn resolve(
         runtime: &Runtime,
         sessions: &Sessions,
@@ -265,11 +290,13 @@ pub fn ledger_entry(
 
 /// Settles a request: its reservation (if budgeted) and the ledger. A
 /// failure to write is logged, not sent to the client: the answer exists
-/// and was paid for; the error says what went wrong with the record.
+/// and was paid for; the error says what went wrong with the record. An
+/// unbudgeted request does not wait on a stuck store: its entry is queued.
 pub async fn settle(book: &Book, reservation: Option<Reservation>, entry: &LedgerEntry) {
     let written = match reservation {
         Some(reservation) => reservation.settle(entry).await,
-        None => book.store().record(entry, &[]).await,
+        None if book.store().condition() == Condition::Ok => book.store().record(entry, &[]).await,
+        None => book.store().record_queued(entry, &[]),
     };
     if let Err(e) = written {
         tracing::error!(request_id = %entry.request_id, "could not record the request in the ledger: {e}");

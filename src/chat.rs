@@ -74,6 +74,7 @@ async fn run(
     let bytes = read_body(body, &parts.headers, config.server.max_body_bytes).await?;
     let chat = request::parse(&bytes, &parts.headers)?;
     let charge = Charge::resolve(runtime, state.sessions(), state.book(), &chat, local_key)?;
+    charge.ensure_ledger(state.book())?;
     let mode = chat
         .options
         .mode
@@ -646,7 +647,7 @@ fn serve_hit(
         .iter()
         .filter_map(|a| a.key.clone())
         .collect();
-    if let Err(e) = state.book().store().record_free(&entry, &accounts) {
+    if let Err(e) = state.book().store().record_queued(&entry, &accounts) {
         tracing::error!(request_id = %request_id, "could not record the cache hit in the ledger: {e}");
     }
     state.cache().record_saving(direct);

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     NoProvider,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
+    /// p402 cannot do this now: its database is stuck or failing (503).
+    Unavailable,
     /// A bug or an environment failure inside p402 (500).
     Internal,
 }
@@ -49,7 +51,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamFailed => StatusCode::BAD_GATEWAY,
-            ErrorKind::NoProvider => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoProvider | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,7 +71,7 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed | ErrorKind::NoProvider | ErrorKind::UpstreamTimeout => {
                 "upstream_error"
             }
-            ErrorKind::Internal => "server_error",
+            ErrorKind::Internal | ErrorKind::Unavailable => "server_error",
         }
     }
 }

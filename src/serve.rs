@@ -310,7 +310,7 @@ pub async fn run_until_signal(running: Running, mut signals: Signals) -> anyhow:
         "listening on http://{addr} ({} providers usable)",
         running.state.routable_providers(&running.state.runtime())
     ));
-    let watchdog = systemd::Watchdog::start(addr);
+    let watchdog = systemd::Watchdog::start(addr, running.state.book().store().clone());
     let mut rereads = running.rereads.clone();
     let mut reloading = false;
     loop {

@@ -12,6 +12,7 @@
 //!
 //! Without `$NOTIFY_SOCKET` (not started by systemd) nothing is sent.
 
+use crate::store::Store;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -51,14 +52,14 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Starts pinging when systemd asked for a watchdog; `addr` is where
-    /// p402 listens.
-    pub fn start(addr: SocketAddr) -> Option<Watchdog> {
+    /// p402 listens, `store` its database.
+    pub fn start(addr: SocketAddr, store: Store) -> Option<Watchdog> {
         let period = watchdog_period()?;
         tracing::info!(
-            "systemd watchdog: {period:?}; p402 checks its own /health every {:?}",
+            "systemd watchdog: {period:?}; p402 checks its own /health and a database round trip every {:?}",
             period / 2
         );
-        let task = tokio::spawn(ping_while_healthy(probe_addr(addr), period / 2));
+        let task = tokio::spawn(ping_while_healthy(probe_addr(addr), store, period / 2));
         Some(Watchdog { task })
     }
 
@@ -76,18 +77,28 @@ impl Drop for Watchdog {
 }
 
 /// Every `every` (half the watchdog period), asks `/health` through the
-/// listener and pings only when it answers 200 within half of `every`. A
-/// failed or slow check sends no ping; systemd restarts p402 once a whole
-/// period passes without one, that is after one or two such checks in a row.
-async fn ping_while_healthy(addr: SocketAddr, every: Duration) {
+/// listener and sends one job through the database's writer thread, and
+/// pings only when both answer within half of `every` (health with 200,
+/// which a stalled store turns into 503). A failed or slow check sends no
+/// ping; systemd restarts p402 once a whole period passes without one, that
+/// is after one or two such checks in a row: a stuck disk or database
+/// restarts the service like a wedged runtime does.
+async fn ping_while_healthy(addr: SocketAddr, store: Store, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match tokio::time::timeout(every / 2, answers_health(addr)).await {
+        let check = async {
+            answers_health(addr).await?;
+            store
+                .round_trip(every / 2)
+                .await
+                .map_err(|e| format!("the database: {e}"))
+        };
+        match tokio::time::timeout(every / 2, check).await {
             Ok(Ok(())) => imp::send(&[Message::Watchdog]),
             Ok(Err(e)) => {
-                tracing::warn!("systemd watchdog: /health on {addr} failed ({e}); no ping")
+                tracing::warn!("systemd watchdog: the check on {addr} failed ({e}); no ping")
             }
             Err(_) => tracing::warn!(
                 "systemd watchdog: /health on {addr} took over {:?}; no ping",

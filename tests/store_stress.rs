@@ -190,7 +190,7 @@ fn mixed_load_never_hangs() {
                     let id = p402::ids::RequestId::new().to_string();
                     if n % 4 == 0 {
                         me.run("free ledger entry", || {
-                            store.record_free(&entry(id, 0), &accounts).expect("queued")
+                            store.record_queued(&entry(id, 0), &accounts).expect("queued")
                         });
                     } else {
                         me.run("ledger settlement", || {
@@ -319,14 +319,23 @@ fn mixed_load_never_hangs() {
     assert_eq!(store.ledger_len() as u64, settled.load(Ordering::Relaxed));
 }
 
-/// Every thread's stack, from gdb where it is installed.
+/// Every thread's stack, from gdb where it is installed. gdb stops this
+/// process while it reads it, this thread included, so it writes to a file
+/// rather than to a pipe that this thread would have to drain; debuginfod
+/// is off since, offline, its look-ups would wait out their timeouts.
 fn print_stacks() {
     let pid = std::process::id().to_string();
-    match std::process::Command::new("gdb")
-        .args(["-p", &pid, "-batch", "-ex", "thread apply all bt"])
-        .output()
-    {
-        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
+    let out = std::env::temp_dir().join(format!("p402-stress-stacks-{pid}.txt"));
+    let ran = std::fs::File::create(&out).and_then(|file| {
+        std::process::Command::new("timeout")
+            .args(["120", "gdb", "-nx", "-iex", "set debuginfod enabled off"])
+            .args(["-p", &pid, "-batch", "-ex", "thread apply all bt"])
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .status()
+    });
+    match ran.and_then(|_| std::fs::read_to_string(&out)) {
+        Ok(stacks) => eprintln!("{stacks}"),
         Err(e) => eprintln!("(no stacks: gdb could not run: {e})"),
     }
 }

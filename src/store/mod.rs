@@ -274,18 +274,15 @@ impl Store {
         .await
     }
 
-    /// Queues an entry that moves no money (a cache hit) and returns at
-    /// once, so that a hit waits neither for the disk nor for the writer
-    /// thread. The entry is written in order with every other settlement
-    /// and becomes durable with the next durable commit, at most half a
-    /// second later: a crash in between loses the record of a free answer,
-    /// never a charge. Readers that must see it wait for
-    /// [`Store::caught_up`] first.
-    pub fn record_free(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
-        debug_assert_eq!(
-            entry.cost_nanos, 0,
-            "an entry that costs goes through `record`"
-        );
+    /// Queues an entry and returns at once, so that its request waits
+    /// neither for the disk nor for the writer thread: a cache hit's free
+    /// entry, or an unbudgeted request's while the store is stuck. The
+    /// entry is written in order with every other settlement and becomes
+    /// durable with the next durable commit, at most half a second later: a
+    /// crash in between loses the record of a free answer or of one no
+    /// budget counts, never a budget's charge. Readers that must see it
+    /// wait for [`Store::caught_up`] first.
+    pub fn record_queued(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
         self.writer.send(Job::Settle {
             settlement: Self::settlement(entry, accounts)?,
             done: None,
@@ -624,14 +621,14 @@ mod tests {
                     direct_nanos: 4,
                     ..tests_support::entry(id)
                 };
-                store.record_free(&free, &accounts).expect("queued");
+                store.record_queued(&free, &accounts).expect("queued");
             }
             store.caught_up().await.expect("caught up");
             assert!(store.entry(&ids[49]).expect("read").is_some());
             assert_eq!(store.totals("session:a").expect("totals").requests, 50);
             // Queued after the read: written when the store closes.
             store
-                .record_free(&tests_support::entry("req_last"), &accounts)
+                .record_queued(&tests_support::entry("req_last"), &accounts)
                 .expect("queued");
         }
         let store = Store::open(dir.path()).expect("reopen");

@@ -700,6 +700,9 @@ pub struct Setup {
     pub cache: String,
     /// Further tables appended as they are.
     pub extra: String,
+    /// Where the data lives; by default a `data` folder in the test's
+    /// temporary directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Setup {
@@ -773,7 +776,11 @@ impl TestProxy {
         set_provider_key();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("p402.toml");
-        std::fs::write(&config_path, setup.toml(&dir.path().join("data"))).expect("write config");
+        let data_dir = setup
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        std::fs::write(&config_path, setup.toml(&data_dir)).expect("write config");
         let running = p402::serve::start(Some(&config_path))
             .await
             .expect("p402 starts");

@@ -1,0 +1,184 @@
+//! A stuck disk never becomes an outage.
+//!
+//! p402's data dir is put on a real ext4 file system (a loop device) that
+//! the test freezes with `fsfreeze`: from then on every write to it blocks
+//! in the kernel, exactly as on a hung disk. A budgeted request in flight
+//! gets its answer once the settlement's deadline passes; the next ones are
+//! refused at once with 503 `ledger_unavailable`; `/health` answers 503
+//! with the store `stalled`; unbudgeted requests go on without waiting.
+//! Thawed, the store catches up by itself and nothing was lost.
+//!
+//! Mounting needs root, as CI runs; elsewhere the test says it did not run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A loop-mounted ext4 file system, thawed and unmounted when dropped
+/// (also when the test fails, so no process is left blocked on it).
+struct Disk {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Disk {
+    fn mount() -> Result<Disk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("disk.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let image_arg = image.display().to_string();
+        let mount_arg = mount.display().to_string();
+        run("truncate", &["-s", "64M", &image_arg])?;
+        run("mkfs.ext4", &["-q", "-F", &image_arg])?;
+        run("mount", &["-o", "loop", &image_arg, &mount_arg])?;
+        Ok(Disk { mount, _dir: dir })
+    }
+
+    fn path(&self) -> &Path {
+        &self.mount
+    }
+
+    fn freeze(&self) {
+        run("fsfreeze", &["-f", &self.mount.display().to_string()]).expect("fsfreeze -f");
+    }
+
+    fn thaw(&self) {
+        let _ = run("fsfreeze", &["-u", &self.mount.display().to_string()]);
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = run("umount", &["-l", &self.mount.display().to_string()]);
+    }
+}
+
+fn budgeted(session: &str) -> Value {
+    let mut body = ask("metered", "hello");
+    body["max_tokens"] = json!(10);
+    body["p402"] = json!({"session_id": session});
+    body
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-p402-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_disk_refuses_budgeted_requests_and_loses_nothing() {
+    let disk = match Disk::mount() {
+        Ok(disk) => disk,
+        Err(e) => {
+            // Not root, or no loop devices: nothing to freeze here.
+            eprintln!("store_stall did not run: cannot mount a loop device ({e})");
+            return;
+        }
+    };
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: METERED.to_string(),
+            data_dir: Some(disk.path().join("data")),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
+    let session = proxy.session(10.0).await;
+    let first = proxy.chat(budgeted(&session)).await;
+    assert_eq!(first.status(), 200);
+    let mut ids = vec![request_id(&first)];
+
+    disk.freeze();
+    // In flight when the disk stops: the answer was paid for, so it goes
+    // out once the settlement's deadline has passed, not never.
+    let started = std::time::Instant::now();
+    let stuck = proxy.chat(budgeted(&session)).await;
+    assert_eq!(stuck.status(), 200);
+    ids.push(request_id(&stuck));
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // The write has now been stuck for longer than the deadline: budgeted
+    // requests are refused at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let refused = proxy.chat(budgeted(&session)).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let error = expect_error(refused, 503, "ledger_unavailable").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stuck")),
+        "{error}"
+    );
+    let health = proxy.client.get(proxy.url("/health")).send().await.expect("health");
+    assert_eq!(health.status(), 503);
+    let health: Value = health.json().await.expect("health json");
+    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(health["store"]["state"], "stalled");
+
+    // Unbudgeted traffic flows without waiting on the disk.
+    let started = std::time::Instant::now();
+    let free = proxy.chat(ask("metered", "no session")).await;
+    assert_eq!(free.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an unbudgeted request waited on the stuck store for {:?}",
+        started.elapsed()
+    );
+    ids.push(request_id(&free));
+
+    disk.thaw();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            proxy.health().await["store"]["state"] == "ok"
+        })
+        .await,
+        "the store recovers by itself"
+    );
+    let after = proxy.chat(budgeted(&session)).await;
+    assert_eq!(after.status(), 200);
+    ids.push(request_id(&after));
+    for id in &ids {
+        assert!(
+            proxy.ledger_entry(id).await.is_some(),
+            "request {id} is in the ledger"
+        );
+    }
+    let read = proxy
+        .get_json(&format!("/api/v2/sessions/{session}"))
+        .await;
+    assert_eq!(read["requests"], 3, "{read}");
+    let proxy = proxy.restart().await;
+    for id in &ids {
+        assert!(proxy.ledger_entry(id).await.is_some(), "{id} after restart");
+    }
+    proxy.stop().await;
+}
