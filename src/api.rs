@@ -5,12 +5,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::store::Condition;
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::report;
 use crate::state::{AppState, Runtime};
+use crate::store::Condition;
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(body::full(value.to_string()));

@@ -227,7 +227,7 @@ pub fn init(path: Option<PathBuf>) -> ExitCode {
 }
 
 /// Where the CLI reads live data: the running server if one answers at the
-/// configured address (sled allows one process at a time), else the
+/// configured address (the database allows one process at a time), else the
 /// database directly.
 enum Source {
     Server(serde_json::Value),

@@ -1,7 +1,7 @@
 //! Budget-capped sessions: `POST/GET/PATCH/DELETE /api/v2/sessions`.
 //!
 //! A session is a named budget a client creates for one job (an agent run,
-//! a batch) and names in its requests. Its definition is stored in sled; its
+//! a batch) and names in its requests. Its definition is stored in the database; its
 //! spend is the `session:<id>` account in the ledger's totals.
 
 use std::sync::Mutex;

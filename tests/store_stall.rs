@@ -138,7 +138,12 @@ async fn a_frozen_disk_refuses_budgeted_requests_and_loses_nothing() {
             .is_some_and(|m| m.contains("stuck")),
         "{error}"
     );
-    let health = proxy.client.get(proxy.url("/health")).send().await.expect("health");
+    let health = proxy
+        .client
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(health.status(), 503);
     let health: Value = health.json().await.expect("health json");
     assert_eq!(health["status"], "unhealthy");
@@ -172,9 +177,7 @@ async fn a_frozen_disk_refuses_budgeted_requests_and_loses_nothing() {
             "request {id} is in the ledger"
         );
     }
-    let read = proxy
-        .get_json(&format!("/api/v2/sessions/{session}"))
-        .await;
+    let read = proxy.get_json(&format!("/api/v2/sessions/{session}")).await;
     assert_eq!(read["requests"], 3, "{read}");
     let proxy = proxy.restart().await;
     for id in &ids {

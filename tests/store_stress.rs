@@ -190,7 +190,9 @@ fn mixed_load_never_hangs() {
                     let id = p402::ids::RequestId::new().to_string();
                     if n % 4 == 0 {
                         me.run("free ledger entry", || {
-                            store.record_queued(&entry(id, 0), &accounts).expect("queued")
+                            store
+                                .record_queued(&entry(id, 0), &accounts)
+                                .expect("queued")
                         });
                     } else {
                         me.run("ledger settlement", || {

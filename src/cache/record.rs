@@ -1,4 +1,4 @@
-//! The on-disk form of the cache, in two sled trees written together:
+//! The on-disk form of the cache, in two tables written together:
 //!
 //! - `cache`: id -> the entry (JSON, for the fields that evolve) followed by
 //!   its f32 vector as raw little-endian bytes, read only on a candidate

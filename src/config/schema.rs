@@ -41,7 +41,7 @@ pub struct ServerConfig {
     /// Local keys; when non-empty every request must present one.
     pub api_keys: Vec<Spanned<String>>,
     pub max_body_bytes: u64,
-    /// Where sled keeps the ledger, sessions and cache.
+    /// Where the database (ledger, sessions, cache) is kept.
     pub data_dir: Option<PathBuf>,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace_seconds: Seconds,

@@ -282,7 +282,11 @@ impl Store {
     /// crash in between loses the record of a free answer or of one no
     /// budget counts, never a budget's charge. Readers that must see it
     /// wait for [`Store::caught_up`] first.
-    pub fn record_queued(&self, entry: &LedgerEntry, accounts: &[String]) -> Result<(), StoreError> {
+    pub fn record_queued(
+        &self,
+        entry: &LedgerEntry,
+        accounts: &[String],
+    ) -> Result<(), StoreError> {
         self.writer.send(Job::Settle {
             settlement: Self::settlement(entry, accounts)?,
             done: None,
