@@ -145,11 +145,13 @@ async fn run(
             Ok(response) => return Ok(response),
             Err(failure) => {
                 all_timeouts &= failure.timed_out;
-                state.health().record_failure(
-                    &candidate.provider.name,
-                    &failure.detail,
-                    runtime.breaker_policy(),
-                );
+                if !failure.provider_sound {
+                    state.health().record_failure(
+                        &candidate.provider.name,
+                        &failure.detail,
+                        runtime.breaker_policy(),
+                    );
+                }
                 let status = match &failure.status {
                     Value::String(word) => word.clone(),
                     other => other.to_string(),
@@ -250,6 +252,9 @@ struct Failure {
     status: Value,
     timed_out: bool,
     detail: String,
+    /// The provider answered as it should (it only lacks the model), so
+    /// its circuit breaker does not count this.
+    provider_sound: bool,
 }
 
 impl Failure {
@@ -258,6 +263,7 @@ impl Failure {
             status: status.into(),
             timed_out: false,
             detail: detail.into(),
+            provider_sound: false,
         }
     }
 }
@@ -315,9 +321,8 @@ impl Attempt<'_> {
                     UpstreamError::Request(_) => ("request_error", false),
                 };
                 return Err(Failure {
-                    status: status.into(),
                     timed_out,
-                    detail: error.to_string(),
+                    ..Failure::new(status, error.to_string())
                 });
             }
         };
@@ -326,6 +331,18 @@ impl Attempt<'_> {
             let (parts, body) = response.into_parts();
             let bytes = self.read_upstream_body(body).await?;
             let verdict = providers::error(api, status, bytes);
+            if verdict.model_missing {
+                self.state
+                    .health()
+                    .mark_missing(&self.candidate.provider.name, &self.candidate.upstream_model);
+                self.state
+                    .health()
+                    .record_success(&self.candidate.provider.name, upstream_started.elapsed());
+                return Err(Failure {
+                    provider_sound: true,
+                    ..Failure::new(status.as_u16(), "model not found")
+                });
+            }
             if verdict.retryable {
                 return Err(Failure::new(status.as_u16(), format!("HTTP {status}")));
             }
@@ -566,9 +583,8 @@ impl Attempt<'_> {
         .await
         {
             Err(_) => Err(Failure {
-                status: "timeout".into(),
                 timed_out: true,
-                detail: "the answer did not finish arriving in time".to_string(),
+                ..Failure::new("timeout", "the answer did not finish arriving in time")
             }),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::new(
                 "response_too_large",
@@ -602,6 +618,12 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
             ErrorKind::UpstreamTimeout,
             "upstream_timeout",
             "no provider answered in time",
+        )
+    } else if !failed.is_empty() && failed.iter().all(|a| a.status == 404) {
+        (
+            ErrorKind::NotFound,
+            "model_not_found",
+            "no provider tried has this model",
         )
     } else {
         (

@@ -1,10 +1,12 @@
 //! Live health of each provider: a circuit breaker, recent errors and
-//! latency, and whether keyless local servers (Ollama and the like) answer.
+//! latency, whether keyless local servers (Ollama and the like) answer and
+//! which models they have installed, and which models a provider said it
+//! does not have.
 //!
 //! It lives beside the config rather than inside it, so that a config reload
 //! does not forget that a provider has been failing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,22 @@ struct Entry {
     recent_errors: VecDeque<(DateTime<Utc>, String)>,
     /// For keyless local servers: did the last probe get an answer?
     reachable: Option<bool>,
+    /// For keyless local servers: the models the last probe listed, by
+    /// [`model_key`].
+    installed: Option<BTreeSet<String>>,
+    /// Models the provider answered "model not found" for, until when they
+    /// are not routed to.
+    missing: HashMap<String, Instant>,
+}
+
+/// How long a model a cloud provider said it does not have is left out.
+/// (A local server's models are listed again at its next probe instead.)
+pub const MISSING_FOR: Duration = Duration::from_secs(600);
+
+/// A model name as servers list it: Ollama lists `llama3.2` as
+/// `llama3.2:latest`, and either may be asked for.
+pub fn model_key(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 /// What `/api/v2/providers` shows of one provider's health.
@@ -50,6 +68,12 @@ pub struct HealthView {
     pub recent_errors: Vec<RecentError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reachable: Option<bool>,
+    /// For local servers, the models they list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_models: Option<Vec<String>>,
+    /// Models the provider said it does not have, left out for now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +87,9 @@ pub struct RecentError {
 #[derive(Debug, Default)]
 pub struct ProviderHealth {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Wakes the local-server probe early: a local server said it does not
+    /// have a model it was thought to have.
+    probe_now: tokio::sync::Notify,
 }
 
 impl ProviderHealth {
@@ -162,6 +189,83 @@ impl ProviderHealth {
         self.with(provider, |entry| entry.reachable)
     }
 
+    /// What a local server's probe listed; `None` when it listed nothing
+    /// readable (it is then not routed to). A model listed again is no
+    /// longer missing.
+    pub fn set_installed(&self, provider: &str, models: Option<BTreeSet<String>>) {
+        let changed = self.with(provider, |entry| {
+            if let Some(models) = &models {
+                entry.missing.retain(|model, _| !models.contains(model));
+            }
+            let changed = entry.installed != models;
+            entry.installed = models;
+            changed
+        });
+        if changed {
+            tracing::info!(
+                provider,
+                models = ?self.installed(provider),
+                "local provider models"
+            );
+        }
+    }
+
+    /// Returns when a probe of the local servers is wanted before its time.
+    pub async fn probe_wanted(&self) {
+        self.probe_now.notified().await;
+    }
+
+    /// The models a local server listed at its last probe.
+    pub fn installed(&self, provider: &str) -> Option<Vec<String>> {
+        self.with(provider, |entry| {
+            entry
+                .installed
+                .as_ref()
+                .map(|models| models.iter().cloned().collect())
+        })
+    }
+
+    /// Whether `model` may be routed to on `provider`: not reported missing
+    /// lately and, on a local server (`local`), listed by its last probe.
+    pub fn has_model(&self, provider: &str, model: &str, local: bool) -> bool {
+        let key = model_key(model);
+        self.with(provider, |entry| {
+            if let Some(until) = entry.missing.get(key) {
+                if Instant::now() < *until {
+                    return false;
+                }
+                entry.missing.remove(key);
+            }
+            !local
+                || entry
+                    .installed
+                    .as_ref()
+                    .is_some_and(|models| models.contains(key))
+        })
+    }
+
+    /// The provider answered that it does not have `model`: it is not
+    /// routed to for [`MISSING_FOR`], or until a local server lists it
+    /// (which it is asked again at once).
+    pub fn mark_missing(&self, provider: &str, model: &str) {
+        let key = model_key(model).to_string();
+        let local = self.with(provider, |entry| {
+            if let Some(models) = entry.installed.as_mut() {
+                models.remove(&key);
+            }
+            entry.missing.insert(key, Instant::now() + MISSING_FOR);
+            entry.installed.is_some()
+        });
+        if local {
+            self.probe_now.notify_one();
+        }
+        tracing::warn!(
+            provider,
+            model,
+            "the provider does not have this model; not routing to it for now"
+        );
+    }
+
     pub fn view(&self, provider: &str) -> HealthView {
         self.with(provider, |entry| {
             let now = Instant::now();
@@ -186,6 +290,16 @@ impl ProviderHealth {
                     })
                     .collect(),
                 reachable: entry.reachable,
+                installed_models: entry
+                    .installed
+                    .as_ref()
+                    .map(|models| models.iter().cloned().collect()),
+                missing_models: entry
+                    .missing
+                    .iter()
+                    .filter(|(_, until)| now < **until)
+                    .map(|(model, _)| model.clone())
+                    .collect(),
             }
         })
     }

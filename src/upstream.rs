@@ -81,6 +81,33 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// A small answer read whole (a model list), at most 2 s and
+    /// `max_bytes`; a larger body is cut off and reported as such.
+    pub async fn fetch_small(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_bytes: usize,
+    ) -> Result<(http::StatusCode, Bytes), UpstreamError> {
+        use http_body_util::BodyExt;
+        let limit = Duration::from_secs(2);
+        let fetch = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), max_bytes)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Request(e.to_string()))?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::time::timeout(limit, fetch)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(limit)))
+    }
+
     /// A quick liveness check: the status of a small request, at most 2 s.
     pub async fn probe(
         &self,

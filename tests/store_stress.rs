@@ -243,8 +243,10 @@ fn mixed_load_never_hangs() {
         spawn(
             "reopen-loader",
             Box::new(move |me| {
-                let unbounded = CacheConfig {
-                    max_entries: 1_000_000,
+                // Larger than what loads before `open_with` returns (it is
+                // given no time), bounded so that it does not grow for ever.
+                let loading = CacheConfig {
+                    max_entries: 6000,
                     ..config
                 };
                 let scope = Scope([9; 32]);
@@ -257,7 +259,7 @@ fn mixed_load_never_hangs() {
                     for _ in 0..400 {
                         next += 1;
                         me.run("cache store (loading)", || {
-                            store_answer(&cache, scope, next, &unbounded)
+                            store_answer(&cache, scope, next, &loading)
                         });
                         if stop.load(Ordering::Relaxed) {
                             break;

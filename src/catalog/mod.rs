@@ -111,6 +111,12 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// A keyless server (Ollama, vLLM, ...): free to use, routed to only
+    /// while it answers, and only for the models it lists.
+    pub fn is_local(&self) -> bool {
+        self.api_key_env.is_none()
+    }
+
     /// Why the provider cannot be routed to, or `None` if it can.
     pub fn unusable_reason(&self) -> Option<String> {
         if !self.enabled {
@@ -188,6 +194,9 @@ pub struct Model {
     pub max_output: Option<u32>,
     pub capabilities: Vec<Capability>,
     pub quality: Option<u8>,
+    /// `quality` is a guess: the model never stands in for a better one
+    /// unless the config trusts estimates.
+    pub quality_estimated: bool,
     pub speed_tps: Option<f64>,
     /// Shown as `cost_source` in the metadata.
     pub cost_source: String,
@@ -223,6 +232,7 @@ impl Model {
             max_output: entry.max_output,
             capabilities: entry.capabilities.clone().unwrap_or_default(),
             quality: entry.quality.map(|q| q.0),
+            quality_estimated: entry.quality_estimated.unwrap_or(false),
             speed_tps: entry.speed_tps,
             cost_source,
         }
@@ -305,16 +315,23 @@ impl Catalog {
         }
 
         let builtin_source = format!("catalog {}", base.as_of);
+        let keyless = |entry: &ModelConfig| {
+            providers
+                .iter()
+                .any(|p| &p.name == entry.provider.get_ref() && p.api_key_env.is_none())
+        };
+        let from = |entry: &ModelConfig, source: String| {
+            let mut model = Model::from_config(entry, source);
+            model.quality_estimated = entry.quality_estimated.unwrap_or_else(|| keyless(entry));
+            model
+        };
         let mut models: Vec<Model> = base
             .models
             .iter()
-            .map(|m| {
-                let source = builtin_source.clone();
-                Model::from_config(m, source)
-            })
+            .map(|m| from(m, builtin_source.clone()))
             .collect();
         for entry in &config.models {
-            let model = Model::from_config(entry, "config".to_string());
+            let model = from(entry, "config".to_string());
             match models
                 .iter()
                 .position(|m| m.id == model.id && m.provider == model.provider)

@@ -104,6 +104,14 @@ pub struct RoutingConfig {
     pub circuit_breaker_failures: u32,
     /// ...for this long, before one trial request is let through.
     pub circuit_breaker_cooldown_seconds: Seconds,
+    /// Let models whose quality is only estimated stand in for better ones
+    /// within `quality_floor`, like measured ones. Off: an estimated model
+    /// replaces only a model rated at or below its estimate.
+    pub trust_estimated_quality: bool,
+    /// Send every request a local model can serve (tools, context) to an
+    /// installed local model first, whatever its quality, and pay a
+    /// provider only when it fails or cannot serve the request.
+    pub prefer_local: bool,
 }
 
 impl Default for RoutingConfig {
@@ -115,6 +123,8 @@ impl Default for RoutingConfig {
             quality_floor: QualityFloor(0.85),
             circuit_breaker_failures: 3,
             circuit_breaker_cooldown_seconds: Seconds(30.0),
+            trust_estimated_quality: false,
+            prefer_local: false,
         }
     }
 }
@@ -196,6 +206,12 @@ pub struct ModelConfig {
     /// 0–100, from the public leaderboard the catalog names.
     #[serde(default)]
     pub quality: Option<Quality>,
+    /// The quality is a guess, not a measurement: such a model never stands
+    /// in for a better one (see `[routing] trust_estimated_quality`).
+    /// Defaults to true for models of keyless (local) providers, whose
+    /// quality depends on the quantization and hardware at hand.
+    #[serde(default)]
+    pub quality_estimated: Option<bool>,
     /// Typical output tokens per second.
     #[serde(default)]
     pub speed_tps: Option<f64>,

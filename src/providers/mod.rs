@@ -216,6 +216,9 @@ impl Utf8Check {
 pub struct ErrorVerdict {
     /// Worth trying another candidate.
     pub retryable: bool,
+    /// The provider does not have the model: a fault of the route, not of
+    /// the request, so it is retryable, and the model is left out for now.
+    pub model_missing: bool,
     /// What the client gets if it is not.
     pub status: StatusCode,
     pub body: Bytes,
@@ -224,21 +227,51 @@ pub struct ErrorVerdict {
 /// An OpenAI-compatible error goes back as it came; an Anthropic one is
 /// translated into OpenAI's shape and status.
 pub fn error(api: Api, status: StatusCode, body: Bytes) -> ErrorVerdict {
+    let model_missing = says_model_missing(status, &body);
     match api {
         Api::Openai => ErrorVerdict {
-            retryable: is_retryable(status),
+            retryable: model_missing || is_retryable(status),
+            model_missing,
             status,
             body,
         },
         Api::Anthropic => {
             let (status, value, retryable) = anthropic::translate_error(status, &body);
             ErrorVerdict {
-                retryable: retryable || is_retryable(status),
+                retryable: model_missing || retryable || is_retryable(status),
+                model_missing,
                 status,
                 body: Bytes::from(value.to_string()),
             }
         }
     }
+}
+
+/// Whether a 404 says the model does not exist, as providers word it:
+/// OpenAI's `model_not_found` code ("The model `x` does not exist"),
+/// Ollama's "model \"x\" not found, try pulling it first", vLLM's "The model
+/// `x` does not exist", Anthropic's `not_found_error` "model: x".
+pub fn says_model_missing(status: StatusCode, body: &[u8]) -> bool {
+    if status != StatusCode::NOT_FOUND {
+        return false;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = value.get("error").unwrap_or(&value);
+    if error.get("code").and_then(|c| c.as_str()) == Some("model_not_found") {
+        return true;
+    }
+    let message = error
+        .get("message")
+        .or(Some(error))
+        .and_then(|m| m.as_str())
+        .or_else(|| value.get("message").and_then(|m| m.as_str()))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    message.starts_with("model:")
+        || (message.contains("model")
+            && (message.contains("not found") || message.contains("does not exist")))
 }
 
 #[cfg(test)]
@@ -253,6 +286,31 @@ mod tests {
             .into_iter()
             .map(|event| event.expect("an event"))
             .collect()
+    }
+
+    #[test]
+    fn model_not_found_is_recognised_in_each_providers_words() {
+        let missing = [
+            json!({"error": {"message": "The model `gpt-9` does not exist or you do not have access to it.", "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
+            json!({"error": {"message": "model \"llama3.2\" not found, try pulling it first", "type": "not_found_error", "param": null, "code": null}}),
+            json!({"error": "model 'qwen3:8b' not found"}),
+            json!({"object": "error", "message": "The model `x` does not exist.", "type": "NotFoundError", "code": 404}),
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "model: claude-9"}}),
+        ];
+        for body in missing {
+            let bytes = body.to_string();
+            assert!(says_model_missing(StatusCode::NOT_FOUND, bytes.as_bytes()), "{body}");
+            assert!(!says_model_missing(StatusCode::BAD_REQUEST, bytes.as_bytes()), "{body}");
+            assert!(error(Api::Openai, StatusCode::NOT_FOUND, Bytes::from(bytes)).retryable);
+        }
+        for body in [
+            json!({"error": {"message": "Unknown path /v1/chat", "type": "invalid_request_error"}}),
+            json!({"error": {"message": "file not found", "code": "not_found"}}),
+        ] {
+            let bytes = body.to_string();
+            assert!(!says_model_missing(StatusCode::NOT_FOUND, bytes.as_bytes()), "{body}");
+        }
+        assert!(!says_model_missing(StatusCode::NOT_FOUND, b"<html>404</html>"));
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub enum Reject {
     ProviderUnusable,
     ProviderExcluded,
     CircuitOpen,
+    /// A local server does not list it, or a provider said it does not
+    /// have it.
+    ModelMissing,
     Capability,
     Context,
     OutputLimit,
@@ -133,6 +136,7 @@ impl Reject {
             Reject::ProviderUnusable => "provider without a key or unreachable",
             Reject::ProviderExcluded => "provider excluded",
             Reject::CircuitOpen => "provider failing (circuit open)",
+            Reject::ModelMissing => "model not installed on the local server, or reported missing",
             Reject::Capability => "missing a capability the request uses",
             Reject::Context => "context window too small",
             Reject::OutputLimit => "output limit above the model's maximum",

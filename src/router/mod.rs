@@ -158,9 +158,7 @@ impl Router<'_> {
         needs: &Needs,
     ) -> Result<Vec<Candidate>, ApiError> {
         let options = &request.options;
-        let floor = requested
-            .and_then(|m| m.quality)
-            .map(|q| self.config.quality_floor.below(q));
+        let requested_quality = requested.and_then(|m| m.quality);
         let max_cost = options.max_cost.and_then(Usd::from_dollars);
         let mut rejected: BTreeMap<Reject, usize> = BTreeMap::new();
         let mut cheapest_over_cap: Option<Usd> = None;
@@ -168,7 +166,7 @@ impl Router<'_> {
         for model in self.catalog.models() {
             let is_requested =
                 requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
-            match self.assess(model, needs, floor, is_requested, request) {
+            match self.assess(model, needs, requested_quality, is_requested, request) {
                 Err(reason) => *rejected.entry(reason).or_default() += 1,
                 // A cap rules out what cannot fit even a useful minimum; the
                 // budget lowers the output limit of what can.
@@ -188,6 +186,10 @@ impl Router<'_> {
         }
 
         order(&mut eligible, mode);
+        if self.config.prefer_local {
+            // Stable: local models first, each group in the mode's order.
+            eligible.sort_by_key(|e| !e.provider.is_local());
+        }
         if let Some(preferred) = &options.prefer_providers {
             // Stable: within each group the mode's order stands.
             eligible.sort_by_key(|e| !preferred.iter().any(|p| *p == e.provider.name));
@@ -218,11 +220,13 @@ impl Router<'_> {
             .collect())
     }
 
+    /// Whether `model` may serve the request, as a substitute for a model
+    /// of `requested_quality` unless it is the requested one itself.
     fn assess<'m>(
         &self,
         model: &'m Model,
         needs: &Needs,
-        floor: Option<u8>,
+        requested_quality: Option<u8>,
         is_requested: bool,
         request: &ChatRequest,
     ) -> Result<Eligible<'m>, Reject> {
@@ -241,13 +245,19 @@ impl Router<'_> {
         if self.health.is_open(&provider.name) {
             return Err(Reject::CircuitOpen);
         }
+        if !self
+            .health
+            .has_model(&provider.name, &model.upstream_id, provider.is_local())
+        {
+            return Err(Reject::ModelMissing);
+        }
         eligibility::fits(model, needs)?;
         if !is_requested {
             // A substitute must be priced and known to be good enough.
             if model.price.is_none() {
                 return Err(Reject::Unpriced);
             }
-            if let Some(floor) = floor {
+            if let Some(floor) = self.floor_for(model, provider, requested_quality) {
                 if model.quality.is_none_or(|q| q < floor) {
                     return Err(Reject::QualityBelowFloor);
                 }
@@ -259,6 +269,21 @@ impl Router<'_> {
             cost: needs.expected_cost(model),
             name: format!("{}/{}", model.provider, model.id),
         })
+    }
+
+    /// The lowest quality `model` may have to stand in for a model of
+    /// `requested`: the floor's share of it; all of it when the model's
+    /// quality is only estimated (a guess never replaces a better model);
+    /// none for a local model when the config prefers local ones.
+    fn floor_for(&self, model: &Model, provider: &Provider, requested: Option<u8>) -> Option<u8> {
+        let requested = requested?;
+        if self.config.prefer_local && provider.is_local() {
+            None
+        } else if model.quality_estimated && !self.config.trust_estimated_quality {
+            Some(requested)
+        } else {
+            Some(self.config.quality_floor.below(requested))
+        }
     }
 
     /// The prices `direct_cost` is computed at for `requested`: its own, or
@@ -280,11 +305,10 @@ impl Router<'_> {
     /// whether or not it meets the quality floor.
     pub fn quotes(&self, request: &ChatRequest, input_tokens: u64) -> Vec<Quote> {
         let needs = Needs::of(request, input_tokens);
-        let floor = (request.model != AUTO)
+        let requested_quality = (request.model != AUTO)
             .then(|| self.catalog.find(&request.model))
             .flatten()
-            .and_then(|m| m.quality)
-            .map(|q| self.config.quality_floor.below(q));
+            .and_then(|m| m.quality);
         let mut quotes: Vec<Quote> = self
             .catalog
             .models()
@@ -298,7 +322,9 @@ impl Router<'_> {
                 expected_output_tokens: needs.expected_output(e.model),
                 quality: e.model.quality,
                 speed_tps: e.model.speed_tps,
-                meets_quality_floor: floor.is_none_or(|f| e.model.quality.is_some_and(|q| q >= f)),
+                meets_quality_floor: self
+                    .floor_for(e.model, &e.provider, requested_quality)
+                    .is_none_or(|f| e.model.quality.is_some_and(|q| q >= f)),
             })
             .collect();
         quotes.sort_by(|a, b| {
@@ -311,8 +337,7 @@ impl Router<'_> {
     /// last probe), enabled, and speaking an API p402 has an adapter for.
     pub fn provider_usable(&self, provider: &Provider) -> bool {
         provider.is_usable()
-            && (provider.api_key_env.is_some()
-                || self.health.reachable(&provider.name) == Some(true))
+            && (!provider.is_local() || self.health.reachable(&provider.name) == Some(true))
     }
 
     fn nothing_eligible(
