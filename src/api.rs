@@ -105,15 +105,27 @@ pub fn catalog(state: &AppState) -> Response<Body> {
         .iter()
         .map(|m| {
             let provider = runtime.catalog.provider(&m.provider);
-            let routable = provider.is_some_and(|p| router.provider_usable(p));
+            let usable = provider.is_some_and(|p| router.provider_usable(p));
+            let local = provider.is_some_and(|p| p.is_local());
+            let has_model = state.health().has_model(&m.provider, &m.upstream_id, local);
+            let routable = usable && has_model;
             let reason =
                 match provider {
                     None => Some("unknown provider".to_string()),
-                    Some(p) if !routable => Some(p.unusable_reason().unwrap_or_else(|| {
+                    Some(p) if !usable => Some(p.unusable_reason().unwrap_or_else(|| {
                         format!("local server at {} did not answer", p.base_url)
                     })),
+                    Some(p) if !has_model && local => Some(format!(
+                        "not installed on the local server at {} (pull it to use it)",
+                        p.base_url
+                    )),
+                    Some(_) if !has_model => {
+                        Some("the provider said it does not have this model".to_string())
+                    }
                     Some(_) => None,
                 };
+            // Whether a local server lists the model; not known for others.
+            let installed = (local && usable).then_some(has_model);
             json!({
                 "id": m.id,
                 "object": "model",
@@ -127,8 +139,11 @@ pub fn catalog(state: &AppState) -> Response<Body> {
                 "max_output": m.max_output,
                 "capabilities": m.capabilities,
                 "quality": m.quality,
+                "quality_estimated": m.quality_estimated,
                 "speed_tps": m.speed_tps,
                 "cost_source": m.cost_source,
+                "local": local,
+                "installed": installed,
                 "routable": routable,
                 "unroutable_reason": reason,
             })

@@ -332,9 +332,10 @@ impl Attempt<'_> {
             let bytes = self.read_upstream_body(body).await?;
             let verdict = providers::error(api, status, bytes);
             if verdict.model_missing {
-                self.state
-                    .health()
-                    .mark_missing(&self.candidate.provider.name, &self.candidate.upstream_model);
+                self.state.health().mark_missing(
+                    &self.candidate.provider.name,
+                    &self.candidate.upstream_model,
+                );
                 self.state
                     .health()
                     .record_success(&self.candidate.provider.name, upstream_started.elapsed());

@@ -102,13 +102,36 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
         },
     };
     let catalog = Catalog::build(&loaded.config, |name| std::env::var(name).ok());
+    // Which local models are installed only a running p402 knows (it
+    // probes the local servers); without one they show as `local`.
+    let live: std::collections::HashMap<(String, String), serde_json::Value> =
+        ask_server(&loaded.config, "/api/v2/models")
+            .ok()
+            .flatten()
+            .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let key = (
+                    m["provider"].as_str()?.to_string(),
+                    m["id"].as_str()?.to_string(),
+                );
+                Some((key, m))
+            })
+            .collect();
     let rows: Vec<(String, &crate::catalog::Model)> = catalog
         .models()
         .iter()
         .map(|m| {
+            let seen = live.get(&(m.provider.clone(), m.id.clone()));
             let state = match catalog.provider(&m.provider) {
                 Some(p) if p.unusable_reason().is_some() => "no key".to_string(),
-                Some(p) if p.api_key_env.is_none() => "local".to_string(),
+                Some(p) if p.is_local() => match seen.map(|s| &s["installed"]) {
+                    Some(serde_json::Value::Bool(true)) => "local, installed".to_string(),
+                    Some(serde_json::Value::Bool(false)) => "local, not installed".to_string(),
+                    Some(_) => "local, server not answering".to_string(),
+                    None => "local".to_string(),
+                },
                 Some(_) => "yes".to_string(),
                 None => "unknown provider".to_string(),
             };
@@ -125,7 +148,8 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
                     "cached_input_per_mtok": m.price.map(|p| p.cached_input.to_dollars()),
                     "output_per_mtok": m.price.map(|p| p.output.to_dollars()),
                     "context": m.context, "max_output": m.max_output,
-                    "capabilities": m.capabilities, "quality": m.quality, "speed_tps": m.speed_tps,
+                    "capabilities": m.capabilities, "quality": m.quality,
+                    "quality_estimated": m.quality_estimated, "speed_tps": m.speed_tps,
                     "routable": state, "cost_source": m.cost_source,
                 })
             })
@@ -135,7 +159,7 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             "{}",
             serde_json::json!({"as_of": crate::catalog::as_of(), "data": data})
         );
-        return ExitCode::SUCCESS;
+        return emit(&out);
     }
     let _ = writeln!(
         out,

@@ -299,8 +299,14 @@ mod tests {
         ];
         for body in missing {
             let bytes = body.to_string();
-            assert!(says_model_missing(StatusCode::NOT_FOUND, bytes.as_bytes()), "{body}");
-            assert!(!says_model_missing(StatusCode::BAD_REQUEST, bytes.as_bytes()), "{body}");
+            assert!(
+                says_model_missing(StatusCode::NOT_FOUND, bytes.as_bytes()),
+                "{body}"
+            );
+            assert!(
+                !says_model_missing(StatusCode::BAD_REQUEST, bytes.as_bytes()),
+                "{body}"
+            );
             assert!(error(Api::Openai, StatusCode::NOT_FOUND, Bytes::from(bytes)).retryable);
         }
         for body in [
@@ -308,9 +314,15 @@ mod tests {
             json!({"error": {"message": "file not found", "code": "not_found"}}),
         ] {
             let bytes = body.to_string();
-            assert!(!says_model_missing(StatusCode::NOT_FOUND, bytes.as_bytes()), "{body}");
+            assert!(
+                !says_model_missing(StatusCode::NOT_FOUND, bytes.as_bytes()),
+                "{body}"
+            );
         }
-        assert!(!says_model_missing(StatusCode::NOT_FOUND, b"<html>404</html>"));
+        assert!(!says_model_missing(
+            StatusCode::NOT_FOUND,
+            b"<html>404</html>"
+        ));
     }
 
     #[test]
