@@ -114,6 +114,7 @@ output_per_mtok = 0
 context = 32000
 capabilities = ["streaming"]
 quality = 66
+quality_estimated = false
 speed_tps = 40
 "#;
 
@@ -366,12 +367,57 @@ fn an_open_circuit_skips_the_provider() {
 }
 
 #[test]
-fn a_reachable_local_server_joins_the_routing() {
+fn a_reachable_local_server_joins_the_routing_with_the_models_it_lists() {
     let f = fixture("");
     f.health.set_reachable("ollama", true);
+    // Answering is not enough: the model must be installed.
+    assert_eq!(f.picks(ask("big", json!({})))[0], "groq/fast");
+    f.health
+        .set_installed("ollama", Some(["local".to_string()].into_iter().collect()));
+    assert_eq!(f.picks(ask("big", json!({})))[0], "ollama/local");
+    f.health.mark_missing("ollama", "local:latest");
+    assert_eq!(f.picks(ask("big", json!({})))[0], "groq/fast");
+    f.health
+        .set_installed("ollama", Some(["local".to_string()].into_iter().collect()));
     assert_eq!(f.picks(ask("big", json!({})))[0], "ollama/local");
     f.health.set_reachable("ollama", false);
     assert_eq!(f.picks(ask("big", json!({})))[0], "groq/fast");
+}
+
+#[test]
+fn an_estimated_quality_stands_in_only_for_models_rated_at_or_below_it() {
+    let estimated = r#"
+[[models]]
+id = "local"
+provider = "ollama"
+input_per_mtok = 0
+output_per_mtok = 0
+context = 32000
+capabilities = ["streaming"]
+quality = 66
+"#;
+    for (routing, first) in [
+        // 66 is within the floor of `big` (70 x 0.85), but only an estimate
+        // (the default for a keyless provider), and below 70 itself.
+        ("", "groq/fast"),
+        (
+            "[routing]\ntrust_estimated_quality = true\n",
+            "ollama/local",
+        ),
+        ("[routing]\nprefer_local = true\n", "ollama/local"),
+    ] {
+        let f = fixture(&format!("{routing}{estimated}"));
+        f.health.set_reachable("ollama", true);
+        f.health
+            .set_installed("ollama", Some(["local".to_string()].into_iter().collect()));
+        assert_eq!(f.picks(ask("big", json!({})))[0], first, "{routing}");
+        // For a model rated at or below the estimate it may stand in.
+        assert_eq!(
+            f.picks(ask("fast", json!({})))[0],
+            "ollama/local",
+            "{routing}"
+        );
+    }
 }
 
 #[test]
