@@ -202,6 +202,16 @@ pub async fn sessions(
         .filter(|id| !id.is_empty() && !id.contains('/'));
     let book = state.book();
     let sessions = state.sessions();
+    // The rate and concurrency limits guard these writes like requests.
+    let _permit = match method {
+        Method::POST | Method::PATCH | Method::DELETE => {
+            match state.limiter().admit(&runtime.config().limits) {
+                Ok(permit) => Some(permit),
+                Err(error) => return error.into_response(request_id),
+            }
+        }
+        _ => None,
+    };
     let result = match (method, rest, id) {
         (Method::POST, "", _) => match read_small_body(request, runtime).await {
             Ok(bytes) => sessions.create(book, &bytes).await,
@@ -239,7 +249,7 @@ async fn read_small_body(
     runtime: &Runtime,
 ) -> Result<bytes::Bytes, ApiError> {
     let (parts, body) = request.into_parts();
-    crate::chat::read_body(body, &parts.headers, runtime.config().server.max_body_bytes).await
+    crate::chat::read_body(body, &parts.headers, &runtime.config().server).await
 }
 
 /// `GET /api/v2/report?since=7d&by=provider`: spend, direct cost and

@@ -69,9 +69,11 @@ async fn run(
     local_key: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let config = runtime.config();
-    let mut permit = Some(state.limiter().admit(&config.limits)?);
     let (parts, body) = request.into_parts();
-    let bytes = read_body(body, &parts.headers, config.server.max_body_bytes).await?;
+    let bytes = read_body(body, &parts.headers, &config.server).await?;
+    // Taken once the body is in: a slow sender must not hold a place that
+    // a ready request could use.
+    let mut permit = Some(state.limiter().admit(&config.limits)?);
     let chat = request::parse(&bytes, &parts.headers)?;
     let charge = Charge::resolve(runtime, state.sessions(), state.book(), &chat, local_key)?;
     charge.ensure_ledger(state.book())?;
@@ -83,6 +85,7 @@ async fn run(
         &chat,
         &serde_json::to_value(mode).unwrap_or(Value::Null),
         &config.cache,
+        local_key,
     );
     if let Some(probe) = probe.as_mut() {
         match state.cache().lookup(probe, config.cache.similarity.0).await {
@@ -208,7 +211,8 @@ pub async fn compare(
 ) -> Response<Body> {
     let result = async {
         let (parts, body) = request.into_parts();
-        let bytes = read_body(body, &parts.headers, runtime.config().server.max_body_bytes).await?;
+        let bytes = read_body(body, &parts.headers, &runtime.config().server).await?;
+        let _permit = state.limiter().admit(&runtime.config().limits)?;
         let chat = request::parse(&bytes, &parts.headers)?;
         let input_tokens = count_input_tokens(&chat).await?;
         let quotes = state.router(runtime).quotes(&chat, input_tokens);
@@ -555,7 +559,7 @@ impl Attempt<'_> {
         log.status(verdict.status.as_u16());
         log.emit(self.state.metrics());
         let body = match &self.candidate.provider.api_key {
-            Some(key) => redact(verdict.body, key.expose()),
+            Some(key) => providers::redact_key(verdict.body, key.expose()),
             None => verdict.body,
         };
         let mut out = Response::new(body::full(body));
@@ -698,9 +702,27 @@ fn serve_hit(
     }
 }
 
-/// Reads the request body, refusing it as soon as it passes `limit` bytes
-/// rather than after holding it all.
-pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+/// Reads the request body within `[server] body_read_timeout_seconds`,
+/// refusing it as soon as it passes `max_body_bytes` rather than after
+/// holding it all.
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    server: &crate::config::ServerConfig,
+) -> Result<Bytes, ApiError> {
+    let deadline = server.body_read_timeout_seconds.duration();
+    tokio::time::timeout(deadline, read_limited(body, headers, server.max_body_bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorKind::RequestTimeout,
+                "body_timeout",
+                format!("the request body did not arrive within {deadline:?}"),
+            ))
+        })
+}
+
+async fn read_limited(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -723,42 +745,5 @@ pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Resul
             "unreadable_body",
             format!("could not read the request body: {e}"),
         )),
-    }
-}
-
-/// A provider error passed to the client must not carry p402's provider key
-/// (some echo the key they were given, or part of it, when refusing it).
-fn redact(body: Bytes, key: &str) -> Bytes {
-    let key = key.as_bytes();
-    if key.len() < 8 || !body.windows(key.len()).any(|w| w == key) {
-        return body;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest: &[u8] = &body;
-    while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(b"[redacted]");
-        rest = &rest[at + key.len()..];
-    }
-    out.extend_from_slice(rest);
-    Bytes::from(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn provider_keys_are_cut_out_of_error_bodies() {
-        let key = "sk-live-0123456789abcdef";
-        let body = Bytes::from(format!(
-            r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also {key}"}}}}"#
-        ));
-        let out = redact(body, key);
-        let text = String::from_utf8_lossy(&out);
-        assert!(!text.contains(key), "{text}");
-        assert_eq!(text.matches("[redacted]").count(), 2);
-        let clean = Bytes::from_static(b"{\"error\":{\"message\":\"bad request\"}}");
-        assert_eq!(redact(clean.clone(), key), clean);
     }
 }

@@ -16,6 +16,14 @@ use crate::ids::RequestId;
 pub enum ErrorKind {
     /// The request is malformed or names something invalid (400).
     InvalidRequest,
+    /// A web page's request (a foreign `Origin`) (403).
+    Forbidden,
+    /// The body did not arrive within the read deadline (408).
+    RequestTimeout,
+    /// The body is not JSON (415).
+    UnsupportedMediaType,
+    /// The `Host` names something other than this listener (421).
+    Misdirected,
     /// A local API key is required and missing or unknown (401).
     Unauthorized,
     /// A budget, session or `max_cost` cannot pay for the request (402).
@@ -44,6 +52,10 @@ impl ErrorKind {
     fn status(self) -> StatusCode {
         match self {
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -64,7 +76,11 @@ impl ErrorKind {
             ErrorKind::InvalidRequest
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
-            | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::RequestTimeout
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::Misdirected => "invalid_request_error",
+            ErrorKind::Forbidden => "permission_error",
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::BudgetExceeded => "budget_error",
             ErrorKind::RateLimited => "rate_limit_error",

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod boundary;
 pub mod budget;
 pub mod cache;
 pub mod catalog;

@@ -54,14 +54,16 @@ impl GroupBy {
 /// `7d`, `24h`, `30m`, `2w`, or a date (`2026-11-01`) or RFC 3339 time.
 pub fn parse_since(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let text = text.trim();
-    if let Some(split) = text.len().checked_sub(1) {
-        let (number, unit) = text.split_at(split);
-        if let Ok(n) = number.parse::<i64>() {
+    // The unit is the last character, whatever its width: `7é` is no span,
+    // and must not be split inside the `é`.
+    let mut chars = text.chars();
+    if let Some(unit) = chars.next_back() {
+        if let Ok(n) = chars.as_str().parse::<i64>() {
             let span = match unit {
-                "m" => Duration::try_minutes(n),
-                "h" => Duration::try_hours(n),
-                "d" => Duration::try_days(n),
-                "w" => Duration::try_weeks(n),
+                'm' => Duration::try_minutes(n),
+                'h' => Duration::try_hours(n),
+                'd' => Duration::try_days(n),
+                'w' => Duration::try_weeks(n),
                 _ => None,
             }?;
             return now.checked_sub_signed(span);
@@ -304,6 +306,9 @@ mod tests {
         assert!(parse_since("2026-11-01T00:00:00Z", now).is_some());
         assert_eq!(parse_since("soon", now), None);
         assert_eq!(parse_since("7y", now), None);
+        for odd in ["é", "7é", "é7d", "1\u{1F600}", "\u{1F600}"] {
+            assert_eq!(parse_since(odd, now), None, "{odd}");
+        }
     }
 
     #[tokio::test]

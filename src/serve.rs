@@ -135,6 +135,7 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = server.local_addr().context("the listener has no address")?;
+    state.set_bound(addr);
 
     let (reread, rereads) = tokio::sync::watch::channel(0u64);
     let watch = match path {

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::api;
 use crate::auth;
+use crate::boundary::{self, Checked};
 use crate::body::Body;
 use crate::chat;
 use crate::error::{ApiError, ErrorKind};
@@ -49,6 +50,10 @@ impl Server {
     /// once every connection task has ended.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { listener, state } = self;
+        let Ok(bound) = listener.local_addr() else {
+            tracing::error!("the listener has no address; not serving");
+            return;
+        };
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let header_timeout = state
@@ -61,6 +66,16 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout);
+        // HTTP/2 lets one connection open many streams and send large
+        // header lists; both are bounded, and a silent peer is pinged and
+        // dropped when it does not answer.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST)
+            .keep_alive_interval(Some(H2_PING_EVERY))
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         tokio::pin!(shutdown);
         // Every connection's task, so that shutdown can end those still open
         // after the grace period and wait until each has let go of the state
@@ -81,13 +96,18 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            let max_connections = state.runtime().config().server.max_connections;
+            if connections.len() >= max_connections {
+                tokio::spawn(refuse_connection(stream));
+                continue;
+            }
             let state = state.clone();
             let requested = Arc::new(AtomicBool::new(false));
             let first = requested.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
                 first.store(true, Ordering::Release);
-                async move { Ok::<_, Infallible>(dispatch(&state, request).await) }
+                async move { Ok::<_, Infallible>(dispatch(&state, bound, request).await) }
             });
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -136,10 +156,55 @@ impl Server {
     }
 }
 
-/// Every response carries its request id, whichever handler produced it.
-async fn dispatch(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+/// HTTP/2 streams one connection may have open at once.
+const H2_MAX_STREAMS: u32 = 128;
+/// The largest header list an HTTP/2 peer may send.
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Past `max_connections`: a short 503 instead of a silent reset, so the
+/// client knows to come back.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = ApiError::new(
+        ErrorKind::Unavailable,
+        "too_many_connections",
+        "p402 has [server] max_connections open; try again shortly",
+    )
+    .to_json(&RequestId::new())
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Every response carries its request id, whichever handler produced it;
+/// the boundary (src/boundary.rs) is checked before anything else.
+async fn dispatch(state: &AppState, bound: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let request_id = RequestId::new();
-    let mut response = route(state, request, &request_id).await;
+    let checked = boundary::check(
+        &state.runtime().config().server,
+        bound,
+        request.method(),
+        request.uri().authority().map(|a| a.as_str()),
+        request.headers(),
+    );
+    let mut response = match checked {
+        Checked::Answer(Ok(response)) => response,
+        Checked::Answer(Err(error)) => error.into_response(&request_id),
+        Checked::Pass(pass) => {
+            let mut response = route(state, request, &request_id).await;
+            pass.decorate(&mut response);
+            response
+        }
+    };
     if !response.headers().contains_key("x-p402-request-id") {
         if let Ok(value) = http::HeaderValue::from_str(request_id.as_str()) {
             response.headers_mut().insert("x-p402-request-id", value);

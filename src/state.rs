@@ -100,6 +100,9 @@ struct Shared {
     /// A std mutex: it is held only to copy or replace a small struct.
     status: Mutex<ConfigStatus>,
     data_dir: PathBuf,
+    /// The address actually listened on, which a reload cannot change:
+    /// reloads are checked against it, not against the file's `listen`.
+    bound: std::sync::OnceLock<std::net::SocketAddr>,
     started: Instant,
     /// Tasks that outlive the handler that started them (stream relays):
     /// shutdown waits for them.
@@ -129,7 +132,8 @@ impl AppState {
                 sticky: Sticky::default(),
                 status: Mutex::new(status),
                 data_dir,
-                started: Instant::now(),
+                bound: std::sync::OnceLock::new(),
+            started: Instant::now(),
                 tasks: TaskTracker::new(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
@@ -235,9 +239,21 @@ impl AppState {
 
     /// Takes in a reloaded config file: a valid one replaces the runtime
     /// whole; an invalid one is refused and reported, the old one stays.
+    /// Records the address the listener got (once, at start).
+    pub fn set_bound(&self, addr: std::net::SocketAddr) {
+        let _ = self.shared.bound.set(addr);
+    }
+
     pub fn apply_reload(&self, result: Result<LoadedConfig, ConfigError>) {
         let outcome = result.map_err(|e| e.to_string()).and_then(|loaded| {
             let old = self.runtime();
+            if let Some(bound) = self.shared.bound.get() {
+                if !bound.ip().is_loopback() && loaded.config.server.api_keys.is_empty() {
+                    return Err(format!(
+                        "p402 listens on {bound}, which is not loopback, so [server] api_keys must stay set (a changed listen takes effect only after a restart)"
+                    ));
+                }
+            }
             warn_restart_needed(old.config(), &loaded.config);
             Runtime::build(loaded, Some(&old)).map_err(|e| format!("TLS set-up failed: {e}"))
         });

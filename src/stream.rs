@@ -135,8 +135,13 @@ impl Relay {
                 StreamEvent::Chunk(chunk) => chunk,
             };
             if chunk.get("error").is_some() {
-                // The provider's own error event goes through as it is.
-                let _ = tx.send(event(&chunk)).await;
+                // The provider's own error event goes through, less p402's
+                // provider key if it echoes it (as a refused key often is).
+                let mut bytes = event(&chunk);
+                if let Some(key) = &self.candidate.provider.api_key {
+                    bytes = crate::providers::redact_key(bytes, key.expose());
+                }
+                let _ = tx.send(bytes).await;
                 break Err(ApiError::new(
                     ErrorKind::UpstreamFailed,
                     "upstream_error_event",

@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
     let world = world();
     let input_tokens = tokens::count_input(&chat.body);
     let needs = Needs::of(&chat, input_tokens);
-    let _ = Cache::probe(&chat, &json!("cost"), &CacheConfig::default());
+    let _ = Cache::probe(&chat, &json!("cost"), &CacheConfig::default(), Some("k"));
     if let Some(messages) = chat.body.get("messages").and_then(Value::as_array) {
         let _ = Sticky::continuing(messages);
     }

@@ -289,7 +289,14 @@ impl Cache {
     /// Whether a request may be answered from (and stored in) the cache, and
     /// under which scope. Not for `cache: false`, `n > 1`, a temperature
     /// above `max_temperature`, or a conversation not ending in a question.
-    pub fn probe(chat: &ChatRequest, mode: &Value, config: &CacheConfig) -> Option<Probe> {
+    /// With local API keys, each key has scopes of its own unless
+    /// `share_across_keys` is set.
+    pub fn probe(
+        chat: &ChatRequest,
+        mode: &Value,
+        config: &CacheConfig,
+        local_key: Option<&str>,
+    ) -> Option<Probe> {
         if !config.enabled || chat.options.cache == Some(false) {
             return None;
         }
@@ -310,6 +317,10 @@ impl Cache {
             return None;
         }
         let (scope, question) = scope::split(&chat.body, &chat.model, mode)?;
+        let scope = match local_key {
+            Some(key) if !config.share_across_keys => scope.for_key(key),
+            _ => scope,
+        };
         Some(Probe {
             question_hash: question_hash(&question),
             scope,

@@ -29,6 +29,18 @@ impl Scope {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// This scope narrowed to one local API key: answers stored under one
+    /// key are never served to another, so a key's users cannot probe what
+    /// another key's users asked.
+    pub fn for_key(self, key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"p402 cache scope per key\0");
+        hasher.update(self.0);
+        hasher.update(key.as_bytes());
+        Scope(hasher.finalize().into())
+    }
+
     pub fn from_hex(text: &str) -> Option<Self> {
         if text.len() != 64 {
             return None;

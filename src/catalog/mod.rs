@@ -108,6 +108,8 @@ pub struct Provider {
     pub api_key_env: Option<String>,
     pub api_key: Option<ApiKey>,
     pub enabled: bool,
+    /// The key may go over plain HTTP to a host that is not loopback.
+    pub allow_insecure: bool,
 }
 
 impl Provider {
@@ -130,6 +132,12 @@ impl Provider {
                 "provider `{}` has no API key: set the environment variable {env}",
                 self.name
             )),
+            (Some(_), Some(_)) if !self.allow_insecure && key_would_leak(&self.base_url) => {
+                Some(format!(
+                    "provider `{}` would send its key over plain HTTP to {}: use https, a loopback address, or set allow_insecure = true",
+                    self.name, self.base_url
+                ))
+            }
             _ => None,
         }
     }
@@ -137,6 +145,24 @@ impl Provider {
     pub fn is_usable(&self) -> bool {
         self.unusable_reason().is_none()
     }
+}
+
+/// Whether a key sent to `base_url` crosses the network unencrypted: plain
+/// `http://` to a host that is not loopback.
+fn key_would_leak(base_url: &str) -> bool {
+    let Ok(uri) = base_url.parse::<http::Uri>() else {
+        return false;
+    };
+    if uri.scheme_str() != Some("http") {
+        return false;
+    }
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 /// Per-million-token prices of one model.
@@ -276,6 +302,7 @@ impl Catalog {
                 api_key_env: p.api_key_env.clone(),
                 api_key: None,
                 enabled: true,
+                allow_insecure: false,
             })
             .collect();
         for (name, overrides) in &config.providers {
@@ -290,6 +317,7 @@ impl Catalog {
                         api_key_env: None,
                         api_key: None,
                         enabled: true,
+                        allow_insecure: false,
                     });
                     providers.len() - 1
                 }
@@ -303,6 +331,9 @@ impl Catalog {
             }
             if let Some(enabled) = overrides.enabled {
                 provider.enabled = enabled;
+            }
+            if let Some(allow) = overrides.allow_insecure {
+                provider.allow_insecure = allow;
             }
         }
         for provider in &mut providers {

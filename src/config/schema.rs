@@ -47,6 +47,16 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: Seconds,
     /// A client must send its request headers within this time.
     pub header_read_timeout_seconds: Seconds,
+    /// ...and its body within this time (408 past it).
+    pub body_read_timeout_seconds: Seconds,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Web origins (`http://localhost:3000`) whose pages may call p402;
+    /// any other `Origin` is refused (src/boundary.rs).
+    pub allowed_origins: Vec<String>,
+    /// Host names besides IP addresses and `localhost` that p402 answers
+    /// to (a name for it on the LAN, say).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +68,10 @@ impl Default for ServerConfig {
             data_dir: None,
             shutdown_grace_seconds: Seconds(30.0),
             header_read_timeout_seconds: Seconds(30.0),
+            body_read_timeout_seconds: Seconds(30.0),
+            max_connections: 1024,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -149,6 +163,9 @@ pub struct CacheConfig {
     pub max_temperature: f64,
     /// Answers with tool calls are not stored unless this is set.
     pub store_tool_calls: bool,
+    /// With `[server] api_keys`, let one key's requests be answered from
+    /// another key's cached answers. Off: each key has its own entries.
+    pub share_across_keys: bool,
 }
 
 impl Default for CacheConfig {
@@ -162,6 +179,7 @@ impl Default for CacheConfig {
             model_dir: None,
             max_temperature: 1.0,
             store_tool_calls: false,
+            share_across_keys: false,
         }
     }
 }
@@ -175,6 +193,10 @@ pub struct ProviderConfig {
     pub base_url: Option<Spanned<BaseUrl>>,
     /// `false` takes the provider out of routing without deleting its table.
     pub enabled: Option<bool>,
+    /// Send the key over plain `http://` to a host that is not loopback.
+    /// Off: such a provider is not used, since a `p402.toml` left in a
+    /// working directory could otherwise send a key to anyone.
+    pub allow_insecure: Option<bool>,
 }
 
 /// A catalog entry, from the built-in catalog or a `[[models]]` table.

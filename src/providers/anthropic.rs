@@ -903,9 +903,8 @@ impl StreamState {
         let event: Value = match serde_json::from_str(data) {
             Ok(event) => event,
             Err(e) => {
-                return vec![Err(StreamError::InvalidJson(format!(
-                    "{e}: {}",
-                    truncate(data, 200)
+                return vec![Err(StreamError::InvalidJson(super::not_json(
+                    &e, data,
                 )))]
             }
         };

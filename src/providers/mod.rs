@@ -274,6 +274,32 @@ pub fn says_model_missing(status: StatusCode, body: &[u8]) -> bool {
             && (message.contains("not found") || message.contains("does not exist")))
 }
 
+/// What an upstream event that is not JSON is reported as: where it broke
+/// and how long it was, never its text, which reaches clients and
+/// `/api/v2/providers` and may hold anything (a key echoed back, say).
+pub fn not_json(error: &serde_json::Error, data: &str) -> String {
+    format!("{error} (an event of {} bytes)", data.len())
+}
+
+/// A provider error (a body, or a stream's error event) passed to the
+/// client must not carry p402's provider key
+/// (some echo the key they were given, or part of it, when refusing it).
+pub fn redact_key(body: Bytes, key: &str) -> Bytes {
+    let key = key.as_bytes();
+    if key.len() < 8 || !body.windows(key.len()).any(|w| w == key) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest: &[u8] = &body;
+    while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[at + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +312,20 @@ mod tests {
             .into_iter()
             .map(|event| event.expect("an event"))
             .collect()
+    }
+
+    #[test]
+    fn provider_keys_are_cut_out_of_error_bodies() {
+        let key = "sk-live-0123456789abcdef";
+        let body = Bytes::from(format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {key}. Also {key}"}}}}"#
+        ));
+        let out = redact_key(body, key);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains(key), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 2);
+        let clean = Bytes::from_static(b"{\"error\":{\"message\":\"bad request\"}}");
+        assert_eq!(redact_key(clean.clone(), key), clean);
     }
 
     #[test]

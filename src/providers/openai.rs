@@ -223,16 +223,9 @@ where
         }
         serde_json::from_str::<Value>(data)
             .map(StreamEvent::Chunk)
-            .map_err(|e| StreamError::InvalidJson(format!("{e}: {}", truncate(data, 200))))
+            .map_err(|e| StreamError::InvalidJson(super::not_json(&e, data)))
     });
     Box::pin(stream)
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }
 
 #[cfg(test)]
