@@ -217,7 +217,10 @@ fn preflight(pass: &Pass, headers: &HeaderMap) -> Response<Body> {
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("authorization, content-type"));
     out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
-    out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     response
 }
 
@@ -267,7 +270,11 @@ mod tests {
         map
     }
 
-    fn verdict(config: &ServerConfig, method: Method, pairs: &[(&'static str, &str)]) -> Result<u16, u16> {
+    fn verdict(
+        config: &ServerConfig,
+        method: Method,
+        pairs: &[(&'static str, &str)],
+    ) -> Result<u16, u16> {
         let bound: SocketAddr = "127.0.0.1:8402".parse().expect("addr");
         match check(config, bound, &method, None, &headers(pairs)) {
             Checked::Pass(_) => Ok(200),
@@ -287,17 +294,28 @@ mod tests {
             "10.0.0.5:8402",
             "p402.internal:8402",
         ] {
-            assert_eq!(verdict(&c, Method::GET, &[("host", host)]), Ok(200), "{host}");
+            assert_eq!(
+                verdict(&c, Method::GET, &[("host", host)]),
+                Ok(200),
+                "{host}"
+            );
         }
         for host in ["evil.example", "evil.example:8402", "127.0.0.1.nip.io:8402"] {
-            assert_eq!(verdict(&c, Method::GET, &[("host", host)]), Err(421), "{host}");
+            assert_eq!(
+                verdict(&c, Method::GET, &[("host", host)]),
+                Err(421),
+                "{host}"
+            );
         }
     }
 
     #[test]
     fn only_own_and_listed_origins_pass() {
         let c = config(&["http://localhost:3000"], &[]);
-        let own = [("host", "127.0.0.1:8402"), ("origin", "http://127.0.0.1:8402")];
+        let own = [
+            ("host", "127.0.0.1:8402"),
+            ("origin", "http://127.0.0.1:8402"),
+        ];
         assert_eq!(verdict(&c, Method::POST, &own), Ok(200));
         let own_name = [("origin", "http://localhost:8402")];
         assert_eq!(verdict(&c, Method::POST, &own_name), Ok(200));
@@ -307,7 +325,11 @@ mod tests {
             "https://127.0.0.1:8402",
             "null",
         ] {
-            assert_eq!(verdict(&c, Method::POST, &[("origin", origin)]), Err(403), "{origin}");
+            assert_eq!(
+                verdict(&c, Method::POST, &[("origin", origin)]),
+                Err(403),
+                "{origin}"
+            );
         }
         assert_eq!(
             verdict(&c, Method::POST, &[("sec-fetch-site", "cross-site")]),
@@ -334,12 +356,27 @@ mod tests {
         let c = config(&[], &[]);
         assert_eq!(verdict(&c, Method::POST, &[]), Ok(200));
         assert_eq!(
-            verdict(&c, Method::POST, &[("content-type", "application/json; charset=utf-8")]),
+            verdict(
+                &c,
+                Method::POST,
+                &[("content-type", "application/json; charset=utf-8")]
+            ),
             Ok(200)
         );
-        for kind in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
-            assert_eq!(verdict(&c, Method::POST, &[("content-type", kind)]), Err(415), "{kind}");
+        for kind in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert_eq!(
+                verdict(&c, Method::POST, &[("content-type", kind)]),
+                Err(415),
+                "{kind}"
+            );
         }
-        assert_eq!(verdict(&c, Method::GET, &[("content-type", "text/plain")]), Ok(200));
+        assert_eq!(
+            verdict(&c, Method::GET, &[("content-type", "text/plain")]),
+            Ok(200)
+        );
     }
 }

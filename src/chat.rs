@@ -408,6 +408,7 @@ impl Attempt<'_> {
                     .config()
                     .idle_timeout_seconds
                     .duration(),
+                max_duration: self.runtime.upstream.config().max_stream_seconds.duration(),
                 watch: watch.clone(),
             };
             let bytes = Watched::new(BodyDataStream::new(response.into_body()), watch);

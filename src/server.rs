@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 
 use crate::api;
 use crate::auth;
-use crate::boundary::{self, Checked};
 use crate::body::Body;
+use crate::boundary::{self, Checked};
 use crate::chat;
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
@@ -187,7 +187,11 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
 
 /// Every response carries its request id, whichever handler produced it;
 /// the boundary (src/boundary.rs) is checked before anything else.
-async fn dispatch(state: &AppState, bound: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+async fn dispatch(
+    state: &AppState,
+    bound: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let request_id = RequestId::new();
     let checked = boundary::check(
         &state.runtime().config().server,

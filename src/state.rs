@@ -133,7 +133,7 @@ impl AppState {
                 status: Mutex::new(status),
                 data_dir,
                 bound: std::sync::OnceLock::new(),
-            started: Instant::now(),
+                started: Instant::now(),
                 tasks: TaskTracker::new(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),

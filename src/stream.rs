@@ -66,6 +66,8 @@ pub struct Relay {
     pub upstream_started: Instant,
     pub client_wants_usage: bool,
     pub idle_timeout: Duration,
+    /// The longest the whole stream may run.
+    pub max_duration: Duration,
     /// What the upstream body's bytes did: when they last came, whether an
     /// event grew too large.
     pub watch: Watch,
@@ -164,6 +166,29 @@ impl Relay {
             }
             if self.probe.is_some() {
                 collect_answer(&chunk, &mut content, &mut finish, &mut tool_calls);
+            }
+            // What is held of the answer is bounded like a whole answer, and
+            // the stream's length in time like its silences.
+            let held = (text.len() + content.len()) as u64;
+            if held > self.watch.max_event_bytes {
+                break Err(ApiError::new(
+                    ErrorKind::UpstreamFailed,
+                    "upstream_response_too_large",
+                    format!(
+                        "the provider's answer grew past [upstream] max_response_bytes ({} bytes)",
+                        self.watch.max_event_bytes
+                    ),
+                ));
+            }
+            if self.upstream_started.elapsed() > self.max_duration {
+                break Err(ApiError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream_stream_too_long",
+                    format!(
+                        "the stream ran past [upstream] max_stream_seconds ({:?})",
+                        self.max_duration
+                    ),
+                ));
             }
             let Some(out) = self.for_client(chunk) else {
                 continue;

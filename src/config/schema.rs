@@ -88,8 +88,12 @@ pub struct UpstreamConfig {
     /// keep-alive comment included, restarts it.
     pub idle_timeout_seconds: Seconds,
     /// The largest upstream answer p402 will hold in memory: a whole
-    /// non-streamed body, or one event of a stream.
+    /// non-streamed body, one event of a stream, or the text a stream has
+    /// sent so far.
     pub max_response_bytes: u64,
+    /// The longest a stream may run in all, however busy: a provider that
+    /// streams for ever is cut off, and charged for what it sent.
+    pub max_stream_seconds: Seconds,
 }
 
 impl Default for UpstreamConfig {
@@ -99,6 +103,7 @@ impl Default for UpstreamConfig {
             first_byte_timeout_seconds: Seconds(300.0),
             idle_timeout_seconds: Seconds(120.0),
             max_response_bytes: 64 * 1024 * 1024,
+            max_stream_seconds: Seconds(3600.0),
         }
     }
 }

@@ -902,11 +902,7 @@ impl StreamState {
         }
         let event: Value = match serde_json::from_str(data) {
             Ok(event) => event,
-            Err(e) => {
-                return vec![Err(StreamError::InvalidJson(super::not_json(
-                    &e, data,
-                )))]
-            }
+            Err(e) => return vec![Err(StreamError::InvalidJson(super::not_json(&e, data)))],
         };
         let chunk = match block_type(&event) {
             "message_start" => self.message_start(&event),

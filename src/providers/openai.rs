@@ -166,7 +166,12 @@ pub fn passable_usage(bytes: &[u8]) -> Option<Usage> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let outline: Outline = serde_json::from_slice(bytes).ok()?;
+    // `IgnoredAny` skips strings without checking their UTF-8, and the
+    // bytes go to the client as they are: checked once here (a few µs for
+    // an ordinary answer, BENCHMARKS.md), so that a provider's bad bytes
+    // take the full path, which refuses them.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let outline: Outline = serde_json::from_str(text).ok()?;
     if outline.choices.is_none() || outline.error.is_some() || outline.p402_metadata.is_some() {
         return None;
     }
@@ -231,6 +236,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_with_bytes_that_are_not_utf8_does_not_pass_as_it_is() {
+        let mut answer = br#"{"id":"x","choices":[{"message":{"content":"h"#.to_vec();
+        answer.extend_from_slice(&[0xff, 0xfe]);
+        answer.extend_from_slice(br#""}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#);
+        assert!(passable_usage(&answer).is_none());
+    }
 
     #[test]
     fn a_passable_answer_keeps_its_bytes_and_gains_the_metadata() {
