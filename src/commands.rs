@@ -357,6 +357,12 @@ pub fn report(
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
+    // Checked before anything is asked or opened; what passes is a span,
+    // a date or a time, all safe in a query string.
+    let Some(start) = crate::report::parse_since(since, chrono::Utc::now()) else {
+        eprintln!("p402 report: --since `{since}` is not a span (7d, 24h) or a date (2026-11-01)");
+        return ExitCode::from(2);
+    };
     let result = source(
         explicit,
         &format!("/api/v2/report?since={since}&by={by_name}"),
@@ -364,9 +370,6 @@ pub fn report(
     .and_then(|source| match source {
         Source::Server(value) => Ok(value),
         Source::Offline(book, _) => {
-            let start = crate::report::parse_since(since, chrono::Utc::now()).ok_or_else(|| {
-                format!("--since `{since}` is not a span (7d, 24h) or a date (2026-11-01)")
-            })?;
             let report =
                 crate::report::build(book.store(), start, by).map_err(|e| e.to_string())?;
             serde_json::to_value(report).map_err(|e| e.to_string())

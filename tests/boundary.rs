@@ -472,3 +472,92 @@ async fn a_reload_cannot_open_a_non_loopback_listener_to_everyone() {
     assert_eq!(response.status(), 401);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_guard_compare_and_session_writes_too() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: format!("{METERED}\n[limits]\nrequests_per_minute = 2\n"),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
+    let compare = || {
+        proxy
+            .client
+            .post(proxy.url("/api/v2/providers/compare"))
+            .json(&ask("metered", "how much?"))
+            .send()
+    };
+    assert_eq!(compare().await.expect("sent").status(), 200);
+    let create = proxy
+        .client
+        .post(proxy.url("/api/v2/sessions"))
+        .json(&json!({"budget_usd": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(create.status(), 201);
+    let limited = compare().await.expect("sent");
+    assert!(limited.headers().contains_key("retry-after"));
+    expect_error(limited, 429, "rate_limited").await;
+    let limited = proxy
+        .client
+        .post(proxy.url("/api/v2/sessions"))
+        .json(&json!({"budget_usd": 1}))
+        .send()
+        .await
+        .expect("sent");
+    expect_error(limited, 429, "rate_limited").await;
+    // Reading is not limited.
+    assert_eq!(
+        proxy
+            .client
+            .get(proxy.url("/api/v2/sessions"))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_header_lists_are_bounded() {
+    let (_fake, proxy) = metered("", "", "").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let ok = h2.get(proxy.url("/health")).send().await.expect("h2 works");
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2);
+    assert_eq!(ok.status(), 200);
+    let huge = "a".repeat(100 * 1024);
+    let refused = h2
+        .get(proxy.url("/health"))
+        .header("x-filler", huge)
+        .send()
+        .await;
+    match refused {
+        Ok(response) => assert_eq!(response.status(), 431, "{response:?}"),
+        Err(e) => assert!(
+            e.is_request() || e.is_connect() || e.to_string().contains("h2"),
+            "{e}"
+        ),
+    }
+    // The server is still there for everyone else.
+    assert_eq!(
+        proxy
+            .client
+            .get(proxy.url("/health"))
+            .send()
+            .await
+            .expect("h1")
+            .status(),
+        200
+    );
+    proxy.stop().await;
+}

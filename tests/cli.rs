@@ -17,6 +17,33 @@ fn p402(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn report_with_a_since_that_is_not_a_span_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .expect("write");
+    for since in ["\u{e9}", "7\u{e9}", "1\u{1F600}"] {
+        let out = p402(&[
+            "report",
+            "--config",
+            path.to_str().expect("utf8"),
+            "--since",
+            since,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{since}: {stderr}");
+        assert!(!out.status.success(), "{since}");
+        assert!(stderr.contains("since"), "{since}: {stderr}");
+    }
+}
+
+#[test]
 fn check_reports_file_line_col_and_exits_1() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("bad.toml");
