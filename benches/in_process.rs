@@ -61,6 +61,22 @@ fn request_path(c: &mut Criterion) {
     c.bench_function("parse a chat request (4 messages)", |b| {
         b.iter(|| parse(black_box(&bytes)))
     });
+    // An ordinary non-streamed answer (about 1.5 KB), as passed through.
+    let answer = serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant",
+            "content": "Paris is the capital of France. ".repeat(40)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 24, "completion_tokens": 187, "total_tokens": 211}
+    })
+    .to_string()
+    .into_bytes();
+    c.bench_function("passthrough answer: UTF-8 check alone (1.5 KB)", |b| {
+        b.iter(|| std::str::from_utf8(black_box(&answer)).is_ok())
+    });
+    c.bench_function(
+        "passthrough answer: read its usage, UTF-8 checked (1.5 KB)",
+        |b| b.iter(|| p402::providers::openai::passable_usage(black_box(&answer))),
+    );
     let chat = parse(&bytes);
     c.bench_function("count input tokens (o200k)", |b| {
         b.iter(|| p402::tokens::count_input(black_box(&chat.body)))

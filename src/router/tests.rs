@@ -10,22 +10,22 @@ const TEST_CATALOG: &str = r#"
 as_of = "test"
 [[providers]]
 name = "openai"
-base_url = "http://openai.test/v1"
+base_url = "https://openai.test/v1"
 api_key_env = "OPENAI_API_KEY"
 api = "openai"
 [[providers]]
 name = "groq"
-base_url = "http://groq.test/v1"
+base_url = "https://groq.test/v1"
 api_key_env = "GROQ_API_KEY"
 api = "openai"
 [[providers]]
 name = "deepseek"
-base_url = "http://deepseek.test/v1"
+base_url = "https://deepseek.test/v1"
 api_key_env = "DEEPSEEK_API_KEY"
 api = "openai"
 [[providers]]
 name = "mistral"
-base_url = "http://mistral.test/v1"
+base_url = "https://mistral.test/v1"
 api_key_env = "MISTRAL_API_KEY"
 api = "openai"
 [[providers]]
