@@ -62,8 +62,17 @@ struct PatchBody {
     extend_hours: Option<f64>,
 }
 
+/// A stuck or failing database is a 503 the client may retry; anything
+/// else is p402's own fault.
 fn store_error(e: StoreError) -> ApiError {
-    ApiError::internal(format!("session store: {e}"))
+    match e {
+        StoreError::Stalled(_) | StoreError::Commit(_) => ApiError::new(
+            ErrorKind::Unavailable,
+            "ledger_unavailable",
+            format!("sessions cannot be written now: {e}"),
+        ),
+        e => ApiError::internal(format!("session store: {e}")),
+    }
 }
 
 fn dollars(field: &str, value: f64) -> Result<Usd, ApiError> {
