@@ -1,7 +1,7 @@
 //! Cache index lookup time at 10k, 100k and 1M entries, all in one scope
 //! (the worst case: one application, one system prompt) and spread over
 //! 1,000 scopes; the IVF layout's build time and recall against the full
-//! scan; memory per entry; and start-up with 1M entries stored in sled.
+//! scan; memory per entry; and start-up with 1M entries stored in the database.
 //!
 //! Run: `cargo bench --bench cache_lookup` (prints Markdown; the start-up
 //! part writes about 3 GB to a temporary directory). Set
@@ -134,7 +134,7 @@ fn lookup_table() {
     }
 }
 
-/// Fills a sled store through the cache's own write path, then times
+/// Fills a store through the cache's own write path, then times
 /// opening it: reading the index records, and the background IVF build.
 fn startup(entries: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,7 +183,7 @@ fn startup(entries: u64) {
         .output()
         .expect("run the open phase");
     let opened = String::from_utf8_lossy(&out.stdout);
-    println!("| entries in sled | on disk | fill (cache write path) | sled opens the database | cache open returns (p402 listens) | all entries loaded | IVF layout ready | RSS when loaded | with IVF | index bytes per entry |");
+    println!("| entries stored | on disk | fill (cache write path) | the database opens | cache open returns (p402 listens) | all entries loaded | IVF layout ready | RSS when loaded | with IVF | index bytes per entry |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {entries} | {:.2} GB | {fill:.0} s | {} |",
