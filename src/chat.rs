@@ -2,6 +2,7 @@
 //! read the body -> parse -> route -> call upstream (trying the next
 //! candidate on a retryable failure) -> answer, buffered or streamed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -32,7 +33,34 @@ use crate::stream::{elapsed_ms, Relay, Watch, Watched};
 use crate::tokens;
 use crate::upstream::UpstreamError;
 
+/// Serves a chat completion on a task of its own, which the client's
+/// connection does not own: hyper drops the handler when the client hangs
+/// up, but a request already sent upstream is read to its end and settled
+/// all the same (the provider bills it either way), so that walking away
+/// can never make a budget stop counting. Shutdown waits for these tasks.
 pub async fn handle(
+    state: &AppState,
+    runtime: Arc<Runtime>,
+    request: Request<Incoming>,
+    request_id: RequestId,
+    local_key: Option<String>,
+) -> Response<Body> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task_state = state.clone();
+    let task_id = request_id.clone();
+    state.spawn(async move {
+        let response = respond(&task_state, &runtime, request, task_id, local_key).await;
+        // The client may be gone: the work was done for the ledger.
+        let _ = answer.send(response);
+    });
+    match answered.await {
+        Ok(response) => response,
+        Err(_) => ApiError::internal("the request's task ended without an answer")
+            .into_response(&request_id),
+    }
+}
+
+async fn respond(
     state: &AppState,
     runtime: &Runtime,
     request: Request<Incoming>,

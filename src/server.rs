@@ -258,7 +258,7 @@ async fn route(
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {
-            chat::handle(state, &runtime, request, request_id, local_key).await
+            chat::handle(state, runtime, request, request_id, local_key).await
         }
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),

@@ -73,6 +73,9 @@ pub struct Relay {
     pub watch: Watch,
 }
 
+/// The error code of a relay whose client went away.
+const CLIENT_GONE: &str = "client_disconnected";
+
 impl Relay {
     /// Starts relaying `events` and returns the response whose body they feed.
     pub fn respond(self, events: EventStream) -> Response<Body> {
@@ -196,7 +199,7 @@ impl Relay {
             if tx.send(out).await.is_err() {
                 break Err(ApiError::new(
                     ErrorKind::InvalidRequest,
-                    "client_disconnected",
+                    CLIENT_GONE,
                     "the client closed the connection mid-stream",
                 ));
             }
@@ -207,7 +210,10 @@ impl Relay {
         // of the task, cancels an upstream the client no longer listens to.
         drop(events);
         if let Err(error) = &outcome {
-            if usage.is_none() && !generated {
+            // A client that hung up does not make the request free: the
+            // provider has the prompt and bills it (SPEC §5), so it is
+            // settled as estimated below, however little arrived.
+            if usage.is_none() && !generated && error.code != CLIENT_GONE {
                 // Nothing was generated: like any failed attempt, this costs
                 // nothing, and the reservation goes back.
                 drop(self.reservation.take());
@@ -324,7 +330,7 @@ impl Relay {
                 () = tx.closed() => {
                     return Err(ApiError::new(
                         ErrorKind::InvalidRequest,
-                        "client_disconnected",
+                        CLIENT_GONE,
                         "the client closed the connection mid-stream",
                     ))
                 }
@@ -350,14 +356,14 @@ impl Relay {
     /// Counts a failure against the provider (unless the client left) and
     /// tells the client, unless the provider's own error event already did.
     async fn report_failure(&self, error: &ApiError, tx: &mpsc::Sender<Bytes>) {
-        if error.code != "client_disconnected" {
+        if error.code != CLIENT_GONE {
             self.state.health().record_failure(
                 &self.candidate.provider.name,
                 &error.message,
                 self.breaker,
             );
         }
-        if error.code != "client_disconnected" && error.code != "upstream_error_event" {
+        if error.code != CLIENT_GONE && error.code != "upstream_error_event" {
             let _ = tx.send(event(&error.to_json(&self.request_id))).await;
         }
     }
