@@ -115,12 +115,8 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let listen = *loaded.config.server.listen.get_ref();
     let path = loaded.path.clone();
     let runtime = Runtime::build(loaded, None).context("TLS set-up failed")?;
-    let store = Store::open(&data_dir).with_context(|| {
-        format!(
-            "cannot open the database in {} (is another p402 running on it?)",
-            data_dir.display()
-        )
-    })?;
+    let store = Store::open(&data_dir)
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
     let cache = Cache::open(&store).context("cannot open the cache")?;
     let embedder_dir = embed::model_dir(runtime.config().cache.model_dir.as_ref(), &data_dir);
     let cache_enabled = runtime.config().cache.enabled;

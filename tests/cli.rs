@@ -345,3 +345,52 @@ async fn sessions_and_report_read_a_running_server_and_a_stopped_database() {
         live["sessions"][0]["budget"]["used_usd"]
     );
 }
+
+/// A second p402 on the same data dir says which process holds it; a
+/// damaged database file says so and how to get going again.
+#[test]
+fn start_up_errors_name_the_lock_holder_and_a_damaged_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let config = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, Setup::default().toml(&data)).expect("write");
+        path
+    };
+    let first_config = config("first.toml");
+    let first = ProxyProcess::start(&first_config);
+    let second = p402(&[
+        "serve",
+        "--config",
+        config("second.toml").to_str().expect("utf8"),
+    ]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another p402 (pid {})",
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    drop(first);
+
+    let damaged = tempfile::tempdir().expect("dir");
+    let data = damaged.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("p402.redb"), vec![0x5a; 700]).expect("garbage");
+    let path = damaged.path().join("p402.toml");
+    std::fs::write(
+        &path,
+        Setup::default()
+            .toml(&data)
+            .replace("127.0.0.1:0", "127.0.0.1:1"),
+    )
+    .expect("write");
+    let out = p402(&["report", "--config", path.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(stderr.contains(".damaged"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

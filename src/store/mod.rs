@@ -45,10 +45,15 @@ pub enum StoreError {
     #[error("the database writer has stopped")]
     WriterStopped,
     #[error(
-        "the database {} is in use by another process (is another p402 running with the same data_dir?)",
-        .0.display()
+        "the database {} is in use by another p402{holder}: stop it, or give this one another data_dir",
+        path.display()
     )]
-    Locked(PathBuf),
+    Locked { path: PathBuf, holder: String },
+    #[error(
+        "the database {shown} is damaged ({detail}) and cannot be read. Move it aside to start with an empty ledger and cache (mv {shown} {shown}.damaged; the spend it recorded is then not counted), or restore a backup",
+        shown = path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
     #[error("the database did not finish a write within {0:?}: the disk or the database is stuck")]
     Stalled(Duration),
     #[error("the database from before p402 moved to redb could not be migrated: {0}")]
@@ -210,6 +215,9 @@ pub struct Store {
 
 /// The database file in a data dir.
 const FILE: &str = "p402.redb";
+/// The process id of the p402 that has the database open, written beside
+/// it so that a second one can say who holds the lock.
+const PID_FILE: &str = "p402.pid";
 
 /// How long `Store::open` waits for the database's lock. Within one process
 /// a store that was just closed can still hold it for a moment, until the
@@ -220,6 +228,29 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// redb's page cache. Reads are of small records; the cache's index lives
 /// in memory on its own.
 const PAGE_CACHE_BYTES: usize = 64 << 20;
+
+/// A file redb cannot make sense of (truncated, overwritten) is reported
+/// as damaged, with the way out; any other failure as it is.
+fn damaged_or(error: redb::DatabaseError, path: &Path) -> StoreError {
+    use std::io::ErrorKind;
+    match error {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail,
+            }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::InvalidData) =>
+        {
+            StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
+        e => StoreError::from(e),
+    }
+}
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -235,11 +266,18 @@ impl Store {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(StoreError::Locked(path));
+                    let holder = std::fs::read_to_string(dir.join(PID_FILE))
+                        .ok()
+                        .and_then(|pid| pid.trim().parse::<u32>().ok())
+                        .map_or_else(String::new, |pid| format!(" (pid {pid})"));
+                    return Err(StoreError::Locked { path, holder });
                 }
-                opened => break opened?,
+                Err(e) => return Err(damaged_or(e, &path)),
+                Ok(db) => break db,
             }
         };
+        // Best effort: only the message of a second p402 depends on it.
+        let _ = std::fs::write(dir.join(PID_FILE), std::process::id().to_string());
         // Every table exists from here on, so that reads need not ask.
         let tx = db.begin_write()?;
         for table in Table::ALL {
