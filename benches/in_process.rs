@@ -132,7 +132,8 @@ fn budgets(c: &mut Criterion) {
     let plan = |_: Usd| {
         Ok(Plan {
             reserve: Usd::from_dollars(0.01).expect("usd"),
-            max_tokens: None,
+            output_limit: 1000,
+            lowered: false,
         })
     };
     c.bench_function("budget: reserve and release (session + cap)", |b| {

@@ -92,9 +92,13 @@ pub fn period_start(period: Period, now: DateTime<Local>) -> Option<NaiveDate> {
 pub struct Plan {
     /// What to reserve.
     pub reserve: Usd,
-    /// A lowered output limit to put on the request, when the worst case
-    /// with the client's own limit did not fit.
-    pub max_tokens: Option<u32>,
+    /// The output limit the reservation pays for, which the request must go
+    /// out with: the client's own, the model's maximum, a default for an
+    /// unknown model, or lower when the budget cannot pay for that.
+    pub output_limit: u32,
+    /// Whether `output_limit` is below what the client (or the model)
+    /// would have allowed.
+    pub lowered: bool,
 }
 
 /// The request cannot fit even with the smallest useful answer.
@@ -120,7 +124,8 @@ pub fn plan(
     if worst <= available {
         return Ok(Plan {
             reserve: worst,
-            max_tokens: None,
+            output_limit: limit,
+            lowered: false,
         });
     }
     let minimum = input + price.output.cost(u64::from(MIN_USEFUL_OUTPUT));
@@ -140,7 +145,8 @@ pub fn plan(
     }
     Ok(Plan {
         reserve: input + price.output.cost(u64::from(low)),
-        max_tokens: Some(low),
+        output_limit: low,
+        lowered: true,
     })
 }
 
@@ -401,13 +407,14 @@ mod tests {
             plan(&p, 1000, Some(1000), None, ample),
             Ok(Plan {
                 reserve: Usd::from_nanos(11_000_000),
-                max_tokens: None
+                output_limit: 1000,
+                lowered: false,
             })
         );
         // 1000 input tokens cost $0.001; $0.006 leaves $0.005 = 500 output tokens.
         let tight = Usd::from_dollars(0.006).expect("usd");
         let lowered = plan(&p, 1000, Some(100_000), None, tight).expect("fits lowered");
-        assert_eq!(lowered.max_tokens, Some(500));
+        assert_eq!((lowered.output_limit, lowered.lowered), (500, true));
         assert!(lowered.reserve <= tight);
         // Less than 256 useful tokens: refused, saying what is needed.
         let broke = Usd::from_dollars(0.002).expect("usd");
@@ -438,7 +445,8 @@ mod tests {
             match plan(&p, input, limit, Some(64_000), available) {
                 Ok(plan) => {
                     assert!(plan.reserve <= available, "{plan:?} over {available:?}");
-                    if let Some(max) = plan.max_tokens {
+                    if plan.lowered {
+                        let max = plan.output_limit;
                         assert!(max >= MIN_USEFUL_OUTPUT);
                         // One more token would not have fitted.
                         assert!(
@@ -462,7 +470,8 @@ mod tests {
                 if amount <= available {
                     Ok(Plan {
                         reserve: amount,
-                        max_tokens: None,
+                        output_limit: 1,
+                        lowered: false,
                     })
                 } else {
                     Err(amount)

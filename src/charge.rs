@@ -34,9 +34,9 @@ pub struct Charge {
 pub enum Reserved {
     /// Nothing to reserve: the request is charged to no budget.
     Unbudgeted,
-    /// Money held, and the output limit to put on the request if it had to
-    /// be lowered.
-    Held(Reservation, Option<u32>),
+    /// Money held, and the output limit the request must go out with: the
+    /// one the money was reserved for.
+    Held(Reservation, u32),
     /// No price: a budgeted request never runs on a model charged as $0.
     Unpriced,
     /// The accounts cannot pay even for a useful minimum on this candidate.
@@ -155,7 +155,7 @@ impl Charge {
             })
             .map_err(|e| ApiError::internal(format!("budget store: {e}")))?;
         Ok(match reserved {
-            Ok((reservation, plan)) => Reserved::Held(reservation, plan.max_tokens),
+            Ok((reservation, plan)) => Reserved::Held(reservation, plan.output_limit),
             Err(shortfall) => Reserved::Short(shortfall),
         })
     }

@@ -146,7 +146,7 @@ async fn run(
         }
         let (reservation, max_tokens) =
             match charge.reserve(state.book(), candidate, input_tokens, output_limit)? {
-                Reserved::Held(reservation, max_tokens) => (Some(reservation), max_tokens),
+                Reserved::Held(reservation, limit) => (Some(reservation), Some(limit)),
                 Reserved::Unbudgeted => (None, None),
                 Reserved::Unpriced => {
                     unpriced += 1;
@@ -312,7 +312,8 @@ struct Attempt<'a> {
     started: Instant,
     charge: &'a Charge,
     input_tokens: u64,
-    /// An output limit lowered to what the budget can pay for.
+    /// In a budgeted request, the output limit that was reserved for: it is
+    /// the one sent, whatever limit fields the client wrote.
     max_tokens: Option<u32>,
 }
 
@@ -329,7 +330,8 @@ impl Attempt<'_> {
         let api = self.candidate.provider.api;
         let lowered;
         let chat = match self.max_tokens {
-            // The budget lowered the output limit: the request goes out with it.
+            // Exactly the reserved limit goes out (the provider adapters
+            // rename it for the target).
             Some(limit) => {
                 let mut copy = self.chat.clone();
                 copy.body.remove("max_completion_tokens");

@@ -637,3 +637,84 @@ async fn sigkill_under_load_loses_no_settled_charge_and_holds_no_reservation() {
         answered.len()
     );
 }
+
+/// What goes upstream in a budgeted request is exactly the output limit
+/// that was reserved: one field, whatever pair the client sent, under the
+/// target's name, and an explicit one where the client set none.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reserved_output_limit_is_the_one_sent_upstream() {
+    let openai = FakeProvider::start().await;
+    let groq = FakeProvider::start().await;
+    let anthropic = FakeProvider::start_anthropic().await;
+    let models = r#"
+[[models]]
+id = "metered-groq"
+provider = "groq"
+input_per_mtok = 1.0
+output_per_mtok = 1000.0
+context = 100000
+max_output = 1000
+
+[[models]]
+id = "metered-claude"
+provider = "anthropic"
+input_per_mtok = 1.0
+output_per_mtok = 1000.0
+context = 100000
+max_output = 1000
+
+[[models]]
+id = "unknown-max"
+provider = "groq"
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+context = 100000
+"#;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: format!("{METERED}\n{models}"),
+            ..Setup::default()
+        }
+        .with_provider("openai", &openai)
+        .with_provider("groq", &groq)
+        .with_provider("anthropic", &anthropic),
+    )
+    .await;
+    let session = proxy.session(5.0).await;
+    let limits = |body: &Value| {
+        (
+            body.get("max_tokens").and_then(Value::as_u64),
+            body.get("max_completion_tokens").and_then(Value::as_u64),
+        )
+    };
+    for (model, fake, expected) in [
+        ("metered", &openai, (None, Some(20))),
+        ("metered-groq", &groq, (Some(20), None)),
+        ("metered-claude", &anthropic, (Some(20), None)),
+    ] {
+        let mut body = ask(model, "two limits");
+        body["max_tokens"] = json!(500);
+        body["max_completion_tokens"] = json!(20);
+        body["p402"] = json!({"session_id": session});
+        let response = proxy.chat(body).await;
+        assert_eq!(response.status(), 200, "{model}");
+        let sent = fake.received().last().expect("sent").body.clone();
+        assert_eq!(limits(&sent), expected, "{model}: {sent}");
+    }
+    // No limit from the client: the model's maximum goes out, or for a
+    // model whose maximum is unknown, the default the reservation used.
+    let mut body = ask("metered-groq", "no limit");
+    body["p402"] = json!({"session_id": session});
+    assert_eq!(proxy.chat(body).await.status(), 200);
+    let sent = groq.received().last().expect("sent").body.clone();
+    assert_eq!(limits(&sent), (Some(1000), None), "{sent}");
+    let mut body = ask("unknown-max", "no limit");
+    body["p402"] = json!({"session_id": session});
+    assert_eq!(proxy.chat(body).await.status(), 200);
+    let sent = groq.received().last().expect("sent").body.clone();
+    assert!(
+        limits(&sent).0.is_some_and(|n| n > 0),
+        "an explicit limit for an unknown maximum: {sent}"
+    );
+    proxy.stop().await;
+}

@@ -100,15 +100,19 @@ const NOT_FOR_REASONING: &[&str] = &[
 /// request the client wrote for another model.
 fn adapt_parameters(body: &mut Map<String, Value>, provider: &Provider, model: Option<&Model>) {
     let reasoning = model.is_some_and(|m| m.capabilities.contains(&Capability::Reasoning));
-    let (from, to) = if provider.name == "openai" {
+    let to = if provider.name == "openai" {
         // OpenAI deprecated `max_tokens`, and its reasoning models refuse it.
-        ("max_tokens", "max_completion_tokens")
+        "max_completion_tokens"
     } else {
         // Most compatible endpoints know only the older name.
-        ("max_completion_tokens", "max_tokens")
+        "max_tokens"
     };
-    if let Some(limit) = body.remove(from) {
-        body.entry(to).or_insert(limit);
+    // One limit goes out, under the target's name: the newer name's when a
+    // client sent both (as budgets and routing read it), never the other.
+    let newer = body.remove("max_completion_tokens");
+    let older = body.remove("max_tokens");
+    if let Some(limit) = newer.or(older) {
+        body.insert(to.to_string(), limit);
     }
     if provider.name == "openai" {
         if reasoning {
