@@ -195,6 +195,7 @@ pub async fn sessions(
     request: Request<Incoming>,
     rest: &str,
     request_id: &RequestId,
+    caller: Option<&str>,
 ) -> Response<Body> {
     let method = request.method().clone();
     let id = rest
@@ -214,19 +215,25 @@ pub async fn sessions(
     };
     let result = match (method, rest, id) {
         (Method::POST, "", _) => match read_small_body(request, runtime).await {
-            Ok(bytes) => sessions.create(book, &bytes).await,
+            Ok(bytes) => {
+                let max = runtime.config().limits.max_active_sessions_per_key;
+                sessions.create(book, &bytes, caller, max).await
+            }
             Err(error) => Err(error),
         },
-        (Method::GET, "", _) => sessions.list(book).map(|v| (StatusCode::OK, v)),
-        (Method::GET, _, Some(id)) => sessions.get(book, id).map(|v| (StatusCode::OK, v)),
+        (Method::GET, "", _) => sessions.list(book, caller).map(|v| (StatusCode::OK, v)),
+        (Method::GET, _, Some(id)) => sessions.get(book, id, caller).map(|v| (StatusCode::OK, v)),
         (Method::PATCH, _, Some(id)) => match read_small_body(request, runtime).await {
             Ok(bytes) => sessions
-                .patch(book, id, &bytes)
+                .patch(book, id, &bytes, caller)
                 .await
                 .map(|v| (StatusCode::OK, v)),
             Err(error) => Err(error),
         },
-        (Method::DELETE, _, Some(id)) => sessions.end(book, id).await.map(|v| (StatusCode::OK, v)),
+        (Method::DELETE, _, Some(id)) => sessions
+            .end(book, id, caller)
+            .await
+            .map(|v| (StatusCode::OK, v)),
         (_, "", _) | (_, _, Some(_)) => Err(ApiError::new(
             ErrorKind::MethodNotAllowed,
             "method_not_allowed",

@@ -93,21 +93,22 @@ impl Charge {
             }
         };
         if let Some(id) = &chat.options.session_id {
-            let session = sessions.usable(book, id)?;
+            let session = sessions.usable(book, id, local_key)?;
             charge.accounts.push(session.account());
             charge.session = Some(session);
-        } else {
-            let keyed = local_key.and_then(|key| {
-                config
-                    .budgets
-                    .iter()
-                    .find(|(_, b)| b.keys.iter().any(|k| k.get_ref() == key))
-                    .map(|(name, _)| name.get_ref().clone())
-            });
-            match keyed {
-                Some(name) => add_budget(&mut charge, &name),
-                None => add_budget(&mut charge, "default"),
-            }
+        }
+        // A session narrows a budget, never widens it: its requests are
+        // charged to the key's budget (or the default) as well.
+        let keyed = local_key.and_then(|key| {
+            config
+                .budgets
+                .iter()
+                .find(|(_, b)| b.keys.iter().any(|k| k.get_ref() == key))
+                .map(|(name, _)| name.get_ref().clone())
+        });
+        match keyed {
+            Some(name) => add_budget(&mut charge, &name),
+            None => add_budget(&mut charge, "default"),
         }
         add_budget(&mut charge, "global");
         let caps = [

@@ -395,7 +395,7 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
         }
         Source::Offline(book, config) => {
             let sessions = crate::sessions::Sessions::default()
-                .list(&book)
+                .list_all(&book)
                 .map_err(|e| e.message)?;
             let budgets = crate::report::budgets(&book, &config).map_err(|e| e.to_string())?;
             Ok((sessions, budgets))

@@ -92,7 +92,7 @@ mod tests {
         let limits = LimitsConfig {
             requests_per_minute: Some(3),
             concurrent_requests: Some(2),
-            max_cost_per_request_usd: None,
+            ..LimitsConfig::default()
         };
         let a = limiter.admit(&limits).expect("1");
         let b = limiter.admit(&limits).expect("2");

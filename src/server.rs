@@ -254,7 +254,15 @@ async fn route(
         };
     }
     if let Some(rest) = path.strip_prefix("/api/v2/sessions") {
-        return api::sessions(state, &runtime, request, rest, &request_id).await;
+        return api::sessions(
+            state,
+            &runtime,
+            request,
+            rest,
+            &request_id,
+            local_key.as_deref(),
+        )
+        .await;
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {

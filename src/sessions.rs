@@ -3,6 +3,10 @@
 //! A session is a named budget a client creates for one job (an agent run,
 //! a batch) and names in its requests. Its definition is stored in the database; its
 //! spend is the `session:<id>` account in the ledger's totals.
+//!
+//! With local API keys, a session belongs to the key that created it: other
+//! keys can neither charge, read, list, extend nor end it (they are told it
+//! does not exist), and each key may hold only so many active sessions.
 
 use std::sync::Mutex;
 
@@ -29,9 +33,31 @@ pub struct Session {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// SHA-256 (hex) of the local key that created it; `None` when p402 had
+    /// no keys then. The key itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// What a session records of the key that created it.
+fn digest(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Session {
+    /// Whether `caller` (the request's local key) may use this session.
+    pub fn belongs_to(&self, caller: Option<&str>) -> bool {
+        match (&self.owner, caller) {
+            (None, _) => true,
+            (Some(owner), Some(key)) => *owner == digest(key),
+            (Some(_), None) => false,
+        }
+    }
+
     pub fn status(&self, now: DateTime<Utc>) -> &'static str {
         if self.ended_at.is_some() {
             "ended"
@@ -118,13 +144,9 @@ impl Default for Sessions {
 }
 
 impl Sessions {
-    /// The session a request names, if it can still be charged.
-    pub fn usable(&self, book: &Book, id: &str) -> Result<Session, ApiError> {
-        let session: Session = book
-            .store()
-            .session(id)
-            .map_err(store_error)?
-            .ok_or_else(|| not_found(id))?;
+    /// The session a request names, if it can still be charged by `caller`.
+    pub fn usable(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Session, ApiError> {
+        let session = self.load(book, id, caller)?;
         match session.status(Utc::now()) {
             "active" => Ok(session),
             status => Err(ApiError::new(
@@ -135,7 +157,13 @@ impl Sessions {
         }
     }
 
-    pub async fn create(&self, book: &Book, bytes: &[u8]) -> Result<(StatusCode, Value), ApiError> {
+    pub async fn create(
+        &self,
+        book: &Book,
+        bytes: &[u8],
+        caller: Option<&str>,
+        max_active: u32,
+    ) -> Result<(StatusCode, Value), ApiError> {
         let body: CreateBody = parse(bytes)?;
         let budget = dollars("budget_usd", body.budget_usd)?;
         let lifetime = hours(
@@ -156,9 +184,28 @@ impl Sessions {
             created_at: now,
             expires_at: now + lifetime,
             ended_at: None,
+            owner: caller.map(digest),
         };
         {
             let _guard = self.lock();
+            if let Some(key) = caller {
+                let active = book
+                    .store()
+                    .sessions::<Session>()
+                    .map_err(store_error)?
+                    .iter()
+                    .filter(|s| s.belongs_to(Some(key)) && s.status(now) == "active")
+                    .count();
+                if active >= max_active as usize {
+                    return Err(ApiError::new(
+                        ErrorKind::RateLimited,
+                        "too_many_sessions",
+                        format!(
+                            "this key has {active} active sessions, the most [limits] max_active_sessions_per_key allows; end one (DELETE /api/v2/sessions/ID) or let one expire"
+                        ),
+                    ));
+                }
+            }
             book.store()
                 .put_session(&session.id, &session)
                 .map_err(store_error)?;
@@ -168,13 +215,25 @@ impl Sessions {
         Ok((StatusCode::CREATED, view(book, &session)?))
     }
 
-    pub fn get(&self, book: &Book, id: &str) -> Result<Value, ApiError> {
-        let session = self.load(book, id)?;
+    pub fn get(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Value, ApiError> {
+        let session = self.load(book, id, caller)?;
         view(book, &session)
     }
 
-    pub fn list(&self, book: &Book) -> Result<Value, ApiError> {
+    /// The sessions `caller` may see, newest first.
+    pub fn list(&self, book: &Book, caller: Option<&str>) -> Result<Value, ApiError> {
+        self.list_where(book, |s| s.belongs_to(caller))
+    }
+
+    /// Every session, whoever created it: for the operator's CLI, which
+    /// reads the database itself.
+    pub fn list_all(&self, book: &Book) -> Result<Value, ApiError> {
+        self.list_where(book, |_| true)
+    }
+
+    fn list_where(&self, book: &Book, keep: impl Fn(&Session) -> bool) -> Result<Value, ApiError> {
         let mut sessions: Vec<Session> = book.store().sessions().map_err(store_error)?;
+        sessions.retain(|s| keep(s));
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         let data = sessions
             .iter()
@@ -183,7 +242,13 @@ impl Sessions {
         Ok(json!({"object": "list", "data": data}))
     }
 
-    pub async fn patch(&self, book: &Book, id: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+    pub async fn patch(
+        &self,
+        book: &Book,
+        id: &str,
+        bytes: &[u8],
+        caller: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let body: PatchBody = parse(bytes)?;
         if body.add_budget_usd.is_none() && body.extend_hours.is_none() {
             return Err(ApiError::invalid(
@@ -199,7 +264,7 @@ impl Sessions {
             .extend_hours
             .map(|v| hours("extend_hours", v))
             .transpose()?;
-        let session = self.update(book, id, |session| {
+        let session = self.update(book, id, caller, |session| {
             if let Some(add) = add {
                 session.budget_nanos = (Usd::from_nanos(session.budget_nanos) + add).nanos();
             }
@@ -217,10 +282,11 @@ impl Sessions {
         &self,
         book: &Book,
         id: &str,
+        caller: Option<&str>,
         change: impl FnOnce(&mut Session),
     ) -> Result<Session, ApiError> {
         let _guard = self.lock();
-        let mut session = self.load(book, id)?;
+        let mut session = self.load(book, id, caller)?;
         if session.ended_at.is_some() {
             return Err(ApiError::new(
                 ErrorKind::NotFound,
@@ -235,21 +301,32 @@ impl Sessions {
         Ok(session)
     }
 
-    pub async fn end(&self, book: &Book, id: &str) -> Result<Value, ApiError> {
-        let session = match self.update(book, id, |session| session.ended_at = Some(Utc::now())) {
+    pub async fn end(
+        &self,
+        book: &Book,
+        id: &str,
+        caller: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let ending = self.update(book, id, caller, |session| {
+            session.ended_at = Some(Utc::now())
+        });
+        let session = match ending {
             Ok(session) => session,
             // Ending an ended session again changes nothing.
-            Err(e) if e.code == "session_not_active" => self.load(book, id)?,
+            Err(e) if e.code == "session_not_active" => self.load(book, id, caller)?,
             Err(e) => return Err(e),
         };
         book.store().flush().await.map_err(store_error)?;
         view(book, &session)
     }
 
-    fn load(&self, book: &Book, id: &str) -> Result<Session, ApiError> {
+    /// A session `caller` may see; another key's is "not found", so that
+    /// its existence is not revealed either.
+    fn load(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Session, ApiError> {
         book.store()
-            .session(id)
+            .session::<Session>(id)
             .map_err(store_error)?
+            .filter(|session| session.belongs_to(caller))
             .ok_or_else(|| not_found(id))
     }
 

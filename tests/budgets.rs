@@ -718,3 +718,129 @@ context = 100000
     );
     proxy.stop().await;
 }
+
+/// With local keys a session belongs to the key that created it, and its
+/// requests still count against that key's budget.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_belongs_to_its_key_and_narrows_the_keys_budget() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup {
+            server: "api_keys = [\"key-a\", \"key-b\"]\n".to_string(),
+            extra: format!(
+                "{METERED}\n[budgets.team-a]\nbudget_usd = 0.004\nperiod = \"day\"\nkeys = [\"key-a\"]\n\n[limits]\nmax_active_sessions_per_key = 2\n"
+            ),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
+    let call = |key: &'static str, method: reqwest::Method, path: String| {
+        proxy
+            .client
+            .request(method, proxy.url(&path))
+            .bearer_auth(key)
+    };
+    let created: Value = call("key-a", reqwest::Method::POST, "/api/v2/sessions".into())
+        .json(&json!({"budget_usd": 100}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let id = created["session_id"].as_str().expect("id").to_string();
+    let path = format!("/api/v2/sessions/{id}");
+
+    // Another key: not found, whatever it tries, and not in its list.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = call("key-b", method, path.clone())
+            .send()
+            .await
+            .expect("sent");
+        expect_error(response, 404, "session_not_found").await;
+    }
+    let response = call("key-b", reqwest::Method::PATCH, path.clone())
+        .json(&json!({"add_budget_usd": 5}))
+        .send()
+        .await
+        .expect("sent");
+    expect_error(response, 404, "session_not_found").await;
+    let mut body = in_session(&id, 10);
+    body["max_tokens"] = json!(1);
+    let response = call(
+        "key-b",
+        reqwest::Method::POST,
+        "/v1/chat/completions".into(),
+    )
+    .json(&body)
+    .send()
+    .await
+    .expect("sent");
+    expect_error(response, 404, "session_not_found").await;
+    let listed: Value = call("key-b", reqwest::Method::GET, "/api/v2/sessions".into())
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["data"], json!([]), "{listed}");
+    let listed: Value = call("key-a", reqwest::Method::GET, "/api/v2/sessions".into())
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["data"][0]["session_id"], id.as_str());
+    assert!(fake.received().is_empty());
+
+    // Its creator uses it, and the $100 session does not lift key-a's
+    // $0.004 budget: the first request fits (1 output token reserved), the
+    // second no longer does.
+    let mut body = in_session(&id, 1);
+    body["max_tokens"] = json!(1);
+    let ok = call(
+        "key-a",
+        reqwest::Method::POST,
+        "/v1/chat/completions".into(),
+    )
+    .json(&body)
+    .send()
+    .await
+    .expect("sent");
+    assert_eq!(ok.status(), 200);
+    let refused = call(
+        "key-a",
+        reqwest::Method::POST,
+        "/v1/chat/completions".into(),
+    )
+    .json(&body)
+    .send()
+    .await
+    .expect("sent");
+    let error = expect_error(refused, 402, "BUDGET_EXCEEDED").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("team-a")),
+        "{error}"
+    );
+
+    // At most two active sessions per key.
+    let create = |key: &'static str| {
+        call(key, reqwest::Method::POST, "/api/v2/sessions".into())
+            .json(&json!({"budget_usd": 1}))
+            .send()
+    };
+    assert_eq!(create("key-a").await.expect("sent").status(), 201);
+    expect_error(
+        create("key-a").await.expect("sent"),
+        429,
+        "too_many_sessions",
+    )
+    .await;
+    assert_eq!(create("key-b").await.expect("sent").status(), 201);
+    proxy.stop().await;
+}

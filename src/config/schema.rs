@@ -267,12 +267,25 @@ pub enum Period {
     Total,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub requests_per_minute: Option<u32>,
     pub concurrent_requests: Option<u32>,
     pub max_cost_per_request_usd: Option<Spanned<f64>>,
+    /// Active sessions one local key may hold (with `[server] api_keys`).
+    pub max_active_sessions_per_key: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_minute: None,
+            concurrent_requests: None,
+            max_cost_per_request_usd: None,
+            max_active_sessions_per_key: 100,
+        }
+    }
 }
 
 /// A strictly positive, finite number of seconds.
