@@ -345,8 +345,18 @@ impl Attempt<'_> {
         let upstream_request =
             providers::build_request(&self.candidate.provider, self.candidate, chat)
                 .map_err(|e| Failure::new("request_error", e.message))?;
+        // Shutting down past its grace: nothing more goes upstream.
+        if self.state.aborting().is_cancelled() {
+            return Ok(shutting_down(self.request_id));
+        }
         let upstream_started = Instant::now();
-        let response = match self.runtime.upstream.send(upstream_request).await {
+        let sent = tokio::select! {
+            sent = self.runtime.upstream.send(upstream_request) => sent,
+            () = self.state.aborting().cancelled() => {
+                return Ok(self.abandon(reservation).await);
+            }
+        };
+        let response = match sent {
             Ok(response) => response,
             Err(error) => {
                 let (status, timed_out) = match &error {
@@ -449,7 +459,12 @@ impl Attempt<'_> {
             return Ok(relay.respond(events));
         }
 
-        let bytes = self.read_upstream_body(response.into_body()).await?;
+        let bytes = tokio::select! {
+            read = self.read_upstream_body(response.into_body()) => read?,
+            () = self.state.aborting().cancelled() => {
+                return Ok(self.abandon(reservation).await);
+            }
+        };
         // An OpenAI answer that reports its usage and is not to be cached is
         // passed on as it came, with the metadata appended: building and
         // re-serializing its tree was a tenth of p402's CPU per request.
@@ -606,6 +621,22 @@ impl Attempt<'_> {
         out
     }
 
+    /// p402 must stop (shutdown past its grace) while the provider has the
+    /// request: it bills it, so it is settled as an estimate (the prompt,
+    /// no answer) rather than dropped at $0.
+    async fn abandon(&self, reservation: Option<Reservation>) -> Response<Body> {
+        let used = Used::of(None, self.input_tokens, "");
+        let costs = Costs::of(
+            Some(&used.usage),
+            self.candidate.price(),
+            self.route.baseline,
+        );
+        let entry =
+            charge::ledger_entry(self.request_id, self.charge, self.candidate, &used, &costs);
+        charge::settle(self.state.book(), reservation, &entry).await;
+        shutting_down(self.request_id)
+    }
+
     async fn read_upstream_body(&self, body: Incoming) -> Result<Bytes, Failure> {
         let config = self.runtime.upstream.config();
         let limited = Limited::new(
@@ -669,6 +700,16 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
         )
     };
     ApiError::new(kind, code, format!("{summary} ({})", attempts.join("; ")))
+}
+
+/// What a request gets when p402 stops it at shutdown.
+fn shutting_down(request_id: &RequestId) -> Response<Body> {
+    ApiError::new(
+        ErrorKind::Unavailable,
+        "shutting_down",
+        "p402 is shutting down; a request the provider had received is charged as an estimate",
+    )
+    .into_response(request_id)
 }
 
 /// Answers from the cache: free, and recorded in the ledger with the direct

@@ -104,9 +104,12 @@ struct Shared {
     /// reloads are checked against it, not against the file's `listen`.
     bound: std::sync::OnceLock<std::net::SocketAddr>,
     started: Instant,
-    /// Tasks that outlive the handler that started them (stream relays):
-    /// shutdown waits for them.
+    /// Tasks that outlive the handler that started them (requests, stream
+    /// relays): shutdown waits for them.
     tasks: TaskTracker,
+    /// Cancelled when shutdown's grace is over: requests still talking to
+    /// a provider stop, and settle what they cost as an estimate.
+    aborting: tokio_util::sync::CancellationToken,
     /// Last field, so dropped last: its receivers learn that everything
     /// above, the database included, has been let go.
     closed: tokio::sync::watch::Sender<()>,
@@ -135,6 +138,7 @@ impl AppState {
                 bound: std::sync::OnceLock::new(),
                 started: Instant::now(),
                 tasks: TaskTracker::new(),
+                aborting: tokio_util::sync::CancellationToken::new(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
         }
@@ -150,8 +154,22 @@ impl AppState {
     }
 
     /// Stops tracking new tasks and waits up to `limit` for the running ones.
+    /// Waits up to `limit` for the running tasks; then tells those still
+    /// talking to a provider to stop and settle an estimate, and waits for
+    /// that as long again.
     pub async fn wait_for_tasks(&self, limit: std::time::Duration) {
         self.shared.tasks.close();
+        if tokio::time::timeout(limit, self.shared.tasks.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(
+            "{} requests still running at shutdown: stopping them, each charged as an estimate",
+            self.shared.tasks.len()
+        );
+        self.shared.aborting.cancel();
         if tokio::time::timeout(limit, self.shared.tasks.wait())
             .await
             .is_err()
@@ -161,6 +179,11 @@ impl AppState {
                 self.shared.tasks.len()
             );
         }
+    }
+
+    /// Cancelled once shutdown stops the requests still in flight.
+    pub fn aborting(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shared.aborting
     }
 
     /// Ends (with an error) once the last handle to the state is dropped.

@@ -75,6 +75,8 @@ pub struct Relay {
 
 /// The error code of a relay whose client went away.
 const CLIENT_GONE: &str = "client_disconnected";
+/// The error code of a relay stopped by shutdown.
+const ABORTED: &str = "shutting_down";
 
 impl Relay {
     /// Starts relaying `events` and returns the response whose body they feed.
@@ -213,7 +215,7 @@ impl Relay {
             // A client that hung up does not make the request free: the
             // provider has the prompt and bills it (SPEC §5), so it is
             // settled as estimated below, however little arrived.
-            if usage.is_none() && !generated && error.code != CLIENT_GONE {
+            if usage.is_none() && !generated && error.code != CLIENT_GONE && error.code != ABORTED {
                 // Nothing was generated: like any failed attempt, this costs
                 // nothing, and the reservation goes back.
                 drop(self.reservation.take());
@@ -332,6 +334,13 @@ impl Relay {
                         ErrorKind::InvalidRequest,
                         CLIENT_GONE,
                         "the client closed the connection mid-stream",
+                    ))
+                }
+                () = self.state.aborting().cancelled() => {
+                    return Err(ApiError::new(
+                        ErrorKind::Unavailable,
+                        ABORTED,
+                        "p402 is shutting down; the stream is charged for what it sent, as an estimate",
                     ))
                 }
                 next = tokio::time::timeout_at(deadline, events.next()) => match next {

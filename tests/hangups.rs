@@ -128,3 +128,68 @@ async fn fifty_clients_hanging_up_at_random_never_push_spend_past_the_budget() {
     assert_eq!(requests as usize, fake.received().len(), "{view}");
     proxy.stop().await;
 }
+
+/// Requests still waiting on a provider when shutdown's grace runs out are
+/// stopped, and charged as estimates: the provider has them.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_stopped_by_shutdown_are_charged_as_estimates() {
+    set_provider_key();
+    let fake = FakeProvider::start().await;
+    let setup = Setup {
+        // The provider must still be silent when shutdown's grace is over.
+        upstream: "first_byte_timeout_seconds = 60\n".to_string(),
+        extra: format!("{METERED}\n[budgets.global]\nbudget_usd = 100\nperiod = \"month\"\n"),
+        ..Setup::default()
+    }
+    .with_provider("openai", &fake);
+    let dir = tempfile::tempdir().expect("dir");
+    let config_path = dir.path().join("p402.toml");
+    let text = setup
+        .toml(&dir.path().join("data"))
+        .replace("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 1");
+    assert!(text.contains("shutdown_grace_seconds = 1\n"));
+    std::fs::write(&config_path, text).expect("write");
+    let running = p402::serve::start(Some(&config_path))
+        .await
+        .expect("starts");
+    let proxy = TestProxy {
+        running: Some(running),
+        dir,
+        config_path,
+        client: reqwest::Client::new(),
+    };
+    let session = proxy.session(1.0).await;
+    // One answer that never comes, one stream that stops after its first
+    // content.
+    fake.push(Reply::Hang);
+    let first = stream_events("metered", &["Hello", " there"], true);
+    fake.push(Reply::Sse {
+        events: first,
+        gate: Some(std::sync::Arc::new(tokio::sync::Notify::new())),
+    });
+    for stream in [false, true] {
+        let client = proxy.client.clone();
+        let url = proxy.url("/v1/chat/completions");
+        let body = in_session(&session, stream);
+        tokio::spawn(async move {
+            if let Ok(response) = client.post(url).json(&body).send().await {
+                let _ = response.text().await;
+            }
+        });
+        let sent = stream as usize + 1;
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                fake.received().len() == sent
+            })
+            .await
+        );
+    }
+    let started = std::time::Instant::now();
+    let proxy = proxy.restart().await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let view = session_view(&proxy, &session).await;
+    assert_eq!(view["requests"], 2, "{view}");
+    assert!(view["budget"]["used_usd"].as_f64() > Some(0.0), "{view}");
+    assert_eq!(view["budget"]["reserved_usd"].as_f64(), Some(0.0), "{view}");
+    proxy.stop().await;
+}
