@@ -420,7 +420,6 @@ async fn one_keys_cached_answers_are_not_served_to_another() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_cannot_open_a_non_loopback_listener_to_everyone() {
-    set_provider_key();
     let fake = FakeProvider::start().await;
     let setup = Setup {
         server: "api_keys = [\"k\"]\n".to_string(),
@@ -428,23 +427,13 @@ async fn a_reload_cannot_open_a_non_loopback_listener_to_everyone() {
         ..Setup::default()
     }
     .with_provider("openai", &fake);
-    let dir = tempfile::tempdir().expect("dir");
-    let data = dir.path().join("data");
-    let config_path = dir.path().join("p402.toml");
-    let wildcard = setup
-        .toml(&data)
-        .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
-    assert!(wildcard.contains("0.0.0.0:0"));
-    std::fs::write(&config_path, &wildcard).expect("write");
-    let running = p402::serve::start(Some(&config_path))
-        .await
-        .expect("starts");
-    let proxy = TestProxy {
-        running: Some(running),
-        dir,
-        config_path: config_path.clone(),
-        client: reqwest::Client::new(),
-    };
+    let proxy = TestProxy::start_edited(setup, |text| {
+        let wildcard = text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+        assert!(wildcard.contains("0.0.0.0:0"));
+        wildcard
+    })
+    .await;
+    let data = proxy.dir.path().join("data");
     // The file now says loopback and no keys; the socket is still 0.0.0.0.
     let open = Setup {
         extra: METERED.to_string(),
@@ -452,7 +441,7 @@ async fn a_reload_cannot_open_a_non_loopback_listener_to_everyone() {
     }
     .with_provider("openai", &fake)
     .toml(&data);
-    std::fs::write(&config_path, open).expect("write");
+    std::fs::write(&proxy.config_path, open).expect("write");
     assert!(
         eventually(Duration::from_secs(10), || async {
             proxy.health().await["config"]["status"] == "error"

@@ -133,7 +133,6 @@ async fn fifty_clients_hanging_up_at_random_never_push_spend_past_the_budget() {
 /// stopped, and charged as estimates: the provider has them.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_stopped_by_shutdown_are_charged_as_estimates() {
-    set_provider_key();
     let fake = FakeProvider::start().await;
     let setup = Setup {
         // The provider must still be silent when shutdown's grace is over.
@@ -142,22 +141,12 @@ async fn requests_stopped_by_shutdown_are_charged_as_estimates() {
         ..Setup::default()
     }
     .with_provider("openai", &fake);
-    let dir = tempfile::tempdir().expect("dir");
-    let config_path = dir.path().join("p402.toml");
-    let text = setup
-        .toml(&dir.path().join("data"))
-        .replace("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 1");
-    assert!(text.contains("shutdown_grace_seconds = 1\n"));
-    std::fs::write(&config_path, text).expect("write");
-    let running = p402::serve::start(Some(&config_path))
-        .await
-        .expect("starts");
-    let proxy = TestProxy {
-        running: Some(running),
-        dir,
-        config_path,
-        client: reqwest::Client::new(),
-    };
+    let proxy = TestProxy::start_edited(setup, |text| {
+        let short = text.replace("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 1");
+        assert!(short.contains("shutdown_grace_seconds = 1\n"));
+        short
+    })
+    .await;
     let session = proxy.session(1.0).await;
     // One answer that never comes, one stream that stops after its first
     // content.

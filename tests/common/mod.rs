@@ -772,7 +772,9 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    pub async fn start(setup: Setup) -> Self {
+    /// Starts p402 on `setup`'s config after `edit` changed its text, for
+    /// the keys the harness writes itself (`listen`, the shutdown grace).
+    pub async fn start_edited(setup: Setup, edit: impl FnOnce(String) -> String) -> Self {
         set_provider_key();
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("p402.toml");
@@ -780,7 +782,7 @@ impl TestProxy {
             .data_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
-        std::fs::write(&config_path, setup.toml(&data_dir)).expect("write config");
+        std::fs::write(&config_path, edit(setup.toml(&data_dir))).expect("write config");
         let running = p402::serve::start(Some(&config_path))
             .await
             .expect("p402 starts");
@@ -790,6 +792,10 @@ impl TestProxy {
             config_path,
             client: reqwest::Client::new(),
         }
+    }
+
+    pub async fn start(setup: Setup) -> Self {
+        Self::start_edited(setup, |text| text).await
     }
 
     pub fn addr(&self) -> SocketAddr {
