@@ -273,9 +273,15 @@ fn write_error(path: &Path, e: std::io::Error) -> FetchError {
 }
 
 /// Written beside the target and renamed over it, so a crash mid-write never
-/// leaves a half file that looks complete.
+/// leaves a half file that looks complete. The partial file is named for
+/// this process and call, so that two fetches into one directory at once
+/// (two p402s, or tests in processes of their own) never rename each
+/// other's: the last complete rename wins, and every one is whole.
 fn write_atomically(target: &Path, content: &[u8]) -> Result<(), FetchError> {
-    let partial: PathBuf = target.with_extension("partial");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let partial: PathBuf = target.with_extension(format!("partial-{}-{call}", std::process::id()));
     std::fs::write(&partial, content).map_err(|e| write_error(&partial, e))?;
     std::fs::rename(&partial, target).map_err(|e| write_error(target, e))
 }
