@@ -41,8 +41,9 @@ pub fn health(state: &AppState) -> Response<Body> {
     // and unbudgeted requests still go through.
     let (store, healthy, code) = match state.book().store().condition() {
         Condition::Ok => (json!({"state": "ok"}), true, StatusCode::OK),
-        Condition::Failing => (
-            json!({"state": "failing", "message": "the last database write failed; budgeted requests are refused"}),
+        Condition::Failing(reason) => (
+            json!({"state": "failing", "reason": reason,
+                "message": "the last database write failed; budgeted requests are refused until a write succeeds, which p402 retries by itself"}),
             false,
             StatusCode::OK,
         ),

@@ -55,7 +55,7 @@ impl Charge {
         }
         let why = match book.store().condition() {
             Condition::Ok => return Ok(()),
-            Condition::Failing => "its last write failed (is the disk full?)".to_string(),
+            Condition::Failing(reason) => format!("its last write failed ({reason})"),
             Condition::Stalled(for_) => {
                 format!("a write has been stuck for {} s", for_.as_secs())
             }
@@ -290,16 +290,37 @@ pub fn ledger_entry(
 }
 
 /// Settles a request: its reservation (if budgeted) and the ledger. A
-/// failure to write is logged, not sent to the client: the answer exists
-/// and was paid for; the error says what went wrong with the record. An
-/// unbudgeted request does not wait on a stuck store: its entry is queued.
-pub async fn settle(book: &Book, reservation: Option<Reservation>, entry: &LedgerEntry) {
+/// failure to write is logged, not sent to the client as an error: the
+/// answer exists and was paid for, and the writer keeps the entry and
+/// writes it once the disk recovers. An unbudgeted request does not wait on
+/// a stuck or failing store: its entry is queued. Returns the warning for
+/// the caller's metadata when the entry is not on disk yet.
+pub async fn settle(
+    book: &Book,
+    reservation: Option<Reservation>,
+    entry: &LedgerEntry,
+) -> Option<String> {
+    // Whether the entry is on disk now.
     let written = match reservation {
-        Some(reservation) => reservation.settle(entry).await,
-        None if book.store().condition() == Condition::Ok => book.store().record(entry, &[]).await,
-        None => book.store().record_queued(entry, &[]),
+        Some(reservation) => reservation.settle(entry).await.map(|()| true),
+        None if book.store().condition() == Condition::Ok => {
+            book.store().record(entry, &[]).await.map(|()| true)
+        }
+        None => book.store().record_queued(entry, &[]).map(|()| false),
     };
-    if let Err(e) = written {
-        tracing::error!(request_id = %entry.request_id, "could not record the request in the ledger: {e}");
+    match written {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::warn!(request_id = %entry.request_id, "the ledger cannot be written now; the entry is kept until it can");
+            Some(LEDGER_WARNING.to_string())
+        }
+        Err(e) => {
+            tracing::error!(request_id = %entry.request_id, "could not record the request in the ledger yet (kept until it can be written): {e}");
+            Some(LEDGER_WARNING.to_string())
+        }
     }
 }
+
+/// What an answer's metadata says when its ledger entry could not be
+/// written at once.
+pub const LEDGER_WARNING: &str = "p402 cannot write its ledger now (see /health); this request's entry is kept in memory and written once it can";

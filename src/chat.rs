@@ -499,7 +499,7 @@ impl Attempt<'_> {
         let provider_latency_ms = elapsed_ms(upstream_started);
         // Durable before the answer leaves: a crash after this point cannot
         // lose the charge.
-        charge::settle(self.state.book(), reservation, &entry).await;
+        let ledger_warning = charge::settle(self.state.book(), reservation, &entry).await;
         if let (Some(probe), Answer::Tree(answer)) = (self.probe.clone(), &answer) {
             let config = &self.runtime.config().cache;
             if replay::storable(answer, config.store_tool_calls) {
@@ -520,7 +520,7 @@ impl Attempt<'_> {
                 }
             }
         }
-        let metadata = metadata::build(
+        let mut metadata = metadata::build(
             self.request_id,
             self.route,
             self.candidate,
@@ -532,6 +532,7 @@ impl Attempt<'_> {
             },
             self.session_info(),
         );
+        metadata.ledger_warning = ledger_warning;
         let internal = |e: serde_json::Error| Failure::new("internal_error", e.to_string());
         let bytes = match &mut answer {
             Answer::AsItCame(bytes) => {
@@ -633,7 +634,9 @@ impl Attempt<'_> {
         );
         let entry =
             charge::ledger_entry(self.request_id, self.charge, self.candidate, &used, &costs);
-        charge::settle(self.state.book(), reservation, &entry).await;
+        // The entry is kept in memory if it cannot be written now, and no
+        // one is left to warn.
+        let _ = charge::settle(self.state.book(), reservation, &entry).await;
         shutting_down(self.request_id)
     }
 

@@ -51,6 +51,10 @@ pub struct Metadata {
     /// For a cache hit: the cosine similarity of the matched question.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f64>,
+    /// Set when the ledger could not be written at once (a failing or stuck
+    /// disk): the request went through unbudgeted, and its entry waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_warning: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -146,6 +150,7 @@ pub fn build(
         session_id: session.as_ref().map(|s| s.id.clone()),
         session_remaining_usd: session.and_then(|s| s.remaining),
         similarity: None,
+        ledger_warning: None,
     }
 }
 

@@ -61,6 +61,7 @@ impl Replay<'_> {
             session_id: self.session.as_ref().map(|s| s.id.clone()),
             session_remaining_usd: self.session.as_ref().and_then(|s| s.remaining),
             similarity: Some((f64::from(self.hit.similarity) * 10_000.0).round() / 10_000.0),
+            ledger_warning: None,
         }
     }
 

@@ -239,12 +239,13 @@ impl Relay {
             &used,
             &costs,
         );
-        charge::settle(self.state.book(), self.reservation.take(), &entry).await;
+        let ledger_warning =
+            charge::settle(self.state.book(), self.reservation.take(), &entry).await;
         let session = self.charge.session.as_ref().map(|s| SessionInfo {
             id: s.id.clone(),
             remaining: self.charge.session_remaining(self.state.book()),
         });
-        let metadata = metadata::build(
+        let mut metadata = metadata::build(
             &self.request_id,
             &self.route,
             &self.candidate,
@@ -256,6 +257,7 @@ impl Relay {
             },
             session,
         );
+        metadata.ledger_warning = ledger_warning;
         let mut log = RequestLog::new(&self.request_id, true, self.started);
         log.answered(&metadata);
         // The status line went out with the first byte, whatever follows.

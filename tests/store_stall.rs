@@ -8,72 +8,15 @@
 //! with the store `stalled`; unbudgeted requests go on without waiting.
 //! Thawed, the store catches up by itself and nothing was lost.
 //!
-//! Mounting needs root, as CI runs; elsewhere the test says it did not run.
+//! Mounting needs root, as CI runs (see `common::disk`).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::disk::Disk;
 use common::*;
 use serde_json::{json, Value};
-
-/// A loop-mounted ext4 file system, thawed and unmounted when dropped
-/// (also when the test fails, so no process is left blocked on it).
-struct Disk {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Disk {
-    fn mount() -> Result<Disk, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let image = dir.path().join("disk.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let image_arg = image.display().to_string();
-        let mount_arg = mount.display().to_string();
-        run("truncate", &["-s", "64M", &image_arg])?;
-        run("mkfs.ext4", &["-q", "-F", &image_arg])?;
-        run("mount", &["-o", "loop", &image_arg, &mount_arg])?;
-        Ok(Disk { mount, _dir: dir })
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount
-    }
-
-    fn freeze(&self) {
-        run("fsfreeze", &["-f", &self.mount.display().to_string()]).expect("fsfreeze -f");
-    }
-
-    fn thaw(&self) {
-        let _ = run("fsfreeze", &["-u", &self.mount.display().to_string()]);
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        self.thaw();
-        let _ = run("umount", &["-l", &self.mount.display().to_string()]);
-    }
-}
 
 fn budgeted(session: &str) -> Value {
     let mut body = ask("metered", "hello");
@@ -93,13 +36,8 @@ fn request_id(response: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_disk_refuses_budgeted_requests_and_loses_nothing() {
-    let disk = match Disk::mount() {
-        Ok(disk) => disk,
-        Err(e) => {
-            // Not root, or no loop devices: nothing to freeze here.
-            eprintln!("store_stall did not run: cannot mount a loop device ({e})");
-            return;
-        }
+    let Some(disk) = Disk::or_skip(Disk::ext4(), "store_stall") else {
+        return;
     };
     let fake = FakeProvider::start().await;
     let proxy = TestProxy::start(

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::money::Usd;
-use writer::{Done, Job, Settlement, Writer};
+use writer::{Done, Job, Settlement, Slot, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +58,8 @@ pub enum StoreError {
     Stalled(Duration),
     #[error("the database from before p402 moved to redb could not be migrated: {0}")]
     Migrate(String),
+    #[error("the database is being reopened after a failed write")]
+    Reopening,
     #[error("internal error: {0}")]
     Invariant(&'static str),
 }
@@ -197,11 +199,12 @@ impl Totals {
 }
 
 /// The store's condition, for `/health` and the systemd watchdog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     Ok,
-    /// The last commit failed (disk full, I/O error).
-    Failing,
+    /// The last commit failed (disk full, I/O error), for this reason; the
+    /// writer keeps reopening the database until one succeeds.
+    Failing(String),
     /// A write has been under way for longer than [`DEADLINE`].
     Stalled(Duration),
 }
@@ -209,7 +212,8 @@ pub enum Condition {
 /// A cheap-to-clone handle; the writer thread lives as long as the last one.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<redb::Database>,
+    /// Empty only for the moment the writer reopens a failed database.
+    db: Slot,
     writer: Arc<Writer>,
 }
 
@@ -252,43 +256,56 @@ fn damaged_or(error: redb::DatabaseError, path: &Path) -> StoreError {
     }
 }
 
+/// Opens (or creates) the database file, with every table in it so that
+/// reads need not ask.
+fn open_file(path: &Path) -> Result<redb::Database, StoreError> {
+    let db = redb::Builder::new()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .create(path)
+        .map_err(|e| damaged_or(e, path))?;
+    let tx = db.begin_write()?;
+    for table in Table::ALL {
+        tx.open_table(table.definition())?;
+    }
+    tx.commit()?;
+    Ok(db)
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(FILE);
         migrate::from_sled_if_present(dir, &path)?;
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
-            match redb::Builder::new()
-                .set_cache_size(PAGE_CACHE_BYTES)
-                .create(&path)
-            {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+            match open_file(&path) {
+                Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen))
+                    if Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
                     let holder = std::fs::read_to_string(dir.join(PID_FILE))
                         .ok()
                         .and_then(|pid| pid.trim().parse::<u32>().ok())
                         .map_or_else(String::new, |pid| format!(" (pid {pid})"));
                     return Err(StoreError::Locked { path, holder });
                 }
-                Err(e) => return Err(damaged_or(e, &path)),
+                Err(e) => return Err(e),
                 Ok(db) => break db,
             }
         };
         // Best effort: only the message of a second p402 depends on it.
         let _ = std::fs::write(dir.join(PID_FILE), std::process::id().to_string());
-        // Every table exists from here on, so that reads need not ask.
-        let tx = db.begin_write()?;
-        for table in Table::ALL {
-            tx.open_table(table.definition())?;
-        }
-        tx.commit()?;
-        let db = Arc::new(db);
+        let db: Slot = Arc::new(arc_swap::ArcSwapOption::from_pointee(db));
         Ok(Store {
-            writer: Arc::new(Writer::start(Arc::clone(&db))?),
+            writer: Arc::new(Writer::start(Arc::clone(&db), path)?),
             db,
         })
+    }
+
+    /// The database to read from.
+    fn db(&self) -> Result<Arc<redb::Database>, StoreError> {
+        self.db.load_full().ok_or(StoreError::Reopening)
     }
 
     /// Makes everything written so far durable, on the writer thread.
@@ -393,8 +410,11 @@ impl Store {
     pub fn condition(&self) -> Condition {
         match self.writer.pulse.busy_for() {
             Some(busy) if busy > DEADLINE => Condition::Stalled(busy),
-            _ if self.writer.pulse.failing() => Condition::Failing,
-            _ => Condition::Ok,
+            _ => self
+                .writer
+                .pulse
+                .failing()
+                .map_or(Condition::Ok, Condition::Failing),
         }
     }
 
@@ -423,14 +443,14 @@ impl Store {
 
     /// The value under `key`, read from the latest committed state.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(table.definition())?;
         Ok(table.get(key)?.map(|value| value.value().to_vec()))
     }
 
     /// The greatest key in `table`.
     pub fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(table.definition())?;
         let last = table.last()?.map(|(key, _)| key.value().to_vec());
         Ok(last)
@@ -445,7 +465,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
         use std::ops::Bound;
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(table.definition())?;
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut out = Vec::with_capacity(limit.min(4096));
@@ -460,7 +480,7 @@ impl Store {
     }
 
     pub fn len(&self, table: Table) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         Ok(tx.open_table(table.definition())?.len()?)
     }
 
@@ -488,9 +508,8 @@ impl Store {
         let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
         let start = format!("req_{millis:012x}").into_bytes();
         let range = self
-            .db
-            .begin_read()
-            .map_err(StoreError::from)
+            .db()
+            .and_then(|db| Ok(db.begin_read()?))
             .and_then(|tx| Ok(tx.open_table(Table::Ledger.definition())?))
             .and_then(|table| Ok(table.range::<&[u8]>(start.as_slice()..)?));
         match range {
@@ -528,7 +547,7 @@ impl Store {
     }
 
     pub fn sessions<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<T>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(Table::Sessions.definition())?;
         let mut out = Vec::new();
         for item in table.iter()? {

@@ -11,12 +11,22 @@
 //! fsync, and a durable commit follows within [`DURABLE_WITHIN`] so that a
 //! crash loses at most that much of what nobody waited for (cache entries,
 //! hit counts, the ledger entries of free cache hits), never a charge.
+//!
+//! A commit that fails (a full disk, an I/O error) leaves redb refusing
+//! every later write until the file is opened again, so the writer then
+//! lets go of the database and reopens it, once a second, until that
+//! works. Ledger settlements that could not be written meanwhile, or were
+//! committed without an fsync before the failure, are kept and written
+//! first once it does: a settlement already in the ledger is not applied
+//! twice, so writing one again is safe.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use redb::{Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -27,6 +37,17 @@ use super::{Op, StoreError, Table, Totals, Write};
 const MAX_BATCH: usize = 512;
 /// How long a write that nobody waits for may stay in memory only.
 const DURABLE_WITHIN: Duration = Duration::from_millis(500);
+/// How long after a failed commit the database is reopened, to see
+/// whether writes work again; doubled after each failed try, up to
+/// [`REOPEN_AT_MOST`], since opening a file that was not closed cleanly
+/// reads all of it.
+const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN_AT_MOST: Duration = Duration::from_secs(15);
+/// Settlements kept for writing once a failed disk recovers, at most; a
+/// settlement is a few hundred bytes, so this bounds the memory a long
+/// outage can take to tens of megabytes. Beyond it the oldest are logged
+/// and dropped.
+const MAX_KEPT: usize = 100_000;
 
 /// Whoever waits for a job: a task, or a thread that may block.
 pub(super) enum Done {
@@ -45,6 +66,7 @@ impl Done {
 }
 
 /// A ledger entry (`key` → `value`) and what it adds to each account.
+#[derive(Clone)]
 pub(super) struct Settlement {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -66,7 +88,9 @@ pub(super) enum Job {
         durable: bool,
         done: Option<Done>,
     },
-    /// Answer once every job sent before this one is committed.
+    /// Answer once every job sent before this one is committed, or, while
+    /// the database is failing, answered (and kept where it was a
+    /// settlement).
     Caught { done: Done },
     /// Make everything written so far durable.
     Flush { done: Done },
@@ -96,6 +120,8 @@ pub(super) struct Pulse {
     /// The last commit failed (disk full, I/O error); cleared by the next
     /// one that succeeds.
     failing: AtomicBool,
+    /// Why, for `/health` and the refusals.
+    reason: Mutex<String>,
 }
 
 impl Pulse {
@@ -104,6 +130,7 @@ impl Pulse {
             epoch: Instant::now(),
             busy_since: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
         }
     }
 
@@ -121,10 +148,35 @@ impl Pulse {
         }
     }
 
-    pub(super) fn failing(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
+    /// Why writes are failing, if they are.
+    pub(super) fn failing(&self) -> Option<String> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        let reason = self
+            .reason
+            .lock()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone());
+        Some(reason)
+    }
+
+    fn fail(&self, error: &StoreError) {
+        let mut reason = self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *reason = error.to_string();
+        self.failing.store(true, Ordering::Release);
+    }
+
+    fn recovered(&self) {
+        self.failing.store(false, Ordering::Release);
     }
 }
+
+/// The database as the readers share it: empty only while the writer is
+/// reopening a failed one.
+pub(super) type Slot = Arc<ArcSwapOption<redb::Database>>;
 
 /// The handle; dropping it stops the thread after it has answered every
 /// queued job, and waits for it, so that the database is closed (and its
@@ -136,13 +188,25 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<redb::Database>) -> Result<Self, StoreError> {
+    /// Starts the thread on the database in `slot`, which it reopens from
+    /// `path` after a failure.
+    pub(super) fn start(slot: Slot, path: PathBuf) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel();
         let pulse = Arc::new(Pulse::new());
-        let beat = Arc::clone(&pulse);
+        let engine = Engine {
+            db: slot.load_full(),
+            slot,
+            path,
+            pulse: Arc::clone(&pulse),
+            kept: Vec::new(),
+            unsynced: Vec::new(),
+            undurable_since: None,
+            reopen_at: None,
+            backoff: REOPEN_FIRST,
+        };
         let thread = std::thread::Builder::new()
             .name("p402-store".into())
-            .spawn(move || run(&db, &queue, &beat))
+            .spawn(move || engine.run(&queue))
             .map_err(StoreError::Thread)?;
         Ok(Writer {
             jobs: Some(jobs),
@@ -172,52 +236,199 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &redb::Database, queue: &mpsc::Receiver<Job>, pulse: &Pulse) {
-    let mut batch = Vec::new();
-    // When the oldest commit that is not yet durable was made.
-    let mut undurable_since: Option<Instant> = None;
-    loop {
-        let first = match undurable_since {
-            None => match queue.recv() {
-                Ok(job) => Some(job),
-                Err(_) => return,
-            },
-            Some(since) => {
-                let left = DURABLE_WITHIN.saturating_sub(since.elapsed());
-                match queue.recv_timeout(left) {
+/// The writer thread's state.
+struct Engine {
+    /// The database writes go to; `None` while a failed one is reopened.
+    db: Option<Arc<redb::Database>>,
+    slot: Slot,
+    path: PathBuf,
+    pulse: Arc<Pulse>,
+    /// Settlements not yet written for sure: they failed, or were committed
+    /// without an fsync before a commit failed. Written first on recovery.
+    kept: Vec<Settlement>,
+    /// Settlements committed since the last durable commit: a failure
+    /// before the next one can lose them, so they are kept until then.
+    unsynced: Vec<Settlement>,
+    /// When the oldest commit that is not yet durable was made.
+    undurable_since: Option<Instant>,
+    /// While writes are failing: when to reopen the database next.
+    reopen_at: Option<Instant>,
+    /// The wait before the next try after that.
+    backoff: Duration,
+}
+
+impl Engine {
+    fn run(mut self, queue: &mpsc::Receiver<Job>) {
+        let mut batch = Vec::new();
+        loop {
+            let wake = match (self.reopen_at, self.undurable_since) {
+                (Some(at), _) => Some(at),
+                (None, Some(since)) => Some(since + DURABLE_WITHIN),
+                (None, None) => None,
+            };
+            let first = match wake {
+                None => match queue.recv() {
                     Ok(job) => Some(job),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    // Closing: what is queued was answered; make it durable.
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        if let Err(e) = commit(db, Vec::new(), true, pulse) {
-                            tracing::error!("the database's last writes may be lost: {e}");
-                        }
-                        return;
+                    Err(_) => return,
+                },
+                Some(at) => {
+                    match queue.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(job) => Some(job),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return self.close(),
                     }
                 }
+            };
+            batch.extend(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
+            self.step(std::mem::take(&mut batch));
+        }
+    }
+
+    /// Closing: everything queued was answered; make it durable.
+    fn close(mut self) {
+        if self.reopen_at.is_some() {
+            self.reopen();
+        }
+        if self.reopen_at.is_none() {
+            self.step(Vec::new());
+        }
+        if self.reopen_at.is_some() {
+            self.kept.append(&mut self.unsynced);
+            tracing::error!(
+                "the database's last writes may be lost, {} ledger entries among them",
+                self.kept.len()
+            );
+        }
+    }
+
+    /// Commits one batch (empty: a durability or recovery tick), or, while
+    /// the database is failing and cannot be reopened yet, answers it.
+    fn step(&mut self, jobs: Vec<Job>) {
+        if self.reopen_at.is_some_and(|at| Instant::now() >= at) {
+            self.reopen();
+        }
+        let Some(db) = self.db.clone().filter(|_| self.reopen_at.is_none()) else {
+            return self.refuse(jobs);
         };
-        batch.extend(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let durable =
+            jobs.is_empty() || !self.kept.is_empty() || jobs.iter().any(Job::wants_durability);
+        let replayed = std::mem::take(&mut self.kept);
+        let written: Vec<Settlement> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                Job::Settle { settlement, .. } => Some(settlement.clone()),
+                _ => None,
+            })
+            .collect();
+        match commit(&db, &replayed, jobs, durable, &self.pulse) {
+            Ok(()) => {
+                self.pulse.recovered();
+                self.backoff = REOPEN_FIRST;
+                if durable {
+                    self.unsynced.clear();
+                    self.undurable_since = None;
+                } else {
+                    self.unsynced.extend(written);
+                    self.undurable_since.get_or_insert_with(Instant::now);
+                }
+                if !replayed.is_empty() {
+                    tracing::info!(
+                        "the database accepts writes again; {} kept ledger entries written",
+                        replayed.len()
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!("a database commit failed, so the database is reopened: {e}");
+                self.pulse.fail(&e);
+                self.kept = replayed;
+                let unsynced = std::mem::take(&mut self.unsynced);
+                self.keep(unsynced);
+                self.keep(written);
+                self.undurable_since = None;
+                // Let go at once, so that no write goes to a database that
+                // refuses them all; reopen a little later.
+                self.db = None;
+                self.reopen_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(REOPEN_AT_MOST);
             }
         }
-        let durable = batch.is_empty() || batch.iter().any(Job::wants_durability);
-        match commit(db, std::mem::take(&mut batch), durable, pulse) {
-            Ok(()) if durable => undurable_since = None,
-            Ok(()) => {
-                undurable_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Answers the jobs of a database that cannot take them, keeping their
+    /// settlements for when it can.
+    fn refuse(&mut self, jobs: Vec<Job>) {
+        let reason = Arc::new(self.pulse.failing().unwrap_or_default());
+        for job in jobs {
+            match job {
+                Job::Settle { settlement, done } => {
+                    self.keep(vec![settlement]);
+                    if let Some(done) = done {
+                        done.send(Err(StoreError::Commit(Arc::clone(&reason))));
+                    }
+                }
+                Job::Write {
+                    done: Some(done), ..
+                }
+                | Job::Flush { done } => done.send(Err(StoreError::Commit(Arc::clone(&reason)))),
+                Job::Write { done: None, .. } => {}
+                // Nothing sent before it will be committed before recovery:
+                // readers go on with what is there.
+                Job::Caught { done } => done.send(Ok(())),
             }
-            Err(e) => tracing::error!("a database commit failed: {e}"),
+        }
+    }
+
+    fn keep(&mut self, settlements: Vec<Settlement>) {
+        self.kept.extend(settlements);
+        if self.kept.len() > MAX_KEPT {
+            let dropped = self.kept.len() - MAX_KEPT;
+            for lost in self.kept.drain(..dropped) {
+                tracing::error!(
+                    entry = %String::from_utf8_lossy(&lost.key),
+                    "a ledger entry is lost: the database has been failing for too long"
+                );
+            }
+        }
+    }
+
+    /// Lets go of the failed database and opens the file again; on
+    /// failure, tries again after the backoff. A reader still in the
+    /// old one keeps its file locked; until it is done, the old one stays
+    /// readable.
+    fn reopen(&mut self) {
+        self.db = None;
+        let old = self.slot.swap(None).map(|db| Arc::downgrade(&db));
+        match super::open_file(&self.path) {
+            Ok(db) => {
+                let db = Arc::new(db);
+                self.slot.store(Some(Arc::clone(&db)));
+                self.db = Some(db);
+                self.reopen_at = None;
+                tracing::info!("the database was reopened after a failed write");
+            }
+            Err(e) => {
+                if let Some(db) = old.and_then(|old| old.upgrade()) {
+                    self.slot.store(Some(db));
+                }
+                tracing::warn!("the database cannot be reopened yet: {e}");
+                self.reopen_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(REOPEN_AT_MOST);
+            }
         }
     }
 }
 
-/// Applies `jobs` in one transaction and answers each of them.
+/// Applies `replayed` and `jobs` in one transaction and answers each job.
 fn commit(
     db: &redb::Database,
+    replayed: &[Settlement],
     jobs: Vec<Job>,
     durable: bool,
     pulse: &Pulse,
@@ -227,13 +438,12 @@ fn commit(
         .store(pulse.now_ms() + 1, Ordering::Release);
     let (result, answers) = match db.begin_write().map_err(StoreError::from) {
         Err(e) => (Err(e), jobs.into_iter().map(|job| (job, None)).collect()),
-        Ok(mut tx) => apply_all(&mut tx, jobs, durable).map_or_else(
+        Ok(mut tx) => apply_all(&mut tx, replayed, jobs, durable).map_or_else(
             |(e, answers)| (Err(e), answers),
             |answers| (tx.commit().map_err(StoreError::from), answers),
         ),
     };
     pulse.busy_since.store(0, Ordering::Release);
-    pulse.failing.store(result.is_err(), Ordering::Release);
     let shared = result.as_ref().err().map(|e| Arc::new(e.to_string()));
     for (job, own) in answers {
         let outcome = match (own, &shared) {
@@ -252,19 +462,30 @@ type Answers = Vec<(Job, Option<StoreError>)>;
 /// is skipped with its own error, and a storage failure fails them all.
 fn apply_all(
     tx: &mut WriteTransaction,
+    replayed: &[Settlement],
     jobs: Vec<Job>,
     durable: bool,
 ) -> Result<Answers, (StoreError, Answers)> {
+    let unanswered = |jobs: Vec<Job>| jobs.into_iter().map(|job| (job, None)).collect();
     let set = tx.set_durability(if durable {
         Durability::Immediate
     } else {
         Durability::None
     });
-    let mut answers = Vec::with_capacity(jobs.len());
     if let Err(e) = set {
-        let e = StoreError::from(e);
-        return Err((e, jobs.into_iter().map(|job| (job, None)).collect()));
+        return Err((StoreError::from(e), unanswered(jobs)));
     }
+    for settlement in replayed {
+        match settle(tx, settlement) {
+            Ok(()) => {}
+            Err(e @ (StoreError::Corrupt(_) | StoreError::Invariant(_))) => tracing::error!(
+                entry = %String::from_utf8_lossy(&settlement.key),
+                "a kept ledger entry cannot be written: {e}"
+            ),
+            Err(e) => return Err((e, unanswered(jobs))),
+        }
+    }
+    let mut answers = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
         let applied = match &job {
@@ -294,9 +515,9 @@ fn answer(job: Job, outcome: Result<(), StoreError>) {
             done: None,
         } => {
             if let Err(e) = outcome {
-                tracing::error!(
+                tracing::warn!(
                     entry = %String::from_utf8_lossy(&settlement.key),
-                    "could not write a free ledger entry: {e}"
+                    "could not write a ledger entry yet (it is kept and written once the database recovers): {e}"
                 );
             }
         }
@@ -316,10 +537,16 @@ fn answer(job: Job, outcome: Result<(), StoreError>) {
     }
 }
 
-/// Writes the entry and adds it to every account's totals. Every total is
-/// read and checked before anything is written, so a corrupt one fails this
-/// settlement alone and leaves no half of it behind.
+/// Writes the entry and adds it to every account's totals, unless the
+/// ledger has it already (a kept settlement written again after a failure
+/// it had in fact survived). Every total is read and checked before
+/// anything is written, so a corrupt one fails this settlement alone and
+/// leaves no half of it behind.
 fn settle(tx: &WriteTransaction, settlement: &Settlement) -> Result<(), StoreError> {
+    let mut ledger = tx.open_table(Table::Ledger.definition())?;
+    if ledger.get(settlement.key.as_slice())?.is_some() {
+        return Ok(());
+    }
     let mut spend = tx.open_table(Table::Spend.definition())?;
     let mut totals = Vec::with_capacity(settlement.accounts.len());
     for account in &settlement.accounts {
@@ -335,11 +562,9 @@ fn settle(tx: &WriteTransaction, settlement: &Settlement) -> Result<(), StoreErr
     for (account, bytes) in totals {
         spend.insert(account.as_bytes(), bytes.as_slice())?;
     }
-    tx.open_table(Table::Ledger.definition())?
-        .insert(settlement.key.as_slice(), settlement.value.as_slice())?;
+    ledger.insert(settlement.key.as_slice(), settlement.value.as_slice())?;
     Ok(())
 }
-
 fn apply(tx: &WriteTransaction, write: &Write) -> Result<(), StoreError> {
     if let Some((table, key)) = &write.only_if_present {
         if tx

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
