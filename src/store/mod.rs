@@ -704,6 +704,56 @@ mod tests {
         );
     }
 
+    /// A settlement written again (kept through a failed commit that had in
+    /// fact reached the disk) is counted once.
+    #[tokio::test]
+    async fn a_settlement_written_twice_counts_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let accounts = vec!["session:a".to_string()];
+        let once = entry("req_once", 5);
+        store.record(&once, &accounts).await.expect("record");
+        store.record(&once, &accounts).await.expect("again");
+        store.record_queued(&once, &accounts).expect("queued");
+        store.caught_up().await.expect("caught up");
+        assert_eq!(
+            store.totals("session:a").expect("totals"),
+            Totals {
+                cost_nanos: 5,
+                direct_nanos: 10,
+                requests: 1
+            }
+        );
+    }
+
+    /// A database file cut short (a copy that stopped, a disk that lost its
+    /// tail) is reported as damaged, with the way out, never as a lock or
+    /// a panic.
+    #[test]
+    fn a_truncated_file_is_reported_as_damaged() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            for n in 0..100 {
+                let write = Write {
+                    ops: vec![Op::Put(Table::Cache, vec![n], vec![1; 300])],
+                    only_if_present: None,
+                };
+                store.write_blocking(write, true).expect("write");
+            }
+        }
+        let file = dir.path().join(FILE);
+        let len = std::fs::metadata(&file).expect("file").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_len(len / 3))
+            .expect("truncate");
+        let error = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(error, StoreError::Damaged { .. }), "{error}");
+        assert!(error.to_string().contains(".damaged"), "{error}");
+    }
+
     #[tokio::test]
     async fn records_survive_reopening() {
         let dir = tempfile::tempdir().expect("dir");
