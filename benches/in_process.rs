@@ -102,7 +102,9 @@ fn request_path(c: &mut Criterion) {
     let route = router.route(&cost, tokens).expect("routed");
     let openai = route.candidates[0].clone();
     c.bench_function("rewrite for the upstream (OpenAI)", |b| {
-        b.iter(|| p402::providers::build_request(&openai.provider, &openai, black_box(&chat)))
+        b.iter(|| {
+            p402::providers::Adapter::of(&openai.provider).build_request(&openai, black_box(&chat))
+        })
     });
     let mut claude = body();
     claude["model"] = json!("claude-sonnet-5-5");
@@ -111,7 +113,8 @@ fn request_path(c: &mut Criterion) {
     let anthropic = route.candidates[0].clone();
     c.bench_function("rewrite for the upstream (Anthropic)", |b| {
         b.iter(|| {
-            p402::providers::build_request(&anthropic.provider, &anthropic, black_box(&claude))
+            p402::providers::Adapter::of(&anthropic.provider)
+                .build_request(&anthropic, black_box(&claude))
         })
     });
     c.bench_function("cache scope hashing", |b| {

@@ -252,12 +252,42 @@ pub async fn sessions(
     }
 }
 
+/// `POST /api/v2/providers/compare`: what this chat request would cost on
+/// every model that could serve it, cheapest first. Nothing is sent upstream.
+pub async fn compare(
+    state: &AppState,
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    request_id: RequestId,
+) -> Response<Body> {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let server = &runtime.config().server;
+        let bytes = crate::pipeline::read::body(body, &parts.headers, server).await?;
+        let _permit = state.limiter().admit(&runtime.config().limits)?;
+        let chat = crate::request::parse(&bytes, &parts.headers)?;
+        let input_tokens = crate::pipeline::route::count_input_tokens(&chat).await?;
+        let quotes = state.router(runtime).quotes(&chat, input_tokens);
+        Ok::<_, ApiError>(json!({
+            "object": "list",
+            "requested_model": chat.model,
+            "input_tokens": input_tokens,
+            "data": quotes,
+        }))
+    }
+    .await;
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(error) => error.into_response(&request_id),
+    }
+}
+
 async fn read_small_body(
     request: Request<Incoming>,
     runtime: &Runtime,
 ) -> Result<bytes::Bytes, ApiError> {
     let (parts, body) = request.into_parts();
-    crate::chat::read_body(body, &parts.headers, &runtime.config().server).await
+    Ok(crate::pipeline::read::body(body, &parts.headers, &runtime.config().server).await?)
 }
 
 /// `GET /api/v2/report?since=7d&by=provider`: spend, direct cost and

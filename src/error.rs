@@ -1,8 +1,11 @@
 //! The one place where failures become HTTP answers.
 //!
-//! Every layer reports what went wrong as an [`ApiError`]; only
-//! [`ApiError::into_response`] knows the SPEC's status codes and JSON shape,
-//! so a client sees the same `{"error": {...}}` whatever failed.
+//! Each module reports what went wrong in its own error enum, and says of
+//! each case only what kind of failure it is and its SPEC code
+//! ([`Classify`]); every such error becomes an [`ApiError`] here, and only
+//! [`ApiError::into_response`] knows the status codes and the JSON shape,
+//! so a client sees the same `{"error": {...}}` whatever failed. (A door
+//! may restate it in its own API's shape.)
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -89,6 +92,26 @@ impl ErrorKind {
             }
             ErrorKind::Internal | ErrorKind::Unavailable => "server_error",
         }
+    }
+}
+
+/// A module's error, said in the SPEC's terms. Modules implement this
+/// rather than build HTTP errors, so that they stay free of HTTP and the
+/// mapping stays here.
+pub trait Classify: std::error::Error {
+    fn kind(&self) -> ErrorKind;
+    fn code(&self) -> &'static str;
+    /// Further fields of the error object, such as a 402's figures.
+    fn extra(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
+    }
+}
+
+impl<E: Classify> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        let mut out = ApiError::new(error.kind(), error.code(), error.to_string());
+        out.extra = error.extra().map(Box::new);
+        out
     }
 }
 

@@ -4,11 +4,11 @@
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 
-use crate::catalog::{Price, Usage};
-use crate::charge::Used;
+use crate::cost::{Costs, Used};
 use crate::ids::RequestId;
+use crate::mode::ModeChoice;
 use crate::money::Usd;
-use crate::router::{Candidate, ModeChoice, Route};
+use crate::router::{Candidate, Route};
 
 /// One failed attempt before the one that answered.
 #[derive(Debug, Clone, Serialize)]
@@ -59,30 +59,6 @@ pub struct Metadata {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-/// The costs of one answered request.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Costs {
-    pub cost: Option<Usd>,
-    pub direct: Option<Usd>,
-}
-
-impl Costs {
-    /// `cost` at the serving model's prices, `direct` at the baseline's; an
-    /// unknown price gives `None`, never a made-up figure.
-    pub fn of(usage: Option<&Usage>, price: Option<Price>, baseline: Option<Price>) -> Self {
-        Costs {
-            cost: usage.zip(price).map(|(u, p)| p.cost(u)),
-            direct: usage.zip(baseline).map(|(u, p)| p.cost(u)),
-        }
-    }
-
-    pub fn savings(&self) -> Option<Usd> {
-        self.cost
-            .zip(self.direct)
-            .map(|(cost, direct)| direct - cost)
-    }
 }
 
 /// Where the figures come from, said plainly when they are missing.

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::catalog::Capability;
-use crate::error::ApiError;
-use crate::router::{ModeChoice, AUTO};
+use crate::error::{Classify, ErrorKind};
+use crate::mode::{ModeChoice, AUTO};
 
 /// p402's per-request options, from the `p402` body object or `X-P402-*`
 /// headers. Unknown fields are refused: a misspelt `max_cost` must not
@@ -32,6 +32,49 @@ pub struct P402Options {
     pub failover: Option<bool>,
 }
 
+/// Why a body is not a chat completion request p402 can serve; each
+/// variant is one of the SPEC's error codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ParseError {
+    #[error("the request body is not valid JSON: {0}")]
+    Json(String),
+    #[error("`messages` is required")]
+    NoMessages,
+    #[error("{0}")]
+    Messages(String),
+    #[error("`model` must be a non-empty string")]
+    Model,
+    /// A standard field of the wrong type or shape.
+    #[error("{0}")]
+    Field(String),
+    /// The `p402` object or its values.
+    #[error("{0}")]
+    Options(String),
+    #[error("{0}")]
+    Header(String),
+    #[error("X-P402-Mode: {0}")]
+    Mode(String),
+}
+
+impl Classify for ParseError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidRequest
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ParseError::Json(_) => "invalid_json",
+            ParseError::NoMessages => "missing_messages",
+            ParseError::Messages(_) => "invalid_messages",
+            ParseError::Model => "invalid_model",
+            ParseError::Field(_) => "invalid_request",
+            ParseError::Options(_) => "invalid_p402",
+            ParseError::Header(_) => "invalid_header",
+            ParseError::Mode(_) => "invalid_mode",
+        }
+    }
+}
+
 /// A parsed chat completion request.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
@@ -45,48 +88,35 @@ pub struct ChatRequest {
     pub options: P402Options,
 }
 
-pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid(
-            "invalid_json",
-            format!("the request body is not valid JSON: {e}"),
-        )
-    })?;
+pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
     let Value::Object(mut body) = value else {
-        return Err(ApiError::invalid(
-            "invalid_request",
-            "the request body must be a JSON object",
+        return Err(ParseError::Field(
+            "the request body must be a JSON object".to_string(),
         ));
     };
 
     match body.get("messages") {
-        None => {
-            return Err(ApiError::invalid(
-                "missing_messages",
-                "`messages` is required",
-            ))
-        }
+        None => return Err(ParseError::NoMessages),
         Some(Value::Array(messages)) if messages.is_empty() => {
-            return Err(ApiError::invalid(
-                "invalid_messages",
-                "`messages` must not be empty",
+            return Err(ParseError::Messages(
+                "`messages` must not be empty".to_string(),
             ))
         }
         Some(Value::Array(messages)) => {
             for (i, message) in messages.iter().enumerate() {
                 let role = message.get("role").and_then(Value::as_str);
                 if role.is_none() {
-                    return Err(ApiError::invalid(
-                        "invalid_messages",
-                        format!("messages[{i}] must be an object with a string `role`"),
-                    ));
+                    return Err(ParseError::Messages(format!(
+                        "messages[{i}] must be an object with a string `role`"
+                    )));
                 }
             }
         }
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_messages",
-                "`messages` must be an array",
+            return Err(ParseError::Messages(
+                "`messages` must be an array".to_string(),
             ))
         }
     }
@@ -94,22 +124,12 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError>
     let model = match body.get("model") {
         None | Some(Value::Null) => AUTO.to_string(),
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_model",
-                "`model` must be a non-empty string",
-            ))
-        }
+        Some(_) => return Err(ParseError::Model),
     };
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_request",
-                "`stream` must be a boolean",
-            ))
-        }
+        Some(_) => return Err(ParseError::Field("`stream` must be a boolean".to_string())),
     };
     let client_wants_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -117,31 +137,23 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError>
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                return Err(ApiError::invalid(
-                    "invalid_request",
-                    "`stream_options.include_usage` must be a boolean",
+                return Err(ParseError::Field(
+                    "`stream_options.include_usage` must be a boolean".to_string(),
                 ))
             }
         },
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_request",
-                "`stream_options` must be an object",
+            return Err(ParseError::Field(
+                "`stream_options` must be an object".to_string(),
             ))
         }
     };
 
     let from_body = match body.remove("p402") {
         None | Some(Value::Null) => P402Options::default(),
-        Some(value @ Value::Object(_)) => serde_json::from_value(value).map_err(|e| {
-            ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}"))
-        })?,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_p402",
-                "`p402` must be an object",
-            ))
-        }
+        Some(value @ Value::Object(_)) => serde_json::from_value(value)
+            .map_err(|e| ParseError::Options(format!("invalid `p402` object: {e}")))?,
+        Some(_) => return Err(ParseError::Options("`p402` must be an object".to_string())),
     };
     let options = merge(from_body, from_headers(headers)?);
     check(&options)?;
@@ -156,36 +168,35 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError>
 }
 
 /// The subset of options a client can send as headers.
-fn from_headers(headers: &HeaderMap) -> Result<P402Options, ApiError> {
-    let text = |name: &str| -> Result<Option<String>, ApiError> {
+fn from_headers(headers: &HeaderMap) -> Result<P402Options, ParseError> {
+    let text = |name: &str| -> Result<Option<String>, ParseError> {
         match headers.get(name) {
             None => Ok(None),
-            Some(v) => v.to_str().map(|s| Some(s.trim().to_string())).map_err(|_| {
-                ApiError::invalid("invalid_header", format!("header {name} is not valid text"))
-            }),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| ParseError::Header(format!("header {name} is not valid text"))),
         }
     };
     let mode = text("x-p402-mode")?
         .map(|m| m.parse().map(ModeChoice::Named))
         .transpose()
-        .map_err(|e: String| ApiError::invalid("invalid_mode", format!("X-P402-Mode: {e}")))?;
+        .map_err(|e: String| ParseError::Mode(e))?;
     let cache = text("x-p402-cache")?
         .map(|v| match v.to_ascii_lowercase().as_str() {
             "false" | "0" | "no" | "off" => Ok(false),
             "true" | "1" | "yes" | "on" => Ok(true),
-            _ => Err(ApiError::invalid(
-                "invalid_header",
-                format!("X-P402-Cache must be true or false, found `{v}`"),
-            )),
+            _ => Err(ParseError::Header(format!(
+                "X-P402-Cache must be true or false, found `{v}`"
+            ))),
         })
         .transpose()?;
     let max_cost = text("x-p402-max-cost")?
         .map(|v| {
             v.parse::<f64>().map_err(|_| {
-                ApiError::invalid(
-                    "invalid_header",
-                    format!("X-P402-Max-Cost must be a number of USD, found `{v}`"),
-                )
+                ParseError::Header(format!(
+                    "X-P402-Max-Cost must be a number of USD, found `{v}`"
+                ))
             })
         })
         .transpose()?;
@@ -211,19 +222,17 @@ fn merge(body: P402Options, headers: P402Options) -> P402Options {
     }
 }
 
-fn check(options: &P402Options) -> Result<(), ApiError> {
+fn check(options: &P402Options) -> Result<(), ParseError> {
     if let Some(cost) = options.max_cost {
         if !(cost.is_finite() && cost >= 0.0) {
-            return Err(ApiError::invalid(
-                "invalid_p402",
-                format!("max_cost must be a non-negative amount of USD, found {cost}"),
-            ));
+            return Err(ParseError::Options(format!(
+                "max_cost must be a non-negative amount of USD, found {cost}"
+            )));
         }
     }
     if options.cache_ttl == Some(0) {
-        return Err(ApiError::invalid(
-            "invalid_p402",
-            "cache_ttl must be a positive number of seconds",
+        return Err(ParseError::Options(
+            "cache_ttl must be a positive number of seconds".to_string(),
         ));
     }
     for (field, value) in [
@@ -232,10 +241,9 @@ fn check(options: &P402Options) -> Result<(), ApiError> {
         ("session_id", &options.session_id),
     ] {
         if value.as_deref().is_some_and(str::is_empty) {
-            return Err(ApiError::invalid(
-                "invalid_p402",
-                format!("p402.{field} must not be empty"),
-            ));
+            return Err(ParseError::Options(format!(
+                "p402.{field} must not be empty"
+            )));
         }
     }
     Ok(())
@@ -244,7 +252,8 @@ fn check(options: &P402Options) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::Mode;
+    use crate::error::ApiError;
+    use crate::mode::Mode;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -313,7 +322,7 @@ mod tests {
             ),
         ];
         for (body, code) in cases {
-            let e = parse(body, &HeaderMap::new()).expect_err("must fail");
+            let e = ApiError::from(parse(body, &HeaderMap::new()).expect_err("must fail"));
             assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(body));
             assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
         }
@@ -322,7 +331,7 @@ mod tests {
             &headers(&[("x-p402-mode", "cheap")]),
         )
         .expect_err("bad mode");
-        assert_eq!(e.code, "invalid_mode");
+        assert_eq!(e.code(), "invalid_mode");
     }
 
     #[test]

@@ -11,6 +11,11 @@ use crate::ids::RequestId;
 use crate::metadata::Metadata;
 use crate::metrics::{Metrics, ProviderLabels, RequestLabels, TokenLabels};
 
+/// Milliseconds since `since`, as the log and the metadata report them.
+pub fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 pub struct RequestLog {
     request_id: String,
     stream: bool,
@@ -117,7 +122,7 @@ impl RequestLog {
             provider = self.provider.as_deref().unwrap_or("-"),
             model = self.model.as_deref().unwrap_or("-"),
             status = self.status,
-            latency_ms = crate::stream::elapsed_ms(self.started),
+            latency_ms = elapsed_ms(self.started),
             cost_usd = self.cost_usd,
             error = self.error_code,
             "request"

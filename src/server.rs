@@ -24,9 +24,10 @@ use crate::api;
 use crate::auth;
 use crate::body::Body;
 use crate::boundary::{self, Checked};
-use crate::chat;
+use crate::door::Door;
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
+use crate::pipeline;
 use crate::state::AppState;
 
 /// A bound listener, ready to serve.
@@ -266,7 +267,7 @@ async fn route(
     }
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {
-            chat::handle(state, runtime, request, request_id, local_key).await
+            pipeline::handle(state, runtime, request, request_id, local_key, Door::Chat).await
         }
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),
@@ -277,7 +278,7 @@ async fn route(
         (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
         (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id),
         (Method::POST, "/api/v2/providers/compare") => {
-            chat::compare(state, &runtime, request, request_id).await
+            api::compare(state, &runtime, request, request_id).await
         }
         (_, "/v1/chat/completions" | "/api/v2/chat/completions") => {
             method_not_allowed(&request_id, "POST")

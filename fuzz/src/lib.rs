@@ -1,14 +1,13 @@
 //! What the fuzz targets share: feeding bytes to p402's SSE decoders the way
 //! a network delivers them, and reading the events back the way the relay
-//! (src/stream.rs) does.
+//! (src/pipeline/relay.rs) does.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use futures_util::{stream, FutureExt, Stream, StreamExt};
 use p402::catalog::{Price, Usage};
-use p402::charge::{self, Used};
-use p402::metadata::Costs;
+use p402::cost::{self, Costs, Used};
 use p402::money::PerMTok;
 use p402::providers::{openai, EventStream, StreamEvent};
 use serde_json::Value;
@@ -84,7 +83,7 @@ pub fn settle(events: &[Seen]) {
             usage = Some(reported);
         }
         if usage.is_none() {
-            charge::generated_text(chunk, "delta", &mut text);
+            cost::generated_text(chunk, "delta", &mut text);
         }
     }
     let used = Used::of(usage, 42, &text);

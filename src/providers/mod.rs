@@ -8,12 +8,12 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::{future, stream, Stream, StreamExt};
-use http::{Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::catalog::{Api, Provider};
+use crate::catalog::{Api, Provider, Usage};
 use crate::error::ApiError;
 use crate::request::ChatRequest;
 use crate::router::Candidate;
@@ -48,25 +48,119 @@ pub fn is_retryable(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
-/// The upstream request in the provider's own API.
-pub fn build_request(
-    provider: &Provider,
-    candidate: &Candidate,
-    request: &ChatRequest,
-) -> Result<Request<Full<Bytes>>, ApiError> {
-    match provider.api {
-        Api::Openai => openai::build_request(provider, candidate, request),
-        Api::Anthropic => anthropic::build_request(provider, candidate, request),
+/// One provider API as p402 speaks it: building its requests, and reading
+/// its answers, streams and errors in OpenAI's terms. The pipeline calls
+/// these and nothing else, so that only this module tells the APIs apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adapter(Api);
+
+/// A successful upstream answer, in OpenAI's terms.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// An OpenAI answer that reports its usage, kept as it came: a door
+    /// that speaks OpenAI adds its metadata to the bytes without building
+    /// the tree.
+    AsItCame { bytes: Bytes, usage: Usage },
+    /// A `chat.completion` object: translated, or wanted whole (to be
+    /// cached, or counted when it reports no usage).
+    Tree(Value),
+}
+
+impl Adapter {
+    pub fn of(provider: &Provider) -> Self {
+        Adapter(provider.api)
+    }
+
+    /// The upstream request to `candidate` in its provider's own API.
+    pub fn build_request(
+        self,
+        candidate: &Candidate,
+        request: &ChatRequest,
+    ) -> Result<Request<Full<Bytes>>, ApiError> {
+        let provider = &candidate.provider;
+        match self.0 {
+            Api::Openai => openai::build_request(provider, candidate, request),
+            Api::Anthropic => anthropic::build_request(provider, candidate, request),
+        }
+    }
+
+    /// A successful non-streamed body, kept as it came when `as_it_came`
+    /// allows and the API is OpenAI's, else as a `chat.completion` tree;
+    /// or why it is not a usable answer.
+    pub fn read_answer(self, bytes: Bytes, as_it_came: bool) -> Result<Answer, String> {
+        if as_it_came && self.0 == Api::Openai {
+            if let Some(usage) = openai::passable_usage(&bytes) {
+                return Ok(Answer::AsItCame { bytes, usage });
+            }
+        }
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))?;
+        let answer = match self.0 {
+            Api::Openai => value,
+            Api::Anthropic => anthropic::translate_response(&value).map_err(|e| e.message)?,
+        };
+        let Some(object) = answer.as_object() else {
+            return Err("the answer is not a JSON object".into());
+        };
+        if object.contains_key("error") || !object.contains_key("choices") {
+            return Err("a 200 answer without choices (an error body)".into());
+        }
+        Ok(Answer::Tree(answer))
+    }
+
+    /// An upstream SSE body as OpenAI chunk events.
+    pub fn decode_stream<S, E>(self, bytes: S) -> EventStream
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        match self.0 {
+            Api::Openai => openai::decode_stream(bytes),
+            Api::Anthropic => anthropic::translate_stream(bytes),
+        }
+    }
+
+    /// What to do with an upstream error response. An OpenAI-compatible
+    /// error goes back as it came; an Anthropic one is translated into
+    /// OpenAI's shape and status.
+    pub fn error(self, status: StatusCode, body: Bytes) -> ErrorVerdict {
+        let model_missing = says_model_missing(status, &body);
+        match self.0 {
+            Api::Openai => ErrorVerdict {
+                retryable: model_missing || is_retryable(status),
+                model_missing,
+                status,
+                body,
+            },
+            Api::Anthropic => {
+                let (status, value, retryable) = anthropic::translate_error(status, &body);
+                ErrorVerdict {
+                    retryable: model_missing || retryable || is_retryable(status),
+                    model_missing,
+                    status,
+                    body: Bytes::from(value.to_string()),
+                }
+            }
+        }
+    }
+
+    /// The content type of an error body from [`Adapter::error`]: the
+    /// provider's own for a body passed on, JSON for a translated one.
+    pub fn error_content_type(self, upstream: &HeaderMap) -> Option<HeaderValue> {
+        match self.0 {
+            Api::Openai => upstream.get(http::header::CONTENT_TYPE).cloned(),
+            Api::Anthropic => Some(HeaderValue::from_static("application/json")),
+        }
     }
 }
 
-/// A successful non-streamed body as an OpenAI `chat.completion` object.
-pub fn completion(api: Api, bytes: &[u8]) -> Result<Value, String> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("the answer is not JSON: {e}"))?;
-    match api {
-        Api::Openai => Ok(value),
-        Api::Anthropic => anthropic::translate_response(&value).map_err(|e| e.message),
+impl Answer {
+    /// The usage the provider reported, if it did.
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Answer::AsItCame { usage, .. } => Some(*usage),
+            Answer::Tree(answer) => openai::usage(answer),
+        }
     }
 }
 
@@ -224,29 +318,6 @@ pub struct ErrorVerdict {
     pub body: Bytes,
 }
 
-/// An OpenAI-compatible error goes back as it came; an Anthropic one is
-/// translated into OpenAI's shape and status.
-pub fn error(api: Api, status: StatusCode, body: Bytes) -> ErrorVerdict {
-    let model_missing = says_model_missing(status, &body);
-    match api {
-        Api::Openai => ErrorVerdict {
-            retryable: model_missing || is_retryable(status),
-            model_missing,
-            status,
-            body,
-        },
-        Api::Anthropic => {
-            let (status, value, retryable) = anthropic::translate_error(status, &body);
-            ErrorVerdict {
-                retryable: model_missing || retryable || is_retryable(status),
-                model_missing,
-                status,
-                body: Bytes::from(value.to_string()),
-            }
-        }
-    }
-}
-
 /// Whether a 404 says the model does not exist, as providers word it:
 /// OpenAI's `model_not_found` code ("The model `x` does not exist"),
 /// Ollama's "model \"x\" not found, try pulling it first", vLLM's "The model
@@ -347,7 +418,11 @@ mod tests {
                 !says_model_missing(StatusCode::BAD_REQUEST, bytes.as_bytes()),
                 "{body}"
             );
-            assert!(error(Api::Openai, StatusCode::NOT_FOUND, Bytes::from(bytes)).retryable);
+            assert!(
+                Adapter(Api::Openai)
+                    .error(StatusCode::NOT_FOUND, Bytes::from(bytes))
+                    .retryable
+            );
         }
         for body in [
             json!({"error": {"message": "Unknown path /v1/chat", "type": "invalid_request_error"}}),

@@ -7,15 +7,14 @@
 //! `provider/model` name, so the same request always routes the same way.
 
 mod eligibility;
-mod mode;
 mod sticky;
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use crate::mode::{Mode, ModeChoice, Weights, AUTO};
 pub use eligibility::{Needs, Reject, EXPECTED_OUTPUT_TOKENS};
-pub use mode::{Mode, ModeChoice, Weights};
 pub use sticky::{ConversationKey, Sticky};
 
 use crate::catalog::{Catalog, Model, Price, Provider};
@@ -25,8 +24,6 @@ use crate::money::Usd;
 use crate::provider_health::ProviderHealth;
 use crate::request::ChatRequest;
 
-/// The model name that means "choose for me".
-pub const AUTO: &str = "auto";
 /// At most this many candidates are tried for one request.
 pub const MAX_ATTEMPTS: usize = 3;
 

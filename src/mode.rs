@@ -1,10 +1,15 @@
-//! Routing modes: what "best" means for a request.
+//! Routing modes: what "best" means for a request. The vocabulary is
+//! shared by the config (`default_mode`), a request's options and the
+//! router, so it lives apart from all three.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The model name that means "choose for me".
+pub const AUTO: &str = "auto";
 
 /// A routing mode, as named in the config, the `p402` object or `X-P402-Mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -1,0 +1,126 @@
+//! The doors clients come in by: each API p402 serves, as its clients speak
+//! it.
+//!
+//! A door turns the client's body into the internal request (a
+//! [`ChatRequest`]: OpenAI Chat Completions in shape) and renders what the
+//! pipeline produced (a `chat.completion`, its stream of chunks, an error)
+//! back in the client's own format. The stages in between never ask which
+//! door a request came by, so a new API is a new variant here and nothing
+//! else.
+
+mod chat;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::ids::RequestId;
+use crate::metadata::Metadata;
+use crate::providers::Answer;
+use crate::request::{ChatRequest, ParseError};
+
+/// An API a client can call p402 by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// OpenAI Chat Completions (`/v1/chat/completions`), p402's own
+    /// dialect inside: answers pass through it untranslated.
+    Chat,
+}
+
+/// Why an answer could not be rendered for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the answer could not be written as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the answer is not a JSON object")]
+    NotAnObject,
+}
+
+impl Door {
+    /// The door's name in logs and the request log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Chat => "chat",
+        }
+    }
+
+    /// The client's request, read into the internal one.
+    pub fn parse(self, bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
+        match self {
+            Door::Chat => crate::request::parse(bytes, headers),
+        }
+    }
+
+    /// A whole answer's body, with the metadata, in the client's format.
+    pub fn answer(self, answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError> {
+        match self {
+            Door::Chat => chat::answer(answer, metadata),
+        }
+    }
+
+    /// The writer of a streamed answer's events, for the client's format.
+    pub fn stream(self, chat: &ChatRequest) -> StreamWriter {
+        match self {
+            Door::Chat => StreamWriter::Chat(chat::Stream::new(chat.client_wants_usage)),
+        }
+    }
+
+    /// An error of p402's, in the client's format.
+    pub fn error(self, error: &ApiError, request_id: &RequestId) -> Response<Body> {
+        match self {
+            Door::Chat => error.clone().into_response(request_id),
+        }
+    }
+
+    /// A provider's refusal of the request itself (a 4xx), already in
+    /// OpenAI's error shape, as the client's format says it.
+    pub fn refusal(
+        self,
+        status: StatusCode,
+        body: Bytes,
+        content_type: Option<HeaderValue>,
+    ) -> (StatusCode, Bytes, Option<HeaderValue>) {
+        match self {
+            Door::Chat => (status, body, content_type),
+        }
+    }
+}
+
+/// Writes a streamed answer's events in the client's format: each upstream
+/// chunk as it comes, then the metadata and the end, or an error.
+pub enum StreamWriter {
+    Chat(chat::Stream),
+}
+
+impl StreamWriter {
+    /// The event (if any) the client gets for one internal chunk.
+    pub fn chunk(&mut self, chunk: Value) -> Option<Bytes> {
+        match self {
+            StreamWriter::Chat(stream) => stream.chunk(chunk),
+        }
+    }
+
+    /// The events that end a complete stream, the metadata among them.
+    pub fn end(&mut self, metadata: &Metadata) -> Vec<Bytes> {
+        match self {
+            StreamWriter::Chat(stream) => stream.end(metadata),
+        }
+    }
+
+    /// The event that reports p402's error in the middle of a stream.
+    pub fn error(&mut self, error: &ApiError, request_id: &RequestId) -> Bytes {
+        match self {
+            StreamWriter::Chat(_) => chat::event(&error.to_json(request_id)),
+        }
+    }
+
+    /// The event that passes on the provider's own error event (an OpenAI
+    /// error object).
+    pub fn provider_error(&mut self, error: &Value) -> Bytes {
+        match self {
+            StreamWriter::Chat(_) => chat::event(error),
+        }
+    }
+}

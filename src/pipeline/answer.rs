@@ -1,0 +1,71 @@
+//! A whole (not streamed) answer: what it used, its finish, its copy in
+//! the cache, and its body in the client's format.
+
+use http::Response;
+
+use crate::body::Body;
+use crate::budget::Reservation;
+use crate::cost::{self, Used};
+use crate::error::ApiError;
+use crate::providers::Answer;
+use crate::replay;
+
+use super::context::{Context, Plan, Served};
+use super::finish::{self, Ending, Exit};
+
+pub async fn respond(
+    cx: &Context,
+    plan: &Plan,
+    served: &Served,
+    answer: Answer,
+    reservation: Option<Reservation>,
+) -> Response<Body> {
+    let used = match (&answer, answer.usage()) {
+        (_, reported @ Some(_)) => Used::of(reported, plan.input_tokens, ""),
+        (Answer::Tree(tree), None) => {
+            let mut text = String::new();
+            cost::generated_text(tree, "message", &mut text);
+            Used::of(None, plan.input_tokens, &text)
+        }
+        (Answer::AsItCame { .. }, None) => Used::of(None, plan.input_tokens, ""),
+    };
+    let exit = Exit::Answered {
+        plan,
+        served,
+        used,
+        reservation,
+    };
+    // Durable before the answer leaves: a crash after this point cannot
+    // lose the charge.
+    let metadata = finish::finish(cx, exit, Ending::OK).await;
+    if let (Some(probe), Answer::Tree(tree)) = (plan.probe.clone(), &answer) {
+        let config = &cx.runtime.config().cache;
+        if replay::storable(tree, config.store_tool_calls) {
+            let candidate = &served.candidate;
+            let stored = cx
+                .state
+                .cache()
+                .store(
+                    probe,
+                    tree,
+                    &used.usage,
+                    &candidate.provider.name,
+                    candidate.model_name(),
+                    config,
+                )
+                .await;
+            if let Err(e) = stored {
+                tracing::warn!(request_id = %cx.id, "could not store the answer in the cache: {e}");
+            }
+        }
+    }
+    let Some(metadata) = metadata else {
+        return cx
+            .door
+            .error(&ApiError::internal("an answer without metadata"), &cx.id);
+    };
+    match cx.door.answer(answer, &metadata) {
+        Ok(body) => finish::respond(body, &metadata),
+        Err(e) => cx.door.error(&ApiError::internal(e.to_string()), &cx.id),
+    }
+}

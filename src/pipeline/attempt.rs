@@ -1,0 +1,238 @@
+//! The attempt stage: one try at one candidate. The request goes out in
+//! the provider's API with exactly the output limit reserved for it, and
+//! what comes back is an answer, a stream, or an [`AttemptError`] that says
+//! whether another candidate is worth trying.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::{BodyDataStream, BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::metrics::ProviderLabels;
+use crate::providers::{Adapter, Answer, EventStream};
+use crate::router::Candidate;
+use crate::upstream::UpstreamError;
+
+use super::context::{Context, Plan};
+use super::watch::{Watch, Watched};
+
+/// What a candidate gave.
+pub enum Upstream {
+    /// A whole answer.
+    Whole(Answer),
+    /// A stream of events, and what its bytes are doing.
+    Stream(EventStream, Watch),
+    /// p402 is shutting down past its grace; `sent` says whether the
+    /// provider had the request (and bills it) by then.
+    Stopped { sent: bool },
+}
+
+/// Why a candidate gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// The request cannot be put in this provider's API.
+    #[error("{0}")]
+    Translate(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Send(String),
+    /// A status worth trying elsewhere: rate limits, server errors, the
+    /// provider refusing p402's key.
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    /// The provider does not have the model; it answered as it should.
+    #[error("model not found")]
+    ModelMissing(StatusCode),
+    #[error("{0}")]
+    InvalidResponse(String),
+    #[error("the answer is larger than [upstream] max_response_bytes ({0} bytes)")]
+    TooLarge(u64),
+    /// The provider refused the request itself (a 4xx it caused): another
+    /// provider would too, so it goes back to the client as it is.
+    #[error("refused with HTTP {status}")]
+    Refused {
+        status: StatusCode,
+        body: Bytes,
+        content_type: Option<HeaderValue>,
+    },
+}
+
+impl AttemptError {
+    /// Whether another candidate may do better.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, AttemptError::Refused { .. })
+    }
+
+    /// Whether this counts against the provider's circuit breaker: not
+    /// when it merely lacks the model, or the request was at fault.
+    pub fn counts_against_provider(&self) -> bool {
+        !matches!(
+            self,
+            AttemptError::ModelMissing(_) | AttemptError::Refused { .. }
+        )
+    }
+
+    pub fn timed_out(&self) -> bool {
+        matches!(self, AttemptError::Timeout(_))
+    }
+
+    /// The status reported in `p402_metadata.failover` and the metrics:
+    /// the HTTP status, or a word for what happened instead.
+    pub fn label(&self) -> Value {
+        match self {
+            AttemptError::Status(status)
+            | AttemptError::ModelMissing(status)
+            | AttemptError::Refused { status, .. } => Value::from(status.as_u16()),
+            AttemptError::Translate(_) | AttemptError::Send(_) => "request_error".into(),
+            AttemptError::Timeout(_) => "timeout".into(),
+            AttemptError::Connect(_) => "connect_error".into(),
+            AttemptError::InvalidResponse(_) => "invalid_response".into(),
+            AttemptError::TooLarge(_) => "response_too_large".into(),
+        }
+    }
+}
+
+/// Sends the request to `candidate` with `limit` as its output limit (the
+/// one reserved for it, in a budgeted request), and reads what comes back.
+/// Returns when the request went upstream, with the outcome.
+pub async fn send(
+    cx: &Context,
+    plan: &Plan,
+    candidate: &Candidate,
+    limit: Option<u32>,
+) -> (Instant, Result<Upstream, AttemptError>) {
+    let started = Instant::now();
+    let outcome = exchange(cx, plan, candidate, limit, started).await;
+    (started, outcome)
+}
+
+async fn exchange(
+    cx: &Context,
+    plan: &Plan,
+    candidate: &Candidate,
+    limit: Option<u32>,
+    started: Instant,
+) -> Result<Upstream, AttemptError> {
+    let adapter = Adapter::of(&candidate.provider);
+    let lowered;
+    let chat = match limit {
+        // Exactly the reserved limit goes out (the adapters rename it for
+        // the target).
+        Some(limit) => {
+            let mut copy = cx.chat.clone();
+            copy.body.remove("max_completion_tokens");
+            copy.body
+                .insert("max_tokens".to_string(), Value::from(limit));
+            lowered = copy;
+            &lowered
+        }
+        None => &cx.chat,
+    };
+    let request = adapter
+        .build_request(candidate, chat)
+        .map_err(|e| AttemptError::Translate(e.message))?;
+    if cx.state.aborting().is_cancelled() {
+        return Ok(Upstream::Stopped { sent: false });
+    }
+    let sent = tokio::select! {
+        sent = cx.runtime.upstream.send(request) => sent,
+        () = cx.state.aborting().cancelled() => return Ok(Upstream::Stopped { sent: true }),
+    };
+    let response = sent.map_err(|error| match &error {
+        UpstreamError::Timeout(_) => AttemptError::Timeout(error.to_string()),
+        UpstreamError::Connect(_) => AttemptError::Connect(error.to_string()),
+        UpstreamError::Request(_) => AttemptError::Send(error.to_string()),
+    })?;
+    let health = cx.state.health();
+    let provider = &candidate.provider.name;
+    let status = response.status();
+    if !status.is_success() {
+        let (parts, body) = response.into_parts();
+        let bytes = read_whole(cx, body).await?;
+        let verdict = adapter.error(status, bytes);
+        if verdict.model_missing {
+            health.mark_missing(provider, &candidate.upstream_model);
+            health.record_success(provider, started.elapsed());
+            return Err(AttemptError::ModelMissing(status));
+        }
+        if verdict.retryable {
+            return Err(AttemptError::Status(status));
+        }
+        health.record_success(provider, started.elapsed());
+        return Err(AttemptError::Refused {
+            status: verdict.status,
+            content_type: adapter.error_content_type(&parts.headers),
+            body: verdict.body,
+        });
+    }
+    // The provider answered as a provider should.
+    cx.state
+        .metrics()
+        .upstream_latency
+        .get_or_create(&ProviderLabels {
+            provider: provider.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    health.record_success(provider, started.elapsed());
+    if let Some(key) = plan.route.conversation {
+        cx.state
+            .sticky()
+            .record(key, provider, candidate.model_name());
+    }
+    if cx.chat.stream {
+        let is_sse = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(AttemptError::InvalidResponse(
+                "a stream was asked for but the answer is not text/event-stream".into(),
+            ));
+        }
+        let watch = Watch::new(cx.runtime.upstream.config().max_response_bytes);
+        let bytes = Watched::new(BodyDataStream::new(response.into_body()), watch.clone());
+        return Ok(Upstream::Stream(adapter.decode_stream(bytes), watch));
+    }
+    let bytes = tokio::select! {
+        read = read_whole(cx, response.into_body()) => read?,
+        () = cx.state.aborting().cancelled() => return Ok(Upstream::Stopped { sent: true }),
+    };
+    // Kept as it came when nothing needs its tree: not to be cached.
+    adapter
+        .read_answer(bytes, plan.probe.is_none())
+        .map(Upstream::Whole)
+        .map_err(AttemptError::InvalidResponse)
+}
+
+/// A whole upstream body, within the first-byte deadline and the size limit.
+async fn read_whole(cx: &Context, body: Incoming) -> Result<Bytes, AttemptError> {
+    let config = cx.runtime.upstream.config();
+    let limited = Limited::new(
+        body,
+        usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX),
+    );
+    match tokio::time::timeout(
+        config.first_byte_timeout_seconds.duration(),
+        limited.collect(),
+    )
+    .await
+    {
+        Err(_) => Err(AttemptError::Timeout(
+            "the answer did not finish arriving in time".into(),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(AttemptError::TooLarge(config.max_response_bytes))
+        }
+        Ok(Err(e)) => Err(AttemptError::InvalidResponse(format!(
+            "reading the answer failed: {e}"
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}

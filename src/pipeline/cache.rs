@@ -1,0 +1,66 @@
+//! The cache stage: a repeated or paraphrased question is answered here,
+//! free, and its request ends without reaching a provider.
+
+use http::Response;
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::cache::{Cache, Hit, Probe};
+use crate::error::ApiError;
+use crate::providers::Answer;
+use crate::replay;
+
+use super::context::Context;
+use super::finish::{self, Ending, Exit};
+
+/// What the cache had for the request.
+pub enum Looked {
+    /// The answer, served.
+    Hit(Response<Body>),
+    /// Nothing: where to store the provider's answer, if it may be stored.
+    Miss(Option<Probe>),
+}
+
+/// Looks the request up, within the scope of everything that shapes its
+/// answer (and of its key, unless keys share the cache). A failed lookup
+/// is a miss: the cache may never stand between a request and a provider.
+pub async fn lookup(cx: &Context, local_key: Option<&str>) -> Looked {
+    let config = &cx.runtime.config().cache;
+    let mode = serde_json::to_value(cx.mode).unwrap_or(Value::Null);
+    let mut probe = Cache::probe(&cx.chat, &mode, config, local_key);
+    if let Some(probe) = probe.as_mut() {
+        match cx.state.cache().lookup(probe, config.similarity.0).await {
+            Ok(Some(hit)) => return Looked::Hit(serve(cx, &hit).await),
+            Ok(None) => {
+                cx.state.metrics().cache_misses.inc();
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %cx.id, "cache lookup failed, asking a provider: {e}")
+            }
+        }
+    }
+    Looked::Miss(probe)
+}
+
+/// The stored answer with fresh metadata, whole or replayed as a stream.
+async fn serve(cx: &Context, hit: &Hit) -> Response<Body> {
+    let baseline = cx.state.router(&cx.runtime).baseline(&cx.chat.model);
+    let exit = Exit::Hit { hit, baseline };
+    let Some(metadata) = finish::finish(cx, exit, Ending::OK).await else {
+        let error = ApiError::internal("a cache hit without metadata");
+        return cx.door.error(&error, &cx.id);
+    };
+    if cx.chat.stream {
+        let mut writer = cx.door.stream(&cx.chat);
+        let mut events: Vec<_> = replay::chunks(hit)
+            .into_iter()
+            .filter_map(|chunk| writer.chunk(chunk))
+            .collect();
+        events.extend(writer.end(&metadata));
+        return finish::respond_events(events, &metadata);
+    }
+    match cx.door.answer(Answer::Tree(replay::answer(hit)), &metadata) {
+        Ok(body) => finish::respond(body, &metadata),
+        Err(e) => cx.door.error(&ApiError::internal(e.to_string()), &cx.id),
+    }
+}

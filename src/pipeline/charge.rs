@@ -1,0 +1,249 @@
+//! The charge stage: who pays for a request, and what is held for it
+//! while it runs (settling is the finish's).
+//!
+//! Spend is charged to the request's session if it names one; else to the
+//! budget bound to its local API key; else to `[budgets.default]`; and
+//! always also to `[budgets.global]`. A `max_cost` (from the request or
+//! `[limits]`) is one more account, with no history. Every request, budgeted
+//! or not, is written to the ledger when it settles.
+
+use chrono::Local;
+use serde_json::{json, Map, Value};
+
+use crate::budget::{self, Account, Book, Reservation, Shortfall};
+use crate::error::{ApiError, Classify, ErrorKind};
+use crate::money::Usd;
+use crate::request::ChatRequest;
+use crate::router::Candidate;
+use crate::sessions::{Session, Sessions};
+use crate::state::Runtime;
+use crate::store::{Condition, StoreError};
+
+/// Why a request cannot be charged as it asks.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeError {
+    /// The session it names is not the caller's, or not usable.
+    #[error("{0}")]
+    Session(ApiError),
+    /// The ledger cannot be written, so a charge could not be made durable.
+    #[error("p402 cannot record charges now: {0}; budgeted requests are refused until the ledger can be written (see /health)")]
+    LedgerUnavailable(String),
+    #[error("budget store: {0}")]
+    Store(#[from] StoreError),
+    /// Every candidate is unpriced, and a budget must never pay $0.
+    #[error("this request is charged to a budget, and its model has no price in the catalog: add input_per_mtok and output_per_mtok under [[models]] in p402.toml (0 for a free local model)")]
+    Unpriced,
+    /// No candidate could be reserved for: the account in the way, what it
+    /// has left and what the cheapest try needed.
+    #[error("{label} has ${remaining:.6} left; this request needs at least ${needed:.6} on {model} (the cheapest eligible model, with a {min}-token answer)", remaining = .remaining.to_dollars(), needed = .needed.to_dollars(), min = budget::MIN_USEFUL_OUTPUT)]
+    Exhausted {
+        label: String,
+        code: &'static str,
+        remaining: Usd,
+        needed: Usd,
+        model: String,
+        session_remaining: Option<Usd>,
+    },
+}
+
+impl Classify for ChargeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ChargeError::Session(e) => e.kind,
+            ChargeError::LedgerUnavailable(_) => ErrorKind::Unavailable,
+            ChargeError::Store(_) => ErrorKind::Internal,
+            ChargeError::Unpriced => ErrorKind::InvalidRequest,
+            ChargeError::Exhausted { .. } => ErrorKind::BudgetExceeded,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ChargeError::Session(e) => e.code,
+            ChargeError::LedgerUnavailable(_) => "ledger_unavailable",
+            ChargeError::Store(_) => "internal_error",
+            ChargeError::Unpriced => "unpriced_model",
+            ChargeError::Exhausted { code, .. } => code,
+        }
+    }
+
+    fn extra(&self) -> Option<Map<String, Value>> {
+        match self {
+            ChargeError::Session(e) => e.extra.as_deref().cloned(),
+            ChargeError::Exhausted {
+                remaining,
+                needed,
+                session_remaining,
+                ..
+            } => {
+                let mut extra = Map::new();
+                extra.insert("remaining_usd".into(), json!(remaining.to_dollars()));
+                extra.insert("needed_usd".into(), json!(needed.to_dollars()));
+                if let Some(left) = session_remaining {
+                    extra.insert("session_remaining_usd".into(), json!(left.to_dollars()));
+                }
+                Some(extra)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The accounts one request is charged to.
+#[derive(Debug, Clone, Default)]
+pub struct Charge {
+    pub accounts: Vec<Account>,
+    pub session: Option<Session>,
+    /// Names of the file-declared budgets among the accounts.
+    pub budgets: Vec<String>,
+}
+
+/// The outcome of reserving for one candidate.
+pub enum Reserved {
+    /// Nothing to reserve: the request is charged to no budget.
+    Unbudgeted,
+    /// Money held, and the output limit the request must go out with: the
+    /// one the money was reserved for.
+    Held(Reservation, u32),
+    /// No price: a budgeted request never runs on a model charged as $0.
+    Unpriced,
+    /// The accounts cannot pay even for a useful minimum on this candidate.
+    Short(Shortfall),
+}
+
+impl Charge {
+    /// A budgeted request is refused while the ledger cannot be written
+    /// (a stuck or failing disk): its charge could not be made durable,
+    /// and waiting on the disk would hold the request for nothing.
+    /// Unbudgeted requests go on; their entries are written once the disk
+    /// recovers, or logged as lost.
+    pub fn ensure_ledger(&self, book: &Book) -> Result<(), ChargeError> {
+        if self.accounts.is_empty() {
+            return Ok(());
+        }
+        let why = match book.store().condition() {
+            Condition::Ok => return Ok(()),
+            Condition::Failing(reason) => format!("its last write failed ({reason})"),
+            Condition::Stalled(for_) => {
+                format!("a write has been stuck for {} s", for_.as_secs())
+            }
+        };
+        Err(ChargeError::LedgerUnavailable(why))
+    }
+
+    pub fn resolve(
+        runtime: &Runtime,
+        sessions: &Sessions,
+        book: &Book,
+        chat: &ChatRequest,
+        local_key: Option<&str>,
+    ) -> Result<Self, ChargeError> {
+        let config = runtime.config();
+        let now = Local::now();
+        let mut charge = Charge::default();
+        let add_budget = |charge: &mut Charge, name: &str| {
+            let found = config.budgets.iter().find(|(key, _)| key.get_ref() == name);
+            if let Some((key, budget)) = found {
+                if charge.budgets.iter().any(|b| b == name) {
+                    return;
+                }
+                let limit = Usd::from_dollars(*budget.budget_usd.get_ref()).unwrap_or(Usd::ZERO);
+                charge
+                    .accounts
+                    .push(Account::budget(key.get_ref(), limit, budget.period, now));
+                charge.budgets.push(name.to_string());
+            }
+        };
+        if let Some(id) = &chat.options.session_id {
+            let session = sessions
+                .usable(book, id, local_key)
+                .map_err(ChargeError::Session)?;
+            charge.accounts.push(session.account());
+            charge.session = Some(session);
+        }
+        // A session narrows a budget, never widens it: its requests are
+        // charged to the key's budget (or the default) as well.
+        let keyed = local_key.and_then(|key| {
+            config
+                .budgets
+                .iter()
+                .find(|(_, b)| b.keys.iter().any(|k| k.get_ref() == key))
+                .map(|(name, _)| name.get_ref().clone())
+        });
+        match keyed {
+            Some(name) => add_budget(&mut charge, &name),
+            None => add_budget(&mut charge, "default"),
+        }
+        add_budget(&mut charge, "global");
+        let caps = [
+            (chat.options.max_cost, "max_cost"),
+            (
+                config
+                    .limits
+                    .max_cost_per_request_usd
+                    .as_ref()
+                    .map(|c| *c.get_ref()),
+                "[limits] max_cost_per_request_usd",
+            ),
+        ];
+        for (cap, label) in caps {
+            if let Some(usd) = cap.and_then(Usd::from_dollars) {
+                charge.accounts.push(Account::cap(usd, label));
+            }
+        }
+        Ok(charge)
+    }
+
+    pub fn is_budgeted(&self) -> bool {
+        !self.accounts.is_empty()
+    }
+
+    /// Reserves the worst case of `candidate` against every account, and
+    /// says the output limit to put on the request if it had to be lowered.
+    pub fn reserve(
+        &self,
+        book: &std::sync::Arc<Book>,
+        candidate: &Candidate,
+        input_tokens: u64,
+        output_limit: Option<u32>,
+    ) -> Result<Reserved, ChargeError> {
+        if !self.is_budgeted() {
+            return Ok(Reserved::Unbudgeted);
+        }
+        let Some(price) = candidate.price() else {
+            return Ok(Reserved::Unpriced);
+        };
+        let model_max = candidate.model.as_ref().and_then(|m| m.max_output);
+        let reserved = book.reserve(self.accounts.clone(), |available| {
+            budget::plan(&price, input_tokens, output_limit, model_max, available)
+        })?;
+        Ok(match reserved {
+            Ok((reservation, plan)) => Reserved::Held(reservation, plan.output_limit),
+            Err(shortfall) => Reserved::Short(shortfall),
+        })
+    }
+
+    /// What the request's session has left, for the metadata.
+    pub fn session_remaining(&self, book: &Book) -> Option<Usd> {
+        let session = self.session.as_ref()?;
+        book.remaining(&session.account())
+            .ok()
+            .map(|r| r.max(Usd::ZERO))
+    }
+
+    /// The 402 for a request no candidate could be reserved for, from the
+    /// shortfall of the cheapest try.
+    pub fn exhausted(&self, shortfalls: &[(Shortfall, String)], book: &Book) -> ChargeError {
+        match shortfalls.iter().min_by_key(|(s, _)| s.needed) {
+            Some((cheapest, model)) => ChargeError::Exhausted {
+                label: cheapest.account.label.clone(),
+                code: cheapest.account.code,
+                remaining: cheapest.remaining,
+                needed: cheapest.needed,
+                model: model.clone(),
+                session_remaining: self.session_remaining(book),
+            },
+            None => ChargeError::Store(StoreError::Invariant("no shortfall to report")),
+        }
+    }
+}

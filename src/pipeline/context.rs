@@ -1,0 +1,51 @@
+//! What the stages learn about one request, carried to its finish.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::Probe;
+use crate::door::Door;
+use crate::ids::RequestId;
+use crate::metadata::FailedAttempt;
+use crate::mode::ModeChoice;
+use crate::request::ChatRequest;
+use crate::router::{Candidate, Route};
+use crate::state::{AppState, Runtime};
+
+use super::charge::Charge;
+
+/// One request once it is parsed and its payers are known. Shared (in an
+/// `Arc`) by the attempts and by a stream's relay, which outlives the
+/// handler: everything here is fixed from then on.
+pub struct Context {
+    pub state: AppState,
+    /// The config and catalog as they were when the request arrived: a
+    /// reload in the middle does not change its rules.
+    pub runtime: Arc<Runtime>,
+    pub id: RequestId,
+    pub started: Instant,
+    pub door: Door,
+    pub chat: ChatRequest,
+    pub charge: Charge,
+    pub mode: ModeChoice,
+}
+
+/// What routing decided, for the attempts and the finish.
+pub struct Plan {
+    pub route: Route,
+    /// Counted once, before any attempt: reservations and estimates use it.
+    pub input_tokens: u64,
+    /// The output limit the request asks for, if any.
+    pub output_limit: Option<u32>,
+    /// Where to store the answer in the cache, if it may be.
+    pub probe: Option<Probe>,
+}
+
+/// The candidate that is answering, and what was tried before it.
+#[derive(Clone)]
+pub struct Served {
+    pub candidate: Candidate,
+    pub failover: Vec<FailedAttempt>,
+    /// When the request went upstream.
+    pub upstream_started: Instant,
+}

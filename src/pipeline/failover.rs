@@ -1,0 +1,241 @@
+//! Failover: the candidates in the router's order, each reserved for and
+//! tried in turn, until one answers, one refuses the request itself, or
+//! none is left.
+
+use std::sync::Arc;
+
+use http::Response;
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::cost::Used;
+use crate::error::{ApiError, ErrorKind};
+use crate::limits::Permit;
+use crate::metadata::FailedAttempt;
+use crate::metrics::ErrorLabels;
+use crate::router::Candidate;
+
+use super::answer;
+use super::attempt::{self, AttemptError, Upstream};
+use super::charge::{ChargeError, Reserved};
+use super::context::{Context, Plan, Served};
+use super::finish::{self, Ending, Exit};
+use super::relay;
+
+/// Tries the candidates of `plan` in order. The response is the first
+/// answer, the first refusal of the request itself, or the error that says
+/// why no candidate could answer.
+pub async fn run(
+    cx: &Arc<Context>,
+    plan: Arc<Plan>,
+    mut permit: Option<Permit>,
+) -> Result<Response<Body>, ApiError> {
+    let state = &cx.state;
+    let mut failed: Vec<FailedAttempt> = Vec::new();
+    let mut all_timeouts = true;
+    let mut shortfalls = Vec::new();
+    let mut unpriced = 0;
+    for candidate in &plan.route.candidates {
+        let provider = &candidate.provider.name;
+        // A provider whose breaker is half-open takes one trial request at a
+        // time; the others skip it.
+        if !state.health().admits(provider) {
+            continue;
+        }
+        let reserved = cx.charge.reserve(
+            state.book(),
+            candidate,
+            plan.input_tokens,
+            plan.output_limit,
+        )?;
+        let (reservation, limit) = match reserved {
+            Reserved::Held(reservation, limit) => (Some(reservation), Some(limit)),
+            Reserved::Unbudgeted => (None, None),
+            Reserved::Unpriced => {
+                unpriced += 1;
+                state.health().release_trial(provider);
+                continue;
+            }
+            Reserved::Short(shortfall) => {
+                shortfalls.push((shortfall, candidate.model_name().to_string()));
+                state.health().release_trial(provider);
+                continue;
+            }
+        };
+        let (upstream_started, outcome) = attempt::send(cx, &plan, candidate, limit).await;
+        let served = Served {
+            candidate: candidate.clone(),
+            failover: failed.clone(),
+            upstream_started,
+        };
+        let error = match outcome {
+            Ok(Upstream::Whole(answer)) => {
+                return Ok(answer::respond(cx, &plan, &served, answer, reservation).await)
+            }
+            Ok(Upstream::Stream(events, watch)) => {
+                let (cx, permit) = (Arc::clone(cx), permit.take());
+                return Ok(relay::start(
+                    cx,
+                    plan,
+                    served,
+                    events,
+                    watch,
+                    reservation,
+                    permit,
+                ));
+            }
+            Ok(Upstream::Stopped { sent }) => {
+                return Ok(stopped(cx, &plan, &served, sent, reservation).await)
+            }
+            Err(error) if error.retryable() => error,
+            // The request's own fault: another provider would refuse it too.
+            Err(error) => return refused(cx, candidate, error).await,
+        };
+        drop(reservation);
+        all_timeouts &= error.timed_out();
+        if error.counts_against_provider() {
+            state.health().record_failure(
+                provider,
+                &error.to_string(),
+                cx.runtime.breaker_policy(),
+            );
+        }
+        let status = match error.label() {
+            Value::String(word) => word,
+            other => other.to_string(),
+        };
+        state
+            .metrics()
+            .upstream_errors
+            .get_or_create(&ErrorLabels {
+                provider: provider.clone(),
+                status,
+            })
+            .inc();
+        tracing::warn!(
+            request_id = %cx.id,
+            provider = %provider,
+            model = %candidate.upstream_model,
+            "upstream attempt failed: {error}",
+        );
+        failed.push(FailedAttempt {
+            provider: provider.clone(),
+            model: candidate.model_name().to_string(),
+            status: error.label(),
+        });
+    }
+    if failed.is_empty() && !shortfalls.is_empty() {
+        return Err(cx.charge.exhausted(&shortfalls, state.book()).into());
+    }
+    if failed.is_empty() && unpriced > 0 {
+        return Err(ChargeError::Unpriced.into());
+    }
+    if failed.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::NoProvider,
+            "no_provider_available",
+            "every candidate provider is failing (circuit open); try again shortly",
+        ));
+    }
+    Err(every_attempt_failed(&failed, all_timeouts))
+}
+
+/// A provider's refusal of the request itself goes back to the client, in
+/// its door's terms and without p402's provider key if the provider echoed
+/// it.
+async fn refused(
+    cx: &Context,
+    candidate: &Candidate,
+    error: AttemptError,
+) -> Result<Response<Body>, ApiError> {
+    let AttemptError::Refused {
+        status,
+        body,
+        content_type,
+    } = error
+    else {
+        return Err(ApiError::internal(format!(
+            "an attempt error taken for a refusal: {error}"
+        )));
+    };
+    let body = match &candidate.provider.api_key {
+        Some(key) => crate::providers::redact_key(body, key.expose()),
+        None => body,
+    };
+    let ending = Ending {
+        status: status.as_u16(),
+        error: None,
+    };
+    finish::finish(cx, Exit::Failed, ending).await;
+    let (status, body, content_type) = cx.door.refusal(status, body, content_type);
+    Ok(finish::respond_refused(
+        cx,
+        candidate,
+        status,
+        body,
+        content_type,
+    ))
+}
+
+/// p402 must stop (shutdown past its grace). A provider that has the
+/// request bills it, so it is settled as an estimate (the prompt, no
+/// answer) rather than dropped at $0; one that never got it costs nothing.
+async fn stopped(
+    cx: &Context,
+    plan: &Plan,
+    served: &Served,
+    sent: bool,
+    reservation: Option<crate::budget::Reservation>,
+) -> Response<Body> {
+    let error = ApiError::new(
+        ErrorKind::Unavailable,
+        "shutting_down",
+        "p402 is shutting down; a request the provider had received is charged as an estimate",
+    );
+    let exit = if sent {
+        Exit::Answered {
+            plan,
+            served,
+            used: Used::of(None, plan.input_tokens, ""),
+            reservation,
+        }
+    } else {
+        drop(reservation);
+        Exit::Failed
+    };
+    finish::finish(cx, exit, Ending::failed(&error)).await;
+    cx.door.error(&error, &cx.id)
+}
+
+fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiError {
+    let attempts: Vec<String> = failed
+        .iter()
+        .map(|a| {
+            let status = match &a.status {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{}/{}: {}", a.provider, a.model, status)
+        })
+        .collect();
+    let (kind, code, summary) = if all_timeouts && !failed.is_empty() {
+        (
+            ErrorKind::UpstreamTimeout,
+            "upstream_timeout",
+            "no provider answered in time",
+        )
+    } else if !failed.is_empty() && failed.iter().all(|a| a.status == 404) {
+        (
+            ErrorKind::NotFound,
+            "model_not_found",
+            "no provider tried has this model",
+        )
+    } else {
+        (
+            ErrorKind::UpstreamFailed,
+            "upstream_failed",
+            "every eligible provider failed",
+        )
+    };
+    ApiError::new(kind, code, format!("{summary} ({})", attempts.join("; ")))
+}

@@ -1,0 +1,336 @@
+//! The finish: the one exit every request takes, however it ends.
+//!
+//! Answered by a provider (whole or streamed), answered from the cache, cut
+//! off before anything was generated, or refused: [`finish`] alone builds
+//! the ledger entry, settles the charge, builds `p402_metadata` and writes
+//! the request's log line, and the functions below it alone set p402's
+//! response headers. So a figure the client reads is the figure the ledger
+//! holds.
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{header, HeaderMap, HeaderValue, Response};
+use tokio::sync::mpsc;
+
+use crate::body::{self, Body};
+use crate::budget::{Book, Reservation};
+use crate::cache::Hit;
+use crate::catalog::Price;
+use crate::cost::{Costs, Used};
+use crate::error::ApiError;
+use crate::metadata::{self, Metadata, SessionInfo, Timing};
+use crate::money::Usd;
+use crate::request_log::{elapsed_ms, RequestLog};
+use crate::router::Candidate;
+use crate::store::{Condition, LedgerEntry};
+
+use super::charge::Charge;
+use super::context::{Context, Plan, Served};
+
+/// What a request's metadata says when its ledger entry could not be
+/// written at once.
+pub const LEDGER_WARNING: &str = "p402 cannot write its ledger now (see /health); this request's entry is kept in memory and written once it can";
+
+/// How a request ended, as far as money is concerned.
+pub enum Exit<'a> {
+    /// A provider generated an answer, or part of one: charged for what it
+    /// used, also when the client is gone or p402 had to stop it.
+    Answered {
+        plan: &'a Plan,
+        served: &'a Served,
+        used: Used,
+        reservation: Option<Reservation>,
+    },
+    /// A provider's stream failed before it generated anything: free, like
+    /// any failed attempt.
+    Unanswered { plan: &'a Plan, served: &'a Served },
+    /// Answered from the cache: free, recorded with the cost it avoided.
+    Hit {
+        hit: &'a Hit,
+        baseline: Option<Price>,
+    },
+    /// No answer: p402's error, or a provider's refusal of the request.
+    Failed,
+}
+
+/// How the request ended for the client.
+pub struct Ending<'a> {
+    /// The status the client got (for a stream, the 200 it started with).
+    pub status: u16,
+    /// p402's error, if the request ended with one.
+    pub error: Option<&'a ApiError>,
+}
+
+impl Ending<'_> {
+    pub const OK: Ending<'static> = Ending {
+        status: 200,
+        error: None,
+    };
+}
+
+impl<'a> Ending<'a> {
+    pub fn failed(error: &'a ApiError) -> Self {
+        Ending {
+            status: error.status().as_u16(),
+            error: Some(error),
+        }
+    }
+}
+
+/// Settles what `exit` used, builds the metadata, and writes the log line.
+/// A charge is durable before this returns (unless the ledger is failing,
+/// which the metadata then says), so a crash after it loses nothing.
+pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<Metadata> {
+    let metadata = match exit {
+        Exit::Answered {
+            plan,
+            served,
+            used,
+            reservation,
+        } => {
+            let costs = Costs::of(
+                Some(&used.usage),
+                served.candidate.price(),
+                plan.route.baseline,
+            );
+            let entry = provider_entry(cx, &served.candidate, &used, &costs);
+            let warning = settle(cx.state.book(), reservation, &entry).await;
+            let mut metadata = provider_metadata(cx, plan, served, Some(&used), true);
+            metadata.ledger_warning = warning;
+            Some(metadata)
+        }
+        Exit::Unanswered { plan, served } => Some(provider_metadata(cx, plan, served, None, false)),
+        Exit::Hit { hit, baseline } => Some(cache_hit(cx, hit, baseline)),
+        Exit::Failed => None,
+    };
+    let mut log = RequestLog::new(&cx.id, cx.chat.stream, cx.started);
+    if let Some(metadata) = &metadata {
+        log.answered(metadata);
+    }
+    log.status(ending.status);
+    if let Some(error) = ending.error {
+        log.failed(error);
+    }
+    log.emit(cx.state.metrics());
+    metadata
+}
+
+/// The log line of a request that failed before it was parsed: nothing
+/// else is known about it.
+pub fn unparsed(
+    state: &crate::state::AppState,
+    id: &crate::ids::RequestId,
+    started: std::time::Instant,
+    error: &ApiError,
+) {
+    let mut log = RequestLog::new(id, false, started);
+    log.failed(error);
+    log.emit(state.metrics());
+}
+
+fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Costs) -> LedgerEntry {
+    LedgerEntry {
+        time: Utc::now(),
+        request_id: cx.id.to_string(),
+        session: cx.charge.session.as_ref().map(|s| s.id.clone()),
+        budgets: cx.charge.budgets.clone(),
+        provider: candidate.provider.name.clone(),
+        model: Some(candidate.model_name().to_string()),
+        input_tokens: used.usage.input_tokens,
+        output_tokens: used.usage.output_tokens,
+        cached_input_tokens: used.usage.cached_input_tokens,
+        cost_nanos: costs.cost.unwrap_or(Usd::ZERO).nanos(),
+        direct_nanos: costs.direct.or(costs.cost).unwrap_or(Usd::ZERO).nanos(),
+        cached: false,
+        estimated: used.estimated,
+    }
+}
+
+/// Settles a request: its reservation (if budgeted) and the ledger. A
+/// failure to write is logged, not sent to the client as an error: the
+/// answer exists and was paid for, and the writer keeps the entry and
+/// writes it once the disk recovers. An unbudgeted request does not wait on
+/// a stuck or failing store: its entry is queued. Returns the warning for
+/// the caller's metadata when the entry is not on disk yet.
+async fn settle(
+    book: &Book,
+    reservation: Option<Reservation>,
+    entry: &LedgerEntry,
+) -> Option<String> {
+    // Whether the entry is on disk now.
+    let written = match reservation {
+        Some(reservation) => reservation.settle(entry).await.map(|()| true),
+        None if book.store().condition() == Condition::Ok => {
+            book.store().record(entry, &[]).await.map(|()| true)
+        }
+        None => book.store().record_queued(entry, &[]).map(|()| false),
+    };
+    match written {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::warn!(request_id = %entry.request_id, "the ledger cannot be written now; the entry is kept until it can");
+            Some(LEDGER_WARNING.to_string())
+        }
+        Err(e) => {
+            tracing::error!(request_id = %entry.request_id, "could not record the request in the ledger yet (kept until it can be written): {e}");
+            Some(LEDGER_WARNING.to_string())
+        }
+    }
+}
+
+fn session_info(charge: &Charge, book: &Book) -> Option<SessionInfo> {
+    let session = charge.session.as_ref()?;
+    Some(SessionInfo {
+        id: session.id.clone(),
+        remaining: charge.session_remaining(book),
+    })
+}
+
+fn provider_metadata(
+    cx: &Context,
+    plan: &Plan,
+    served: &Served,
+    used: Option<&Used>,
+    with_session: bool,
+) -> Metadata {
+    metadata::build(
+        &cx.id,
+        &plan.route,
+        &served.candidate,
+        used,
+        served.failover.clone(),
+        Timing {
+            latency_ms: elapsed_ms(cx.started),
+            provider_latency_ms: elapsed_ms(served.upstream_started),
+        },
+        with_session
+            .then(|| session_info(&cx.charge, cx.state.book()))
+            .flatten(),
+    )
+}
+
+/// A cache hit moves no money: its free entry carries the direct cost it
+/// avoided (so reports show cache savings), and is queued rather than
+/// awaited, so a hit waits for no disk.
+fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
+    let direct = crate::replay::direct_cost(hit, baseline);
+    let entry = LedgerEntry {
+        time: Utc::now(),
+        request_id: cx.id.to_string(),
+        session: cx.charge.session.as_ref().map(|s| s.id.clone()),
+        budgets: cx.charge.budgets.clone(),
+        provider: "cache".to_string(),
+        model: None,
+        input_tokens: hit.entry.input_tokens,
+        output_tokens: hit.entry.output_tokens,
+        cached_input_tokens: 0,
+        cost_nanos: 0,
+        direct_nanos: direct.nanos(),
+        cached: true,
+        estimated: false,
+    };
+    let accounts: Vec<String> = cx
+        .charge
+        .accounts
+        .iter()
+        .filter_map(|a| a.key.clone())
+        .collect();
+    if let Err(e) = cx.state.book().store().record_queued(&entry, &accounts) {
+        tracing::error!(request_id = %cx.id, "could not record the cache hit in the ledger: {e}");
+    }
+    cx.state.cache().record_saving(direct);
+    Metadata {
+        request_id: cx.id.to_string(),
+        provider: "cache".to_string(),
+        model: None,
+        mode: cx.mode,
+        requested_model: cx.chat.model.clone(),
+        cost_usd: Some(Usd::ZERO),
+        direct_cost: Some(direct),
+        savings: Some(direct),
+        input_tokens: hit.entry.input_tokens,
+        output_tokens: hit.entry.output_tokens,
+        cached_input_tokens: 0,
+        reasoning_tokens: 0,
+        cached: true,
+        latency_ms: elapsed_ms(cx.started),
+        provider_latency_ms: 0,
+        failover: Vec::new(),
+        cost_source: format!(
+            "cache (first answered by {}/{})",
+            hit.entry.provider, hit.entry.model
+        ),
+        cost_estimated: false,
+        session_id: cx.charge.session.as_ref().map(|s| s.id.clone()),
+        session_remaining_usd: cx.charge.session_remaining(cx.state.book()),
+        similarity: Some((f64::from(hit.similarity) * 10_000.0).round() / 10_000.0),
+        ledger_warning: None,
+    }
+}
+
+/// A whole answer: the door's body, and every key figure as a header.
+pub fn respond(body: Bytes, metadata: &Metadata) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    metadata::headers(headers, metadata);
+    response
+}
+
+/// A stream whose events are all known (a replay from the cache).
+pub fn respond_events(events: Vec<Bytes>, metadata: &Metadata) -> Response<Body> {
+    let mut response = Response::new(body::full(Bytes::from(events.concat())));
+    let headers = response.headers_mut();
+    event_stream_headers(headers);
+    metadata::headers(headers, metadata);
+    response
+}
+
+/// Events in flight between a relay and hyper; small, because each one is
+/// written out as soon as the client's socket takes it.
+const CHANNEL_CAPACITY: usize = 16;
+
+/// A stream to be fed as its events arrive: the figures known before the
+/// first byte are all the headers it gets; the rest come in its last event.
+pub fn respond_streaming(
+    cx: &Context,
+    candidate: &Candidate,
+) -> (mpsc::Sender<Bytes>, Response<Body>) {
+    let (tx, body) = body::channel(CHANNEL_CAPACITY);
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    event_stream_headers(headers);
+    metadata::early_headers(headers, &cx.id, candidate);
+    (tx, response)
+}
+
+/// A provider's refusal of the request (a 4xx it caused), as the door puts
+/// it, with the figures known so far.
+pub fn respond_refused(
+    cx: &Context,
+    candidate: &Candidate,
+    status: http::StatusCode,
+    body: Bytes,
+    content_type: Option<HeaderValue>,
+) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    metadata::early_headers(response.headers_mut(), &cx.id, candidate);
+    response
+}
+
+fn event_stream_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
