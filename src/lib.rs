@@ -1,47 +1,50 @@
-//! p402: a local reverse proxy for OpenAI-format LLM traffic that routes each
-//! request to the cheapest suitable model, reports what it cost and saved,
-//! and (as it grows) caches and enforces budgets.
+//! p402: a local reverse proxy for LLM traffic that routes each request to
+//! the cheapest suitable model, answers repeats from a semantic cache,
+//! holds budgets as hard caps, and reports what each request cost and saved.
 //!
-//! The request path, in the order a request meets it:
-//! [`server`] (accept, dispatch) -> [`auth`] -> [`chat`] (read body) ->
-//! [`request`] (parse) -> [`router`] (choose) -> [`providers`] +
-//! [`upstream`] (call, with fallback) -> [`stream`] or a buffered answer ->
-//! [`metadata`] (cost, savings).
+//! The binary (`main.rs`) parses the command line and calls [`serve`] or
+//! [`commands`]. A model call's path is `server` (accept, the boundary,
+//! auth, dispatch) and then the `pipeline`: read, admit, parse (by the
+//! client's `door`), charge, cache, route, failover over attempts through
+//! [`providers`], and one finish. ARCHITECTURE.md draws it.
+//!
+//! Public are the modules the binary, the benches, the integration tests
+//! and the fuzz targets use; the rest is private to the crate.
 
-pub mod api;
-pub mod auth;
-pub mod body;
-pub mod boundary;
+mod api;
+mod auth;
+mod body;
+mod boundary;
 pub mod budget;
 pub mod cache;
 pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod cost;
-pub mod door;
+mod door;
 pub mod embed;
-pub mod error;
+mod error;
 pub mod ids;
-pub mod limits;
+mod limits;
 pub mod logging;
-pub mod metadata;
-pub mod metrics;
-pub mod mode;
+mod metadata;
+mod metrics;
+mod mode;
 pub mod money;
-pub mod pipeline;
-pub mod probe;
+mod pipeline;
+mod probe;
 pub mod provider_health;
 pub mod providers;
-pub mod replay;
+mod replay;
 pub mod report;
 pub mod request;
-pub mod request_log;
+mod request_log;
 pub mod router;
 pub mod serve;
-pub mod server;
-pub mod sessions;
-pub mod state;
+mod server;
+mod sessions;
+mod state;
 pub mod store;
-pub mod systemd;
+mod systemd;
 pub mod tokens;
-pub mod upstream;
+mod upstream;

@@ -18,6 +18,8 @@ pub fn elapsed_ms(since: Instant) -> u64 {
 
 pub struct RequestLog {
     request_id: String,
+    /// The API the client called by (`chat`, ...).
+    door: &'static str,
     stream: bool,
     started: Instant,
     provider: Option<String>,
@@ -35,6 +37,7 @@ impl RequestLog {
     pub fn new(request_id: &RequestId, stream: bool, started: Instant) -> Self {
         RequestLog {
             request_id: request_id.to_string(),
+            door: "-",
             stream,
             started,
             provider: None,
@@ -57,6 +60,10 @@ impl RequestLog {
         self.input_tokens = metadata.input_tokens;
         self.output_tokens = metadata.output_tokens;
         self.cached = metadata.cached;
+    }
+
+    pub fn door(&mut self, door: &'static str) {
+        self.door = door;
     }
 
     pub fn status(&mut self, status: u16) {
@@ -118,6 +125,7 @@ impl RequestLog {
         tracing::info!(
             target: "p402::request",
             request_id = %self.request_id,
+            door = self.door,
             stream = self.stream,
             provider = self.provider.as_deref().unwrap_or("-"),
             model = self.model.as_deref().unwrap_or("-"),

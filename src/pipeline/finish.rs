@@ -104,6 +104,7 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
         Exit::Failed => None,
     };
     let mut log = RequestLog::new(&cx.id, cx.chat.stream, cx.started);
+    log.door(cx.door.name());
     if let Some(metadata) = &metadata {
         log.answered(metadata);
     }
@@ -120,10 +121,12 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
 pub fn unparsed(
     state: &crate::state::AppState,
     id: &crate::ids::RequestId,
+    door: crate::door::Door,
     started: std::time::Instant,
     error: &ApiError,
 ) {
     let mut log = RequestLog::new(id, false, started);
+    log.door(door.name());
     log.failed(error);
     log.emit(state.metrics());
 }

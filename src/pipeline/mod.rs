@@ -106,7 +106,7 @@ async fn run(
     let (cx, permit) = match prepare(&state, runtime, request, &id, local_key, door).await {
         Ok((cx, permit)) => (Arc::new(Context { started, ..cx }), permit),
         Err(error) => {
-            finish::unparsed(&state, &id, started, &error);
+            finish::unparsed(&state, &id, door, started, &error);
             return door.error(&error, &id);
         }
     };

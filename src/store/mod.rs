@@ -5,7 +5,7 @@
 //! A settled request is written to the ledger and added to every account it
 //! was charged to in one transaction, committed durably before the response
 //! ends, so `kill -9` at any moment leaves either the whole charge or none of
-//! it. Every write goes through one thread ([`writer`]), where concurrent
+//! it. Every write goes through one thread (`writer`), where concurrent
 //! settlements share fsyncs; reads are redb's snapshots and never wait for
 //! a write.
 //!
@@ -15,7 +15,7 @@
 //! threads all waited for that accountant, and nothing in the way p402 used
 //! sled could rule it out. redb runs no threads of its own: a write is done
 //! by the thread that commits it. Data dirs from before are migrated once
-//! ([`migrate`]).
+//! (`migrate`).
 
 mod migrate;
 mod writer;
@@ -355,7 +355,7 @@ impl Store {
     }
 
     /// Applies `write` and returns once it is committed (not necessarily
-    /// durable: see [`writer`]).
+    /// durable: see `writer`).
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
         self.wait(|done| Job::Write {
             write,
