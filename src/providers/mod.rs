@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures_util::{future, stream, Stream, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::catalog::{Api, Provider};
@@ -67,14 +66,6 @@ pub fn completion(api: Api, bytes: &[u8]) -> Result<Value, String> {
     match api {
         Api::Openai => Ok(value),
         Api::Anthropic => anthropic::translate_response(&value).map_err(|e| e.message),
-    }
-}
-
-/// An upstream stream as OpenAI chunk events.
-pub fn events(api: Api, body: Incoming) -> EventStream {
-    match api {
-        Api::Openai => openai::events(body),
-        Api::Anthropic => anthropic::events(body),
     }
 }
 
