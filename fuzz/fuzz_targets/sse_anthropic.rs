@@ -1,6 +1,6 @@
 //! Anthropic's Messages SSE stream translated into OpenAI chunks
-//! (`anthropic::translate_stream`, the same code as `anthropic::events`
-//! minus hyper), then read as the relay reads it.
+//! (`anthropic::translate_stream`, the code the relay runs on the upstream
+//! body), then read as the relay reads it.
 //!
 //! Checks that the events do not depend on where the network split the
 //! bytes, and that every translated chunk is an OpenAI chunk or an error.

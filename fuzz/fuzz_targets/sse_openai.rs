@@ -1,5 +1,5 @@
 //! An OpenAI-compatible provider's SSE stream: event decoding
-//! (`openai::decode_stream`, the same code as `openai::events` minus hyper)
+//! (`openai::decode_stream`, the code the relay runs on the upstream body)
 //! and what the relay reads from each chunk (usage, generated text, cost).
 //!
 //! Checks that the events do not depend on where the network split the

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures_util::{future, stream, Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::catalog::{Api, Provider, Usage};
@@ -161,14 +160,6 @@ impl Answer {
             Answer::AsItCame { usage, .. } => Some(*usage),
             Answer::Tree(answer) => openai::usage(answer),
         }
-    }
-}
-
-/// An upstream stream as OpenAI chunk events.
-pub fn events(api: Api, body: Incoming) -> EventStream {
-    match api {
-        Api::Openai => openai::events(body),
-        Api::Anthropic => anthropic::events(body),
     }
 }
 

@@ -4,8 +4,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request};
-use http_body_util::{BodyDataStream, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
 use super::{EventStream, StreamError, StreamEvent};
@@ -211,13 +210,9 @@ pub fn with_member(object: &[u8], name: &str, value: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The upstream SSE body as OpenAI chunk events.
-pub fn events(body: Incoming) -> EventStream {
-    decode_stream(BodyDataStream::new(body))
-}
-
 /// Decodes OpenAI-format SSE bytes, however they are split into chunks,
-/// into events (apart from hyper's body, for tests and fuzzing).
+/// into events. Generic over the byte stream, so that the relay, the tests
+/// and the fuzz targets all run this same code.
 pub fn decode_stream<S, E>(bytes: S) -> EventStream
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
