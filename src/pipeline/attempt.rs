@@ -136,7 +136,7 @@ async fn exchange(
     };
     let request = adapter
         .build_request(candidate, chat)
-        .map_err(|e| AttemptError::Translate(e.message))?;
+        .map_err(|e| AttemptError::Translate(e.to_string()))?;
     if cx.state.aborting().is_cancelled() {
         return Ok(Upstream::Stopped { sent: false });
     }

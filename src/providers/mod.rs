@@ -13,7 +13,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::catalog::{Api, Provider, Usage};
-use crate::error::ApiError;
+use crate::error::{Classify, ErrorKind};
 use crate::request::ChatRequest;
 use crate::router::Candidate;
 
@@ -47,6 +47,68 @@ pub fn is_retryable(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
+/// Why a request cannot be put in a provider's API, or its answer read
+/// back; each variant is one of the SPEC's error codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TranslateError {
+    #[error("{0}")]
+    Messages(String),
+    #[error("{0}")]
+    MaxTokens(String),
+    #[error("{0}")]
+    Stop(String),
+    #[error("{0}")]
+    Tools(String),
+    #[error("{0}")]
+    ToolChoice(String),
+    #[error("{0}")]
+    ToolArguments(String),
+    #[error("{0}")]
+    Image(String),
+    #[error("{0}")]
+    ResponseFormat(String),
+    /// Content the target API has no way to say.
+    #[error("{0}")]
+    UnsupportedContent(String),
+    /// A parameter the target API has no equivalent for.
+    #[error("{0}")]
+    UnsupportedParameter(String),
+    /// The provider's answer is not what its API promises.
+    #[error("{0}")]
+    Response(String),
+    /// The HTTP request itself could not be built (a key with characters a
+    /// header cannot hold, say).
+    #[error("{0}")]
+    Build(String),
+}
+
+impl Classify for TranslateError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TranslateError::Response(_) => ErrorKind::UpstreamFailed,
+            TranslateError::Build(_) => ErrorKind::Internal,
+            _ => ErrorKind::InvalidRequest,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            TranslateError::Messages(_) => "invalid_messages",
+            TranslateError::MaxTokens(_) => "invalid_max_tokens",
+            TranslateError::Stop(_) => "invalid_stop",
+            TranslateError::Tools(_) => "invalid_tools",
+            TranslateError::ToolChoice(_) => "invalid_tool_choice",
+            TranslateError::ToolArguments(_) => "invalid_tool_arguments",
+            TranslateError::Image(_) => "invalid_image",
+            TranslateError::ResponseFormat(_) => "invalid_response_format",
+            TranslateError::UnsupportedContent(_) => "unsupported_content",
+            TranslateError::UnsupportedParameter(_) => "unsupported_parameter",
+            TranslateError::Response(_) => "invalid_response",
+            TranslateError::Build(_) => "internal_error",
+        }
+    }
+}
+
 /// One provider API as p402 speaks it: building its requests, and reading
 /// its answers, streams and errors in OpenAI's terms. The pipeline calls
 /// these and nothing else, so that only this module tells the APIs apart.
@@ -75,7 +137,7 @@ impl Adapter {
         self,
         candidate: &Candidate,
         request: &ChatRequest,
-    ) -> Result<Request<Full<Bytes>>, ApiError> {
+    ) -> Result<Request<Full<Bytes>>, TranslateError> {
         let provider = &candidate.provider;
         match self.0 {
             Api::Openai => openai::build_request(provider, candidate, request),
@@ -96,7 +158,7 @@ impl Adapter {
             serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))?;
         let answer = match self.0 {
             Api::Openai => value,
-            Api::Anthropic => anthropic::translate_response(&value).map_err(|e| e.message)?,
+            Api::Anthropic => anthropic::translate_response(&value).map_err(|e| e.to_string())?,
         };
         let Some(object) = answer.as_object() else {
             return Err("the answer is not a JSON object".into());

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::{EventStream, StreamError, StreamEvent};
 use crate::catalog::{Capability, Model, Provider, Usage};
-use crate::error::ApiError;
+use crate::providers::TranslateError;
 use crate::request::ChatRequest;
 use crate::router::Candidate;
 
@@ -22,7 +22,7 @@ pub fn build_request(
     provider: &Provider,
     candidate: &Candidate,
     request: &ChatRequest,
-) -> Result<Request<Full<Bytes>>, ApiError> {
+) -> Result<Request<Full<Bytes>>, TranslateError> {
     let mut body: Map<String, Value> = request.body.clone();
     body.insert(
         "model".to_string(),
@@ -35,8 +35,9 @@ pub fn build_request(
             options.insert("include_usage".to_string(), Value::Bool(true));
         }
     }
-    let bytes = serde_json::to_vec(&body)
-        .map_err(|e| ApiError::internal(format!("cannot serialize the upstream request: {e}")))?;
+    let bytes = serde_json::to_vec(&body).map_err(|e| {
+        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
+    })?;
 
     let url = format!("{}/chat/completions", provider.base_url);
     let accept = if request.stream {
@@ -53,7 +54,7 @@ pub fn build_request(
     if let Some(key) = &provider.api_key {
         let mut value =
             HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                ApiError::internal(format!(
+                TranslateError::Build(format!(
                     "the key of provider `{}` contains characters not allowed in a header",
                     provider.name
                 ))
@@ -63,7 +64,7 @@ pub fn build_request(
     }
     builder
         .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| ApiError::internal(format!("cannot build the request to `{url}`: {e}")))
+        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
 }
 
 /// Fields only OpenAI's own API accepts; other OpenAI-compatible endpoints

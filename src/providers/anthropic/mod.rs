@@ -77,6 +77,7 @@ mod test_support {
             DEFAULT,
             false,
         )
+        .map_err(ApiError::from)
     }
 
     pub(super) fn translated(body: Value) -> Value {

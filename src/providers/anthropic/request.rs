@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::tools::{tool_result, tool_use_block, tools};
 use super::{block_type, field};
 use crate::catalog::{Model, Provider};
-use crate::error::ApiError;
+use crate::providers::TranslateError;
 use crate::request::ChatRequest;
 use crate::router::Candidate;
 
@@ -38,7 +38,7 @@ pub fn build_request(
     provider: &Provider,
     candidate: &Candidate,
     request: &ChatRequest,
-) -> Result<Request<Full<Bytes>>, ApiError> {
+) -> Result<Request<Full<Bytes>>, TranslateError> {
     let default = default_max_tokens(candidate.model.as_ref(), request.stream);
     let body = translate_request(
         &request.body,
@@ -46,8 +46,9 @@ pub fn build_request(
         default,
         request.stream,
     )?;
-    let bytes = serde_json::to_vec(&body)
-        .map_err(|e| ApiError::internal(format!("cannot serialize the upstream request: {e}")))?;
+    let bytes = serde_json::to_vec(&body).map_err(|e| {
+        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
+    })?;
 
     let url = format!("{}/messages", provider.base_url);
     let accept = if request.stream {
@@ -64,7 +65,7 @@ pub fn build_request(
         .header("anthropic-version", API_VERSION);
     if let Some(key) = &provider.api_key {
         let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            ApiError::internal(format!(
+            TranslateError::Build(format!(
                 "the key of provider `{}` contains characters not allowed in a header",
                 provider.name
             ))
@@ -74,7 +75,7 @@ pub fn build_request(
     }
     builder
         .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| ApiError::internal(format!("cannot build the request to `{url}`: {e}")))
+        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
 }
 
 /// Anthropic requires `max_tokens`; OpenAI's default is "as much as the model
@@ -99,11 +100,11 @@ pub fn translate_request(
     upstream_model: &str,
     default_max_tokens: u32,
     stream: bool,
-) -> Result<Value, ApiError> {
+) -> Result<Value, TranslateError> {
     refuse_untranslatable(body)?;
     let messages = field(body, "messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::invalid("invalid_messages", "`messages` must be an array"))?;
+        .ok_or_else(|| TranslateError::Messages("`messages` must be an array".into()))?;
     let Conversation { mut system, turns } = Conversation::of(messages)?;
     let output_config = response_format(field(body, "response_format"), &mut system)?;
 
@@ -135,25 +136,21 @@ pub fn translate_request(
 }
 
 /// Fields whose meaning would be lost by dropping them.
-fn refuse_untranslatable(body: &Map<String, Value>) -> Result<(), ApiError> {
+fn refuse_untranslatable(body: &Map<String, Value>) -> Result<(), TranslateError> {
     if let Some(n) = field(body, "n") {
         if n.as_u64() != Some(1) {
-            return Err(ApiError::invalid(
-                "unsupported_parameter",
-                "`n` must be 1 or absent: Anthropic returns a single choice per request",
+            return Err(TranslateError::UnsupportedParameter(
+                "`n` must be 1 or absent: Anthropic returns a single choice per request".into(),
             ));
         }
     }
     if field(body, "functions").is_some() || field(body, "function_call").is_some() {
-        return Err(ApiError::invalid(
-            "unsupported_parameter",
-            "the deprecated `functions` and `function_call` cannot be sent to Anthropic; use `tools` and `tool_choice`",
-        ));
+        return Err(TranslateError::UnsupportedParameter("the deprecated `functions` and `function_call` cannot be sent to Anthropic; use `tools` and `tool_choice`".into()));
     }
     Ok(())
 }
 
-fn max_tokens(body: &Map<String, Value>, default: u32) -> Result<u32, ApiError> {
+fn max_tokens(body: &Map<String, Value>, default: u32) -> Result<u32, TranslateError> {
     // `max_completion_tokens` is OpenAI's current name and wins over the old one.
     let Some(limit) = field(body, "max_completion_tokens").or_else(|| field(body, "max_tokens"))
     else {
@@ -164,9 +161,8 @@ fn max_tokens(body: &Map<String, Value>, default: u32) -> Result<u32, ApiError> 
         .filter(|n| *n > 0)
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_max_tokens",
-                "`max_completion_tokens` / `max_tokens` must be a positive integer",
+            TranslateError::MaxTokens(
+                "`max_completion_tokens` / `max_tokens` must be a positive integer".into(),
             )
         })
 }
@@ -188,16 +184,15 @@ fn sampling(body: &Map<String, Value>, out: &mut Map<String, Value>) {
 }
 
 /// OpenAI's `stop` is a string or an array; Anthropic takes an array.
-fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, ApiError> {
+fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, TranslateError> {
     match stop {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(json!([s]))),
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
             Ok((!items.is_empty()).then(|| Value::Array(items.clone())))
         }
-        Some(_) => Err(ApiError::invalid(
-            "invalid_stop",
-            "`stop` must be a string or an array of strings",
+        Some(_) => Err(TranslateError::Stop(
+            "`stop` must be a string or an array of strings".into(),
         )),
     }
 }
@@ -227,7 +222,7 @@ struct Turn {
 }
 
 impl Conversation {
-    fn of(messages: &[Value]) -> Result<Self, ApiError> {
+    fn of(messages: &[Value]) -> Result<Self, TranslateError> {
         let mut conversation = Conversation {
             system: Vec::new(),
             turns: Vec::new(),
@@ -244,12 +239,9 @@ impl Conversation {
                 // Anthropic carries tool results inside the user's turn.
                 "tool" => (Some("user"), vec![tool_result(message, i)?]),
                 other => {
-                    return Err(ApiError::invalid(
-                        "invalid_messages",
-                        format!(
+                    return Err(TranslateError::Messages(format!(
                             "messages[{i}] has role `{other}`; Anthropic takes system, developer, user, assistant and tool messages"
-                        ),
-                    ))
+                        )))
                 }
             };
             mark_cache_point(message, &mut blocks);
@@ -259,10 +251,7 @@ impl Conversation {
             }
         }
         if conversation.turns.is_empty() {
-            return Err(ApiError::invalid(
-                "invalid_messages",
-                "Anthropic needs at least one non-empty user or assistant message besides the system prompt",
-            ));
+            return Err(TranslateError::Messages("Anthropic needs at least one non-empty user or assistant message besides the system prompt".into()));
         }
         Ok(conversation)
     }
@@ -307,19 +296,19 @@ fn render_system(blocks: Vec<Value>) -> Option<Value> {
     Some(Value::from(texts.join("\n\n")))
 }
 
-fn system_blocks(message: &Value, i: usize) -> Result<Vec<Value>, ApiError> {
+fn system_blocks(message: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
     let blocks = content_blocks(message.get("content"), i)?;
     if blocks.iter().any(|b| block_type(b) != "text") {
-        return Err(ApiError::invalid(
-            "unsupported_content",
-            format!("messages[{i}] is a system message with non-text content; Anthropic's system prompt holds text only"),
-        ));
+        return Err(TranslateError::UnsupportedContent(format!("messages[{i}] is a system message with non-text content; Anthropic's system prompt holds text only")));
     }
     Ok(blocks)
 }
 
 /// The blocks of a string or an array of content parts.
-pub(super) fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ApiError> {
+pub(super) fn content_blocks(
+    content: Option<&Value>,
+    i: usize,
+) -> Result<Vec<Value>, TranslateError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(text)) => Ok(text_block(text).into_iter().collect()),
@@ -330,21 +319,17 @@ pub(super) fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Va
             }
             Ok(blocks)
         }
-        Some(_) => Err(ApiError::invalid(
-            "invalid_messages",
-            format!("messages[{i}].content must be a string or an array of content parts"),
-        )),
+        Some(_) => Err(TranslateError::Messages(format!(
+            "messages[{i}].content must be a string or an array of content parts"
+        ))),
     }
 }
 
-fn part_block(part: &Value, i: usize, j: usize) -> Result<Option<Value>, ApiError> {
+fn part_block(part: &Value, i: usize, j: usize) -> Result<Option<Value>, TranslateError> {
     let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
     let text_of = |key: &str| {
         part.get(key).and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_messages",
-                format!("messages[{i}].content[{j}] has no string `{key}`"),
-            )
+            TranslateError::Messages(format!("messages[{i}].content[{j}] has no string `{key}`"))
         })
     };
     let block = match kind {
@@ -353,12 +338,9 @@ fn part_block(part: &Value, i: usize, j: usize) -> Result<Option<Value>, ApiErro
         "refusal" => text_block(text_of("refusal")?),
         "image_url" => Some(image_block(part, i, j)?),
         other => {
-            return Err(ApiError::invalid(
-                "unsupported_content",
-                format!(
+            return Err(TranslateError::UnsupportedContent(format!(
                     "messages[{i}].content[{j}] is a `{other}` part, which the Anthropic adapter cannot send; use text and image_url parts"
-                ),
-            ))
+                )))
         }
     };
     Ok(block.map(|b| with_cache_control(b, part.get("cache_control"))))
@@ -391,13 +373,8 @@ fn mark_cache_point(message: &Value, blocks: &mut [Value]) {
 
 /// OpenAI sends images as URLs: a `data:` URL becomes a base64 source, an
 /// http(s) URL a `url` source that Anthropic fetches itself.
-fn image_block(part: &Value, i: usize, j: usize) -> Result<Value, ApiError> {
-    let bad = |why: &str| {
-        ApiError::invalid(
-            "invalid_image",
-            format!("messages[{i}].content[{j}]: {why}"),
-        )
-    };
+fn image_block(part: &Value, i: usize, j: usize) -> Result<Value, TranslateError> {
+    let bad = |why: &str| TranslateError::Image(format!("messages[{i}].content[{j}]: {why}"));
     let url = match part.get("image_url") {
         Some(Value::String(url)) => Some(url.as_str()),
         Some(object) => object.get("url").and_then(Value::as_str),
@@ -426,7 +403,7 @@ fn image_block(part: &Value, i: usize, j: usize) -> Result<Value, ApiError> {
     Ok(json!({ "type": "image", "source": source }))
 }
 
-fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, ApiError> {
+fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
     let mut blocks = content_blocks(message.get("content"), i)?;
     match message.get("tool_calls") {
         None | Some(Value::Null) => {}
@@ -436,10 +413,9 @@ fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, ApiError> {
             }
         }
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_messages",
-                format!("messages[{i}].tool_calls must be an array"),
-            ))
+            return Err(TranslateError::Messages(format!(
+                "messages[{i}].tool_calls must be an array"
+            )))
         }
     }
     Ok(blocks)
@@ -451,7 +427,7 @@ fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, ApiError> {
 fn response_format(
     format: Option<&Value>,
     system: &mut Vec<Value>,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Value>, TranslateError> {
     let Some(format) = format else {
         return Ok(None);
     };
@@ -466,18 +442,16 @@ fn response_format(
                 .pointer("/json_schema/schema")
                 .filter(|s| s.is_object())
                 .ok_or_else(|| {
-                    ApiError::invalid(
-                        "invalid_response_format",
-                        "`response_format.json_schema.schema` must be a JSON Schema object",
+                    TranslateError::ResponseFormat(
+                        "`response_format.json_schema.schema` must be a JSON Schema object".into(),
                     )
                 })?;
             Ok(Some(
                 json!({ "format": { "type": "json_schema", "schema": schema } }),
             ))
         }
-        _ => Err(ApiError::invalid(
-            "invalid_response_format",
-            "`response_format.type` must be \"text\", \"json_object\" or \"json_schema\"",
+        _ => Err(TranslateError::ResponseFormat(
+            "`response_format.type` must be \"text\", \"json_object\" or \"json_schema\"".into(),
         )),
     }
 }

@@ -3,21 +3,19 @@
 
 use serde_json::{json, Map, Value};
 
+use super::super::TranslateError;
 use super::block_type;
 use crate::cache;
-use crate::error::{ApiError, ErrorKind};
 
 /// Translates a whole Anthropic `message` into an OpenAI `chat.completion`.
-pub fn translate_response(message: &Value) -> Result<Value, ApiError> {
+pub fn translate_response(message: &Value) -> Result<Value, TranslateError> {
     let content = message
         .get("content")
         .and_then(Value::as_array)
         .filter(|_| message.get("type").and_then(Value::as_str) == Some("message"))
         .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::UpstreamFailed,
-                "invalid_response",
-                "the Anthropic answer is not a message with a `content` array",
+            TranslateError::Response(
+                "the Anthropic answer is not a message with a `content` array".into(),
             )
         })?;
     let mut text = String::new();
@@ -261,7 +259,8 @@ mod tests {
             json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}),
             json!({"type": "message", "content": "not an array"}),
         ] {
-            let error = translate_response(&body).expect_err("not a message");
+            let error =
+                crate::error::ApiError::from(translate_response(&body).expect_err("not a message"));
             assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
             assert_eq!(error.code, "invalid_response");
         }

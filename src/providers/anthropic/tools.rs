@@ -6,14 +6,14 @@ use serde_json::{json, Map, Value};
 
 use super::request::content_blocks;
 use super::{block_type, field};
-use crate::error::ApiError;
+use crate::providers::TranslateError;
 
 /// `tools` and `tool_choice`. Without tools there is nothing to choose
 /// from, so a lone `tool_choice` (often a client default) is dropped.
 pub(super) fn tools(
     body: &Map<String, Value>,
     out: &mut Map<String, Value>,
-) -> Result<(), ApiError> {
+) -> Result<(), TranslateError> {
     let definitions = match field(body, "tools") {
         None => return Ok(()),
         Some(Value::Array(tools)) => tools
@@ -21,12 +21,7 @@ pub(super) fn tools(
             .enumerate()
             .map(|(i, tool)| tool_definition(tool, i))
             .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_tools",
-                "`tools` must be an array",
-            ))
-        }
+        Some(_) => return Err(TranslateError::Tools("`tools` must be an array".into())),
     };
     if definitions.is_empty() {
         return Ok(());
@@ -53,7 +48,7 @@ pub(super) fn tools(
     Ok(())
 }
 
-fn tool_definition(tool: &Value, i: usize) -> Result<Value, ApiError> {
+fn tool_definition(tool: &Value, i: usize) -> Result<Value, TranslateError> {
     let kind = tool
         .get("type")
         .and_then(Value::as_str)
@@ -62,19 +57,15 @@ fn tool_definition(tool: &Value, i: usize) -> Result<Value, ApiError> {
         .get("function")
         .filter(|_| kind == "function")
         .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_tools",
-                format!("tools[{i}] must be a `function` tool with a `function` object"),
-            )
+            TranslateError::Tools(format!(
+                "tools[{i}] must be a `function` tool with a `function` object"
+            ))
         })?;
     let name = function
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_tools",
-                format!("tools[{i}].function has no string `name`"),
-            )
+            TranslateError::Tools(format!("tools[{i}].function has no string `name`"))
         })?;
     let mut out = Map::new();
     out.insert("name".into(), Value::from(name));
@@ -98,7 +89,7 @@ fn tool_definition(tool: &Value, i: usize) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
-fn tool_choice(choice: &Value) -> Result<Value, ApiError> {
+fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {
     let named = choice
         .pointer("/function/name")
         .and_then(Value::as_str)
@@ -108,25 +99,22 @@ fn tool_choice(choice: &Value) -> Result<Value, ApiError> {
         (Some("none"), _) => Ok(json!({ "type": "none" })),
         (Some("required"), _) => Ok(json!({ "type": "any" })),
         (None, Some(name)) => Ok(json!({ "type": "tool", "name": name })),
-        _ => Err(ApiError::invalid(
-            "invalid_tool_choice",
-            "`tool_choice` must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
-        )),
+        _ => Err(TranslateError::ToolChoice("`tool_choice` must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}".into())),
     }
 }
 
 /// An earlier call of the assistant's, as the `tool_use` block that a
 /// later `tool_result` answers by id.
-pub(super) fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, ApiError> {
+pub(super) fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, TranslateError> {
     let at = format!("messages[{i}].tool_calls[{j}]");
     let string = |pointer: &str| {
         call.pointer(pointer)
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                ApiError::invalid(
-                    "invalid_messages",
-                    format!("{at} has no string `{}`", &pointer[1..].replace('/', ".")),
-                )
+                TranslateError::Messages(format!(
+                    "{at} has no string `{}`",
+                    &pointer[1..].replace('/', ".")
+                ))
             })
     };
     let id = string("/id")?;
@@ -137,40 +125,35 @@ pub(super) fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, 
 
 /// OpenAI carries a call's arguments as a JSON string, Anthropic as the
 /// object itself; arguments that are not a JSON object cannot be sent.
-fn tool_input(arguments: Option<&Value>, at: &str) -> Result<Value, ApiError> {
+fn tool_input(arguments: Option<&Value>, at: &str) -> Result<Value, TranslateError> {
     let parsed = match arguments {
         None | Some(Value::Null) => return Ok(json!({})),
         // Some clients send "" for a call without arguments.
         Some(Value::String(text)) if text.trim().is_empty() => return Ok(json!({})),
         Some(Value::String(text)) => serde_json::from_str::<Value>(text).map_err(|e| {
-            ApiError::invalid(
-                "invalid_tool_arguments",
-                format!("{at}.function.arguments is not valid JSON ({e}); Anthropic needs the arguments as a JSON object"),
-            )
+            TranslateError::ToolArguments(format!("{at}.function.arguments is not valid JSON ({e}); Anthropic needs the arguments as a JSON object"))
         })?,
         Some(other) => other.clone(),
     };
     if parsed.is_object() {
         Ok(parsed)
     } else {
-        Err(ApiError::invalid(
-            "invalid_tool_arguments",
-            format!("{at}.function.arguments must encode a JSON object"),
-        ))
+        Err(TranslateError::ToolArguments(format!(
+            "{at}.function.arguments must encode a JSON object"
+        )))
     }
 }
 
 /// A `tool` message as a `tool_result` block, which Anthropic carries in
 /// the user's turn.
-pub(super) fn tool_result(message: &Value, i: usize) -> Result<Value, ApiError> {
+pub(super) fn tool_result(message: &Value, i: usize) -> Result<Value, TranslateError> {
     let id = message
         .get("tool_call_id")
         .and_then(Value::as_str)
         .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_messages",
-                format!("messages[{i}] is a tool message without a string `tool_call_id`"),
-            )
+            TranslateError::Messages(format!(
+                "messages[{i}] is a tool message without a string `tool_call_id`"
+            ))
         })?;
     let mut block = Map::new();
     block.insert("type".into(), Value::from("tool_result"));
