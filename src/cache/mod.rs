@@ -10,6 +10,7 @@
 
 pub mod guard;
 pub mod index;
+mod int8;
 pub mod ivf;
 pub mod record;
 pub mod scope;
@@ -737,28 +738,12 @@ fn build_ivf(weak: &Weak<Inner>, scope: Scope) -> Option<()> {
     Some(())
 }
 
-/// Independent pseudo-random unit vectors for the cache's tests.
-#[cfg(test)]
-pub(crate) fn test_vector(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..crate::embed::DIMENSIONS)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.into_iter().map(|a| a / n).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn random(seed: u64) -> Vec<f32> {
-        test_vector(seed)
+        int8::test_vector(seed)
     }
 
     fn probe(scope: Scope, question: &str, vector: Option<Vec<f32>>) -> Probe {

@@ -10,7 +10,7 @@
 //! Entries written before the split (plain JSON with the vector as a JSON
 //! array) still decode; [`super::Cache::open`] builds their index records.
 
-use super::index::quantize;
+use super::int8::quantize;
 use super::scope::Scope;
 use super::Entry;
 use crate::embed::DIMENSIONS;
