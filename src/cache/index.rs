@@ -1,15 +1,12 @@
 //! The in-memory index of cached questions: per scope, the exact questions
-//! and the int8-quantized embeddings, scanned for the best cosine.
-//!
-//! A unit vector's components are in [-1, 1]; scaled by 127 and rounded they
-//! fit an `i8` with an error far below what separates a paraphrase from
-//! another question (cosines differ by 0.3 there, rounding moves them by
-//! under 0.01). The best few by the int8 score are then re-scored exactly by
-//! the caller. 384 bytes a vector instead of 1,536.
+//! and the int8-quantized embeddings (`int8`), scanned for the best
+//! cosine. The best few by the int8 score are then re-scored exactly by the
+//! caller.
 //!
 //! A scope past [`IVF_MIN`] entries also gets an [`Ivf`] layout, built off
 //! the request path by the cache; until it is installed, lookups scan the
-//! whole scope, slower but complete.
+//! whole scope, slower but complete. The index depends on [`super::ivf`],
+//! never the other way round.
 
 use std::collections::HashMap;
 
@@ -17,57 +14,13 @@ use super::ivf::{self, Centroids, Ivf};
 use super::scope::Scope;
 use crate::embed::DIMENSIONS;
 
-pub const SCALE: f32 = 127.0;
+/// Re-exported where they were before `int8` was a module of its own, for
+/// callers outside the cache.
+pub use super::int8::{approx_cosine, quantize, SCALE};
 
 /// Entries from which a scope is worth an IVF layout: a flat scan of this
 /// many takes about a millisecond here.
 pub const IVF_MIN: usize = 16_384;
-
-pub fn quantize(vector: &[f32]) -> Vec<i8> {
-    vector
-        .iter()
-        .map(|x| (x * SCALE).round().clamp(-127.0, 127.0) as i8)
-        .collect()
-}
-
-/// The int8 dot product as an approximate cosine.
-#[inline]
-pub fn approx_cosine(a: &[i8], b: &[i8]) -> f32 {
-    dot(a, b) as f32 / (SCALE * SCALE)
-}
-
-/// Uses AVX2 where the CPU has it: the same loop, compiled for 256-bit
-/// registers, runs about twice as fast as the x86-64 baseline (SSE2) build.
-#[inline]
-fn dot(a: &[i8], b: &[i8]) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU was just checked to support AVX2.
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_portable(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
-    dot_portable(a, b)
-}
-
-/// Written as fixed-size chunks of i16 products so the compiler turns it
-/// into multiply-add instructions.
-#[inline(always)]
-fn dot_portable(a: &[i8], b: &[i8]) -> i32 {
-    let mut sum = 0i32;
-    for (x, y) in a.chunks_exact(32).zip(b.chunks_exact(32)) {
-        let mut part = 0i32;
-        for i in 0..32 {
-            part += i32::from(i16::from(x[i]) * i16::from(y[i]));
-        }
-        sum += part;
-    }
-    sum
-}
 
 /// One entry as the index keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,7 +384,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::test_vector as random;
+    use crate::cache::int8::test_vector as random;
 
     fn unit(seed: u32) -> Vec<f32> {
         let v: Vec<f32> = (0..DIMENSIONS)
@@ -447,14 +400,6 @@ mod tests {
             expires: 1000,
             last_used: id,
         }
-    }
-
-    #[test]
-    fn int8_cosine_tracks_the_exact_one() {
-        let (a, b) = (unit(1), unit(2));
-        let exact: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((approx_cosine(&quantize(&a), &quantize(&b)) - exact).abs() < 0.01);
-        assert!((approx_cosine(&quantize(&a), &quantize(&a)) - 1.0).abs() < 0.01);
     }
 
     #[test]

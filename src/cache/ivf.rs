@@ -14,7 +14,7 @@
 //! vectors (BENCHMARKS.md). k-means here trains on a sample in about a
 //! second and files a million entries in seconds, off the request path.
 
-use super::index::{approx_cosine, SCALE};
+use super::int8::{approx_cosine, SCALE};
 use crate::embed::DIMENSIONS;
 
 /// Lists scanned per lookup.
@@ -269,8 +269,7 @@ impl Ivf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::index::quantize;
-    use crate::cache::test_vector as unit;
+    use crate::cache::int8::{quantize, test_vector as unit};
 
     #[test]
     fn swap_remove_keeps_lists_and_places_in_step() {

@@ -10,11 +10,16 @@
 //! Entries written before the split (plain JSON with the vector as a JSON
 //! array) still decode; [`super::Cache::open`] builds their index records.
 
-use super::index::quantize;
+use super::int8::quantize;
 use super::scope::Scope;
 use super::Entry;
 use crate::embed::DIMENSIONS;
 use crate::store::StoreError;
+
+/// The key, in `cache_index`, of the marker that every entry has its index
+/// record: written once the entries of an older p402 are migrated, and by a
+/// clear. No id is 10 bytes long, so it never collides with a record.
+pub(super) const MIGRATED: &[u8] = b"records-v1";
 
 const ENTRY_V1: u8 = 1;
 const INDEX_V1: u8 = 1;

@@ -1,0 +1,103 @@
+//! Finding a stored answer for a probe: the exact question within its scope
+//! first, then (with the embedding model) the most similar earlier question.
+//!
+//! The semantic search is in three steps, each narrower and more exact than
+//! the one before: the int8 scan of the index (or of the lists its IVF
+//! layout probes) keeps the best [`RESCORE`] candidates; those are re-scored
+//! with their stored f32 vectors against the threshold; and the guards
+//! ([`super::guard`]) refuse any whose question differs in a way a cosine
+//! cannot see (another number, a negation). The closest that passes is the
+//! hit. A wrong answer costs more than a miss, so every step may only drop
+//! candidates, never add one.
+
+use super::{guard, now, record, Cache, Entry, Hit, Probe};
+use crate::store::{StoreError, Table};
+
+/// Candidates re-scored exactly after the int8 scan.
+const RESCORE: usize = 4;
+/// The int8 scan keeps candidates down to this far below the threshold, so
+/// its rounding can never drop a true match.
+const SCAN_MARGIN: f32 = 0.02;
+
+impl Cache {
+    /// Exact match first; then, with the embedder, the most similar question
+    /// at or above `threshold` that no guard objects to.
+    pub async fn lookup(
+        &self,
+        probe: &mut Probe,
+        threshold: f64,
+    ) -> Result<Option<Hit>, StoreError> {
+        let now = now();
+        let exact = self.index().exact(&probe.scope, probe.question_hash, now);
+        if let Some(id) = exact {
+            if let Some(entry) = self.entry(id)? {
+                return Ok(Some(self.hit(entry, 1.0, now)?));
+            }
+        }
+        let Some(embedder) = self.inner.embedder.load_full() else {
+            self.inner.counters.miss();
+            return Ok(None);
+        };
+        let vector = match embedder.embed(&probe.question).await {
+            Ok(vector) => vector,
+            Err(e) => {
+                tracing::debug!("semantic lookup skipped: {e}");
+                self.inner.counters.miss();
+                return Ok(None);
+            }
+        };
+        let threshold = threshold as f32;
+        let found =
+            self.index()
+                .nearest(&probe.scope, &vector, RESCORE, threshold - SCAN_MARGIN, now);
+        probe.vector = Some(vector.clone());
+        let mut candidates: Vec<(f32, Entry)> = Vec::new();
+        for found in found {
+            let Some(entry) = self.entry(found.id)? else {
+                continue;
+            };
+            let Some(stored) = &entry.vector else {
+                continue;
+            };
+            let cosine: f32 = stored.iter().zip(&vector).map(|(a, b)| a * b).sum();
+            if cosine >= threshold {
+                candidates.push((cosine, entry));
+            }
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (cosine, entry) in candidates {
+            match guard::check(&probe.question, &entry.question) {
+                None => return Ok(Some(self.hit(entry, cosine, now)?)),
+                Some(refusal) => {
+                    tracing::debug!(
+                        ?refusal,
+                        cosine,
+                        "a close cached question was refused by a guard"
+                    );
+                    self.inner.counters.refused_by_guard();
+                }
+            }
+        }
+        self.inner.counters.miss();
+        Ok(None)
+    }
+
+    /// The stored entry `id`, with its f32 vector; `None` if it was removed
+    /// since the index found it.
+    pub(super) fn entry(&self, id: u64) -> Result<Option<Entry>, StoreError> {
+        match self.inner.store.get(Table::Cache, &id.to_be_bytes())? {
+            Some(bytes) => Ok(Some(record::decode_entry(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts a hit (in the stats, for LRU eviction, and on the entry).
+    fn hit(&self, mut entry: Entry, similarity: f32, now: u64) -> Result<Hit, StoreError> {
+        self.inner.counters.hit(similarity >= 1.0);
+        entry.hits += 1;
+        entry.last_hit = now;
+        self.index_mut().touch(entry.id, now);
+        self.count_hit_later(&entry)?;
+        Ok(Hit { entry, similarity })
+    }
+}

@@ -1,0 +1,143 @@
+//! Whether a request may use the cache at all, decided from the request
+//! and the config alone before any lookup: which requests are cacheable,
+//! the scope their answers are shared within, and how long a stored answer
+//! lives.
+//!
+//! An answer is reused only where the same request would have got an
+//! equivalent one: not when the client asked for several choices or for
+//! sampling hot enough that answers are meant to differ, not when the
+//! conversation does not end in a plain question ([`super::scope::split`]),
+//! and, with local API keys, not across keys unless the config says so.
+//! Whether a finished answer is complete enough to store is decided where
+//! it is assembled ([`crate::replay::storable`]).
+
+use serde_json::Value;
+
+use super::{scope, Probe};
+use crate::config::CacheConfig;
+use crate::request::ChatRequest;
+
+/// The probe for `chat`, or `None` when it may be neither answered from
+/// nor stored in the cache. Not for `cache: false`, `n > 1`, a temperature
+/// above `max_temperature`, or a conversation not ending in a question.
+/// With local API keys, each key has scopes of its own unless
+/// `share_across_keys` is set.
+pub(super) fn probe(
+    chat: &ChatRequest,
+    mode: &Value,
+    config: &CacheConfig,
+    local_key: Option<&str>,
+) -> Option<Probe> {
+    if !config.enabled || chat.options.cache == Some(false) {
+        return None;
+    }
+    if chat
+        .body
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return None;
+    }
+    // The OpenAI default when the request names none.
+    let temperature = chat
+        .body
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .unwrap_or(1.0);
+    if temperature > config.max_temperature {
+        return None;
+    }
+    let (scope, question) = scope::split(&chat.body, &chat.model, mode)?;
+    let scope = match local_key {
+        Some(key) if !config.share_across_keys => scope.for_key(key),
+        _ => scope,
+    };
+    let ttl = chat.options.cache_ttl.unwrap_or(config.ttl_seconds);
+    Some(Probe::new(scope, question, None, ttl))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::request::P402Options;
+
+    fn chat(body: Value, options: P402Options) -> ChatRequest {
+        let Value::Object(body) = body else {
+            panic!("a test body is an object");
+        };
+        ChatRequest {
+            body,
+            model: "gpt-4o-mini".into(),
+            stream: false,
+            client_wants_usage: false,
+            options,
+        }
+    }
+
+    fn question(extra: Value) -> ChatRequest {
+        let mut body = json!({"messages": [{"role": "user", "content": "What is redb?"}]});
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        chat(body, P402Options::default())
+    }
+
+    #[test]
+    fn what_may_not_use_the_cache() {
+        let config = CacheConfig::default();
+        let mode = json!("cost");
+        assert!(probe(&question(json!({})), &mode, &config, None).is_some());
+        assert!(probe(&question(json!({"n": 1})), &mode, &config, None).is_some());
+        assert!(probe(&question(json!({"n": 2})), &mode, &config, None).is_none());
+        assert!(probe(&question(json!({"temperature": 1.0})), &mode, &config, None).is_some());
+        assert!(probe(&question(json!({"temperature": 1.2})), &mode, &config, None).is_none());
+        let hot = CacheConfig {
+            max_temperature: 0.5,
+            ..CacheConfig::default()
+        };
+        assert!(
+            probe(&question(json!({})), &mode, &hot, None).is_none(),
+            "an unset temperature counts as 1"
+        );
+        let disabled = CacheConfig {
+            enabled: false,
+            ..CacheConfig::default()
+        };
+        assert!(probe(&question(json!({})), &mode, &disabled, None).is_none());
+        let mut opted_out = question(json!({}));
+        opted_out.options.cache = Some(false);
+        assert!(probe(&opted_out, &mode, &config, None).is_none());
+        let answer_last = chat(
+            json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}),
+            P402Options::default(),
+        );
+        assert!(probe(&answer_last, &mode, &config, None).is_none());
+    }
+
+    #[test]
+    fn keys_get_scopes_of_their_own_unless_shared_and_ttl_follows_the_request() {
+        let config = CacheConfig::default();
+        let mode = json!("cost");
+        let scope_for = |config: &CacheConfig, key: Option<&str>| {
+            probe(&question(json!({})), &mode, config, key).map(|p| p.scope)
+        };
+        let plain = scope_for(&config, None);
+        assert!(plain.is_some());
+        assert_ne!(scope_for(&config, Some("a")), plain);
+        assert_ne!(scope_for(&config, Some("a")), scope_for(&config, Some("b")));
+        let shared = CacheConfig {
+            share_across_keys: true,
+            ..CacheConfig::default()
+        };
+        assert_eq!(scope_for(&shared, Some("a")), plain);
+
+        let found = probe(&question(json!({})), &mode, &config, None);
+        assert_eq!(found.map(|p| p.ttl), Some(config.ttl_seconds));
+        let mut short = question(json!({}));
+        short.options.cache_ttl = Some(60);
+        assert_eq!(probe(&short, &mode, &config, None).map(|p| p.ttl), Some(60));
+    }
+}
