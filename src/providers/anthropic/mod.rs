@@ -28,11 +28,12 @@
 //!   `reasoning_effort`, ...) are dropped; `n` above 1 and the deprecated
 //!   `functions` are refused, since no translation keeps their meaning.
 //!
-//! Each direction reads alone, one file per part: `request` and `tools`
-//! build the Messages body, `response` and `stream` read the answer back,
+//! Each direction reads alone, one file per part: `request`, `content`
+//! and `tools` build the Messages body, `response` and `stream` read the answer back,
 //! `error` maps Anthropic's failures onto p402's statuses. What more than
 //! one part needs lives here.
 
+mod content;
 mod error;
 mod request;
 mod response;

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::request::content_blocks;
+use super::content::content_blocks;
 use super::{block_type, field};
 use crate::providers::TranslateError;
 
