@@ -352,8 +352,10 @@ pub fn ledger_entry(state: &AppState, id: &str, request_id: &RequestId) -> Respo
     }
 }
 
-/// `GET /api/v2/cache/stats` and `POST /api/v2/cache/clear`.
-pub fn cache(
+/// `GET /api/v2/cache/stats` and `POST /api/v2/cache/clear`. Clearing
+/// waits for a durable commit, so it runs on a blocking thread, never on an
+/// async worker.
+pub async fn cache(
     state: &AppState,
     runtime: &Runtime,
     clear: bool,
@@ -365,7 +367,12 @@ pub fn cache(
             &state.cache().stats(&runtime.config().cache),
         );
     }
-    match state.cache().clear() {
+    let cache = state.cache().clone();
+    let cleared = tokio::task::spawn_blocking(move || cache.clear())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|cleared| cleared.map_err(|e| e.to_string()));
+    match cleared {
         Ok(removed) => json_response(
             StatusCode::OK,
             &json!({"object": "cache.cleared", "removed": removed}),

@@ -35,7 +35,6 @@ mod pipeline;
 mod probe;
 pub mod provider_health;
 pub mod providers;
-mod replay;
 pub mod report;
 pub mod request;
 mod request_log;

@@ -273,8 +273,12 @@ async fn route(
         (Method::GET, "/api/v2/models") => api::catalog(state),
         (Method::GET, "/metrics") => api::metrics(state, &runtime),
         (Method::GET, "/api/v2/providers") => api::providers(state),
-        (Method::GET, "/api/v2/cache/stats") => api::cache(state, &runtime, false, &request_id),
-        (Method::POST, "/api/v2/cache/clear") => api::cache(state, &runtime, true, &request_id),
+        (Method::GET, "/api/v2/cache/stats") => {
+            api::cache(state, &runtime, false, &request_id).await
+        }
+        (Method::POST, "/api/v2/cache/clear") => {
+            api::cache(state, &runtime, true, &request_id).await
+        }
         (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
         (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id),
         (Method::POST, "/api/v2/providers/compare") => {

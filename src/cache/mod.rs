@@ -31,6 +31,7 @@ mod load;
 mod lookup;
 mod policy;
 pub mod record;
+pub(crate) mod replay;
 pub mod scope;
 mod stats;
 mod write;

@@ -9,7 +9,7 @@
 //! conversation does not end in a plain question ([`super::scope::split`]),
 //! and, with local API keys, not across keys unless the config says so.
 //! Whether a finished answer is complete enough to store is decided where
-//! it is assembled ([`crate::replay::storable`]).
+//! it is assembled ([`crate::cache::replay::storable`]).
 
 use serde_json::Value;
 

@@ -37,7 +37,7 @@ pub struct IndexRecord {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(serde::de::Error::custom(what))
+    StoreError::Malformed(what.to_string())
 }
 
 pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {

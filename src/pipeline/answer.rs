@@ -5,10 +5,10 @@ use http::Response;
 
 use crate::body::Body;
 use crate::budget::Reservation;
+use crate::cache::replay;
 use crate::cost::{self, Used};
 use crate::error::ApiError;
 use crate::providers::Answer;
-use crate::replay;
 
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};

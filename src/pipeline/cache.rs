@@ -5,10 +5,10 @@ use http::Response;
 use serde_json::Value;
 
 use crate::body::Body;
+use crate::cache::replay;
 use crate::cache::{Cache, Hit, Probe};
 use crate::error::ApiError;
 use crate::providers::Answer;
-use crate::replay;
 
 use super::context::Context;
 use super::finish::{self, Ending, Exit};

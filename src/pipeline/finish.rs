@@ -216,7 +216,7 @@ fn provider_metadata(
 /// avoided (so reports show cache savings), and is queued rather than
 /// awaited, so a hit waits for no disk.
 fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
-    let direct = crate::replay::direct_cost(hit, baseline);
+    let direct = crate::cache::replay::direct_cost(hit, baseline);
     let entry = LedgerEntry {
         time: Utc::now(),
         request_id: cx.id.to_string(),

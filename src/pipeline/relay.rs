@@ -20,13 +20,13 @@ use tokio::sync::mpsc;
 use crate::body::Body;
 use crate::budget::Reservation;
 use crate::cache;
+use crate::cache::replay;
 use crate::catalog::Usage;
 use crate::cost::{self, Used};
 use crate::door::StreamWriter;
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::Permit;
 use crate::providers::{openai, EventStream, StreamError, StreamEvent};
-use crate::replay;
 
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};

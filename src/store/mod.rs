@@ -38,6 +38,9 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// A record of p402's own binary layout that does not follow it.
+    #[error("a stored record is malformed: {0}")]
+    Malformed(String),
     #[error("the database could not commit: {0}")]
     Commit(Arc<String>),
     #[error("the database writer thread could not start: {0}")]

@@ -478,7 +478,9 @@ fn apply_all(
     for settlement in replayed {
         match settle(tx, settlement) {
             Ok(()) => {}
-            Err(e @ (StoreError::Corrupt(_) | StoreError::Invariant(_))) => tracing::error!(
+            Err(
+                e @ (StoreError::Corrupt(_) | StoreError::Malformed(_) | StoreError::Invariant(_)),
+            ) => tracing::error!(
                 entry = %String::from_utf8_lossy(&settlement.key),
                 "a kept ledger entry cannot be written: {e}"
             ),
@@ -495,9 +497,9 @@ fn apply_all(
         };
         match applied {
             Ok(()) => answers.push((job, None)),
-            Err(e @ (StoreError::Corrupt(_) | StoreError::Invariant(_))) => {
-                answers.push((job, Some(e)))
-            }
+            Err(
+                e @ (StoreError::Corrupt(_) | StoreError::Malformed(_) | StoreError::Invariant(_)),
+            ) => answers.push((job, Some(e))),
             Err(e) => {
                 answers.push((job, None));
                 answers.extend(jobs.map(|job| (job, None)));

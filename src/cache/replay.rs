@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::cache::{self, Hit};
+use super::{now, Hit};
 use crate::catalog::{Price, Usage};
 use crate::money::Usd;
 
@@ -22,7 +22,7 @@ pub fn direct_cost(hit: &Hit, baseline: Option<Price>) -> Usd {
 pub fn answer(hit: &Hit) -> Value {
     let mut answer = hit.entry.response.clone();
     if let Some(object) = answer.as_object_mut() {
-        object.insert("created".into(), json!(cache::now()));
+        object.insert("created".into(), json!(now()));
     }
     answer
 }
@@ -34,7 +34,7 @@ pub fn chunks(hit: &Hit) -> Vec<Value> {
     let stored = &hit.entry.response;
     let id = stored.get("id").cloned().unwrap_or(Value::Null);
     let model = stored.get("model").cloned().unwrap_or(Value::Null);
-    let created = json!(cache::now());
+    let created = json!(now());
     let message = &stored["choices"][0]["message"];
     let finish = stored["choices"][0]
         .get("finish_reason")
