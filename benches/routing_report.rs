@@ -140,7 +140,7 @@ fn main() {
             Ok(route) => route,
             Err(e) => {
                 refused += 1;
-                eprintln!("refused ({}): {}", case.kind, e.message);
+                eprintln!("refused ({}): {}", case.kind, e);
                 continue;
             }
         };

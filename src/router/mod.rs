@@ -19,7 +19,7 @@ pub use sticky::{ConversationKey, Sticky};
 
 use crate::catalog::{Catalog, Model, Price, Provider};
 use crate::config::RoutingConfig;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{Classify, ErrorKind};
 use crate::money::Usd;
 use crate::provider_health::ProviderHealth;
 use crate::request::ChatRequest;
@@ -88,6 +88,50 @@ pub struct Route {
     pub conversation: Option<ConversationKey>,
 }
 
+/// Why no candidate could be chosen for a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouteError {
+    /// Some model could serve the request but for its cost: a budget
+    /// answer (402), not a routing failure.
+    #[error("max_cost ${:.6} is below ${:.6}, the least this request can cost on {on} (its prompt plus a 256-token answer)", .cap.to_dollars(), .least.to_dollars())]
+    OverMaxCost { cap: Usd, least: Usd, on: String },
+    #[error("{0}")]
+    NothingEligible(String),
+    #[error("{0}")]
+    ProviderUnavailable(String),
+    #[error("p402.provider `{0}` is not a known provider")]
+    UnknownProvider(String),
+    #[error("model `{0}` names a missing provider")]
+    MissingProvider(String),
+    #[error("model `{0}` is not in p402's catalog; write it as provider/model, pin a provider with p402.provider, or add it under [[models]] in p402.toml")]
+    ModelNotFound(String),
+}
+
+impl Classify for RouteError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RouteError::OverMaxCost { .. } => ErrorKind::BudgetExceeded,
+            RouteError::NothingEligible(_) | RouteError::ProviderUnavailable(_) => {
+                ErrorKind::NoProvider
+            }
+            RouteError::UnknownProvider(_) => ErrorKind::InvalidRequest,
+            RouteError::MissingProvider(_) => ErrorKind::Internal,
+            RouteError::ModelNotFound(_) => ErrorKind::NotFound,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            RouteError::OverMaxCost { .. } => "MAX_COST_EXCEEDED",
+            RouteError::NothingEligible(_) => "no_eligible_model",
+            RouteError::ProviderUnavailable(_) => "provider_unavailable",
+            RouteError::UnknownProvider(_) => "unknown_provider",
+            RouteError::MissingProvider(_) => "internal_error",
+            RouteError::ModelNotFound(_) => "model_not_found",
+        }
+    }
+}
+
 /// A model that passed every check, with what its ordering needs.
 struct Eligible<'a> {
     model: &'a Model,
@@ -105,7 +149,7 @@ pub struct Router<'a> {
 }
 
 impl Router<'_> {
-    pub fn route(&self, request: &ChatRequest, input_tokens: u64) -> Result<Route, ApiError> {
+    pub fn route(&self, request: &ChatRequest, input_tokens: u64) -> Result<Route, RouteError> {
         let options = &request.options;
         let mode = options
             .mode
@@ -153,7 +197,7 @@ impl Router<'_> {
         mode: ModeChoice,
         requested: Option<&Model>,
         needs: &Needs,
-    ) -> Result<Vec<Candidate>, ApiError> {
+    ) -> Result<Vec<Candidate>, RouteError> {
         let options = &request.options;
         let requested_quality = requested.and_then(|m| m.quality);
         let max_cost = options.max_cost.and_then(Usd::from_dollars);
@@ -343,19 +387,15 @@ impl Router<'_> {
         max_cost: Option<Usd>,
         cheapest_over_cap: Option<Usd>,
         rejected: &BTreeMap<Reject, usize>,
-    ) -> ApiError {
+    ) -> RouteError {
         // Some model could serve the request but for its cost: that is a
         // budget answer (402), not a routing failure.
         if let (Some(cap), Some(cheapest)) = (max_cost, cheapest_over_cap) {
-            return ApiError::new(
-                ErrorKind::BudgetExceeded,
-                "MAX_COST_EXCEEDED",
-                format!(
-                    "max_cost ${:.6} is below ${:.6}, the least this request can cost on the cheapest eligible model (its prompt plus a 256-token answer)",
-                    cap.to_dollars(),
-                    cheapest.to_dollars()
-                ),
-            );
+            return RouteError::OverMaxCost {
+                cap,
+                least: cheapest,
+                on: "the cheapest eligible model".into(),
+            };
         }
         let reasons: Vec<String> = rejected
             .iter()
@@ -373,11 +413,11 @@ impl Router<'_> {
         {
             message.push_str(&format!("; the requested model's {reason}"));
         }
-        ApiError::new(ErrorKind::NoProvider, "no_eligible_model", message)
+        RouteError::NothingEligible(message)
     }
 
     /// The one candidate of a request that is not to be rewritten.
-    fn fixed(&self, request: &ChatRequest, needs: &Needs) -> Result<Candidate, ApiError> {
+    fn fixed(&self, request: &ChatRequest, needs: &Needs) -> Result<Candidate, RouteError> {
         let options = &request.options;
         let reference = self.config.reference_model.get_ref();
         let wanted = options.model.as_deref().unwrap_or(&request.model);
@@ -391,37 +431,24 @@ impl Router<'_> {
             None => self.by_model(wanted, needs)?,
         };
         if let Some(reason) = candidate.provider.unusable_reason() {
-            return Err(ApiError::new(
-                ErrorKind::NoProvider,
-                "provider_unavailable",
-                reason,
-            ));
+            return Err(RouteError::ProviderUnavailable(reason.to_string()));
         }
         if candidate.provider.api_key_env.is_none()
             && self.health.reachable(&candidate.provider.name) == Some(false)
         {
-            return Err(ApiError::new(
-                ErrorKind::NoProvider,
-                "provider_unavailable",
-                format!(
-                    "provider `{}` does not answer at {}",
-                    candidate.provider.name, candidate.provider.base_url
-                ),
-            ));
+            return Err(RouteError::ProviderUnavailable(format!(
+                "provider `{}` does not answer at {}",
+                candidate.provider.name, candidate.provider.base_url
+            )));
         }
         let minimum = candidate.model.as_ref().and_then(|m| needs.minimum_cost(m));
         if let (Some(cap), Some(cost)) = (options.max_cost.and_then(Usd::from_dollars), minimum) {
             if cost > cap {
-                return Err(ApiError::new(
-                    ErrorKind::BudgetExceeded,
-                    "MAX_COST_EXCEEDED",
-                    format!(
-                        "max_cost ${:.6} is below ${:.6}, the least this request can cost on {} (its prompt plus a 256-token answer)",
-                        cap.to_dollars(),
-                        cost.to_dollars(),
-                        candidate.model_name()
-                    ),
-                ));
+                return Err(RouteError::OverMaxCost {
+                    cap,
+                    least: cost,
+                    on: candidate.model_name().to_string(),
+                });
             }
         }
         Ok(candidate)
@@ -432,13 +459,11 @@ impl Router<'_> {
         provider_name: &str,
         wanted: &str,
         needs: &Needs,
-    ) -> Result<Candidate, ApiError> {
-        let provider = self.catalog.provider(provider_name).ok_or_else(|| {
-            ApiError::invalid(
-                "unknown_provider",
-                format!("p402.provider `{provider_name}` is not a known provider"),
-            )
-        })?;
+    ) -> Result<Candidate, RouteError> {
+        let provider = self
+            .catalog
+            .provider(provider_name)
+            .ok_or_else(|| RouteError::UnknownProvider(provider_name.to_string()))?;
         // `provider/model` written in full is accepted under a provider pin too.
         let bare = wanted
             .strip_prefix(provider_name)
@@ -455,11 +480,12 @@ impl Router<'_> {
         })
     }
 
-    fn by_model(&self, wanted: &str, needs: &Needs) -> Result<Candidate, ApiError> {
+    fn by_model(&self, wanted: &str, needs: &Needs) -> Result<Candidate, RouteError> {
         if let Some(model) = self.catalog.find(wanted) {
-            let provider = self.catalog.provider(&model.provider).ok_or_else(|| {
-                ApiError::internal(format!("model `{}` names a missing provider", model.id))
-            })?;
+            let provider = self
+                .catalog
+                .provider(&model.provider)
+                .ok_or_else(|| RouteError::MissingProvider(model.id.clone()))?;
             let mut candidate = Candidate::from_model(provider.clone(), model, needs);
             // A dated snapshot keeps its own id upstream; only its price is shared.
             let named_exactly = wanted == model.id
@@ -492,13 +518,7 @@ impl Router<'_> {
         if let (Some(only), None) = (keyed.next(), keyed.next()) {
             return Ok(bare(only, wanted));
         }
-        Err(ApiError::new(
-            ErrorKind::NotFound,
-            "model_not_found",
-            format!(
-                "model `{wanted}` is not in p402's catalog; write it as provider/model, pin a provider with p402.provider, or add it under [[models]] in p402.toml"
-            ),
-        ))
+        Err(RouteError::ModelNotFound(wanted.to_string()))
     }
 }
 

@@ -155,14 +155,20 @@ impl Fixture {
         }
     }
 
-    fn route(&self, body: Value) -> Result<Route, ApiError> {
+    fn route(&self, body: Value) -> Result<Route, crate::error::ApiError> {
         self.route_tokens(body, 20)
     }
 
-    fn route_tokens(&self, body: Value, input_tokens: u64) -> Result<Route, ApiError> {
+    fn route_tokens(
+        &self,
+        body: Value,
+        input_tokens: u64,
+    ) -> Result<Route, crate::error::ApiError> {
         let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
             .expect("valid request");
-        self.router().route(&chat, input_tokens)
+        self.router()
+            .route(&chat, input_tokens)
+            .map_err(crate::error::ApiError::from)
     }
 
     fn picks(&self, body: Value) -> Vec<String> {
