@@ -16,7 +16,7 @@ use super::finish::{self, Ending, Exit};
 pub async fn respond(
     cx: &Context,
     plan: &Plan,
-    served: &Served,
+    served: &Served<'_>,
     answer: Answer,
     reservation: Option<Reservation>,
 ) -> Response<Body> {

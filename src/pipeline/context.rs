@@ -1,5 +1,6 @@
 //! What the stages learn about one request, carried to its finish.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,9 +43,11 @@ pub struct Plan {
 }
 
 /// The candidate that is answering, and what was tried before it.
+/// Borrowed while the handler answers; owned by a stream's relay, which
+/// outlives it.
 #[derive(Clone)]
-pub struct Served {
-    pub candidate: Candidate,
+pub struct Served<'a> {
+    pub candidate: Cow<'a, Candidate>,
     pub failover: Vec<FailedAttempt>,
     /// When the request went upstream.
     pub upstream_started: Instant,

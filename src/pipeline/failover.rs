@@ -2,6 +2,7 @@
 //! tried in turn, until one answers, one refuses the request itself, or
 //! none is left.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Response;
@@ -64,7 +65,7 @@ pub async fn run(
         };
         let (upstream_started, outcome) = attempt::send(cx, &plan, candidate, limit).await;
         let served = Served {
-            candidate: candidate.clone(),
+            candidate: Cow::Borrowed(candidate),
             failover: failed.clone(),
             upstream_started,
         };
@@ -74,6 +75,10 @@ pub async fn run(
             }
             Ok(Upstream::Stream(events, watch)) => {
                 let (cx, permit) = (Arc::clone(cx), permit.take());
+                let served = Served {
+                    candidate: Cow::Owned(served.candidate.into_owned()),
+                    ..served
+                };
                 return Ok(relay::start(
                     cx,
                     plan,
@@ -183,7 +188,7 @@ async fn refused(
 async fn stopped(
     cx: &Context,
     plan: &Plan,
-    served: &Served,
+    served: &Served<'_>,
     sent: bool,
     reservation: Option<crate::budget::Reservation>,
 ) -> Response<Body> {

@@ -37,13 +37,16 @@ pub enum Exit<'a> {
     /// used, also when the client is gone or p402 had to stop it.
     Answered {
         plan: &'a Plan,
-        served: &'a Served,
+        served: &'a Served<'a>,
         used: Used,
         reservation: Option<Reservation>,
     },
     /// A provider's stream failed before it generated anything: free, like
     /// any failed attempt.
-    Unanswered { plan: &'a Plan, served: &'a Served },
+    Unanswered {
+        plan: &'a Plan,
+        served: &'a Served<'a>,
+    },
     /// Answered from the cache: free, recorded with the cost it avoided.
     Hit {
         hit: &'a Hit,
@@ -192,7 +195,7 @@ fn session_info(charge: &Charge, book: &Book) -> Option<SessionInfo> {
 fn provider_metadata(
     cx: &Context,
     plan: &Plan,
-    served: &Served,
+    served: &Served<'_>,
     used: Option<&Used>,
     with_session: bool,
 ) -> Metadata {

@@ -41,7 +41,7 @@ const ABORTED: &str = "shutting_down";
 struct Relay {
     cx: Arc<Context>,
     plan: Arc<Plan>,
-    served: Served,
+    served: Served<'static>,
     /// Settled when the stream ends, however it ends.
     reservation: Option<Reservation>,
     /// The concurrency slot, held until the stream ends.
@@ -76,7 +76,7 @@ struct Kept {
 pub fn start(
     cx: Arc<Context>,
     plan: Arc<Plan>,
-    served: Served,
+    served: Served<'static>,
     events: EventStream,
     watch: Watch,
     reservation: Option<Reservation>,
