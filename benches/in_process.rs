@@ -103,7 +103,11 @@ fn request_path(c: &mut Criterion) {
     let openai = route.candidates[0].clone();
     c.bench_function("rewrite for the upstream (OpenAI)", |b| {
         b.iter(|| {
-            p402::providers::Adapter::of(&openai.provider).build_request(&openai, black_box(&chat))
+            p402::providers::Adapter::of(&openai.provider).build_request(
+                &openai,
+                black_box(&chat),
+                None,
+            )
         })
     });
     let mut claude = body();
@@ -113,8 +117,11 @@ fn request_path(c: &mut Criterion) {
     let anthropic = route.candidates[0].clone();
     c.bench_function("rewrite for the upstream (Anthropic)", |b| {
         b.iter(|| {
-            p402::providers::Adapter::of(&anthropic.provider)
-                .build_request(&anthropic, black_box(&claude))
+            p402::providers::Adapter::of(&anthropic.provider).build_request(
+                &anthropic,
+                black_box(&claude),
+                None,
+            )
         })
     });
     c.bench_function("cache scope hashing", |b| {

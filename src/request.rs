@@ -4,11 +4,11 @@
 //! forwarded untouched; only what p402 acts on is read out of it. The `p402`
 //! object is removed here, so nothing downstream can forward it by mistake.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::catalog::Capability;
+use crate::catalog::{Api, Capability};
 use crate::error::{Classify, ErrorKind};
 use crate::mode::{ModeChoice, AUTO};
 
@@ -86,17 +86,56 @@ pub struct ChatRequest {
     /// Whether the client itself asked for the usage chunk of a stream.
     pub client_wants_usage: bool,
     pub options: P402Options,
+    /// The request as the client wrote it in a provider API's own dialect
+    /// (Anthropic Messages), to be forwarded as it is to providers that
+    /// speak it; `None` for Chat Completions, which is the body itself.
+    pub native: Option<Native>,
+}
+
+/// A request in a provider API's own dialect.
+#[derive(Debug, Clone)]
+pub struct Native {
+    /// The API the body is written for.
+    pub api: Api,
+    /// The body as the client sent it, less the `p402` object.
+    pub body: Map<String, Value>,
+    /// The client's headers that belong to the API (`anthropic-beta`,
+    /// `anthropic-version`), passed on with the body.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether [`ChatRequest::body`] says all the body says. When it does
+    /// not (extended thinking, server tools, documents), only providers
+    /// that speak `api` can serve the request.
+    pub translatable: bool,
+}
+
+impl ChatRequest {
+    /// The API the request must be served in, when only its own can carry
+    /// it.
+    pub fn pinned_api(&self) -> Option<Api> {
+        self.native
+            .as_ref()
+            .filter(|native| !native.translatable)
+            .map(|native| native.api)
+    }
 }
 
 pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
-    let Value::Object(mut body) = value else {
+    let Value::Object(body) = value else {
         return Err(ParseError::Field(
             "the request body must be a JSON object".to_string(),
         ));
     };
+    from_body(body, headers)
+}
 
+/// A Chat Completions body (the client's, or one a door translated into),
+/// checked and with p402's options read out of it.
+pub fn from_body(
+    mut body: Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<ChatRequest, ParseError> {
     match body.get("messages") {
         None => return Err(ParseError::NoMessages),
         Some(Value::Array(messages)) if messages.is_empty() => {
@@ -164,6 +203,7 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         stream,
         client_wants_usage,
         options,
+        native: None,
     })
 }
 

@@ -237,9 +237,15 @@ async fn route(
             _ => method_not_allowed(&request_id, "GET"),
         };
     }
+    // A model call's errors come in its caller's dialect, from the first.
+    let door = match path.as_str() {
+        "/v1/messages" => Some(Door::Messages),
+        "/v1/chat/completions" | "/api/v2/chat/completions" => Some(Door::Chat),
+        _ => None,
+    };
     let local_key = match auth::check(runtime.config(), request.headers()) {
         Ok(key) => key,
-        Err(error) => return error.into_response(&request_id),
+        Err(error) => return door.unwrap_or(Door::Chat).error(&error, &request_id),
     };
     if reads_the_ledger(&path) {
         // Cache hits' free entries are queued, not awaited: what a client
@@ -266,8 +272,9 @@ async fn route(
         .await;
     }
     match (method, path.as_str()) {
-        (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions") => {
-            pipeline::handle(state, runtime, request, request_id, local_key, Door::Chat).await
+        (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages") => {
+            let door = door.unwrap_or(Door::Chat);
+            pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),
@@ -284,7 +291,7 @@ async fn route(
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
         }
-        (_, "/v1/chat/completions" | "/api/v2/chat/completions") => {
+        (_, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages") => {
             method_not_allowed(&request_id, "POST")
         }
         (_, "/v1/models" | "/api/v2/models" | "/api/v2/providers") => {

@@ -96,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = needs.expected_cost(model);
             let _ = needs.minimum_cost(model);
         }
-        let _ = providers::Adapter::of(&candidate.provider).build_request(candidate, &chat);
+        let _ = providers::Adapter::of(&candidate.provider).build_request(candidate, &chat, None);
     }
     // The Anthropic translation too, whatever the router chose.
     if let Some(provider) = world.catalog.provider("anthropic") {
@@ -112,6 +112,6 @@ fuzz_target!(|data: &[u8]| {
             model,
             expected_cost: None,
         };
-        let _ = providers::Adapter::of(provider).build_request(&candidate, &chat);
+        let _ = providers::Adapter::of(provider).build_request(&candidate, &chat, None);
     }
 });

@@ -59,6 +59,10 @@ pub fn drain(mut events: EventStream) -> Vec<Seen> {
                 seen.push(Seen::Error(e.to_string()));
                 break;
             }
+            Some(Ok(StreamEvent::Native { name, .. })) => {
+                seen.push(Seen::Error(format!("a native event from a translating decoder: {name}")));
+                break;
+            }
             Some(Ok(StreamEvent::Chunk(mut chunk))) => {
                 if let Some(object) = chunk.as_object_mut() {
                     object.remove("created");

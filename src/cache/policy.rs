@@ -74,6 +74,7 @@ mod tests {
             stream: false,
             client_wants_usage: false,
             options,
+            native: None,
         }
     }
 

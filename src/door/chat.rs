@@ -14,7 +14,7 @@ pub fn answer(answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError>
         // An answer passed on as it came: its bytes plus one member,
         // without building and re-serializing its tree (a tenth of p402's
         // CPU per request when it did).
-        Answer::AsItCame { bytes, .. } => {
+        Answer::AsItCame { bytes, .. } | Answer::Native { bytes, .. } => {
             let metadata = serde_json::to_vec(metadata)?;
             openai::with_member(&bytes, "p402_metadata", &metadata)
                 .map(Bytes::from)

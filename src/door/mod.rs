@@ -9,6 +9,7 @@
 //! else.
 
 mod chat;
+mod messages;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -27,6 +28,8 @@ pub enum Door {
     /// OpenAI Chat Completions (`/v1/chat/completions`), p402's own
     /// dialect inside: answers pass through it untranslated.
     Chat,
+    /// Anthropic Messages (`/v1/messages`): Claude Code, the anthropic SDKs.
+    Messages,
 }
 
 /// Why an answer could not be rendered for the client.
@@ -43,6 +46,7 @@ impl Door {
     pub fn name(self) -> &'static str {
         match self {
             Door::Chat => "chat",
+            Door::Messages => "messages",
         }
     }
 
@@ -50,6 +54,7 @@ impl Door {
     pub fn parse(self, bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
         match self {
             Door::Chat => crate::request::parse(bytes, headers),
+            Door::Messages => messages::parse(bytes, headers),
         }
     }
 
@@ -57,6 +62,7 @@ impl Door {
     pub fn answer(self, answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError> {
         match self {
             Door::Chat => chat::answer(answer, metadata),
+            Door::Messages => messages::answer(answer, metadata),
         }
     }
 
@@ -64,6 +70,7 @@ impl Door {
     pub fn stream(self, chat: &ChatRequest) -> StreamWriter {
         match self {
             Door::Chat => StreamWriter::Chat(chat::Stream::new(chat.client_wants_usage)),
+            Door::Messages => StreamWriter::Messages(messages::Stream::new()),
         }
     }
 
@@ -71,6 +78,7 @@ impl Door {
     pub fn error(self, error: &ApiError, request_id: &RequestId) -> Response<Body> {
         match self {
             Door::Chat => error.clone().into_response(request_id),
+            Door::Messages => messages::error(error, request_id),
         }
     }
 
@@ -84,6 +92,11 @@ impl Door {
     ) -> (StatusCode, Bytes, Option<HeaderValue>) {
         match self {
             Door::Chat => (status, body, content_type),
+            Door::Messages => (
+                status,
+                messages::refusal(status, &body),
+                Some(HeaderValue::from_static("application/json")),
+            ),
         }
     }
 }
@@ -92,6 +105,7 @@ impl Door {
 /// chunk as it comes, then the metadata and the end, or an error.
 pub enum StreamWriter {
     Chat(chat::Stream),
+    Messages(messages::Stream),
 }
 
 impl StreamWriter {
@@ -99,6 +113,7 @@ impl StreamWriter {
     pub fn chunk(&mut self, chunk: Value) -> Option<Bytes> {
         match self {
             StreamWriter::Chat(stream) => stream.chunk(chunk),
+            StreamWriter::Messages(stream) => stream.chunk(chunk),
         }
     }
 
@@ -106,6 +121,7 @@ impl StreamWriter {
     pub fn end(&mut self, metadata: &Metadata) -> Vec<Bytes> {
         match self {
             StreamWriter::Chat(stream) => stream.end(metadata),
+            StreamWriter::Messages(stream) => stream.end(metadata),
         }
     }
 
@@ -113,6 +129,9 @@ impl StreamWriter {
     pub fn error(&mut self, error: &ApiError, request_id: &RequestId) -> Bytes {
         match self {
             StreamWriter::Chat(_) => chat::event(&error.to_json(request_id)),
+            StreamWriter::Messages(_) => {
+                messages::event("error", &messages::error_body(error, request_id))
+            }
         }
     }
 
@@ -121,6 +140,15 @@ impl StreamWriter {
     pub fn provider_error(&mut self, error: &Value) -> Bytes {
         match self {
             StreamWriter::Chat(_) => chat::event(error),
+            StreamWriter::Messages(_) => messages::event("error", error),
+        }
+    }
+
+    /// An event of the client's own dialect, passed on as it came.
+    pub fn native(&mut self, name: &str, data: &Value) -> Bytes {
+        match self {
+            StreamWriter::Chat(_) => chat::event(data),
+            StreamWriter::Messages(_) => messages::event(name, data),
         }
     }
 }

@@ -27,7 +27,9 @@ pub async fn respond(
             cost::generated_text(tree, "message", &mut text);
             Used::of(None, plan.input_tokens, &text)
         }
-        (Answer::AsItCame { .. }, None) => Used::of(None, plan.input_tokens, ""),
+        (Answer::AsItCame { .. } | Answer::Native { .. }, None) => {
+            Used::of(None, plan.input_tokens, "")
+        }
     };
     let exit = Exit::Answered {
         plan,

@@ -120,22 +120,10 @@ async fn exchange(
     started: Instant,
 ) -> Result<Upstream, AttemptError> {
     let adapter = Adapter::of(&candidate.provider);
-    let lowered;
-    let chat = match limit {
-        // Exactly the reserved limit goes out (the adapters rename it for
-        // the target).
-        Some(limit) => {
-            let mut copy = cx.chat.clone();
-            copy.body.remove("max_completion_tokens");
-            copy.body
-                .insert("max_tokens".to_string(), Value::from(limit));
-            lowered = copy;
-            &lowered
-        }
-        None => &cx.chat,
-    };
+    let native = adapter.speaks_native(&cx.chat);
+    // Exactly the reserved limit goes out.
     let request = adapter
-        .build_request(candidate, chat)
+        .build_request(candidate, &cx.chat, limit)
         .map_err(|e| AttemptError::Translate(e.to_string()))?;
     if cx.state.aborting().is_cancelled() {
         return Ok(Upstream::Stopped { sent: false });
@@ -198,7 +186,10 @@ async fn exchange(
         }
         let watch = Watch::new(cx.runtime.upstream.config().max_response_bytes);
         let bytes = Watched::new(BodyDataStream::new(response.into_body()), watch.clone());
-        return Ok(Upstream::Stream(adapter.decode_stream(bytes), watch));
+        return Ok(Upstream::Stream(
+            adapter.decode_stream(bytes, native),
+            watch,
+        ));
     }
     let bytes = tokio::select! {
         read = read_whole(cx, response.into_body()) => read?,
@@ -206,7 +197,7 @@ async fn exchange(
     };
     // Kept as it came when nothing needs its tree: not to be cached.
     adapter
-        .read_answer(bytes, plan.probe.is_none())
+        .read_answer(bytes, native, plan.probe.is_none())
         .map(Upstream::Whole)
         .map_err(AttemptError::InvalidResponse)
 }

@@ -70,6 +70,8 @@ struct Kept {
     generated: bool,
     /// id and model of the upstream's chunks, for the cached copy.
     envelope: Option<(Value, Value)>,
+    /// What a stream in the client's own dialect reported.
+    native: crate::providers::anthropic::native::Tally,
 }
 
 /// Starts relaying `events`, and returns the response whose body they feed.
@@ -131,7 +133,18 @@ impl Relay {
         // Whatever happened, what was generated was paid for: settle it
         // (from the usage chunk, or from the text received) before the
         // stream's last bytes go out.
-        let used = Used::of(kept.usage, self.plan.input_tokens, &kept.text);
+        let used = match (kept.usage, kept.native.partial()) {
+            // Cut off before its final count: the provider's input count,
+            // and the output counted from what arrived.
+            (None, Some(partial)) => Used {
+                usage: crate::catalog::Usage {
+                    output_tokens: crate::tokens::count_text(&kept.text),
+                    ..partial
+                },
+                estimated: true,
+            },
+            (usage, _) => Used::of(usage, self.plan.input_tokens, &kept.text),
+        };
         let exit = Exit::Answered {
             plan: &self.plan,
             served: &self.served,
@@ -164,7 +177,7 @@ impl Relay {
         kept: &mut Kept,
     ) -> Result<(), ApiError> {
         loop {
-            let chunk = match self.next_event(events, tx).await? {
+            let (native, chunk) = match self.next_event(events, tx).await? {
                 None => {
                     return Err(ApiError::new(
                         ErrorKind::UpstreamFailed,
@@ -190,7 +203,8 @@ impl Relay {
                     ))
                 }
                 Some(Ok(StreamEvent::Done)) => return Ok(()),
-                Some(Ok(StreamEvent::Chunk(chunk))) => chunk,
+                Some(Ok(StreamEvent::Chunk(chunk))) => (None, chunk),
+                Some(Ok(StreamEvent::Native { name, data })) => (Some(name), data),
             };
             if chunk.get("error").is_some() {
                 // The provider's own error event goes through, less p402's
@@ -206,7 +220,13 @@ impl Relay {
                     "the provider sent an error event",
                 ));
             }
-            self.keep(&chunk, kept);
+            match native {
+                None => self.keep(&chunk, kept),
+                Some(_) => {
+                    kept.generated |= kept.native.read(&chunk, &mut kept.text);
+                    kept.usage = kept.native.usage();
+                }
+            }
             // What is held of the answer is bounded like a whole answer, and
             // the stream's length in time like its silences.
             let held = (kept.text.len() + kept.content.len()) as u64;
@@ -230,7 +250,11 @@ impl Relay {
                     ),
                 ));
             }
-            let Some(out) = self.writer.chunk(chunk) else {
+            let out = match native {
+                None => self.writer.chunk(chunk),
+                Some(name) => Some(self.writer.native(&name, &chunk)),
+            };
+            let Some(out) = out else {
                 continue;
             };
             if tx.send(out).await.is_err() {

@@ -22,7 +22,10 @@ use crate::router::Candidate;
 pub enum StreamEvent {
     /// A `chat.completion.chunk` object (or an error object).
     Chunk(Value),
-    /// The end marker (`data: [DONE]`).
+    /// An event of the client's own dialect, passed on as it came (`name`
+    /// is its SSE event name), parsed so that its usage can be read.
+    Native { name: String, data: Value },
+    /// The end marker (`data: [DONE]`, or the dialect's own end).
     Done,
 }
 
@@ -122,6 +125,9 @@ pub enum Answer {
     /// that speaks OpenAI adds its metadata to the bytes without building
     /// the tree.
     AsItCame { bytes: Bytes, usage: Usage },
+    /// An answer in the client's own dialect (not OpenAI's), from a
+    /// provider that speaks it, passed on as it came.
+    Native { bytes: Bytes, usage: Usage },
     /// A `chat.completion` object: translated, or wanted whole (to be
     /// cached, or counted when it reports no usage).
     Tree(Value),
@@ -132,23 +138,68 @@ impl Adapter {
         Adapter(provider.api)
     }
 
-    /// The upstream request to `candidate` in its provider's own API.
+    /// Whether the provider speaks the client's own dialect: then the
+    /// request goes out as the client wrote it, and the answer comes back
+    /// as the provider sent it.
+    pub fn speaks_native(self, request: &ChatRequest) -> bool {
+        request.native.as_ref().is_some_and(|n| n.api == self.0)
+    }
+
+    /// The upstream request to `candidate` in its provider's own API, with
+    /// `limit` (the output limit reserved for it) as its only output limit.
     pub fn build_request(
         self,
         candidate: &Candidate,
         request: &ChatRequest,
+        limit: Option<u32>,
     ) -> Result<Request<Full<Bytes>>, TranslateError> {
         let provider = &candidate.provider;
+        if let Some(native) = request.native.as_ref().filter(|n| n.api == self.0) {
+            return match self.0 {
+                Api::Anthropic => anthropic::native::build_request(
+                    provider,
+                    candidate,
+                    native,
+                    request.stream,
+                    limit,
+                ),
+                // Chat Completions is the internal request itself.
+                Api::Openai => openai::build_request(provider, candidate, request),
+            };
+        }
+        let lowered;
+        let request = match limit {
+            // The adapters rename the one limit for their target.
+            Some(limit) => {
+                let mut copy = request.clone();
+                copy.body.remove("max_completion_tokens");
+                copy.body
+                    .insert("max_tokens".to_string(), Value::from(limit));
+                lowered = copy;
+                &lowered
+            }
+            None => request,
+        };
         match self.0 {
             Api::Openai => openai::build_request(provider, candidate, request),
             Api::Anthropic => anthropic::build_request(provider, candidate, request),
         }
     }
 
-    /// A successful non-streamed body, kept as it came when `as_it_came`
-    /// allows and the API is OpenAI's, else as a `chat.completion` tree;
-    /// or why it is not a usable answer.
-    pub fn read_answer(self, bytes: Bytes, as_it_came: bool) -> Result<Answer, String> {
+    /// A successful non-streamed body: as it came in the client's own
+    /// dialect (`native`), as it came when it is OpenAI's and `as_it_came`
+    /// allows, else as a `chat.completion` tree; or why it is not a usable
+    /// answer.
+    pub fn read_answer(
+        self,
+        bytes: Bytes,
+        native: bool,
+        as_it_came: bool,
+    ) -> Result<Answer, String> {
+        if native && self.0 == Api::Anthropic {
+            let usage = anthropic::native::answer_usage(&bytes)?;
+            return Ok(Answer::Native { bytes, usage });
+        }
         if as_it_came && self.0 == Api::Openai {
             if let Some(usage) = openai::passable_usage(&bytes) {
                 return Ok(Answer::AsItCame { bytes, usage });
@@ -169,14 +220,16 @@ impl Adapter {
         Ok(Answer::Tree(answer))
     }
 
-    /// An upstream SSE body as OpenAI chunk events.
-    pub fn decode_stream<S, E>(self, bytes: S) -> EventStream
+    /// An upstream SSE body as OpenAI chunk events, or as the client's
+    /// own events when the provider speaks its dialect (`native`).
+    pub fn decode_stream<S, E>(self, bytes: S, native: bool) -> EventStream
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
         match self.0 {
             Api::Openai => openai::decode_stream(bytes),
+            Api::Anthropic if native => anthropic::native::decode_stream(bytes),
             Api::Anthropic => anthropic::translate_stream(bytes),
         }
     }
@@ -219,7 +272,7 @@ impl Answer {
     /// The usage the provider reported, if it did.
     pub fn usage(&self) -> Option<Usage> {
         match self {
-            Answer::AsItCame { usage, .. } => Some(*usage),
+            Answer::AsItCame { usage, .. } | Answer::Native { usage, .. } => Some(*usage),
             Answer::Tree(answer) => openai::usage(answer),
         }
     }

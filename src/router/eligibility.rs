@@ -118,6 +118,9 @@ fn has_image(messages: Option<&Value>) -> bool {
 pub enum Reject {
     ProviderUnusable,
     ProviderExcluded,
+    /// The request uses features only its own API can carry, and the
+    /// provider speaks another.
+    Dialect,
     CircuitOpen,
     /// A local server does not list it, or a provider said it does not
     /// have it.
@@ -135,6 +138,9 @@ impl Reject {
         match self {
             Reject::ProviderUnusable => "provider without a key or unreachable",
             Reject::ProviderExcluded => "provider excluded",
+            Reject::Dialect => {
+                "speaking another API than the request's untranslatable features need"
+            }
             Reject::CircuitOpen => "provider failing (circuit open)",
             Reject::ModelMissing => "model not installed on the local server, or reported missing",
             Reject::Capability => "missing a capability the request uses",

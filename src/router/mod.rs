@@ -278,6 +278,9 @@ impl Router<'_> {
         if !self.provider_usable(provider) {
             return Err(Reject::ProviderUnusable);
         }
+        if request.pinned_api().is_some_and(|api| api != provider.api) {
+            return Err(Reject::Dialect);
+        }
         if let Some(excluded) = &request.options.exclude_providers {
             if excluded.iter().any(|p| *p == provider.name) {
                 return Err(Reject::ProviderExcluded);
@@ -432,6 +435,15 @@ impl Router<'_> {
         };
         if let Some(reason) = candidate.provider.unusable_reason() {
             return Err(RouteError::ProviderUnavailable(reason.to_string()));
+        }
+        if let Some(api) = request
+            .pinned_api()
+            .filter(|api| *api != candidate.provider.api)
+        {
+            return Err(RouteError::ProviderUnavailable(format!(
+                "this request uses features only the {api:?} API can carry (extended thinking, server tools, documents), and provider `{}` speaks another",
+                candidate.provider.name
+            )));
         }
         if candidate.provider.api_key_env.is_none()
             && self.health.reachable(&candidate.provider.name) == Some(false)

@@ -35,6 +35,7 @@
 
 mod content;
 mod error;
+pub mod native;
 mod request;
 mod response;
 mod stream;

@@ -93,7 +93,7 @@ pub(super) fn finish_reason(stop_reason: Option<&Value>) -> Value {
 
 /// Token counts as Anthropic reports them: `input` excludes the prompt-cache
 /// reads and writes, which are counted apart.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Tokens {
     input: u64,
     cache_read: u64,
@@ -117,6 +117,20 @@ impl Tokens {
         read("cache_read_input_tokens", &mut self.cache_read);
         read("cache_creation_input_tokens", &mut self.cache_write);
         read("output_tokens", &mut self.output);
+    }
+
+    /// p402's usage, where the input counts cached tokens too.
+    pub(super) fn usage(self) -> crate::catalog::Usage {
+        crate::catalog::Usage {
+            input_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_write),
+            cached_input_tokens: self.cache_read,
+            cache_write_tokens: self.cache_write,
+            output_tokens: self.output,
+            reasoning_tokens: 0,
+        }
     }
 
     /// OpenAI's usage object, where `prompt_tokens` includes cached tokens.

@@ -293,6 +293,9 @@ mod tests {
                     chunks.push(chunk);
                 }
                 StreamEvent::Done => done = true,
+                StreamEvent::Native { name, .. } => {
+                    panic!("a translated stream yields no native event ({name})")
+                }
             }
         }
         (chunks, done)

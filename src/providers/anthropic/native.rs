@@ -1,0 +1,193 @@
+//! Anthropic Messages spoken natively: a client that already speaks it
+//! (Claude Code, the anthropic SDKs) is forwarded as it wrote the request,
+//! and its answer comes back untouched: thinking blocks and their
+//! signatures, `cache_control`, beta features and all. p402 only reads
+//! what it needs to charge the request (the usage), and sets the model it
+//! routed to and the output limit it reserved for.
+
+use bytes::Bytes;
+use futures_util::{future, stream, StreamExt};
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::Full;
+use serde_json::Value;
+
+use super::block_type;
+use super::response::Tokens;
+use crate::catalog::{Provider, Usage};
+use crate::providers::TranslateError;
+use crate::providers::{checked_sse_bytes, not_json, EventStream, StreamError, StreamEvent};
+use crate::request::Native;
+use crate::router::Candidate;
+
+const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
+/// Sent when the client named no version.
+const API_VERSION: &str = "2023-06-01";
+
+/// The client's own Messages body, for the routed model, with the output
+/// limit reserved for it (when budgeted), the client's API headers, and the
+/// provider's key (never the client's).
+pub fn build_request(
+    provider: &Provider,
+    candidate: &Candidate,
+    native: &Native,
+    stream: bool,
+    limit: Option<u32>,
+) -> Result<Request<Full<Bytes>>, TranslateError> {
+    let mut body = native.body.clone();
+    body.insert(
+        "model".into(),
+        Value::from(candidate.upstream_model.as_str()),
+    );
+    if let Some(limit) = limit {
+        body.insert("max_tokens".into(), Value::from(limit));
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| {
+        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
+    })?;
+    let url = format!("{}/messages", provider.base_url);
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::ACCEPT,
+            if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        )
+        .header(header::USER_AGENT, USER_AGENT);
+    let mut versioned = false;
+    for (name, value) in &native.headers {
+        versioned |= name == "anthropic-version";
+        builder = builder.header(name, value);
+    }
+    if !versioned {
+        builder = builder.header("anthropic-version", API_VERSION);
+    }
+    if let Some(key) = &provider.api_key {
+        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
+            TranslateError::Build(format!(
+                "the key of provider `{}` contains characters not allowed in a header",
+                provider.name
+            ))
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header("x-api-key", value);
+    }
+    builder
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+}
+
+/// The usage of a whole answer, or why it is not a message.
+pub fn answer_usage(bytes: &[u8]) -> Result<Usage, String> {
+    let answer: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    if block_type(&answer) != "message" {
+        return Err("a 200 answer that is not a message (an error body)".into());
+    }
+    let mut tokens = Tokens::default();
+    tokens.update(answer.get("usage"));
+    Ok(tokens.usage())
+}
+
+/// The events of a Messages stream as they came, each parsed once so that
+/// the relay can read its usage; the stream ends after `message_stop`.
+pub fn decode_stream<S, E>(bytes: S) -> EventStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    use eventsource_stream::Eventsource;
+    let events = checked_sse_bytes(bytes)
+        .eventsource()
+        .map(|event| {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => return vec![Err(StreamError::Read(e.to_string()))],
+            };
+            let data = event.data.trim();
+            if data.is_empty() {
+                return Vec::new();
+            }
+            let data: Value = match serde_json::from_str(data) {
+                Ok(data) => data,
+                Err(e) => return vec![Err(StreamError::InvalidJson(not_json(&e, data)))],
+            };
+            let stop = block_type(&data) == "message_stop";
+            let name = if event.event.is_empty() {
+                block_type(&data).to_string()
+            } else {
+                event.event
+            };
+            let mut out = vec![Ok(StreamEvent::Native { name, data })];
+            if stop {
+                out.push(Ok(StreamEvent::Done));
+            }
+            out
+        })
+        .flat_map(stream::iter)
+        // Nothing after the end: a provider that keeps writing is not read.
+        .scan(false, |ended, item| {
+            if *ended {
+                return future::ready(None);
+            }
+            *ended = matches!(item, Ok(StreamEvent::Done));
+            future::ready(Some(item))
+        });
+    Box::pin(events)
+}
+
+/// What a native stream has said so far that the charge needs.
+#[derive(Debug, Default)]
+pub struct Tally {
+    tokens: Tokens,
+    /// `message_start` came: the input counts are Anthropic's own.
+    started: bool,
+    /// `message_delta` came: the output count is final.
+    finished: bool,
+}
+
+impl Tally {
+    /// Reads one event; returns the text it generated (for a count when no
+    /// usage arrives) and whether it generated anything at all.
+    pub fn read(&mut self, data: &Value, text: &mut String) -> bool {
+        match block_type(data) {
+            "message_start" => {
+                self.started = true;
+                self.tokens
+                    .update(data.get("message").and_then(|m| m.get("usage")));
+                false
+            }
+            "message_delta" => {
+                self.finished = true;
+                self.tokens.update(data.get("usage"));
+                false
+            }
+            "content_block_delta" => {
+                let delta = &data["delta"];
+                for key in ["text", "partial_json", "thinking"] {
+                    if let Some(piece) = delta.get(key).and_then(Value::as_str) {
+                        text.push_str(piece);
+                    }
+                }
+                true
+            }
+            "content_block_start" => true,
+            _ => false,
+        }
+    }
+
+    /// The usage the stream reported, once its output count is final.
+    pub fn usage(&self) -> Option<Usage> {
+        self.finished.then(|| self.tokens.usage())
+    }
+
+    /// The usage of a stream cut off before its final count: Anthropic's
+    /// input counts, and `output_tokens` for the caller to count.
+    pub fn partial(&self) -> Option<Usage> {
+        self.started.then(|| self.tokens.usage())
+    }
+}
