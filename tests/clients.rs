@@ -1,7 +1,7 @@
-//! Real clients against p402, each configured through OPENAI_BASE_URL alone
-//! (or the base URL for curl): the official `openai` SDKs for Python and
-//! Node, LangChain's `ChatOpenAI`, and curl following the README's
-//! quickstart. Each script prints what it saw; the assertions are here.
+//! Real clients against p402, each configured through OPENAI_BASE_URL (or
+//! ANTHROPIC_BASE_URL) alone, or the base URL for curl: the official `openai`
+//! SDKs for Python and Node, the official `anthropic` SDK for Python,
+//! LangChain's `ChatOpenAI`, and curl following the README's quickstart. Each script prints what it saw; the assertions are here.
 //!
 //! `.ci/run` installs the pinned Python packages into `target/sdk-venv` and
 //! the npm package into `target/sdk-node`. `P402_TEST_PYTHON` (an interpreter
@@ -70,6 +70,9 @@ async fn run_client(name: &str, proxy: &TestProxy, env: &[(&str, String)]) -> St
         .env("OPENAI_API_KEY", "sk-client-side-anything")
         .env("OPENAI_MAX_RETRIES", "0")
         .env("P402_URL", proxy.url(""))
+        .env("ANTHROPIC_BASE_URL", proxy.url(""))
+        .env("ANTHROPIC_API_KEY", "sk-ant-client-side-anything")
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
         // LangChain prefers OPENAI_API_BASE to OPENAI_BASE_URL, and traces
         // to LangSmith when asked to: neither may leak in from the caller.
         .env_remove("OPENAI_API_BASE")
@@ -530,5 +533,47 @@ async fn curl_quickstart_step_by_step() {
         3,
         "the repeat never reached the provider"
     );
+    proxy.stop().await;
+}
+
+/// The anthropic SDK through `/v1/messages`: a Claude model answered by an
+/// Anthropic provider as it came (whole, streamed, with tools), an OpenAI
+/// model translated both ways, and a cap refused in Anthropic's shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_python_sdk_messages_stream_tools_and_errors() {
+    let anthropic = FakeProvider::start_anthropic().await;
+    let openai = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup::default()
+            .with_provider("anthropic", &anthropic)
+            .with_provider("openai", &openai),
+    )
+    .await;
+    let seen = run_script("anthropic_python.py", &proxy, &[]).await;
+    assert_eq!(seen["plain"]["text"], "Hello there!", "{seen}");
+    assert_eq!(seen["plain"]["stop_reason"], "end_turn");
+    assert_eq!(seen["plain"]["usage"]["input_tokens"], 12);
+    assert_eq!(seen["plain"]["headers"]["x-p402-provider"], "anthropic");
+    assert!(
+        seen["plain"]["headers"]["x-p402-cost-usd"].is_string(),
+        "{seen}"
+    );
+    assert_eq!(seen["stream"]["text"], "Hello there!", "{seen}");
+    assert_eq!(seen["stream"]["stop_reason"], "end_turn");
+    assert_eq!(seen["stream"]["output_tokens"], 3);
+    assert_eq!(seen["tools"]["stop_reason"], "tool_use", "{seen}");
+    assert_eq!(seen["tools"]["tool"], "get_weather");
+    assert_eq!(seen["tools"]["input"], json!({"city": "Paris"}));
+    assert_eq!(seen["translated"]["type"], "message", "{seen}");
+    assert!(seen["translated"]["text"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    assert_eq!(seen["translated"]["stop_reason"], "end_turn");
+    assert_eq!(seen["capped"]["status"], 402, "{seen}");
+    assert_eq!(seen["capped"]["type"], "billing_error");
+    assert_eq!(seen["capped"]["code"], "MAX_COST_EXCEEDED");
+    // The Claude calls went to Anthropic, the OpenAI one to OpenAI.
+    assert_eq!(anthropic.received().len(), 3);
+    assert_eq!(openai.received().len(), 1);
     proxy.stop().await;
 }
