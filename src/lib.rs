@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod cost;
+mod count_tokens;
 mod door;
 pub mod embed;
 mod error;

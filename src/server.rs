@@ -239,7 +239,7 @@ async fn route(
     }
     // A model call's errors come in its caller's dialect, from the first.
     let door = match path.as_str() {
-        "/v1/messages" => Some(Door::Messages),
+        "/v1/messages" | "/v1/messages/count_tokens" => Some(Door::Messages),
         "/v1/chat/completions" | "/api/v2/chat/completions" => Some(Door::Chat),
         _ => None,
     };
@@ -275,6 +275,9 @@ async fn route(
         (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages") => {
             let door = door.unwrap_or(Door::Chat);
             pipeline::handle(state, runtime, request, request_id, local_key, door).await
+        }
+        (Method::POST, "/v1/messages/count_tokens") => {
+            crate::count_tokens::handle(state, &runtime, request, &request_id).await
         }
         (Method::GET, "/v1/models") => api::models(state),
         (Method::GET, "/api/v2/models") => api::catalog(state),

@@ -300,3 +300,53 @@ async fn a_local_key_may_come_as_x_api_key() {
     assert_eq!(allowed.status(), 200);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_counted_by_the_provider_that_bills_them_or_by_p402() {
+    let (anthropic, _openai, proxy) = setup().await;
+    anthropic.push(Reply::Json(200, json!({"input_tokens": 42})));
+    let body = json!({"model": "metered-claude",
+        "messages": [{"role": "user", "content": "How many tokens is this?"}]});
+    let counted: Value = proxy
+        .client
+        .post(proxy.url("/v1/messages/count_tokens?beta=true"))
+        .header("anthropic-beta", "token-counting-2024-11-01")
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(counted, json!({"input_tokens": 42}));
+    let sent = anthropic.received();
+    assert_eq!(sent[0].path, "/v1/messages/count_tokens");
+    assert_eq!(sent[0].body, body);
+    assert_eq!(
+        sent[0]
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok()),
+        Some(PROVIDER_KEY)
+    );
+    // An OpenAI model: p402's own count, and no ledger entry either way.
+    let mut body = body;
+    body["model"] = json!("metered");
+    let counted: Value = proxy
+        .client
+        .post(proxy.url("/v1/messages/count_tokens"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        counted["input_tokens"].as_u64().is_some_and(|n| n > 5),
+        "{counted}"
+    );
+    let report = proxy.get_json("/api/v2/report?since=1d").await;
+    assert_eq!(report["total"]["requests"], 0, "{report}");
+    proxy.stop().await;
+}

@@ -101,6 +101,12 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
     Ok(request)
 }
 
+/// A Messages body as a Chat Completions one, for counting its tokens:
+/// `count_tokens` bodies carry no `max_tokens`.
+pub fn as_chat_body(body: &Map<String, Value>) -> Result<Map<String, Value>, ParseError> {
+    Translation::default().request(body)
+}
+
 /// A Messages body read into a Chat Completions one.
 struct Translation {
     /// Nothing was left out.

@@ -9,7 +9,7 @@
 //! else.
 
 mod chat;
-mod messages;
+pub mod messages;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};

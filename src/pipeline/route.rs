@@ -1,6 +1,8 @@
 //! The route stage: the prompt is counted once, and the router orders the
 //! candidates that can serve it (see `router` for how).
 
+use serde_json::{Map, Value};
+
 use crate::cache::Probe;
 use crate::error::ApiError;
 use crate::request::ChatRequest;
@@ -26,7 +28,14 @@ pub async fn count_input_tokens(chat: &ChatRequest) -> Result<u64, ApiError> {
     if tokens::text_bytes(&chat.body) <= tokens::INLINE_LIMIT {
         return Ok(tokens::count_input(&chat.body));
     }
-    let body = chat.body.clone();
+    count_tokens_of(chat.body.clone()).await
+}
+
+/// [`count_input_tokens`] of a body p402 owns.
+pub async fn count_tokens_of(body: Map<String, Value>) -> Result<u64, ApiError> {
+    if tokens::text_bytes(&body) <= tokens::INLINE_LIMIT {
+        return Ok(tokens::count_input(&body));
+    }
     tokio::task::spawn_blocking(move || tokens::count_input(&body))
         .await
         .map_err(|e| ApiError::internal(format!("token counting failed: {e}")))

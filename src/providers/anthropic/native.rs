@@ -81,6 +81,34 @@ pub fn build_request(
         .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
 }
 
+/// A `count_tokens` request for `body` (the client's, the routed model
+/// set), with the client's API headers and the provider's key.
+pub fn count_request(
+    provider: &std::sync::Arc<Provider>,
+    model: &str,
+    body: &serde_json::Map<String, Value>,
+    headers: &[(http::HeaderName, HeaderValue)],
+) -> Result<Request<Full<Bytes>>, TranslateError> {
+    let native = Native {
+        api: crate::catalog::Api::Anthropic,
+        body: body.clone(),
+        headers: headers.to_vec(),
+        translatable: false,
+    };
+    let candidate = Candidate {
+        provider: std::sync::Arc::clone(provider),
+        upstream_model: model.to_string(),
+        model: None,
+        expected_cost: None,
+    };
+    let mut request = build_request(provider, &candidate, &native, false, None)?;
+    let uri = format!("{}/messages/count_tokens", provider.base_url);
+    *request.uri_mut() = uri
+        .parse()
+        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{uri}`: {e}")))?;
+    Ok(request)
+}
+
 /// The usage of a whole answer, or why it is not a message.
 pub fn answer_usage(bytes: &[u8]) -> Result<Usage, String> {
     let answer: Value =
