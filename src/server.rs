@@ -222,11 +222,32 @@ async fn dispatch(
 /// systemd probe it); everything else needs a local key when keys are set.
 async fn route(
     state: &AppState,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     request_id: &RequestId,
 ) -> Response<Body> {
     let request_id = request_id.clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
+    // `/s/{session}/v1/...`: a session for tools that only let one set a
+    // base URL. It is the session header's, so the usual rules apply (a
+    // session named in the body still wins, and it must be the caller's).
+    let path = match session_prefix(&path) {
+        Some((session, rest)) => {
+            match http::HeaderValue::from_str(session) {
+                Ok(value) => {
+                    request.headers_mut().insert("x-p402-session", value);
+                }
+                Err(_) => {
+                    return ApiError::invalid(
+                        "invalid_session",
+                        "the session id in the path is not valid text",
+                    )
+                    .into_response(&request_id)
+                }
+            }
+            rest.to_string()
+        }
+        None => path,
+    };
     let query = request.uri().query().map(str::to_string);
     let method = request.method().clone();
     let runtime = state.runtime();
@@ -308,6 +329,14 @@ async fn route(
         )
         .into_response(&request_id),
     }
+}
+
+/// The session and the rest of a `/s/{session}/...` path.
+fn session_prefix(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/s/")?;
+    let slash = rest.find('/')?;
+    let (session, rest) = rest.split_at(slash);
+    (!session.is_empty()).then_some((session, rest))
 }
 
 /// The endpoints that answer from the ledger: an audited request, sessions'

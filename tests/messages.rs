@@ -350,3 +350,52 @@ async fn tokens_are_counted_by_the_provider_that_bills_them_or_by_p402() {
     assert_eq!(report["total"]["requests"], 0, "{report}");
     proxy.stop().await;
 }
+
+/// Tools that only let one set a base URL charge a session by its path;
+/// Claude Code's own session id is kept with each ledger entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_in_the_base_url_is_charged_and_the_agents_session_recorded() {
+    let (anthropic, openai, proxy) = setup().await;
+    let session = proxy.session(5.0).await;
+    let body = json!({"model": "metered-claude", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/messages?beta=true")))
+        .header("x-claude-code-session-id", "cc-run-7")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let chat = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/chat/completions")))
+        .json(&ask("metered", "hello"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(chat.status(), 200);
+    let view = proxy.get_json(&format!("/api/v2/sessions/{session}")).await;
+    assert_eq!(view["requests"], 2, "{view}");
+    let entry = proxy.ledger_entry(&id).await.expect("entry");
+    assert_eq!(entry["session"], session.as_str());
+    assert_eq!(entry["client_session"], "cc-run-7");
+    assert_eq!(anthropic.received().len(), 1);
+    assert_eq!(openai.received().len(), 1);
+
+    // A session that does not exist is refused, in the door's dialect.
+    let refused = proxy
+        .client
+        .post(proxy.url("/s/ses_nope/v1/messages"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 404);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "not_found_error");
+    proxy.stop().await;
+}

@@ -29,6 +29,8 @@ pub struct Context {
     pub chat: ChatRequest,
     pub charge: Charge,
     pub mode: ModeChoice,
+    /// The client's own session id, recorded with each ledger entry.
+    pub client_session: Option<String>,
 }
 
 /// What routing decided, for the attempts and the finish.

@@ -149,6 +149,7 @@ fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Cost
         direct_nanos: costs.direct.or(costs.cost).unwrap_or(Usd::ZERO).nanos(),
         cached: false,
         estimated: used.estimated,
+        client_session: cx.client_session.clone(),
     }
 }
 
@@ -234,6 +235,7 @@ fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
         direct_nanos: direct.nanos(),
         cached: true,
         estimated: false,
+        client_session: cx.client_session.clone(),
     };
     let accounts: Vec<String> = cx
         .charge

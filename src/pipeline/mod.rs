@@ -144,6 +144,12 @@ async fn prepare(
     // a ready request could use.
     let permit = state.limiter().admit(&config.limits)?;
     let chat = door.parse(&bytes, &parts.headers)?;
+    let client_session = parts
+        .headers
+        .get("x-claude-code-session-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_string);
     let charge = Charge::resolve(&runtime, state.sessions(), state.book(), &chat, local_key)?;
     charge.ensure_ledger(state.book())?;
     let mode = chat
@@ -160,6 +166,7 @@ async fn prepare(
             chat,
             charge,
             mode,
+            client_session,
         },
         permit,
     ))

@@ -171,6 +171,10 @@ pub struct LedgerEntry {
     pub cached: bool,
     /// Cost computed from counted tokens because the provider sent no usage.
     pub estimated: bool,
+    /// The client's own session (an agent run: Claude Code's
+    /// `X-Claude-Code-Session-Id`), for reports to group by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_session: Option<String>,
 }
 
 impl LedgerEntry {
@@ -580,6 +584,7 @@ pub(crate) mod tests_support {
             direct_nanos: 0,
             cached: false,
             estimated: false,
+            client_session: None,
         }
     }
 }
