@@ -68,6 +68,7 @@ fn entry(id: String, cost: i64) -> LedgerEntry {
         direct_nanos: cost * 2,
         cached: false,
         estimated: false,
+        client_session: None,
     }
 }
 
