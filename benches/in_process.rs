@@ -175,6 +175,7 @@ fn budgets(c: &mut Criterion) {
                     direct_nanos: 700_000,
                     cached: false,
                     estimated: false,
+                    client_session: None,
                 }
             },
             |entry| {
