@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::catalog::{Api, Capability};
+use crate::catalog::{Api, Capability, Provider};
 use crate::error::{Classify, ErrorKind};
 use crate::mode::{ModeChoice, AUTO};
 
@@ -92,30 +92,58 @@ pub struct ChatRequest {
     pub native: Option<Native>,
 }
 
+/// A provider API's own dialect, other than Chat Completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Anthropic Messages.
+    Messages,
+    /// OpenAI's Responses API.
+    Responses,
+}
+
+impl Dialect {
+    /// Whether `provider` speaks the dialect, so a request in it can be
+    /// forwarded as it came. The Responses API is OpenAI's own; other
+    /// OpenAI-compatible servers speak Chat Completions only.
+    pub fn spoken_by(self, provider: &Provider) -> bool {
+        match self {
+            Dialect::Messages => provider.api == Api::Anthropic,
+            Dialect::Responses => provider.api == Api::Openai && provider.name == "openai",
+        }
+    }
+}
+
 /// A request in a provider API's own dialect.
 #[derive(Debug, Clone)]
 pub struct Native {
-    /// The API the body is written for.
-    pub api: Api,
+    /// The dialect the body is written in.
+    pub dialect: Dialect,
     /// The body as the client sent it, less the `p402` object.
     pub body: Map<String, Value>,
     /// The client's headers that belong to the API (`anthropic-beta`,
     /// `anthropic-version`), passed on with the body.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Whether [`ChatRequest::body`] says all the body says. When it does
-    /// not (extended thinking, server tools, documents), only providers
-    /// that speak `api` can serve the request.
+    /// not (extended thinking, server tools, documents, stored state), only
+    /// providers that speak the dialect can serve the request.
     pub translatable: bool,
 }
 
 impl ChatRequest {
-    /// The API the request must be served in, when only its own can carry
-    /// it.
-    pub fn pinned_api(&self) -> Option<Api> {
+    /// The dialect the request must be served in, when only its own can
+    /// carry it.
+    pub fn pinned_dialect(&self) -> Option<Dialect> {
         self.native
             .as_ref()
             .filter(|native| !native.translatable)
-            .map(|native| native.api)
+            .map(|native| native.dialect)
+    }
+
+    /// Whether `provider` takes the request as the client wrote it.
+    pub fn native_for(&self, provider: &Provider) -> Option<&Native> {
+        self.native
+            .as_ref()
+            .filter(|native| native.dialect.spoken_by(provider))
     }
 }
 

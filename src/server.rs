@@ -261,6 +261,7 @@ async fn route(
     // A model call's errors come in its caller's dialect, from the first.
     let door = match path.as_str() {
         "/v1/messages" | "/v1/messages/count_tokens" => Some(Door::Messages),
+        "/v1/responses" => Some(Door::Responses),
         "/v1/chat/completions" | "/api/v2/chat/completions" => Some(Door::Chat),
         _ => None,
     };
@@ -293,7 +294,10 @@ async fn route(
         .await;
     }
     match (method, path.as_str()) {
-        (Method::POST, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages") => {
+        (
+            Method::POST,
+            "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses",
+        ) => {
             let door = door.unwrap_or(Door::Chat);
             pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
@@ -315,7 +319,7 @@ async fn route(
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
         }
-        (_, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages") => {
+        (_, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses") => {
             method_not_allowed(&request_id, "POST")
         }
         (_, "/v1/models" | "/api/v2/models" | "/api/v2/providers") => {

@@ -21,12 +21,11 @@ use serde_json::{json, Map, Value};
 
 use super::RenderError;
 use crate::body::{self, Body};
-use crate::catalog::Api;
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::metadata::Metadata;
 use crate::providers::Answer;
-use crate::request::{self, ChatRequest, Native, ParseError};
+use crate::request::{self, ChatRequest, Dialect, Native, ParseError};
 
 /// The request headers that belong to the Messages API and go upstream
 /// with the body.
@@ -93,7 +92,7 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         })
         .collect();
     request.native = Some(Native {
-        api: Api::Anthropic,
+        dialect: Dialect::Messages,
         body,
         headers: api_headers,
         translatable: translation.lossless,

@@ -10,6 +10,7 @@
 
 mod chat;
 pub mod messages;
+mod responses;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -30,6 +31,8 @@ pub enum Door {
     Chat,
     /// Anthropic Messages (`/v1/messages`): Claude Code, the anthropic SDKs.
     Messages,
+    /// OpenAI's Responses API (`/v1/responses`): Codex CLI, the Agents SDK.
+    Responses,
 }
 
 /// Why an answer could not be rendered for the client.
@@ -47,6 +50,7 @@ impl Door {
         match self {
             Door::Chat => "chat",
             Door::Messages => "messages",
+            Door::Responses => "responses",
         }
     }
 
@@ -55,6 +59,7 @@ impl Door {
         match self {
             Door::Chat => crate::request::parse(bytes, headers),
             Door::Messages => messages::parse(bytes, headers),
+            Door::Responses => responses::parse(bytes, headers),
         }
     }
 
@@ -63,6 +68,7 @@ impl Door {
         match self {
             Door::Chat => chat::answer(answer, metadata),
             Door::Messages => messages::answer(answer, metadata),
+            Door::Responses => responses::answer(answer, metadata),
         }
     }
 
@@ -71,13 +77,15 @@ impl Door {
         match self {
             Door::Chat => StreamWriter::Chat(chat::Stream::new(chat.client_wants_usage)),
             Door::Messages => StreamWriter::Messages(messages::Stream::new()),
+            Door::Responses => StreamWriter::Responses(responses::Stream::new()),
         }
     }
 
     /// An error of p402's, in the client's format.
     pub fn error(self, error: &ApiError, request_id: &RequestId) -> Response<Body> {
         match self {
-            Door::Chat => error.clone().into_response(request_id),
+            // The Responses API reports errors as Chat Completions does.
+            Door::Chat | Door::Responses => error.clone().into_response(request_id),
             Door::Messages => messages::error(error, request_id),
         }
     }
@@ -91,7 +99,7 @@ impl Door {
         content_type: Option<HeaderValue>,
     ) -> (StatusCode, Bytes, Option<HeaderValue>) {
         match self {
-            Door::Chat => (status, body, content_type),
+            Door::Chat | Door::Responses => (status, body, content_type),
             Door::Messages => (
                 status,
                 messages::refusal(status, &body),
@@ -106,6 +114,7 @@ impl Door {
 pub enum StreamWriter {
     Chat(chat::Stream),
     Messages(messages::Stream),
+    Responses(responses::Stream),
 }
 
 impl StreamWriter {
@@ -114,6 +123,7 @@ impl StreamWriter {
         match self {
             StreamWriter::Chat(stream) => stream.chunk(chunk),
             StreamWriter::Messages(stream) => stream.chunk(chunk),
+            StreamWriter::Responses(stream) => stream.chunk(chunk),
         }
     }
 
@@ -122,13 +132,16 @@ impl StreamWriter {
         match self {
             StreamWriter::Chat(stream) => stream.end(metadata),
             StreamWriter::Messages(stream) => stream.end(metadata),
+            StreamWriter::Responses(stream) => stream.end(metadata),
         }
     }
 
     /// The event that reports p402's error in the middle of a stream.
     pub fn error(&mut self, error: &ApiError, request_id: &RequestId) -> Bytes {
         match self {
-            StreamWriter::Chat(_) => chat::event(&error.to_json(request_id)),
+            StreamWriter::Chat(_) | StreamWriter::Responses(_) => {
+                chat::event(&error.to_json(request_id))
+            }
             StreamWriter::Messages(_) => {
                 messages::event("error", &messages::error_body(error, request_id))
             }
@@ -139,16 +152,18 @@ impl StreamWriter {
     /// error object).
     pub fn provider_error(&mut self, error: &Value) -> Bytes {
         match self {
-            StreamWriter::Chat(_) => chat::event(error),
+            StreamWriter::Chat(_) | StreamWriter::Responses(_) => chat::event(error),
             StreamWriter::Messages(_) => messages::event("error", error),
         }
     }
 
-    /// An event of the client's own dialect, passed on as it came.
-    pub fn native(&mut self, name: &str, data: &Value) -> Bytes {
+    /// An event of the client's own dialect, passed on as it came (or
+    /// held, to carry the figures at the end).
+    pub fn native(&mut self, name: &str, data: &Value) -> Option<Bytes> {
         match self {
-            StreamWriter::Chat(_) => chat::event(data),
-            StreamWriter::Messages(_) => messages::event(name, data),
+            StreamWriter::Chat(_) => Some(chat::event(data)),
+            StreamWriter::Messages(_) => Some(messages::event(name, data)),
+            StreamWriter::Responses(stream) => stream.native(name, data),
         }
     }
 }

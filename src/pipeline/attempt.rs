@@ -120,7 +120,7 @@ async fn exchange(
     started: Instant,
 ) -> Result<Upstream, AttemptError> {
     let adapter = Adapter::of(&candidate.provider);
-    let native = adapter.speaks_native(&cx.chat);
+    let native = adapter.native_dialect(candidate, &cx.chat);
     // Exactly the reserved limit goes out.
     let request = adapter
         .build_request(candidate, &cx.chat, limit)

@@ -71,7 +71,7 @@ struct Kept {
     /// id and model of the upstream's chunks, for the cached copy.
     envelope: Option<(Value, Value)>,
     /// What a stream in the client's own dialect reported.
-    native: crate::providers::anthropic::native::Tally,
+    native: crate::providers::native::Tally,
 }
 
 /// Starts relaying `events`, and returns the response whose body they feed.
@@ -252,7 +252,7 @@ impl Relay {
             }
             let out = match native {
                 None => self.writer.chunk(chunk),
-                Some(name) => Some(self.writer.native(&name, &chunk)),
+                Some(name) => self.writer.native(&name, &chunk),
             };
             let Some(out) = out else {
                 continue;

@@ -2,7 +2,9 @@
 //! the answer is read back in OpenAI's terms.
 
 pub mod anthropic;
+pub mod native;
 pub mod openai;
+pub mod responses;
 
 use std::pin::Pin;
 
@@ -14,7 +16,7 @@ use serde_json::Value;
 
 use crate::catalog::{Api, Provider, Usage};
 use crate::error::{Classify, ErrorKind};
-use crate::request::ChatRequest;
+use crate::request::{ChatRequest, Dialect};
 use crate::router::Candidate;
 
 /// One event of an upstream stream, in OpenAI's chunk format.
@@ -141,8 +143,10 @@ impl Adapter {
     /// Whether the provider speaks the client's own dialect: then the
     /// request goes out as the client wrote it, and the answer comes back
     /// as the provider sent it.
-    pub fn speaks_native(self, request: &ChatRequest) -> bool {
-        request.native.as_ref().is_some_and(|n| n.api == self.0)
+    pub fn native_dialect(self, candidate: &Candidate, request: &ChatRequest) -> Option<Dialect> {
+        request
+            .native_for(&candidate.provider)
+            .map(|native| native.dialect)
     }
 
     /// The upstream request to `candidate` in its provider's own API, with
@@ -154,17 +158,18 @@ impl Adapter {
         limit: Option<u32>,
     ) -> Result<Request<Full<Bytes>>, TranslateError> {
         let provider = &candidate.provider;
-        if let Some(native) = request.native.as_ref().filter(|n| n.api == self.0) {
-            return match self.0 {
-                Api::Anthropic => anthropic::native::build_request(
+        if let Some(native) = request.native_for(provider) {
+            return match native.dialect {
+                Dialect::Messages => anthropic::native::build_request(
                     provider,
                     candidate,
                     native,
                     request.stream,
                     limit,
                 ),
-                // Chat Completions is the internal request itself.
-                Api::Openai => openai::build_request(provider, candidate, request),
+                Dialect::Responses => {
+                    responses::build_request(provider, candidate, native, request.stream, limit)
+                }
             };
         }
         let lowered;
@@ -193,12 +198,19 @@ impl Adapter {
     pub fn read_answer(
         self,
         bytes: Bytes,
-        native: bool,
+        native: Option<Dialect>,
         as_it_came: bool,
     ) -> Result<Answer, String> {
-        if native && self.0 == Api::Anthropic {
-            let usage = anthropic::native::answer_usage(&bytes)?;
-            return Ok(Answer::Native { bytes, usage });
+        match native {
+            Some(Dialect::Messages) => {
+                let usage = anthropic::native::answer_usage(&bytes)?;
+                return Ok(Answer::Native { bytes, usage });
+            }
+            Some(Dialect::Responses) => {
+                let usage = responses::answer_usage(&bytes)?;
+                return Ok(Answer::Native { bytes, usage });
+            }
+            None => {}
         }
         if as_it_came && self.0 == Api::Openai {
             if let Some(usage) = openai::passable_usage(&bytes) {
@@ -222,15 +234,16 @@ impl Adapter {
 
     /// An upstream SSE body as OpenAI chunk events, or as the client's
     /// own events when the provider speaks its dialect (`native`).
-    pub fn decode_stream<S, E>(self, bytes: S, native: bool) -> EventStream
+    pub fn decode_stream<S, E>(self, bytes: S, native: Option<Dialect>) -> EventStream
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        match self.0 {
-            Api::Openai => openai::decode_stream(bytes),
-            Api::Anthropic if native => anthropic::native::decode_stream(bytes),
-            Api::Anthropic => anthropic::translate_stream(bytes),
+        match (native, self.0) {
+            (Some(Dialect::Messages), _) => anthropic::native::decode_stream(bytes),
+            (Some(Dialect::Responses), _) => responses::decode_stream(bytes),
+            (None, Api::Openai) => openai::decode_stream(bytes),
+            (None, Api::Anthropic) => anthropic::translate_stream(bytes),
         }
     }
 

@@ -278,7 +278,10 @@ impl Router<'_> {
         if !self.provider_usable(provider) {
             return Err(Reject::ProviderUnusable);
         }
-        if request.pinned_api().is_some_and(|api| api != provider.api) {
+        if request
+            .pinned_dialect()
+            .is_some_and(|dialect| !dialect.spoken_by(provider))
+        {
             return Err(Reject::Dialect);
         }
         if let Some(excluded) = &request.options.exclude_providers {
@@ -436,12 +439,12 @@ impl Router<'_> {
         if let Some(reason) = candidate.provider.unusable_reason() {
             return Err(RouteError::ProviderUnavailable(reason.to_string()));
         }
-        if let Some(api) = request
-            .pinned_api()
-            .filter(|api| *api != candidate.provider.api)
+        if let Some(dialect) = request
+            .pinned_dialect()
+            .filter(|dialect| !dialect.spoken_by(&candidate.provider))
         {
             return Err(RouteError::ProviderUnavailable(format!(
-                "this request uses features only the {api:?} API can carry (extended thinking, server tools, documents), and provider `{}` speaks another",
+                "this request uses features only the {dialect:?} API can carry (extended thinking, server tools, documents, stored state), and provider `{}` does not speak it",
                 candidate.provider.name
             )));
         }

@@ -90,7 +90,7 @@ pub fn count_request(
     headers: &[(http::HeaderName, HeaderValue)],
 ) -> Result<Request<Full<Bytes>>, TranslateError> {
     let native = Native {
-        api: crate::catalog::Api::Anthropic,
+        dialect: crate::request::Dialect::Messages,
         body: body.clone(),
         headers: headers.to_vec(),
         translatable: false,

@@ -1,0 +1,491 @@
+//! The Responses door (`/v1/responses`): what Codex CLI (Responses only
+//! since February 2026) and the OpenAI Agents SDK send.
+//!
+//! A request keeps its own body, forwarded as it is to OpenAI, which speaks
+//! the Responses API. It is also read into the internal (Chat Completions)
+//! request the stages route, count and charge by; a stateless request that
+//! uses only what translates (text and images, `instructions`, function
+//! tools, `max_output_tokens`, `text.format`, reasoning effort) may be
+//! served by any provider, and the answer is translated back. Anything
+//! else (stored state such as `previous_response_id`, reasoning items with
+//! their encrypted content, built-in tools, fields p402 does not know) pins
+//! the request to OpenAI: nothing is dropped on the way.
+//!
+//! `p402_metadata` goes in the response object: the answer's, or for a
+//! stream the one in its final `response.completed` event.
+
+use bytes::Bytes;
+use http::{header, HeaderMap};
+use serde_json::{json, Map, Value};
+
+use super::RenderError;
+use crate::metadata::Metadata;
+use crate::providers::{openai, Answer};
+use crate::request::{self, ChatRequest, Dialect, Native, ParseError};
+
+/// The request headers that belong to the API and go upstream with it.
+const API_HEADERS: [&str; 1] = ["openai-beta"];
+
+/// The fields that translate to Chat Completions without loss.
+const TRANSLATABLE_FIELDS: [&str; 16] = [
+    "model",
+    "input",
+    "instructions",
+    "stream",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+    "reasoning",
+    "store",
+    "metadata",
+    "user",
+    "prompt_cache_key",
+];
+
+pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+    let Value::Object(mut body) = value else {
+        return Err(ParseError::Field(
+            "the request body must be a JSON object".into(),
+        ));
+    };
+    let options = body.remove("p402");
+    match body.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => {}
+        _ => return Err(ParseError::Model),
+    }
+    match body.get("input") {
+        Some(Value::String(_)) => {}
+        Some(Value::Array(items)) if !items.is_empty() => {}
+        _ => {
+            return Err(ParseError::Messages(
+                "`input` is required: a string or a non-empty array of items".into(),
+            ))
+        }
+    }
+    let mut translation = Translation { lossless: true };
+    let mut chat = translation.request(&body);
+    if let Some(options) = options {
+        chat.insert("p402".into(), options);
+    }
+    let mut request = request::from_body(chat, headers)?;
+    let api_headers = API_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            Some((header::HeaderName::from_static(name), value.clone()))
+        })
+        .collect();
+    request.native = Some(Native {
+        dialect: Dialect::Responses,
+        body,
+        headers: api_headers,
+        translatable: translation.lossless,
+    });
+    Ok(request)
+}
+
+struct Translation {
+    lossless: bool,
+}
+
+impl Translation {
+    fn request(&mut self, body: &Map<String, Value>) -> Map<String, Value> {
+        let mut out = Map::new();
+        self.lossless &= body.keys().all(|k| TRANSLATABLE_FIELDS.contains(&k.as_str()));
+        // Stored state lives at OpenAI.
+        if body.get("store").and_then(Value::as_bool) == Some(true) {
+            self.lossless = false;
+        }
+        for key in ["model", "stream", "temperature", "top_p", "parallel_tool_calls", "user", "prompt_cache_key", "metadata"] {
+            if let Some(value) = body.get(key) {
+                out.insert(key.into(), value.clone());
+            }
+        }
+        if let Some(limit) = body.get("max_output_tokens") {
+            out.insert("max_tokens".into(), limit.clone());
+        }
+        if let Some(effort) = body.pointer_get(&["reasoning", "effort"]) {
+            out.insert("reasoning_effort".into(), effort.clone());
+        }
+        if let Some(text) = body.get("text") {
+            self.text_format(text, &mut out);
+        }
+        let mut messages = Vec::new();
+        if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
+            messages.push(json!({"role": "system", "content": instructions}));
+        }
+        match body.get("input") {
+            Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    self.item(item, &mut messages);
+                }
+            }
+            _ => {}
+        }
+        out.insert("messages".into(), Value::Array(messages));
+        if let Some(tools) = body.get("tools").and_then(Value::as_array) {
+            let tools: Vec<Value> = tools.iter().filter_map(|t| self.tool(t)).collect();
+            out.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(choice) = body.get("tool_choice") {
+            let mapped = match choice {
+                Value::String(_) => choice.clone(),
+                _ if choice.get("type").and_then(Value::as_str) == Some("function") => {
+                    json!({"type": "function", "function": {"name": choice["name"]}})
+                }
+                _ => {
+                    self.lossless = false;
+                    Value::Null
+                }
+            };
+            if !mapped.is_null() {
+                out.insert("tool_choice".into(), mapped);
+            }
+        }
+        out
+    }
+
+    fn text_format(&mut self, text: &Value, out: &mut Map<String, Value>) {
+        let Some(format) = text.get("format") else {
+            return;
+        };
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") | None => {}
+            Some("json_object") => {
+                out.insert("response_format".into(), json!({"type": "json_object"}));
+            }
+            Some("json_schema") => {
+                let mut schema = Map::new();
+                for key in ["name", "schema", "strict", "description"] {
+                    if let Some(value) = format.get(key) {
+                        schema.insert(key.into(), value.clone());
+                    }
+                }
+                out.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": schema}),
+                );
+            }
+            Some(_) => self.lossless = false,
+        }
+    }
+
+    fn item(&mut self, item: &Value, out: &mut Vec<Value>) {
+        let kind = item.get("type").and_then(Value::as_str);
+        match kind {
+            Some("message") | None if item.get("role").is_some() => {
+                let role = match item["role"].as_str() {
+                    Some("developer") => "system",
+                    Some(role) => role,
+                    None => "user",
+                };
+                let content = match &item["content"] {
+                    Value::String(text) => Value::from(text.as_str()),
+                    Value::Array(parts) => {
+                        let parts: Vec<Value> = parts.iter().filter_map(|p| self.part(p)).collect();
+                        if role == "assistant" || role == "system" {
+                            let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+                            Value::from(text.join(""))
+                        } else {
+                            Value::Array(parts)
+                        }
+                    }
+                    _ => {
+                        self.lossless = false;
+                        return;
+                    }
+                };
+                out.push(json!({"role": role, "content": content}));
+            }
+            Some("function_call") => {
+                let call = json!({"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}});
+                // Consecutive calls belong to one assistant turn.
+                if let Some(last) = out.last_mut().filter(|m| {
+                    m["role"] == "assistant" && m.get("tool_calls").is_some()
+                }) {
+                    if let Some(calls) = last["tool_calls"].as_array_mut() {
+                        calls.push(call);
+                        return;
+                    }
+                }
+                out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+            }
+            Some("function_call_output") => {
+                let output = match &item["output"] {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                out.push(json!({"role": "tool", "tool_call_id": item["call_id"], "content": output}));
+            }
+            // Reasoning items (and their encrypted content), item
+            // references, built-in tools' calls: OpenAI's alone.
+            _ => self.lossless = false,
+        }
+    }
+
+    fn part(&mut self, part: &Value) -> Option<Value> {
+        match part.get("type").and_then(Value::as_str) {
+            Some("input_text" | "output_text" | "text") => {
+                Some(json!({"type": "text", "text": part["text"]}))
+            }
+            Some("input_image") if part.get("image_url").is_some() => {
+                Some(json!({"type": "image_url", "image_url": {"url": part["image_url"]}}))
+            }
+            _ => {
+                self.lossless = false;
+                None
+            }
+        }
+    }
+
+    fn tool(&mut self, tool: &Value) -> Option<Value> {
+        if tool.get("type").and_then(Value::as_str) != Some("function") {
+            // Web search, file search, code interpreter, namespaces, custom
+            // grammar tools: not functions another provider could call.
+            self.lossless = false;
+            return None;
+        }
+        let mut function = json!({"name": tool["name"], "parameters": tool["parameters"]});
+        for key in ["description", "strict"] {
+            if let Some(value) = tool.get(key) {
+                function[key] = value.clone();
+            }
+        }
+        Some(json!({"type": "function", "function": function}))
+    }
+}
+
+trait PointerGet {
+    fn pointer_get(&self, path: &[&str]) -> Option<&Value>;
+}
+
+impl PointerGet for Map<String, Value> {
+    fn pointer_get(&self, path: &[&str]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        rest.iter().try_fold(self.get(*first)?, |value, key| value.get(*key))
+    }
+}
+
+/// A whole answer as a `response` object with `p402_metadata`: as OpenAI
+/// sent it, or built from the `chat.completion`.
+pub fn answer(answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError> {
+    let mut response = match answer {
+        Answer::Native { bytes, .. } => {
+            let figures = serde_json::to_vec(metadata)?;
+            return openai::with_member(&bytes, "p402_metadata", &figures)
+                .map(Bytes::from)
+                .ok_or(RenderError::NotAnObject);
+        }
+        Answer::Tree(tree) => response(&tree, "completed"),
+        Answer::AsItCame { bytes, .. } => response(&serde_json::from_slice(&bytes)?, "completed"),
+    };
+    response["p402_metadata"] = serde_json::to_value(metadata)?;
+    Ok(Bytes::from(serde_json::to_vec(&response)?))
+}
+
+/// A `response` object saying what a `chat.completion` says.
+fn response(completion: &Value, status: &str) -> Value {
+    let said = &completion["choices"][0]["message"];
+    let id = completion["id"].as_str().unwrap_or("p402");
+    let mut output = Vec::new();
+    if let Some(text) = said.get("content").and_then(Value::as_str) {
+        output.push(json!({"type": "message", "id": format!("msg_{id}"), "status": "completed",
+            "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}));
+    }
+    for call in said
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        output.push(json!({"type": "function_call", "id": format!("fc_{}", call["id"].as_str().unwrap_or_default()),
+            "call_id": call["id"], "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+            "arguments": call.pointer("/function/arguments").cloned().unwrap_or(json!("")), "status": "completed"}));
+    }
+    let usage = &completion["usage"];
+    let input = usage["prompt_tokens"].as_u64().unwrap_or(0);
+    let output_tokens = usage["completion_tokens"].as_u64().unwrap_or(0);
+    json!({
+        "id": format!("resp_{id}"),
+        "object": "response",
+        "created_at": completion["created"],
+        "status": status,
+        "model": completion["model"],
+        "output": output,
+        "usage": {
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": usage.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0)},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": usage.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0)},
+            "total_tokens": input + output_tokens,
+        },
+    })
+}
+
+/// A Responses stream: OpenAI's own events as they came (the final one held
+/// back until the figures are known), or events built from Chat
+/// Completions chunks.
+pub struct Stream {
+    /// The final event of a native stream, to carry the metadata.
+    last: Option<(String, Value)>,
+    /// A translated stream: the chunks' text and calls, to build events.
+    built: Option<Built>,
+    sequence: u64,
+}
+
+/// What a translated stream has said so far.
+#[derive(Default)]
+struct Built {
+    id: String,
+    model: Value,
+    created: Value,
+    text: String,
+    /// The text item has been opened.
+    open: bool,
+    calls: Vec<(Value, Value, String)>,
+    usage: Value,
+}
+
+impl Stream {
+    pub fn new() -> Self {
+        Stream {
+            last: None,
+            built: None,
+            sequence: 0,
+        }
+    }
+
+    fn event(&mut self, name: &str, mut data: Value) -> Bytes {
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        super::messages::event(name, &data)
+    }
+
+    /// A native event: passed on, except the final one, which waits for
+    /// the figures.
+    pub fn native(&mut self, name: &str, data: &Value) -> Option<Bytes> {
+        let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
+        if matches!(kind, "response.completed" | "response.incomplete" | "response.failed") {
+            self.last = Some((name.to_string(), data.clone()));
+            return None;
+        }
+        Some(super::messages::event(name, data))
+    }
+
+    /// A Chat Completions chunk, as Responses events.
+    pub fn chunk(&mut self, chunk: Value) -> Option<Bytes> {
+        let mut out = Vec::new();
+        if self.built.is_none() {
+            let id = format!("resp_{}", chunk["id"].as_str().unwrap_or("p402"));
+            let built = Built {
+                id: id.clone(),
+                model: chunk["model"].clone(),
+                created: chunk["created"].clone(),
+                ..Built::default()
+            };
+            let shell = json!({"id": id, "object": "response", "created_at": built.created,
+                "status": "in_progress", "model": built.model, "output": []});
+            self.built = Some(built);
+            out.push(self.event("response.created", json!({"type": "response.created", "response": shell})));
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            if let Some(built) = self.built.as_mut() {
+                built.usage = usage.clone();
+            }
+        }
+        for choice in chunk.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            let delta = &choice["delta"];
+            if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                let opened = self.built.as_ref().is_some_and(|b| b.open);
+                let item_id = self.item_id();
+                if !opened {
+                    out.push(self.event("response.output_item.added", json!({"type": "response.output_item.added",
+                        "output_index": 0, "item": {"type": "message", "id": item_id, "status": "in_progress",
+                        "role": "assistant", "content": []}})));
+                    out.push(self.event("response.content_part.added", json!({"type": "response.content_part.added",
+                        "item_id": item_id, "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []}})));
+                }
+                if let Some(built) = self.built.as_mut() {
+                    built.open = true;
+                    built.text.push_str(text);
+                }
+                out.push(self.event("response.output_text.delta", json!({"type": "response.output_text.delta",
+                    "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text})));
+            }
+            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                let Some(built) = self.built.as_mut() else { continue };
+                let n = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                while built.calls.len() <= n {
+                    built.calls.push((Value::Null, Value::Null, String::new()));
+                }
+                let slot = &mut built.calls[n];
+                if let Some(id) = call.get("id").filter(|v| !v.is_null()) {
+                    slot.0 = id.clone();
+                }
+                if let Some(name) = call.pointer("/function/name").filter(|v| !v.is_null()) {
+                    slot.1 = name.clone();
+                }
+                if let Some(part) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                    slot.2.push_str(part);
+                }
+            }
+        }
+        (!out.is_empty()).then(|| Bytes::from(out.concat()))
+    }
+
+    fn item_id(&self) -> String {
+        format!("msg_{}", self.built.as_ref().map_or("p402", |b| b.id.as_str()))
+    }
+
+    /// The end: the final event with the complete response and its
+    /// `p402_metadata`.
+    pub fn end(&mut self, metadata: &Metadata) -> Vec<Bytes> {
+        let figures = serde_json::to_value(metadata).unwrap_or(Value::Null);
+        if let Some((name, mut data)) = self.last.take() {
+            if let Some(response) = data.get_mut("response").and_then(Value::as_object_mut) {
+                response.insert("p402_metadata".into(), figures);
+            }
+            return vec![super::messages::event(&name, &data)];
+        }
+        let Some(built) = self.built.take() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let item_id = format!("msg_{}", built.id);
+        if built.open {
+            out.push(self.event("response.output_text.done", json!({"type": "response.output_text.done",
+                "item_id": item_id, "output_index": 0, "content_index": 0, "text": built.text})));
+            out.push(self.event("response.content_part.done", json!({"type": "response.content_part.done",
+                "item_id": item_id, "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": built.text, "annotations": []}})));
+            out.push(self.event("response.output_item.done", json!({"type": "response.output_item.done",
+                "output_index": 0, "item": {"type": "message", "id": item_id, "status": "completed",
+                "role": "assistant", "content": [{"type": "output_text", "text": built.text, "annotations": []}]}})));
+        }
+        let mut calls = Vec::new();
+        for (call_id, name, arguments) in &built.calls {
+            calls.push(json!({"id": call_id, "type": "function",
+                "function": {"name": name, "arguments": arguments}}));
+        }
+        let completion = json!({
+            "id": built.id.trim_start_matches("resp_"), "created": built.created, "model": built.model,
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                "content": if built.open { Value::from(built.text.clone()) } else { Value::Null },
+                "tool_calls": if calls.is_empty() { Value::Null } else { Value::Array(calls) }}}],
+            "usage": built.usage,
+        });
+        let mut complete = response(&completion, "completed");
+        complete["p402_metadata"] = figures;
+        out.push(self.event("response.completed", json!({"type": "response.completed", "response": complete})));
+        out
+    }
+}
