@@ -319,9 +319,10 @@ async fn route(
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
         }
-        (_, "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses") => {
-            method_not_allowed(&request_id, "POST")
-        }
+        (
+            _,
+            "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses",
+        ) => method_not_allowed(&request_id, "POST"),
         (_, "/v1/models" | "/api/v2/models" | "/api/v2/providers") => {
             method_not_allowed(&request_id, "GET")
         }

@@ -97,12 +97,23 @@ struct Translation {
 impl Translation {
     fn request(&mut self, body: &Map<String, Value>) -> Map<String, Value> {
         let mut out = Map::new();
-        self.lossless &= body.keys().all(|k| TRANSLATABLE_FIELDS.contains(&k.as_str()));
+        self.lossless &= body
+            .keys()
+            .all(|k| TRANSLATABLE_FIELDS.contains(&k.as_str()));
         // Stored state lives at OpenAI.
         if body.get("store").and_then(Value::as_bool) == Some(true) {
             self.lossless = false;
         }
-        for key in ["model", "stream", "temperature", "top_p", "parallel_tool_calls", "user", "prompt_cache_key", "metadata"] {
+        for key in [
+            "model",
+            "stream",
+            "temperature",
+            "top_p",
+            "parallel_tool_calls",
+            "user",
+            "prompt_cache_key",
+            "metadata",
+        ] {
             if let Some(value) = body.get(key) {
                 out.insert(key.into(), value.clone());
             }
@@ -191,7 +202,8 @@ impl Translation {
                     Value::Array(parts) => {
                         let parts: Vec<Value> = parts.iter().filter_map(|p| self.part(p)).collect();
                         if role == "assistant" || role == "system" {
-                            let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+                            let text: Vec<&str> =
+                                parts.iter().filter_map(|p| p["text"].as_str()).collect();
                             Value::from(text.join(""))
                         } else {
                             Value::Array(parts)
@@ -208,9 +220,10 @@ impl Translation {
                 let call = json!({"id": item["call_id"], "type": "function",
                     "function": {"name": item["name"], "arguments": item["arguments"]}});
                 // Consecutive calls belong to one assistant turn.
-                if let Some(last) = out.last_mut().filter(|m| {
-                    m["role"] == "assistant" && m.get("tool_calls").is_some()
-                }) {
+                if let Some(last) = out
+                    .last_mut()
+                    .filter(|m| m["role"] == "assistant" && m.get("tool_calls").is_some())
+                {
                     if let Some(calls) = last["tool_calls"].as_array_mut() {
                         calls.push(call);
                         return;
@@ -223,7 +236,9 @@ impl Translation {
                     Value::String(text) => text.clone(),
                     other => other.to_string(),
                 };
-                out.push(json!({"role": "tool", "tool_call_id": item["call_id"], "content": output}));
+                out.push(
+                    json!({"role": "tool", "tool_call_id": item["call_id"], "content": output}),
+                );
             }
             // Reasoning items (and their encrypted content), item
             // references, built-in tools' calls: OpenAI's alone.
@@ -270,7 +285,8 @@ trait PointerGet {
 impl PointerGet for Map<String, Value> {
     fn pointer_get(&self, path: &[&str]) -> Option<&Value> {
         let (first, rest) = path.split_first()?;
-        rest.iter().try_fold(self.get(*first)?, |value, key| value.get(*key))
+        rest.iter()
+            .try_fold(self.get(*first)?, |value, key| value.get(*key))
     }
 }
 
@@ -373,7 +389,10 @@ impl Stream {
     /// the figures.
     pub fn native(&mut self, name: &str, data: &Value) -> Option<Bytes> {
         let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
-        if matches!(kind, "response.completed" | "response.incomplete" | "response.failed") {
+        if matches!(
+            kind,
+            "response.completed" | "response.incomplete" | "response.failed"
+        ) {
             self.last = Some((name.to_string(), data.clone()));
             return None;
         }
@@ -394,35 +413,60 @@ impl Stream {
             let shell = json!({"id": id, "object": "response", "created_at": built.created,
                 "status": "in_progress", "model": built.model, "output": []});
             self.built = Some(built);
-            out.push(self.event("response.created", json!({"type": "response.created", "response": shell})));
+            out.push(self.event(
+                "response.created",
+                json!({"type": "response.created", "response": shell}),
+            ));
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             if let Some(built) = self.built.as_mut() {
                 built.usage = usage.clone();
             }
         }
-        for choice in chunk.get("choices").and_then(Value::as_array).into_iter().flatten() {
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let delta = &choice["delta"];
-            if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            if let Some(text) = delta
+                .get("content")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
                 let opened = self.built.as_ref().is_some_and(|b| b.open);
                 let item_id = self.item_id();
                 if !opened {
                     out.push(self.event("response.output_item.added", json!({"type": "response.output_item.added",
                         "output_index": 0, "item": {"type": "message", "id": item_id, "status": "in_progress",
                         "role": "assistant", "content": []}})));
-                    out.push(self.event("response.content_part.added", json!({"type": "response.content_part.added",
+                    out.push(self.event(
+                        "response.content_part.added",
+                        json!({"type": "response.content_part.added",
                         "item_id": item_id, "output_index": 0, "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": []}})));
+                        "part": {"type": "output_text", "text": "", "annotations": []}}),
+                    ));
                 }
                 if let Some(built) = self.built.as_mut() {
                     built.open = true;
                     built.text.push_str(text);
                 }
-                out.push(self.event("response.output_text.delta", json!({"type": "response.output_text.delta",
-                    "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text})));
+                out.push(self.event(
+                    "response.output_text.delta",
+                    json!({"type": "response.output_text.delta",
+                    "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text}),
+                ));
             }
-            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                let Some(built) = self.built.as_mut() else { continue };
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(built) = self.built.as_mut() else {
+                    continue;
+                };
                 let n = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
                 while built.calls.len() <= n {
                     built.calls.push((Value::Null, Value::Null, String::new()));
@@ -443,7 +487,10 @@ impl Stream {
     }
 
     fn item_id(&self) -> String {
-        format!("msg_{}", self.built.as_ref().map_or("p402", |b| b.id.as_str()))
+        format!(
+            "msg_{}",
+            self.built.as_ref().map_or("p402", |b| b.id.as_str())
+        )
     }
 
     /// The end: the final event with the complete response and its
@@ -462,11 +509,17 @@ impl Stream {
         let mut out = Vec::new();
         let item_id = format!("msg_{}", built.id);
         if built.open {
-            out.push(self.event("response.output_text.done", json!({"type": "response.output_text.done",
-                "item_id": item_id, "output_index": 0, "content_index": 0, "text": built.text})));
-            out.push(self.event("response.content_part.done", json!({"type": "response.content_part.done",
+            out.push(self.event(
+                "response.output_text.done",
+                json!({"type": "response.output_text.done",
+                "item_id": item_id, "output_index": 0, "content_index": 0, "text": built.text}),
+            ));
+            out.push(self.event(
+                "response.content_part.done",
+                json!({"type": "response.content_part.done",
                 "item_id": item_id, "output_index": 0, "content_index": 0,
-                "part": {"type": "output_text", "text": built.text, "annotations": []}})));
+                "part": {"type": "output_text", "text": built.text, "annotations": []}}),
+            ));
             out.push(self.event("response.output_item.done", json!({"type": "response.output_item.done",
                 "output_index": 0, "item": {"type": "message", "id": item_id, "status": "completed",
                 "role": "assistant", "content": [{"type": "output_text", "text": built.text, "annotations": []}]}})));
@@ -485,7 +538,10 @@ impl Stream {
         });
         let mut complete = response(&completion, "completed");
         complete["p402_metadata"] = figures;
-        out.push(self.event("response.completed", json!({"type": "response.completed", "response": complete})));
+        out.push(self.event(
+            "response.completed",
+            json!({"type": "response.completed", "response": complete}),
+        ));
         out
     }
 }

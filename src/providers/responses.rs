@@ -18,7 +18,11 @@ use crate::router::Candidate;
 const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 
 /// The events that end a Responses stream.
-const FINAL_EVENTS: [&str; 3] = ["response.completed", "response.failed", "response.incomplete"];
+const FINAL_EVENTS: [&str; 3] = [
+    "response.completed",
+    "response.failed",
+    "response.incomplete",
+];
 
 /// The client's own body, for the routed model, with the reserved output
 /// limit (when budgeted), the client's API headers and the provider's key.

@@ -1,0 +1,262 @@
+//! The Responses door (`/v1/responses`), spoken as Codex CLI and the Agents
+//! SDK speak it, against loopback providers that speak each API exactly:
+//! forwarded as it came to OpenAI (stored state, reasoning, built-in tools
+//! untouched), translated for another provider when nothing is lost,
+//! charged either way, with `p402_metadata` in the response object.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn setup() -> (FakeProvider, FakeProvider, TestProxy) {
+    let openai = FakeProvider::start().await;
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(
+        Setup::default()
+            .with_provider("openai", &openai)
+            .with_provider("anthropic", &anthropic),
+    )
+    .await;
+    (openai, anthropic, proxy)
+}
+
+/// A `response` exactly as OpenAI returns one.
+fn openai_response(model: &str) -> Value {
+    json!({
+        "id": "resp_01", "object": "response", "created_at": 1_796_000_000, "status": "completed",
+        "model": model, "error": null, "incomplete_details": null,
+        "output": [
+            {"type": "reasoning", "id": "rs_01", "summary": [], "encrypted_content": "gAAAAB-opaque"},
+            {"type": "message", "id": "msg_01", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Hello from Responses", "annotations": []}]}
+        ],
+        "usage": {"input_tokens": 20, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 8, "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 28}
+    })
+}
+
+/// A Responses stream as OpenAI sends it, one `event:`/`data:` block each.
+fn openai_response_stream(model: &str) -> Vec<String> {
+    let block = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or_default()
+        )
+    };
+    let shell = json!({"id": "resp_02", "object": "response", "created_at": 1_796_000_000,
+        "status": "in_progress", "model": model, "output": []});
+    let mut done = openai_response(model);
+    done["id"] = json!("resp_02");
+    vec![
+        block(json!({"type": "response.created", "sequence_number": 0, "response": shell})),
+        block(
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+            "item": {"type": "message", "id": "msg_02", "status": "in_progress", "role": "assistant", "content": []}}),
+        ),
+        block(
+            json!({"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_02",
+            "output_index": 0, "content_index": 0, "delta": "Hello from "}),
+        ),
+        block(
+            json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_02",
+            "output_index": 0, "content_index": 0, "delta": "Responses"}),
+        ),
+        block(
+            json!({"type": "response.output_item.done", "sequence_number": 4, "output_index": 0,
+            "item": done["output"][1]}),
+        ),
+        block(json!({"type": "response.completed", "sequence_number": 5, "response": done})),
+    ]
+}
+
+/// What Codex sends: stateless, but with reasoning kept encrypted and a
+/// built-in tool.
+fn codex_like(stream: bool) -> Value {
+    json!({
+        "model": "gpt-4o-mini",
+        "instructions": "You are a coding agent.",
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "say hi"}]}],
+        "tools": [{"type": "web_search"}, {"type": "function", "name": "exec_command",
+            "description": "Run a command", "parameters": {"type": "object", "properties": {}}, "strict": false}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": true,
+        "reasoning": {"summary": "auto"},
+        "store": false,
+        "stream": stream,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "thread-1"
+    })
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-p402-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id")
+        .to_string()
+}
+
+async fn post(proxy: &TestProxy, body: &Value) -> reqwest::Response {
+    proxy
+        .client
+        .post(proxy.url("/v1/responses"))
+        .header("openai-beta", "responses=v1")
+        .json(body)
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_responses_request_goes_to_openai_as_it_came_and_is_charged() {
+    let (openai, anthropic, proxy) = setup().await;
+    openai.push(Reply::Json(200, openai_response("gpt-4o-mini")));
+    let body = codex_like(false);
+    let response = post(&proxy, &body).await;
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let mut answer: Value = response.json().await.expect("json");
+    let figures = answer
+        .as_object_mut()
+        .and_then(|o| o.remove("p402_metadata"))
+        .expect("p402_metadata in the response object");
+    // Otherwise the response as OpenAI sent it, reasoning included.
+    assert_eq!(answer, openai_response("gpt-4o-mini"));
+    assert_eq!(figures["request_id"], id.as_str());
+    assert_eq!(figures["input_tokens"], 20);
+    assert_eq!(figures["output_tokens"], 8);
+
+    let sent = openai.received();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].path, "/v1/responses");
+    assert_eq!(sent[0].body, body);
+    assert_eq!(
+        sent[0]
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("Bearer {PROVIDER_KEY}").as_str())
+    );
+    assert_eq!(
+        sent[0]
+            .headers
+            .get("openai-beta")
+            .and_then(|v| v.to_str().ok()),
+        Some("responses=v1")
+    );
+    assert!(anthropic.received().is_empty());
+    let entry = proxy.ledger_entry(&id).await.expect("entry");
+    assert_eq!(entry["input_tokens"], 20);
+    assert_eq!(entry["output_tokens"], 8);
+    assert!(
+        entry["cost_nanos"].as_i64().is_some_and(|c| c > 0),
+        "{entry}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_responses_request_is_relayed_with_the_figures_in_its_last_event() {
+    let (openai, _anthropic, proxy) = setup().await;
+    let session = proxy.session(5.0).await;
+    openai.push(Reply::RawSse(openai_response_stream("gpt-4o-mini")));
+    let mut body = codex_like(true);
+    body["p402"] = json!({"session_id": session});
+    let response = post(&proxy, &body).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    let upstream = openai_response_stream("gpt-4o-mini");
+    // Every event but the last as OpenAI sent it.
+    let head: String = upstream[..upstream.len() - 1].concat();
+    assert!(text.starts_with(&head), "{text}");
+    let last = text[head.len()..].trim();
+    let data: Value = serde_json::from_str(
+        last.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data line"),
+    )
+    .expect("json");
+    assert_eq!(data["type"], "response.completed");
+    assert_eq!(
+        data["response"]["output"][1]["content"][0]["text"],
+        "Hello from Responses"
+    );
+    assert_eq!(data["response"]["p402_metadata"]["output_tokens"], 8);
+    // Budgeted: the reserved limit went out under Responses' own name.
+    let sent = openai.received();
+    assert!(
+        sent[0].body["max_output_tokens"].as_u64().is_some(),
+        "{:?}",
+        sent[0].body
+    );
+    assert!(sent[0].body.get("p402").is_none());
+    let view = proxy.get_json(&format!("/api/v2/sessions/{session}")).await;
+    assert_eq!(view["requests"], 1, "{view}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stateless_responses_request_is_translated_for_claude() {
+    let (openai, anthropic, proxy) = setup().await;
+    let body = json!({
+        "model": "claude-haiku-4-5",
+        "instructions": "Be brief.",
+        "input": "Say hello",
+        "max_output_tokens": 100,
+    });
+    let response = post(&proxy, &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["object"], "response", "{answer}");
+    assert_eq!(answer["status"], "completed");
+    assert_eq!(answer["output"][0]["type"], "message");
+    assert_eq!(answer["output"][0]["content"][0]["text"], "Hello there!");
+    assert_eq!(answer["usage"]["input_tokens"], 12);
+    assert_eq!(answer["p402_metadata"]["provider"], "anthropic");
+    let sent = anthropic.received();
+    assert_eq!(sent[0].path, "/v1/messages");
+    assert_eq!(sent[0].body["system"], "Be brief.");
+    assert_eq!(sent[0].body["max_tokens"], 100);
+    assert!(openai.received().is_empty());
+
+    // Streamed: Responses events built from the translation.
+    let mut body = body;
+    body["stream"] = json!(true);
+    let text = post(&proxy, &body).await.text().await.expect("body");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"response.created"), "{text}");
+    assert!(names.contains(&"response.output_text.delta"), "{text}");
+    assert_eq!(names.last(), Some(&"response.completed"), "{text}");
+    let completed: Value = serde_json::from_str(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .last()
+            .expect("data"),
+    )
+    .expect("json");
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        "Hello there!"
+    );
+    assert!(completed["response"]["p402_metadata"].is_object());
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_state_is_never_sent_to_another_api() {
+    let (openai, anthropic, proxy) = setup().await;
+    let body = json!({"model": "claude-haiku-4-5", "input": "and then?",
+        "previous_response_id": "resp_earlier"});
+    let response = post(&proxy, &body).await;
+    assert_eq!(response.status(), 503);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "provider_unavailable", "{error}");
+    assert!(openai.received().is_empty());
+    assert!(anthropic.received().is_empty());
+    proxy.stop().await;
+}
