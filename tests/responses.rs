@@ -234,8 +234,8 @@ async fn a_stateless_responses_request_is_translated_for_claude() {
     assert_eq!(names.last(), Some(&"response.completed"), "{text}");
     let completed: Value = serde_json::from_str(
         text.lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
             .expect("data"),
     )
     .expect("json");
