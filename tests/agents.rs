@@ -1,9 +1,11 @@
 //! The coding agents themselves against p402: the real Claude Code CLI
-//! (`claude -p`, configured through `ANTHROPIC_BASE_URL` alone), answered by
-//! a loopback server that speaks Anthropic's Messages API exactly.
+//! (`claude -p`, configured through `ANTHROPIC_BASE_URL` alone) and the real
+//! Codex CLI (`codex exec`, with a `[model_providers]` entry pointing at
+//! p402 and `wire_api = "responses"`), each answered by a loopback server
+//! that speaks its provider's API exactly.
 //!
-//! `.ci/run` installs the pinned npm package into `target/agents-node`;
-//! `P402_TEST_CLAUDE` points at another `claude` binary.
+//! `.ci/run` installs the pinned npm packages into `target/agents-node`;
+//! `P402_TEST_CLAUDE` and `P402_TEST_CODEX` point at other binaries.
 
 mod common;
 
@@ -24,6 +26,136 @@ fn claude() -> PathBuf {
         "Claude Code is not installed in target/agents-node: run `bash .ci/run` once"
     );
     path
+}
+
+fn codex() -> PathBuf {
+    if let Some(path) = std::env::var_os("P402_TEST_CODEX") {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/agents-node/node_modules/@openai/codex/bin/codex.js");
+    assert!(
+        path.exists(),
+        "Codex CLI is not installed in target/agents-node: run `bash .ci/run` once"
+    );
+    path
+}
+
+/// A Responses stream, as OpenAI sends one, that says `text`.
+fn responded(text: &str) -> Vec<String> {
+    let block = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or_default()
+        )
+    };
+    let item = json!({"type": "message", "id": "msg_cx", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let done = json!({"id": "resp_cx", "object": "response", "created_at": 1_796_000_000,
+        "status": "completed", "model": "gpt-5-codex", "output": [item],
+        "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 309}});
+    vec![
+        block(
+            json!({"type": "response.created", "sequence_number": 0, "response": {
+            "id": "resp_cx", "object": "response", "created_at": 1_796_000_000,
+            "status": "in_progress", "model": "gpt-5-codex", "output": []}}),
+        ),
+        block(
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+            "item": {"type": "message", "id": "msg_cx", "status": "in_progress", "role": "assistant", "content": []}}),
+        ),
+        block(
+            json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        block(
+            json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "delta": text}),
+        ),
+        block(
+            json!({"type": "response.output_text.done", "sequence_number": 4, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "text": text}),
+        ),
+        block(
+            json!({"type": "response.content_part.done", "sequence_number": 5, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
+        ),
+        block(
+            json!({"type": "response.output_item.done", "sequence_number": 6, "output_index": 0, "item": item}),
+        ),
+        block(json!({"type": "response.completed", "sequence_number": 7, "response": done})),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_runs_through_p402_and_every_call_is_charged() {
+    let openai = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
+    for _ in 0..8 {
+        openai.push(Reply::RawSse(responded("PONG from the fake")));
+    }
+    let home = tempfile::tempdir().expect("home");
+    let codex_home = home.path().join(".codex");
+    std::fs::create_dir_all(&codex_home).expect("codex home");
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"gpt-5-codex\"\nmodel_provider = \"p402\"\n\n[model_providers.p402]\nname = \"p402\"\nbase_url = \"{}\"\nwire_api = \"responses\"\nenv_key = \"P402_CODEX_KEY\"\nrequest_max_retries = 0\nstream_max_retries = 0\n",
+            proxy.url("/v1")
+        ),
+    )
+    .expect("config");
+    let script = codex();
+    let dir = home.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args(["exec", "--skip-git-repo-check", "Reply with the word PONG"])
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("CODEX_HOME", dir.join(".codex"))
+            .env("P402_CODEX_KEY", "sk-client-side-anything")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("codex runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "codex failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("PONG from the fake"), "{stdout}\n{stderr}");
+
+    // Codex's own body went to OpenAI's Responses API as it wrote it:
+    // built-in tools, encrypted reasoning asked for, no p402 field.
+    let sent = openai.received();
+    assert!(!sent.is_empty());
+    for call in &sent {
+        assert_eq!(call.path, "/v1/responses", "{:?}", call.body);
+        assert_eq!(
+            call.headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            Some(format!("Bearer {PROVIDER_KEY}").as_str())
+        );
+        assert_eq!(call.body["model"], "gpt-5-codex");
+    }
+    assert!(sent[0].body["include"]
+        .as_array()
+        .is_some_and(|i| i.iter().any(|v| v == "reasoning.encrypted_content")));
+
+    let report = proxy.get_json("/api/v2/report?since=1d").await;
+    let total = &report["total"];
+    assert_eq!(total["requests"], sent.len() as u64, "{report}");
+    assert_eq!(total["estimated_requests"], 0, "{report}");
+    assert_eq!(
+        total["input_tokens"].as_u64(),
+        Some(300 * sent.len() as u64),
+        "{report}"
+    );
+    proxy.stop().await;
 }
 
 /// A text-only Messages stream, as Anthropic sends one.
