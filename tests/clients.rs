@@ -577,3 +577,39 @@ async fn anthropic_python_sdk_messages_stream_tools_and_errors() {
     assert_eq!(openai.received().len(), 1);
     proxy.stop().await;
 }
+
+/// The openai SDK's `client.responses` through `/v1/responses`: passed to
+/// OpenAI as written, and translated for Claude, whole and streamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_responses_native_translated_and_streamed() {
+    let openai = FakeProvider::start().await;
+    let anthropic = FakeProvider::start_anthropic().await;
+    openai.push(Reply::Json(
+        200,
+        json!({"id": "resp_sdk", "object": "response", "created_at": 1_796_000_000,
+            "status": "completed", "model": "gpt-4o-mini", "output": [{"type": "message",
+            "id": "msg_sdk", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello from OpenAI", "annotations": []}]}],
+            "usage": {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 13}}),
+    ));
+    let proxy = TestProxy::start(
+        Setup::default()
+            .with_provider("openai", &openai)
+            .with_provider("anthropic", &anthropic),
+    )
+    .await;
+    let seen = run_script("openai_python_responses.py", &proxy, &[]).await;
+    assert_eq!(seen["native"]["text"], "Hello from OpenAI", "{seen}");
+    assert_eq!(seen["native"]["input_tokens"], 9);
+    assert_eq!(seen["native"]["metadata"]["provider"], "openai");
+    assert_eq!(seen["translated"]["text"], "Hello there!", "{seen}");
+    assert_eq!(seen["translated"]["status"], "completed");
+    assert_eq!(seen["translated"]["metadata"]["provider"], "anthropic");
+    assert_eq!(seen["stream"]["first"], "response.created", "{seen}");
+    assert_eq!(seen["stream"]["last"], "response.completed", "{seen}");
+    assert_eq!(seen["stream"]["text"], "Hello there!", "{seen}");
+    assert_eq!(openai.received()[0].path, "/v1/responses");
+    assert_eq!(anthropic.received().len(), 2);
+    proxy.stop().await;
+}
