@@ -71,18 +71,35 @@ pub fn health(state: &AppState) -> Response<Body> {
 
 /// `GET /v1/models`: the catalog models that can be routed to now, in
 /// OpenAI's list shape so SDKs' `models.list()` works.
-pub fn models(state: &AppState) -> Response<Body> {
+/// An Anthropic client (it sends `anthropic-version`, as Claude Code does
+/// when it probes its base URL) gets the list in Anthropic's shape.
+pub fn models(state: &AppState, anthropic: bool) -> Response<Body> {
     let runtime = state.runtime();
-    let data: Vec<Value> = runtime
-        .catalog
-        .models()
-        .iter()
-        .filter(|m| {
-            runtime
-                .catalog
-                .provider(&m.provider)
-                .is_some_and(|p| p.is_usable())
-        })
+    let usable = runtime.catalog.models().iter().filter(|m| {
+        runtime
+            .catalog
+            .provider(&m.provider)
+            .is_some_and(|p| p.is_usable())
+    });
+    if anthropic {
+        let data: Vec<Value> = usable
+            .map(|m| {
+                json!({
+                    "type": "model",
+                    "id": m.id,
+                    "display_name": m.id,
+                    "created_at": "1970-01-01T00:00:00Z",
+                })
+            })
+            .collect();
+        let first = data.first().map(|m| m["id"].clone());
+        let last = data.last().map(|m| m["id"].clone());
+        return json_response(
+            StatusCode::OK,
+            &json!({"data": data, "has_more": false, "first_id": first, "last_id": last}),
+        );
+    }
+    let data: Vec<Value> = usable
         .map(|m| {
             json!({
                 "id": m.id,
@@ -312,7 +329,7 @@ pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
         let by = report::GroupBy::parse(&by).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_query",
-                format!("by `{by}` must be provider, model, day or session"),
+                format!("by `{by}` must be provider, model, day, session or client_session"),
             )
         })?;
         report::build(state.book().store(), since, by)

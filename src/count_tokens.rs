@@ -67,10 +67,15 @@ async fn count(
     }
     let chat = messages::as_chat_body(&body)?;
     let tokens = crate::pipeline::route::count_tokens_of(chat).await?;
-    Ok(json_response(
+    // p402's tokenizer is not the model's: said in the body and a header.
+    let mut response = json_response(
         StatusCode::OK,
-        &json!({"input_tokens": tokens}),
-    ))
+        &json!({"input_tokens": tokens, "p402_estimated": true}),
+    );
+    response
+        .headers_mut()
+        .insert("x-p402-estimated", http::HeaderValue::from_static("true"));
+    Ok(response)
 }
 
 /// The provider's own count, passed on as it came.

@@ -46,7 +46,7 @@ enum Command {
         /// How far back: 7d, 24h, 2w, or a date such as 2026-11-01.
         #[arg(long, default_value = "7d")]
         since: String,
-        /// Group by provider, model, day or session.
+        /// Group by provider, model, day, session or client_session (an agent run).
         #[arg(long, value_enum, default_value_t = GroupBy::Provider)]
         by: GroupBy,
         /// Print JSON instead of a table.

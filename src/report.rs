@@ -1,6 +1,6 @@
 //! Spend reports from the ledger: what was spent, what the requested models
 //! would have cost, and what routing and the cache saved, grouped by
-//! provider, model, day or session.
+//! provider, model, day, session or the client's own session.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,6 +21,10 @@ pub enum GroupBy {
     Model,
     Day,
     Session,
+    /// The client's own session (an agent run: Claude Code's session id).
+    #[value(name = "client_session")]
+    #[serde(rename = "client_session")]
+    ClientSession,
 }
 
 impl GroupBy {
@@ -30,6 +34,7 @@ impl GroupBy {
             "model" => Some(GroupBy::Model),
             "day" => Some(GroupBy::Day),
             "session" => Some(GroupBy::Session),
+            "client_session" => Some(GroupBy::ClientSession),
             _ => None,
         }
     }
@@ -47,6 +52,10 @@ impl GroupBy {
                 .session
                 .clone()
                 .unwrap_or_else(|| "(no session)".to_string()),
+            GroupBy::ClientSession => entry
+                .client_session
+                .clone()
+                .unwrap_or_else(|| "(no client session)".to_string()),
         }
     }
 }

@@ -304,7 +304,12 @@ async fn route(
         (Method::POST, "/v1/messages/count_tokens") => {
             crate::count_tokens::handle(state, &runtime, request, &request_id).await
         }
-        (Method::GET, "/v1/models") => api::models(state),
+        (Method::GET, "/v1/models") => {
+            let anthropic = request.headers().contains_key("anthropic-version");
+            api::models(state, anthropic)
+        }
+        // What a client probes its base URL with.
+        (Method::HEAD, "") => http::Response::new(crate::body::full(bytes::Bytes::new())),
         (Method::GET, "/api/v2/models") => api::catalog(state),
         (Method::GET, "/metrics") => api::metrics(state, &runtime),
         (Method::GET, "/api/v2/providers") => api::providers(state),

@@ -382,6 +382,16 @@ async fn a_session_in_the_base_url_is_charged_and_the_agents_session_recorded() 
     let entry = proxy.ledger_entry(&id).await.expect("entry");
     assert_eq!(entry["session"], session.as_str());
     assert_eq!(entry["client_session"], "cc-run-7");
+    let by_run = proxy
+        .get_json("/api/v2/report?since=1d&by=client_session")
+        .await;
+    let keys: Vec<&str> = by_run["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| row["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"cc-run-7"), "{by_run}");
     assert_eq!(anthropic.received().len(), 1);
     assert_eq!(openai.received().len(), 1);
 
@@ -397,5 +407,34 @@ async fn a_session_in_the_base_url_is_charged_and_the_agents_session_recorded() 
     let error: Value = refused.json().await.expect("json");
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "not_found_error");
+    proxy.stop().await;
+}
+
+/// What Claude Code probes its base URL with: `HEAD /` and the model list,
+/// in Anthropic's shape when asked as Anthropic's clients ask.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probes_of_anthropic_clients_are_answered() {
+    let (_anthropic, _openai, proxy) = setup().await;
+    let head = proxy
+        .client
+        .head(proxy.url("/"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 200);
+    let listed: Value = proxy
+        .client
+        .get(proxy.url("/v1/models"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    let data = listed["data"].as_array().expect("data");
+    assert!(data.iter().any(|m| m["id"] == "metered-claude"), "{listed}");
+    assert!(data.iter().all(|m| m["type"] == "model"), "{listed}");
+    assert_eq!(listed["has_more"], false);
     proxy.stop().await;
 }
