@@ -346,6 +346,7 @@ async fn tokens_are_counted_by_the_provider_that_bills_them_or_by_p402() {
         counted["input_tokens"].as_u64().is_some_and(|n| n > 5),
         "{counted}"
     );
+    assert_eq!(counted["p402_estimated"], true, "{counted}");
     let report = proxy.get_json("/api/v2/report?since=1d").await;
     assert_eq!(report["total"]["requests"], 0, "{report}");
     proxy.stop().await;
