@@ -176,6 +176,7 @@ fn budgets(c: &mut Criterion) {
                     cached: false,
                     estimated: false,
                     client_session: None,
+                    forwarded: None,
                 }
             },
             |entry| {

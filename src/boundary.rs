@@ -61,6 +61,7 @@ pub fn check(
     config: &ServerConfig,
     bound: SocketAddr,
     method: &Method,
+    path: &str,
     authority: Option<&str>,
     headers: &HeaderMap,
 ) -> Checked {
@@ -90,12 +91,36 @@ pub fn check(
     if method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
         return Checked::Answer(Ok(preflight(&pass, headers)));
     }
-    if matches!(*method, Method::POST | Method::PATCH | Method::PUT) {
+    // Paths forwarded as they are carry whatever their API takes (file
+    // uploads, audio); the Origin rules above still keep web pages out.
+    if matches!(*method, Method::POST | Method::PATCH | Method::PUT) && !forwarded_as_is(path) {
         if let Err(e) = check_content_type(headers) {
             return Checked::Answer(Err(e));
         }
     }
     Checked::Pass(pass)
+}
+
+/// Whether `path` is forwarded to the passthrough provider as it is, not
+/// read by p402 (see `forward`).
+pub fn forwarded_as_is(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let path = match path
+        .strip_prefix("/s/")
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+    {
+        Some(rest) => rest,
+        None => path,
+    };
+    path.starts_with("/v1/")
+        && !matches!(
+            path,
+            "/v1/chat/completions"
+                | "/v1/messages"
+                | "/v1/messages/count_tokens"
+                | "/v1/responses"
+                | "/v1/models"
+        )
 }
 
 fn refused(what: &str) -> ApiError {
@@ -276,7 +301,14 @@ mod tests {
         pairs: &[(&'static str, &str)],
     ) -> Result<u16, u16> {
         let bound: SocketAddr = "127.0.0.1:8402".parse().expect("addr");
-        match check(config, bound, &method, None, &headers(pairs)) {
+        match check(
+            config,
+            bound,
+            &method,
+            "/v1/chat/completions",
+            None,
+            &headers(pairs),
+        ) {
             Checked::Pass(_) => Ok(200),
             Checked::Answer(Ok(response)) => Ok(response.status().as_u16()),
             Checked::Answer(Err(e)) => Err(e.status().as_u16()),

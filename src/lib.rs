@@ -25,6 +25,7 @@ mod count_tokens;
 mod door;
 pub mod embed;
 mod error;
+mod forward;
 pub mod ids;
 mod limits;
 pub mod logging;

@@ -236,7 +236,7 @@ pub fn from_body(
 }
 
 /// The subset of options a client can send as headers.
-fn from_headers(headers: &HeaderMap) -> Result<P402Options, ParseError> {
+pub fn from_headers(headers: &HeaderMap) -> Result<P402Options, ParseError> {
     let text = |name: &str| -> Result<Option<String>, ParseError> {
         match headers.get(name) {
             None => Ok(None),

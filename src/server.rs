@@ -198,6 +198,7 @@ async fn dispatch(
         &state.runtime().config().server,
         bound,
         request.method(),
+        request.uri().path(),
         request.uri().authority().map(|a| a.as_str()),
         request.headers(),
     );
@@ -332,6 +333,18 @@ async fn route(
             method_not_allowed(&request_id, "GET")
         }
         (_, "/api/v2/providers/compare") => method_not_allowed(&request_id, "POST"),
+        (_, other) if crate::boundary::forwarded_as_is(other) => {
+            let path = other.to_string();
+            crate::forward::handle(
+                state,
+                &runtime,
+                request,
+                &path,
+                &request_id,
+                local_key.as_deref(),
+            )
+            .await
+        }
         (_, other) => ApiError::new(
             ErrorKind::NotFound,
             "not_found",

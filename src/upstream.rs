@@ -28,10 +28,15 @@ pub enum UpstreamError {
     Request(String),
 }
 
+/// A request body streamed as it arrives (an upload forwarded as is).
+pub type StreamedBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
 /// A cheap-to-clone handle on the shared connection pool.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The pool for requests whose bodies are streamed through.
+    streaming: Client<HttpsConnector<HttpConnector>, StreamedBody>,
     config: Arc<UpstreamConfig>,
 }
 
@@ -48,14 +53,15 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(https);
+            .pool_max_idle_per_host(64);
         Ok(Upstream {
-            client,
+            client: builder.build(https.clone()),
+            streaming: builder.build(https),
             config: Arc::new(config.clone()),
         })
     }
@@ -81,6 +87,20 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// [`Upstream::send`] for a request whose body is streamed through.
+    pub async fn send_streamed(
+        &self,
+        request: Request<StreamedBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let limit = self.config.first_byte_timeout_seconds.duration();
+        match tokio::time::timeout(limit, self.streaming.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(limit)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Request(error_chain(&e))),
+        }
+    }
+
     /// A small answer read whole (a model list), at most 2 s and
     /// `max_bytes`; a larger body is cut off and reported as such.
     pub async fn fetch_small(

@@ -69,6 +69,7 @@ fn entry(id: String, cost: i64) -> LedgerEntry {
         cached: false,
         estimated: false,
         client_session: None,
+        forwarded: None,
     }
 }
 

@@ -131,6 +131,9 @@ pub struct RoutingConfig {
     /// installed local model first, whatever its quality, and pay a
     /// provider only when it fails or cannot serve the request.
     pub prefer_local: bool,
+    /// Where the paths of OpenAI's API that p402 does not serve itself
+    /// (files, audio, images, moderations, ...) are forwarded, as they are.
+    pub passthrough_provider: String,
 }
 
 impl Default for RoutingConfig {
@@ -144,6 +147,7 @@ impl Default for RoutingConfig {
             circuit_breaker_cooldown_seconds: Seconds(30.0),
             trust_estimated_quality: false,
             prefer_local: false,
+            passthrough_provider: "openai".to_string(),
         }
     }
 }

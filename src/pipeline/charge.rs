@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::budget::{self, Account, Book, Reservation, Shortfall};
 use crate::error::{ApiError, Classify, ErrorKind};
 use crate::money::Usd;
-use crate::request::ChatRequest;
+use crate::request::{ChatRequest, P402Options};
 use crate::router::Candidate;
 use crate::sessions::{Session, Sessions};
 use crate::state::Runtime;
@@ -138,6 +138,18 @@ impl Charge {
         chat: &ChatRequest,
         local_key: Option<&str>,
     ) -> Result<Self, ChargeError> {
+        Self::for_options(runtime, sessions, book, &chat.options, local_key)
+    }
+
+    /// The accounts of a request with these options (also one p402 does
+    /// not read, forwarded as it is).
+    pub fn for_options(
+        runtime: &Runtime,
+        sessions: &Sessions,
+        book: &Book,
+        options: &P402Options,
+        local_key: Option<&str>,
+    ) -> Result<Self, ChargeError> {
         let config = runtime.config();
         let now = Local::now();
         let mut charge = Charge::default();
@@ -154,7 +166,7 @@ impl Charge {
                 charge.budgets.push(name.to_string());
             }
         };
-        if let Some(id) = &chat.options.session_id {
+        if let Some(id) = &options.session_id {
             let session = sessions
                 .usable(book, id, local_key)
                 .map_err(ChargeError::Session)?;
@@ -176,7 +188,7 @@ impl Charge {
         }
         add_budget(&mut charge, "global");
         let caps = [
-            (chat.options.max_cost, "max_cost"),
+            (options.max_cost, "max_cost"),
             (
                 config
                     .limits

@@ -150,6 +150,7 @@ fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Cost
         cached: false,
         estimated: used.estimated,
         client_session: cx.client_session.clone(),
+        forwarded: None,
     }
 }
 
@@ -236,6 +237,7 @@ fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
         cached: true,
         estimated: false,
         client_session: cx.client_session.clone(),
+        forwarded: None,
     };
     let accounts: Vec<String> = cx
         .charge

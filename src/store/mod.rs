@@ -175,6 +175,20 @@ pub struct LedgerEntry {
     /// `X-Claude-Code-Session-Id`), for reports to group by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_session: Option<String>,
+    /// For a request forwarded as it is (files, audio, ...): its method and
+    /// path, the status it got and the bytes each way. Unpriced: p402 does
+    /// not read such requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<Forwarded>,
+}
+
+/// What is known of a request forwarded as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub endpoint: String,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 impl LedgerEntry {
@@ -585,6 +599,7 @@ pub(crate) mod tests_support {
             cached: false,
             estimated: false,
             client_session: None,
+            forwarded: None,
         }
     }
 }

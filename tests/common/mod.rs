@@ -169,8 +169,12 @@ pub enum Flavor {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    pub query: Option<String>,
+    pub method: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes, as they arrived.
+    pub raw: Bytes,
 }
 
 #[derive(Clone)]
@@ -354,8 +358,11 @@ impl FakeProvider {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.received.lock().expect("received lock").push(Received {
             path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            method: parts.method.to_string(),
             headers: parts.headers,
             body: body.clone(),
+            raw: bytes,
         });
         self.arrived.notify_waiters();
         let reply = self

@@ -1,0 +1,292 @@
+//! Everything else under `/v1/`: OpenAI's paths p402 does not serve itself
+//! (files, uploads, audio, images, moderations, batches, stored responses,
+//! ...) are forwarded as they are to `[routing] passthrough_provider`
+//! (default `openai`), with that provider's key, streamed both ways, so
+//! that setting `OPENAI_BASE_URL` to p402 never breaks a tool with a 404.
+//!
+//! p402 cannot price what it does not read: each such request is ledgered
+//! as unpriced, with its path, status and bytes. A request charged to a
+//! budget may not use it to spend outside the cap, so a budgeted `POST` is
+//! forwarded only to paths that cost nothing per call (see [`free`]).
+
+use std::time::Instant;
+
+use chrono::Utc;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::catalog::{Api, Provider};
+use crate::error::{ApiError, ErrorKind};
+use crate::ids::RequestId;
+use crate::pipeline::charge::Charge;
+use crate::request::from_headers;
+use crate::state::{AppState, Runtime};
+use crate::store::{Forwarded, LedgerEntry};
+
+/// Chunks in flight between the upstream answer and the client.
+const CHANNEL_CAPACITY: usize = 16;
+
+/// Headers that describe one hop, not the request, and p402's own.
+const NOT_FORWARDED: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "x-api-key",
+    "x-p402-session",
+];
+
+/// Paths a budgeted request may `POST` to: they move no money per call
+/// (moderations are free; files, uploads and vector stores hold data; a
+/// stored response can be cancelled).
+fn free(path: &str) -> bool {
+    path == "/v1/moderations"
+        || path.starts_with("/v1/files")
+        || path.starts_with("/v1/uploads")
+        || path.starts_with("/v1/vector_stores")
+        || (path.starts_with("/v1/responses/") && path.ends_with("/cancel"))
+}
+
+pub async fn handle(
+    state: &AppState,
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    path: &str,
+    request_id: &RequestId,
+    local_key: Option<&str>,
+) -> Response<Body> {
+    match forward(state, runtime, request, path, request_id, local_key).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(request_id),
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    path: &str,
+    request_id: &RequestId,
+    local_key: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let config = runtime.config();
+    let name = &config.routing.passthrough_provider;
+    let provider = runtime
+        .catalog
+        .provider(name)
+        .filter(|p| p.is_usable())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NoProvider,
+                "passthrough_unavailable",
+                format!(
+                    "{path} is forwarded as it is to [routing] passthrough_provider `{name}`, which is not configured with a key"
+                ),
+            )
+        })?
+        .clone();
+    let options = from_headers(request.headers())?;
+    let charge = Charge::for_options(runtime, state.sessions(), state.book(), &options, local_key)?;
+    let method = request.method().clone();
+    if charge.is_budgeted() && method == Method::POST && !free(path) {
+        return Err(ApiError::new(
+            ErrorKind::BudgetExceeded,
+            "unpriced_endpoint",
+            format!(
+                "{path} is forwarded as it is and p402 cannot price it, so a request charged to a budget may not use it: send it without a session, or from a key with no budget"
+            ),
+        ));
+    }
+    let _permit = state.limiter().admit(&config.limits)?;
+    let (parts, body) = request.into_parts();
+    let uri = upstream_uri(&provider, path, parts.uri.query())?;
+    let mut upstream = Request::builder().method(method.clone()).uri(uri);
+    for (header_name, value) in &parts.headers {
+        let lower = header_name.as_str();
+        if !NOT_FORWARDED.contains(&lower) && !lower.starts_with("x-p402-") {
+            upstream = upstream.header(header_name, value);
+        }
+    }
+    upstream = with_key(upstream, &provider)?;
+    let counted = Counted::default();
+    let bytes_in = counted.clone();
+    let body = body
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                bytes_in.add(data.len());
+            }
+            frame
+        })
+        .boxed();
+    let upstream = upstream
+        .body(body)
+        .map_err(|e| ApiError::internal(format!("cannot build the forwarded request: {e}")))?;
+    let started = Instant::now();
+    let answer = runtime
+        .upstream
+        .send_streamed(upstream)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::UpstreamFailed,
+                "upstream_failed",
+                format!("provider `{}` did not answer {path}: {e}", provider.name),
+            )
+        })?;
+    let status = answer.status();
+    let (answer_parts, answer_body) = answer.into_parts();
+    let (tx, client_body) = body::channel(CHANNEL_CAPACITY);
+    let mut response = Response::new(client_body);
+    *response.status_mut() = status;
+    copy_answer_headers(&answer_parts.headers, response.headers_mut());
+    if let Ok(value) = HeaderValue::from_str(&provider.name) {
+        response.headers_mut().insert("x-p402-provider", value);
+    }
+    let entry = Pending {
+        request_id: request_id.clone(),
+        provider: provider.name.clone(),
+        endpoint: format!("{method} {path}"),
+        status: status.as_u16(),
+        charge,
+        bytes_in: counted,
+        started,
+    };
+    let ledger = state.clone();
+    let key = provider.api_key.clone();
+    state.spawn(async move {
+        let mut body = answer_body;
+        let mut bytes_out = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                bytes_out += data.len() as u64;
+                // An error body that echoes p402's key does not pass it on.
+                let data = match (&key, status.is_success()) {
+                    (Some(key), false) => crate::providers::redact_key(data, key.expose()),
+                    _ => data,
+                };
+                if tx.send(data).await.is_err() {
+                    break;
+                }
+            }
+        }
+        entry.record(&ledger, bytes_out);
+    });
+    Ok(response)
+}
+
+/// The provider's URL for `path`: its base URL already ends in `/v1`.
+fn upstream_uri(provider: &Provider, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let url = match query {
+        Some(query) => format!("{}{rest}?{query}", provider.base_url),
+        None => format!("{}{rest}", provider.base_url),
+    };
+    url.parse()
+        .map_err(|e| ApiError::invalid("invalid_path", format!("cannot forward to `{url}`: {e}")))
+}
+
+fn with_key(
+    builder: http::request::Builder,
+    provider: &Provider,
+) -> Result<http::request::Builder, ApiError> {
+    let Some(key) = &provider.api_key else {
+        return Ok(builder);
+    };
+    let (name, value) = match provider.api {
+        Api::Openai => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+        Api::Anthropic => (
+            header::HeaderName::from_static("x-api-key"),
+            key.expose().to_string(),
+        ),
+    };
+    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+        ApiError::internal(format!(
+            "the key of provider `{}` contains characters not allowed in a header",
+            provider.name
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(builder.header(name, value))
+}
+
+fn copy_answer_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if !NOT_FORWARDED.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
+            to.append(name, value.clone());
+        }
+    }
+}
+
+/// Bytes counted as they pass, shared with the counting body.
+#[derive(Clone, Default)]
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Counted {
+    fn add(&self, n: usize) {
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The ledger entry of a forwarded request, written once its answer ends.
+struct Pending {
+    request_id: RequestId,
+    provider: String,
+    endpoint: String,
+    status: u16,
+    charge: Charge,
+    bytes_in: Counted,
+    started: Instant,
+}
+
+impl Pending {
+    fn record(self, state: &AppState, bytes_out: u64) {
+        let entry = LedgerEntry {
+            time: Utc::now(),
+            request_id: self.request_id.to_string(),
+            session: self.charge.session.as_ref().map(|s| s.id.clone()),
+            budgets: self.charge.budgets.clone(),
+            provider: self.provider,
+            model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cost_nanos: 0,
+            direct_nanos: 0,
+            cached: false,
+            estimated: false,
+            client_session: None,
+            forwarded: Some(Forwarded {
+                endpoint: self.endpoint,
+                status: self.status,
+                bytes_in: self.bytes_in.get(),
+                bytes_out,
+            }),
+        };
+        if let Err(e) = state.book().store().record_queued(&entry, &[]) {
+            tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
+        }
+        tracing::info!(
+            target: "p402::request",
+            request_id = %self.request_id,
+            door = "forward",
+            endpoint = %entry.forwarded.as_ref().map_or("", |f| f.endpoint.as_str()),
+            status = self.status,
+            latency_ms = crate::request_log::elapsed_ms(self.started),
+            "request"
+        );
+    }
+}
