@@ -258,7 +258,7 @@ enum Source {
     Offline(crate::budget::Book, Box<crate::config::Config>),
 }
 
-fn load_config(explicit: Option<&Path>) -> Result<LoadedConfig, String> {
+pub(crate) fn load_config(explicit: Option<&Path>) -> Result<LoadedConfig, String> {
     match config::discover(explicit) {
         Discovered::Defaults => Ok(LoadedConfig::defaults()),
         Discovered::File { path, .. } => LoadedConfig::from_file(&path).map_err(|e| e.to_string()),
@@ -270,14 +270,16 @@ fn ask_server(
     config: &crate::config::Config,
     path: &str,
 ) -> Result<Option<serde_json::Value>, String> {
-    call_server(config, http::Method::GET, path)
+    call_server(config, http::Method::GET, path, None)
 }
 
-/// `method path` on the running p402, or `None` when nothing listens.
-fn call_server(
+/// `method path` (with a JSON body) on the running p402, or `None` when
+/// nothing listens.
+pub(crate) fn call_server(
     config: &crate::config::Config,
     method: http::Method,
     path: &str,
+    body: Option<&serde_json::Value>,
 ) -> Result<Option<serde_json::Value>, String> {
     use http_body_util::BodyExt;
     let mut addr = *config.server.listen.get_ref();
@@ -300,8 +302,15 @@ fn call_server(
                 format!("Bearer {}", key.get_ref()),
             );
         }
+        let bytes = match body {
+            Some(body) => {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+                bytes::Bytes::from(body.to_string())
+            }
+            None => bytes::Bytes::new(),
+        };
         let request = request
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .body(http_body_util::Full::new(bytes))
             .map_err(|e| format!("bad request: {e}"))?;
         let response =
             match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request))
@@ -475,7 +484,7 @@ pub fn cache(explicit: Option<&Path>, clear: bool, as_json: bool) -> ExitCode {
         } else {
             (http::Method::GET, "/api/v2/cache/stats")
         };
-        if let Some(value) = call_server(&loaded.config, method, path)? {
+        if let Some(value) = call_server(&loaded.config, method, path, None)? {
             return Ok(value);
         }
         let dir = crate::serve::data_dir(&loaded.config);

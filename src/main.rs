@@ -67,6 +67,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command (Claude Code, Codex, any agent) under a session's hard cap,
+    /// with its base URLs pointing at that session; prints the spend at the end.
+    Run {
+        /// The session's budget in USD (default 5).
+        #[arg(long)]
+        budget: Option<f64>,
+        /// The session's name (default: the command's).
+        #[arg(long)]
+        name: Option<String>,
+        /// The routing mode of the session's requests: cost, quality, speed, balanced or passthrough.
+        #[arg(long)]
+        mode: Option<p402::mode::Mode>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
         /// Where to write it.
@@ -85,6 +101,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => commands::check(cli.config.as_deref()),
         Command::Init { path } => commands::init(path),
+        Command::Run {
+            budget,
+            name,
+            mode,
+            command,
+        } => p402::run::run(cli.config.as_deref(), budget, name, mode, &command),
         Command::Setup { dir } => {
             logging::init(cli.log_format);
             commands::setup(cli.config.as_deref(), dir)

@@ -37,6 +37,9 @@ pub struct Session {
     /// no keys then. The key itself is never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The routing mode of its requests that name none (`p402 run --mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::mode::ModeChoice>,
 }
 
 /// What a session records of the key that created it.
@@ -79,6 +82,7 @@ struct CreateBody {
     budget_usd: f64,
     name: Option<String>,
     expires_in_hours: Option<f64>,
+    mode: Option<crate::mode::ModeChoice>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +189,7 @@ impl Sessions {
             expires_at: now + lifetime,
             ended_at: None,
             owner: caller.map(digest),
+            mode: body.mode,
         };
         {
             let _guard = self.lock();
@@ -363,6 +368,7 @@ pub fn view(book: &Book, session: &Session) -> Result<Value, ApiError> {
         "object": "session",
         "session_id": session.id,
         "name": session.name,
+        "mode": session.mode,
         "budget": {
             "total_usd": total.to_dollars(),
             "used_usd": used.to_dollars(),

@@ -278,3 +278,114 @@ async fn claude_code_runs_through_p402_and_every_call_is_charged() {
     );
     proxy.stop().await;
 }
+
+/// Runs `p402 run` with `args` (then `--` and Claude Code's own) against
+/// the p402 listening at `addr`, and returns its exit code and output.
+async fn p402_run_claude(
+    addr: std::net::SocketAddr,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let home = tempfile::tempdir().expect("home");
+    let config = home.path().join("p402.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n",
+            home.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_p402"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .arg("--")
+        .arg(claude())
+        .args([
+            "-p",
+            "Reply with the word PONG",
+            "--model",
+            "claude-haiku-4-5",
+            "--output-format",
+            "json",
+        ])
+        .current_dir(home.path())
+        .env("HOME", home.path())
+        .env("ANTHROPIC_API_KEY", "sk-ant-client-side-anything")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("ANTHROPIC_AUTH_TOKEN");
+    let output = tokio::task::spawn_blocking(move || {
+        let output = command.output();
+        drop(home);
+        output
+    })
+    .await
+    .expect("join")
+    .expect("p402 run runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// `p402 run` puts an interactive agent under a session's hard cap: an
+/// agent with room to work is charged to its session; one whose budget
+/// cannot pay for a call is stopped with a clear message, and nothing
+/// reaches the provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn p402_run_caps_an_agent_with_a_session() {
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("anthropic", &anthropic)).await;
+    for _ in 0..8 {
+        anthropic.push(Reply::RawSse(said("PONG under a cap", 40, 6)));
+    }
+    let (code, stdout, stderr) =
+        p402_run_claude(proxy.addr(), &["--budget", "1", "--name", "capped-agent"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).expect("claude's JSON");
+    assert_eq!(result["result"], "PONG under a cap", "{result}");
+    assert!(stderr.contains("spent $"), "{stderr}");
+    let sessions = proxy.get_json("/api/v2/sessions").await;
+    let session = sessions["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "capped-agent")
+        .cloned()
+        .expect("the run's session");
+    let calls = anthropic.received().len() as u64;
+    assert!(calls > 0);
+    assert_eq!(session["requests"], calls, "{session}");
+    assert!(session["budget"]["used_usd"]
+        .as_f64()
+        .is_some_and(|u| u > 0.0));
+
+    // A budget that cannot pay for one call: the agent is stopped.
+    let (code, stdout, stderr) = p402_run_claude(proxy.addr(), &["--budget", "0.000001"]).await;
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+    // Claude Code shows p402's own words: what is left and what was needed.
+    let result: Value = serde_json::from_str(stdout.trim()).expect("claude's JSON");
+    assert_eq!(result["api_error_status"], 402, "{result}");
+    assert_eq!(result["api_error_type"], "billing_error", "{result}");
+    assert!(
+        result["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("has $0.000001 left")),
+        "{result}"
+    );
+    assert!(
+        stderr.contains("spent $0.000000 of $0.000001 on 0 requests"),
+        "{stderr}"
+    );
+    assert_eq!(
+        anthropic.received().len() as u64,
+        calls,
+        "nothing more reached the provider"
+    );
+    proxy.stop().await;
+}

@@ -143,7 +143,7 @@ async fn prepare(
     // Taken once the body is in: a slow sender must not hold a place that
     // a ready request could use.
     let permit = state.limiter().admit(&config.limits)?;
-    let chat = door.parse(&bytes, &parts.headers)?;
+    let mut chat = door.parse(&bytes, &parts.headers)?;
     let client_session = parts
         .headers
         .get("x-claude-code-session-id")
@@ -152,6 +152,10 @@ async fn prepare(
         .map(str::to_string);
     let charge = Charge::resolve(&runtime, state.sessions(), state.book(), &chat, local_key)?;
     charge.ensure_ledger(state.book())?;
+    // A session may carry the mode of its requests (`p402 run --mode`).
+    if chat.options.mode.is_none() {
+        chat.options.mode = charge.session.as_ref().and_then(|s| s.mode);
+    }
     let mode = chat
         .options
         .mode
