@@ -119,6 +119,7 @@ pub fn forwarded_as_is(path: &str) -> bool {
                 | "/v1/messages"
                 | "/v1/messages/count_tokens"
                 | "/v1/responses"
+                | "/v1/embeddings"
                 | "/v1/models"
         )
 }

@@ -24,6 +24,7 @@ pub mod cost;
 mod count_tokens;
 mod door;
 pub mod embed;
+mod embeddings;
 mod error;
 mod forward;
 pub mod ids;

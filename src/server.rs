@@ -302,6 +302,10 @@ async fn route(
             let door = door.unwrap_or(Door::Chat);
             pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
+        (Method::POST, "/v1/embeddings") => {
+            crate::embeddings::handle(state, &runtime, request, &request_id, local_key.as_deref())
+                .await
+        }
         (Method::POST, "/v1/messages/count_tokens") => {
             crate::count_tokens::handle(state, &runtime, request, &request_id).await
         }

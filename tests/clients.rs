@@ -578,10 +578,11 @@ async fn anthropic_python_sdk_messages_stream_tools_and_errors() {
     proxy.stop().await;
 }
 
-/// The openai SDK's `client.responses` through `/v1/responses`: passed to
-/// OpenAI as written, and translated for Claude, whole and streamed.
+/// The openai SDK's `client.responses` through `/v1/responses` (passed to
+/// OpenAI as written, and translated for Claude, whole and streamed) and
+/// `client.embeddings` through `/v1/embeddings`.
 #[tokio::test(flavor = "multi_thread")]
-async fn openai_python_sdk_responses_native_translated_and_streamed() {
+async fn openai_python_sdk_responses_and_embeddings() {
     let openai = FakeProvider::start().await;
     let anthropic = FakeProvider::start_anthropic().await;
     openai.push(Reply::Json(
@@ -592,6 +593,13 @@ async fn openai_python_sdk_responses_native_translated_and_streamed() {
             "content": [{"type": "output_text", "text": "Hello from OpenAI", "annotations": []}]}],
             "usage": {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
                 "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 13}}),
+    ));
+    openai.push(Reply::Json(
+        200,
+        json!({"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.5]},
+                     {"object": "embedding", "index": 1, "embedding": [0.25, 0.75]}],
+            "usage": {"prompt_tokens": 2, "total_tokens": 2}}),
     ));
     let proxy = TestProxy::start(
         Setup::default()
@@ -609,7 +617,11 @@ async fn openai_python_sdk_responses_native_translated_and_streamed() {
     assert_eq!(seen["stream"]["first"], "response.created", "{seen}");
     assert_eq!(seen["stream"]["last"], "response.completed", "{seen}");
     assert_eq!(seen["stream"]["text"], "Hello there!", "{seen}");
+    assert_eq!(seen["embeddings"]["count"], 2, "{seen}");
+    assert_eq!(seen["embeddings"]["first"], json!([0.5, -0.5]));
+    assert_eq!(seen["embeddings"]["prompt_tokens"], 2);
     assert_eq!(openai.received()[0].path, "/v1/responses");
+    assert_eq!(openai.received()[1].path, "/v1/embeddings");
     assert_eq!(anthropic.received().len(), 2);
     proxy.stop().await;
 }

@@ -22,6 +22,23 @@ const SCAN_MARGIN: f32 = 0.02;
 impl Cache {
     /// Exact match first; then, with the embedder, the most similar question
     /// at or above `threshold` that no guard objects to.
+    /// An exact match only, of the same question text: for answers that
+    /// must be the very same (embedding vectors), where a paraphrase is
+    /// never good enough.
+    pub fn lookup_exact(&self, probe: &Probe) -> Result<Option<Hit>, StoreError> {
+        let now = now();
+        let found = self.index().exact(&probe.scope, probe.question_hash, now);
+        let Some(entry) = found.map(|id| self.entry(id)).transpose()?.flatten() else {
+            self.inner.counters.miss();
+            return Ok(None);
+        };
+        if entry.question != probe.question {
+            self.inner.counters.miss();
+            return Ok(None);
+        }
+        Ok(Some(self.hit(entry, 1.0, now)?))
+    }
+
     pub async fn lookup(
         &self,
         probe: &mut Probe,

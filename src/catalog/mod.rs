@@ -25,6 +25,8 @@ pub enum Capability {
     JsonSchema,
     Reasoning,
     Streaming,
+    /// An embedding model: it answers `/v1/embeddings`, never a chat.
+    Embeddings,
 }
 
 /// The wire format a provider speaks.

@@ -17,7 +17,7 @@ pub use crate::mode::{Mode, ModeChoice, Weights, AUTO};
 pub use eligibility::{Needs, Reject, EXPECTED_OUTPUT_TOKENS};
 pub use sticky::{ConversationKey, Sticky};
 
-use crate::catalog::{Catalog, Model, Price, Provider};
+use crate::catalog::{Capability, Catalog, Model, Price, Provider};
 use crate::config::RoutingConfig;
 use crate::error::{Classify, ErrorKind};
 use crate::money::Usd;
@@ -271,6 +271,10 @@ impl Router<'_> {
         is_requested: bool,
         request: &ChatRequest,
     ) -> Result<Eligible<'m>, Reject> {
+        // An embedding model answers no chat.
+        if model.capabilities.contains(&Capability::Embeddings) {
+            return Err(Reject::Capability);
+        }
         let provider = self
             .catalog
             .provider(&model.provider)

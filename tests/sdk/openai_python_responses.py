@@ -1,6 +1,7 @@
-"""Drives p402's Responses door with the official `openai` Python SDK
-(`client.responses`), configured only through OPENAI_BASE_URL, and prints
-what it saw as JSON for the Rust test to check."""
+"""Drives p402's Responses door (`client.responses`) and embeddings
+(`client.embeddings`) with the official `openai` Python SDK, configured
+only through OPENAI_BASE_URL, and prints what it saw as JSON for the Rust
+test to check."""
 
 import json
 
@@ -35,6 +36,13 @@ out["stream"] = {
     "first": events[0] if events else None,
     "last": events[-1] if events else None,
     "text": final.output_text,
+}
+
+embedded = client.embeddings.create(model="text-embedding-3-small", input=["hello", "world"])
+out["embeddings"] = {
+    "count": len(embedded.data),
+    "first": embedded.data[0].embedding,
+    "prompt_tokens": embedded.usage.prompt_tokens,
 }
 
 print(json.dumps(out))
