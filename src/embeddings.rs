@@ -9,10 +9,9 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::Utc;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -30,8 +29,6 @@ use crate::request::{from_headers, P402Options};
 use crate::router::Candidate;
 use crate::state::{AppState, Runtime};
 use crate::store::LedgerEntry;
-
-const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 
 pub async fn handle(
     state: &AppState,
@@ -132,7 +129,8 @@ async fn embed(
         "model".into(),
         Value::from(candidate.upstream_model.as_str()),
     );
-    let upstream = build_request(&provider, &upstream_body)?;
+    let upstream =
+        crate::providers::post_json(&provider, "/embeddings", &upstream_body, false, &[])?;
     let answer_from = runtime.upstream.send(upstream).await.map_err(|e| {
         ApiError::new(
             ErrorKind::UpstreamFailed,
@@ -334,34 +332,6 @@ fn cache_probe(
     let question = body.get("input").map(Value::to_string).unwrap_or_default();
     let ttl = options.cache_ttl.unwrap_or(config.ttl_seconds);
     Some(Probe::new(scope, question, None, ttl))
-}
-
-fn build_request(
-    provider: &Provider,
-    body: &Map<String, Value>,
-) -> Result<Request<Full<Bytes>>, ApiError> {
-    let bytes = serde_json::to_vec(body)
-        .map_err(|e| ApiError::internal(format!("cannot serialize the request: {e}")))?;
-    let url = format!("{}/embeddings", provider.base_url);
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, USER_AGENT);
-    if let Some(key) = &provider.api_key {
-        let mut value =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                ApiError::internal(format!(
-                    "the key of provider `{}` contains characters not allowed in a header",
-                    provider.name
-                ))
-            })?;
-        value.set_sensitive(true);
-        builder = builder.header(header::AUTHORIZATION, value);
-    }
-    builder
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| ApiError::internal(format!("cannot build the request to `{url}`: {e}")))
 }
 
 /// The vectors with `p402_metadata`, and the figures as headers.

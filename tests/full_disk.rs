@@ -16,23 +16,7 @@ use std::time::Duration;
 
 use common::disk::Disk;
 use common::*;
-use serde_json::{json, Value};
-
-fn budgeted(session: &str) -> Value {
-    let mut body = ask("metered", "hello");
-    body["max_tokens"] = json!(10);
-    body["p402"] = json!({"session_id": session});
-    body
-}
-
-fn request_id(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-p402-request-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("request id")
-        .to_string()
-}
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_refuses_budgeted_requests_and_recovers_by_itself() {

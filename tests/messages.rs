@@ -63,15 +63,6 @@ async fn post(proxy: &TestProxy, body: &Value, headers: &[(&str, &str)]) -> reqw
     request.send().await.expect("send")
 }
 
-fn request_id(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-p402-request-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("request id")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_messages_request_goes_to_anthropic_as_it_came_and_is_charged() {
     let (anthropic, openai, proxy) = setup().await;

@@ -89,15 +89,6 @@ fn codex_like(stream: bool) -> Value {
     })
 }
 
-fn request_id(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("x-p402-request-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("request id")
-        .to_string()
-}
-
 async fn post(proxy: &TestProxy, body: &Value) -> reqwest::Response {
     proxy
         .client

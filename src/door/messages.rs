@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::metadata::Metadata;
 use crate::providers::Answer;
-use crate::request::{self, ChatRequest, Dialect, Native, ParseError};
+use crate::request::{ChatRequest, Dialect, ParseError};
 
 /// The request headers that belong to the Messages API and go upstream
 /// with the body.
@@ -79,25 +79,16 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         }
     }
     let mut translation = Translation::default();
-    let mut chat = translation.request(&body)?;
-    if let Some(options) = options {
-        chat.insert("p402".into(), options);
-    }
-    let mut request = request::from_body(chat, headers)?;
-    let api_headers = API_HEADERS
-        .iter()
-        .filter_map(|name| {
-            let value = headers.get(*name)?;
-            Some((header::HeaderName::from_static(name), value.clone()))
-        })
-        .collect();
-    request.native = Some(Native {
-        dialect: Dialect::Messages,
+    let chat = translation.request(&body)?;
+    super::native_request(
         body,
-        headers: api_headers,
-        translatable: translation.lossless,
-    });
-    Ok(request)
+        chat,
+        options,
+        headers,
+        Dialect::Messages,
+        &API_HEADERS,
+        translation.lossless,
+    )
 }
 
 /// A Messages body as a Chat Completions one, for counting its tokens:

@@ -23,6 +23,39 @@ use crate::metadata::Metadata;
 use crate::providers::Answer;
 use crate::request::{ChatRequest, ParseError};
 
+/// The internal request for a body in a provider API's own dialect: `chat`
+/// (its translation) read as Chat Completions, with the `p402` options the
+/// body carried, and the body itself kept, with the client's headers named
+/// in `api_headers`, to be forwarded as it is.
+fn native_request(
+    body: serde_json::Map<String, Value>,
+    mut chat: serde_json::Map<String, Value>,
+    options: Option<Value>,
+    headers: &HeaderMap,
+    dialect: crate::request::Dialect,
+    api_headers: &[&'static str],
+    translatable: bool,
+) -> Result<ChatRequest, ParseError> {
+    if let Some(options) = options {
+        chat.insert("p402".into(), options);
+    }
+    let mut request = crate::request::from_body(chat, headers)?;
+    let headers = api_headers
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            Some((http::HeaderName::from_static(name), value.clone()))
+        })
+        .collect();
+    request.native = Some(crate::request::Native {
+        dialect,
+        body,
+        headers,
+        translatable,
+    });
+    Ok(request)
+}
+
 /// An API a client can call p402 by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {

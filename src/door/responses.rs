@@ -15,13 +15,13 @@
 //! stream the one in its final `response.completed` event.
 
 use bytes::Bytes;
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use super::RenderError;
 use crate::metadata::Metadata;
 use crate::providers::{openai, Answer};
-use crate::request::{self, ChatRequest, Dialect, Native, ParseError};
+use crate::request::{ChatRequest, Dialect, ParseError};
 
 /// The request headers that belong to the API and go upstream with it.
 const API_HEADERS: [&str; 1] = ["openai-beta"];
@@ -69,25 +69,16 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         }
     }
     let mut translation = Translation { lossless: true };
-    let mut chat = translation.request(&body);
-    if let Some(options) = options {
-        chat.insert("p402".into(), options);
-    }
-    let mut request = request::from_body(chat, headers)?;
-    let api_headers = API_HEADERS
-        .iter()
-        .filter_map(|name| {
-            let value = headers.get(*name)?;
-            Some((header::HeaderName::from_static(name), value.clone()))
-        })
-        .collect();
-    request.native = Some(Native {
-        dialect: Dialect::Responses,
+    let chat = translation.request(&body);
+    super::native_request(
         body,
-        headers: api_headers,
-        translatable: translation.lossless,
-    });
-    Ok(request)
+        chat,
+        options,
+        headers,
+        Dialect::Responses,
+        &API_HEADERS,
+        translation.lossless,
+    )
 }
 
 struct Translation {

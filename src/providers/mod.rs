@@ -52,6 +52,62 @@ pub fn is_retryable(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
+/// The user agent p402 sends upstream.
+pub(crate) const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
+
+/// A JSON `POST` of `body` to `path` under the provider's base URL, with
+/// the provider's own key where its API wants it (never the client's) and
+/// `headers` of the client's that belong to the API.
+pub fn post_json(
+    provider: &Provider,
+    path: &str,
+    body: &serde_json::Map<String, Value>,
+    stream: bool,
+    headers: &[(http::HeaderName, HeaderValue)],
+) -> Result<Request<Full<Bytes>>, TranslateError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| {
+        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
+    })?;
+    let url = format!("{}{path}", provider.base_url);
+    let accept = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let mut builder = Request::builder()
+        .method(http::Method::POST)
+        .uri(&url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, accept)
+        .header(http::header::USER_AGENT, USER_AGENT);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(key) = &provider.api_key {
+        let (name, value) = match provider.api {
+            Api::Openai => (
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            ),
+            Api::Anthropic => (
+                http::HeaderName::from_static("x-api-key"),
+                key.expose().to_string(),
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            TranslateError::Build(format!(
+                "the key of provider `{}` contains characters not allowed in a header",
+                provider.name
+            ))
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+}
+
 /// Why a request cannot be put in a provider's API, or its answer read
 /// back; each variant is one of the SPEC's error codes.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, HeaderValue, Method, Request};
+use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
@@ -12,8 +12,6 @@ use crate::catalog::{Capability, Model, Provider, Usage};
 use crate::providers::TranslateError;
 use crate::request::ChatRequest;
 use crate::router::Candidate;
-
-const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 
 /// The upstream request: the client's body with the chosen model, the
 /// `p402` object already gone, usage always requested for streams, and the
@@ -35,36 +33,7 @@ pub fn build_request(
             options.insert("include_usage".to_string(), Value::Bool(true));
         }
     }
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
-    })?;
-
-    let url = format!("{}/chat/completions", provider.base_url);
-    let accept = if request.stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, accept)
-        .header(header::USER_AGENT, USER_AGENT);
-    if let Some(key) = &provider.api_key {
-        let mut value =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                TranslateError::Build(format!(
-                    "the key of provider `{}` contains characters not allowed in a header",
-                    provider.name
-                ))
-            })?;
-        value.set_sensitive(true);
-        builder = builder.header(header::AUTHORIZATION, value);
-    }
-    builder
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+    super::post_json(provider, "/chat/completions", &body, request.stream, &[])
 }
 
 /// Fields only OpenAI's own API accepts; other OpenAI-compatible endpoints
@@ -236,6 +205,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn an_answer_with_bytes_that_are_not_utf8_does_not_pass_as_it_is() {

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use futures_util::{future, stream, StreamExt};
-use http::{header, HeaderValue, Method, Request};
+use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
 
@@ -14,8 +14,6 @@ use super::{checked_sse_bytes, not_json, EventStream, StreamError, StreamEvent, 
 use crate::catalog::{Provider, Usage};
 use crate::request::Native;
 use crate::router::Candidate;
-
-const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 
 /// The events that end a Responses stream.
 const FINAL_EVENTS: [&str; 3] = [
@@ -41,40 +39,7 @@ pub fn build_request(
     if let Some(limit) = limit {
         body.insert("max_output_tokens".into(), Value::from(limit));
     }
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
-    })?;
-    let url = format!("{}/responses", provider.base_url);
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(
-            header::ACCEPT,
-            if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            },
-        )
-        .header(header::USER_AGENT, USER_AGENT);
-    for (name, value) in &native.headers {
-        builder = builder.header(name, value);
-    }
-    if let Some(key) = &provider.api_key {
-        let mut value =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                TranslateError::Build(format!(
-                    "the key of provider `{}` contains characters not allowed in a header",
-                    provider.name
-                ))
-            })?;
-        value.set_sensitive(true);
-        builder = builder.header(header::AUTHORIZATION, value);
-    }
-    builder
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+    super::post_json(provider, "/responses", &body, stream, &native.headers)
 }
 
 /// p402's usage from a Responses `usage` object.

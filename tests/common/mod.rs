@@ -153,6 +153,24 @@ impl Reply {
     }
 }
 
+/// The request id p402 put on a response.
+pub fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-p402-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("request id")
+        .to_string()
+}
+
+/// A request for the `metered` model charged to `session`.
+pub fn budgeted(session: &str) -> Value {
+    let mut body = ask("metered", "hello");
+    body["max_tokens"] = json!(10);
+    body["p402"] = json!({"session_id": session});
+    body
+}
+
 /// SSE `data:` payloads as the text of a stream body.
 pub fn sse_text(events: &[String]) -> String {
     events.iter().map(|e| format!("data: {e}\n\n")).collect()

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use futures_util::{future, stream, StreamExt};
-use http::{header, HeaderValue, Method, Request};
+use http::{HeaderValue, Request};
 use http_body_util::Full;
 use serde_json::Value;
 
@@ -19,7 +19,6 @@ use crate::providers::{checked_sse_bytes, not_json, EventStream, StreamError, St
 use crate::request::Native;
 use crate::router::Candidate;
 
-const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 /// Sent when the client named no version.
 const API_VERSION: &str = "2023-06-01";
 
@@ -41,44 +40,14 @@ pub fn build_request(
     if let Some(limit) = limit {
         body.insert("max_tokens".into(), Value::from(limit));
     }
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
-    })?;
-    let url = format!("{}/messages", provider.base_url);
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(
-            header::ACCEPT,
-            if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            },
-        )
-        .header(header::USER_AGENT, USER_AGENT);
-    let mut versioned = false;
-    for (name, value) in &native.headers {
-        versioned |= name == "anthropic-version";
-        builder = builder.header(name, value);
+    let mut headers = native.headers.clone();
+    if !headers.iter().any(|(name, _)| name == "anthropic-version") {
+        headers.push((
+            http::HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        ));
     }
-    if !versioned {
-        builder = builder.header("anthropic-version", API_VERSION);
-    }
-    if let Some(key) = &provider.api_key {
-        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            TranslateError::Build(format!(
-                "the key of provider `{}` contains characters not allowed in a header",
-                provider.name
-            ))
-        })?;
-        value.set_sensitive(true);
-        builder = builder.header("x-api-key", value);
-    }
-    builder
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+    crate::providers::post_json(provider, "/messages", &body, stream, &headers)
 }
 
 /// A `count_tokens` request for `body` (the client's, the routed model

@@ -2,7 +2,7 @@
 //! or a 400 naming the field that cannot be sent, before any upstream call.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request};
+use http::{HeaderValue, Request};
 use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
@@ -13,8 +13,6 @@ use crate::catalog::{Model, Provider};
 use crate::providers::TranslateError;
 use crate::request::ChatRequest;
 use crate::router::Candidate;
-
-const USER_AGENT: &str = concat!("p402/", env!("CARGO_PKG_VERSION"));
 
 /// The API version p402 was written against; Anthropic keeps a version's
 /// behaviour stable, so pinning it keeps the translation valid.
@@ -47,36 +45,19 @@ pub fn build_request(
         default,
         request.stream,
     )?;
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
-    })?;
-
-    let url = format!("{}/messages", provider.base_url);
-    let accept = if request.stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, accept)
-        .header(header::USER_AGENT, USER_AGENT)
-        .header("anthropic-version", API_VERSION);
-    if let Some(key) = &provider.api_key {
-        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            TranslateError::Build(format!(
-                "the key of provider `{}` contains characters not allowed in a header",
-                provider.name
+    let version = [(
+        http::HeaderName::from_static("anthropic-version"),
+        HeaderValue::from_static(API_VERSION),
+    )];
+    let body = match body {
+        Value::Object(body) => body,
+        _ => {
+            return Err(TranslateError::Build(
+                "the translated body is not an object".into(),
             ))
-        })?;
-        value.set_sensitive(true);
-        builder = builder.header("x-api-key", value);
-    }
-    builder
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+        }
+    };
+    crate::providers::post_json(provider, "/messages", &body, request.stream, &version)
 }
 
 /// Anthropic requires `max_tokens`; OpenAI's default is "as much as the model
@@ -362,7 +343,9 @@ fn response_format(
 mod tests {
     use super::*;
     use crate::providers::anthropic::test_support::{refused, text, translated, user, DEFAULT};
+    use crate::providers::USER_AGENT;
     use futures_util::FutureExt;
+    use http::{header, Method};
 
     #[test]
     fn plain_text_request() {
