@@ -220,9 +220,23 @@ async fn a_stateless_responses_request_is_translated_for_claude() {
         .lines()
         .filter_map(|line| line.strip_prefix("event: "))
         .collect();
-    assert_eq!(names.first(), Some(&"response.created"), "{text}");
-    assert!(names.contains(&"response.output_text.delta"), "{text}");
-    assert_eq!(names.last(), Some(&"response.completed"), "{text}");
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ],
+        "{text}"
+    );
     let completed: Value = serde_json::from_str(
         text.lines()
             .rev()
@@ -249,5 +263,50 @@ async fn stored_state_is_never_sent_to_another_api() {
     assert_eq!(error["error"]["code"], "provider_unavailable", "{error}");
     assert!(openai.received().is_empty());
     assert!(anthropic.received().is_empty());
+    proxy.stop().await;
+}
+
+/// A function call streamed from Claude comes out as Responses' own
+/// function-call events, its arguments in pieces, then whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_translated_function_call_streams_as_responses_events() {
+    let (_openai, anthropic, proxy) = setup().await;
+    let body = json!({
+        "model": "claude-haiku-4-5",
+        "input": "Weather in Paris?",
+        "max_output_tokens": 100,
+        "stream": true,
+        "tools": [{"type": "function", "name": "get_weather", "description": "The weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+    });
+    let text = post(&proxy, &body).await.text().await.expect("body");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert!(
+        names.contains(&"response.function_call_arguments.delta"),
+        "{text}"
+    );
+    assert!(
+        names.contains(&"response.function_call_arguments.done"),
+        "{text}"
+    );
+    let completed: Value = serde_json::from_str(
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data"),
+    )
+    .expect("json");
+    let call = &completed["response"]["output"][0];
+    assert_eq!(call["type"], "function_call", "{completed}");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["call_id"], "toolu_01S");
+    let arguments: Value =
+        serde_json::from_str(call["arguments"].as_str().expect("arguments")).expect("json");
+    assert_eq!(arguments, json!({"city": "Paris"}));
+    let sent = anthropic.received();
+    assert_eq!(sent[0].body["tools"][0]["name"], "get_weather");
     proxy.stop().await;
 }

@@ -338,12 +338,15 @@ fn response(completion: &Value, status: &str) -> Value {
 }
 
 /// A Responses stream: OpenAI's own events as they came (the final one held
-/// back until the figures are known), or events built from Chat
-/// Completions chunks.
+/// back until the figures are known), or the full event sequence built
+/// from Chat Completions chunks: `response.created` and `.in_progress`;
+/// per output item `output_item.added`, its content part or function-call
+/// arguments as deltas, their `.done` events and `output_item.done`; and
+/// `response.completed` with the usage and the figures.
 pub struct Stream {
     /// The final event of a native stream, to carry the metadata.
     last: Option<(String, Value)>,
-    /// A translated stream: the chunks' text and calls, to build events.
+    /// A translated stream: what it has said so far.
     built: Option<Built>,
     sequence: u64,
 }
@@ -354,10 +357,15 @@ struct Built {
     id: String,
     model: Value,
     created: Value,
+    /// The text message's output index, once it has begun.
+    text_index: Option<usize>,
     text: String,
-    /// The text item has been opened.
-    open: bool,
-    calls: Vec<(Value, Value, String)>,
+    /// Function calls in output order: output index, call id, name,
+    /// arguments so far.
+    calls: Vec<(usize, Value, Value, String)>,
+    /// A chunk's tool-call index to its place in `calls`.
+    call_of: std::collections::HashMap<u64, usize>,
+    items: usize,
     usage: Value,
 }
 
@@ -371,6 +379,7 @@ impl Stream {
     }
 
     fn event(&mut self, name: &str, mut data: Value) -> Bytes {
+        data["type"] = json!(name);
         data["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
         super::messages::event(name, &data)
@@ -393,26 +402,24 @@ impl Stream {
     /// A Chat Completions chunk, as Responses events.
     pub fn chunk(&mut self, chunk: Value) -> Option<Bytes> {
         let mut out = Vec::new();
-        if self.built.is_none() {
-            let id = format!("resp_{}", chunk["id"].as_str().unwrap_or("p402"));
-            let built = Built {
-                id: id.clone(),
-                model: chunk["model"].clone(),
-                created: chunk["created"].clone(),
-                ..Built::default()
-            };
-            let shell = json!({"id": id, "object": "response", "created_at": built.created,
-                "status": "in_progress", "model": built.model, "output": []});
-            self.built = Some(built);
-            out.push(self.event(
-                "response.created",
-                json!({"type": "response.created", "response": shell}),
-            ));
-        }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            if let Some(built) = self.built.as_mut() {
-                built.usage = usage.clone();
+        let mut built = match self.built.take() {
+            Some(built) => built,
+            None => {
+                let built = Built {
+                    id: format!("resp_{}", chunk["id"].as_str().unwrap_or("p402")),
+                    model: chunk["model"].clone(),
+                    created: chunk["created"].clone(),
+                    ..Built::default()
+                };
+                let shell = json!({"id": built.id, "object": "response", "created_at": built.created,
+                    "status": "in_progress", "model": built.model, "output": []});
+                out.push(self.event("response.created", json!({"response": shell})));
+                out.push(self.event("response.in_progress", json!({"response": shell})));
+                built
             }
+        };
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            built.usage = usage.clone();
         }
         for choice in chunk
             .get("choices")
@@ -426,27 +433,33 @@ impl Stream {
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
             {
-                let opened = self.built.as_ref().is_some_and(|b| b.open);
-                let item_id = self.item_id();
-                if !opened {
-                    out.push(self.event("response.output_item.added", json!({"type": "response.output_item.added",
-                        "output_index": 0, "item": {"type": "message", "id": item_id, "status": "in_progress",
-                        "role": "assistant", "content": []}})));
-                    out.push(self.event(
-                        "response.content_part.added",
-                        json!({"type": "response.content_part.added",
-                        "item_id": item_id, "output_index": 0, "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": []}}),
-                    ));
-                }
-                if let Some(built) = self.built.as_mut() {
-                    built.open = true;
-                    built.text.push_str(text);
-                }
+                let item_id = format!("msg_{}", built.id);
+                let index = match built.text_index {
+                    Some(index) => index,
+                    None => {
+                        let index = built.items;
+                        built.items += 1;
+                        built.text_index = Some(index);
+                        out.push(self.event(
+                            "response.output_item.added",
+                            json!({
+                            "output_index": index, "item": {"type": "message", "id": item_id,
+                            "status": "in_progress", "role": "assistant", "content": []}}),
+                        ));
+                        out.push(self.event(
+                            "response.content_part.added",
+                            json!({
+                            "item_id": item_id, "output_index": index, "content_index": 0,
+                            "part": {"type": "output_text", "text": "", "annotations": []}}),
+                        ));
+                        index
+                    }
+                };
+                built.text.push_str(text);
                 out.push(self.event(
                     "response.output_text.delta",
-                    json!({"type": "response.output_text.delta",
-                    "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text}),
+                    json!({
+                    "item_id": item_id, "output_index": index, "content_index": 0, "delta": text}),
                 ));
             }
             for call in delta
@@ -455,37 +468,53 @@ impl Stream {
                 .into_iter()
                 .flatten()
             {
-                let Some(built) = self.built.as_mut() else {
-                    continue;
+                let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let at = match built.call_of.get(&n) {
+                    Some(at) => *at,
+                    None => {
+                        let index = built.items;
+                        built.items += 1;
+                        let call_id = call.get("id").cloned().unwrap_or(Value::Null);
+                        let name = call
+                            .pointer("/function/name")
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        built
+                            .calls
+                            .push((index, call_id.clone(), name.clone(), String::new()));
+                        built.call_of.insert(n, built.calls.len() - 1);
+                        out.push(self.event(
+                            "response.output_item.added",
+                            json!({
+                            "output_index": index, "item": {"type": "function_call",
+                            "id": function_item_id(&call_id), "call_id": call_id, "name": name,
+                            "arguments": "", "status": "in_progress"}}),
+                        ));
+                        built.calls.len() - 1
+                    }
                 };
-                let n = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                while built.calls.len() <= n {
-                    built.calls.push((Value::Null, Value::Null, String::new()));
-                }
-                let slot = &mut built.calls[n];
-                if let Some(id) = call.get("id").filter(|v| !v.is_null()) {
-                    slot.0 = id.clone();
-                }
-                if let Some(name) = call.pointer("/function/name").filter(|v| !v.is_null()) {
-                    slot.1 = name.clone();
-                }
-                if let Some(part) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                    slot.2.push_str(part);
+                if let Some(part) = call
+                    .pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                {
+                    let (index, call_id, _, arguments) = &mut built.calls[at];
+                    arguments.push_str(part);
+                    let (index, item_id) = (*index, function_item_id(call_id));
+                    out.push(self.event(
+                        "response.function_call_arguments.delta",
+                        json!({
+                        "item_id": item_id, "output_index": index, "delta": part}),
+                    ));
                 }
             }
         }
+        self.built = Some(built);
         (!out.is_empty()).then(|| Bytes::from(out.concat()))
     }
 
-    fn item_id(&self) -> String {
-        format!(
-            "msg_{}",
-            self.built.as_ref().map_or("p402", |b| b.id.as_str())
-        )
-    }
-
-    /// The end: the final event with the complete response and its
-    /// `p402_metadata`.
+    /// The end: the `.done` events of every item, then the final event
+    /// with the complete response and its `p402_metadata`.
     pub fn end(&mut self, metadata: &Metadata) -> Vec<Bytes> {
         let figures = serde_json::to_value(metadata).unwrap_or(Value::Null);
         if let Some((name, mut data)) = self.last.take() {
@@ -498,41 +527,58 @@ impl Stream {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let item_id = format!("msg_{}", built.id);
-        if built.open {
+        if let Some(index) = built.text_index {
+            let item_id = format!("msg_{}", built.id);
+            let part = json!({"type": "output_text", "text": built.text, "annotations": []});
             out.push(self.event(
                 "response.output_text.done",
-                json!({"type": "response.output_text.done",
-                "item_id": item_id, "output_index": 0, "content_index": 0, "text": built.text}),
+                json!({
+                "item_id": item_id, "output_index": index, "content_index": 0, "text": built.text}),
             ));
             out.push(self.event(
                 "response.content_part.done",
-                json!({"type": "response.content_part.done",
-                "item_id": item_id, "output_index": 0, "content_index": 0,
-                "part": {"type": "output_text", "text": built.text, "annotations": []}}),
+                json!({
+                "item_id": item_id, "output_index": index, "content_index": 0, "part": part}),
             ));
-            out.push(self.event("response.output_item.done", json!({"type": "response.output_item.done",
-                "output_index": 0, "item": {"type": "message", "id": item_id, "status": "completed",
-                "role": "assistant", "content": [{"type": "output_text", "text": built.text, "annotations": []}]}})));
+            out.push(self.event(
+                "response.output_item.done",
+                json!({
+                "output_index": index, "item": {"type": "message", "id": item_id,
+                "status": "completed", "role": "assistant", "content": [part]}}),
+            ));
         }
         let mut calls = Vec::new();
-        for (call_id, name, arguments) in &built.calls {
+        for (index, call_id, name, arguments) in &built.calls {
+            let item_id = function_item_id(call_id);
+            out.push(self.event(
+                "response.function_call_arguments.done",
+                json!({
+                "item_id": item_id, "output_index": index, "arguments": arguments}),
+            ));
+            out.push(self.event(
+                "response.output_item.done",
+                json!({
+                "output_index": index, "item": {"type": "function_call", "id": item_id,
+                "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"}}),
+            ));
             calls.push(json!({"id": call_id, "type": "function",
                 "function": {"name": name, "arguments": arguments}}));
         }
         let completion = json!({
             "id": built.id.trim_start_matches("resp_"), "created": built.created, "model": built.model,
             "choices": [{"index": 0, "message": {"role": "assistant",
-                "content": if built.open { Value::from(built.text.clone()) } else { Value::Null },
+                "content": if built.text_index.is_some() { Value::from(built.text.clone()) } else { Value::Null },
                 "tool_calls": if calls.is_empty() { Value::Null } else { Value::Array(calls) }}}],
             "usage": built.usage,
         });
         let mut complete = response(&completion, "completed");
         complete["p402_metadata"] = figures;
-        out.push(self.event(
-            "response.completed",
-            json!({"type": "response.completed", "response": complete}),
-        ));
+        out.push(self.event("response.completed", json!({"response": complete})));
         out
     }
+}
+
+/// The item id of a function call, from its call id.
+fn function_item_id(call_id: &Value) -> String {
+    format!("fc_{}", call_id.as_str().unwrap_or_default())
 }
