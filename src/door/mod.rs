@@ -110,7 +110,7 @@ impl Door {
         match self {
             Door::Chat => StreamWriter::Chat(chat::Stream::new(chat.client_wants_usage)),
             Door::Messages => StreamWriter::Messages(messages::Stream::new()),
-            Door::Responses => StreamWriter::Responses(responses::Stream::new()),
+            Door::Responses => StreamWriter::Responses(Box::new(responses::Stream::new())),
         }
     }
 
@@ -147,7 +147,9 @@ impl Door {
 pub enum StreamWriter {
     Chat(chat::Stream),
     Messages(messages::Stream),
-    Responses(responses::Stream),
+    /// Boxed: it keeps a translated stream's items, far larger than the
+    /// other writers.
+    Responses(Box<responses::Stream>),
 }
 
 impl StreamWriter {
