@@ -361,6 +361,7 @@ mod tests {
             cached_input: p(input),
             output: p(output),
             cache_write: p(input),
+            cache_write_1h: p(input),
         }
     }
 

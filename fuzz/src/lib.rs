@@ -96,6 +96,7 @@ pub fn settle(events: &[Seen]) {
         cached_input: PerMTok::from_dollars(input / 10.0).expect("price"),
         output: PerMTok::from_dollars(output).expect("price"),
         cache_write: PerMTok::from_dollars(input * 1.25).expect("price"),
+        cache_write_1h: PerMTok::from_dollars(input * 2.0).expect("price"),
     };
     let costs = Costs::of(
         Some(&used.usage),

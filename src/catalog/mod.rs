@@ -173,8 +173,11 @@ pub struct Price {
     pub input: PerMTok,
     pub cached_input: PerMTok,
     pub output: PerMTok,
-    /// Prompt-cache writes; the input price where the provider has none.
+    /// Prompt-cache writes (Anthropic's five-minute cache); the input price
+    /// where the provider has none.
     pub cache_write: PerMTok,
+    /// Writes to Anthropic's one-hour cache, billed at their own rate.
+    pub cache_write_1h: PerMTok,
 }
 
 /// Token counts as a provider reports them.
@@ -186,6 +189,8 @@ pub struct Usage {
     pub cached_input_tokens: u64,
     /// The part of `input_tokens` written to the provider's prompt cache.
     pub cache_write_tokens: u64,
+    /// The part of `cache_write_tokens` written to a one-hour cache.
+    pub cache_write_1h_tokens: u64,
     /// All generated tokens, reasoning included.
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
@@ -197,9 +202,11 @@ impl Price {
     pub fn cost(&self, usage: &Usage) -> Usd {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
         let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
+        let written_1h = usage.cache_write_1h_tokens.min(written);
         self.input.cost(usage.input_tokens - cached - written)
             + self.cached_input.cost(cached)
-            + self.cache_write.cost(written)
+            + self.cache_write.cost(written - written_1h)
+            + self.cache_write_1h.cost(written_1h)
             + self.output.cost(usage.output_tokens)
     }
 
@@ -231,7 +238,10 @@ pub struct Model {
 }
 
 impl Model {
-    fn from_config(entry: &ModelConfig, cost_source: String) -> Self {
+    /// `api` is the model's provider's: Anthropic bills cache writes at
+    /// 1.25 (five minutes) and 2 (one hour) times the input price, which
+    /// stand where the entry gives none.
+    fn from_config(entry: &ModelConfig, cost_source: String, api: Option<Api>) -> Self {
         let per_mtok = |v: &Option<toml::Spanned<f64>>| {
             v.as_ref().and_then(|p| PerMTok::from_dollars(*p.get_ref()))
         };
@@ -239,12 +249,24 @@ impl Model {
             per_mtok(&entry.input_per_mtok),
             per_mtok(&entry.output_per_mtok),
         ) {
-            (Some(input), Some(output)) => Some(Price {
-                input,
-                cached_input: per_mtok(&entry.cached_input_per_mtok).unwrap_or(input),
-                output,
-                cache_write: per_mtok(&entry.cache_write_per_mtok).unwrap_or(input),
-            }),
+            (Some(input), Some(output)) => {
+                let times = |factor: f64| match api {
+                    Some(Api::Anthropic) => PerMTok::from_dollars(input.to_dollars() * factor),
+                    _ => None,
+                };
+                let cache_write = per_mtok(&entry.cache_write_per_mtok)
+                    .or_else(|| times(1.25))
+                    .unwrap_or(input);
+                Some(Price {
+                    input,
+                    cached_input: per_mtok(&entry.cached_input_per_mtok).unwrap_or(input),
+                    output,
+                    cache_write,
+                    cache_write_1h: per_mtok(&entry.cache_write_1h_per_mtok)
+                        .or_else(|| times(2.0))
+                        .unwrap_or(cache_write),
+                })
+            }
             _ => None,
         };
         Model {
@@ -354,7 +376,11 @@ impl Catalog {
                 .any(|p| &p.name == entry.provider.get_ref() && p.api_key_env.is_none())
         };
         let from = |entry: &ModelConfig, source: String| {
-            let mut model = Model::from_config(entry, source);
+            let api = providers
+                .iter()
+                .find(|p| &p.name == entry.provider.get_ref())
+                .map(|p| p.api);
+            let mut model = Model::from_config(entry, source, api);
             model.quality_estimated = entry.quality_estimated.unwrap_or_else(|| keyless(entry));
             model
         };
@@ -485,6 +511,21 @@ mod tests {
         }
     }
 
+    /// Anthropic bills prompt-cache writes at 1.25 (five minutes) and 2
+    /// (one hour) times the input price; other providers' writes cost the
+    /// input price unless the entry says otherwise.
+    #[test]
+    fn anthropic_cache_writes_have_their_own_rates() {
+        let c = catalog("", &[]);
+        let claude = c.find("claude-haiku-4-5").and_then(|m| m.price).expect("priced");
+        let input = claude.input.to_dollars();
+        assert!((claude.cache_write.to_dollars() - input * 1.25).abs() < 1e-9);
+        assert!((claude.cache_write_1h.to_dollars() - input * 2.0).abs() < 1e-9);
+        let gpt = c.find("gpt-4o-mini").and_then(|m| m.price).expect("priced");
+        assert_eq!(gpt.cache_write, gpt.input);
+        assert_eq!(gpt.cache_write_1h, gpt.input);
+    }
+
     #[test]
     fn keys_come_from_the_environment_only() {
         let c = catalog("", &[("OPENAI_API_KEY", "sk-test")]);
@@ -537,11 +578,13 @@ mod tests {
             cached_input: PerMTok::from_dollars(1.25).expect("p"),
             output: PerMTok::from_dollars(10.0).expect("p"),
             cache_write: PerMTok::from_dollars(3.125).expect("p"),
+            cache_write_1h: PerMTok::from_dollars(5.0).expect("p"),
         };
         let usage = Usage {
             input_tokens: 1000,
             cached_input_tokens: 400,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             output_tokens: 200,
             reasoning_tokens: 50,
         };
@@ -553,5 +596,11 @@ mod tests {
         };
         // 400 * 2.5 + 400 * 1.25 + 200 * 3.125 + 200 * 10 = 1000 + 500 + 625 + 2000
         assert_eq!(price.cost(&written), Usd::from_nanos(4_125_000));
+        // Of those 200, 80 went to the one-hour cache: 120 * 3.125 + 80 * 5.
+        let hour = Usage {
+            cache_write_1h_tokens: 80,
+            ..written
+        };
+        assert_eq!(price.cost(&hour), Usd::from_nanos(4_275_000));
     }
 }

@@ -225,9 +225,14 @@ pub struct ModelConfig {
     pub cached_input_per_mtok: Option<Spanned<f64>>,
     #[serde(default)]
     pub output_per_mtok: Option<Spanned<f64>>,
-    /// Writing to the provider's prompt cache (Anthropic bills it apart).
+    /// Writing to the provider's prompt cache (Anthropic bills it apart);
+    /// for Anthropic models 1.25 times the input price when not given.
     #[serde(default)]
     pub cache_write_per_mtok: Option<Spanned<f64>>,
+    /// Writing to Anthropic's one-hour prompt cache; twice the input price
+    /// when not given.
+    #[serde(default)]
+    pub cache_write_1h_per_mtok: Option<Spanned<f64>>,
     #[serde(default)]
     pub context: Option<u32>,
     #[serde(default)]
@@ -441,6 +446,7 @@ impl ModelConfig {
             &self.cached_input_per_mtok,
             &self.output_per_mtok,
             &self.cache_write_per_mtok,
+            &self.cache_write_1h_per_mtok,
         ]
         .into_iter()
         .flatten()

@@ -115,6 +115,7 @@ pub fn usage(object: &Value) -> Option<Usage> {
         // Not OpenAI's: the Anthropic adapter (and LiteLLM-style gateways)
         // report prompt-cache writes here, billed at their own rate.
         cache_write_tokens: count(usage.get("cache_creation_input_tokens")),
+        cache_write_1h_tokens: count(usage.get("cache_creation_1h_input_tokens")),
         output_tokens: count(usage.get("completion_tokens")),
         reasoning_tokens: count(usage.pointer("/completion_tokens_details/reasoning_tokens")),
     })

@@ -49,6 +49,7 @@ pub fn usage(usage: &Value) -> Usage {
         input_tokens: count(usage.get("input_tokens")),
         cached_input_tokens: count(usage.pointer("/input_tokens_details/cached_tokens")),
         cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
         output_tokens: count(usage.get("output_tokens")),
         reasoning_tokens: count(usage.pointer("/output_tokens_details/reasoning_tokens")),
     }

@@ -98,6 +98,8 @@ pub(super) struct Tokens {
     input: u64,
     cache_read: u64,
     cache_write: u64,
+    /// The part of `cache_write` for the one-hour cache.
+    cache_write_1h: u64,
     output: u64,
 }
 
@@ -117,6 +119,12 @@ impl Tokens {
         read("cache_read_input_tokens", &mut self.cache_read);
         read("cache_creation_input_tokens", &mut self.cache_write);
         read("output_tokens", &mut self.output);
+        if let Some(n) = usage
+            .pointer("/cache_creation/ephemeral_1h_input_tokens")
+            .and_then(Value::as_u64)
+        {
+            self.cache_write_1h = n;
+        }
     }
 
     /// p402's usage, where the input counts cached tokens too.
@@ -128,6 +136,7 @@ impl Tokens {
                 .saturating_add(self.cache_write),
             cached_input_tokens: self.cache_read,
             cache_write_tokens: self.cache_write,
+            cache_write_1h_tokens: self.cache_write_1h.min(self.cache_write),
             output_tokens: self.output,
             reasoning_tokens: 0,
         }
@@ -141,14 +150,21 @@ impl Tokens {
             .input
             .saturating_add(self.cache_read)
             .saturating_add(self.cache_write);
-        json!({
+        let mut usage = json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output,
             "total_tokens": prompt.saturating_add(self.output),
             "prompt_tokens_details": { "cached_tokens": self.cache_read },
             "cache_creation_input_tokens": self.cache_write,
             "cache_read_input_tokens": self.cache_read,
-        })
+        });
+        // p402's own field, only when there is something to say: the
+        // one-hour writes, billed at their own rate.
+        let hour = self.cache_write_1h.min(self.cache_write);
+        if hour > 0 {
+            usage["cache_creation_1h_input_tokens"] = json!(hour);
+        }
+        usage
     }
 }
 
@@ -261,10 +277,27 @@ mod tests {
                 input_tokens: 10_050,
                 cached_input_tokens: 8000,
                 cache_write_tokens: 2000,
+                cache_write_1h_tokens: 0,
                 output_tokens: 30,
                 reasoning_tokens: 0,
             })
         );
+    }
+
+    /// One-hour cache writes are counted apart, so they are priced at
+    /// their own rate.
+    #[test]
+    fn one_hour_cache_writes_are_counted_apart() {
+        let mut tokens = Tokens::default();
+        tokens.update(Some(&json!({"input_tokens": 10, "cache_creation_input_tokens": 300,
+            "cache_read_input_tokens": 0, "output_tokens": 5,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}})));
+        let usage = tokens.usage();
+        assert_eq!(usage.input_tokens, 310);
+        assert_eq!(usage.cache_write_tokens, 300);
+        assert_eq!(usage.cache_write_1h_tokens, 200);
+        let openai = crate::providers::openai::usage(&json!({"usage": tokens.to_openai()}));
+        assert_eq!(openai, Some(usage));
     }
 
     #[test]

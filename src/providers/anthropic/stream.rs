@@ -374,6 +374,7 @@ mod tests {
                 input_tokens: 550,
                 cached_input_tokens: 400,
                 cache_write_tokens: 30,
+                cache_write_1h_tokens: 0,
                 output_tokens: 89,
                 reasoning_tokens: 0,
             })
