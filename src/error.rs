@@ -45,6 +45,9 @@ pub enum ErrorKind {
     NoProvider,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
+    /// Every provider tried said it is overloaded (Anthropic's 529),
+    /// passed on as such so that clients back off as they would.
+    Overloaded,
     /// p402 cannot do this now: its database is stuck or failing (503).
     Unavailable,
     /// A bug or an environment failure inside p402 (500).
@@ -68,6 +71,10 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::NoProvider | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // 529 is Anthropic's; it is a valid status code.
+            ErrorKind::Overloaded => {
+                StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,9 +94,10 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::BudgetExceeded => "budget_error",
             ErrorKind::RateLimited => "rate_limit_error",
-            ErrorKind::UpstreamFailed | ErrorKind::NoProvider | ErrorKind::UpstreamTimeout => {
-                "upstream_error"
-            }
+            ErrorKind::UpstreamFailed
+            | ErrorKind::NoProvider
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::Overloaded => "upstream_error",
             ErrorKind::Internal | ErrorKind::Unavailable => "server_error",
         }
     }

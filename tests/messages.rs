@@ -430,3 +430,30 @@ async fn the_probes_of_anthropic_clients_are_answered() {
     assert_eq!(listed["has_more"], false);
     proxy.stop().await;
 }
+
+/// Anthropic's clients back off by status: an overload (529) or a rate
+/// limit (429) every provider reported is passed on as such, in
+/// Anthropic's shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overload_every_provider_reported_is_passed_on_as_529() {
+    let (anthropic, _openai, proxy) = setup().await;
+    anthropic.push(Reply::Json(
+        529,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ));
+    let body = json!({"model": "metered-claude", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let response = post(&proxy, &body, &[]).await;
+    assert_eq!(response.status().as_u16(), 529);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["type"], "overloaded_error", "{error}");
+    anthropic.push(Reply::Json(
+        429,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
+    ));
+    let response = post(&proxy, &body, &[]).await;
+    assert_eq!(response.status().as_u16(), 429);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["type"], "rate_limit_error", "{error}");
+    proxy.stop().await;
+}

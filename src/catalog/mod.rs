@@ -517,7 +517,10 @@ mod tests {
     #[test]
     fn anthropic_cache_writes_have_their_own_rates() {
         let c = catalog("", &[]);
-        let claude = c.find("claude-haiku-4-5").and_then(|m| m.price).expect("priced");
+        let claude = c
+            .find("claude-haiku-4-5")
+            .and_then(|m| m.price)
+            .expect("priced");
         let input = claude.input.to_dollars();
         assert!((claude.cache_write.to_dollars() - input * 1.25).abs() < 1e-9);
         assert!((claude.cache_write_1h.to_dollars() - input * 2.0).abs() < 1e-9);

@@ -532,7 +532,9 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::BudgetExceeded => "billing_error",
         ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::NoProvider | ErrorKind::Unavailable => "overloaded_error",
+        ErrorKind::NoProvider | ErrorKind::Unavailable | ErrorKind::Overloaded => {
+            "overloaded_error"
+        }
         ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::Internal => "api_error",
     }
 }

@@ -78,6 +78,13 @@ pub enum RenderError {
 }
 
 impl Door {
+    /// Whether a failure every provider reported as overload (529) or a
+    /// rate limit (429) is passed on with that status: Anthropic's clients
+    /// back off by it. Other doors' clients get p402's 502.
+    pub fn passes_on_overload(self) -> bool {
+        matches!(self, Door::Messages)
+    }
+
     /// The door's name in logs and the request log.
     pub fn name(self) -> &'static str {
         match self {

@@ -142,7 +142,11 @@ pub async fn run(
             "every candidate provider is failing (circuit open); try again shortly",
         ));
     }
-    Err(every_attempt_failed(&failed, all_timeouts))
+    Err(every_attempt_failed(
+        &failed,
+        all_timeouts,
+        cx.door.passes_on_overload(),
+    ))
 }
 
 /// A provider's refusal of the request itself goes back to the client, in
@@ -212,7 +216,11 @@ async fn stopped(
     cx.door.error(&error, &cx.id)
 }
 
-fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiError {
+fn every_attempt_failed(
+    failed: &[FailedAttempt],
+    all_timeouts: bool,
+    pass_on_overload: bool,
+) -> ApiError {
     let attempts: Vec<String> = failed
         .iter()
         .map(|a| {
@@ -223,11 +231,27 @@ fn every_attempt_failed(failed: &[FailedAttempt], all_timeouts: bool) -> ApiErro
             format!("{}/{}: {}", a.provider, a.model, status)
         })
         .collect();
+    let every = |status: u16| {
+        pass_on_overload && !failed.is_empty() && failed.iter().all(|a| a.status == status)
+    };
     let (kind, code, summary) = if all_timeouts && !failed.is_empty() {
         (
             ErrorKind::UpstreamTimeout,
             "upstream_timeout",
             "no provider answered in time",
+        )
+    } else if every(529) {
+        // Passed on as the providers said it, so clients back off.
+        (
+            ErrorKind::Overloaded,
+            "upstream_overloaded",
+            "every provider tried is overloaded",
+        )
+    } else if every(429) {
+        (
+            ErrorKind::RateLimited,
+            "upstream_rate_limited",
+            "every provider tried is rate-limiting p402",
         )
     } else if !failed.is_empty() && failed.iter().all(|a| a.status == 404) {
         (
