@@ -536,13 +536,15 @@ async fn curl_quickstart_step_by_step() {
     proxy.stop().await;
 }
 
-/// The anthropic SDK through `/v1/messages`: a Claude model answered by an
-/// Anthropic provider as it came (whole, streamed, with tools), an OpenAI
-/// model translated both ways, and a cap refused in Anthropic's shape.
+/// The anthropic SDK through `/v1/messages`: its token count, a Claude
+/// model answered by an Anthropic provider as it came (whole, streamed,
+/// with tools), an OpenAI model translated both ways, and a cap refused in
+/// Anthropic's shape.
 #[tokio::test(flavor = "multi_thread")]
-async fn anthropic_python_sdk_messages_stream_tools_and_errors() {
+async fn anthropic_python_sdk_count_messages_stream_tools_and_errors() {
     let anthropic = FakeProvider::start_anthropic().await;
     let openai = FakeProvider::start().await;
+    anthropic.push(Reply::Json(200, json!({"input_tokens": 42})));
     let proxy = TestProxy::start(
         Setup::default()
             .with_provider("anthropic", &anthropic)
@@ -550,6 +552,8 @@ async fn anthropic_python_sdk_messages_stream_tools_and_errors() {
     )
     .await;
     let seen = run_script("anthropic_python.py", &proxy, &[]).await;
+    assert_eq!(seen["count_tokens"], 42, "{seen}");
+    assert_eq!(anthropic.received()[0].path, "/v1/messages/count_tokens");
     assert_eq!(seen["plain"]["text"], "Hello there!", "{seen}");
     assert_eq!(seen["plain"]["stop_reason"], "end_turn");
     assert_eq!(seen["plain"]["usage"]["input_tokens"], 12);
@@ -572,8 +576,9 @@ async fn anthropic_python_sdk_messages_stream_tools_and_errors() {
     assert_eq!(seen["capped"]["status"], 402, "{seen}");
     assert_eq!(seen["capped"]["type"], "billing_error");
     assert_eq!(seen["capped"]["code"], "MAX_COST_EXCEEDED");
-    // The Claude calls went to Anthropic, the OpenAI one to OpenAI.
-    assert_eq!(anthropic.received().len(), 3);
+    // The Claude calls (and the count) went to Anthropic, the OpenAI one
+    // to OpenAI.
+    assert_eq!(anthropic.received().len(), 4);
     assert_eq!(openai.received().len(), 1);
     proxy.stop().await;
 }

@@ -10,6 +10,10 @@ client = anthropic.Anthropic(max_retries=0)
 messages = [{"role": "user", "content": "Say hello"}]
 out = {}
 
+# Counted by the Anthropic provider that bills the model.
+counted = client.messages.count_tokens(model="claude-haiku-4-5", messages=messages)
+out["count_tokens"] = counted.input_tokens
+
 raw = client.messages.with_raw_response.create(
     model="claude-haiku-4-5", max_tokens=200, messages=messages
 )
