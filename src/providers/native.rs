@@ -2,8 +2,11 @@
 //! it came: the usage to charge, and the text to count when the stream is
 //! cut off before its usage arrives.
 
+use bytes::Bytes;
+use futures_util::{future, stream, StreamExt};
 use serde_json::Value;
 
+use super::{checked_sse_bytes, not_json, EventStream, StreamError, StreamEvent};
 use crate::catalog::Usage;
 
 use super::anthropic::native::Tally as MessagesTally;
@@ -41,4 +44,53 @@ impl Tally {
     pub fn partial(&self) -> Option<Usage> {
         self.messages.partial()
     }
+}
+
+/// The events of a stream in the client's own dialect, as they came, each
+/// parsed once so that its usage can be read; the stream ends with the
+/// first event whose `type` `is_last` says ends it, and nothing after it is
+/// read.
+pub fn decode_stream<S, E>(bytes: S, is_last: fn(&str) -> bool) -> EventStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    use eventsource_stream::Eventsource;
+    let events = checked_sse_bytes(bytes)
+        .eventsource()
+        .map(move |event| {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => return vec![Err(StreamError::Read(e.to_string()))],
+            };
+            let data = event.data.trim();
+            if data.is_empty() || data == "[DONE]" {
+                return Vec::new();
+            }
+            let data: Value = match serde_json::from_str(data) {
+                Ok(data) => data,
+                Err(e) => return vec![Err(StreamError::InvalidJson(not_json(&e, data)))],
+            };
+            let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
+            let last = is_last(kind);
+            let name = if event.event.is_empty() {
+                kind.to_string()
+            } else {
+                event.event
+            };
+            let mut out = vec![Ok(StreamEvent::Native { name, data })];
+            if last {
+                out.push(Ok(StreamEvent::Done));
+            }
+            out
+        })
+        .flat_map(stream::iter)
+        .scan(false, |ended, item| {
+            if *ended {
+                return future::ready(None);
+            }
+            *ended = matches!(item, Ok(StreamEvent::Done));
+            future::ready(Some(item))
+        });
+    Box::pin(events)
 }

@@ -5,12 +5,11 @@
 //! routed to and the output limit it reserved.
 
 use bytes::Bytes;
-use futures_util::{future, stream, StreamExt};
 use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
 
-use super::{checked_sse_bytes, not_json, EventStream, StreamError, StreamEvent, TranslateError};
+use super::{EventStream, TranslateError};
 use crate::catalog::{Provider, Usage};
 use crate::request::Native;
 use crate::router::Candidate;
@@ -77,44 +76,7 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    use eventsource_stream::Eventsource;
-    let events = checked_sse_bytes(bytes)
-        .eventsource()
-        .map(|event| {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => return vec![Err(StreamError::Read(e.to_string()))],
-            };
-            let data = event.data.trim();
-            if data.is_empty() || data == "[DONE]" {
-                return Vec::new();
-            }
-            let data: Value = match serde_json::from_str(data) {
-                Ok(data) => data,
-                Err(e) => return vec![Err(StreamError::InvalidJson(not_json(&e, data)))],
-            };
-            let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
-            let last = FINAL_EVENTS.contains(&kind);
-            let name = if event.event.is_empty() {
-                kind.to_string()
-            } else {
-                event.event
-            };
-            let mut out = vec![Ok(StreamEvent::Native { name, data })];
-            if last {
-                out.push(Ok(StreamEvent::Done));
-            }
-            out
-        })
-        .flat_map(stream::iter)
-        .scan(false, |ended, item| {
-            if *ended {
-                return future::ready(None);
-            }
-            *ended = matches!(item, Ok(StreamEvent::Done));
-            future::ready(Some(item))
-        });
-    Box::pin(events)
+    super::native::decode_stream(bytes, |kind| FINAL_EVENTS.contains(&kind))
 }
 
 /// What a Responses stream has said that the charge needs.

@@ -6,7 +6,6 @@
 //! routed to and the output limit it reserved for.
 
 use bytes::Bytes;
-use futures_util::{future, stream, StreamExt};
 use http::{HeaderValue, Request};
 use http_body_util::Full;
 use serde_json::Value;
@@ -14,8 +13,8 @@ use serde_json::Value;
 use super::block_type;
 use super::response::Tokens;
 use crate::catalog::{Provider, Usage};
+use crate::providers::EventStream;
 use crate::providers::TranslateError;
-use crate::providers::{checked_sse_bytes, not_json, EventStream, StreamError, StreamEvent};
 use crate::request::Native;
 use crate::router::Candidate;
 
@@ -97,44 +96,7 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    use eventsource_stream::Eventsource;
-    let events = checked_sse_bytes(bytes)
-        .eventsource()
-        .map(|event| {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => return vec![Err(StreamError::Read(e.to_string()))],
-            };
-            let data = event.data.trim();
-            if data.is_empty() {
-                return Vec::new();
-            }
-            let data: Value = match serde_json::from_str(data) {
-                Ok(data) => data,
-                Err(e) => return vec![Err(StreamError::InvalidJson(not_json(&e, data)))],
-            };
-            let stop = block_type(&data) == "message_stop";
-            let name = if event.event.is_empty() {
-                block_type(&data).to_string()
-            } else {
-                event.event
-            };
-            let mut out = vec![Ok(StreamEvent::Native { name, data })];
-            if stop {
-                out.push(Ok(StreamEvent::Done));
-            }
-            out
-        })
-        .flat_map(stream::iter)
-        // Nothing after the end: a provider that keeps writing is not read.
-        .scan(false, |ended, item| {
-            if *ended {
-                return future::ready(None);
-            }
-            *ended = matches!(item, Ok(StreamEvent::Done));
-            future::ready(Some(item))
-        });
-    Box::pin(events)
+    crate::providers::native::decode_stream(bytes, |kind| kind == "message_stop")
 }
 
 /// What a native stream has said so far that the charge needs.
