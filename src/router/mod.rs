@@ -204,7 +204,13 @@ impl Router<'_> {
         let mut rejected: BTreeMap<Reject, usize> = BTreeMap::new();
         let mut cheapest_over_cap: Option<Usd> = None;
         let mut eligible: Vec<Eligible> = Vec::new();
-        for model in self.catalog.models() {
+        // An embedding model answers no chat: not even a candidate.
+        let chat_models = self
+            .catalog
+            .models()
+            .iter()
+            .filter(|m| !m.capabilities.contains(&Capability::Embeddings));
+        for model in chat_models {
             let is_requested =
                 requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
             match self.assess(model, needs, requested_quality, is_requested, request) {
@@ -271,10 +277,6 @@ impl Router<'_> {
         is_requested: bool,
         request: &ChatRequest,
     ) -> Result<Eligible<'m>, Reject> {
-        // An embedding model answers no chat.
-        if model.capabilities.contains(&Capability::Embeddings) {
-            return Err(Reject::Capability);
-        }
         let provider = self
             .catalog
             .provider(&model.provider)
