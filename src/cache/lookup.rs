@@ -10,7 +10,7 @@
 //! hit. A wrong answer costs more than a miss, so every step may only drop
 //! candidates, never add one.
 
-use super::{guard, now, record, Cache, Entry, Hit, Probe};
+use super::{guard, now, record, scope, Cache, Entry, Hit, Probe};
 use crate::store::{StoreError, Table};
 
 /// Candidates re-scored exactly after the int8 scan.
@@ -20,8 +20,6 @@ const RESCORE: usize = 4;
 const SCAN_MARGIN: f32 = 0.02;
 
 impl Cache {
-    /// Exact match first; then, with the embedder, the most similar question
-    /// at or above `threshold` that no guard objects to.
     /// An exact match only, of the same question text: for answers that
     /// must be the very same (embedding vectors), where a paraphrase is
     /// never good enough.
@@ -39,6 +37,9 @@ impl Cache {
         Ok(Some(self.hit(entry, 1.0, now)?))
     }
 
+    /// Exact match first; then, when the probe allows it and with the
+    /// embedder, the most similar question at or above `threshold` that no
+    /// guard objects to.
     pub async fn lookup(
         &self,
         probe: &mut Probe,
@@ -47,9 +48,16 @@ impl Cache {
         let now = now();
         let exact = self.index().exact(&probe.scope, probe.question_hash, now);
         if let Some(id) = exact {
-            if let Some(entry) = self.entry(id)? {
+            // The index keys questions by a 64-bit hash: the text decides.
+            let same =
+                |e: &Entry| scope::normalize(&e.question) == scope::normalize(&probe.question);
+            if let Some(entry) = self.entry(id)?.filter(same) {
                 return Ok(Some(self.hit(entry, 1.0, now)?));
             }
+        }
+        if !probe.semantic {
+            self.inner.counters.miss();
+            return Ok(None);
         }
         let Some(embedder) = self.inner.embedder.load_full() else {
             self.inner.counters.miss();

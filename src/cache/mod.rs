@@ -83,6 +83,9 @@ pub struct Probe {
     /// Filled by a semantic lookup, reused by the store.
     pub vector: Option<Vec<f32>>,
     pub ttl: u64,
+    /// Whether a similar question may answer it, or only the same one
+    /// (`[cache] semantic`).
+    pub semantic: bool,
 }
 
 impl Probe {
@@ -95,6 +98,15 @@ impl Probe {
             question,
             vector,
             ttl,
+            semantic: true,
+        }
+    }
+
+    /// This probe, answered only by an exact repeat.
+    pub fn exact_only(self) -> Self {
+        Probe {
+            semantic: false,
+            ..self
         }
     }
 }

@@ -14,7 +14,7 @@
 use serde_json::Value;
 
 use super::{scope, Probe};
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, SemanticMatching};
 use crate::request::ChatRequest;
 
 /// The probe for `chat`, or `None` when it may be neither answered from
@@ -48,13 +48,30 @@ pub(super) fn probe(
     if temperature > config.max_temperature {
         return None;
     }
-    let (scope, question) = scope::split(&chat.body, &chat.model, mode)?;
+    let (mut scope, question) = scope::split(&chat.body, &chat.model, mode)?;
+    let mut semantic = match config.semantic {
+        SemanticMatching::Always => true,
+        SemanticMatching::Off => false,
+        SemanticMatching::SingleTurn => scope::single_turn(&chat.body),
+    };
+    // A body that says more than its translation (thinking, server tools,
+    // stored state) is its own scope, and only an exact repeat of it hits.
+    if let Some(native) = chat.native.as_ref().filter(|n| !n.translatable) {
+        let headers: Vec<(&str, &[u8])> = native
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        scope = scope.for_native(&native.body, &headers);
+        semantic = false;
+    }
     let scope = match local_key {
         Some(key) if !config.share_across_keys => scope.for_key(key),
         _ => scope,
     };
     let ttl = chat.options.cache_ttl.unwrap_or(config.ttl_seconds);
-    Some(Probe::new(scope, question, None, ttl))
+    let probe = Probe::new(scope, question, None, ttl);
+    Some(if semantic { probe } else { probe.exact_only() })
 }
 
 #[cfg(test)]
@@ -116,6 +133,71 @@ mod tests {
             P402Options::default(),
         );
         assert!(probe(&answer_last, &mode, &config, None).is_none());
+    }
+
+    #[test]
+    fn similarity_is_for_single_turns_without_tools_unless_configured() {
+        let config = CacheConfig::default();
+        let mode = json!("cost");
+        let semantic = |body: Value, config: &CacheConfig| {
+            let Value::Object(body) = body else {
+                panic!("a test body is an object");
+            };
+            probe(
+                &chat(Value::Object(body), P402Options::default()),
+                &mode,
+                config,
+                None,
+            )
+            .map(|p| p.semantic)
+        };
+        let single = json!({"messages": [{"role": "user", "content": "What is redb?"}]});
+        let tools = json!({"messages": [{"role": "user", "content": "What is redb?"}],
+            "tools": [{"type": "function", "function": {"name": "read_file"}}]});
+        let turns = json!({"messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "What is redb?"}]});
+        assert_eq!(semantic(single.clone(), &config), Some(true));
+        assert_eq!(semantic(tools.clone(), &config), Some(false));
+        assert_eq!(semantic(turns.clone(), &config), Some(false));
+        let always = CacheConfig {
+            semantic: SemanticMatching::Always,
+            ..CacheConfig::default()
+        };
+        assert_eq!(semantic(tools, &always), Some(true));
+        assert_eq!(semantic(turns, &always), Some(true));
+        let off = CacheConfig {
+            semantic: SemanticMatching::Off,
+            ..CacheConfig::default()
+        };
+        assert_eq!(semantic(single, &off), Some(false));
+    }
+
+    #[test]
+    fn a_body_its_translation_cannot_carry_matches_only_itself() {
+        let config = CacheConfig::default();
+        let mode = json!("cost");
+        let plain = question(json!({}));
+        let native = |thinking: u64, translatable: bool| {
+            let mut request = question(json!({}));
+            let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 4096,
+                "thinking": {"type": "enabled", "budget_tokens": thinking},
+                "messages": [{"role": "user", "content": "What is redb?"}]});
+            request.native = Some(crate::request::Native {
+                dialect: crate::request::Dialect::Messages,
+                body: body.as_object().cloned().unwrap_or_default(),
+                headers: Vec::new(),
+                translatable,
+            });
+            probe(&request, &mode, &config, None).expect("cacheable")
+        };
+        let plain = probe(&plain, &mode, &config, None).expect("cacheable");
+        let thinking = native(1024, false);
+        assert_ne!(thinking.scope, plain.scope);
+        assert!(!thinking.semantic);
+        assert_ne!(native(2048, false).scope, thinking.scope);
+        assert_eq!(native(1024, false).scope, thinking.scope);
+        // What translates is the same question as on the chat door.
+        assert_eq!(native(1024, true).scope, plain.scope);
     }
 
     #[test]

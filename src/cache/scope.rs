@@ -33,11 +33,28 @@ impl Scope {
     /// key are never served to another, so a key's users cannot probe what
     /// another key's users asked.
     pub fn for_key(self, key: &str) -> Self {
-        use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         hasher.update(b"p402 cache scope per key\0");
         hasher.update(self.0);
         hasher.update(key.as_bytes());
+        Scope(hasher.finalize().into())
+    }
+
+    /// This scope narrowed to a body in a provider's own dialect that says
+    /// more than its Chat Completions translation (extended thinking,
+    /// server tools, stored state) and to the API headers sent with it:
+    /// such a request can only ever match itself.
+    pub fn for_native(self, body: &Map<String, Value>, headers: &[(&str, &[u8])]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"p402 cache scope for a native body\0");
+        hasher.update(self.0);
+        canonical(&Value::Object(body.clone()), &mut hasher);
+        for (name, value) in headers {
+            hasher.update(name.as_bytes());
+            hasher.update(b":");
+            hasher.update(value);
+            hasher.update(b"\n");
+        }
         Scope(hasher.finalize().into())
     }
 
@@ -51,6 +68,29 @@ impl Scope {
         }
         Some(Scope(bytes))
     }
+}
+
+/// Whether a request is one turn of a conversation with no tools: the only
+/// kind whose answer depends on nothing but the wording of its question,
+/// so that a paraphrase may share it.
+pub fn single_turn(body: &Map<String, Value>) -> bool {
+    let offers_tools = ["tools", "functions"].iter().any(|field| {
+        body.get(*field)
+            .and_then(Value::as_array)
+            .is_some_and(|tools| !tools.is_empty())
+    });
+    let earlier_turns = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|messages| {
+            messages.iter().any(|message| {
+                matches!(
+                    message.get("role").and_then(Value::as_str),
+                    Some("assistant" | "tool" | "function")
+                )
+            })
+        });
+    !offers_tools && !earlier_turns
 }
 
 /// The last user message's text and the scope of everything else, or
@@ -204,5 +244,41 @@ mod tests {
         .is_some());
         let some = scope(json!({"messages": [{"role": "user", "content": "x"}]})).expect("s");
         assert_eq!(Scope::from_hex(&some.hex()), Some(some));
+    }
+
+    #[test]
+    fn single_turn_means_no_tools_and_no_earlier_answers() {
+        let single = |body: Value| single_turn(body.as_object().expect("object"));
+        assert!(single(
+            json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]})
+        ));
+        assert!(single(
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": []})
+        ));
+        assert!(!single(
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]})
+        ));
+        assert!(!single(
+            json!({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]})
+        ));
+        assert!(!single(
+            json!({"messages": [{"role": "tool", "tool_call_id": "1", "content": "b"}, {"role": "user", "content": "c"}]})
+        ));
+    }
+
+    #[test]
+    fn a_native_body_narrows_the_scope_to_itself() {
+        let base = scope(json!({"messages": [{"role": "user", "content": "x"}]})).expect("s");
+        let body = json!({"thinking": {"type": "enabled", "budget_tokens": 1024}});
+        let body = body.as_object().expect("object");
+        let native = base.for_native(body, &[]);
+        assert_ne!(native, base);
+        assert_eq!(native, base.for_native(body, &[]));
+        let other = json!({"thinking": {"type": "enabled", "budget_tokens": 2048}});
+        assert_ne!(
+            base.for_native(other.as_object().expect("object"), &[]),
+            native
+        );
+        assert_ne!(base.for_native(body, &[("anthropic-beta", b"x")]), native);
     }
 }

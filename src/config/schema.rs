@@ -175,6 +175,24 @@ pub struct CacheConfig {
     /// With `[server] api_keys`, let one key's requests be answered from
     /// another key's cached answers. Off: each key has its own entries.
     pub share_across_keys: bool,
+    /// Which requests may be answered by a paraphrase, not only an exact
+    /// repeat (SPEC §6).
+    pub semantic: SemanticMatching,
+}
+
+/// Where similarity matching applies. An agent's turn (tools offered,
+/// earlier assistant or tool turns) depends on far more than the wording of
+/// its last message, so by default it hits only on an exact repeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SemanticMatching {
+    /// Single-turn requests without tools (the default).
+    #[default]
+    SingleTurn,
+    /// Every cacheable request.
+    Always,
+    /// None: exact repeats only.
+    Off,
 }
 
 impl Default for CacheConfig {
@@ -189,6 +207,7 @@ impl Default for CacheConfig {
             max_temperature: 1.0,
             store_tool_calls: false,
             share_across_keys: false,
+            semantic: SemanticMatching::SingleTurn,
         }
     }
 }

@@ -301,7 +301,7 @@ pub fn answer(answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError>
 /// A `response` object saying what a `chat.completion` says.
 fn response(completion: &Value, status: &str) -> Value {
     let said = &completion["choices"][0]["message"];
-    let id = completion["id"].as_str().unwrap_or("p402");
+    let id = response_id(completion["id"].as_str().unwrap_or("p402"));
     let mut output = Vec::new();
     if let Some(text) = said.get("content").and_then(Value::as_str) {
         output.push(json!({"type": "message", "id": format!("msg_{id}"), "status": "completed",
@@ -321,7 +321,7 @@ fn response(completion: &Value, status: &str) -> Value {
     let input = usage["prompt_tokens"].as_u64().unwrap_or(0);
     let output_tokens = usage["completion_tokens"].as_u64().unwrap_or(0);
     json!({
-        "id": format!("resp_{id}"),
+        "id": id,
         "object": "response",
         "created_at": completion["created"],
         "status": status,
@@ -406,7 +406,7 @@ impl Stream {
             Some(built) => built,
             None => {
                 let built = Built {
-                    id: format!("resp_{}", chunk["id"].as_str().unwrap_or("p402")),
+                    id: response_id(chunk["id"].as_str().unwrap_or("p402")),
                     model: chunk["model"].clone(),
                     created: chunk["created"].clone(),
                     ..Built::default()
@@ -565,7 +565,7 @@ impl Stream {
                 "function": {"name": name, "arguments": arguments}}));
         }
         let completion = json!({
-            "id": built.id.trim_start_matches("resp_"), "created": built.created, "model": built.model,
+            "id": built.id, "created": built.created, "model": built.model,
             "choices": [{"index": 0, "message": {"role": "assistant",
                 "content": if built.text_index.is_some() { Value::from(built.text.clone()) } else { Value::Null },
                 "tool_calls": if calls.is_empty() { Value::Null } else { Value::Array(calls) }}}],
@@ -575,6 +575,16 @@ impl Stream {
         complete["p402_metadata"] = figures;
         out.push(self.event("response.completed", json!({"response": complete})));
         out
+    }
+}
+
+/// A response id for an answer's id: a Responses answer's own (as the
+/// cache replays one) as it was, any other with the `resp_` prefix.
+fn response_id(id: &str) -> String {
+    if id.starts_with("resp_") {
+        id.to_string()
+    } else {
+        format!("resp_{id}")
     }
 }
 

@@ -8,7 +8,7 @@ use crate::budget::Reservation;
 use crate::cache::replay;
 use crate::cost::{self, Used};
 use crate::error::ApiError;
-use crate::providers::Answer;
+use crate::providers::{native, Answer};
 
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
@@ -40,8 +40,20 @@ pub async fn respond(
     // Durable before the answer leaves: a crash after this point cannot
     // lose the charge.
     let metadata = finish::finish(cx, exit, Ending::OK).await;
-    if let (Some(probe), Answer::Tree(tree)) = (plan.probe.clone(), &answer) {
-        let config = &cx.runtime.config().cache;
+    let config = &cx.runtime.config().cache;
+    // An answer in the client's own dialect is stored as the
+    // `chat.completion` it adds up to, when it is nothing more.
+    let native = match (&answer, &cx.chat.native, &plan.probe) {
+        (Answer::Native { bytes, .. }, Some(native), Some(_)) => {
+            native::as_chat(native.dialect, bytes, config.store_tool_calls)
+        }
+        _ => None,
+    };
+    let tree = match &answer {
+        Answer::Tree(tree) => Some(tree),
+        _ => native.as_ref(),
+    };
+    if let (Some(probe), Some(tree)) = (plan.probe.clone(), tree) {
         if replay::storable(tree, config.store_tool_calls) {
             let candidate = &served.candidate;
             let stored = cx

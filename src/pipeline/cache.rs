@@ -25,11 +25,6 @@ pub enum Looked {
 /// answer (and of its key, unless keys share the cache). A failed lookup
 /// is a miss: the cache may never stand between a request and a provider.
 pub async fn lookup(cx: &Context, local_key: Option<&str>) -> Looked {
-    // An answer in another dialect than Chat Completions is not stored yet:
-    // the cache holds `chat.completion`s.
-    if cx.chat.native.is_some() {
-        return Looked::Miss(None);
-    }
     let config = &cx.runtime.config().cache;
     let mode = serde_json::to_value(cx.mode).unwrap_or(Value::Null);
     let mut probe = Cache::probe(&cx.chat, &mode, config, local_key);

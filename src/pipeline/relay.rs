@@ -72,6 +72,8 @@ struct Kept {
     envelope: Option<(Value, Value)>,
     /// What a stream in the client's own dialect reported.
     native: crate::providers::native::Tally,
+    /// The stream is in the client's own dialect, not OpenAI chunks.
+    is_native: bool,
 }
 
 /// Starts relaying `events`, and returns the response whose body they feed.
@@ -223,6 +225,7 @@ impl Relay {
             match native {
                 None => self.keep(&chunk, kept),
                 Some(_) => {
+                    kept.is_native = true;
                     kept.generated |= kept.native.read(&chunk, &mut kept.text);
                     kept.usage = kept.native.usage();
                 }
@@ -294,18 +297,28 @@ impl Relay {
         let Some(probe) = self.plan.probe.clone() else {
             return;
         };
-        let (id, model) = kept.envelope.clone().unwrap_or((Value::Null, Value::Null));
+        let candidate = &self.served.candidate;
+        let (id, model) = kept
+            .envelope
+            .clone()
+            .unwrap_or_else(|| (Value::Null, Value::from(candidate.model_name())));
+        // A stream in the client's dialect is stored only when it was plain
+        // text: then any door can replay it as it was.
+        let (content, finish) = match (kept.is_native, kept.native.plain()) {
+            (false, _) => (kept.content.as_str(), kept.finish.clone()),
+            (true, Some((text, finish))) => (text, Some(finish.clone())),
+            (true, None) => return,
+        };
         let answer = json!({
             "id": id, "object": "chat.completion", "created": cache::now(), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": kept.content},
-                "finish_reason": kept.finish.clone().unwrap_or(Value::Null)}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                "finish_reason": finish.unwrap_or(Value::Null)}],
             "usage": {"prompt_tokens": used.usage.input_tokens, "completion_tokens": used.usage.output_tokens,
                 "total_tokens": used.usage.input_tokens + used.usage.output_tokens},
         });
         if kept.tool_calls || !replay::storable(&answer, false) {
             return;
         }
-        let candidate = &self.served.candidate;
         let stored = self
             .cx
             .state

@@ -44,6 +44,59 @@ impl Tally {
     pub fn partial(&self) -> Option<Usage> {
         self.messages.partial()
     }
+
+    /// What the stream said, when it was plain text with a finish: the
+    /// content and `finish_reason` of the `chat.completion` it adds up to.
+    pub fn plain(&self) -> Option<(&str, &Value)> {
+        let messages = self.messages.plain();
+        let responses = self.responses.plain();
+        // At most one of the two read anything.
+        let plain = if responses.finish.is_some() || !responses.text.is_empty() {
+            responses
+        } else {
+            messages
+        };
+        match (&plain.finish, plain.other) {
+            (Some(finish), false) if !finish.is_null() => Some((&plain.text, finish)),
+            _ => None,
+        }
+    }
+}
+
+/// A native answer as it arrives, kept while it is nothing but text: the
+/// form in which the cache can hold it and any door replay it.
+#[derive(Debug, Default)]
+pub struct Plain {
+    text: String,
+    finish: Option<Value>,
+    /// Something came that plain text cannot say (thinking, a tool call).
+    other: bool,
+}
+
+impl Plain {
+    pub fn text(&mut self, piece: &str) {
+        if !self.other {
+            self.text.push_str(piece);
+        }
+    }
+
+    pub fn other(&mut self) {
+        self.other = true;
+        self.text = String::new();
+    }
+
+    pub fn finish(&mut self, reason: Value) {
+        self.finish = Some(reason);
+    }
+}
+
+/// A whole answer in `dialect` as the `chat.completion` it would have been,
+/// when that form can say all of it (see each dialect's `as_chat`).
+pub fn as_chat(dialect: crate::request::Dialect, bytes: &[u8], tool_calls: bool) -> Option<Value> {
+    match dialect {
+        crate::request::Dialect::Messages => super::anthropic::native::as_chat(bytes, tool_calls),
+        crate::request::Dialect::Responses => super::responses::as_chat(bytes, tool_calls),
+    }
 }
 
 /// The events of a stream in the client's own dialect, as they came, each

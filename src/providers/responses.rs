@@ -83,6 +83,9 @@ where
 #[derive(Debug, Default)]
 pub struct Tally {
     usage: Option<Usage>,
+    /// The answer as Chat Completions would have said it, while it says
+    /// nothing else.
+    plain: super::native::Plain,
 }
 
 impl Tally {
@@ -92,18 +95,102 @@ impl Tally {
             if let Some(reported) = data.pointer("/response/usage").filter(|u| u.is_object()) {
                 self.usage = Some(usage(reported));
             }
+            let status = data.pointer("/response/status").and_then(Value::as_str);
+            self.plain.finish(finish_reason(status));
             return false;
         }
         match data.get("delta").and_then(Value::as_str) {
             Some(delta) if kind.ends_with(".delta") => {
                 text.push_str(delta);
+                if kind == "response.output_text.delta" {
+                    self.plain.text(delta);
+                } else {
+                    self.plain.other();
+                }
                 true
             }
-            _ => kind == "response.output_item.added",
+            _ => {
+                let added = kind == "response.output_item.added";
+                if added && data.pointer("/item/type").and_then(Value::as_str) != Some("message") {
+                    self.plain.other();
+                }
+                added
+            }
         }
     }
 
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
+
+    pub fn plain(&self) -> &super::native::Plain {
+        &self.plain
+    }
+}
+
+/// A response's `status` as Chat Completions' `finish_reason`: only a
+/// completed response is a whole answer.
+fn finish_reason(status: Option<&str>) -> Value {
+    match status {
+        Some("completed") => Value::from("stop"),
+        Some("incomplete") => Value::from("length"),
+        _ => Value::Null,
+    }
+}
+
+/// A whole response as the `chat.completion` it would have been, when its
+/// output holds nothing that form cannot: messages of output text and,
+/// when `tool_calls` allows, function calls. Reasoning items, refusals and
+/// built-in tool calls make it `None`.
+pub fn as_chat(bytes: &[u8], tool_calls: bool) -> Option<Value> {
+    let answer: Value = serde_json::from_slice(bytes).ok()?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for item in answer.get("output")?.as_array()? {
+        match item.get("type").and_then(Value::as_str)? {
+            "message" => {
+                for part in item.get("content")?.as_array()? {
+                    if part.get("type").and_then(Value::as_str)? != "output_text" {
+                        return None;
+                    }
+                    text.push_str(part.get("text")?.as_str()?);
+                }
+            }
+            "function_call" if tool_calls => calls.push(serde_json::json!({
+                "id": item.get("call_id")?,
+                "type": "function",
+                "function": {"name": item.get("name")?, "arguments": item.get("arguments")?},
+            })),
+            _ => return None,
+        }
+    }
+    let status = answer.get("status").and_then(Value::as_str);
+    let finish = match finish_reason(status) {
+        Value::String(reason) if reason == "stop" && !calls.is_empty() => Value::from("tool_calls"),
+        other => other,
+    };
+    let mut message = serde_json::Map::new();
+    message.insert("role".into(), Value::from("assistant"));
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::from(text)
+    };
+    message.insert("content".into(), content);
+    if !calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    let used = answer.get("usage").map(usage).unwrap_or_default();
+    Some(serde_json::json!({
+        "id": answer.get("id").cloned().unwrap_or(Value::Null),
+        "object": "chat.completion",
+        "created": crate::cache::now(),
+        "model": answer.get("model").cloned().unwrap_or(Value::Null),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+        "usage": {
+            "prompt_tokens": used.input_tokens,
+            "completion_tokens": used.output_tokens,
+            "total_tokens": used.input_tokens + used.output_tokens,
+        },
+    }))
 }

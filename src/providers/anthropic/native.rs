@@ -107,6 +107,9 @@ pub struct Tally {
     started: bool,
     /// `message_delta` came: the output count is final.
     finished: bool,
+    /// The answer as Chat Completions would have said it, while it says
+    /// nothing else.
+    plain: crate::providers::native::Plain,
 }
 
 impl Tally {
@@ -123,6 +126,8 @@ impl Tally {
             "message_delta" => {
                 self.finished = true;
                 self.tokens.update(data.get("usage"));
+                let stop = data.pointer("/delta/stop_reason");
+                self.plain.finish(super::response::finish_reason(stop));
                 false
             }
             "content_block_delta" => {
@@ -132,9 +137,18 @@ impl Tally {
                         text.push_str(piece);
                     }
                 }
+                match delta.get("text").and_then(Value::as_str) {
+                    Some(piece) if block_type(delta) == "text_delta" => self.plain.text(piece),
+                    _ => self.plain.other(),
+                }
                 true
             }
-            "content_block_start" => true,
+            "content_block_start" => {
+                if data.pointer("/content_block/type").and_then(Value::as_str) != Some("text") {
+                    self.plain.other();
+                }
+                true
+            }
             _ => false,
         }
     }
@@ -149,4 +163,27 @@ impl Tally {
     pub fn partial(&self) -> Option<Usage> {
         self.started.then(|| self.tokens.usage())
     }
+
+    pub fn plain(&self) -> &crate::providers::native::Plain {
+        &self.plain
+    }
+}
+
+/// A whole answer as the `chat.completion` it would have been, when it
+/// holds nothing that form cannot: text and, when `tool_calls` allows,
+/// tool calls. Thinking and server-tool blocks make it `None`.
+pub fn as_chat(bytes: &[u8], tool_calls: bool) -> Option<Value> {
+    let answer: Value = serde_json::from_slice(bytes).ok()?;
+    let plain = answer
+        .get("content")?
+        .as_array()?
+        .iter()
+        .all(|block| match block_type(block) {
+            "text" => true,
+            "tool_use" => tool_calls,
+            _ => false,
+        });
+    plain
+        .then(|| super::translate_response(&answer).ok())
+        .flatten()
 }
