@@ -310,3 +310,51 @@ async fn a_translated_function_call_streams_as_responses_events() {
     assert_eq!(sent[0].body["tools"][0]["name"], "get_weather");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_effort_becomes_claudes_thinking_budget() {
+    let (_openai, anthropic, proxy) = setup().await;
+    let mut thought = anthropic_message("claude-haiku-4-5", false);
+    thought["content"] = json!([
+        {"type": "thinking", "thinking": "A greeting is wanted.", "signature": "sig-opaque"},
+        {"type": "text", "text": "Hello there!"}
+    ]);
+    anthropic.push(Reply::Json(200, thought));
+    let body = json!({
+        "model": "claude-haiku-4-5",
+        "input": "Say hello",
+        "max_output_tokens": 4000,
+        "temperature": 0.2,
+        "reasoning": {"effort": "medium"},
+    });
+    let response = post(&proxy, &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    // The thinking stays with Anthropic; the answer is the text.
+    assert_eq!(
+        answer["output"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(answer["output"][0]["content"][0]["text"], "Hello there!");
+    let sent = anthropic.received();
+    assert_eq!(
+        sent[0].body["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2048})
+    );
+    assert_eq!(sent[0].body["max_tokens"], 4000);
+    assert!(
+        sent[0].body.get("temperature").is_none(),
+        "{}",
+        sent[0].body
+    );
+
+    // A limit too small to think within leaves thinking out.
+    let mut small = body.clone();
+    small["max_output_tokens"] = json!(500);
+    assert_eq!(post(&proxy, &small).await.status(), 200);
+    let sent = anthropic.received();
+    assert!(sent[1].body.get("thinking").is_none(), "{}", sent[1].body);
+    assert_eq!(sent[1].body["temperature"], 0.2);
+    proxy.stop().await;
+}

@@ -17,15 +17,17 @@
 //!   which constrains decoding to the schema like OpenAI's strict mode. That
 //!   feature has no schema-less mode, so `json_object` becomes an instruction
 //!   appended to the system prompt.
-//! - `thinking` and `redacted_thinking` blocks are left out of the answer:
-//!   p402 never asks for thinking, and a thinking block can only be sent back
-//!   with its signature, which OpenAI's format has no place for.
+//! - `reasoning_effort` becomes extended thinking for a model the catalog
+//!   says reasons, within Anthropic's rules ([`request::think`]); the
+//!   `thinking` and `redacted_thinking` blocks that come back are left out
+//!   of the answer, since a thinking block can only be sent back with its
+//!   signature, which OpenAI's format has no place for.
 //! - `temperature` is clamped to Anthropic's 0..=1 (OpenAI allows 0..=2), and
 //!   `top_p` is dropped when `temperature` is set, since current Claude models
 //!   refuse both together. A dropped knob beats a 400 for a request the
 //!   client wrote for another provider.
 //! - OpenAI-only fields (`logprobs`, `seed`, penalties, `stream_options`,
-//!   `reasoning_effort`, ...) are dropped; `n` above 1 and the deprecated
+//!   `reasoning_effort` for a model that cannot think, ...) are dropped; `n` above 1 and the deprecated
 //!   `functions` are refused, since no translation keeps their meaning.
 //!
 //! Each direction reads alone, one file per part: `request`, `content`

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::content::{content_blocks, mark_cache_point};
 use super::tools::{tool_result, tool_use_block, tools};
 use super::{block_type, field};
-use crate::catalog::{Model, Provider};
+use crate::catalog::{Capability, Model, Provider};
 use crate::providers::TranslateError;
 use crate::request::ChatRequest;
 use crate::router::Candidate;
@@ -49,7 +49,7 @@ pub fn build_request(
         http::HeaderName::from_static("anthropic-version"),
         HeaderValue::from_static(API_VERSION),
     )];
-    let body = match body {
+    let mut body = match body {
         Value::Object(body) => body,
         _ => {
             return Err(TranslateError::Build(
@@ -57,6 +57,13 @@ pub fn build_request(
             ))
         }
     };
+    let reasons = candidate
+        .model
+        .as_ref()
+        .is_some_and(|m| m.capabilities.contains(&Capability::Reasoning));
+    if reasons {
+        think(&request.body, &mut body);
+    }
     crate::providers::post_json(provider, "/messages", &body, request.stream, &version)
 }
 
@@ -115,6 +122,76 @@ pub fn translate_request(
         out.insert("stream".into(), Value::Bool(true));
     }
     Ok(Value::Object(out))
+}
+
+/// The thinking budget for each of OpenAI's reasoning efforts. Anthropic's
+/// smallest budget is 1,024 tokens, so OpenAI's `minimal` gets that too;
+/// `none` asks for no thinking.
+const THINKING_BUDGETS: [(&str, u32); 5] = [
+    ("minimal", 1024),
+    ("low", 1024),
+    ("medium", 2048),
+    ("high", 4096),
+    ("xhigh", 8192),
+];
+
+/// Anthropic's smallest thinking budget.
+const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// `reasoning_effort` as extended thinking, for a model that can think,
+/// where Anthropic's rules for thinking allow it:
+/// - the budget must be below `max_tokens` (it is part of the output), so
+///   it is cut to fit the limit p402 reserved, and left out below 1,024;
+/// - a forced tool choice cannot be combined with thinking;
+/// - after an assistant turn that called tools, Anthropic wants that turn's
+///   thinking blocks back with their signatures, which a Chat Completions
+///   history cannot hold;
+/// - sampling knobs are refused with thinking, so they are dropped (the
+///   client asked for a reasoning model, which OpenAI's also ignore them).
+///
+/// Where thinking cannot be had, the effort is dropped, as before.
+pub fn think(body: &Map<String, Value>, out: &mut Map<String, Value>) {
+    let Some(target) = field(body, "reasoning_effort")
+        .and_then(Value::as_str)
+        .and_then(|effort| THINKING_BUDGETS.iter().find(|(name, _)| *name == effort))
+        .map(|(_, budget)| *budget)
+    else {
+        return;
+    };
+    let Some(max_tokens) = out.get("max_tokens").and_then(Value::as_u64) else {
+        return;
+    };
+    let budget = u64::from(target).min(max_tokens.saturating_sub(1));
+    if budget < u64::from(MIN_THINKING_BUDGET) {
+        return;
+    }
+    let forced = out
+        .get("tool_choice")
+        .and_then(|choice| choice.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind == "any" || kind == "tool");
+    let called_tools = out
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|turns| {
+            turns.iter().any(|turn| {
+                turn.get("role").and_then(Value::as_str) == Some("assistant")
+                    && turn
+                        .get("content")
+                        .and_then(Value::as_array)
+                        .is_some_and(|blocks| blocks.iter().any(|b| block_type(b) == "tool_use"))
+            })
+        });
+    if forced || called_tools {
+        return;
+    }
+    for knob in ["temperature", "top_p", "top_k"] {
+        out.remove(knob);
+    }
+    out.insert(
+        "thinking".into(),
+        json!({"type": "enabled", "budget_tokens": budget}),
+    );
 }
 
 /// Fields whose meaning would be lost by dropping them.
@@ -520,6 +597,50 @@ mod tests {
         assert_eq!(top_p["top_p"], 0.5);
         let error = refused(json!({"messages": [user("hi")], "n": 2}));
         assert_eq!(error.code, "unsupported_parameter");
+    }
+
+    #[test]
+    fn reasoning_effort_becomes_a_thinking_budget_where_anthropic_allows_it() {
+        let thought = |body: Value| {
+            let body = body.as_object().cloned().expect("object");
+            let Value::Object(mut out) = translated(Value::Object(body.clone())) else {
+                panic!("an object");
+            };
+            think(&body, &mut out);
+            Value::Object(out)
+        };
+        let ask = |effort: &str, max_tokens: u32| {
+            json!({"messages": [user("hi")], "reasoning_effort": effort,
+                "max_tokens": max_tokens, "temperature": 0.3})
+        };
+        let budget = |body: Value| thought(body)["thinking"]["budget_tokens"].clone();
+        assert_eq!(budget(ask("low", 8000)), 1024);
+        assert_eq!(budget(ask("medium", 8000)), 2048);
+        assert_eq!(budget(ask("high", 8000)), 4096);
+        assert_eq!(budget(ask("xhigh", 16000)), 8192);
+        // Cut to fit below max_tokens, and left out where it cannot fit.
+        assert_eq!(budget(ask("high", 3000)), 2999);
+        assert_eq!(budget(ask("low", 1024)), Value::Null);
+        assert_eq!(budget(ask("none", 8000)), Value::Null);
+        // Sampling knobs go with thinking, and stay without it.
+        let body = thought(ask("high", 8000));
+        assert_eq!(body["thinking"]["type"], "enabled");
+        assert!(body.get("temperature").is_none(), "{body}");
+        assert_eq!(thought(ask("none", 8000))["temperature"], 0.3);
+        // Not with a forced tool, nor after a tool call it has no thinking for.
+        let tool = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+        let mut forced = ask("high", 8000);
+        forced["tools"] = tool.clone();
+        forced["tool_choice"] = json!("required");
+        assert_eq!(budget(forced.clone()), Value::Null);
+        forced["tool_choice"] = json!("auto");
+        assert_eq!(budget(forced), 4096);
+        let after_a_call = json!({"reasoning_effort": "high", "max_tokens": 8000, "tools": tool,
+            "messages": [user("hi"),
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "done"}]});
+        assert_eq!(budget(after_a_call), Value::Null);
     }
 
     #[test]
