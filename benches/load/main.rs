@@ -10,12 +10,14 @@
 //! for publishing); `--no-litellm` leaves LiteLLM out; `--only KEY,KEY`
 //! measures those systems and the direct floor (keys: forwarder,
 //! p402-passthrough, p402-cost, p402-budget, p402-cache, litellm);
-//! `--p402-data DIR` puts p402's data dirs there (e.g. on tmpfs, to see
+//! `--doors` measures each door (chat, Messages, Responses) instead
+//! (`doors.rs`); `--p402-data DIR` puts p402's data dirs there (e.g. on tmpfs, to see
 //! what the per-request fsync costs). `benches/load/profile.sh` counts
 //! p402's instructions per request under callgrind.
 //!
 //! Never part of `cargo test` or `.ci/run`: it measures, it does not check.
 
+mod doors;
 mod forwarder;
 mod generator;
 mod plot;
@@ -206,6 +208,12 @@ fn main() {
         }
         return;
     }
+    if args.iter().any(|a| a == "--doors") {
+        let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/load-bench");
+        std::fs::create_dir_all(&work).expect("target/load-bench");
+        doors::run(&work);
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // `--only p402-passthrough,litellm`: those systems (and the floor) only.
     let only: Option<Vec<String>> = args
@@ -273,6 +281,7 @@ fn main() {
                 routing_mode: "passthrough",
                 budget: false,
                 cache: false,
+                anthropic: false,
             },
             true,
         ),
@@ -283,6 +292,7 @@ fn main() {
                 routing_mode: "cost",
                 budget: false,
                 cache: false,
+                anthropic: false,
             },
             false,
         ),
@@ -293,6 +303,7 @@ fn main() {
                 routing_mode: "cost",
                 budget: true,
                 cache: false,
+                anthropic: false,
             },
             true,
         ),
@@ -657,6 +668,7 @@ fn start_cached_p402(
         routing_mode: "passthrough",
         budget: false,
         cache: true,
+        anthropic: false,
     };
     let (server, addr) = systems::start_p402(work, "p402-cache", upstream, &setup, embedder);
     // The model loads (or, on a fresh machine, is fetched) in the background.

@@ -7,6 +7,10 @@
 #
 #   bash benches/load/profile.sh [passthrough|cost|budget] [N]
 #
+# DOOR=messages or DOOR=responses sends the same question by that door
+# (Anthropic Messages to an Anthropic provider, the Responses API to
+# OpenAI, both native) instead of Chat Completions.
+#
 # Needs `cargo bench --bench load --no-run` (or a load run) first, and
 # valgrind (apt-get install valgrind).
 set -euo pipefail
@@ -14,7 +18,8 @@ cd "$(dirname "$0")/../.."
 
 mode=${1:-passthrough}
 n=${2:-300}
-out=target/load-bench/profile-$mode
+door=${DOOR:-chat}
+out=target/load-bench/profile-$mode-$door
 rm -rf "$out" && mkdir -p "$out"
 
 bench=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
@@ -56,8 +61,11 @@ api_key_env = "OPENAI_API_KEY"
 
 $budget
 EOF
+if [ "$door" = messages ]; then
+  printf '[providers.anthropic]\nbase_url = "http://%s/v1"\napi_key_env = "ANTHROPIC_API_KEY"\n' "$upstream" >>"$out/p402.toml"
+fi
 
-env -u ANTHROPIC_API_KEY OPENAI_API_KEY=sk-load-bench-upstream RUST_LOG=info \
+env ANTHROPIC_API_KEY=sk-ant-load-bench-upstream OPENAI_API_KEY=sk-load-bench-upstream RUST_LOG=info \
   valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
   target/release/p402 serve --config "$out/p402.toml" --log-format text \
   2>"$out/p402.log" &
@@ -69,15 +77,23 @@ done
 addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$out/p402.log" | head -1)
 
 send() {
-  python3 - "$addr" "$1" <<'EOF'
+  python3 - "$addr" "$1" "$door" <<'EOF'
 import http.client, json, sys
 host, port = sys.argv[1].split(":")
-body = json.dumps({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [
-    {"role": "system", "content": "You are a concise assistant for a software team. Answer in plain English in at most three sentences, and name the relevant standard when there is one."},
-    {"role": "user", "content": "What does HTTP status 402 mean, and when should an API return it instead of 403?"}]})
+system = "You are a concise assistant for a software team. Answer in plain English in at most three sentences, and name the relevant standard when there is one."
+question = "What does HTTP status 402 mean, and when should an API return it instead of 403?"
+path, body = {
+    "chat": ("/v1/chat/completions", {"model": "gpt-4o-mini", "temperature": 0.2, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": question}]}),
+    "messages": ("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 1024, "temperature": 0.2,
+        "system": system, "messages": [{"role": "user", "content": question}]}),
+    "responses": ("/v1/responses", {"model": "gpt-4o-mini", "instructions": system,
+        "input": question, "temperature": 0.2, "store": False}),
+}[sys.argv[3]]
+body = json.dumps(body)
 conn = http.client.HTTPConnection(host, int(port), timeout=60)
 for _ in range(int(sys.argv[2])):
-    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    conn.request("POST", path, body, {"content-type": "application/json"})
     response = conn.getresponse()
     response.read()
     assert response.status == 200, response.status
@@ -93,7 +109,7 @@ wait "$p402_pid" 2>/dev/null || true
 
 dump="$out/callgrind.out.1"   # the dump taken after the measured requests
 total=$(callgrind_annotate "$dump" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
-echo "p402 $mode: $n sequential requests, $((total / n)) instructions per request (callgrind, $dump)"
+echo "p402 $mode ($door door): $n sequential requests, $((total / n)) instructions per request (callgrind, $dump)"
 echo
 echo "== inclusive, top 45 (instructions over all $n requests)"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,47p' | cut -c1-200

@@ -61,6 +61,8 @@ pub struct P402Setup {
     pub budget: bool,
     /// The cache on, with the embedding model from `embedder` when it is there.
     pub cache: bool,
+    /// An Anthropic provider on the same upstream, for the Messages door.
+    pub anthropic: bool,
 }
 
 /// Starts `target/release/p402 serve` on a fresh data dir under `work`.
@@ -90,6 +92,11 @@ pub fn start_p402(
     config.push_str(&format!(
         "[providers.openai]\nbase_url = \"http://{upstream}/v1\"\napi_key_env = \"OPENAI_API_KEY\"\n\n"
     ));
+    if setup.anthropic {
+        config.push_str(&format!(
+        "[providers.anthropic]\nbase_url = \"http://{upstream}/v1\"\napi_key_env = \"ANTHROPIC_API_KEY\"\n\n"
+        ));
+    }
     if setup.budget {
         config.push_str("[budgets.global]\nbudget_usd = 1000000\nperiod = \"month\"\n\n");
     }
@@ -107,6 +114,7 @@ pub fn start_p402(
         // p402's default: one log line per request.
         .env("RUST_LOG", "info")
         .env("OPENAI_API_KEY", "sk-load-bench-upstream")
+        .env("ANTHROPIC_API_KEY", "sk-ant-load-bench-upstream")
         .env_remove("P402_CONFIG");
     let mut server = Server::spawn(&format!("p402 ({name})"), command);
     let addr = server.wait_listening(Duration::from_secs(60));

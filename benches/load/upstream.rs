@@ -64,6 +64,7 @@ pub fn run() {
 type Body = BoxBody<Bytes, Infallible>;
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_string();
     let bytes = request
         .into_body()
         .collect()
@@ -72,6 +73,18 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Body>, Infallible
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let model = body["model"].as_str().unwrap_or("gpt-4o-mini").to_string();
+    // The other doors' APIs, whole answers only (`--doors`).
+    let other = match path.as_str() {
+        "/v1/messages" => Some(message(&model)),
+        "/v1/responses" => Some(response(&model)),
+        _ => None,
+    };
+    if let Some(answer) = other {
+        return Ok(with_type(
+            Full::new(Bytes::from(answer.to_string())).boxed(),
+            "application/json",
+        ));
+    }
     if body["stream"] == json!(true) {
         let usage = body["stream_options"]["include_usage"] == json!(true);
         Ok(stream(&model, usage))
@@ -119,6 +132,41 @@ fn completion(model: &str) -> Value {
         },
         "service_tier": "default",
         "system_fingerprint": "fp_b376dfbbd5"
+    })
+}
+
+/// The same answer as Anthropic's Messages API returns it.
+fn message(model: &str) -> Value {
+    json!({
+        "id": "msg_01LoadBench7Qx2Jm4kT9wZ",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": PIECES.concat()}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 58, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0, "output_tokens": 31, "service_tier": "standard"}
+    })
+}
+
+/// The same answer as OpenAI's Responses API returns it.
+fn response(model: &str) -> Value {
+    json!({
+        "id": "resp_LoadBench7Qx2Jm4kT9wZ",
+        "object": "response",
+        "created_at": 1_764_000_000,
+        "status": "completed",
+        "error": null,
+        "incomplete_details": null,
+        "model": model,
+        "output": [{"type": "message", "id": "msg_LoadBench7Qx2", "status": "completed",
+            "role": "assistant", "content": [{"type": "output_text", "text": PIECES.concat(),
+            "annotations": []}]}],
+        "parallel_tool_calls": true,
+        "store": false,
+        "usage": {"input_tokens": 58, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 31, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 89}
     })
 }
 
