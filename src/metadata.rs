@@ -164,6 +164,15 @@ pub fn headers(headers: &mut HeaderMap, metadata: &Metadata) {
             &format!("{:.9}", savings.to_dollars()),
         );
     }
+    // For clients whose answers carry no `p402_metadata` (Anthropic's):
+    // that another provider answered is worth knowing.
+    if !metadata.failover.is_empty() {
+        insert(
+            headers,
+            "x-p402-failover-count",
+            &metadata.failover.len().to_string(),
+        );
+    }
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {

@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The API the client called: `chat`, `messages`, `responses`.
+    pub door: &'static str,
     pub provider: String,
     pub model: String,
     pub status: u16,
@@ -91,7 +93,7 @@ impl Default for Metrics {
         let circuit_open = Family::<ProviderLabels, Gauge>::default();
         registry.register(
             "requests",
-            "Chat completions answered, by provider, model and HTTP status",
+            "Model calls answered, by door (chat, messages, responses), provider, model and HTTP status",
             requests.clone(),
         );
         registry.register(

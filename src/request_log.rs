@@ -88,6 +88,7 @@ impl RequestLog {
         metrics
             .requests
             .get_or_create(&RequestLabels {
+                door: self.door,
                 provider: provider.clone(),
                 model: self.model.clone().unwrap_or_else(|| "-".to_string()),
                 status: self.status,

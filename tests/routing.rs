@@ -448,3 +448,68 @@ async fn metrics_count_requests_costs_errors_and_circuits() {
     assert!(text.contains("# EOF"));
     m.proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_door_routes_and_fails_over_alike_and_is_counted_by_door() {
+    let m = market("", "").await;
+    // Anthropic Messages, translated for the OpenAI-speaking market.
+    m.gamma
+        .push(Reply::Json(500, json!({"error": {"message": "internal"}})));
+    let response = m
+        .proxy
+        .client
+        .post(m.proxy.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "premium", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-p402-provider"], "beta");
+    assert_eq!(response.headers()["x-p402-failover-count"], "1");
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["content"][0]["text"], "Hello there!");
+
+    // The Responses API, likewise.
+    m.gamma
+        .push(Reply::Json(500, json!({"error": {"message": "internal"}})));
+    let response = m
+        .proxy
+        .client
+        .post(m.proxy.url("/v1/responses"))
+        .json(&json!({"model": "premium", "input": "hi", "store": false}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["object"], "response");
+    let figures = &answer["p402_metadata"];
+    assert_eq!(figures["provider"], "beta", "{answer}");
+    assert_eq!(figures["mode"], "cost");
+    assert_eq!(figures["failover"][0]["provider"], "gamma");
+    assert_eq!(figures["failover"][0]["status"], 500);
+
+    let text = m
+        .proxy
+        .client
+        .get(m.proxy.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    for door in ["messages", "responses"] {
+        let counted = text.lines().any(|l| {
+            l.starts_with("p402_requests_total{")
+                && l.contains(&format!("door=\"{door}\""))
+                && l.contains("provider=\"beta\"")
+                && l.ends_with(" 1")
+        });
+        assert!(counted, "no {door} request counted in\n{text}");
+    }
+    m.proxy.stop().await;
+}
