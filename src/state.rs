@@ -117,6 +117,7 @@ struct Shared {
 
 impl AppState {
     pub fn new(runtime: Runtime, data_dir: PathBuf, store: Store, cache: Cache) -> Self {
+        store.set_group_commit_window(group_commit_window(runtime.config()));
         let status = ConfigStatus {
             path: runtime.loaded.path.clone(),
             loaded_at: Utc::now(),
@@ -290,6 +291,9 @@ impl AppState {
                 status.loaded_at = Utc::now();
                 status.error = None;
                 status.reloads += 1;
+                self.book()
+                    .store()
+                    .set_group_commit_window(group_commit_window(runtime.config()));
                 self.shared.runtime.store(Arc::new(runtime));
                 self.shared
                     .metrics
@@ -327,4 +331,9 @@ fn warn_restart_needed(old: &Config, new: &Config) {
     if old.server.data_dir != new.server.data_dir {
         tracing::warn!("[server] data_dir changed; it takes effect after a restart");
     }
+}
+
+/// `[server] ledger_group_commit_ms` as the store's window.
+fn group_commit_window(config: &crate::config::Config) -> std::time::Duration {
+    std::time::Duration::from_millis(config.server.ledger_group_commit_ms)
 }

@@ -57,6 +57,11 @@ pub struct ServerConfig {
     /// Host names besides IP addresses and `localhost` that p402 answers
     /// to (a name for it on the LAN, say).
     pub allowed_hosts: Vec<String>,
+    /// How long the ledger entries of unbudgeted requests (and other writes
+    /// nobody waits for) are held so that they share one durable commit;
+    /// at most this much of them is lost in a crash. Budgeted requests are
+    /// always on disk before their answer.
+    pub ledger_group_commit_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            ledger_group_commit_ms: 100,
         }
     }
 }
@@ -508,6 +514,15 @@ impl Config {
                 ));
             }
             model.check_prices()?;
+        }
+        if self.server.ledger_group_commit_ms > 1000 {
+            return Err((
+                None,
+                format!(
+                    "[server] ledger_group_commit_ms is {}; at most 1000 (a crash may lose this much of the unbudgeted ledger)",
+                    self.server.ledger_group_commit_ms
+                ),
+            ));
         }
         for key in &self.server.api_keys {
             if key.get_ref().trim().is_empty() {

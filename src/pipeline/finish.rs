@@ -157,25 +157,27 @@ fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Cost
 /// Settles a request: its reservation (if budgeted) and the ledger. A
 /// failure to write is logged, not sent to the client as an error: the
 /// answer exists and was paid for, and the writer keeps the entry and
-/// writes it once the disk recovers. An unbudgeted request does not wait on
-/// a stuck or failing store: its entry is queued. Returns the warning for
-/// the caller's metadata when the entry is not on disk yet.
+/// writes it once the disk recovers.
+///
+/// Only a budget's charge waits for the disk, since only a budget needs
+/// it there before the answer to survive `kill -9`. An unbudgeted
+/// request's entry is queued and group-committed with the others of its
+/// window (`[server] ledger_group_commit_ms`); a crash can lose at most
+/// that window of entries no budget counts. Returns the warning for the
+/// caller's metadata when the entry cannot be written now.
 async fn settle(
     book: &Book,
     reservation: Option<Reservation>,
     entry: &LedgerEntry,
 ) -> Option<String> {
-    // Whether the entry is on disk now.
     let written = match reservation {
-        Some(reservation) => reservation.settle(entry).await.map(|()| true),
-        None if book.store().condition() == Condition::Ok => {
-            book.store().record(entry, &[]).await.map(|()| true)
-        }
-        None => book.store().record_queued(entry, &[]).map(|()| false),
+        Some(reservation) => reservation.settle(entry).await,
+        None => book.store().record_queued(entry, &[]),
     };
+    let failing = book.store().condition() != Condition::Ok;
     match written {
-        Ok(true) => None,
-        Ok(false) => {
+        Ok(()) if !failing => None,
+        Ok(()) => {
             tracing::warn!(request_id = %entry.request_id, "the ledger cannot be written now; the entry is kept until it can");
             Some(LEDGER_WARNING.to_string())
         }

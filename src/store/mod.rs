@@ -352,12 +352,12 @@ impl Store {
 
     /// Queues an entry and returns at once, so that its request waits
     /// neither for the disk nor for the writer thread: a cache hit's free
-    /// entry, or an unbudgeted request's while the store is stuck. The
-    /// entry is written in order with every other settlement and becomes
-    /// durable with the next durable commit, at most half a second later: a
-    /// crash in between loses the record of a free answer or of one no
-    /// budget counts, never a budget's charge. Readers that must see it
-    /// wait for [`Store::caught_up`] first.
+    /// entry, or an unbudgeted request's. The entry is written in order
+    /// with every other settlement, group-committed durably with the others
+    /// of its window (see [`Store::set_group_commit_window`]): a crash in
+    /// between loses the record of a free answer or of one no budget
+    /// counts, never a budget's charge. Readers that must see it wait for
+    /// [`Store::caught_up`] first.
     pub fn record_queued(
         &self,
         entry: &LedgerEntry,
@@ -367,6 +367,12 @@ impl Store {
             settlement: Self::settlement(entry, accounts)?,
             done: None,
         })
+    }
+
+    /// How long writes nobody waits for (unbudgeted ledger entries, cache
+    /// writes) are held, so that those of one window share one commit.
+    pub fn set_group_commit_window(&self, window: std::time::Duration) {
+        self.writer.set_window(window);
     }
 
     /// Returns once every entry recorded before the call is in the ledger,

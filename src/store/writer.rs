@@ -7,10 +7,15 @@
 //! waits for the disk, and no two writers ever wait for each other.
 //!
 //! A batch is committed durably when anyone in it waits for durability (a
-//! settlement, a flush, a session); otherwise it is committed without an
-//! fsync, and a durable commit follows within [`DURABLE_WITHIN`] so that a
-//! crash loses at most that much of what nobody waited for (cache entries,
-//! hit counts, the ledger entries of free cache hits), never a charge.
+//! budget's settlement, a flush, a session). Jobs nobody waits for (the
+//! ledger entries of unbudgeted requests and free cache hits, cache
+//! entries, hit counts) are held for up to the group-commit window
+//! (`[server] ledger_group_commit_ms`, 100 ms by default) and committed
+//! durably together: one transaction and one fsync for all the requests of
+//! that window, where each used to get its own. A job that does wait takes
+//! the held ones along at once. A crash loses at most one window of what
+//! nobody waited for, never a budget's charge. Those riding along with a
+//! commit that was not durable are made durable within the same window.
 //!
 //! A commit that fails (a full disk, an I/O error) leaves redb refusing
 //! every later write until the file is opened again, so the writer then
@@ -35,8 +40,8 @@ use super::{Op, StoreError, Table, Totals, Write};
 /// Jobs in one transaction at most, so that waiters from a long burst are
 /// answered in bounded time rather than after the whole queue.
 const MAX_BATCH: usize = 512;
-/// How long a write that nobody waits for may stay in memory only.
-const DURABLE_WITHIN: Duration = Duration::from_millis(500);
+/// The group-commit window when none is configured.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
 /// How long after a failed commit the database is reopened, to see
 /// whether writes work again; doubled after each failed try, up to
 /// [`REOPEN_AT_MOST`], since opening a file that was not closed cleanly
@@ -97,6 +102,15 @@ pub(super) enum Job {
 }
 
 impl Job {
+    /// Whether anyone waits for this job: then its batch is committed at
+    /// once, rather than held for the group-commit window.
+    fn has_waiter(&self) -> bool {
+        match self {
+            Job::Settle { done, .. } | Job::Write { done, .. } => done.is_some(),
+            Job::Caught { .. } | Job::Flush { .. } => true,
+        }
+    }
+
     fn wants_durability(&self) -> bool {
         matches!(
             self,
@@ -185,6 +199,8 @@ pub(super) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     pub(super) pulse: Arc<Pulse>,
+    /// The group-commit window in microseconds, changed on reload.
+    window: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -193,7 +209,9 @@ impl Writer {
     pub(super) fn start(slot: Slot, path: PathBuf) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel();
         let pulse = Arc::new(Pulse::new());
+        let window = Arc::new(AtomicU64::new(micros(DEFAULT_WINDOW)));
         let engine = Engine {
+            window: Arc::clone(&window),
             db: slot.load_full(),
             slot,
             path,
@@ -212,7 +230,13 @@ impl Writer {
             jobs: Some(jobs),
             thread: Some(thread),
             pulse,
+            window,
         })
+    }
+
+    /// How long jobs nobody waits for may be held before their commit.
+    pub(super) fn set_window(&self, window: Duration) {
+        self.window.store(micros(window), Ordering::Relaxed);
     }
 
     pub(super) fn send(&self, job: Job) -> Result<(), StoreError> {
@@ -236,8 +260,14 @@ impl Drop for Writer {
     }
 }
 
+fn micros(window: Duration) -> u64 {
+    u64::try_from(window.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// The writer thread's state.
 struct Engine {
+    /// The group-commit window, in microseconds.
+    window: Arc<AtomicU64>,
     /// The database writes go to; `None` while a failed one is reopened.
     db: Option<Arc<redb::Database>>,
     slot: Slot,
@@ -258,14 +288,24 @@ struct Engine {
 }
 
 impl Engine {
+    fn window(&self) -> Duration {
+        Duration::from_micros(self.window.load(Ordering::Relaxed))
+    }
+
     fn run(mut self, queue: &mpsc::Receiver<Job>) {
         let mut batch = Vec::new();
+        // When the oldest job of a batch nobody waits for arrived.
+        let mut held_since: Option<Instant> = None;
         loop {
-            let wake = match (self.reopen_at, self.undurable_since) {
-                (Some(at), _) => Some(at),
-                (None, Some(since)) => Some(since + DURABLE_WITHIN),
-                (None, None) => None,
-            };
+            let window = self.window();
+            let wake = [
+                self.reopen_at,
+                self.undurable_since.map(|since| since + window),
+                held_since.map(|since| since + window),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let first = match wake {
                 None => match queue.recv() {
                     Ok(job) => Some(job),
@@ -275,7 +315,7 @@ impl Engine {
                     match queue.recv_timeout(at.saturating_duration_since(Instant::now())) {
                         Ok(job) => Some(job),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return self.close(),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return self.close(batch),
                     }
                 }
             };
@@ -286,17 +326,31 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            self.step(std::mem::take(&mut batch));
+            // Nobody waits for any of it: hold it for the window, so that
+            // the requests of the window share one commit.
+            let waited = batch.iter().any(Job::has_waiter);
+            if !batch.is_empty() && !waited && batch.len() < MAX_BATCH {
+                let since = *held_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < window && self.reopen_at.is_none() {
+                    continue;
+                }
+            }
+            // Held for its window: committed durably, so that the window
+            // bounds what a crash can lose.
+            let held = held_since.take().is_some() && !waited;
+            self.step(std::mem::take(&mut batch), held);
         }
     }
 
-    /// Closing: everything queued was answered; make it durable.
-    fn close(mut self) {
+    /// Closing: everything queued is committed (or kept), and durable.
+    fn close(mut self, batch: Vec<Job>) {
         if self.reopen_at.is_some() {
             self.reopen();
         }
         if self.reopen_at.is_none() {
-            self.step(Vec::new());
+            self.step(batch, true);
+        } else {
+            self.refuse(batch);
         }
         if self.reopen_at.is_some() {
             self.kept.append(&mut self.unsynced);
@@ -309,15 +363,17 @@ impl Engine {
 
     /// Commits one batch (empty: a durability or recovery tick), or, while
     /// the database is failing and cannot be reopened yet, answers it.
-    fn step(&mut self, jobs: Vec<Job>) {
+    fn step(&mut self, jobs: Vec<Job>, durable: bool) {
         if self.reopen_at.is_some_and(|at| Instant::now() >= at) {
             self.reopen();
         }
         let Some(db) = self.db.clone().filter(|_| self.reopen_at.is_none()) else {
             return self.refuse(jobs);
         };
-        let durable =
-            jobs.is_empty() || !self.kept.is_empty() || jobs.iter().any(Job::wants_durability);
+        let durable = durable
+            || jobs.is_empty()
+            || !self.kept.is_empty()
+            || jobs.iter().any(Job::wants_durability);
         let replayed = std::mem::take(&mut self.kept);
         let written: Vec<Settlement> = jobs
             .iter()
