@@ -12,25 +12,39 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log writer's thread: dropping it (at the end of `main`) writes out
+/// what is still queued.
+pub type Guard = Option<tracing_appender::non_blocking::WorkerGuard>;
+
 /// `RUST_LOG` overrides the default level (`info`).
-pub fn init(format: LogFormat) {
+///
+/// Lines go to stderr through a writer thread (tracing-appender's
+/// non-blocking writer), so a request's log line costs it a queue push,
+/// not a `write` system call. The queue blocks rather than drop lines when
+/// stderr cannot keep up: the request log is a record, not a sample.
+pub fn init(format: LogFormat) -> Guard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => stderr_is_journal(),
     };
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("p402-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
-    // Already initialised (tests start several servers in one process).
-    drop(result);
+    // Already initialised (tests start several servers in one process):
+    // the first writer stays, and this one's thread ends with its guard.
+    result.ok().map(|()| guard)
 }
 
 /// systemd sets `$JOURNAL_STREAM` to the `device:inode` of the stream it

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             command,
         } => p402::run::run(cli.config.as_deref(), budget, name, mode, &command),
         Command::Setup { dir } => {
-            logging::init(cli.log_format);
+            let _log = logging::init(cli.log_format);
             commands::setup(cli.config.as_deref(), dir)
         }
         Command::Models { json } => commands::models(cli.config.as_deref(), json),
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             commands::report(cli.config.as_deref(), &since, by, json)
         }
         Command::Serve => {
-            logging::init(cli.log_format);
+            let _log = logging::init(cli.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(e) => {

@@ -544,3 +544,45 @@ async fn serves_http2_cleartext_with_prior_knowledge() {
     assert_eq!(answer["p402_metadata"]["provider"], "openai");
     proxy.stop().await;
 }
+
+/// An unbudgeted passthrough request is routed on a bound of its prompt's
+/// tokens, not a count; when the answer reports no usage the prompt is
+/// counted after all, so the estimate is the same as a budgeted request's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_without_usage_is_estimated_from_an_exact_count_even_unbudgeted() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: METERED.to_string(),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
+    let mut no_usage = completion("metered", "Hello there!", 0, 0);
+    if let Some(object) = no_usage.as_object_mut() {
+        object.remove("usage");
+    }
+    let question = "Explain, in two sentences, what a write-ahead log is for.";
+    let session = proxy.session(1.0).await;
+    let mut estimates = Vec::new();
+    for budgeted in [true, false] {
+        fake.push(Reply::Json(200, no_usage.clone()));
+        let mut body = ask("metered", question);
+        if budgeted {
+            body["p402"] = json!({"session_id": session});
+        }
+        let response = proxy.chat(body).await;
+        assert_eq!(response.status(), 200);
+        let id = request_id(&response);
+        let entry = proxy.ledger_entry(&id).await.expect("ledger entry");
+        assert_eq!(entry["estimated"], true, "{entry}");
+        estimates.push(entry["input_tokens"].clone());
+    }
+    assert_eq!(estimates[0], estimates[1], "{estimates:?}");
+    assert!(
+        estimates[0].as_u64().is_some_and(|n| n > 10 && n < 40),
+        "{estimates:?}"
+    );
+    proxy.stop().await;
+}

@@ -25,10 +25,10 @@ pub async fn respond(
         (Answer::Tree(tree), None) => {
             let mut text = String::new();
             cost::generated_text(tree, "message", &mut text);
-            Used::of(None, plan.input_tokens, &text)
+            Used::of(None, plan.input_for_estimate(&cx.chat).await, &text)
         }
         (Answer::AsItCame { .. } | Answer::Native { .. }, None) => {
-            Used::of(None, plan.input_tokens, "")
+            Used::of(None, plan.input_for_estimate(&cx.chat).await, "")
         }
     };
     let exit = Exit::Answered {

@@ -36,8 +36,10 @@ pub struct Context {
 /// What routing decided, for the attempts and the finish.
 pub struct Plan {
     pub route: Route,
-    /// Counted once, before any attempt: reservations and estimates use it.
+    /// Counted once, before any attempt: reservations and estimates use
+    /// it. Only a bound when `input_counted` is false (see `route`).
     pub input_tokens: u64,
+    pub input_counted: bool,
     /// The output limit the request asks for, if any.
     pub output_limit: Option<u32>,
     /// Where to store the answer in the cache, if it may be.

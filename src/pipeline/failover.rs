@@ -205,7 +205,7 @@ async fn stopped(
         Exit::Answered {
             plan,
             served,
-            used: Used::of(None, plan.input_tokens, ""),
+            used: Used::of(None, plan.input_for_estimate(&cx.chat).await, ""),
             reservation,
         }
     } else {

@@ -145,7 +145,12 @@ impl Relay {
                 },
                 estimated: true,
             },
-            (usage, _) => Used::of(usage, self.plan.input_tokens, &kept.text),
+            (Some(usage), _) => Used::of(Some(usage), self.plan.input_tokens, ""),
+            (None, None) => Used::of(
+                None,
+                self.plan.input_for_estimate(&self.cx.chat).await,
+                &kept.text,
+            ),
         };
         let exit = Exit::Answered {
             plan: &self.plan,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::mode::{Mode, ModeChoice, Weights, AUTO};
-pub use eligibility::{Needs, Reject, EXPECTED_OUTPUT_TOKENS};
+pub use eligibility::{Needs, Reject, CONTEXT_RESERVE_TOKENS, EXPECTED_OUTPUT_TOKENS};
 pub use sticky::{ConversationKey, Sticky};
 
 use crate::catalog::{Capability, Catalog, Model, Price, Provider};
