@@ -36,6 +36,7 @@ pub mod mode;
 pub mod money;
 mod pipeline;
 mod probe;
+mod pypi;
 pub mod provider_health;
 pub mod providers;
 pub mod report;
