@@ -9,26 +9,66 @@ use crate::catalog::Catalog;
 use crate::config::{self, Discovered, LoadedConfig};
 
 /// `p402 check`: validates the config and shows what it resolves to.
-pub fn check(explicit: Option<&Path>) -> ExitCode {
+pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     let mut out = String::new();
-    let loaded = match config::discover(explicit) {
+    let (loaded, file) = match config::discover(explicit) {
         Discovered::Defaults => {
             let _ = writeln!(out, "no config file found; built-in defaults are in force");
-            LoadedConfig::defaults()
+            (LoadedConfig::defaults(), None)
         }
         Discovered::File { path, .. } => match LoadedConfig::from_file(&path) {
             Ok(loaded) => {
                 let _ = writeln!(out, "{}: ok", path.display());
-                loaded
+                (loaded, Some(path))
             }
             Err(e) => {
-                eprintln!("{e}");
+                if as_json {
+                    let error = serde_json::json!({"ok": false, "config": path.display().to_string(), "error": e.to_string()});
+                    println!("{error}");
+                } else {
+                    eprintln!("{e}");
+                }
                 return ExitCode::from(1);
             }
         },
     };
     let config = &loaded.config;
-    let catalog = Catalog::build(config, |name| std::env::var(name).ok());
+    let map = crate::catalog::map::load(&crate::config::data_dir(config));
+    let catalog = Catalog::build_with_map(map.as_ref(), config, |name| std::env::var(name).ok());
+    if as_json {
+        let providers: Vec<serde_json::Value> = catalog
+            .providers()
+            .iter()
+            .map(|p| {
+                serde_json::json!({"name": p.name, "base_url": p.base_url,
+                    "usable": p.unusable_reason().is_none(), "reason": p.unusable_reason()})
+            })
+            .collect();
+        let budgets: Vec<serde_json::Value> = config
+            .budgets
+            .iter()
+            .map(|(name, b)| {
+                serde_json::json!({"name": name.get_ref(), "budget_usd": b.budget_usd.get_ref(),
+                    "period": format!("{:?}", b.period).to_lowercase()})
+            })
+            .collect();
+        let view = serde_json::json!({
+            "ok": true,
+            "config": file.map(|p| p.display().to_string()),
+            "listen": config.server.listen.get_ref().to_string(),
+            "data_dir": crate::config::data_dir(config).display().to_string(),
+            "api_keys": config.server.api_keys.len(),
+            "default_mode": config.routing.default_mode.to_string(),
+            "providers": providers,
+            "models": catalog.models().len(),
+            "prices": map.as_ref().map_or_else(
+                || format!("built-in catalog {}", crate::catalog::as_of()),
+                |m| m.cost_source(),
+            ),
+            "budgets": budgets,
+        });
+        return emit(&format!("{view}\n"));
+    }
     let _ = writeln!(out, "listen: {}", config.server.listen.get_ref());
     let _ = writeln!(
         out,
@@ -86,6 +126,26 @@ pub fn check(explicit: Option<&Path>) -> ExitCode {
     emit(&out)
 }
 
+/// `p402 catalog update`.
+pub fn catalog_update(
+    explicit: Option<&Path>,
+    from: Option<&Path>,
+    version: Option<&str>,
+    as_json: bool,
+) -> ExitCode {
+    let loaded = match config::discover(explicit) {
+        Discovered::Defaults => LoadedConfig::defaults(),
+        Discovered::File { path, .. } => match LoadedConfig::from_file(&path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    crate::catalog_update::run(&loaded.config, from, version, as_json)
+}
+
 /// `p402 models`: the catalog with prices, and which models have a key.
 /// Without the server running, keyless local servers show as "local" (they
 /// are routed to once they answer the server's probe).
@@ -101,7 +161,10 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             }
         },
     };
-    let catalog = Catalog::build(&loaded.config, |name| std::env::var(name).ok());
+    let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
+    let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
+        std::env::var(name).ok()
+    });
     // Which local models are installed only a running p402 knows (it
     // probes the local servers); without one they show as `local`.
     let live: std::collections::HashMap<(String, String), serde_json::Value> =
@@ -163,14 +226,14 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     }
     let _ = writeln!(
         out,
-        "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  ROUTABLE",
-        "PROVIDER", "MODEL", "IN $/M", "CACHED", "OUT $/M", "CONTEXT", "QUAL", "TOK/S"
+        "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {:<22} PRICE SOURCE",
+        "PROVIDER", "MODEL", "IN $/M", "CACHED", "OUT $/M", "CONTEXT", "QUAL", "TOK/S", "ROUTABLE"
     );
     let price = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |d| format!("{d:.3}"));
     for (state, m) in &rows {
         let _ = writeln!(
             out,
-            "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {}",
+            "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {:<22} {}",
             m.provider,
             m.id,
             price(m.price.map(|p| p.input.to_dollars())),
@@ -180,13 +243,18 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             m.quality.map_or_else(|| "-".to_string(), |q| q.to_string()),
             m.speed_tps
                 .map_or_else(|| "-".to_string(), |s| format!("{s:.0}")),
-            state
+            state,
+            m.cost_source
         );
     }
     let _ = writeln!(
         out,
-        "\nprices: USD per million tokens, catalog as of {}",
-        crate::catalog::as_of()
+        "\nprices: USD per million tokens; built-in catalog as of {}{}",
+        crate::catalog::as_of(),
+        map.as_ref().map_or_else(String::new, |m| format!(
+            ", over it LiteLLM's map ({})",
+            m.cost_source()
+        ))
     );
     emit(&out)
 }
@@ -348,11 +416,21 @@ fn source(explicit: Option<&Path>, path: &str) -> Result<Source, String> {
         return Ok(Source::Server(value));
     }
     let dir = crate::serve::data_dir(&loaded.config);
-    let store = crate::store::Store::open(&dir)
-        .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+    let store = open_store(&dir)?;
     let book = std::sync::Arc::try_unwrap(crate::budget::Book::new(store))
         .map_err(|_| "the budget book is shared".to_string())?;
     Ok(Source::Offline(book, Box::new(loaded.config)))
+}
+
+/// The database for a command run without the server: a machine where
+/// p402 never ran yet has none, and gets an empty one (as `serve` would
+/// make), so that `sessions` and `report` say "nothing yet" instead of
+/// failing.
+fn open_store(dir: &Path) -> Result<crate::store::Store, String> {
+    crate::serve::create_private_dir(dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    crate::store::Store::open(dir)
+        .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))
 }
 
 /// `p402 report`: spend, direct cost and savings from the ledger.
@@ -488,8 +566,7 @@ pub fn cache(explicit: Option<&Path>, clear: bool, as_json: bool) -> ExitCode {
             return Ok(value);
         }
         let dir = crate::serve::data_dir(&loaded.config);
-        let store = crate::store::Store::open(&dir)
-            .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+        let store = open_store(&dir)?;
         let cache = crate::cache::Cache::open(&store).map_err(|e| e.to_string())?;
         if clear {
             let removed = cache.clear().map_err(|e| e.to_string())?;

@@ -28,7 +28,10 @@ enum Command {
     /// Run the proxy (the default).
     Serve,
     /// Validate a config and print the providers, models and budgets it resolves to.
-    Check,
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
     /// List the model catalog with prices and which models can be routed to.
     Models {
         /// Print JSON instead of a table.
@@ -88,6 +91,26 @@ enum Command {
         /// Where to write it.
         path: Option<PathBuf>,
     },
+    /// Prices from the map LiteLLM maintains.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogAction {
+    /// Bring the price map in (from PyPI, or a file), check it and store it.
+    Update {
+        /// The map's JSON, or a `litellm` wheel holding it.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Another `litellm` release than the pinned one.
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,7 +122,20 @@ enum CacheAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Check => commands::check(cli.config.as_deref()),
+        Command::Check { json } => commands::check(cli.config.as_deref(), json),
+        Command::Catalog {
+            action:
+                CatalogAction::Update {
+                    from,
+                    version,
+                    json,
+                },
+        } => commands::catalog_update(
+            cli.config.as_deref(),
+            from.as_deref(),
+            version.as_deref(),
+            json,
+        ),
         Command::Init { path } => commands::init(path),
         Command::Run {
             budget,

@@ -156,6 +156,10 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         env!("CARGO_PKG_VERSION")
     );
     background.push(tokio::spawn(probe::watch_local_providers(state.clone())));
+    background.push(tokio::spawn(update_prices(
+        state.clone(),
+        data_dir_of(&state),
+    )));
     tokio::task::spawn_blocking(tokens::warm_up);
     if usable == 0 {
         tracing::warn!("no provider has a key: set e.g. OPENAI_API_KEY, or configure a local server under [providers]");
@@ -210,11 +214,7 @@ async fn load_embedder(state: AppState, dir: PathBuf) {
 /// laptop cannot make the service fail. Elsewhere `[server] data_dir`, else
 /// `$XDG_DATA_HOME/p402`.
 pub fn data_dir(config: &config::Config) -> PathBuf {
-    let under_systemd = std::env::var_os("STATE_DIRECTORY").is_some_and(|v| !v.is_empty());
-    match &config.server.data_dir {
-        Some(dir) if !under_systemd => dir.clone(),
-        _ => config::default_data_dir(),
-    }
+    config::data_dir(config)
 }
 
 /// Says so when systemd's state directory overrides the config's
@@ -232,7 +232,7 @@ fn note_state_directory(config: &config::Config, data_dir: &Path) {
 }
 
 /// The data directory holds spend records and cached answers: owner only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -350,5 +350,27 @@ fn reload_status(state: &AppState) -> String {
             state.routable_providers(&state.runtime())
         ),
         Some(error) => format!("config reload refused, the previous config stays: {error}"),
+    }
+}
+
+fn data_dir_of(state: &AppState) -> PathBuf {
+    config::data_dir(state.runtime().config())
+}
+
+/// `[catalog] auto_update = "weekly"`: brings LiteLLM's price map when the
+/// stored one is a week old (or missing), in the background, never at
+/// request time; then rebuilds the catalog with it. Looks again hourly, so
+/// that turning it on in a reload takes effect without a restart.
+async fn update_prices(state: AppState, data_dir: PathBuf) {
+    use crate::catalog_update::{background, due, WEEK};
+    loop {
+        let wanted = state.runtime().config().catalog.auto_update == config::AutoUpdate::Weekly;
+        if wanted && due(&data_dir, WEEK) {
+            match background(&data_dir).await {
+                Ok(()) => state.apply_reload(Ok(state.runtime().loaded.clone())),
+                Err(e) => tracing::warn!("the weekly price update failed (prices unchanged): {e}"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
     }
 }

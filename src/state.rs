@@ -37,7 +37,10 @@ impl Runtime {
     /// Builds from a config, reusing `previous`'s connection pool when the
     /// upstream settings did not change.
     pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Result<Self, rustls::Error> {
-        let catalog = Catalog::build(&loaded.config, |name| std::env::var(name).ok());
+        let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
+        let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
+            std::env::var(name).ok()
+        });
         let upstream = match previous {
             Some(old) if old.config().upstream == loaded.config.upstream => old.upstream.clone(),
             _ => Upstream::new(&loaded.config.upstream)?,

@@ -6,6 +6,8 @@
 //! with provider keys read from the environment, is rebuilt on every config
 //! reload and swapped in whole.
 
+pub mod map;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -289,6 +291,19 @@ impl Model {
     }
 }
 
+impl Model {
+    /// What the map does not know, kept from the built-in entry this one
+    /// replaces: the name the provider uses, aliases, and the quality and
+    /// speed scores.
+    fn keep_from(&mut self, builtin: &Model) {
+        self.upstream_id = builtin.upstream_id.clone();
+        self.aliases = builtin.aliases.clone();
+        self.quality = builtin.quality;
+        self.quality_estimated = builtin.quality_estimated;
+        self.speed_tps = builtin.speed_tps;
+    }
+}
+
 /// Providers and models as they stand under the current config.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -302,7 +317,17 @@ impl Catalog {
     /// Merges the built-in catalog with the config, reading keys through
     /// `env` (the process environment in production, a map in tests).
     pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Self {
-        Self::build_from(&BUILTIN, config, env)
+        Self::build_from(&BUILTIN, None, config, env)
+    }
+
+    /// The catalog with the prices of the stored map (`p402 catalog
+    /// update`) over the built-in ones, and `config`'s over both.
+    pub fn build_with_map(
+        map: Option<&map::PriceMap>,
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        Self::build_from(&BUILTIN, map, config, env)
     }
 
     /// Reads a catalog in the built-in format (for tests and benchmarks that
@@ -313,6 +338,7 @@ impl Catalog {
 
     pub fn build_from(
         base: &BuiltinCatalog,
+        price_map: Option<&map::PriceMap>,
         config: &Config,
         env: impl Fn(&str) -> Option<String>,
     ) -> Self {
@@ -389,6 +415,36 @@ impl Catalog {
             .iter()
             .map(|m| from(m, builtin_source.clone()))
             .collect();
+        if let Some(price_map) = price_map {
+            let source = price_map.cost_source();
+            for entry in &price_map.models {
+                let mut model = from(&entry.as_config(), source.clone());
+                match models
+                    .iter()
+                    .position(|m| m.id == model.id && m.provider == model.provider)
+                {
+                    Some(i) => {
+                        model.keep_from(&models[i]);
+                        models[i] = model;
+                    }
+                    None => {
+                        // A dated snapshot (`claude-haiku-4-5-20251001`) is
+                        // its family's model: the same scores.
+                        let family = undated(&model.id).and_then(|base| {
+                            models
+                                .iter()
+                                .find(|m| m.id == base && m.provider == model.provider)
+                        });
+                        if let Some(family) = family {
+                            model.quality = family.quality;
+                            model.quality_estimated = family.quality_estimated;
+                            model.speed_tps = family.speed_tps;
+                        }
+                        models.push(model);
+                    }
+                }
+            }
+        }
         for entry in &config.models {
             let model = from(entry, "config".to_string());
             match models
@@ -456,16 +512,20 @@ impl Catalog {
     }
 }
 
-/// `gpt-4o-2024-08-06` -> `gpt-4o`: providers publish dated snapshots at
-/// the price of the family's current entry.
+/// `gpt-4o-2024-08-06` -> `gpt-4o`, `claude-haiku-4-5-20251001` ->
+/// `claude-haiku-4-5`: providers publish dated snapshots at the price of
+/// the family's current entry.
 fn undated(name: &str) -> Option<&str> {
-    let (base, suffix) = name.split_at_checked(name.len().checked_sub(11)?)?;
-    let date = suffix.strip_prefix('-')?;
-    let is_date = date.bytes().enumerate().all(|(i, b)| match i {
-        4 | 7 => b == b'-',
-        _ => b.is_ascii_digit(),
-    });
-    (is_date && !base.is_empty()).then_some(base)
+    let dashed = |len: usize| -> Option<&str> {
+        let (base, suffix) = name.split_at_checked(name.len().checked_sub(len + 1)?)?;
+        let date = suffix.strip_prefix('-')?;
+        let is_date = date.bytes().enumerate().all(|(i, b)| match (len, i) {
+            (10, 4 | 7) => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+        (is_date && !base.is_empty()).then_some(base)
+    };
+    dashed(10).or_else(|| dashed(8))
 }
 
 #[cfg(test)]
@@ -572,6 +632,88 @@ mod tests {
         );
         assert!(c.find("gpt-4o-2024-8-6").is_none());
         assert!(c.find("no-such-model").is_none());
+        // Anthropic's snapshots are dated without dashes.
+        assert_eq!(
+            c.find("claude-haiku-4-5-20251001").map(|m| m.id.as_str()),
+            Some("claude-haiku-4-5")
+        );
+        assert!(c.find("claude-haiku-4-5-2025100").is_none());
+    }
+
+    #[test]
+    fn the_price_map_is_over_the_built_in_catalog_and_the_config_over_both() {
+        let map = map::PriceMap {
+            source: "litellm test".into(),
+            fetched: "2026-12-02".into(),
+            models: vec![
+                map::Entry {
+                    provider: "openai".into(),
+                    id: "gpt-4o-mini".into(),
+                    input_per_mtok: 0.2,
+                    output_per_mtok: 0.8,
+                    cached_input_per_mtok: Some(0.1),
+                    cache_write_per_mtok: None,
+                    cache_write_1h_per_mtok: None,
+                    context: Some(100_000),
+                    max_output: Some(8_000),
+                    capabilities: vec![Capability::Tools, Capability::Streaming],
+                },
+                map::Entry {
+                    provider: "openai".into(),
+                    id: "gpt-4o-mini-2099-01-01".into(),
+                    input_per_mtok: 0.3,
+                    output_per_mtok: 0.9,
+                    cached_input_per_mtok: None,
+                    cache_write_per_mtok: None,
+                    cache_write_1h_per_mtok: None,
+                    context: None,
+                    max_output: None,
+                    capabilities: vec![Capability::Streaming],
+                },
+                map::Entry {
+                    provider: "groq".into(),
+                    id: "brand-new".into(),
+                    input_per_mtok: 0.05,
+                    output_per_mtok: 0.1,
+                    cached_input_per_mtok: None,
+                    cache_write_per_mtok: None,
+                    cache_write_1h_per_mtok: None,
+                    context: Some(8192),
+                    max_output: None,
+                    capabilities: vec![Capability::Streaming],
+                },
+            ],
+        };
+        let config = parse("test.toml", "").expect("config");
+        let builtin = Catalog::build(&config, |_| None);
+        let mapped = Catalog::build_with_map(Some(&map), &config, |_| None);
+        let before = builtin.find("gpt-4o-mini").expect("built in");
+        let after = mapped.find("gpt-4o-mini").expect("mapped");
+        assert_eq!(after.price.map(|p| p.input.to_dollars()), Some(0.2));
+        assert_eq!(after.price.map(|p| p.cached_input.to_dollars()), Some(0.1));
+        assert_eq!(after.context, Some(100_000));
+        assert_eq!(after.cost_source, "litellm test as of 2026-12-02");
+        // What the map does not know stays the built-in catalog's.
+        assert_eq!(after.quality, before.quality);
+        assert_eq!(after.speed_tps, before.speed_tps);
+        assert_eq!(after.aliases, before.aliases);
+        // A dated snapshot takes its family's scores; a new model has none,
+        // so it never stands in for another.
+        let dated = mapped.find("gpt-4o-mini-2099-01-01").expect("dated");
+        assert_eq!(dated.quality, before.quality);
+        let new = mapped.find("brand-new").expect("new");
+        assert_eq!(new.quality, None);
+        assert_eq!(new.price.map(|p| p.output.to_dollars()), Some(0.1));
+        // `[[models]]` win over the map.
+        let config = parse(
+            "test.toml",
+            "[[models]]\nid = \"gpt-4o-mini\"\nprovider = \"openai\"\ninput_per_mtok = 0.11\noutput_per_mtok = 0.44\n",
+        )
+        .expect("config");
+        let configured = Catalog::build_with_map(Some(&map), &config, |_| None);
+        let model = configured.find("gpt-4o-mini").expect("configured");
+        assert_eq!(model.price.map(|p| p.input.to_dollars()), Some(0.11));
+        assert_eq!(model.cost_source, "config");
     }
 
     #[test]

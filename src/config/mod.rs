@@ -106,6 +106,17 @@ pub fn parse(file: &str, source: &str) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Where the database and other state live: `[server] data_dir`, unless
+/// systemd's `StateDirectory=` says otherwise (it wins, so that the unit's
+/// sandbox holds), else the platform's data directory.
+pub fn data_dir(config: &Config) -> std::path::PathBuf {
+    let under_systemd = std::env::var_os("STATE_DIRECTORY").is_some_and(|v| !v.is_empty());
+    match &config.server.data_dir {
+        Some(dir) if !under_systemd => dir.clone(),
+        _ => default_data_dir(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

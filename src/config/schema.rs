@@ -31,6 +31,24 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub budgets: BTreeMap<Spanned<String>, BudgetConfig>,
     pub limits: LimitsConfig,
+    pub catalog: CatalogConfig,
+}
+
+/// Where prices come from besides the built-in catalog.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Bring LiteLLM's price map in the background of a running p402, for
+    /// machines with internet. Off by default; never at request time.
+    pub auto_update: AutoUpdate,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoUpdate {
+    #[default]
+    Off,
+    Weekly,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -108,4 +108,3 @@ pub async fn ensure(dir: &Path) -> Result<(), FetchError> {
     }
     Ok(())
 }
-

@@ -134,7 +134,7 @@ fn fixture(config: &str) -> Fixture {
         "DEEPSEEK_API_KEY",
         "MISTRAL_API_KEY",
     ];
-    let catalog = Catalog::build_from(&base, &config, |name| {
+    let catalog = Catalog::build_from(&base, None, &config, |name| {
         keys.contains(&name).then(|| "k".to_string())
     });
     Fixture {
