@@ -158,3 +158,22 @@ pub async fn background(data_dir: &Path) -> Result<(), MapError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_is_due_when_the_stored_map_is_missing_or_old() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(due(dir.path(), WEEK), "no map yet");
+        let map = PriceMap {
+            source: "test".into(),
+            fetched: "2026-12-02".into(),
+            models: Vec::new(),
+        };
+        map::store(dir.path(), &map).expect("stored");
+        assert!(!due(dir.path(), WEEK), "just written");
+        assert!(due(dir.path(), Duration::ZERO));
+    }
+}
