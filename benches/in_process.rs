@@ -162,6 +162,7 @@ fn budgets(c: &mut Criterion) {
             || {
                 n += 1;
                 LedgerEntry {
+                    door: None,
                     time: chrono::Utc::now(),
                     request_id: format!("req_bench_{n}"),
                     session: Some("ses_bench".into()),

@@ -126,6 +126,50 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     emit(&out)
 }
 
+/// `p402 dashboard`: the page's address, opened with `xdg-open` (or
+/// `open` on macOS) where there is one.
+pub fn dashboard(explicit: Option<&Path>) -> ExitCode {
+    let loaded = match config::discover(explicit) {
+        Discovered::Defaults => LoadedConfig::defaults(),
+        Discovered::File { path, .. } => match LoadedConfig::from_file(&path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let mut addr = *loaded.config.server.listen.get_ref();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/dashboard");
+    println!("{url}");
+    if ask_server(&loaded.config, "/health")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!(
+            "p402 is not answering there yet: start it with `p402` (or `cargo run --release`)"
+        );
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let opened = std::process::Command::new(opener)
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !opened.is_ok_and(|s| s.success()) {
+        eprintln!("(no browser opener here; open the address above)");
+    }
+    ExitCode::SUCCESS
+}
+
 /// `p402 catalog update`.
 pub fn catalog_update(
     explicit: Option<&Path>,

@@ -183,6 +183,7 @@ async fn embed(
     let price = candidate.price();
     let costs = Costs::of(Some(&usage), price, price);
     let entry = LedgerEntry {
+        door: Some("embeddings".to_string()),
         time: Utc::now(),
         request_id: request_id.to_string(),
         session: charge.session.as_ref().map(|s| s.id.clone()),

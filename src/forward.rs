@@ -255,6 +255,7 @@ struct Pending {
 impl Pending {
     fn record(self, state: &AppState, bytes_out: u64) {
         let entry = LedgerEntry {
+            door: None,
             time: Utc::now(),
             request_id: self.request_id.to_string(),
             session: self.charge.session.as_ref().map(|s| s.id.clone()),

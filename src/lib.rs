@@ -23,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod cost;
 mod count_tokens;
+mod dashboard;
 mod door;
 pub mod embed;
 mod embeddings;

@@ -91,6 +91,8 @@ enum Command {
         /// Where to write it.
         path: Option<PathBuf>,
     },
+    /// Print the dashboard's address and open it in the browser.
+    Dashboard,
     /// Prices from the map LiteLLM maintains.
     Catalog {
         #[command(subcommand)]
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check { json } => commands::check(cli.config.as_deref(), json),
+        Command::Dashboard => commands::dashboard(cli.config.as_deref()),
         Command::Catalog {
             action:
                 CatalogAction::Update {

@@ -325,6 +325,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
         let entry = |provider: &str, cost: i64, direct: i64, cached: bool| LedgerEntry {
+            door: None,
             provider: provider.to_string(),
             cost_nanos: cost,
             direct_nanos: direct,

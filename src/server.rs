@@ -259,6 +259,11 @@ async fn route(
             _ => method_not_allowed(&request_id, "GET"),
         };
     }
+    // The dashboard's page holds no data: it asks for a key itself when
+    // `api_keys` is set, and everything it reads needs one.
+    if method == Method::GET && matches!(path.as_str(), "" | "/dashboard") {
+        return crate::dashboard::page();
+    }
     // A model call's errors come in its caller's dialect, from the first.
     let door = match path.as_str() {
         "/v1/messages" | "/v1/messages/count_tokens" => Some(Door::Messages),
@@ -325,6 +330,12 @@ async fn route(
             api::cache(state, &runtime, true, &request_id).await
         }
         (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
+        (Method::GET, "/api/v2/requests") => {
+            crate::dashboard::latest(state, query.as_deref(), &request_id)
+        }
+        (Method::GET, "/api/v2/dashboard/spend.svg") => {
+            crate::dashboard::spend(state, query.as_deref(), &request_id)
+        }
         (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id),
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
@@ -369,9 +380,12 @@ fn session_prefix(path: &str) -> Option<(&str, &str)> {
 /// The endpoints that answer from the ledger: an audited request, sessions'
 /// spend, the report and the budgets.
 fn reads_the_ledger(path: &str) -> bool {
-    path.starts_with("/api/v2/requests/")
+    path.starts_with("/api/v2/requests")
         || path.starts_with("/api/v2/sessions")
-        || matches!(path, "/api/v2/report" | "/api/v2/budgets")
+        || matches!(
+            path,
+            "/api/v2/report" | "/api/v2/budgets" | "/api/v2/dashboard/spend.svg"
+        )
 }
 
 fn method_not_allowed(request_id: &RequestId, allowed: &'static str) -> Response<Body> {

@@ -55,6 +55,7 @@ impl Activity {
 
 fn entry(id: String, cost: i64) -> LedgerEntry {
     LedgerEntry {
+        door: None,
         time: chrono::Utc::now(),
         request_id: id,
         session: None,

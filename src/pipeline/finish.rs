@@ -136,6 +136,7 @@ pub fn unparsed(
 
 fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Costs) -> LedgerEntry {
     LedgerEntry {
+        door: Some(cx.door.name().to_string()),
         time: Utc::now(),
         request_id: cx.id.to_string(),
         session: cx.charge.session.as_ref().map(|s| s.id.clone()),
@@ -225,6 +226,7 @@ fn provider_metadata(
 fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
     let direct = crate::cache::replay::direct_cost(hit, baseline);
     let entry = LedgerEntry {
+        door: Some(cx.door.name().to_string()),
         time: Utc::now(),
         request_id: cx.id.to_string(),
         session: cx.charge.session.as_ref().map(|s| s.id.clone()),

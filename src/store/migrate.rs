@@ -109,6 +109,7 @@ mod tests {
     fn a_sled_data_dir_is_migrated_once() {
         let dir = tempfile::tempdir().expect("dir");
         let entry = LedgerEntry {
+            door: None,
             cost_nanos: 7,
             direct_nanos: 9,
             ..crate::store::tests_support::entry("req_0001")

@@ -175,6 +175,10 @@ pub struct LedgerEntry {
     /// `X-Claude-Code-Session-Id`), for reports to group by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_session: Option<String>,
+    /// The API the client called (`chat`, `messages`, `responses`,
+    /// `embeddings`); absent for entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door: Option<String>,
     /// For a request forwarded as it is (files, audio, ...): its method and
     /// path, the status it got and the bytes each way. Unpriced: p402 does
     /// not read such requests.
@@ -548,6 +552,20 @@ impl Store {
         }
     }
 
+    /// The latest `limit` ledger entries, newest first.
+    pub fn latest_entries(&self, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        let table = self
+            .db()
+            .and_then(|db| Ok(db.begin_read()?))
+            .and_then(|tx| Ok(tx.open_table(Table::Ledger.definition())?))?;
+        let mut entries = Vec::with_capacity(limit);
+        for item in table.iter()?.rev().take(limit) {
+            let (_, value) = item?;
+            entries.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(entries)
+    }
+
     pub fn ledger_len(&self) -> usize {
         self.len(Table::Ledger)
             .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
@@ -591,6 +609,7 @@ pub(crate) mod tests_support {
 
     pub fn entry(id: &str) -> LedgerEntry {
         LedgerEntry {
+            door: None,
             time: Utc::now(),
             request_id: id.to_string(),
             session: None,
@@ -616,6 +635,7 @@ mod tests {
 
     fn entry(id: &str, cost: i64) -> LedgerEntry {
         LedgerEntry {
+            door: None,
             cost_nanos: cost,
             direct_nanos: cost * 2,
             ..tests_support::entry(id)
@@ -708,6 +728,7 @@ mod tests {
             let store = Store::open(dir.path()).expect("open");
             for id in &ids {
                 let free = LedgerEntry {
+                    door: None,
                     direct_nanos: 4,
                     ..tests_support::entry(id)
                 };
