@@ -394,3 +394,35 @@ fn start_up_errors_name_the_lock_holder_and_a_damaged_file() {
     assert!(stderr.contains(".damaged"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn dashboard_prints_the_address_of_the_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p402.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:18403\"\napi_keys = [\"k\"]\ndata_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .expect("write");
+    // No opener on the PATH: the address is printed all the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_p402"))
+        .args(["dashboard", "--config", path.to_str().expect("utf8")])
+        .env("PATH", dir.path())
+        .env_remove("P402_CONFIG")
+        .output()
+        .expect("run p402");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "http://127.0.0.1:18403/dashboard"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not answering"), "{stderr}");
+}
