@@ -51,6 +51,7 @@ mod server;
 mod sessions;
 mod state;
 pub mod store;
+mod strict_json;
 mod systemd;
 pub mod tokens;
 mod upstream;

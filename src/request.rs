@@ -90,6 +90,10 @@ pub struct ChatRequest {
     /// (Anthropic Messages), to be forwarded as it is to providers that
     /// speak it; `None` for Chat Completions, which is the body itself.
     pub native: Option<Native>,
+    /// The client's Chat Completions body as it came, when `body` says
+    /// exactly what it says (no `p402` object, no key written twice): an
+    /// upstream request that changes nothing in it is these bytes.
+    pub raw: Option<bytes::Bytes>,
 }
 
 /// A provider API's own dialect, other than Chat Completions.
@@ -156,6 +160,32 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         ));
     };
     from_body(body, headers)
+}
+
+/// [`parse`], keeping the client's bytes in [`ChatRequest::raw`] when the
+/// body can be forwarded as it came.
+pub fn parse_keeping(bytes: &bytes::Bytes, headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
+    // A key written twice means one thing to p402 (serde keeps the last)
+    // and perhaps another to a provider's parser: such a body is read the
+    // usual way and never forwarded as it came.
+    let (value, unique) = match serde_json::from_slice::<crate::strict_json::Unique>(bytes) {
+        Ok(unique) => (unique.0, true),
+        Err(_) => (
+            serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?,
+            false,
+        ),
+    };
+    let Value::Object(body) = value else {
+        return Err(ParseError::Field(
+            "the request body must be a JSON object".to_string(),
+        ));
+    };
+    let as_it_came = unique && !body.contains_key("p402");
+    let mut request = from_body(body, headers)?;
+    if as_it_came {
+        request.raw = Some(bytes.clone());
+    }
+    Ok(request)
 }
 
 /// A Chat Completions body (the client's, or one a door translated into),
@@ -232,6 +262,7 @@ pub fn from_body(
         client_wants_usage,
         options,
         native: None,
+        raw: None,
     })
 }
 

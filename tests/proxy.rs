@@ -586,3 +586,58 @@ async fn an_answer_without_usage_is_estimated_from_an_exact_count_even_unbudgete
     );
     proxy.stop().await;
 }
+
+/// A request p402 changes nothing in goes upstream as the client's own
+/// bytes; one it changes, or one whose meaning a parser could read
+/// differently (a key written twice), goes as p402 wrote it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_body_goes_upstream_byte_for_byte() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: METERED.to_string(),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
+    let send = |body: &'static str| {
+        proxy
+            .client
+            .post(proxy.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let as_written = "{ \"model\":\"metered\",  \"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9\"}],\n \"temperature\": 1.0000000000000002, \"vendor_extra\": {\"b\": 1, \"a\": 2}}";
+    assert_eq!(send(as_written).await.expect("sent").status(), 200);
+    assert_eq!(fake.received()[0].raw.as_ref(), as_written.as_bytes());
+
+    // A key written twice: p402 reads the last, and so does the provider.
+    let twice = r#"{"model":"metered","messages":[{"role":"user","content":"hi"}],"temperature":0.1,"temperature":0.9}"#;
+    assert_eq!(send(twice).await.expect("sent").status(), 200);
+    let sent = &fake.received()[1];
+    assert_ne!(sent.raw.as_ref(), twice.as_bytes());
+    assert_eq!(sent.body["temperature"], 0.9);
+    assert_eq!(
+        String::from_utf8_lossy(&sent.raw)
+            .matches("temperature")
+            .count(),
+        1
+    );
+
+    // p402's own options are taken out.
+    let options =
+        r#"{"model":"metered","messages":[{"role":"user","content":"hi"}],"p402":{"cache":false}}"#;
+    assert_eq!(send(options).await.expect("sent").status(), 200);
+    assert!(fake.received()[2].body.get("p402").is_none());
+
+    // The deprecated limit name is renamed for OpenAI.
+    let old_name =
+        r#"{"model":"metered","messages":[{"role":"user","content":"hi"}],"max_tokens":20}"#;
+    assert_eq!(send(old_name).await.expect("sent").status(), 200);
+    let sent = &fake.received()[3];
+    assert_eq!(sent.body["max_completion_tokens"], 20);
+    assert!(sent.body.get("max_tokens").is_none());
+    proxy.stop().await;
+}

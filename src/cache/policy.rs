@@ -92,6 +92,7 @@ mod tests {
             client_wants_usage: false,
             options,
             native: None,
+            raw: None,
         }
     }
 

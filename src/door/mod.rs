@@ -95,9 +95,9 @@ impl Door {
     }
 
     /// The client's request, read into the internal one.
-    pub fn parse(self, bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
+    pub fn parse(self, bytes: &Bytes, headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
         match self {
-            Door::Chat => crate::request::parse(bytes, headers),
+            Door::Chat => crate::request::parse_keeping(bytes, headers),
             Door::Messages => messages::parse(bytes, headers),
             Door::Responses => responses::parse(bytes, headers),
         }

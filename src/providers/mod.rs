@@ -68,6 +68,18 @@ pub fn post_json(
     let bytes = serde_json::to_vec(body).map_err(|e| {
         TranslateError::Build(format!("cannot serialize the upstream request: {e}"))
     })?;
+    post_bytes(provider, path, Bytes::from(bytes), stream, headers)
+}
+
+/// [`post_json`] of a body already written: the client's own bytes, when
+/// p402 changes nothing in them.
+pub fn post_bytes(
+    provider: &Provider,
+    path: &str,
+    bytes: Bytes,
+    stream: bool,
+    headers: &[(http::HeaderName, HeaderValue)],
+) -> Result<Request<Full<Bytes>>, TranslateError> {
     let url = format!("{}{path}", provider.base_url);
     let accept = if stream {
         "text/event-stream"
@@ -104,7 +116,7 @@ pub fn post_json(
         builder = builder.header(name, value);
     }
     builder
-        .body(Full::new(Bytes::from(bytes)))
+        .body(Full::new(bytes))
         .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
 }
 
@@ -233,6 +245,7 @@ impl Adapter {
             // The adapters rename the one limit for their target.
             Some(limit) => {
                 let mut copy = request.clone();
+                copy.raw = None;
                 copy.body.remove("max_completion_tokens");
                 copy.body
                     .insert("max_tokens".to_string(), Value::from(limit));

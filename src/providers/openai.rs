@@ -21,6 +21,25 @@ pub fn build_request(
     candidate: &Candidate,
     request: &ChatRequest,
 ) -> Result<Request<Full<Bytes>>, TranslateError> {
+    // Nothing to change: the client's own bytes go, neither rebuilt nor
+    // written out again.
+    if let Some(raw) = &request.raw {
+        let same_model = request.body.get("model").and_then(Value::as_str)
+            == Some(candidate.upstream_model.as_str());
+        let usage_asked = !request.stream || request.client_wants_usage;
+        if same_model
+            && usage_asked
+            && adapts_nothing(&request.body, provider, candidate.model.as_ref())
+        {
+            return super::post_bytes(
+                provider,
+                "/chat/completions",
+                raw.clone(),
+                request.stream,
+                &[],
+            );
+        }
+    }
     let mut body: Map<String, Value> = request.body.clone();
     body.insert(
         "model".to_string(),
@@ -97,6 +116,29 @@ fn adapt_parameters(body: &mut Map<String, Value>, provider: &Provider, model: O
     if model.is_some() && !reasoning {
         body.remove("reasoning_effort");
     }
+}
+
+/// Whether [`adapt_parameters`] would leave `body` as it is (its rules,
+/// read without changing anything).
+fn adapts_nothing(body: &Map<String, Value>, provider: &Provider, model: Option<&Model>) -> bool {
+    let reasoning = model.is_some_and(|m| m.capabilities.contains(&Capability::Reasoning));
+    let other_limit_name = if provider.name == "openai" {
+        "max_tokens"
+    } else {
+        "max_completion_tokens"
+    };
+    if body.contains_key(other_limit_name) {
+        return false;
+    }
+    let dropped: &[&str] = match (provider.name == "openai", reasoning) {
+        (true, true) => NOT_FOR_REASONING,
+        (true, false) => &[],
+        (false, _) => OPENAI_ONLY,
+    };
+    if dropped.iter().any(|key| body.contains_key(*key)) {
+        return false;
+    }
+    !(model.is_some() && !reasoning && body.contains_key("reasoning_effort"))
 }
 
 /// Reads the usage object of a response or of a stream's usage chunk.
@@ -272,6 +314,48 @@ mod tests {
             .expect("groq usage");
         assert_eq!(g.input_tokens, 3);
         assert!(usage(&json!({"usage": null})).is_none());
+    }
+
+    #[test]
+    fn adapts_nothing_says_exactly_when_adapting_changes_nothing() {
+        let config = crate::config::parse("t", "").expect("config");
+        let catalog = crate::catalog::Catalog::build(&config, |_| Some("k".to_string()));
+        let openai = catalog.provider("openai").expect("openai");
+        let groq = catalog.provider("groq").expect("groq");
+        let plain = catalog.find("gpt-4o-mini").expect("model");
+        let thinking = catalog
+            .models()
+            .iter()
+            .find(|m| m.provider == "openai" && m.capabilities.contains(&Capability::Reasoning))
+            .expect("a reasoning model");
+        let bodies = [
+            json!({"messages": []}),
+            json!({"messages": [], "max_tokens": 10}),
+            json!({"messages": [], "max_completion_tokens": 10}),
+            json!({"messages": [], "max_tokens": 10, "max_completion_tokens": 20}),
+            json!({"messages": [], "temperature": 0.2}),
+            json!({"messages": [], "store": true, "metadata": {"a": "b"}}),
+            json!({"messages": [], "reasoning_effort": "low"}),
+            json!({"messages": [], "logprobs": true, "top_p": 0.5}),
+        ];
+        for body in bodies {
+            let Value::Object(body) = body else {
+                panic!("an object");
+            };
+            for provider in [openai, groq] {
+                for model in [None, Some(plain), Some(thinking)] {
+                    let mut adapted = body.clone();
+                    adapt_parameters(&mut adapted, provider, model);
+                    assert_eq!(
+                        adapts_nothing(&body, provider, model),
+                        adapted == body,
+                        "{body:?} for {} on {:?}",
+                        provider.name,
+                        model.map(|m| &m.id)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
