@@ -129,15 +129,12 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
 /// `p402 dashboard`: the page's address, opened with `xdg-open` (or
 /// `open` on macOS) where there is one.
 pub fn dashboard(explicit: Option<&Path>) -> ExitCode {
-    let loaded = match config::discover(explicit) {
-        Discovered::Defaults => LoadedConfig::defaults(),
-        Discovered::File { path, .. } => match LoadedConfig::from_file(&path) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(1);
-            }
-        },
+    let loaded = match load_config(explicit) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
     };
     let mut addr = *loaded.config.server.listen.get_ref();
     if addr.ip().is_unspecified() {
@@ -177,15 +174,12 @@ pub fn catalog_update(
     version: Option<&str>,
     as_json: bool,
 ) -> ExitCode {
-    let loaded = match config::discover(explicit) {
-        Discovered::Defaults => LoadedConfig::defaults(),
-        Discovered::File { path, .. } => match LoadedConfig::from_file(&path) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(1);
-            }
-        },
+    let loaded = match load_config(explicit) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
     };
     crate::catalog_update::run(&loaded.config, from, version, as_json)
 }

@@ -228,21 +228,7 @@ fn the_real_wheel_maps_hundreds_of_models() {
     assert_eq!(haiku["input_per_mtok"], 1.0);
     assert!(model(&models, "google", "gemini-2.5-flash")["input_per_mtok"].is_number());
     // Only providers p402 speaks.
-    let speaks = [
-        "openai",
-        "anthropic",
-        "google",
-        "deepseek",
-        "groq",
-        "mistral",
-        "together",
-        "fireworks",
-        "xai",
-        "cerebras",
-        "perplexity",
-        "openrouter",
-        "ollama",
-    ];
+    let speaks = p402::catalog::builtin_provider_names();
     for m in models["data"].as_array().expect("data") {
         let provider = m["provider"].as_str().unwrap_or_default();
         assert!(speaks.contains(&provider), "{m}");
