@@ -49,18 +49,7 @@ const TRANSLATABLE_FIELDS: [&str; 12] = [
 ];
 
 pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
-    let Value::Object(mut body) = value else {
-        return Err(ParseError::Field(
-            "the request body must be a JSON object".into(),
-        ));
-    };
-    let options = body.remove("p402");
-    match body.get("model") {
-        Some(Value::String(model)) if !model.is_empty() => {}
-        _ => return Err(ParseError::Model),
-    }
+    let (body, options) = super::native_body(bytes)?;
     match body.get("max_tokens") {
         Some(n) if n.as_u64().is_some_and(|n| n > 0) => {}
         _ => {

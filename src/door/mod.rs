@@ -56,6 +56,25 @@ fn native_request(
     Ok(request)
 }
 
+/// A body in a provider API's own dialect, read as a JSON object that
+/// names a model, with its `p402` options taken out.
+fn native_body(
+    bytes: &[u8],
+) -> Result<(serde_json::Map<String, Value>, Option<Value>), ParseError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+    let Value::Object(mut body) = value else {
+        return Err(ParseError::Field(
+            "the request body must be a JSON object".into(),
+        ));
+    };
+    let options = body.remove("p402");
+    match body.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => Ok((body, options)),
+        _ => Err(ParseError::Model),
+    }
+}
+
 /// An API a client can call p402 by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {

@@ -90,6 +90,25 @@ impl Plain {
     }
 }
 
+/// The client's own body for `candidate`'s model, with the output limit
+/// reserved for it (when budgeted) under the dialect's name for it.
+pub fn routed_body(
+    native: &crate::request::Native,
+    candidate: &crate::router::Candidate,
+    limit_field: &str,
+    limit: Option<u32>,
+) -> serde_json::Map<String, Value> {
+    let mut body = native.body.clone();
+    body.insert(
+        "model".into(),
+        Value::from(candidate.upstream_model.as_str()),
+    );
+    if let Some(limit) = limit {
+        body.insert(limit_field.into(), Value::from(limit));
+    }
+    body
+}
+
 /// A whole answer in `dialect` as the `chat.completion` it would have been,
 /// when that form can say all of it (see each dialect's `as_chat`).
 pub fn as_chat(dialect: crate::request::Dialect, bytes: &[u8], tool_calls: bool) -> Option<Value> {

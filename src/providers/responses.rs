@@ -30,14 +30,7 @@ pub fn build_request(
     stream: bool,
     limit: Option<u32>,
 ) -> Result<Request<Full<Bytes>>, TranslateError> {
-    let mut body = native.body.clone();
-    body.insert(
-        "model".into(),
-        Value::from(candidate.upstream_model.as_str()),
-    );
-    if let Some(limit) = limit {
-        body.insert("max_output_tokens".into(), Value::from(limit));
-    }
+    let body = super::native::routed_body(native, candidate, "max_output_tokens", limit);
     super::post_json(provider, "/responses", &body, stream, &native.headers)
 }
 

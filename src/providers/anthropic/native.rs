@@ -31,14 +31,7 @@ pub fn build_request(
     stream: bool,
     limit: Option<u32>,
 ) -> Result<Request<Full<Bytes>>, TranslateError> {
-    let mut body = native.body.clone();
-    body.insert(
-        "model".into(),
-        Value::from(candidate.upstream_model.as_str()),
-    );
-    if let Some(limit) = limit {
-        body.insert("max_tokens".into(), Value::from(limit));
-    }
+    let body = crate::providers::native::routed_body(native, candidate, "max_tokens", limit);
     let mut headers = native.headers.clone();
     if !headers.iter().any(|(name, _)| name == "anthropic-version") {
         headers.push((
