@@ -11,6 +11,7 @@ use crate::ids::RequestId;
 use crate::report;
 use crate::state::{AppState, Runtime};
 use crate::store::Condition;
+use crate::team::Reach;
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(body::full(value.to_string()));
@@ -54,9 +55,7 @@ pub fn health(state: &AppState) -> Response<Body> {
             StatusCode::SERVICE_UNAVAILABLE,
         ),
     };
-    json_response(
-        code,
-        &json!({
+    let mut body = json!({
             "status": if healthy { "healthy" } else { "unhealthy" },
             "store": store,
             "version": env!("CARGO_PKG_VERSION"),
@@ -65,8 +64,20 @@ pub fn health(state: &AppState) -> Response<Body> {
             "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
             "uptime_seconds": state.uptime().as_secs(),
             "config": config,
-        }),
-    )
+    });
+    // The team store (SPEC §11): shared budgets fail closed while Redis is
+    // unreachable, and everything else goes on, so it does not make p402
+    // unhealthy.
+    if let Some(team) = state.book().team() {
+        let reach = team.reach();
+        body["team"] = json!(reach.word());
+        body["team_store"] = json!({
+            "redis": team.shown_url(),
+            "error": match &reach { Reach::Unreachable(reason) => Some(reason.clone()), _ => None },
+            "settlements_waiting": team.pending(),
+        });
+    }
+    json_response(code, &body)
 }
 
 /// `GET /v1/models`: the catalog models that can be routed to now, in
@@ -344,8 +355,15 @@ pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
 }
 
 /// `GET /api/v2/budgets`: the file-declared budgets with this period's spend.
-pub fn budgets(state: &AppState, runtime: &Runtime, request_id: &RequestId) -> Response<Body> {
-    match report::budgets(state.book(), runtime.config()) {
+/// Shared budgets are read from the team store, so every p402 of a team
+/// shows the same spend.
+pub async fn budgets(
+    state: &AppState,
+    runtime: &Runtime,
+    request_id: &RequestId,
+) -> Response<Body> {
+    let shared = report::shared_balances(state.book(), runtime.config()).await;
+    match report::budgets(state.book(), runtime.config(), &shared) {
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(e) => ApiError::internal(format!("ledger: {e}")).into_response(request_id),
     }
@@ -400,7 +418,7 @@ pub async fn cache(
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text. Gauges that mirror other
 /// state are refreshed first, so a scrape never reads a stale one.
-pub fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
+pub async fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
     use crate::metrics::{NameLabels, ProviderLabels};
     let metrics = state.metrics();
     let stats = state.cache().stats(&runtime.config().cache);
@@ -416,10 +434,15 @@ pub fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
             })
             .set(open);
     }
-    if let Ok(budgets) = report::budgets(state.book(), runtime.config()) {
+    let shared = report::shared_balances(state.book(), runtime.config()).await;
+    if let Ok(budgets) = report::budgets(state.book(), runtime.config(), &shared) {
         for budget in budgets["data"].as_array().into_iter().flatten() {
             let name = budget["name"].as_str().unwrap_or("-").to_string();
-            let left = budget["budget"]["remaining_usd"].as_f64().unwrap_or(0.0);
+            // A shared budget the team store cannot tell about now keeps
+            // its last value.
+            let Some(left) = budget["budget"]["remaining_usd"].as_f64() else {
+                continue;
+            };
             metrics
                 .budget_remaining_usd
                 .get_or_create(&NameLabels { name })

@@ -12,12 +12,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Datelike, Duration, Local, NaiveDate, TimeZone};
+use chrono::{DateTime, Datelike, Duration, Local, NaiveDate, TimeZone, Utc};
 
 use crate::catalog::Price;
-use crate::config::Period;
+use crate::config::{BudgetConfig, Period};
 use crate::money::Usd;
 use crate::store::{LedgerEntry, Store, StoreError};
+use crate::team::{TeamHold, TeamStore};
+
+use arc_swap::ArcSwapOption;
 
 /// Below this many output tokens an answer is not worth sending: the
 /// request is refused (402) rather than cut to a useless length.
@@ -36,6 +39,11 @@ pub struct Account {
     pub limit: Usd,
     /// The 402 code when this account is what stands in the way.
     pub code: &'static str,
+    /// Held in the team store (Redis), not in this p402's book.
+    pub shared: bool,
+    /// How long the account's record must outlive its period (for a shared
+    /// budget's keys in Redis); `None` keeps it.
+    pub lifetime: Option<std::time::Duration>,
 }
 
 impl Account {
@@ -45,21 +53,56 @@ impl Account {
             label: format!("session {id}"),
             limit,
             code: "SESSION_BUDGET_EXCEEDED",
+            shared: false,
+            lifetime: None,
         }
     }
 
     /// A file-declared budget, keyed by the period it is in at `now`, so a
     /// new day (week, month) starts from zero without any reset job.
     pub fn budget(name: &str, limit: Usd, period: Period, now: DateTime<Local>) -> Self {
-        let bucket = match period_start(period, now) {
-            Some(start) => format!("{period:?}:{start}").to_lowercase(),
-            None => "total".to_string(),
-        };
         Account {
-            key: Some(format!("budget:{name}:{bucket}")),
+            key: Some(format!(
+                "budget:{name}:{}",
+                bucket(period, now.date_naive())
+            )),
             label: format!("budget {name}"),
             limit,
             code: "BUDGET_EXCEEDED",
+            shared: false,
+            lifetime: None,
+        }
+    }
+
+    /// A budget shared by a team: its periods follow UTC, so that every
+    /// p402 of the team, in whatever time zone, counts into the same one.
+    pub fn shared_budget(name: &str, limit: Usd, period: Period, now: DateTime<Utc>) -> Self {
+        let days = match period {
+            Period::Day => Some(3),
+            Period::Week => Some(10),
+            Period::Month => Some(40),
+            Period::Total => None,
+        };
+        Account {
+            key: Some(format!(
+                "budget:{name}:{}",
+                bucket(period, now.date_naive())
+            )),
+            label: format!("shared budget {name}"),
+            limit,
+            code: "BUDGET_EXCEEDED",
+            shared: true,
+            lifetime: days.map(|d| std::time::Duration::from_secs(d * 86_400)),
+        }
+    }
+
+    /// The account of the file-declared budget `name` at `now`.
+    pub fn for_budget(name: &str, budget: &BudgetConfig, now: DateTime<Utc>) -> Self {
+        let limit = Usd::from_dollars(*budget.budget_usd.get_ref()).unwrap_or(Usd::ZERO);
+        if budget.shared {
+            Account::shared_budget(name, limit, budget.period, now)
+        } else {
+            Account::budget(name, limit, budget.period, now.with_timezone(&Local))
         }
     }
 
@@ -69,14 +112,23 @@ impl Account {
             label: label.to_string(),
             limit,
             code: "MAX_COST_EXCEEDED",
+            shared: false,
+            lifetime: None,
         }
     }
 }
 
-/// The first day of the period containing `now`, in local time: midnight,
+/// The name of the period containing `today`, part of an account's key.
+fn bucket(period: Period, today: NaiveDate) -> String {
+    match period_start(period, today) {
+        Some(start) => format!("{period:?}:{start}").to_lowercase(),
+        None => "total".to_string(),
+    }
+}
+
+/// The first day of the period containing `today`: the day itself,
 /// Monday, the 1st. `None` for `total`, which never resets.
-pub fn period_start(period: Period, now: DateTime<Local>) -> Option<NaiveDate> {
-    let today = now.date_naive();
+pub fn period_start(period: Period, today: NaiveDate) -> Option<NaiveDate> {
     match period {
         Period::Day => Some(today),
         Period::Week => {
@@ -109,6 +161,21 @@ pub struct Shortfall {
     pub needed: Usd,
 }
 
+/// The most and the least a request can be reserved for: its worst case
+/// (every output token its limit allows) and the smallest useful answer.
+pub fn bounds(
+    price: &Price,
+    input_tokens: u64,
+    output_limit: Option<u32>,
+    model_max: Option<u32>,
+) -> (Usd, Usd) {
+    let input = price.input.cost(input_tokens);
+    let limit = output_limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
+    let worst = input + price.output.cost(u64::from(limit));
+    let minimum = input + price.output.cost(u64::from(MIN_USEFUL_OUTPUT.min(limit)));
+    (worst, minimum)
+}
+
 /// Sizes the reservation for a request of `input_tokens` with the client's
 /// `output_limit` (or the model's maximum) against `available` dollars.
 pub fn plan(
@@ -120,7 +187,7 @@ pub fn plan(
 ) -> Result<Plan, Usd> {
     let input = price.input.cost(input_tokens);
     let limit = output_limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
-    let worst = input + price.output.cost(u64::from(limit));
+    let (worst, minimum) = bounds(price, input_tokens, output_limit, model_max);
     if worst <= available {
         return Ok(Plan {
             reserve: worst,
@@ -128,7 +195,6 @@ pub fn plan(
             lowered: false,
         });
     }
-    let minimum = input + price.output.cost(u64::from(MIN_USEFUL_OUTPUT));
     if minimum > available {
         return Err(minimum);
     }
@@ -161,6 +227,9 @@ struct Balance {
 pub struct Book {
     store: Store,
     balances: Mutex<HashMap<String, Balance>>,
+    /// Where shared budgets live (`[team]`); replaced when a reload
+    /// changes the team settings.
+    team: ArcSwapOption<TeamStore>,
 }
 
 impl Book {
@@ -168,7 +237,17 @@ impl Book {
         Arc::new(Book {
             store,
             balances: Mutex::new(HashMap::new()),
+            team: ArcSwapOption::empty(),
         })
+    }
+
+    /// The team store, if `[team]` configures one.
+    pub fn team(&self) -> Option<Arc<TeamStore>> {
+        self.team.load_full()
+    }
+
+    pub fn set_team(&self, team: Option<Arc<TeamStore>>) {
+        self.team.store(team);
     }
 
     pub fn store(&self) -> &Store {
@@ -205,6 +284,7 @@ impl Book {
     }
 
     /// What `account` has left right now (limit minus settled and reserved).
+    /// Shared accounts are the team store's, not the book's.
     pub fn remaining(&self, account: &Account) -> Result<Usd, StoreError> {
         let Some(key) = &account.key else {
             return Ok(account.limit);
@@ -272,6 +352,7 @@ impl Book {
                 accounts,
                 amount: plan.reserve,
                 open: true,
+                team: None,
             },
             plan,
         )))
@@ -282,9 +363,12 @@ impl Book {
 /// upstream failure, a client gone, a panic) releases the money.
 pub struct Reservation {
     book: Arc<Book>,
+    /// The accounts held in this book (never shared ones).
     accounts: Vec<Account>,
     amount: Usd,
     open: bool,
+    /// The hold on the request's shared accounts, in the team store.
+    team: Option<TeamHold>,
 }
 
 impl Reservation {
@@ -294,6 +378,13 @@ impl Reservation {
 
     pub fn amount(&self) -> Usd {
         self.amount
+    }
+
+    /// Adds the hold on the request's shared accounts: settled with the
+    /// local ones, or given back with them.
+    pub fn with_team(mut self, hold: TeamHold) -> Self {
+        self.team = Some(hold);
+        self
     }
 
     /// Swaps the reservation for the settled amount, then records the
@@ -314,7 +405,11 @@ impl Reservation {
             }
             self.open = false;
         }
-        self.book.store.record(entry, &keys).await
+        let written = self.book.store.record(entry, &keys).await;
+        if let Some(team) = self.team.take() {
+            team.settle(entry).await;
+        }
+        written
     }
 
     /// What each account has left after this reservation (for metadata).
@@ -370,18 +465,18 @@ mod tests {
         // Wednesday 2026-11-25, 23:00 local.
         let now = local(2026, 11, 25, 23).expect("time");
         assert_eq!(
-            period_start(Period::Day, now),
+            period_start(Period::Day, now.date_naive()),
             NaiveDate::from_ymd_opt(2026, 11, 25)
         );
         assert_eq!(
-            period_start(Period::Week, now),
+            period_start(Period::Week, now.date_naive()),
             NaiveDate::from_ymd_opt(2026, 11, 23)
         );
         assert_eq!(
-            period_start(Period::Month, now),
+            period_start(Period::Month, now.date_naive()),
             NaiveDate::from_ymd_opt(2026, 11, 1)
         );
-        assert_eq!(period_start(Period::Total, now), None);
+        assert_eq!(period_start(Period::Total, now.date_naive()), None);
         // One hour later is a new day (not "24 h after first use").
         let midnight = local(2026, 11, 26, 0).expect("time");
         let limit = Usd::from_dollars(1.0).expect("usd");

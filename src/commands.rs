@@ -510,6 +510,63 @@ pub fn report(
     }
 }
 
+/// A small runtime for a command run without the server that reads the
+/// team store, which it connects `book` to (if `[team]` names one).
+fn offline_team(
+    book: &crate::budget::Book,
+    config: &crate::config::Config,
+) -> Result<tokio::runtime::Runtime, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let team = runtime.block_on(async {
+        crate::team::TeamStore::connect(&config.team, crate::metrics::Metrics::default().team)
+    });
+    book.set_team(team.map_err(|e| e.to_string())?);
+    Ok(runtime)
+}
+
+/// `p402 report --team`: the whole team's shared spend, from the team
+/// ledger (a Redis stream every p402 of the team appends its settled
+/// shared charges to).
+pub fn team_report(
+    explicit: Option<&Path>,
+    since: &str,
+    by: crate::report::GroupBy,
+    as_json: bool,
+) -> ExitCode {
+    let Some(start) = crate::report::parse_since(since, chrono::Utc::now()) else {
+        eprintln!("p402 report: --since `{since}` is not a span (7d, 24h) or a date (2026-11-01)");
+        return ExitCode::from(2);
+    };
+    let result = load_config(explicit).and_then(|loaded| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        runtime.block_on(async {
+            let team = crate::team::TeamStore::connect(
+                &loaded.config.team,
+                crate::metrics::Metrics::default().team,
+            )
+            .map_err(|e| e.to_string())?
+            .ok_or("no team store: set [team] redis_url (or $P402_REDIS_URL)")?;
+            let entries = team.ledger(start).await.map_err(|e| e.to_string())?;
+            let report = crate::report::build_team(&entries, start, by);
+            serde_json::to_value(report).map_err(|e| e.to_string())
+        })
+    });
+    match result {
+        Ok(value) if as_json => emit(&format!("{value}\n")),
+        Ok(value) => emit(&crate::report::table_from(&value)),
+        Err(e) => {
+            eprintln!("p402 report --team: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `p402 sessions`: sessions and budgets with spent and remaining.
 pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     let result = source(explicit, "/api/v2/sessions").and_then(|source| match source {
@@ -522,7 +579,10 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             let sessions = crate::sessions::Sessions::default()
                 .list_all(&book)
                 .map_err(|e| e.message)?;
-            let budgets = crate::report::budgets(&book, &config).map_err(|e| e.to_string())?;
+            let shared = offline_team(&book, &config)?
+                .block_on(crate::report::shared_balances(&book, &config));
+            let budgets =
+                crate::report::budgets(&book, &config, &shared).map_err(|e| e.to_string())?;
             Ok((sessions, budgets))
         }
     });

@@ -110,7 +110,10 @@ async fn embed(
         model: model.clone(),
         expected_cost: None,
     };
-    let reservation = match charge.reserve(state.book(), &candidate, input_tokens, Some(0))? {
+    let reservation = match charge
+        .reserve(state.book(), &candidate, input_tokens, Some(0))
+        .await?
+    {
         Reserved::Held(reservation, _) => Some(reservation),
         Reserved::Unbudgeted => None,
         Reserved::Unpriced => return Err(crate::pipeline::charge::ChargeError::Unpriced.into()),

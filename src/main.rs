@@ -49,9 +49,12 @@ enum Command {
         /// How far back: 7d, 24h, 2w, or a date such as 2026-11-01.
         #[arg(long, default_value = "7d")]
         since: String,
-        /// Group by provider, model, day, session or client_session (an agent run).
+        /// Group by provider, model, day, session, client_session (an agent run) or instance.
         #[arg(long, value_enum, default_value_t = GroupBy::Provider)]
         by: GroupBy,
+        /// The whole team's shared spend, from the team ledger in Redis ([team]).
+        #[arg(long)]
+        team: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -155,8 +158,17 @@ fn main() -> ExitCode {
             commands::cache(cli.config.as_deref(), action == CacheAction::Clear, json)
         }
         Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
-        Command::Report { since, by, json } => {
-            commands::report(cli.config.as_deref(), &since, by, json)
+        Command::Report {
+            since,
+            by,
+            team,
+            json,
+        } => {
+            if team {
+                commands::team_report(cli.config.as_deref(), &since, by, json)
+            } else {
+                commands::report(cli.config.as_deref(), &since, by, json)
+            }
         }
         Command::Serve => {
             let _log = logging::init(cli.log_format);

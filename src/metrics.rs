@@ -48,6 +48,20 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TeamLabels {
+    /// The team store's step: reserve, settle, release, renew, balances,
+    /// ledger, ping.
+    pub op: &'static str,
+}
+
+/// The team store's (Redis's) latency and errors.
+#[derive(Clone)]
+pub struct TeamMetrics {
+    pub latency: Family<TeamLabels, Histogram>,
+    pub errors: Family<TeamLabels, Counter>,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -66,11 +80,17 @@ pub struct Metrics {
     pub cache_misses: Counter,
     pub budget_remaining_usd: Family<NameLabels, FloatGauge>,
     pub circuit_open: Family<ProviderLabels, Gauge>,
+    pub team: TeamMetrics,
 }
 
 fn seconds_histogram() -> Histogram {
     // 0.5 ms to ~4 min: cache hits to long generations.
     Histogram::new(exponential_buckets(0.0005, 2.5, 15))
+}
+
+fn team_histogram() -> Histogram {
+    // 50 µs to ~2 s: a Redis round trip to its timeout.
+    Histogram::new(exponential_buckets(0.00005, 2.5, 12))
 }
 
 impl Default for Metrics {
@@ -156,8 +176,25 @@ impl Default for Metrics {
             "1 while a provider's circuit breaker is open",
             circuit_open.clone(),
         );
+        let team = TeamMetrics {
+            latency: Family::<TeamLabels, Histogram>::new_with_constructor(
+                team_histogram as fn() -> Histogram,
+            ),
+            errors: Family::<TeamLabels, Counter>::default(),
+        };
+        registry.register(
+            "team_store_duration_seconds",
+            "Time of each step on the team store (Redis), by step",
+            team.latency.clone(),
+        );
+        registry.register(
+            "team_store_errors",
+            "Team store (Redis) steps that failed, by step",
+            team.errors.clone(),
+        );
         Metrics {
             registry,
+            team,
             requests,
             latency,
             upstream_latency,

@@ -25,6 +25,9 @@ pub enum GroupBy {
     #[value(name = "client_session")]
     #[serde(rename = "client_session")]
     ClientSession,
+    /// The p402 that served the request (in the team ledger; `local` in
+    /// this machine's own).
+    Instance,
 }
 
 impl GroupBy {
@@ -35,12 +38,14 @@ impl GroupBy {
             "day" => Some(GroupBy::Day),
             "session" => Some(GroupBy::Session),
             "client_session" => Some(GroupBy::ClientSession),
+            "instance" => Some(GroupBy::Instance),
             _ => None,
         }
     }
 
-    fn key(self, entry: &LedgerEntry) -> String {
+    fn key(self, entry: &LedgerEntry, instance: &str) -> String {
         match self {
+            GroupBy::Instance => instance.to_string(),
             GroupBy::Provider => entry.provider.clone(),
             GroupBy::Model => format!(
                 "{}/{}",
@@ -156,51 +161,124 @@ pub struct Report {
 }
 
 pub fn build(store: &Store, since: DateTime<Utc>, by: GroupBy) -> Result<Report, StoreError> {
+    let mut entries = Vec::new();
+    for entry in store.entries_since(since) {
+        entries.push(("local".to_string(), entry?));
+    }
+    Ok(summarize(&entries, since, by))
+}
+
+/// The report of the team ledger's entries: (instance, entry).
+pub fn build_team(entries: &[(String, LedgerEntry)], since: DateTime<Utc>, by: GroupBy) -> Report {
+    summarize(entries, since, by)
+}
+
+fn summarize(entries: &[(String, LedgerEntry)], since: DateTime<Utc>, by: GroupBy) -> Report {
     let mut groups: BTreeMap<String, Sum> = BTreeMap::new();
     let mut total = Sum::default();
-    for entry in store.entries_since(since) {
-        let entry = entry?;
+    for (instance, entry) in entries {
         if entry.time < since {
             continue;
         }
-        groups.entry(by.key(&entry)).or_default().add(&entry);
-        total.add(&entry);
+        groups
+            .entry(by.key(entry, instance))
+            .or_default()
+            .add(entry);
+        total.add(entry);
     }
     let mut rows: Vec<Row> = groups.into_iter().map(|(key, sum)| sum.row(key)).collect();
     if by != GroupBy::Day {
         rows.sort_by(|a, b| b.cost_usd.total_cmp(&a.cost_usd).then(a.key.cmp(&b.key)));
     }
-    Ok(Report {
+    Report {
         since: since.to_rfc3339(),
         by,
         rows,
         total: total.row("total".to_string()),
-    })
+    }
 }
 
 /// Sessions and file-declared budgets with their spend in the current
 /// period (for `p402 sessions` and `GET /api/v2/budgets`).
-pub fn budgets(book: &Book, config: &Config) -> Result<Value, StoreError> {
-    let now = Local::now();
+pub fn budgets(book: &Book, config: &Config, shared: &SharedBalances) -> Result<Value, StoreError> {
+    let now = Utc::now();
     let mut data = Vec::new();
     for (name, budget) in &config.budgets {
-        let limit = Usd::from_dollars(*budget.budget_usd.get_ref()).unwrap_or(Usd::ZERO);
-        let account = Account::budget(name.get_ref(), limit, budget.period, now);
-        let used = book.settled(&account)?;
-        let remaining = book.remaining(&account)?;
-        data.push(json!({
+        let account = Account::for_budget(name.get_ref(), budget, now);
+        let limit = account.limit;
+        let mut view = json!({
             "object": "budget",
             "name": name.get_ref(),
             "period": format!("{:?}", budget.period).to_lowercase(),
             "keys": budget.keys.len(),
-            "budget": {
+            "shared": budget.shared,
+        });
+        let spend = if budget.shared {
+            match shared.get(name.get_ref()) {
+                Some(Ok((settled, held))) => Some((*settled, limit - *settled - *held)),
+                Some(Err(reason)) => {
+                    view["team_error"] = json!(reason);
+                    None
+                }
+                None => None,
+            }
+        } else {
+            Some((book.settled(&account)?, book.remaining(&account)?))
+        };
+        view["budget"] = match spend {
+            Some((used, remaining)) => json!({
                 "total_usd": limit.to_dollars(),
                 "used_usd": used.to_dollars(),
                 "remaining_usd": remaining.max(Usd::ZERO).to_dollars(),
-            },
-        }));
+            }),
+            // Unknown while the team store cannot be read: never a guess.
+            None => {
+                json!({"total_usd": limit.to_dollars(), "used_usd": null, "remaining_usd": null})
+            }
+        };
+        data.push(view);
     }
     Ok(json!({"object": "list", "data": data}))
+}
+
+/// Shared budgets' settled and held amounts as the team store has them,
+/// by budget name; the reason instead while it cannot be read.
+pub type SharedBalances = BTreeMap<String, Result<(Usd, Usd), String>>;
+
+pub async fn shared_balances(book: &Book, config: &Config) -> SharedBalances {
+    let now = Utc::now();
+    let shared: Vec<(String, Account)> = config
+        .budgets
+        .iter()
+        .filter(|(_, b)| b.shared)
+        .map(|(name, b)| {
+            (
+                name.get_ref().clone(),
+                Account::for_budget(name.get_ref(), b, now),
+            )
+        })
+        .collect();
+    if shared.is_empty() {
+        return SharedBalances::new();
+    }
+    let read = match book.team() {
+        Some(team) => {
+            let accounts: Vec<Account> = shared.iter().map(|(_, a)| a.clone()).collect();
+            team.balances(&accounts).await.map_err(|e| e.to_string())
+        }
+        None => Err("no team store: [team] redis_url is not set or not usable".to_string()),
+    };
+    match read {
+        Ok(balances) => shared
+            .into_iter()
+            .zip(balances)
+            .map(|((name, _), balance)| (name, Ok(balance)))
+            .collect(),
+        Err(reason) => shared
+            .into_iter()
+            .map(|(name, _)| (name, Err(reason.clone())))
+            .collect(),
+    }
 }
 
 /// Sessions (`GET /api/v2/sessions`) and budgets (`GET /api/v2/budgets`)
@@ -237,16 +315,26 @@ pub fn sessions_table(sessions: &Value, budgets: &Value) -> String {
             "\n{:<16} {:<7} {:>10} {:>10} {:>10}",
             "BUDGET", "PERIOD", "LIMIT $", "SPENT $", "LEFT $"
         );
+        // A shared budget the team store could not tell about shows `?`.
+        let amount = |v: &Value| v.as_f64().map_or("?".to_string(), |a| format!("{a:.6}"));
         for row in rows {
+            let shared = if row["shared"].as_bool() == Some(true) {
+                "  (shared)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "{:<16} {:<7} {:>10.4} {:>10.6} {:>10.6}",
+                "{:<16} {:<7} {:>10.4} {:>10} {:>10}{shared}",
                 row["name"].as_str().unwrap_or("-"),
                 row["period"].as_str().unwrap_or("-"),
                 row["budget"]["total_usd"].as_f64().unwrap_or(0.0),
-                row["budget"]["used_usd"].as_f64().unwrap_or(0.0),
-                row["budget"]["remaining_usd"].as_f64().unwrap_or(0.0),
+                amount(&row["budget"]["used_usd"]),
+                amount(&row["budget"]["remaining_usd"]),
             );
+            if let Some(reason) = row["team_error"].as_str() {
+                let _ = writeln!(out, "  {reason}");
+            }
         }
     }
     out

@@ -121,6 +121,7 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let embedder_dir = embed::model_dir(runtime.config().cache.model_dir.as_ref(), &data_dir);
     let cache_enabled = runtime.config().cache.enabled;
     let state = AppState::new(runtime, data_dir, store, cache);
+    state.connect_team(state.runtime().config());
     let mut background = Vec::new();
     if cache_enabled {
         background.push(tokio::spawn(load_embedder(state.clone(), embedder_dir)));

@@ -321,7 +321,7 @@ async fn route(
         // What a client probes its base URL with.
         (Method::HEAD, "") => http::Response::new(crate::body::full(bytes::Bytes::new())),
         (Method::GET, "/api/v2/models") => api::catalog(state),
-        (Method::GET, "/metrics") => api::metrics(state, &runtime),
+        (Method::GET, "/metrics") => api::metrics(state, &runtime).await,
         (Method::GET, "/api/v2/providers") => api::providers(state),
         (Method::GET, "/api/v2/cache/stats") => {
             api::cache(state, &runtime, false, &request_id).await
@@ -336,7 +336,7 @@ async fn route(
         (Method::GET, "/api/v2/dashboard/spend.svg") => {
             crate::dashboard::spend(state, query.as_deref(), &request_id)
         }
-        (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id),
+        (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id).await,
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
         }

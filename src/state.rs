@@ -107,6 +107,8 @@ struct Shared {
     /// reloads are checked against it, not against the file's `listen`.
     bound: std::sync::OnceLock<std::net::SocketAddr>,
     started: Instant,
+    /// Stops the team store's watcher when the store is replaced.
+    team_watch: Mutex<Option<tokio_util::sync::CancellationToken>>,
     /// Tasks that outlive the handler that started them (requests, stream
     /// relays): shutdown waits for them.
     tasks: TaskTracker,
@@ -141,6 +143,7 @@ impl AppState {
                 data_dir,
                 bound: std::sync::OnceLock::new(),
                 started: Instant::now(),
+                team_watch: Mutex::new(None),
                 tasks: TaskTracker::new(),
                 aborting: tokio_util::sync::CancellationToken::new(),
                 closed: tokio::sync::watch::Sender::new(()),
@@ -157,7 +160,6 @@ impl AppState {
         self.shared.tasks.spawn(task);
     }
 
-    /// Stops tracking new tasks and waits up to `limit` for the running ones.
     /// Waits up to `limit` for the running tasks; then tells those still
     /// talking to a provider to stop and settle an estimate, and waits for
     /// that as long again.
@@ -267,6 +269,45 @@ impl AppState {
     /// Takes in a reloaded config file: a valid one replaces the runtime
     /// whole; an invalid one is refused and reported, the old one stays.
     /// Records the address the listener got (once, at start).
+    /// Connects to the team store `config` names (or none), replacing the
+    /// current one when its settings changed. Errors (a bad URL, an
+    /// unreadable CA file) leave shared budgets without a store: their
+    /// requests are refused with the reason, the rest keeps working.
+    pub fn connect_team(&self, config: &Config) {
+        let book = self.book();
+        let current = book.team();
+        let url = config.team.url();
+        let same = match (&current, &url) {
+            (Some(store), Some(url)) => store.config() == &config.team && store.url_source() == url,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let mut watch = match self.shared.team_watch.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(stop) = watch.take() {
+            stop.cancel();
+        }
+        match crate::team::TeamStore::connect(&config.team, self.shared.metrics.team.clone()) {
+            Ok(Some(store)) => {
+                tracing::info!("team budgets in Redis at {}", store.shown_url());
+                let stop = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(Arc::clone(&store).watch(stop.clone()));
+                *watch = Some(stop);
+                book.set_team(Some(store));
+            }
+            Ok(None) => book.set_team(None),
+            Err(e) => {
+                tracing::error!("team store: {e}; requests charged to shared budgets are refused");
+                book.set_team(None);
+            }
+        }
+    }
+
     pub fn set_bound(&self, addr: std::net::SocketAddr) {
         let _ = self.shared.bound.set(addr);
     }
@@ -297,6 +338,7 @@ impl AppState {
                 self.book()
                     .store()
                     .set_group_commit_window(group_commit_window(runtime.config()));
+                self.connect_team(runtime.config());
                 self.shared.runtime.store(Arc::new(runtime));
                 self.shared
                     .metrics

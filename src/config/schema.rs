@@ -32,6 +32,52 @@ pub struct Config {
     pub budgets: BTreeMap<Spanned<String>, BudgetConfig>,
     pub limits: LimitsConfig,
     pub catalog: CatalogConfig,
+    pub team: TeamConfig,
+}
+
+/// The Redis that budgets marked `shared = true` live in (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeamConfig {
+    /// `redis://` or `rediss://` (TLS); `$P402_REDIS_URL` when unset, so a
+    /// password need not live in the file.
+    pub redis_url: Option<Spanned<String>>,
+    /// Put before every key, so that teams (or tests) can share one Redis.
+    pub prefix: String,
+    /// A PEM file of the CA that signs the server's certificate, for a
+    /// `rediss://` Redis whose certificate no public CA signed.
+    pub ca_file: Option<PathBuf>,
+    /// How long a hold lives unless renewed: a p402 that crashes mid-request
+    /// blocks its reservation at most this long.
+    pub lease_seconds: u32,
+    /// How long the team ledger (a Redis stream) keeps entries.
+    pub ledger_days: u32,
+    /// This instance's name in the team ledger (default: the host name).
+    pub instance: Option<String>,
+}
+
+impl Default for TeamConfig {
+    fn default() -> Self {
+        TeamConfig {
+            redis_url: None,
+            prefix: "p402".to_string(),
+            ca_file: None,
+            lease_seconds: 60,
+            ledger_days: 90,
+            instance: None,
+        }
+    }
+}
+
+impl TeamConfig {
+    /// The Redis URL from the file, else from `$P402_REDIS_URL`.
+    pub fn url(&self) -> Option<String> {
+        self.redis_url
+            .as_ref()
+            .map(|u| u.get_ref().clone())
+            .or_else(|| std::env::var("P402_REDIS_URL").ok())
+            .filter(|u| !u.trim().is_empty())
+    }
 }
 
 /// Where prices come from besides the built-in catalog.
@@ -307,6 +353,9 @@ pub struct BudgetConfig {
     pub period: Period,
     #[serde(default)]
     pub keys: Vec<Spanned<String>>,
+    /// Held in Redis (`[team]`) and shared by every p402 of the team.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -589,6 +638,7 @@ impl Config {
                 }
             }
         }
+        self.validate_team()?;
         if let Some(cap) = &self.limits.max_cost_per_request_usd {
             let usd = *cap.get_ref();
             if !(usd.is_finite() && usd > 0.0) {
@@ -612,6 +662,44 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return Err((None, "[server] max_body_bytes must be positive".to_string()));
+        }
+        Ok(())
+    }
+
+    fn validate_team(&self) -> Result<(), Invalid> {
+        let shared = self.budgets.iter().find(|(_, b)| b.shared);
+        let url = self.team.url();
+        if let (Some((name, _)), None) = (shared, &url) {
+            return Err((
+                Some(name.span()),
+                format!(
+                    "budget `{}` is shared = true, which needs a Redis: set [team] redis_url (or $P402_REDIS_URL)",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if let Some(url) = &url {
+            let span = self.team.redis_url.as_ref().map(Spanned::span);
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://")
+                || url.starts_with("unix://"))
+            {
+                return Err((
+                    span,
+                    "[team] redis_url must start with redis://, rediss:// (TLS) or unix://"
+                        .to_string(),
+                ));
+            }
+        }
+        if self.team.lease_seconds < 5 {
+            return Err((None, "[team] lease_seconds must be at least 5".to_string()));
+        }
+        if self.team.prefix.is_empty() || self.team.prefix.contains(char::is_whitespace) {
+            return Err((
+                None,
+                "[team] prefix must be a non-empty word without spaces".to_string(),
+            ));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! `[limits]`) is one more account, with no history. Every request, budgeted
 //! or not, is written to the ledger when it settles.
 
-use chrono::Local;
+use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use crate::budget::{self, Account, Book, Reservation, Shortfall};
@@ -18,6 +18,7 @@ use crate::router::Candidate;
 use crate::sessions::{Session, Sessions};
 use crate::state::Runtime;
 use crate::store::{Condition, StoreError};
+use crate::team::{TeamError, TeamHold};
 
 /// Why a request cannot be charged as it asks.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,10 @@ pub enum ChargeError {
     LedgerUnavailable(String),
     #[error("budget store: {0}")]
     Store(#[from] StoreError),
+    /// A shared budget's store (Redis) cannot be reached: the request is
+    /// refused rather than let through uncounted.
+    #[error("{0}; requests charged to a shared budget are refused until it answers again (other requests are not affected)")]
+    Team(#[from] TeamError),
     /// Every candidate is unpriced, and a budget must never pay $0.
     #[error("this request is charged to a budget, and its model has no price in the catalog: add input_per_mtok and output_per_mtok under [[models]] in p402.toml (0 for a free local model)")]
     Unpriced,
@@ -52,6 +57,7 @@ impl Classify for ChargeError {
             ChargeError::Session(e) => e.kind,
             ChargeError::LedgerUnavailable(_) => ErrorKind::Unavailable,
             ChargeError::Store(_) => ErrorKind::Internal,
+            ChargeError::Team(_) => ErrorKind::Unavailable,
             ChargeError::Unpriced => ErrorKind::InvalidRequest,
             ChargeError::Exhausted { .. } => ErrorKind::BudgetExceeded,
         }
@@ -62,6 +68,7 @@ impl Classify for ChargeError {
             ChargeError::Session(e) => e.code,
             ChargeError::LedgerUnavailable(_) => "ledger_unavailable",
             ChargeError::Store(_) => "internal_error",
+            ChargeError::Team(_) => "team_store_unavailable",
             ChargeError::Unpriced => "unpriced_model",
             ChargeError::Exhausted { code, .. } => code,
         }
@@ -151,7 +158,7 @@ impl Charge {
         local_key: Option<&str>,
     ) -> Result<Self, ChargeError> {
         let config = runtime.config();
-        let now = Local::now();
+        let now = Utc::now();
         let mut charge = Charge::default();
         let add_budget = |charge: &mut Charge, name: &str| {
             let found = config.budgets.iter().find(|(key, _)| key.get_ref() == name);
@@ -159,10 +166,9 @@ impl Charge {
                 if charge.budgets.iter().any(|b| b == name) {
                     return;
                 }
-                let limit = Usd::from_dollars(*budget.budget_usd.get_ref()).unwrap_or(Usd::ZERO);
                 charge
                     .accounts
-                    .push(Account::budget(key.get_ref(), limit, budget.period, now));
+                    .push(Account::for_budget(key.get_ref(), budget, now));
                 charge.budgets.push(name.to_string());
             }
         };
@@ -212,7 +218,9 @@ impl Charge {
 
     /// Reserves the worst case of `candidate` against every account, and
     /// says the output limit to put on the request if it had to be lowered.
-    pub fn reserve(
+    /// Shared accounts are held in the team store first (one Redis round
+    /// trip), and the local ones for no more than it granted.
+    pub async fn reserve(
         &self,
         book: &std::sync::Arc<Book>,
         candidate: &Candidate,
@@ -226,11 +234,41 @@ impl Charge {
             return Ok(Reserved::Unpriced);
         };
         let model_max = candidate.model.as_ref().and_then(|m| m.max_output);
-        let reserved = book.reserve(self.accounts.clone(), |available| {
+        let (shared, local): (Vec<Account>, Vec<Account>) =
+            self.accounts.iter().cloned().partition(|a| a.shared);
+        let mut team_hold = None;
+        if let Some(first) = shared.first() {
+            let Some(team) = book.team() else {
+                return Err(ChargeError::Team(TeamError::NotConfigured(
+                    first.label.clone(),
+                )));
+            };
+            let (wanted, minimum) = budget::bounds(&price, input_tokens, output_limit, model_max);
+            match team.reserve(&shared, wanted, minimum).await? {
+                Ok(hold) => team_hold = Some(TeamHold::new(team, hold)),
+                Err(short) => {
+                    return Ok(Reserved::Short(Shortfall {
+                        account: shared[short.index].clone(),
+                        remaining: short.remaining.max(Usd::ZERO),
+                        needed: minimum,
+                    }))
+                }
+            }
+        }
+        let granted = team_hold.as_ref().map(TeamHold::amount);
+        let reserved = book.reserve(local, |available| {
+            let available = granted.map_or(available, |g| g.min(available));
             budget::plan(&price, input_tokens, output_limit, model_max, available)
         })?;
+        // Dropping an unused team hold gives it back.
         Ok(match reserved {
-            Ok((reservation, plan)) => Reserved::Held(reservation, plan.output_limit),
+            Ok((reservation, plan)) => {
+                let reservation = match team_hold {
+                    Some(hold) => reservation.with_team(hold),
+                    None => reservation,
+                };
+                Reserved::Held(reservation, plan.output_limit)
+            }
             Err(shortfall) => Reserved::Short(shortfall),
         })
     }

@@ -43,12 +43,15 @@ pub async fn run(
         if !state.health().admits(provider) {
             continue;
         }
-        let reserved = cx.charge.reserve(
-            state.book(),
-            candidate,
-            plan.input_tokens,
-            plan.output_limit,
-        )?;
+        let reserved = cx
+            .charge
+            .reserve(
+                state.book(),
+                candidate,
+                plan.input_tokens,
+                plan.output_limit,
+            )
+            .await?;
         let (reservation, limit) = match reserved {
             Reserved::Held(reservation, limit) => (Some(reservation), Some(limit)),
             Reserved::Unbudgeted => (None, None),

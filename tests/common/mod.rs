@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod redis_server;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
