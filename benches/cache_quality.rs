@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use p402::cache::guard;
 use p402::embed::{fetch, Embedder};
 
-const THRESHOLDS: [f32; 6] = [0.80, 0.85, 0.88, 0.90, 0.92, 0.95];
+const THRESHOLDS: [f32; 6] = [0.50, 0.70, 0.80, 0.85, 0.90, 0.95];
+/// Candidate floors tried on the `tune` split of the hard sets.
+const FLOORS: [f32; 9] = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.80, 0.90];
 
 fn data(name: &str) -> Vec<Vec<String>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,10 +66,196 @@ fn best(
         .filter(|(_, c)| *c >= threshold)
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top = scored.first().map_or(0.0, |s| s.1);
     scored
         .into_iter()
+        .take_while(|(_, c)| !guarded || *c >= top - guard::RUNNER_UP_MARGIN)
+        .find(|(i, c)| !guarded || guard::check(query, &store[*i].0, *c).is_none())
         .map(|(i, _)| i)
-        .find(|i| !guarded || guard::check(query, &store[*i].0).is_none())
+}
+
+/// One labelled pair of a hard set.
+struct Pair {
+    set: &'static str,
+    split: String,
+    kind: String,
+    positive: bool,
+    cosine: f32,
+    a: String,
+    b: String,
+}
+
+/// Recall, false-hit rate and (hits, pairs) per negative kind of `pairs`
+/// with candidates from `floor` and the guards at `tuning` (`None`: no
+/// guards).
+fn rates(
+    pairs: &[&Pair],
+    floor: f32,
+    tuning: Option<guard::Tuning>,
+) -> (f64, f64, BTreeMap<String, (usize, usize)>) {
+    let hit = |p: &Pair| {
+        p.cosine >= floor
+            && tuning.is_none_or(|t| guard::check_tuned(&p.a, &p.b, p.cosine, t).is_none())
+    };
+    let (mut tp, mut pos, mut fp, mut neg) = (0, 0, 0, 0);
+    let mut kinds: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for p in pairs {
+        let h = hit(p);
+        if p.positive {
+            pos += 1;
+            tp += usize::from(h);
+        } else {
+            neg += 1;
+            fp += usize::from(h);
+            let k = kinds.entry(p.kind.clone()).or_default();
+            k.0 += usize::from(h);
+            k.1 += 1;
+        }
+    }
+    (
+        tp as f64 / pos.max(1) as f64,
+        fp as f64 / neg.max(1) as f64,
+        kinds,
+    )
+}
+
+/// The hard sets (`cache_dev.tsv`, written for p402; `fow_cache_pairs.tsv`,
+/// public): the candidate floor and the guards' thresholds are chosen on
+/// the `tune` split (the most recall with false hits <= 2% overall and
+/// <= 5% in every kind), then everything is reported on the `test` split.
+fn hard_sets(e: &mut Embeddings) {
+    let mut pairs = Vec::new();
+    for name in ["cache_dev.tsv", "fow_cache_pairs.tsv"] {
+        for row in data(name) {
+            let cosine = cosine(&e.of(&row[3]), &e.of(&row[4]));
+            pairs.push(Pair {
+                set: name,
+                split: row[0].clone(),
+                kind: row[1].clone(),
+                positive: row[2] == "1",
+                cosine,
+                a: row[3].clone(),
+                b: row[4].clone(),
+            });
+        }
+    }
+    let select = |split: &str, set: Option<&str>| -> Vec<&Pair> {
+        pairs
+            .iter()
+            .filter(|p| p.split == split && set.is_none_or(|s| s == p.set))
+            .collect()
+    };
+    let tune = select("tune", None);
+    let meets = |(_, f, kinds): &(f64, f64, BTreeMap<String, (usize, usize)>)| {
+        *f <= 0.02 && kinds.values().all(|(h, n)| *h as f64 <= 0.05 * *n as f64)
+    };
+    let worst = |kinds: &BTreeMap<String, (usize, usize)>| {
+        kinds
+            .values()
+            .map(|(h, n)| *h as f64 / *n as f64)
+            .fold(0.0, f64::max)
+    };
+    // The search: every floor with every tuning.
+    let mut best: Option<(f64, f32, guard::Tuning)> = None;
+    let mut closest: Option<(f64, f64, f32, guard::Tuning)> = None;
+    for close_enough in [0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 1.01] {
+        for reworded in [0.60, 0.70, 0.75, 0.80, 0.85, 0.90] {
+            for max_swapped in [2, 3, 4] {
+                let tuning = guard::Tuning {
+                    close_enough,
+                    reworded,
+                    max_swapped,
+                };
+                for floor in FLOORS {
+                    let r = rates(&tune, floor, Some(tuning));
+                    if meets(&r) && best.is_none_or(|b| r.0 > b.0) {
+                        best = Some((r.0, floor, tuning));
+                    }
+                    let miss = (r.1 - 0.02).max(0.0) + (worst(&r.2) - 0.05).max(0.0);
+                    if closest.is_none_or(|c| miss < c.0 || (miss == c.0 && r.0 > c.1)) {
+                        closest = Some((miss, r.0, floor, tuning));
+                    }
+                }
+            }
+        }
+    }
+    let (floor, tuning) = match (best, closest) {
+        (Some((recall, floor, tuning)), _) => {
+            println!("### Hard sets\n\nOn the tune split, the most recall within the false-hit targets: {recall:.3}, with candidates from {floor:.2} and {tuning:?}.\n");
+            (floor, tuning)
+        }
+        (None, Some((miss, recall, floor, tuning))) => {
+            println!("### Hard sets\n\nOn the tune split nothing meets the false-hit targets; closest (over by {miss:.3}): recall {recall:.3}, candidates from {floor:.2}, {tuning:?}.\n");
+            (floor, tuning)
+        }
+        (None, None) => return,
+    };
+    // `P402_QUALITY_DEBUG=1`: the tune split's mistakes, to study them.
+    if std::env::var_os("P402_QUALITY_DEBUG").is_some() {
+        for p in tune.iter().filter(|p| p.cosine >= floor) {
+            let refusal = guard::check_tuned(&p.a, &p.b, p.cosine, tuning);
+            if refusal.is_none() != p.positive {
+                eprintln!(
+                    "{}\t{}\t{:.2}\t{refusal:?}\t{}\t{}",
+                    p.positive, p.kind, p.cosine, p.a, p.b
+                );
+            }
+        }
+    }
+    if tuning != guard::Tuning::CHOSEN {
+        println!(
+            "**guard::Tuning::CHOSEN ({:?}) is not what this search chose.**\n",
+            guard::Tuning::CHOSEN
+        );
+    }
+    println!("On the test split (never used to choose anything):\n");
+    println!("| set (test split) | rule | recall | false hits | false hits per kind |");
+    println!("|---|---|---:|---:|---|");
+    for (label, set) in [
+        ("both", None),
+        ("cache_dev (p402's)", Some("cache_dev.tsv")),
+        ("fow-cache (public)", Some("fow_cache_pairs.tsv")),
+    ] {
+        let test = select("test", set);
+        for (rule, f, tuned) in [
+            ("cosine >= 0.90, no guards".to_string(), 0.90, None),
+            (
+                format!("cosine >= {floor:.2} + guards"),
+                floor,
+                Some(tuning),
+            ),
+        ] {
+            let (recall, false_hits, kinds) = rates(&test, f, tuned);
+            let per_kind: Vec<String> = kinds
+                .iter()
+                .map(|(k, (h, n))| format!("{k} {h}/{n}"))
+                .collect();
+            println!(
+                "| {label} | {rule} | {recall:.3} | {false_hits:.3} | {} |",
+                per_kind.join(", ")
+            );
+        }
+    }
+    let started = std::time::Instant::now();
+    for p in &pairs {
+        let _ = guard::check(&p.a, &p.b, p.cosine);
+    }
+    let mut times: Vec<u128> = pairs
+        .iter()
+        .map(|p| {
+            let started = std::time::Instant::now();
+            let _ = guard::check(&p.a, &p.b, p.cosine);
+            started.elapsed().as_nanos()
+        })
+        .collect();
+    times.sort_unstable();
+    println!(
+        "\nThe guards take {:.0} µs p50 and {:.0} µs p99 per candidate pair, on {} pairs (first pass, with the lexicon's loading: {:.0} ms).\n",
+        times[times.len() / 2] as f64 / 1e3,
+        times[times.len() * 99 / 100] as f64 / 1e3,
+        times.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 fn main() {
@@ -87,6 +275,8 @@ fn main() {
         memo: BTreeMap::new(),
     };
 
+    hard_sets(&mut e);
+
     // 1. p402's hard cases, pairwise.
     let cases = data("hard_cases.tsv");
     println!("### Hard cases (pairwise): hit rate per kind\n");
@@ -105,7 +295,7 @@ fn main() {
         kinds
             .entry(kind.clone())
             .or_default()
-            .push((c, guard::check(a, b).is_none()));
+            .push((c, guard::check(a, b, c).is_none()));
     }
     for (kind, pairs) in &kinds {
         for guarded in [false, true] {
@@ -194,11 +384,8 @@ fn main() {
     let scored: Vec<(f32, bool, bool)> = pairs
         .iter()
         .map(|r| {
-            (
-                cosine(&e.of(&r[1]), &e.of(&r[2])),
-                r[3] == "1",
-                guard::check(&r[1], &r[2]).is_none(),
-            )
+            let c = cosine(&e.of(&r[1]), &e.of(&r[2]));
+            (c, r[3] == "1", guard::check(&r[1], &r[2], c).is_none())
         })
         .collect();
     for t in THRESHOLDS {

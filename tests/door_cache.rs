@@ -253,7 +253,7 @@ async fn agent_turns_hit_only_on_an_exact_repeat() {
     };
     let is_cached = |response: reqwest::Response| cached(&response);
     let first = "What is the capital of France?";
-    let paraphrase = "Tell me the capital city of France.";
+    let paraphrase = "Tell me the capital of France.";
 
     // A single turn without tools: a paraphrase hits.
     proxy.chat(ask(first, false)).await;
@@ -292,7 +292,7 @@ async fn semantic_always_lets_a_paraphrase_answer_an_agent_turn() {
             "tools": [{"type": "function", "function": {"name": "read_file"}}]})
     };
     proxy.chat(ask("What is the capital of France?")).await;
-    let response = proxy.chat(ask("Tell me the capital city of France.")).await;
+    let response = proxy.chat(ask("Tell me the capital of France.")).await;
     assert!(cached(&response));
     assert_eq!(openai.received().len(), 1);
     proxy.stop().await;

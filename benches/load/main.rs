@@ -11,7 +11,8 @@
 //! measures those systems and the direct floor (keys: forwarder,
 //! p402-passthrough, p402-cost, p402-budget, p402-cache, litellm);
 //! `--doors` measures each door (chat, Messages, Responses) instead
-//! (`doors.rs`); `--p402-data DIR` puts p402's data dirs there (e.g. on tmpfs, to see
+//! (`doors.rs`); `--team` what a shared (Redis) budget adds over a local
+//! one (`team.rs`); `--p402-data DIR` puts p402's data dirs there (e.g. on tmpfs, to see
 //! what the per-request fsync costs). `benches/load/profile.sh` counts
 //! p402's instructions per request under callgrind.
 //!
@@ -24,6 +25,7 @@ mod plot;
 mod procs;
 mod report;
 mod systems;
+mod team;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -206,6 +208,12 @@ fn main() {
             Some("forwarder") => forwarder::run(args.get(i + 2).expect("upstream address")),
             other => panic!("unknown role {other:?}"),
         }
+        return;
+    }
+    if args.iter().any(|a| a == "--team") {
+        let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/load-bench");
+        std::fs::create_dir_all(&work).expect("target/load-bench");
+        team::run(&work);
         return;
     }
     if args.iter().any(|a| a == "--doors") {

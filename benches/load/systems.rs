@@ -73,6 +73,30 @@ pub fn start_p402(
     setup: &P402Setup,
     embedder: &Path,
 ) -> (Server, SocketAddr) {
+    start_p402_with(work, name, upstream, setup, embedder, "")
+}
+
+/// The same, with its `[budgets.global]` shared in the Redis at `redis_url`.
+pub fn start_p402_team(
+    work: &Path,
+    name: &str,
+    upstream: SocketAddr,
+    setup: &P402Setup,
+    embedder: &Path,
+    redis_url: &str,
+) -> (Server, SocketAddr) {
+    let team = format!("shared = true\n\n[team]\nredis_url = {redis_url:?}\nprefix = {name:?}\n");
+    start_p402_with(work, name, upstream, setup, embedder, &team)
+}
+
+fn start_p402_with(
+    work: &Path,
+    name: &str,
+    upstream: SocketAddr,
+    setup: &P402Setup,
+    embedder: &Path,
+    team: &str,
+) -> (Server, SocketAddr) {
     let dir = work.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("p402 work dir");
@@ -98,7 +122,9 @@ pub fn start_p402(
         ));
     }
     if setup.budget {
-        config.push_str("[budgets.global]\nbudget_usd = 1000000\nperiod = \"month\"\n\n");
+        config.push_str("[budgets.global]\nbudget_usd = 1000000\nperiod = \"month\"\n");
+        config.push_str(team);
+        config.push('\n');
     }
     let path = dir.join("p402.toml");
     std::fs::write(&path, config).expect("write p402.toml");

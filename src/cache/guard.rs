@@ -1,9 +1,20 @@
-//! Guards against the classic false hits of a semantic cache: two questions
-//! whose embeddings are close but whose answers differ. A similarity
-//! threshold alone cannot tell "turn the alarm on" from "turn the alarm
-//! off", or 2021 from 2022; these checks can.
+//! Guards against the false hits of a semantic cache: two questions whose
+//! embeddings are close but whose answers differ. A similarity threshold
+//! alone cannot tell "turn the alarm on" from "turn the alarm off", 2021
+//! from 2022, "cook rice" from "cook quinoa", or "suggest 5 names" from
+//! "suggest 5 names, each a pun": on p402's hard dev set MiniLM's cosine
+//! barely separates duplicates from such near misses (ROC-AUC about 0.5).
+//! These checks do, with WordNet's antonyms and synonyms ([`lexicon`]):
+//! the index proposes every earlier question at a low similarity, and a
+//! candidate is accepted only if no guard objects. The thresholds below
+//! were chosen on the `tune` split of `benches/data/` and are reported on
+//! the `test` split in BENCHMARKS.md.
+//!
+//! [`lexicon`]: super::lexicon
 
 use std::collections::BTreeMap;
+
+use super::lexicon::Lexicon;
 
 /// Why a close match was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +23,7 @@ pub enum Refusal {
     Numbers,
     /// One is negated and the other is not.
     Negation,
-    /// They differ by opposite words (on/off, before/after, ...).
+    /// They differ by opposite words (on/off, public/private, raise/lower).
     Opposites,
     /// They name different things (a proper noun, an identifier).
     Entity,
@@ -20,12 +31,83 @@ pub enum Refusal {
     Direction,
     /// A different output form: format, length or language.
     Form,
+    /// A different question about the same thing (who / when / why / how).
+    QuestionWord,
+    /// One asks what the other asks and more: an added constraint
+    /// ("..., each one a pun") or a narrower subject.
+    Added,
+    /// A word or two swapped for others that are not synonyms: another
+    /// subject ("rice" / "quinoa"), another scope.
+    Swapped,
+    /// Worded so differently that only a very close embedding may vouch
+    /// for it.
+    Reworded,
+}
+
+/// Only candidates this close to the best one are considered: when the
+/// closest earlier question is refused, a much less similar one that the
+/// guards happen to let through is more often a wrong answer than a right
+/// one (measured on the shared-store benchmarks: GPTCache's wrong hits
+/// fell from 116 to 67 at a 0.50 floor).
+pub const RUNNER_UP_MARGIN: f32 = 0.02;
+
+/// The guards' thresholds on similarity, chosen on the `tune` split of
+/// `benches/data/` (`cargo bench --bench cache_quality` searches them and
+/// prints the best; [`Tuning::CHOSEN`] is what it found).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// From this similarity on, a question that adds or swaps a word or
+    /// two is taken as a rewording ("How do I build an emergency fund?" /
+    /// "What's the best way to build up an emergency fund?").
+    pub close_enough: f32,
+    /// Pairs differing in more content words than `max_swapped` need at
+    /// least this similarity.
+    pub reworded: f32,
+    pub max_swapped: usize,
+}
+
+impl Tuning {
+    pub const CHOSEN: Tuning = Tuning {
+        close_enough: 0.94,
+        reworded: 0.80,
+        max_swapped: 2,
+    };
 }
 
 const NEGATIONS: &[&str] = &[
-    "not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot",
-    "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "wouldnt",
-    "shouldnt", "couldnt", "hasnt", "havent", "hadnt", "mustnt",
+    "stop",
+    "quit",
+    "cease",
+    "avoid",
+    "prohibited",
+    "forbidden",
+    "banned",
+    "not",
+    "no",
+    "never",
+    "none",
+    "nobody",
+    "nothing",
+    "neither",
+    "nor",
+    "without",
+    "cannot",
+    "cant",
+    "dont",
+    "doesnt",
+    "didnt",
+    "isnt",
+    "arent",
+    "wasnt",
+    "werent",
+    "wont",
+    "wouldnt",
+    "shouldnt",
+    "couldnt",
+    "hasnt",
+    "havent",
+    "hadnt",
+    "mustnt",
 ];
 
 const OPPOSITES: &[(&str, &str)] = &[
@@ -58,6 +140,9 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("best", "worst"),
     ("first", "last"),
     ("in", "out"),
+    ("over", "under"),
+    ("above", "below"),
+    ("within", "after"),
     ("input", "output"),
     ("left", "right"),
     ("north", "south"),
@@ -185,13 +270,258 @@ fn entities(text: &str) -> Vec<String> {
     found
 }
 
-/// Whether `cached` may answer `asked`; `None` when no guard objects.
-pub fn check(asked: &str, cached: &str) -> Option<Refusal> {
+/// Words that frame a question rather than say what it asks ("explain",
+/// "what's the best way to"): a paraphrase adds and drops them freely.
+const FRAMING: &[&str] = &[
+    "explain",
+    "describe",
+    "tell",
+    "way",
+    "ways",
+    "usual",
+    "usually",
+    "best",
+    "good",
+    "mean",
+    "means",
+    "meaning",
+    "purpose",
+    "definition",
+    "define",
+    "steps",
+    "step",
+    "tips",
+    "tip",
+    "using",
+    "use",
+    "help",
+    "show",
+    "give",
+    "know",
+    "need",
+    "want",
+    "exactly",
+    "actually",
+    "really",
+    "basically",
+    "thing",
+    "things",
+    "something",
+    "idea",
+    "ideas",
+    "happen",
+    "happens",
+    "simple",
+    "simply",
+    "easy",
+    "easiest",
+    "quick",
+    "quickly",
+    "common",
+    "typical",
+    "typically",
+    "possible",
+    "correct",
+    "right",
+    "proper",
+    "properly",
+    "recommend",
+    "recommended",
+    "suggest",
+    "terms",
+    "explanation",
+];
+
+/// Function words, besides [`STOPWORDS`], that carry no subject.
+const FUNCTION_WORDS: &[&str] = &[
+    "have", "has", "had", "shall", "may", "might", "must", "being", "but", "not",
+];
+
+/// Prefixes that make an opposite ("mount" / "unmount").
+const NEGATING_PREFIXES: &[&str] = &["un", "dis", "de", "non", "in", "im", "ir", "il"];
+
+/// Question words that ask for a different kind of answer. "What",
+/// "which" and a bare "how" are left out: paraphrases trade them freely
+/// ("How do I...?" / "What's the way to...?").
+const SPECIFIC_QUESTIONS: &[&str] = &["who", "whom", "whose", "when", "where", "why"];
+/// "How" followed by one of these asks for a quantity ("how long").
+const HOW_MUCH: &[&str] = &[
+    "long", "much", "many", "often", "far", "old", "big", "fast", "tall", "large", "heavy", "deep",
+    "high", "soon",
+];
+
+/// The words of a text, lowercased, with contractions taken apart
+/// ("didn't" → "did", "not"; "what's" → "what").
+fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in words(text) {
+        let word = word.to_lowercase().replace('\u{2019}', "'");
+        if let Some(stem) = word.strip_suffix("n't") {
+            if !stem.is_empty() {
+                out.push(stem.to_string());
+            }
+            out.push("not".to_string());
+            continue;
+        }
+        let bare = ["'s", "'re", "'ve", "'ll", "'d", "'m"]
+            .iter()
+            .find_map(|s| word.strip_suffix(s))
+            .unwrap_or(&word);
+        out.push(bare.to_string());
+    }
+    out
+}
+
+/// The specific question words of a text, and whether it has a bare "how".
+fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
+    let mut specific = Vec::new();
+    let mut bare_how = false;
+    for (i, w) in tokens.iter().enumerate() {
+        if SPECIFIC_QUESTIONS.contains(&w.as_str()) {
+            specific.push(w.clone());
+        } else if w == "how" {
+            match tokens.get(i + 1).filter(|n| HOW_MUCH.contains(&n.as_str())) {
+                Some(next) => specific.push(format!("how {next}")),
+                None => bare_how = true,
+            }
+        }
+    }
+    specific.sort();
+    specific.dedup();
+    (specific, bare_how)
+}
+
+fn changes_question(a: &[String], b: &[String]) -> bool {
+    let ((qa, how_a), (qb, how_b)) = (question_words(a), question_words(b));
+    (!qa.is_empty() && !qb.is_empty() && qa != qb)
+        || (!qa.is_empty() && qb.is_empty() && how_b)
+        || (!qb.is_empty() && qa.is_empty() && how_a)
+}
+
+/// Words that say what a question is about (not its framing).
+fn is_content(word: &str) -> bool {
+    !STOPWORDS.contains(&word)
+        && !FUNCTION_WORDS.contains(&word)
+        && !FRAMING.contains(&word)
+        && !word.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Two stems written alike: a typo ("statment"), not another word.
+fn misspelled(a: &str, b: &str) -> bool {
+    let shortest = a.chars().count().min(b.chars().count());
+    shortest >= 4
+        && a.chars().next() == b.chars().next()
+        && strsim::levenshtein(a, b) <= if shortest < 7 { 1 } else { 2 }
+}
+
+/// Words that relate what comes before them to what comes after: "USD
+/// to EUR", "from Hargreaves to Vanguard", "pounds in a kilogram".
+const RELATIONS: &[&str] = &[
+    "to", "into", "from", "than", "vs", "versus", "per", "in", "of",
+];
+
+/// The stems of the content words before and after each relation word.
+fn around_relations(
+    lexicon: &Lexicon,
+    words: &[String],
+) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+    let mut sides = BTreeMap::new();
+    let stems = |range: &[String]| -> Vec<String> {
+        range
+            .iter()
+            .filter(|w| {
+                !STOPWORDS.contains(&w.as_str())
+                    && !FUNCTION_WORDS.contains(&w.as_str())
+                    && !FRAMING.contains(&w.as_str())
+                    && !RELATIONS.contains(&w.as_str())
+            })
+            .map(|w| lexicon.stem(w))
+            .collect()
+    };
+    let marks: Vec<usize> = (0..words.len())
+        .filter(|i| RELATIONS.contains(&words[*i].as_str()))
+        .collect();
+    for (n, &i) in marks.iter().enumerate() {
+        let start = if n == 0 { 0 } else { marks[n - 1] + 1 };
+        let end = marks.get(n + 1).copied().unwrap_or(words.len());
+        sides
+            .entry(words[i].clone())
+            .or_insert_with(|| (stems(&words[start..i]), stems(&words[i + 1..end])));
+    }
+    sides
+}
+
+/// Two questions relating the same things the other way round: "convert
+/// USD to EUR" / "EUR to USD", "Outlook to Google Calendar" / "Google
+/// Calendar to Outlook", "Is a square a rectangle?" / "... a rectangle a
+/// square?". Moving a phrase to the front ("On train tickets, is there a
+/// discount for students?") is not a swap.
+fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
+    let (ra, rb) = (around_relations(lexicon, a), around_relations(lexicon, b));
+    for (relation, (before_a, after_a)) in &ra {
+        let Some((before_b, after_b)) = rb.get(relation) else {
+            continue;
+        };
+        let crossed = |x: &[String], y: &[String], z: &[String]| {
+            x.iter().any(|w| y.contains(w) && !z.contains(w))
+        };
+        if crossed(before_a, after_b, before_b) && crossed(after_a, before_b, after_b) {
+            return true;
+        }
+    }
+    // Two content words, swapped.
+    let content = |words: &[String]| -> Vec<String> {
+        words
+            .iter()
+            .filter(|w| is_content(w))
+            .map(|w| lexicon.stem(w))
+            .collect()
+    };
+    let (ca, cb) = (content(a), content(b));
+    ca.len() == 2 && cb.len() == 2 && ca[0] == cb[1] && ca[1] == cb[0] && ca[0] != ca[1]
+}
+
+/// Whether any stem of one word is opposed to any of the other's.
+fn opposed(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
+    a.iter().any(|x| {
+        b.iter().any(|y| {
+            lexicon.opposed(x, y)
+                || NEGATING_PREFIXES.iter().any(|p| {
+                    x.strip_prefix(p) == Some(y.as_str()) || y.strip_prefix(p) == Some(x.as_str())
+                })
+        })
+    })
+}
+
+/// How two questions differ in what they are about: each side's content
+/// words the other has no stem, synonym or spelling of, and how many
+/// the first has that the second matches.
+fn difference(lexicon: &Lexicon, a: &[Vec<String>], b: &[Vec<String>]) -> (usize, usize, usize) {
+    let matches = |stems: &Vec<String>, other: &[Vec<String>]| {
+        other.iter().flatten().any(|o| {
+            stems
+                .iter()
+                .any(|s| s == o || lexicon.synonymous(s, o) || misspelled(s, o))
+        })
+    };
+    let only_a = a.iter().filter(|s| !matches(s, b)).count();
+    let only_b = b.iter().filter(|s| !matches(s, a)).count();
+    (only_a, only_b, a.len() - only_a)
+}
+
+/// Whether `cached` may answer `asked`, proposed by the index at `cosine`
+/// similarity; `None` when no guard objects.
+pub fn check(asked: &str, cached: &str, cosine: f32) -> Option<Refusal> {
+    check_tuned(asked, cached, cosine, Tuning::CHOSEN)
+}
+
+/// [`check`] with other thresholds, for the benchmark that chooses them.
+pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Option<Refusal> {
     if numbers(asked) != numbers(cached) {
         return Some(Refusal::Numbers);
     }
-    let a: Vec<String> = words(asked).iter().map(|w| w.to_lowercase()).collect();
-    let b: Vec<String> = words(cached).iter().map(|w| w.to_lowercase()).collect();
+    let a = tokens(asked);
+    let b = tokens(cached);
     if is_negated(&a) != is_negated(&b) {
         return Some(Refusal::Negation);
     }
@@ -230,17 +560,65 @@ pub fn check(asked: &str, cached: &str) -> Option<Refusal> {
     if ea.iter().any(|e| !eb.contains(e)) && eb.iter().any(|e| !ea.contains(e)) {
         return Some(Refusal::Entity);
     }
-    // Same content words, different order: a direction or a role swapped.
-    let content = |words: &[String]| -> Vec<String> {
+    if changes_question(&a, &b) {
+        return Some(Refusal::QuestionWord);
+    }
+    let lexicon = Lexicon::get();
+    let stems = |words: &[String]| -> Vec<Vec<String>> {
         words
             .iter()
-            .filter(|w| !STOPWORDS.contains(&w.as_str()))
+            .filter(|w| {
+                !STOPWORDS.contains(&w.as_str())
+                    && !FUNCTION_WORDS.contains(&w.as_str())
+                    && !NEGATIONS.contains(&w.as_str())
+            })
+            .map(|w| lexicon.stems(w))
+            .collect()
+    };
+    let (sa, sb) = (stems(&a), stems(&b));
+    let flat = |s: &[Vec<String>]| -> Vec<String> { s.iter().map(|v| v[0].clone()).collect() };
+    let (fa, fb) = (flat(&sa), flat(&sb));
+    let unmatched = |x: &[Vec<String>], y: &[String]| -> Vec<Vec<String>> {
+        x.iter()
+            .filter(|s| !s.iter().any(|w| y.contains(w)))
             .cloned()
             .collect()
     };
-    let (sa, sb) = (content(&a), content(&b));
-    if sa != sb && counts(&sa) == counts(&sb) {
+    let (oa, ob) = (unmatched(&sa, &fb), unmatched(&sb, &fa));
+    if oa.iter().any(|x| ob.iter().any(|y| opposed(lexicon, x, y))) {
+        return Some(Refusal::Opposites);
+    }
+    // Same words, another order: a direction or a role swapped ("7 from
+    // 20" / "20 from 7"), unless a phrase was only moved to the front ("At
+    // the hotel, is there...").
+    if fa != fb && counts(&fa) == counts(&fb) {
+        let moved =
+            fa.len() > 2 && (1..fa.len()).any(|i| fa[i..].iter().chain(&fa[..i]).eq(fb.iter()));
+        if !moved {
+            return Some(Refusal::Direction);
+        }
+    }
+    if swaps_roles(lexicon, &a, &b) {
         return Some(Refusal::Direction);
+    }
+    let content = |words: &[String]| -> Vec<Vec<String>> {
+        words
+            .iter()
+            .filter(|w| is_content(w))
+            .map(|w| lexicon.stems(w))
+            .collect()
+    };
+    let (only_a, only_b, shared) = difference(lexicon, &content(&a), &content(&b));
+    if cosine < tuning.close_enough {
+        if (only_a == 0) != (only_b == 0) {
+            return Some(Refusal::Added);
+        }
+        if only_a > 0 && only_b > 0 && only_a + only_b <= tuning.max_swapped && shared > 0 {
+            return Some(Refusal::Swapped);
+        }
+    }
+    if only_a + only_b > tuning.max_swapped && cosine < tuning.reworded {
+        return Some(Refusal::Reworded);
     }
     None
 }
@@ -248,6 +626,101 @@ pub fn check(asked: &str, cached: &str) -> Option<Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As proposed by the index at a typical paraphrase's similarity.
+    fn close(asked: &str, cached: &str) -> Option<Refusal> {
+        check(asked, cached, 0.90)
+    }
+
+    #[test]
+    fn wordnet_and_word_level_guards_refuse_the_hard_kinds() {
+        for (a, b, why) in [
+            (
+                "How do I make my repository public?",
+                "How do I make my repository private?",
+                Refusal::Opposites,
+            ),
+            (
+                "Sort the list in ascending order",
+                "Sort the list in descending order",
+                Refusal::Opposites,
+            ),
+            (
+                "How do I raise my credit limit?",
+                "How do I lower my credit limit?",
+                Refusal::Opposites,
+            ),
+            (
+                "How do I mount a USB drive?",
+                "How do I unmount a USB drive?",
+                Refusal::Opposites,
+            ),
+            (
+                "Which foods should I eat before surgery?",
+                "Which foods should I avoid before surgery?",
+                Refusal::Negation,
+            ),
+            (
+                "Who wrote the Odyssey?",
+                "When was the Odyssey written?",
+                Refusal::QuestionWord,
+            ),
+            (
+                "How do bees make honey?",
+                "Why do bees make honey?",
+                Refusal::QuestionWord,
+            ),
+            (
+                "Suggest 5 names for a bakery",
+                "Suggest 5 names for a bakery, each one a pun",
+                Refusal::Added,
+            ),
+            (
+                "How do I cook rice?",
+                "How do I cook quinoa?",
+                Refusal::Swapped,
+            ),
+            (
+                "How many pounds are in a kilogram?",
+                "How many kilograms are in a pound?",
+                Refusal::Direction,
+            ),
+        ] {
+            assert_eq!(close(a, b), Some(why), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn rewordings_the_old_guards_let_through_still_pass() {
+        for (a, b) in [
+            (
+                "How do I reverse a list in Python?",
+                "What's the way to reverse a Python list?",
+            ),
+            (
+                "Can I take a power bank in checked luggage?",
+                "Can I take a power bank in checked baggage?",
+            ),
+            (
+                "Can I get a copy of my bank statement by post?",
+                "Can I get a copy of my bank statment by post?",
+            ),
+            (
+                "Is there a discount for students on train tickets?",
+                "On train tickets, is there a discount for students?",
+            ),
+            ("Why did my bread not rise?", "Why didn't my bread rise?"),
+        ] {
+            assert_eq!(close(a, b), None, "{a} / {b}");
+        }
+        // Many words changed: only a close embedding vouches for it.
+        let (a, b) = (
+            "How do I delete my Facebook account permanently?",
+            "What are the steps to get rid of my Facebook profile for good?",
+        );
+        assert_eq!(check(a, b, 0.85), None);
+        assert_eq!(check(a, b, 0.70), Some(Refusal::Reworded));
+    }
 
     #[test]
     fn paraphrases_pass() {
@@ -262,70 +735,74 @@ mod tests {
                 "Tell me the capital of France",
             ),
         ] {
-            assert_eq!(check(a, b), None, "{a} / {b}");
+            assert_eq!(close(a, b), None, "{a} / {b}");
         }
     }
 
     #[test]
     fn classic_false_hits_are_refused() {
         assert_eq!(
-            check("Turn the alarm on", "Turn the alarm off"),
+            close("Turn the alarm on", "Turn the alarm off"),
             Some(Refusal::Opposites)
         );
         assert_eq!(
-            check("Sales figures for 2021", "Sales figures for 2022"),
+            close("Sales figures for 2021", "Sales figures for 2022"),
             Some(Refusal::Numbers)
         );
         assert_eq!(
-            check("Is Python slow?", "Is Python not slow?"),
+            close("Is Python slow?", "Is Python not slow?"),
             Some(Refusal::Negation)
         );
         assert_eq!(
-            check("Why can't I log in?", "Why can I log in?"),
+            close("Why can't I log in?", "Why can I log in?"),
             Some(Refusal::Negation)
         );
         assert_eq!(
-            check(
+            close(
                 "What is the capital of France?",
                 "What is the capital of Spain?"
             ),
             Some(Refusal::Entity)
         );
         assert_eq!(
-            check("Convert 5 USD to EUR", "Convert 5 EUR to USD"),
+            close("Convert 5 USD to EUR", "Convert 5 EUR to USD"),
             Some(Refusal::Direction)
         );
         assert_eq!(
-            check("How do I enable 2FA?", "How do I disable 2FA?"),
+            close("How do I enable 2FA?", "How do I disable 2FA?"),
             Some(Refusal::Opposites)
         );
         assert_eq!(
-            check("List the planets as JSON", "List the planets as a table"),
+            close("List the planets as JSON", "List the planets as a table"),
             Some(Refusal::Form)
         );
         assert_eq!(
-            check("Explain recursion briefly", "Explain recursion in detail"),
+            close("Explain recursion briefly", "Explain recursion in detail"),
             Some(Refusal::Form)
         );
         assert_eq!(
-            check("Write the function in Python", "Write the function in Rust"),
+            close("Write the function in Python", "Write the function in Rust"),
             Some(Refusal::Form)
         );
     }
 
     #[test]
     fn rewording_is_not_refused() {
+        // Both pairs are above 0.94 with MiniLM; a word added or swapped
+        // that close is a rewording.
         assert_eq!(
             check(
                 "It supports more than 50k models.",
-                "It supports over 50k models."
+                "It supports over 50k models.",
+                0.96
             ),
             None
         );
         assert_eq!(
             check(
                 "Amazon SageMaker trains Transformer models.",
-                "Amazon SageMaker can train Transformer models with Hugging Face."
+                "Amazon SageMaker can train Transformer models with Hugging Face.",
+                0.95
             ),
             None
         );

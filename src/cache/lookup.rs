@@ -90,8 +90,12 @@ impl Cache {
             }
         }
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (cosine, entry) in candidates {
-            match guard::check(&probe.question, &entry.question) {
+        let best = candidates.first().map_or(0.0, |c| c.0);
+        for (cosine, entry) in candidates
+            .into_iter()
+            .take_while(|(cosine, _)| *cosine >= best - guard::RUNNER_UP_MARGIN)
+        {
+            match guard::check(&probe.question, &entry.question, cosine) {
                 None => return Ok(Some(self.hit(entry, cosine, now)?)),
                 Some(refusal) => {
                     tracing::debug!(

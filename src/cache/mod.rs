@@ -27,6 +27,7 @@ pub mod index;
 mod int8;
 pub mod ivf;
 mod ivf_build;
+mod lexicon;
 mod load;
 mod lookup;
 mod policy;

@@ -316,7 +316,7 @@ impl TeamStore {
         minimum: Usd,
     ) -> Result<Result<Hold, Short>, TeamError> {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let script = scripts::reserve();
+        let script = &*scripts::RESERVE;
         let mut invocation = script.prepare_invoke();
         let mut keys = Vec::new();
         for account in accounts {
@@ -368,7 +368,7 @@ impl TeamStore {
             let every = store.lease() / 3;
             loop {
                 tokio::time::sleep(every).await;
-                let script = scripts::renew();
+                let script = &*scripts::RENEW;
                 let mut invocation = script.prepare_invoke();
                 for key in &keys {
                     let [_, leases, _] = store.keys(key);
@@ -396,7 +396,7 @@ impl TeamStore {
         };
         let store = Arc::clone(self);
         handle.spawn(async move {
-            let script = scripts::release();
+            let script = &*scripts::RELEASE;
             let mut invocation = script.prepare_invoke();
             for key in &hold.keys {
                 for k in store.keys(key) {
@@ -432,7 +432,7 @@ impl TeamStore {
     }
 
     async fn write(&self, pending: &Pending) -> Result<bool, TeamError> {
-        let script = scripts::settle();
+        let script = &*scripts::SETTLE;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(format!(
@@ -465,7 +465,7 @@ impl TeamStore {
     /// Settled and held amounts of `accounts`, as every p402 of the team
     /// sees them.
     pub async fn balances(&self, accounts: &[Account]) -> Result<Vec<(Usd, Usd)>, TeamError> {
-        let script = scripts::balances();
+        let script = &*scripts::BALANCES;
         let mut invocation = script.prepare_invoke();
         for account in accounts {
             for k in self.keys(account.key.as_deref().unwrap_or_default()) {

@@ -6,6 +6,8 @@
 //! ($9 million), and its default number-to-string would print large ones
 //! in exponent form, which Redis would refuse as an integer.
 
+use std::sync::LazyLock;
+
 use redis::Script;
 
 /// Drops an account's lapsed holds (a crashed p402's), giving their money
@@ -45,7 +47,7 @@ end
 /// Holds `min(wanted, least left)` on every account if the least left is
 /// at least `minimum`: `{1, held}`; else holds nothing: `{0, index of the
 /// tightest account (1-based), what it has left}`.
-pub fn reserve() -> Script {
+pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prune!(),
         r#"
@@ -83,14 +85,14 @@ end
 return {1, grant}
 "#
     ))
-}
+});
 
 /// KEYS: the request's settlement marker, the team ledger stream, then
 /// three per account. ARGV: hold id (or empty), cost, the marker's
 /// lifetime (s), the oldest ledger id to keep (ms), instance, entry JSON.
 /// Swaps the hold for the cost and appends to the ledger, once per request
 /// id: returns 1, or 0 if this request was settled already.
-pub fn settle() -> Script {
+pub static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prune!(),
         r#"
@@ -107,10 +109,10 @@ redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[4], '*', 'instance', ARGV[5], 'en
 return 1
 "#
     ))
-}
+});
 
 /// KEYS: three per account. ARGV: hold id. Gives a hold back unused.
-pub fn release() -> Script {
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prune!(),
         r#"
@@ -120,12 +122,12 @@ end
 return 1
 "#
     ))
-}
+});
 
 /// KEYS: the accounts' lease sets. ARGV: hold id, lease (ms). Extends a
 /// live hold; returns how many accounts still had it (fewer than KEYS
 /// means it lapsed, and its money was given back).
-pub fn renew() -> Script {
+pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prune!(),
         r#"
@@ -140,11 +142,11 @@ end
 return renewed
 "#
     ))
-}
+});
 
 /// KEYS: three per account. Returns `{settled, held}` per account, after
 /// dropping lapsed holds.
-pub fn balances() -> Script {
+pub static BALANCES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prune!(),
         r#"
@@ -159,4 +161,4 @@ end
 return out
 "#
     ))
-}
+});
