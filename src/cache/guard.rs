@@ -588,13 +588,36 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     if oa.iter().any(|x| ob.iter().any(|y| opposed(lexicon, x, y))) {
         return Some(Refusal::Opposites);
     }
-    // Same words, another order: a direction or a role swapped ("7 from
-    // 20" / "20 from 7"), unless a phrase was only moved to the front ("At
-    // the hotel, is there...").
-    if fa != fb && counts(&fa) == counts(&fb) {
+    // Same words, another order: a direction or a role swapped ("Is the
+    // Earth closer to the Sun than Mars?" / "Is Mars closer to the Sun
+    // than the Earth?"), unless a phrase was only moved to the front ("At
+    // the hotel, is there...") or two neighbours traded places ("HTTP
+    // status 402" / "HTTP 402 status"; two numbers trading places do
+    // count: "of 50 is 20" / "of 20 is 50").
+    let order = |words: &[String]| -> Vec<String> {
+        words
+            .iter()
+            .filter(|w| {
+                RELATIONS.contains(&w.as_str())
+                    || !(STOPWORDS.contains(&w.as_str())
+                        || FUNCTION_WORDS.contains(&w.as_str())
+                        || FRAMING.contains(&w.as_str())
+                        || NEGATIONS.contains(&w.as_str()))
+            })
+            .map(|w| lexicon.stem(w))
+            .collect()
+    };
+    let (qa, qb) = (order(&a), order(&b));
+    if qa != qb && counts(&qa) == counts(&qb) {
         let moved =
-            fa.len() > 2 && (1..fa.len()).any(|i| fa[i..].iter().chain(&fa[..i]).eq(fb.iter()));
-        if !moved {
+            qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
+        let numeric = |w: &str| w.chars().any(|c| c.is_ascii_digit());
+        let neighbours = (0..qa.len().saturating_sub(1)).any(|i| {
+            let mut swapped = qa.clone();
+            swapped.swap(i, i + 1);
+            swapped == qb && !(numeric(&qa[i]) && numeric(&qa[i + 1]))
+        });
+        if !moved && !neighbours {
             return Some(Refusal::Direction);
         }
     }
@@ -710,6 +733,10 @@ mod tests {
                 "On train tickets, is there a discount for students?",
             ),
             ("Why did my bread not rise?", "Why didn't my bread rise?"),
+            (
+                "What does HTTP status 402 mean?",
+                "What is the meaning of the HTTP 402 status?",
+            ),
         ] {
             assert_eq!(close(a, b), None, "{a} / {b}");
         }
