@@ -400,10 +400,12 @@ fn changes_question(a: &[String], b: &[String]) -> bool {
 
 /// Words that say what a question is about (not its framing).
 fn is_content(word: &str) -> bool {
-    !STOPWORDS.contains(&word)
-        && !FUNCTION_WORDS.contains(&word)
-        && !FRAMING.contains(&word)
-        && !word.chars().all(|c| c.is_ascii_digit())
+    !among(word, &[STOPWORDS, FUNCTION_WORDS, FRAMING]) && !word.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Whether `word` is in any of `lists`.
+fn among(word: &str, lists: &[&[&str]]) -> bool {
+    lists.iter().any(|list| list.contains(&word))
 }
 
 /// Two stems written alike: a typo ("statment"), not another word.
@@ -429,12 +431,7 @@ fn around_relations(
     let stems = |range: &[String]| -> Vec<String> {
         range
             .iter()
-            .filter(|w| {
-                !STOPWORDS.contains(&w.as_str())
-                    && !FUNCTION_WORDS.contains(&w.as_str())
-                    && !FRAMING.contains(&w.as_str())
-                    && !RELATIONS.contains(&w.as_str())
-            })
+            .filter(|w| !among(w, &[STOPWORDS, FUNCTION_WORDS, FRAMING, RELATIONS]))
             .map(|w| lexicon.stem(w))
             .collect()
     };
@@ -567,11 +564,7 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     let stems = |words: &[String]| -> Vec<Vec<String>> {
         words
             .iter()
-            .filter(|w| {
-                !STOPWORDS.contains(&w.as_str())
-                    && !FUNCTION_WORDS.contains(&w.as_str())
-                    && !NEGATIONS.contains(&w.as_str())
-            })
+            .filter(|w| !among(w, &[STOPWORDS, FUNCTION_WORDS, NEGATIONS]))
             .map(|w| lexicon.stems(w))
             .collect()
     };
@@ -598,11 +591,8 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
         words
             .iter()
             .filter(|w| {
-                RELATIONS.contains(&w.as_str())
-                    || !(STOPWORDS.contains(&w.as_str())
-                        || FUNCTION_WORDS.contains(&w.as_str())
-                        || FRAMING.contains(&w.as_str())
-                        || NEGATIONS.contains(&w.as_str()))
+                among(w, &[RELATIONS])
+                    || !among(w, &[STOPWORDS, FUNCTION_WORDS, FRAMING, NEGATIONS])
             })
             .map(|w| lexicon.stem(w))
             .collect()

@@ -19,17 +19,6 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function prune(balance, leases, amounts, now)
-  local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
-  for _, id in ipairs(lapsed) do
-    local amount = redis.call('HGET', amounts, id)
-    if amount then
-      redis.call('HINCRBY', balance, 'held', string.format('%d', -tonumber(amount)))
-      redis.call('HDEL', amounts, id)
-    end
-    redis.call('ZREM', leases, id)
-  end
-end
 local function release(balance, leases, amounts, id)
   local amount = redis.call('HGET', amounts, id)
   if amount then
@@ -37,6 +26,11 @@ local function release(balance, leases, amounts, id)
     redis.call('HDEL', amounts, id)
   end
   redis.call('ZREM', leases, id)
+end
+local function prune(balance, leases, amounts, now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
+    release(balance, leases, amounts, id)
+  end
 end
 "#
     };
