@@ -346,6 +346,7 @@ async fn a_crashed_instance_holds_lapse_and_a_long_request_keeps_its_own() {
 
     // A holds money for a request that never ends, then dies.
     fake.push(Reply::Hang);
+    let seen = fake.received().len();
     let client = reqwest::Client::new();
     let base = format!("http://{}", crashing.addr);
     let hung = tokio::spawn({
@@ -363,6 +364,13 @@ async fn a_crashed_instance_holds_lapse_and_a_long_request_keeps_its_own() {
     })
     .await;
     assert!(held, "the request holds money in Redis");
+    // Money is held before the request goes out: wait until it has taken
+    // its (hanging) answer, which is then no other request's.
+    let sent = eventually(Duration::from_secs(10), || async {
+        fake.received().len() > seen
+    })
+    .await;
+    assert!(sent, "the request reached the provider");
     let mut crashing = crashing;
     crashing.signal("KILL");
     let _ = crashing.child.wait();
