@@ -343,6 +343,17 @@ async fn a_crashed_instance_holds_lapse_and_a_long_request_keeps_its_own() {
     std::fs::write(&path, config).expect("write");
     let crashing = ProxyProcess::start(&path);
     let key = month_key("lease", "global");
+    // Started first, so that it reads the budget right after the crash,
+    // well within the crashed hold's lease however busy the machine is.
+    let other = TestProxy::start(
+        Setup {
+            extra: extra.clone(),
+            upstream: "first_byte_timeout_seconds = 30\n".to_string(),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
 
     // A holds money for a request that never ends, then dies.
     fake.push(Reply::Hang);
@@ -376,17 +387,8 @@ async fn a_crashed_instance_holds_lapse_and_a_long_request_keeps_its_own() {
     let _ = crashing.child.wait();
     let _ = hung.await;
 
-    // Another instance sees the hold until its lease runs out, then the
+    // The other instance sees the hold until its lease runs out, then the
     // whole budget again.
-    let other = TestProxy::start(
-        Setup {
-            extra: extra.clone(),
-            upstream: "first_byte_timeout_seconds = 30\n".to_string(),
-            ..Setup::default()
-        }
-        .with_provider("openai", &fake),
-    )
-    .await;
     let budgets = other.get_json("/api/v2/budgets").await;
     let left = budgets["data"][0]["budget"]["remaining_usd"]
         .as_f64()
