@@ -692,6 +692,7 @@ pub fn cache(explicit: Option<&Path>, clear: bool, as_json: bool) -> ExitCode {
                 "semantic_hits",
                 "misses",
                 "refused_by_guard",
+                "refused_by_verifier",
                 "hit_rate",
                 "saved_usd",
                 "similarity_threshold",

@@ -144,6 +144,58 @@ async fn a_paraphrase_hits_and_a_guarded_near_miss_does_not() {
     proxy.stop().await;
 }
 
+/// The pair verifier (a cross-encoder reading both questions at once) has
+/// the last word: it vouches for a rewording that shares few words, and
+/// refuses a question about something else that no guard can tell apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verifier_has_the_last_word_on_a_semantic_hit() {
+    let (fake, proxy) = cached_proxy().await;
+    answer(
+        &proxy,
+        ask(
+            "gpt-4o-mini",
+            "How do I delete my Facebook account permanently?",
+        ),
+    )
+    .await;
+    let reworded = answer(
+        &proxy,
+        ask(
+            "gpt-4o-mini",
+            "What are the steps to get rid of my Facebook profile for good?",
+        ),
+    )
+    .await;
+    assert_eq!(reworded["p402_metadata"]["cached"], true, "{reworded}");
+    for (first, second) in [
+        (
+            "What are the symptoms of the flu?",
+            "What are the symptoms of a cold?",
+        ),
+        (
+            "Write a poem about the sea",
+            "Write a poem about the mountains",
+        ),
+    ] {
+        answer(&proxy, ask("gpt-4o-mini", first)).await;
+        let other = answer(&proxy, ask("gpt-4o-mini", second)).await;
+        assert_eq!(
+            other["p402_metadata"]["cached"], false,
+            "{first} / {second}"
+        );
+    }
+    assert_eq!(fake.received().len(), 5);
+    let stats = proxy.get_json("/api/v2/cache/stats").await;
+    assert_eq!(stats["semantic_hits"], 1, "{stats}");
+    assert!(
+        stats["refused_by_verifier"]
+            .as_u64()
+            .is_some_and(|n| n >= 2),
+        "{stats}"
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scopes_keep_answers_apart() {
     let (fake, proxy) = cached_proxy().await;

@@ -4,11 +4,16 @@
 //! from 2022, "cook rice" from "cook quinoa", or "suggest 5 names" from
 //! "suggest 5 names, each a pun": on p402's hard dev set MiniLM's cosine
 //! barely separates duplicates from such near misses (ROC-AUC about 0.5).
-//! These checks do, with WordNet's antonyms and synonyms ([`lexicon`]):
-//! the index proposes every earlier question at a low similarity, and a
-//! candidate is accepted only if no guard objects. The thresholds below
-//! were chosen on the `tune` split of `benches/data/` and are reported on
-//! the `test` split in BENCHMARKS.md.
+//! These checks do, with WordNet's antonyms and synonyms ([`lexicon`]),
+//! together with the pair verifier ([`crate::embed`]), a cross-encoder that
+//! reads both questions at once: the index proposes every earlier question
+//! at a low similarity; a guard that finds a fact differing (a number, a
+//! negation, an opposite, a name, the question word) refuses outright; a
+//! guard that only counts differing words defers to the verifier at a
+//! higher confidence ([`verifier_bar`]); and nothing hits unless the
+//! verifier vouches for it. The thresholds below were chosen on the `tune`
+//! split of `benches/data/` and are reported on the `test` split in
+//! BENCHMARKS.md.
 //!
 //! [`lexicon`]: super::lexicon
 
@@ -51,9 +56,20 @@ pub enum Refusal {
 /// fell from 116 to 67 at a 0.50 floor).
 pub const RUNNER_UP_MARGIN: f32 = 0.02;
 
-/// The guards' thresholds on similarity, chosen on the `tune` split of
-/// `benches/data/` (`cargo bench --bench cache_quality` searches them and
-/// prints the best; [`Tuning::CHOSEN`] is what it found).
+impl Refusal {
+    /// Whether the refusal stands whatever the verifier says. The last
+    /// three only count words that differ, which a rewording also does;
+    /// the verifier reads the words in context, so at a higher confidence
+    /// it may overrule them. The others are facts about the text (another
+    /// number, a negation, an opposite), and stand.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Refusal::Added | Refusal::Swapped | Refusal::Reworded)
+    }
+}
+
+/// The guards' and the verifier's thresholds, chosen on the `tune` split
+/// of `benches/data/` (`cargo bench --bench cache_quality` searches them
+/// and prints the best; [`Tuning::CHOSEN`] is what it found).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tuning {
     /// From this similarity on, a question that adds or swaps a word or
@@ -64,13 +80,20 @@ pub struct Tuning {
     /// least this similarity.
     pub reworded: f32,
     pub max_swapped: usize,
+    /// The verifier's confidence a candidate needs when no guard objects.
+    pub verified: f32,
+    /// The confidence it needs to overrule a guard that only counted
+    /// words ([`Refusal::is_final`]); above 1, never.
+    pub overrule: f32,
 }
 
 impl Tuning {
     pub const CHOSEN: Tuning = Tuning {
-        close_enough: 0.94,
-        reworded: 0.80,
+        close_enough: 0.86,
+        reworded: 0.60,
         max_swapped: 2,
+        verified: 0.60,
+        overrule: 0.95,
     };
 }
 
@@ -506,6 +529,17 @@ fn difference(lexicon: &Lexicon, a: &[Vec<String>], b: &[Vec<String>]) -> (usize
     (only_a, only_b, a.len() - only_a)
 }
 
+/// The confidence the verifier must give before `cached` answers `asked`,
+/// given what the guards said of the pair; `None`: refused whatever it
+/// says.
+pub fn verifier_bar(refusal: Option<Refusal>, tuning: Tuning) -> Option<f32> {
+    match refusal {
+        None => Some(tuning.verified),
+        Some(r) if r.is_final() || tuning.overrule > 1.0 => None,
+        Some(_) => Some(tuning.overrule),
+    }
+}
+
 /// Whether `cached` may answer `asked`, proposed by the index at `cosine`
 /// similarity; `None` when no guard objects.
 pub fn check(asked: &str, cached: &str, cosine: f32) -> Option<Refusal> {
@@ -640,9 +674,10 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
 mod tests {
     use super::*;
 
-    /// As proposed by the index at a typical paraphrase's similarity.
+    /// As proposed by the index at a similarity just short of the one at
+    /// which word changes stop counting.
     fn close(asked: &str, cached: &str) -> Option<Refusal> {
-        check(asked, cached, 0.90)
+        check(asked, cached, Tuning::CHOSEN.close_enough - 0.01)
     }
 
     #[test]
@@ -735,8 +770,35 @@ mod tests {
             "How do I delete my Facebook account permanently?",
             "What are the steps to get rid of my Facebook profile for good?",
         );
-        assert_eq!(check(a, b, 0.85), None);
-        assert_eq!(check(a, b, 0.70), Some(Refusal::Reworded));
+        let reworded = Tuning::CHOSEN.reworded;
+        assert_eq!(check(a, b, reworded + 0.05), None);
+        assert_eq!(check(a, b, reworded - 0.05), Some(Refusal::Reworded));
+    }
+
+    #[test]
+    fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
+        let tuning = Tuning::CHOSEN;
+        assert_eq!(verifier_bar(None, tuning), Some(tuning.verified));
+        for fact in [
+            Refusal::Numbers,
+            Refusal::Negation,
+            Refusal::Opposites,
+            Refusal::Entity,
+            Refusal::Direction,
+            Refusal::Form,
+            Refusal::QuestionWord,
+        ] {
+            assert_eq!(verifier_bar(Some(fact), tuning), None, "{fact:?}");
+        }
+        for count in [Refusal::Added, Refusal::Swapped, Refusal::Reworded] {
+            assert_eq!(verifier_bar(Some(count), tuning), Some(tuning.overrule));
+            let never = Tuning {
+                overrule: 1.01,
+                ..tuning
+            };
+            assert_eq!(verifier_bar(Some(count), never), None);
+        }
+        assert!(tuning.overrule > tuning.verified);
     }
 
     #[test]

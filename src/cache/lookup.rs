@@ -4,10 +4,11 @@
 //! The semantic search is in three steps, each narrower and more exact than
 //! the one before: the int8 scan of the index (or of the lists its IVF
 //! layout probes) keeps the best [`RESCORE`] candidates; those are re-scored
-//! with their stored f32 vectors against the threshold; and the guards
+//! with their stored f32 vectors against the threshold; the guards
 //! ([`super::guard`]) refuse any whose question differs in a way a cosine
-//! cannot see (another number, a negation). The closest that passes is the
-//! hit. A wrong answer costs more than a miss, so every step may only drop
+//! cannot see (another number, a negation); and the pair verifier, which
+//! reads both questions together, must vouch for what is left. The closest
+//! that passes is the hit. A wrong answer costs more than a miss, so every step may only drop
 //! candidates, never add one.
 
 use super::{guard, now, record, scope, Cache, Entry, Hit, Probe};
@@ -95,15 +96,33 @@ impl Cache {
             .into_iter()
             .take_while(|(cosine, _)| *cosine >= best - guard::RUNNER_UP_MARGIN)
         {
-            match guard::check(&probe.question, &entry.question, cosine) {
-                None => return Ok(Some(self.hit(entry, cosine, now)?)),
-                Some(refusal) => {
+            let refusal = guard::check(&probe.question, &entry.question, cosine);
+            let Some(bar) = guard::verifier_bar(refusal, guard::Tuning::CHOSEN) else {
+                tracing::debug!(
+                    ?refusal,
+                    cosine,
+                    "a close cached question was refused by a guard"
+                );
+                self.inner.counters.refused_by_guard();
+                continue;
+            };
+            match embedder.verify(&probe.question, &entry.question).await {
+                Ok(confidence) if confidence >= bar => {
+                    return Ok(Some(self.hit(entry, cosine, now)?));
+                }
+                Ok(confidence) => {
                     tracing::debug!(
                         ?refusal,
                         cosine,
-                        "a close cached question was refused by a guard"
+                        confidence,
+                        "a close cached question was refused by the verifier"
                     );
-                    self.inner.counters.refused_by_guard();
+                    self.inner.counters.refused_by_verifier();
+                }
+                // Unverified is never a hit.
+                Err(e) => {
+                    tracing::debug!("semantic lookup stopped unverified: {e}");
+                    break;
                 }
             }
         }

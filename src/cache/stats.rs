@@ -18,6 +18,7 @@ pub(super) struct Counters {
     semantic_hits: AtomicU64,
     misses: AtomicU64,
     refused_by_guard: AtomicU64,
+    refused_by_verifier: AtomicU64,
     saved_nanos: AtomicI64,
 }
 
@@ -38,6 +39,12 @@ impl Counters {
     /// A candidate close enough by cosine that a guard refused.
     pub(super) fn refused_by_guard(&self) {
         self.refused_by_guard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A candidate the guards let through that the pair verifier did not
+    /// vouch for.
+    pub(super) fn refused_by_verifier(&self) {
+        self.refused_by_verifier.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -69,6 +76,7 @@ impl Cache {
             "semantic_hits": semantic,
             "misses": misses,
             "refused_by_guard": counters.refused_by_guard.load(Ordering::Relaxed),
+            "refused_by_verifier": counters.refused_by_verifier.load(Ordering::Relaxed),
             "hit_rate": if lookups == 0 { 0.0 } else { (exact + semantic) as f64 / lookups as f64 },
             "saved_usd": Usd::from_nanos(counters.saved_nanos.load(Ordering::Relaxed)).to_dollars(),
             "similarity_threshold": config.similarity.0,

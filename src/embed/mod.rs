@@ -1,11 +1,17 @@
 //! Sentence embeddings for the semantic cache: all-MiniLM-L6-v2 (int8 ONNX,
 //! 384 dimensions, mean pooling) through fastembed, with ONNX Runtime loaded
-//! from a library file at run time.
+//! from a library file at run time; and the pair verifier that has the last
+//! word on a semantic hit (a cross-encoder: both questions in, one score).
 //!
-//! Embedding is CPU work of several milliseconds, so it runs on one
-//! dedicated thread, never on the async workers. The queue to that thread is
-//! bounded: when a burst fills it, further requests skip the semantic lookup
-//! (an exact-match cache still answers) instead of piling up work.
+//! Embedding and verifying are CPU work of milliseconds, so they run on
+//! dedicated threads, never on the async workers. The verifier reads a pair
+//! in order, so it is asked both ways round and the lower answer counts
+//! ("same meaning" is symmetric; one way round, a question with an added
+//! clause can look like the other plus nothing); the two run at once, one
+//! on the embedding thread and one on a thread of their own, so a semantic
+//! hit waits for one verification, not two. The queues to the threads are
+//! bounded: when a burst fills them, further requests skip the semantic
+//! lookup (an exact-match cache still answers) instead of piling up work.
 
 pub mod fetch;
 #[cfg_attr(feature = "embeddings", path = "model.rs")]
@@ -15,7 +21,7 @@ mod model;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
-use model::Model;
+use model::{Model, Verifier};
 use tokio::sync::oneshot;
 
 /// Whether this build can embed at all (the `embeddings` feature); without
@@ -45,50 +51,116 @@ pub enum EmbedError {
     Stopped,
 }
 
-struct Job {
-    text: String,
-    reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+enum Job {
+    Embed {
+        text: String,
+        reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+    },
+    Score {
+        first: String,
+        second: String,
+        reply: oneshot::Sender<Result<f32, EmbedError>>,
+    },
 }
 
-/// A handle on the embedding thread; cheap to clone.
+/// A handle on the embedding and verifying threads; cheap to clone.
 #[derive(Clone)]
 pub struct Embedder {
+    /// The embedding thread, which also scores one way round.
     jobs: SyncSender<Job>,
+    /// The thread that scores the other way round.
+    reverse: SyncSender<Job>,
 }
 
 impl Embedder {
-    /// Loads the runtime and the model from `dir` and starts the thread.
+    /// Loads the runtime and the models from `dir` and starts the threads.
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         if !fetch::is_complete(dir) {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
-        let mut model = Model::load(dir)?;
-
-        let (jobs, queue) = sync_channel::<Job>(QUEUE);
-        std::thread::Builder::new()
-            .name("p402-embed".into())
-            .spawn(move || {
-                while let Ok(job) = queue.recv() {
-                    let _ = job.reply.send(model.embed(&job.text).map(normalize));
-                }
-            })
-            .map_err(|e| EmbedError::Model(format!("cannot start the embedding thread: {e}")))?;
-        Ok(Embedder { jobs })
+        let model = Model::load(dir)?;
+        let jobs = spawn("p402-embed", Some(model), Verifier::load(dir)?)?;
+        let reverse = spawn("p402-verify", None, Verifier::load(dir)?)?;
+        Ok(Embedder { jobs, reverse })
     }
 
     /// The unit-length embedding of `text`, or `Busy` when the queue is full.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let (reply, answer) = oneshot::channel();
-        match self.jobs.try_send(Job {
-            text: text.to_string(),
-            reply,
-        }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(EmbedError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(EmbedError::Stopped),
-        }
+        send(
+            &self.jobs,
+            Job::Embed {
+                text: text.to_string(),
+                reply,
+            },
+        )?;
         answer.await.map_err(|_| EmbedError::Stopped)?
     }
+
+    /// The verifier's confidence, 0 to 1, that an answer to `cached` also
+    /// answers `asked`: the lower of its two readings. `Busy` when a queue
+    /// is full.
+    pub async fn verify(&self, asked: &str, cached: &str) -> Result<f32, EmbedError> {
+        let score = |queue: &SyncSender<Job>, first: &str, second: &str| {
+            let (reply, answer) = oneshot::channel();
+            send(
+                queue,
+                Job::Score {
+                    first: first.to_string(),
+                    second: second.to_string(),
+                    reply,
+                },
+            )
+            .map(|()| answer)
+        };
+        let one = score(&self.jobs, asked, cached)?;
+        let other = score(&self.reverse, cached, asked)?;
+        let (one, other) = tokio::join!(one, other);
+        let one = one.map_err(|_| EmbedError::Stopped)??;
+        let other = other.map_err(|_| EmbedError::Stopped)??;
+        Ok(one.min(other))
+    }
+}
+
+/// Starts a thread that serves jobs with `model` (embedding) and
+/// `verifier` (scoring).
+fn spawn(
+    name: &str,
+    mut model: Option<Model>,
+    mut verifier: Verifier,
+) -> Result<SyncSender<Job>, EmbedError> {
+    let (jobs, queue) = sync_channel::<Job>(QUEUE);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while let Ok(job) = queue.recv() {
+                match job {
+                    Job::Embed { text, reply } => {
+                        let vector = match model.as_mut() {
+                            Some(model) => model.embed(&text).map(normalize),
+                            None => Err(EmbedError::Stopped),
+                        };
+                        let _ = reply.send(vector);
+                    }
+                    Job::Score {
+                        first,
+                        second,
+                        reply,
+                    } => {
+                        let _ = reply.send(verifier.score(&first, &second));
+                    }
+                }
+            }
+        })
+        .map_err(|e| EmbedError::Model(format!("cannot start the {name} thread: {e}")))?;
+    Ok(jobs)
+}
+
+fn send(queue: &SyncSender<Job>, job: Job) -> Result<(), EmbedError> {
+    queue.try_send(job).map_err(|e| match e {
+        TrySendError::Full(_) => EmbedError::Busy,
+        TrySendError::Disconnected(_) => EmbedError::Stopped,
+    })
 }
 
 /// Scales a vector to unit length, so a dot product is the cosine.

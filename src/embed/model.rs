@@ -1,17 +1,28 @@
 //! all-MiniLM-L6-v2 (int8 ONNX, mean pooling) through fastembed, with ONNX
-//! Runtime loaded from the library file `fetch` put beside the model.
+//! Runtime loaded from the library file `fetch` put beside the model; and
+//! p402's pair verifier, a cross-encoder fine-tuned from the same model
+//! (`benches/verifier/README.md` says how it was trained, on what, and how
+//! well it does), which ships inside the binary because no package
+//! registry carries it.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+    InitOptionsUserDefined, Pooling, RerankInitOptionsUserDefined, TextEmbedding, TextRerank,
+    TokenizerFiles, UserDefinedEmbeddingModel, UserDefinedRerankingModel,
 };
 
 use super::{fetch, EmbedError};
 
 /// Texts past this many tokens are truncated (the model's own limit).
 const MAX_TOKENS: usize = 256;
+/// Both questions together, past this many tokens, are truncated for the
+/// verifier (it was trained on pairs of at most 96).
+const PAIR_TOKENS: usize = 96;
+
+/// The verifier: int8 ONNX, inputs as BERT's, one logit out.
+static VERIFIER: &[u8] = include_bytes!("verifier.onnx");
 
 /// ONNX Runtime can be loaded once per process; later loads reuse the
 /// first outcome.
@@ -52,18 +63,15 @@ fn release_freed_memory() {
     }
 }
 
-/// The loaded model; used from the embedding thread only.
+/// The loaded embedding model; used from the embedding thread only.
 pub struct Model(TextEmbedding);
 
 impl Model {
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         load_runtime(&dir.join(fetch::runtime_file_name()))?;
-        let read = |name: &str| {
-            std::fs::read(dir.join(name)).map_err(|e| EmbedError::Model(format!("{name}: {e}")))
-        };
         let model = UserDefinedEmbeddingModel::new(
-            read(fetch::MODEL_FILE)?,
-            tokenizer_files(read(fetch::TOKENIZER_FILE)?),
+            read(dir, fetch::MODEL_FILE)?,
+            tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
         )
         .with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
@@ -84,4 +92,44 @@ impl Model {
             .pop()
             .ok_or_else(|| EmbedError::Failed("no vector".into()))
     }
+}
+
+/// One loaded copy of the pair verifier; used from one thread only.
+pub struct Verifier(TextRerank);
+
+impl Verifier {
+    /// Loads the verifier with the embedder's tokenizer from `dir` (the
+    /// same vocabulary: it was fine-tuned from that model). Call after
+    /// [`Model::load`], which loads ONNX Runtime.
+    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+        let model = UserDefinedRerankingModel::new(
+            VERIFIER.to_vec(),
+            tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
+        );
+        let options = RerankInitOptionsUserDefined::default()
+            .with_max_length(PAIR_TOKENS)
+            .with_intra_threads(1);
+        let loaded = TextRerank::try_new_from_user_defined(model, options)
+            .map(Verifier)
+            .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")));
+        release_freed_memory();
+        loaded
+    }
+
+    /// The confidence (0 to 1) that one answer serves both questions, as
+    /// read in this order.
+    pub fn score(&mut self, first: &str, second: &str) -> Result<f32, EmbedError> {
+        let logit = self
+            .0
+            .rerank(first, [second], false, Some(1))
+            .map_err(|e| EmbedError::Failed(e.to_string()))?
+            .pop()
+            .ok_or_else(|| EmbedError::Failed("no score".into()))?
+            .score;
+        Ok(1.0 / (1.0 + (-logit).exp()))
+    }
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
+    std::fs::read(dir.join(name)).map_err(|e| EmbedError::Model(format!("{name}: {e}")))
 }
