@@ -1,7 +1,8 @@
 //! End-to-end latency of cache hits through the proxy: a real p402 on
 //! loopback (release build), the real embedding model, a loopback provider
 //! that is only asked once. Exact hits, semantic (paraphrase) hits, the
-//! embedding alone, and the provider asked directly (the floor).
+//! embedding alone, the pair verifier alone, and the provider asked
+//! directly (the floor).
 //!
 //! Run: `cargo bench --bench cache_latency` (prints Markdown).
 
@@ -155,6 +156,19 @@ async fn main() {
             .expect("embed");
         embedding.push(start.elapsed().as_secs_f64() * 1000.0);
     }
+    let mut verifying = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let confidence = embedder
+            .verify(
+                "What is the meaning of the HTTP 402 status?",
+                "What does HTTP status 402 mean?",
+            )
+            .await
+            .expect("verify");
+        verifying.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert!(confidence > 0.5, "{confidence}");
+    }
 
     println!(
         "| what ({ROUNDS} sequential requests, client-measured over loopback) | p50 | p90 | p99 |"
@@ -168,6 +182,10 @@ async fn main() {
         ("exact hit through p402", exact),
         ("semantic hit through p402", semantic),
         ("embedding one question (the model alone)", embedding),
+        (
+            "verifying one pair, both ways round (the verifier alone)",
+            verifying,
+        ),
     ] {
         println!(
             "| {name} | {:.3} ms | {:.3} ms | {:.3} ms |",

@@ -89,11 +89,11 @@ pub struct Tuning {
 
 impl Tuning {
     pub const CHOSEN: Tuning = Tuning {
-        close_enough: 0.86,
+        close_enough: 0.90,
         reworded: 0.60,
         max_swapped: 2,
-        verified: 0.60,
-        overrule: 0.95,
+        verified: 0.50,
+        overrule: 0.98,
     };
 }
 
