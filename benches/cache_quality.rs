@@ -338,38 +338,37 @@ fn hard_sets(e: &mut Embeddings) {
     for p in &pairs {
         let _ = guard::check(&p.a, &p.b, p.cosine);
     }
-    let mut times: Vec<u128> = pairs
-        .iter()
-        .map(|p| {
-            let started = std::time::Instant::now();
-            let _ = guard::check(&p.a, &p.b, p.cosine);
-            started.elapsed().as_nanos()
-        })
-        .collect();
-    times.sort_unstable();
+    let (p50, p99) = percentiles(pairs.iter().map(|p| {
+        let started = std::time::Instant::now();
+        let _ = guard::check(&p.a, &p.b, p.cosine);
+        started.elapsed()
+    }));
     println!(
         "\nThe guards take {:.0} µs p50 and {:.0} µs p99 per candidate pair, on {} pairs (first pass, with the lexicon's loading: {:.0} ms).\n",
-        times[times.len() / 2] as f64 / 1e3,
-        times[times.len() * 99 / 100] as f64 / 1e3,
-        times.len(),
+        p50 * 1e6,
+        p99 * 1e6,
+        pairs.len(),
         started.elapsed().as_secs_f64() * 1e3
     );
-    let mut times: Vec<u128> = pairs
-        .iter()
-        .take(300)
-        .map(|p| {
-            let started = std::time::Instant::now();
-            let _ = e.verify(&p.a, &p.b);
-            started.elapsed().as_nanos()
-        })
-        .collect();
-    times.sort_unstable();
+    let sample = &pairs[..300];
+    let (p50, p99) = percentiles(sample.iter().map(|p| {
+        let started = std::time::Instant::now();
+        let _ = e.verify(&p.a, &p.b);
+        started.elapsed()
+    }));
     println!(
         "The verifier takes {:.2} ms p50 and {:.2} ms p99 per candidate pair (both ways round), on {} pairs, through the embedding thread.\n",
-        times[times.len() / 2] as f64 / 1e6,
-        times[times.len() * 99 / 100] as f64 / 1e6,
-        times.len(),
+        p50 * 1e3,
+        p99 * 1e3,
+        sample.len(),
     );
+}
+
+/// The median and 99th percentile of `times`, in seconds.
+fn percentiles(times: impl Iterator<Item = std::time::Duration>) -> (f64, f64) {
+    let mut times: Vec<f64> = times.map(|t| t.as_secs_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 99 / 100])
 }
 
 fn main() {
