@@ -46,7 +46,7 @@ impl Pass {
 }
 
 /// The headers of p402's own that a page may read.
-const EXPOSED: &str = "x-p402-request-id, x-p402-provider, x-p402-model, x-p402-cost-usd, x-p402-cached, x-p402-savings";
+const EXPOSED: &str = "x-p402-request-id, x-p402-provider, x-p402-model, x-p402-cost-usd, x-p402-cached, x-p402-savings, x-p402-dropped";
 
 /// Either the request goes on, or this is its answer (a refusal, or the
 /// answer to a CORS preflight).

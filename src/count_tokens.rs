@@ -65,7 +65,7 @@ async fn count(
     if let Some((provider, upstream_model)) = anthropic {
         return forward(runtime, &provider, &upstream_model, &body, &parts.headers).await;
     }
-    let chat = messages::as_chat_body(&body)?;
+    let chat = messages::as_chat_body(&body);
     let tokens = crate::pipeline::route::count_tokens_of(chat).await?;
     // p402's tokenizer is not the model's: said in the body and a header.
     let mut response = json_response(

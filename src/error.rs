@@ -179,7 +179,15 @@ impl ApiError {
 
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
         let bytes = Bytes::from(self.to_json(request_id).to_string());
-        let mut response = Response::new(body::full(bytes));
+        self.response(bytes, request_id)
+    }
+
+    /// `body` (the error in some client's shape) with the error's status
+    /// and headers: the request id, `Retry-After`, and `x-should-retry:
+    /// false` for a request that would fail the same way again (the SDKs
+    /// otherwise retry some statuses by default).
+    pub fn response(&self, body: Bytes, request_id: &RequestId) -> Response<Body> {
+        let mut response = Response::new(body::full(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -191,6 +199,9 @@ impl ApiError {
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.kind == ErrorKind::InvalidRequest {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         response
     }

@@ -55,6 +55,10 @@ pub struct Metadata {
     /// disk): the request went through unbudgeted, and its entry waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_warning: Option<String>,
+    /// What the request asked for that the serving provider could not do,
+    /// left out in translation (`web_search`); also `x-p402-dropped`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<&'static str>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -127,15 +131,25 @@ pub fn build(
         session_remaining_usd: session.and_then(|s| s.remaining),
         similarity: None,
         ledger_warning: None,
+        dropped: Vec::new(),
     }
 }
 
-/// Headers known before the first byte: for streams these are all there is.
-pub fn early_headers(headers: &mut HeaderMap, request_id: &RequestId, candidate: &Candidate) {
+/// Headers known before the first byte: for streams these are all there
+/// is. `dropped` is what the provider cannot do of what was asked.
+pub fn early_headers(
+    headers: &mut HeaderMap,
+    request_id: &RequestId,
+    candidate: &Candidate,
+    dropped: &[&'static str],
+) {
     insert(headers, "x-p402-request-id", request_id.as_str());
     insert(headers, "x-p402-provider", &candidate.provider.name);
     insert(headers, "x-p402-model", candidate.model_name());
     insert(headers, "x-p402-cached", "false");
+    if !dropped.is_empty() {
+        insert(headers, "x-p402-dropped", &dropped.join(", "));
+    }
 }
 
 /// Every key figure as a header, for a buffered response.
@@ -163,6 +177,9 @@ pub fn headers(headers: &mut HeaderMap, metadata: &Metadata) {
             "x-p402-savings",
             &format!("{:.9}", savings.to_dollars()),
         );
+    }
+    if !metadata.dropped.is_empty() {
+        insert(headers, "x-p402-dropped", &metadata.dropped.join(", "));
     }
     // For clients whose answers carry no `p402_metadata` (Anthropic's):
     // that another provider answered is worth knowing.

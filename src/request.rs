@@ -106,6 +106,14 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The API's name, for messages.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Dialect::Messages => "Anthropic Messages",
+            Dialect::Responses => "OpenAI Responses",
+        }
+    }
+
     /// Whether `provider` speaks the dialect, so a request in it can be
     /// forwarded as it came. The Responses API is OpenAI's own; other
     /// OpenAI-compatible servers speak Chat Completions only.
@@ -127,10 +135,45 @@ pub struct Native {
     /// The client's headers that belong to the API (`anthropic-beta`,
     /// `anthropic-version`), passed on with the body.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Whether [`ChatRequest::body`] says all the body says. When it does
-    /// not (extended thinking, server tools, documents, stored state), only
-    /// providers that speak the dialect can serve the request.
-    pub translatable: bool,
+    /// How much of the body its translation ([`ChatRequest::body`]) says.
+    pub fidelity: Fidelity,
+    /// Features the translation leaves out (`web_search`): a provider that
+    /// serves the translation answers without them, and the answer's
+    /// `x-p402-dropped` header says so.
+    pub dropped: Vec<&'static str>,
+}
+
+/// How much of a native body its Chat Completions translation says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fidelity {
+    /// All of it: any provider may serve it, and its answer may be shared
+    /// with the same question asked on another door.
+    Exact,
+    /// All that shapes the answer's form, but not every hint (thinking
+    /// asked for as a reasoning effort, context editing, prompt-cache
+    /// marks, a web search tool left out): any provider may serve it, but
+    /// only an exact repeat of the body may be answered from the cache.
+    Approximate,
+    /// Something with no Chat Completions equivalent at all (stored state,
+    /// documents, built-in tools other providers cannot run): only
+    /// providers that speak the dialect can serve it. The field, named for
+    /// the error a client gets when the model it pinned speaks another API.
+    Untranslatable(String),
+}
+
+impl Native {
+    /// Whether the translation says all the body says.
+    pub fn exact(&self) -> bool {
+        self.fidelity == Fidelity::Exact
+    }
+
+    /// The field no translation can carry, if any.
+    pub fn untranslatable(&self) -> Option<&str> {
+        match &self.fidelity {
+            Fidelity::Untranslatable(field) => Some(field),
+            _ => None,
+        }
+    }
 }
 
 impl ChatRequest {
@@ -139,7 +182,7 @@ impl ChatRequest {
     pub fn pinned_dialect(&self) -> Option<Dialect> {
         self.native
             .as_ref()
-            .filter(|native| !native.translatable)
+            .filter(|native| native.untranslatable().is_some())
             .map(|native| native.dialect)
     }
 
@@ -148,6 +191,15 @@ impl ChatRequest {
         self.native
             .as_ref()
             .filter(|native| native.dialect.spoken_by(provider))
+    }
+
+    /// What a provider that does not speak the request's dialect leaves
+    /// out of it (for the `x-p402-dropped` header).
+    pub fn dropped_by(&self, provider: &Provider) -> &[&'static str] {
+        match &self.native {
+            Some(native) if !native.dialect.spoken_by(provider) => &native.dropped,
+            _ => &[],
+        }
     }
 }
 

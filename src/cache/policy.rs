@@ -56,7 +56,7 @@ pub(super) fn probe(
     };
     // A body that says more than its translation (thinking, server tools,
     // stored state) is its own scope, and only an exact repeat of it hits.
-    if let Some(native) = chat.native.as_ref().filter(|n| !n.translatable) {
+    if let Some(native) = chat.native.as_ref().filter(|n| !n.exact()) {
         let headers: Vec<(&str, &[u8])> = native
             .headers
             .iter()
@@ -178,7 +178,7 @@ mod tests {
         let config = CacheConfig::default();
         let mode = json!("cost");
         let plain = question(json!({}));
-        let native = |thinking: u64, translatable: bool| {
+        let native = |thinking: u64, exact: bool| {
             let mut request = question(json!({}));
             let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 4096,
                 "thinking": {"type": "enabled", "budget_tokens": thinking},
@@ -187,7 +187,12 @@ mod tests {
                 dialect: crate::request::Dialect::Messages,
                 body: body.as_object().cloned().unwrap_or_default(),
                 headers: Vec::new(),
-                translatable,
+                fidelity: if exact {
+                    crate::request::Fidelity::Exact
+                } else {
+                    crate::request::Fidelity::Approximate
+                },
+                dropped: Vec::new(),
             });
             probe(&request, &mode, &config, None).expect("cacheable")
         };

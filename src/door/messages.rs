@@ -16,11 +16,11 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::RenderError;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::{ApiError, ErrorKind};
 use crate::ids::RequestId;
 use crate::metadata::Metadata;
@@ -31,9 +31,8 @@ use crate::request::{ChatRequest, Dialect, ParseError};
 /// with the body.
 const API_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
-/// The top-level fields that have a Chat Completions equivalent; any other
-/// pins the request to Anthropic.
-const TRANSLATABLE_FIELDS: [&str; 12] = [
+/// The top-level fields whose Chat Completions equivalent says all they do.
+const EXACT_FIELDS: [&str; 11] = [
     "model",
     "max_tokens",
     "messages",
@@ -45,7 +44,20 @@ const TRANSLATABLE_FIELDS: [&str; 12] = [
     "metadata",
     "tools",
     "tool_choice",
+];
+
+/// The top-level fields that are said as hints or left out without
+/// changing what the answer looks like: thinking and `output_config.effort`
+/// become a reasoning effort; context editing, `top_k`, the service tier
+/// and prompt-cache marks have no equivalent and need none. Any other
+/// field keeps the request on providers that speak Messages.
+const APPROXIMATE_FIELDS: [&str; 6] = [
     "thinking",
+    "output_config",
+    "context_management",
+    "top_k",
+    "service_tier",
+    "cache_control",
 ];
 
 pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
@@ -68,7 +80,7 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         }
     }
     let mut translation = Translation::default();
-    let chat = translation.request(&body)?;
+    let chat = translation.request(&body);
     super::native_request(
         body,
         chat,
@@ -76,34 +88,34 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         headers,
         Dialect::Messages,
         &API_HEADERS,
-        translation.lossless,
+        translation.loss,
     )
 }
 
 /// A Messages body as a Chat Completions one, for counting its tokens:
 /// `count_tokens` bodies carry no `max_tokens`.
-pub fn as_chat_body(body: &Map<String, Value>) -> Result<Map<String, Value>, ParseError> {
+pub fn as_chat_body(body: &Map<String, Value>) -> Map<String, Value> {
     Translation::default().request(body)
 }
 
-/// A Messages body read into a Chat Completions one.
+/// A Messages body read into a Chat Completions one. It never fails: what
+/// it cannot say is noted in `loss`, and the body itself still goes as it
+/// came to providers that speak Messages.
+#[derive(Default)]
 struct Translation {
-    /// Nothing was left out.
-    lossless: bool,
-}
-
-impl Default for Translation {
-    fn default() -> Self {
-        Translation { lossless: true }
-    }
+    loss: super::Loss,
 }
 
 impl Translation {
-    fn request(&mut self, body: &Map<String, Value>) -> Result<Map<String, Value>, ParseError> {
+    fn request(&mut self, body: &Map<String, Value>) -> Map<String, Value> {
         let mut out = Map::new();
-        self.lossless &= body
-            .keys()
-            .all(|k| TRANSLATABLE_FIELDS.contains(&k.as_str()));
+        for key in body.keys() {
+            if APPROXIMATE_FIELDS.contains(&key.as_str()) {
+                self.loss.approximate();
+            } else if !EXACT_FIELDS.contains(&key.as_str()) {
+                self.loss.untranslatable(format!("`{key}`"));
+            }
+        }
         for key in ["model", "max_tokens", "stream", "temperature", "top_p"] {
             if let Some(value) = body.get(key) {
                 out.insert(key.into(), value.clone());
@@ -115,42 +127,47 @@ impl Translation {
         if let Some(user) = body.get("metadata").and_then(|m| m.get("user_id")) {
             out.insert("user".into(), user.clone());
         }
-        if body
-            .get("thinking")
-            .is_some_and(|t| t.get("type").and_then(Value::as_str) != Some("disabled"))
-        {
-            self.lossless = false;
+        if let Some(effort) = reasoning_effort(body) {
+            out.insert("reasoning_effort".into(), Value::from(effort));
         }
         let mut messages = Vec::new();
         if let Some(system) = body.get("system") {
-            messages.push(json!({"role": "system", "content": self.text_of(system)}));
+            messages.push(json!({"role": "system", "content": self.text_of(system, "`system`")}));
         }
-        for (i, message) in body["messages"]
-            .as_array()
+        for (i, message) in body
+            .get("messages")
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .enumerate()
         {
-            self.message(message, i, &mut messages)?;
+            self.message(message, i, &mut messages);
         }
         out.insert("messages".into(), Value::Array(messages));
         if let Some(tools) = body.get("tools").and_then(Value::as_array) {
-            let tools: Vec<Value> = tools.iter().map(|tool| self.tool(tool)).collect();
-            out.insert("tools".into(), Value::Array(tools));
+            let tools: Vec<Value> = tools
+                .iter()
+                .enumerate()
+                .filter_map(|(i, tool)| self.tool(tool, i))
+                .collect();
+            if !tools.is_empty() {
+                out.insert("tools".into(), Value::Array(tools));
+            }
         }
         if let Some(choice) = body.get("tool_choice") {
             self.tool_choice(choice, &mut out);
         }
-        Ok(out)
+        out
     }
 
-    /// The text of a string or of text blocks; other blocks cannot be said.
-    fn text_of(&mut self, content: &Value) -> String {
+    /// The text of a string or of text blocks (their `cache_control` marks
+    /// are hints); any other block has no place in a text.
+    fn text_of(&mut self, content: &Value, at: &str) -> String {
         match content {
             Value::String(text) => text.clone(),
             Value::Array(blocks) => {
                 let mut text = String::new();
-                for block in blocks {
+                for (j, block) in blocks.iter().enumerate() {
                     match block.get("type").and_then(Value::as_str) {
                         Some("text") => {
                             if !text.is_empty() {
@@ -158,54 +175,69 @@ impl Translation {
                             }
                             text.push_str(block["text"].as_str().unwrap_or_default());
                         }
-                        _ => self.lossless = false,
+                        other => self.loss.untranslatable(format!(
+                            "{at}[{j}] (a `{}` block)",
+                            other.unwrap_or("untyped")
+                        )),
                     }
                 }
                 text
             }
             _ => {
-                self.lossless = false;
+                self.loss
+                    .untranslatable(format!("{at} (neither a string nor blocks)"));
                 String::new()
             }
         }
     }
 
-    fn message(
-        &mut self,
-        message: &Value,
-        i: usize,
-        out: &mut Vec<Value>,
-    ) -> Result<(), ParseError> {
+    fn message(&mut self, message: &Value, i: usize, out: &mut Vec<Value>) {
         let role = match message.get("role").and_then(Value::as_str) {
             Some(role @ ("user" | "assistant")) => role,
-            _ => {
-                return Err(ParseError::Messages(format!(
-                    "messages[{i}].role must be `user` or `assistant`"
-                )))
+            // Claude Code sends its environment and reminders as system
+            // messages between the turns for current models: they stay
+            // where they are, as Chat Completions system messages.
+            Some("system" | "developer") => {
+                let text = self.text_of(
+                    message.get("content").unwrap_or(&Value::Null),
+                    &format!("messages[{i}].content"),
+                );
+                out.push(json!({"role": "system", "content": text}));
+                return;
+            }
+            other => {
+                self.loss.untranslatable(format!(
+                    "messages[{i}].role (`{}`)",
+                    other.unwrap_or("missing")
+                ));
+                return;
             }
         };
         let content = match message.get("content") {
             Some(Value::String(text)) => {
                 out.push(json!({"role": role, "content": text}));
-                return Ok(());
+                return;
             }
             Some(Value::Array(blocks)) => blocks,
             _ => {
-                return Err(ParseError::Messages(format!(
-                    "messages[{i}].content must be a string or an array of blocks"
-                )))
+                self.loss.untranslatable(format!(
+                    "messages[{i}].content (neither a string nor blocks)"
+                ));
+                return;
             }
         };
         let mut parts = Vec::new();
         let mut calls = Vec::new();
-        for block in content {
+        for (j, block) in content.iter().enumerate() {
             match block.get("type").and_then(Value::as_str) {
                 Some("text") => parts.push(json!({"type": "text", "text": block["text"]})),
                 Some("image") => match image_url(&block["source"]) {
                     Some(url) => {
                         parts.push(json!({"type": "image_url", "image_url": {"url": url}}))
                     }
-                    None => self.lossless = false,
+                    None => self
+                        .loss
+                        .untranslatable(format!("messages[{i}].content[{j}].source")),
                 },
                 Some("tool_use") if role == "assistant" => {
                     let arguments = serde_json::to_string(&block["input"]).unwrap_or_default();
@@ -213,18 +245,31 @@ impl Translation {
                         "function": {"name": block["name"], "arguments": arguments}}));
                 }
                 Some("tool_result") if role == "user" => {
-                    if block.get("is_error").and_then(Value::as_bool) == Some(true) {
-                        self.lossless = false;
-                    }
-                    let text = match block.get("content") {
+                    let mut text = match block.get("content") {
                         None => String::new(),
-                        Some(content) => self.text_of(content),
+                        Some(content) => {
+                            self.text_of(content, &format!("messages[{i}].content[{j}].content"))
+                        }
                     };
+                    // Chat Completions has no error flag on a tool's
+                    // result: the text says it instead.
+                    if block.get("is_error").and_then(Value::as_bool) == Some(true) {
+                        self.loss.approximate();
+                        text.insert_str(0, "Error: ");
+                    }
                     out.push(json!({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}));
                 }
-                // Thinking and its signature, documents, server tools'
-                // blocks: only Messages can carry them back.
-                _ => self.lossless = false,
+                // An earlier answer's thinking: another model cannot read
+                // it back, as a new model's first turn never has.
+                Some("thinking" | "redacted_thinking") if role == "assistant" => {
+                    self.loss.approximate()
+                }
+                // Documents, server tools' blocks, search results: only
+                // Messages can carry them.
+                other => self.loss.untranslatable(format!(
+                    "messages[{i}].content[{j}] (a `{}` block)",
+                    other.unwrap_or("untyped")
+                )),
             }
         }
         if role == "assistant" {
@@ -237,23 +282,30 @@ impl Translation {
         } else if !parts.is_empty() {
             out.push(json!({"role": "user", "content": parts}));
         }
-        Ok(())
     }
 
-    fn tool(&mut self, tool: &Value) -> Value {
-        // A server tool (web search, code execution, ...) runs at Anthropic.
-        if tool
-            .get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != "custom")
-        {
-            self.lossless = false;
+    fn tool(&mut self, tool: &Value, i: usize) -> Option<Value> {
+        match tool.get("type").and_then(Value::as_str) {
+            None | Some("custom") => {}
+            // Anthropic's web search runs at Anthropic; another provider
+            // answers without it, and the answer says so.
+            Some(kind) if kind.starts_with("web_search") => {
+                self.loss.dropped("web_search");
+                return None;
+            }
+            // Code execution, bash, text editor, computer use, web fetch:
+            // tools whose schema and runner are Anthropic's.
+            Some(kind) => {
+                self.loss
+                    .untranslatable(format!("tools[{i}] (type `{kind}`)"));
+                return None;
+            }
         }
         let mut function = json!({"name": tool["name"], "parameters": tool["input_schema"]});
         if let Some(description) = tool.get("description") {
             function["description"] = description.clone();
         }
-        json!({"type": "function", "function": function})
+        Some(json!({"type": "function", "function": function}))
     }
 
     fn tool_choice(&mut self, choice: &Value, out: &mut Map<String, Value>) {
@@ -262,8 +314,11 @@ impl Translation {
             Some("any") => json!("required"),
             Some("none") => json!("none"),
             Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
-            _ => {
-                self.lossless = false;
+            other => {
+                self.loss.untranslatable(format!(
+                    "tool_choice (type `{}`)",
+                    other.unwrap_or("missing")
+                ));
                 return;
             }
         };
@@ -275,6 +330,38 @@ impl Translation {
         {
             out.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
+    }
+}
+
+/// The reasoning effort a body asks of Claude, as OpenAI names efforts:
+/// `output_config.effort` where it is set (Anthropic's `max` is OpenAI's
+/// `xhigh`), else one read from the thinking budget; none when thinking is
+/// off and no effort is named.
+fn reasoning_effort(body: &Map<String, Value>) -> Option<&'static str> {
+    let named = body
+        .get("output_config")
+        .and_then(|c| c.get("effort"))
+        .and_then(Value::as_str);
+    if let Some(effort) = named {
+        return Some(match effort {
+            "low" => "low",
+            "medium" => "medium",
+            "high" => "high",
+            "max" | "xhigh" => "xhigh",
+            _ => "medium",
+        });
+    }
+    let thinking = body.get("thinking")?;
+    match thinking.get("type").and_then(Value::as_str) {
+        Some("enabled") => Some(
+            match thinking.get("budget_tokens").and_then(Value::as_u64) {
+                Some(0..=1024) => "low",
+                Some(1025..=4096) | None => "medium",
+                Some(_) => "high",
+            },
+        ),
+        Some("adaptive") => Some("medium"),
+        _ => None,
     }
 }
 
@@ -293,12 +380,15 @@ fn image_url(source: &Value) -> Option<String> {
 
 /// A whole answer as a Messages `message`: as the provider sent it when it
 /// speaks Messages, else translated from the `chat.completion`.
-pub fn answer(answer: Answer, _metadata: &Metadata) -> Result<Bytes, RenderError> {
-    let completion = match answer {
+pub fn answer(answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError> {
+    let mut completion = match answer {
         Answer::Native { bytes, .. } => return Ok(bytes),
         Answer::Tree(tree) => tree,
         Answer::AsItCame { bytes, .. } => serde_json::from_slice(&bytes)?,
     };
+    if let Some(model) = &metadata.model {
+        completion["model"] = Value::from(model.as_str());
+    }
     Ok(Bytes::from(serde_json::to_vec(&message(&completion))?))
 }
 
@@ -342,8 +432,7 @@ fn message(completion: &Value) -> Value {
 
 fn message_id(id: &Value) -> String {
     match id.as_str() {
-        Some(id) if id.starts_with("msg_") => id.to_string(),
-        Some(id) => format!("msg_{id}"),
+        Some(id) => super::dialect_id("msg_", id),
         None => format!("msg_{}", RequestId::new().as_str()),
     }
 }
@@ -361,6 +450,8 @@ fn stop_reason(finish: Option<&Value>) -> Value {
 /// A Messages stream: the provider's own events as they came, or events
 /// built from Chat Completions chunks.
 pub struct Stream {
+    /// The catalog id of the model serving the stream.
+    model: Option<Value>,
     started: bool,
     /// The block open now: its index, and the tool call it is for.
     open: Option<(usize, Option<u64>)>,
@@ -373,8 +464,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new() -> Self {
+    pub fn new(model: Option<&str>) -> Self {
         Stream {
+            model: model.map(Value::from),
             started: false,
             open: None,
             blocks: 0,
@@ -394,7 +486,7 @@ impl Stream {
                 "message_start",
                 &json!({"type": "message_start", "message": {
                 "id": message_id(&chunk["id"]), "type": "message", "role": "assistant",
-                "model": chunk["model"], "content": [], "stop_reason": null, "stop_sequence": null,
+                "model": self.model.as_ref().unwrap_or(&chunk["model"]), "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 0, "output_tokens": 0}}}),
             ));
         }
@@ -542,20 +634,8 @@ pub fn error_body(error: &ApiError, request_id: &RequestId) -> Value {
 }
 
 pub fn error(error: &ApiError, request_id: &RequestId) -> Response<Body> {
-    let mut response = Response::new(body::full(error_body(error, request_id).to_string()));
-    *response.status_mut() = error.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        headers.insert("x-p402-request-id", value);
-    }
-    if let Some(seconds) = error.retry_after {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
+    let body = Bytes::from(error_body(error, request_id).to_string());
+    error.response(body, request_id)
 }
 
 /// A provider's refusal, in OpenAI's error shape, restated in Anthropic's.

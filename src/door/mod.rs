@@ -34,7 +34,7 @@ fn native_request(
     headers: &HeaderMap,
     dialect: crate::request::Dialect,
     api_headers: &[&'static str],
-    translatable: bool,
+    loss: Loss,
 ) -> Result<ChatRequest, ParseError> {
     if let Some(options) = options {
         chat.insert("p402".into(), options);
@@ -47,13 +47,71 @@ fn native_request(
             Some((http::HeaderName::from_static(name), value.clone()))
         })
         .collect();
+    let (fidelity, dropped) = loss.fidelity();
     request.native = Some(crate::request::Native {
         dialect,
         body,
         headers,
-        translatable,
+        fidelity,
+        dropped,
     });
     Ok(request)
+}
+
+/// An answer's id with the client dialect's prefix once (`chatcmpl-`,
+/// `msg_`, `resp_`): whatever prefix the serving API gave it is replaced,
+/// so a translated id reads `resp_abc`, never `resp_chatcmpl-abc`.
+fn dialect_id(prefix: &str, id: &str) -> String {
+    let bare = ["chatcmpl-", "msg_", "resp_"]
+        .iter()
+        .find_map(|known| id.strip_prefix(known))
+        .unwrap_or(id);
+    format!("{prefix}{bare}")
+}
+
+/// What a door's translation of a native body could not say, found as it
+/// reads the body. Reading never fails on what it does not model: the
+/// body still goes as it came to providers that speak its dialect.
+#[derive(Debug, Default)]
+struct Loss {
+    approximate: bool,
+    /// The first field with no equivalent at all.
+    untranslatable: Option<String>,
+    dropped: Vec<&'static str>,
+}
+
+impl Loss {
+    /// Something said only as a hint, or left out without changing what
+    /// the answer looks like.
+    fn approximate(&mut self) {
+        self.approximate = true;
+    }
+
+    /// Something no other API can say.
+    fn untranslatable(&mut self, field: impl Into<String>) {
+        if self.untranslatable.is_none() {
+            self.untranslatable = Some(field.into());
+        }
+    }
+
+    /// A tool or feature the translation leaves out, which the answer's
+    /// `x-p402-dropped` header names.
+    fn dropped(&mut self, feature: &'static str) {
+        self.approximate = true;
+        if !self.dropped.contains(&feature) {
+            self.dropped.push(feature);
+        }
+    }
+
+    fn fidelity(self) -> (crate::request::Fidelity, Vec<&'static str>) {
+        use crate::request::Fidelity;
+        let fidelity = match (self.untranslatable, self.approximate) {
+            (Some(field), _) => Fidelity::Untranslatable(field),
+            (None, true) => Fidelity::Approximate,
+            (None, false) => Fidelity::Exact,
+        };
+        (fidelity, self.dropped)
+    }
 }
 
 /// A body in a provider API's own dialect, read as a JSON object that
@@ -122,21 +180,32 @@ impl Door {
         }
     }
 
-    /// A whole answer's body, with the metadata, in the client's format.
-    pub fn answer(self, answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError> {
+    /// A whole answer's body, with the metadata, in the client's format;
+    /// a translated one names the model that served it as the catalog
+    /// does (`metadata.model`).
+    pub fn answer(
+        self,
+        answer: Answer,
+        metadata: &Metadata,
+        chat: &ChatRequest,
+    ) -> Result<Bytes, RenderError> {
         match self {
             Door::Chat => chat::answer(answer, metadata),
             Door::Messages => messages::answer(answer, metadata),
-            Door::Responses => responses::answer(answer, metadata),
+            Door::Responses => responses::answer(answer, metadata, chat),
         }
     }
 
-    /// The writer of a streamed answer's events, for the client's format.
-    pub fn stream(self, chat: &ChatRequest) -> StreamWriter {
+    /// The writer of a streamed answer's events, for the client's format;
+    /// `model` is the catalog id of the model serving it (none for a
+    /// replay from the cache).
+    pub fn stream(self, chat: &ChatRequest, model: Option<&str>) -> StreamWriter {
         match self {
-            Door::Chat => StreamWriter::Chat(chat::Stream::new(chat.client_wants_usage)),
-            Door::Messages => StreamWriter::Messages(messages::Stream::new()),
-            Door::Responses => StreamWriter::Responses(Box::new(responses::Stream::new())),
+            Door::Chat => StreamWriter::Chat(chat::Stream::new(chat.client_wants_usage, model)),
+            Door::Messages => StreamWriter::Messages(messages::Stream::new(model)),
+            Door::Responses => {
+                StreamWriter::Responses(Box::new(responses::Stream::new(chat, model)))
+            }
         }
     }
 
@@ -200,9 +269,14 @@ impl StreamWriter {
     /// The event that reports p402's error in the middle of a stream.
     pub fn error(&mut self, error: &ApiError, request_id: &RequestId) -> Bytes {
         match self {
-            StreamWriter::Chat(_) | StreamWriter::Responses(_) => {
-                chat::event(&error.to_json(request_id))
+            StreamWriter::Chat(stream) => {
+                let event = chat::event(&error.to_json(request_id));
+                match stream.flush() {
+                    Some(held) => Bytes::from([held, event].concat()),
+                    None => event,
+                }
             }
+            StreamWriter::Responses(_) => chat::event(&error.to_json(request_id)),
             StreamWriter::Messages(_) => {
                 messages::event("error", &messages::error_body(error, request_id))
             }
@@ -213,7 +287,11 @@ impl StreamWriter {
     /// error object).
     pub fn provider_error(&mut self, error: &Value) -> Bytes {
         match self {
-            StreamWriter::Chat(_) | StreamWriter::Responses(_) => chat::event(error),
+            StreamWriter::Chat(stream) => match stream.flush() {
+                Some(held) => Bytes::from([held, chat::event(error)].concat()),
+                None => chat::event(error),
+            },
+            StreamWriter::Responses(_) => chat::event(error),
             StreamWriter::Messages(_) => messages::event("error", error),
         }
     }

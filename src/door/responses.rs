@@ -14,6 +14,8 @@
 //! `p402_metadata` goes in the response object: the answer's, or for a
 //! stream the one in its final `response.completed` event.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
@@ -26,8 +28,9 @@ use crate::request::{ChatRequest, Dialect, ParseError};
 /// The request headers that belong to the API and go upstream with it.
 const API_HEADERS: [&str; 1] = ["openai-beta"];
 
-/// The fields that translate to Chat Completions without loss.
-const TRANSLATABLE_FIELDS: [&str; 16] = [
+/// The top-level fields whose Chat Completions equivalent says all they do
+/// (`store: false` and `client_metadata` ask nothing of the answer).
+const EXACT_FIELDS: [&str; 15] = [
     "model",
     "input",
     "instructions",
@@ -39,12 +42,36 @@ const TRANSLATABLE_FIELDS: [&str; 16] = [
     "tool_choice",
     "parallel_tool_calls",
     "text",
-    "reasoning",
-    "store",
     "metadata",
     "user",
-    "prompt_cache_key",
+    "safety_identifier",
+    "client_metadata",
 ];
+
+/// The top-level fields that are hints, or said only in part, elsewhere:
+/// `include` (what extra the answer carries), `store: true` (kept at
+/// OpenAI: another provider's answer is not), the reasoning summary,
+/// context editing, truncation, the service tier, the prompt cache's key
+/// and retention, `top_logprobs` and `max_tool_calls`. Any other field
+/// (`previous_response_id`, `conversation`, stored `prompt`s,
+/// `background`) keeps the request at OpenAI.
+const APPROXIMATE_FIELDS: [&str; 11] = [
+    "include",
+    "store",
+    "reasoning",
+    "context_management",
+    "truncation",
+    "service_tier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "top_logprobs",
+    "max_tool_calls",
+    "stream_options",
+];
+
+/// Between a namespace's name and a tool's in the flat function name
+/// another provider sees; [`tool_names`] turns it back.
+const NAMESPACE_SEPARATOR: &str = "__";
 
 pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
     let (body, options) = super::native_body(bytes)?;
@@ -57,7 +84,7 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
             ))
         }
     }
-    let mut translation = Translation { lossless: true };
+    let mut translation = Translation::default();
     let chat = translation.request(&body);
     super::native_request(
         body,
@@ -66,23 +93,27 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
         headers,
         Dialect::Responses,
         &API_HEADERS,
-        translation.lossless,
+        translation.loss,
     )
 }
 
+/// A Responses body read into a Chat Completions one. It never fails: what
+/// it cannot say is noted in `loss`, and the body itself still goes as it
+/// came to OpenAI.
+#[derive(Default)]
 struct Translation {
-    lossless: bool,
+    loss: super::Loss,
 }
 
 impl Translation {
     fn request(&mut self, body: &Map<String, Value>) -> Map<String, Value> {
         let mut out = Map::new();
-        self.lossless &= body
-            .keys()
-            .all(|k| TRANSLATABLE_FIELDS.contains(&k.as_str()));
-        // Stored state lives at OpenAI.
-        if body.get("store").and_then(Value::as_bool) == Some(true) {
-            self.lossless = false;
+        for (key, value) in body {
+            if APPROXIMATE_FIELDS.contains(&key.as_str()) {
+                self.loss.approximate();
+            } else if !EXACT_FIELDS.contains(&key.as_str()) && !value.is_null() {
+                self.loss.untranslatable(format!("`{key}`"));
+            }
         }
         for key in [
             "model",
@@ -91,14 +122,15 @@ impl Translation {
             "top_p",
             "parallel_tool_calls",
             "user",
+            "safety_identifier",
             "prompt_cache_key",
             "metadata",
         ] {
-            if let Some(value) = body.get(key) {
+            if let Some(value) = body.get(key).filter(|v| !v.is_null()) {
                 out.insert(key.into(), value.clone());
             }
         }
-        if let Some(limit) = body.get("max_output_tokens") {
+        if let Some(limit) = body.get("max_output_tokens").filter(|v| !v.is_null()) {
             out.insert("max_tokens".into(), limit.clone());
         }
         if let Some(effort) = body.pointer_get(&["reasoning", "effort"]) {
@@ -114,16 +146,21 @@ impl Translation {
         match body.get("input") {
             Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
             Some(Value::Array(items)) => {
-                for item in items {
-                    self.item(item, &mut messages);
+                for (i, item) in items.iter().enumerate() {
+                    self.item(item, i, &mut messages);
                 }
             }
             _ => {}
         }
         out.insert("messages".into(), Value::Array(messages));
         if let Some(tools) = body.get("tools").and_then(Value::as_array) {
-            let tools: Vec<Value> = tools.iter().filter_map(|t| self.tool(t)).collect();
-            out.insert("tools".into(), Value::Array(tools));
+            let mut flat = Vec::new();
+            for (i, tool) in tools.iter().enumerate() {
+                self.tool(tool, &format!("tools[{i}]"), None, &mut flat);
+            }
+            if !flat.is_empty() {
+                out.insert("tools".into(), Value::Array(flat));
+            }
         }
         if let Some(choice) = body.get("tool_choice") {
             let mapped = match choice {
@@ -132,7 +169,7 @@ impl Translation {
                     json!({"type": "function", "function": {"name": choice["name"]}})
                 }
                 _ => {
-                    self.lossless = false;
+                    self.loss.untranslatable("`tool_choice` (a built-in tool)");
                     Value::Null
                 }
             };
@@ -144,6 +181,9 @@ impl Translation {
     }
 
     fn text_format(&mut self, text: &Value, out: &mut Map<String, Value>) {
+        if text.get("verbosity").is_some() {
+            self.loss.approximate();
+        }
         let Some(format) = text.get("format") else {
             return;
         };
@@ -164,23 +204,36 @@ impl Translation {
                     json!({"type": "json_schema", "json_schema": schema}),
                 );
             }
-            Some(_) => self.lossless = false,
+            Some(other) => self
+                .loss
+                .untranslatable(format!("text.format (type `{other}`)")),
         }
     }
 
-    fn item(&mut self, item: &Value, out: &mut Vec<Value>) {
+    fn item(&mut self, item: &Value, i: usize, out: &mut Vec<Value>) {
         let kind = item.get("type").and_then(Value::as_str);
         match kind {
             Some("message") | None if item.get("role").is_some() => {
                 let role = match item["role"].as_str() {
-                    Some("developer") => "system",
-                    Some(role) => role,
-                    None => "user",
+                    Some("developer" | "system") => "system",
+                    Some("assistant") => "assistant",
+                    Some("user") => "user",
+                    other => {
+                        self.loss.untranslatable(format!(
+                            "input[{i}].role (`{}`)",
+                            other.unwrap_or("missing")
+                        ));
+                        return;
+                    }
                 };
                 let content = match &item["content"] {
                     Value::String(text) => Value::from(text.as_str()),
                     Value::Array(parts) => {
-                        let parts: Vec<Value> = parts.iter().filter_map(|p| self.part(p)).collect();
+                        let parts: Vec<Value> = parts
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(j, p)| self.part(p, i, j))
+                            .collect();
                         if role == "assistant" || role == "system" {
                             let text: Vec<&str> =
                                 parts.iter().filter_map(|p| p["text"].as_str()).collect();
@@ -190,15 +243,23 @@ impl Translation {
                         }
                     }
                     _ => {
-                        self.lossless = false;
+                        self.loss
+                            .untranslatable(format!("input[{i}].content (neither text nor parts)"));
                         return;
                     }
                 };
                 out.push(json!({"role": role, "content": content}));
             }
             Some("function_call") => {
+                let name = match item.get("namespace").and_then(Value::as_str) {
+                    Some(namespace) => Value::from(format!(
+                        "{namespace}{NAMESPACE_SEPARATOR}{}",
+                        item["name"].as_str().unwrap_or_default()
+                    )),
+                    None => item["name"].clone(),
+                };
                 let call = json!({"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": item["arguments"]}});
+                    "function": {"name": name, "arguments": item["arguments"]}});
                 // Consecutive calls belong to one assistant turn.
                 if let Some(last) = out
                     .last_mut()
@@ -214,48 +275,126 @@ impl Translation {
             Some("function_call_output") => {
                 let output = match &item["output"] {
                     Value::String(text) => text.clone(),
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                     other => other.to_string(),
                 };
                 out.push(
                     json!({"role": "tool", "tool_call_id": item["call_id"], "content": output}),
                 );
             }
-            // Reasoning items (and their encrypted content), item
-            // references, built-in tools' calls: OpenAI's alone.
-            _ => self.lossless = false,
+            // A reasoning item's encrypted content is the model's own;
+            // another model starts its thinking afresh, as on a first turn.
+            // A web search's call: its findings are in the answer's text.
+            Some("reasoning" | "web_search_call") => self.loss.approximate(),
+            // Item references, other built-in tools' calls and outputs:
+            // state and runners that are OpenAI's alone.
+            other => self.loss.untranslatable(format!(
+                "input[{i}] (a `{}` item)",
+                other.unwrap_or("untyped")
+            )),
         }
     }
 
-    fn part(&mut self, part: &Value) -> Option<Value> {
+    fn part(&mut self, part: &Value, i: usize, j: usize) -> Option<Value> {
         match part.get("type").and_then(Value::as_str) {
             Some("input_text" | "output_text" | "text") => {
                 Some(json!({"type": "text", "text": part["text"]}))
             }
-            Some("input_image") if part.get("image_url").is_some() => {
+            Some("input_image") if part.get("image_url").is_some_and(Value::is_string) => {
                 Some(json!({"type": "image_url", "image_url": {"url": part["image_url"]}}))
             }
-            _ => {
-                self.lossless = false;
+            // A refusal said earlier: its text is what the model said.
+            Some("refusal") => {
+                self.loss.approximate();
+                Some(json!({"type": "text", "text": part["refusal"]}))
+            }
+            other => {
+                self.loss.untranslatable(format!(
+                    "input[{i}].content[{j}] (a `{}` part)",
+                    other.unwrap_or("untyped")
+                ));
                 None
             }
         }
     }
 
-    fn tool(&mut self, tool: &Value) -> Option<Value> {
-        if tool.get("type").and_then(Value::as_str) != Some("function") {
-            // Web search, file search, code interpreter, namespaces, custom
-            // grammar tools: not functions another provider could call.
-            self.lossless = false;
-            return None;
+    /// A tool as Chat Completions functions: a function as it is, a
+    /// namespace's functions under flat names, OpenAI's web search left
+    /// out (the answer's `x-p402-dropped` header says so).
+    fn tool(&mut self, tool: &Value, at: &str, namespace: Option<&str>, out: &mut Vec<Value>) {
+        match tool.get("type").and_then(Value::as_str) {
+            Some("function") => {
+                let name = match namespace {
+                    Some(namespace) => Value::from(format!(
+                        "{namespace}{NAMESPACE_SEPARATOR}{}",
+                        tool["name"].as_str().unwrap_or_default()
+                    )),
+                    None => tool["name"].clone(),
+                };
+                let mut function = json!({"name": name, "parameters": tool["parameters"]});
+                for key in ["description", "strict"] {
+                    if let Some(value) = tool.get(key).filter(|v| !v.is_null()) {
+                        function[key] = value.clone();
+                    }
+                }
+                out.push(json!({"type": "function", "function": function}));
+            }
+            Some("namespace") if namespace.is_none() => {
+                let name = tool["name"].as_str().unwrap_or_default();
+                for (j, inner) in tool
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    self.tool(inner, &format!("{at}.tools[{j}]"), Some(name), out);
+                }
+            }
+            Some(kind) if kind.starts_with("web_search") => self.loss.dropped("web_search"),
+            // File search, code interpreter, custom grammar tools, MCP,
+            // shell and computer use: not functions another provider
+            // could call.
+            other => self
+                .loss
+                .untranslatable(format!("{at} (type `{}`)", other.unwrap_or("untyped"))),
         }
-        let mut function = json!({"name": tool["name"], "parameters": tool["parameters"]});
-        for key in ["description", "strict"] {
-            if let Some(value) = tool.get(key) {
-                function[key] = value.clone();
+    }
+}
+
+/// The namespaced tools of a request: each flat name another provider saw,
+/// with its namespace and the tool's own name.
+pub fn tool_names(body: &Map<String, Value>) -> HashMap<String, (String, String)> {
+    let mut names = HashMap::new();
+    for tool in body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if tool.get("type").and_then(Value::as_str) != Some("namespace") {
+            continue;
+        }
+        let namespace = tool["name"].as_str().unwrap_or_default();
+        for inner in tool
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = inner.get("name").and_then(Value::as_str) {
+                names.insert(
+                    format!("{namespace}{NAMESPACE_SEPARATOR}{name}"),
+                    (namespace.to_string(), name.to_string()),
+                );
             }
         }
-        Some(json!({"type": "function", "function": function}))
     }
+    names
 }
 
 trait PointerGet {
@@ -272,23 +411,48 @@ impl PointerGet for Map<String, Value> {
 
 /// A whole answer as a `response` object with `p402_metadata`: as OpenAI
 /// sent it, or built from the `chat.completion`.
-pub fn answer(answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError> {
-    let mut response = match answer {
+pub fn answer(
+    answer: Answer,
+    metadata: &Metadata,
+    chat: &ChatRequest,
+) -> Result<Bytes, RenderError> {
+    let mut completion = match answer {
         Answer::Native { bytes, .. } => {
             let figures = serde_json::to_vec(metadata)?;
             return openai::with_member(&bytes, "p402_metadata", &figures)
                 .map(Bytes::from)
                 .ok_or(RenderError::NotAnObject);
         }
-        Answer::Tree(tree) => response(&tree, "completed"),
-        Answer::AsItCame { bytes, .. } => response(&serde_json::from_slice(&bytes)?, "completed"),
+        Answer::Tree(tree) => tree,
+        Answer::AsItCame { bytes, .. } => serde_json::from_slice(&bytes)?,
     };
+    if let Some(model) = &metadata.model {
+        completion["model"] = Value::from(model.as_str());
+    }
+    let names = chat
+        .native
+        .as_ref()
+        .map(|native| tool_names(&native.body))
+        .unwrap_or_default();
+    let mut response = response(&completion, "completed", &names);
     response["p402_metadata"] = serde_json::to_value(metadata)?;
     Ok(Bytes::from(serde_json::to_vec(&response)?))
 }
 
+/// A function call item's name, with its namespace where the request's
+/// tools put it in one (another provider saw the flat name).
+fn call_item(item: &mut Value, flat: &Value, names: &HashMap<String, (String, String)>) {
+    match flat.as_str().and_then(|flat| names.get(flat)) {
+        Some((namespace, name)) => {
+            item["name"] = Value::from(name.as_str());
+            item["namespace"] = Value::from(namespace.as_str());
+        }
+        None => item["name"] = flat.clone(),
+    }
+}
+
 /// A `response` object saying what a `chat.completion` says.
-fn response(completion: &Value, status: &str) -> Value {
+fn response(completion: &Value, status: &str, names: &HashMap<String, (String, String)>) -> Value {
     let said = &completion["choices"][0]["message"];
     let id = response_id(completion["id"].as_str().unwrap_or("p402"));
     let mut output = Vec::new();
@@ -302,9 +466,15 @@ fn response(completion: &Value, status: &str) -> Value {
         .into_iter()
         .flatten()
     {
-        output.push(json!({"type": "function_call", "id": format!("fc_{}", call["id"].as_str().unwrap_or_default()),
-            "call_id": call["id"], "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
-            "arguments": call.pointer("/function/arguments").cloned().unwrap_or(json!("")), "status": "completed"}));
+        let mut item = json!({"type": "function_call", "id": function_item_id(&call["id"]),
+            "call_id": call["id"],
+            "arguments": call.pointer("/function/arguments").cloned().unwrap_or(json!("")), "status": "completed"});
+        call_item(
+            &mut item,
+            call.pointer("/function/name").unwrap_or(&Value::Null),
+            names,
+        );
+        output.push(item);
     }
     let usage = &completion["usage"];
     let input = usage["prompt_tokens"].as_u64().unwrap_or(0);
@@ -335,6 +505,10 @@ fn response(completion: &Value, status: &str) -> Value {
 pub struct Stream {
     /// The final event of a native stream, to carry the metadata.
     last: Option<(String, Value)>,
+    /// The catalog id of the model serving the stream.
+    model: Option<Value>,
+    /// The request's namespaced tools, by the flat names others saw.
+    names: HashMap<String, (String, String)>,
     /// A translated stream: what it has said so far.
     built: Option<Built>,
     sequence: u64,
@@ -359,9 +533,15 @@ struct Built {
 }
 
 impl Stream {
-    pub fn new() -> Self {
+    pub fn new(chat: &ChatRequest, model: Option<&str>) -> Self {
         Stream {
             last: None,
+            model: model.map(Value::from),
+            names: chat
+                .native
+                .as_ref()
+                .map(|native| tool_names(&native.body))
+                .unwrap_or_default(),
             built: None,
             sequence: 0,
         }
@@ -396,7 +576,7 @@ impl Stream {
             None => {
                 let built = Built {
                     id: response_id(chunk["id"].as_str().unwrap_or("p402")),
-                    model: chunk["model"].clone(),
+                    model: self.model.clone().unwrap_or_else(|| chunk["model"].clone()),
                     created: chunk["created"].clone(),
                     ..Built::default()
                 };
@@ -472,12 +652,13 @@ impl Stream {
                             .calls
                             .push((index, call_id.clone(), name.clone(), String::new()));
                         built.call_of.insert(n, built.calls.len() - 1);
+                        let mut item = json!({"type": "function_call",
+                            "id": function_item_id(&call_id), "call_id": call_id,
+                            "arguments": "", "status": "in_progress"});
+                        call_item(&mut item, &name, &self.names);
                         out.push(self.event(
                             "response.output_item.added",
-                            json!({
-                            "output_index": index, "item": {"type": "function_call",
-                            "id": function_item_id(&call_id), "call_id": call_id, "name": name,
-                            "arguments": "", "status": "in_progress"}}),
+                            json!({"output_index": index, "item": item}),
                         ));
                         built.calls.len() - 1
                     }
@@ -544,11 +725,12 @@ impl Stream {
                 json!({
                 "item_id": item_id, "output_index": index, "arguments": arguments}),
             ));
+            let mut item = json!({"type": "function_call", "id": item_id,
+                "call_id": call_id, "arguments": arguments, "status": "completed"});
+            call_item(&mut item, name, &self.names);
             out.push(self.event(
                 "response.output_item.done",
-                json!({
-                "output_index": index, "item": {"type": "function_call", "id": item_id,
-                "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"}}),
+                json!({"output_index": index, "item": item}),
             ));
             calls.push(json!({"id": call_id, "type": "function",
                 "function": {"name": name, "arguments": arguments}}));
@@ -560,7 +742,7 @@ impl Stream {
                 "tool_calls": if calls.is_empty() { Value::Null } else { Value::Array(calls) }}}],
             "usage": built.usage,
         });
-        let mut complete = response(&completion, "completed");
+        let mut complete = response(&completion, "completed", &self.names);
         complete["p402_metadata"] = figures;
         out.push(self.event("response.completed", json!({"response": complete})));
         out
@@ -568,13 +750,10 @@ impl Stream {
 }
 
 /// A response id for an answer's id: a Responses answer's own (as the
-/// cache replays one) as it was, any other with the `resp_` prefix.
+/// cache replays one) as it was, any other with its prefix replaced by
+/// `resp_`.
 fn response_id(id: &str) -> String {
-    if id.starts_with("resp_") {
-        id.to_string()
-    } else {
-        format!("resp_{id}")
-    }
+    super::dialect_id("resp_", id)
 }
 
 /// The item id of a function call, from its call id.

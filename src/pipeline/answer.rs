@@ -78,7 +78,20 @@ pub async fn respond(
             .door
             .error(&ApiError::internal("an answer without metadata"), &cx.id);
     };
-    match cx.door.answer(answer, &metadata) {
+    // The provider's own name for a model (`accounts/fireworks/models/...`)
+    // is not the catalog's: an answer that carries it is rewritten.
+    let answer = match answer {
+        Answer::AsItCame { bytes, .. }
+            if served.candidate.upstream_model != served.candidate.model_name() =>
+        {
+            match serde_json::from_slice(&bytes) {
+                Ok(tree) => Answer::Tree(tree),
+                Err(e) => return cx.door.error(&ApiError::internal(e.to_string()), &cx.id),
+            }
+        }
+        answer => answer,
+    };
+    match cx.door.answer(answer, &metadata, &cx.chat) {
         Ok(body) => finish::respond(body, &metadata),
         Err(e) => cx.door.error(&ApiError::internal(e.to_string()), &cx.id),
     }

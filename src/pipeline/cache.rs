@@ -51,7 +51,7 @@ async fn serve(cx: &Context, hit: &Hit) -> Response<Body> {
         return cx.door.error(&error, &cx.id);
     };
     if cx.chat.stream {
-        let mut writer = cx.door.stream(&cx.chat);
+        let mut writer = cx.door.stream(&cx.chat, None);
         let mut events: Vec<_> = replay::chunks(hit)
             .into_iter()
             .filter_map(|chunk| writer.chunk(chunk))
@@ -59,7 +59,10 @@ async fn serve(cx: &Context, hit: &Hit) -> Response<Body> {
         events.extend(writer.end(&metadata));
         return finish::respond_events(events, &metadata);
     }
-    match cx.door.answer(Answer::Tree(replay::answer(hit)), &metadata) {
+    match cx
+        .door
+        .answer(Answer::Tree(replay::answer(hit)), &metadata, &cx.chat)
+    {
         Ok(body) => finish::respond(body, &metadata),
         Err(e) => cx.door.error(&ApiError::internal(e.to_string()), &cx.id),
     }

@@ -204,7 +204,7 @@ fn provider_metadata(
     used: Option<&Used>,
     with_session: bool,
 ) -> Metadata {
-    metadata::build(
+    let mut metadata = metadata::build(
         &cx.id,
         &plan.route,
         &served.candidate,
@@ -217,7 +217,9 @@ fn provider_metadata(
         with_session
             .then(|| session_info(&cx.charge, cx.state.book()))
             .flatten(),
-    )
+    );
+    metadata.dropped = cx.chat.dropped_by(&served.candidate.provider).to_vec();
+    metadata
 }
 
 /// A cache hit moves no money: its free entry carries the direct cost it
@@ -279,6 +281,7 @@ fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
         session_remaining_usd: cx.charge.session_remaining(cx.state.book()),
         similarity: Some((f64::from(hit.similarity) * 10_000.0).round() / 10_000.0),
         ledger_warning: None,
+        dropped: Vec::new(),
     }
 }
 
@@ -317,7 +320,8 @@ pub fn respond_streaming(
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     event_stream_headers(headers);
-    metadata::early_headers(headers, &cx.id, candidate);
+    let dropped = cx.chat.dropped_by(&candidate.provider);
+    metadata::early_headers(headers, &cx.id, candidate, dropped);
     (tx, response)
 }
 
@@ -337,7 +341,8 @@ pub fn respond_refused(
             .headers_mut()
             .insert(header::CONTENT_TYPE, content_type);
     }
-    metadata::early_headers(response.headers_mut(), &cx.id, candidate);
+    let dropped = cx.chat.dropped_by(&candidate.provider);
+    metadata::early_headers(response.headers_mut(), &cx.id, candidate, dropped);
     response
 }
 

@@ -89,7 +89,9 @@ pub fn start(
     let (tx, response) = finish::respond_streaming(&cx, &served.candidate);
     let upstream = cx.runtime.upstream.config();
     let relay = Relay {
-        writer: cx.door.stream(&cx.chat),
+        writer: cx
+            .door
+            .stream(&cx.chat, Some(served.candidate.model_name())),
         idle_timeout: upstream.idle_timeout_seconds.duration(),
         max_duration: upstream.max_stream_seconds.duration(),
         cx: Arc::clone(&cx),

@@ -105,6 +105,15 @@ pub enum RouteError {
     MissingProvider(String),
     #[error("model `{0}` is not in p402's catalog; write it as provider/model, pin a provider with p402.provider, or add it under [[models]] in p402.toml")]
     ModelNotFound(String),
+    /// The request says something only its own API can carry, and no
+    /// model that may serve it speaks that API: a request to change, not a
+    /// failure to retry.
+    #[error("{field} has no equivalent outside the {api} API, and {model} is served through another API; send the request without it, or ask for a model of a provider that speaks the {api} API")]
+    Untranslatable {
+        field: String,
+        api: &'static str,
+        model: String,
+    },
 }
 
 impl Classify for RouteError {
@@ -114,7 +123,9 @@ impl Classify for RouteError {
             RouteError::NothingEligible(_) | RouteError::ProviderUnavailable(_) => {
                 ErrorKind::NoProvider
             }
-            RouteError::UnknownProvider(_) => ErrorKind::InvalidRequest,
+            RouteError::UnknownProvider(_) | RouteError::Untranslatable { .. } => {
+                ErrorKind::InvalidRequest
+            }
             RouteError::MissingProvider(_) => ErrorKind::Internal,
             RouteError::ModelNotFound(_) => ErrorKind::NotFound,
         }
@@ -128,8 +139,21 @@ impl Classify for RouteError {
             RouteError::UnknownProvider(_) => "unknown_provider",
             RouteError::MissingProvider(_) => "internal_error",
             RouteError::ModelNotFound(_) => "model_not_found",
+            RouteError::Untranslatable { .. } => "untranslatable_request",
         }
     }
+}
+
+/// The error for a request whose untranslatable field keeps it from
+/// `model`.
+fn untranslatable(request: &ChatRequest, model: &str) -> Option<RouteError> {
+    let native = request.native.as_ref()?;
+    let field = native.untranslatable()?;
+    Some(RouteError::Untranslatable {
+        field: field.to_string(),
+        api: native.dialect.api_name(),
+        model: format!("`{model}`"),
+    })
 }
 
 /// A model that passed every check, with what its ordering needs.
@@ -137,6 +161,10 @@ struct Eligible<'a> {
     model: &'a Model,
     provider: Arc<Provider>,
     cost: Option<Usd>,
+    /// The provider speaks another API than the client's: among otherwise
+    /// equal candidates, the client's own dialect wins (nothing to
+    /// translate, nothing approximated).
+    foreign: bool,
     name: String,
 }
 
@@ -320,6 +348,10 @@ impl Router<'_> {
             model,
             provider: provider.clone(),
             cost: needs.expected_cost(model),
+            foreign: request
+                .native
+                .as_ref()
+                .is_some_and(|native| !native.dialect.spoken_by(provider)),
             name: format!("{}/{}", model.provider, model.id),
         })
     }
@@ -409,6 +441,12 @@ impl Router<'_> {
                 on: "the cheapest eligible model".into(),
             };
         }
+        // Only models of other APIs were left: the request must change.
+        if rejected.contains_key(&Reject::Dialect) {
+            if let Some(error) = untranslatable(request, &request.model) {
+                return error;
+            }
+        }
         let reasons: Vec<String> = rejected
             .iter()
             .map(|(reason, count)| format!("{count} {}", reason.describe()))
@@ -445,14 +483,13 @@ impl Router<'_> {
         if let Some(reason) = candidate.provider.unusable_reason() {
             return Err(RouteError::ProviderUnavailable(reason.to_string()));
         }
-        if let Some(dialect) = request
+        if request
             .pinned_dialect()
-            .filter(|dialect| !dialect.spoken_by(&candidate.provider))
+            .is_some_and(|dialect| !dialect.spoken_by(&candidate.provider))
         {
-            return Err(RouteError::ProviderUnavailable(format!(
-                "this request uses features only the {dialect:?} API can carry (extended thinking, server tools, documents, stored state), and provider `{}` does not speak it",
-                candidate.provider.name
-            )));
+            if let Some(error) = untranslatable(request, candidate.model_name()) {
+                return Err(error);
+            }
         }
         if candidate.provider.api_key_env.is_none()
             && self.health.reachable(&candidate.provider.name) == Some(false)
@@ -550,14 +587,23 @@ fn order(eligible: &mut [Eligible], mode: ModeChoice) {
     // Tokens per second in thousandths: an integer, so no float ties.
     let speed = |e: &Eligible| (e.model.speed_tps.unwrap_or(0.0) * 1000.0).round() as i64;
     match mode {
-        ModeChoice::Named(Mode::Cost) | ModeChoice::Named(Mode::Passthrough) => {
-            eligible.sort_by(|a, b| (cost(a), &a.name).cmp(&(cost(b), &b.name)))
-        }
+        ModeChoice::Named(Mode::Cost) | ModeChoice::Named(Mode::Passthrough) => eligible
+            .sort_by(|a, b| (cost(a), a.foreign, &a.name).cmp(&(cost(b), b.foreign, &b.name))),
         ModeChoice::Named(Mode::Quality) => eligible.sort_by(|a, b| {
-            (Reverse(quality(a)), cost(a), &a.name).cmp(&(Reverse(quality(b)), cost(b), &b.name))
+            (Reverse(quality(a)), cost(a), a.foreign, &a.name).cmp(&(
+                Reverse(quality(b)),
+                cost(b),
+                b.foreign,
+                &b.name,
+            ))
         }),
         ModeChoice::Named(Mode::Speed) => eligible.sort_by(|a, b| {
-            (Reverse(speed(a)), cost(a), &a.name).cmp(&(Reverse(speed(b)), cost(b), &b.name))
+            (Reverse(speed(a)), cost(a), a.foreign, &a.name).cmp(&(
+                Reverse(speed(b)),
+                cost(b),
+                b.foreign,
+                &b.name,
+            ))
         }),
         ModeChoice::Named(Mode::Balanced) => order_weighted(eligible, Weights::BALANCED),
         ModeChoice::Weights(weights) => order_weighted(eligible, weights),
@@ -596,7 +642,7 @@ fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
         (weighted * 1e9).round() as i64
     };
     let cost = |e: &Eligible| e.cost.unwrap_or(Usd::from_nanos(i64::MAX));
-    eligible.sort_by_cached_key(|e| (Reverse(score(e)), cost(e), e.name.clone()));
+    eligible.sort_by_cached_key(|e| (Reverse(score(e)), cost(e), e.foreign, e.name.clone()));
 }
 
 /// The top choice, then the best of each other provider, then the rest: a

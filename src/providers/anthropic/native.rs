@@ -54,7 +54,8 @@ pub fn count_request(
         dialect: crate::request::Dialect::Messages,
         body: body.clone(),
         headers: headers.to_vec(),
-        translatable: false,
+        fidelity: crate::request::Fidelity::Untranslatable("count_tokens".into()),
+        dropped: Vec::new(),
     };
     let candidate = Candidate {
         provider: std::sync::Arc::clone(provider),
