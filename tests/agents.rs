@@ -389,3 +389,376 @@ async fn p402_run_caps_an_agent_with_a_session() {
     );
     proxy.stop().await;
 }
+
+// ---- whole tool loops, on the models users pick today ------------------------
+//
+// Each fake provider answers the agent's first call with a call of the
+// agent's own shell tool, and the call that brings the tool's result back
+// with a final answer. The tool really runs: it writes `proof.txt`.
+
+/// What the agents' shell tool is asked to run.
+const PROOF_COMMAND: &str = "echo p402-tool-loop > proof.txt";
+
+/// An SSE event block with its name.
+fn sse_block(event: &str, data: Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+/// A Messages stream that calls `tool` with `input`, as Anthropic sends one.
+fn anthropic_tool_call(model: &str, tool: &str, input: Value) -> Vec<String> {
+    vec![
+        sse_block(
+            "message_start",
+            json!({"type": "message_start", "message": {
+            "id": "msg_01TL", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 900, "output_tokens": 1}}}),
+        ),
+        sse_block(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block":
+            {"type": "tool_use", "id": "toolu_01PROOF", "name": tool, "input": {}}}),
+        ),
+        sse_block(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+        ),
+        sse_block(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        sse_block(
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": 30}}),
+        ),
+        sse_block("message_stop", json!({"type": "message_stop"})),
+    ]
+}
+
+/// A Chat Completions stream that calls `tool` with `input`, its arguments
+/// in two pieces, then the usage chunk.
+fn chat_tool_call(model: &str, tool: &str, input: Value) -> Vec<String> {
+    let arguments = input.to_string();
+    let (first, second) = arguments.split_at(arguments.len() / 2);
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-TL", "object": "chat.completion.chunk", "created": 1_796_000_000,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    vec![
+        chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+            "id": "call_PROOF", "type": "function", "function": {"name": tool, "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": first}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": second}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+        json!({"id": "chatcmpl-TL", "object": "chat.completion.chunk", "created": 1_796_000_000,
+            "model": model, "choices": [],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 30, "total_tokens": 930}})
+        .to_string(),
+    ]
+}
+
+/// A Chat Completions stream that says `text`.
+fn chat_said(model: &str, text: &str) -> Vec<String> {
+    stream_events(model, &[text], true)
+}
+
+/// A Responses stream that calls `tool` with `input`, as OpenAI sends one.
+fn responses_tool_call(model: &str, tool: &str, input: Value) -> Vec<String> {
+    let block = |data: Value| {
+        let name = data["type"].as_str().unwrap_or_default().to_string();
+        sse_block(&name, data)
+    };
+    let arguments = input.to_string();
+    let item = json!({"type": "function_call", "id": "fc_PROOF", "call_id": "call_PROOF",
+        "name": tool, "arguments": arguments, "status": "completed"});
+    let done = json!({"id": "resp_TL", "object": "response", "created_at": 1_796_000_000,
+        "status": "completed", "model": model, "output": [item],
+        "usage": {"input_tokens": 900, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 930}});
+    vec![
+        block(
+            json!({"type": "response.created", "sequence_number": 0, "response": {
+            "id": "resp_TL", "object": "response", "created_at": 1_796_000_000,
+            "status": "in_progress", "model": model, "output": []}}),
+        ),
+        block(
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+            "item": {"type": "function_call", "id": "fc_PROOF", "call_id": "call_PROOF",
+                "name": tool, "arguments": "", "status": "in_progress"}}),
+        ),
+        block(
+            json!({"type": "response.function_call_arguments.delta", "sequence_number": 2,
+            "item_id": "fc_PROOF", "output_index": 0, "delta": arguments}),
+        ),
+        block(
+            json!({"type": "response.function_call_arguments.done", "sequence_number": 3,
+            "item_id": "fc_PROOF", "output_index": 0, "arguments": arguments}),
+        ),
+        block(
+            json!({"type": "response.output_item.done", "sequence_number": 4, "output_index": 0, "item": item}),
+        ),
+        block(json!({"type": "response.completed", "sequence_number": 5, "response": done})),
+    ]
+}
+
+/// Runs Claude Code on `model` through p402 at `base`, allowed to use its
+/// Bash tool, in a fresh home; returns its JSON result and the home.
+async fn claude_code_loop(base: String, model: &str) -> (Value, tempfile::TempDir) {
+    let home = tempfile::tempdir().expect("home");
+    let binary = claude();
+    let dir = home.path().to_path_buf();
+    let model = model.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(binary)
+            .args([
+                "-p",
+                "Write the proof file",
+                "--model",
+                &model,
+                "--allowedTools",
+                "Bash",
+                "--output-format",
+                "json",
+            ])
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("ANTHROPIC_BASE_URL", base)
+            .env("ANTHROPIC_API_KEY", "sk-ant-client-side-anything")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .env_remove("ANTHROPIC_MODEL")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("claude runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "claude failed:\n{stdout}\n{stderr}"
+    );
+    let result: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("claude printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    (result, home)
+}
+
+/// Runs Codex CLI on `model` through p402 at `base` (its `/v1`), with its
+/// sandbox off so its shell tool can write, in a fresh home.
+async fn codex_loop(base: String, model: &str) -> (String, tempfile::TempDir) {
+    let home = tempfile::tempdir().expect("home");
+    let codex_home = home.path().join(".codex");
+    std::fs::create_dir_all(&codex_home).expect("codex home");
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"{model}\"\nmodel_provider = \"p402\"\n\n[model_providers.p402]\nname = \"p402\"\nbase_url = \"{base}\"\nwire_api = \"responses\"\nenv_key = \"P402_CODEX_KEY\"\nrequest_max_retries = 0\nstream_max_retries = 0\n"
+        ),
+    )
+    .expect("config");
+    let script = codex();
+    let dir = home.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args([
+                "exec",
+                "--skip-git-repo-check",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "Write the proof file",
+            ])
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("CODEX_HOME", dir.join(".codex"))
+            .env("P402_CODEX_KEY", "sk-client-side-anything")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("codex runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "codex failed:\n{stdout}\n{stderr}");
+    (stdout, home)
+}
+
+/// The file the agent's tool wrote, proving the tool really ran.
+fn assert_proof(home: &tempfile::TempDir) {
+    let proof = std::fs::read_to_string(home.path().join("proof.txt"))
+        .unwrap_or_else(|e| panic!("the agent's tool did not write proof.txt: {e}"));
+    assert_eq!(proof.trim(), "p402-tool-loop");
+}
+
+/// The calls the fake received, with the tool's result handed back in the
+/// last of them (the loop went round once, whole).
+fn assert_loop_went_round(fake: &FakeProvider, path: &str) {
+    let sent = fake.received();
+    assert!(
+        sent.iter().any(|call| call.path == path && !carries_tool_result(&call.body)),
+        "no first call on {path}: {sent:?}"
+    );
+    let back = sent
+        .iter()
+        .find(|call| call.path == path && carries_tool_result(&call.body))
+        .unwrap_or_else(|| panic!("the tool's result never came back on {path}"));
+    assert!(
+        back.body.to_string().contains("p402-tool-loop") || back.body.to_string().contains("proof"),
+        "{}",
+        back.body
+    );
+}
+
+/// Claude Code on a current Claude model, in the shipped default mode: its
+/// bodies (system-role turns inside `messages`, adaptive thinking, context
+/// editing) reach Anthropic as it wrote them, and its Bash tool runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_runs_a_tool_loop_on_claude_sonnet_5_5() {
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("anthropic", &anthropic)).await;
+    for _ in 0..12 {
+        anthropic.push(Reply::Agent {
+            call: Box::new(Reply::RawSse(anthropic_tool_call(
+                "claude-sonnet-5-5",
+                "Bash",
+                json!({"command": PROOF_COMMAND, "description": "Write the proof file"}),
+            ))),
+            done: Box::new(Reply::RawSse(said("The proof file is written.", 950, 8))),
+        });
+    }
+    let (result, home) = claude_code_loop(proxy.url(""), "claude-sonnet-5-5").await;
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(result["result"], "The proof file is written.", "{result}");
+    assert_proof(&home);
+    assert_loop_went_round(&anthropic, "/v1/messages");
+    for call in anthropic.received() {
+        assert!(
+            call.body["model"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("claude-")),
+            "{}",
+            call.body["model"]
+        );
+    }
+    let report = proxy.get_json("/api/v2/report?since=1d").await;
+    assert_eq!(
+        report["total"]["requests"],
+        anthropic.received().len() as u64,
+        "{report}"
+    );
+    proxy.stop().await;
+}
+
+/// Claude Code on an OpenAI model: its Messages bodies are translated to
+/// Chat Completions (system turns in place, thinking as a reasoning
+/// effort), the tool call and its result translated both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_runs_a_tool_loop_on_an_openai_model() {
+    let openai = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
+    for _ in 0..12 {
+        openai.push(Reply::Agent {
+            call: Box::new(Reply::Sse {
+                events: chat_tool_call(
+                    "gpt-6.2-sol",
+                    "Bash",
+                    json!({"command": PROOF_COMMAND, "description": "Write the proof file"}),
+                ),
+                gate: None,
+            }),
+            done: Box::new(Reply::Sse {
+                events: chat_said("gpt-6.2-sol", "The proof file is written."),
+                gate: None,
+            }),
+        });
+    }
+    let (result, home) = claude_code_loop(proxy.url(""), "gpt-6.2-sol").await;
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(result["result"], "The proof file is written.", "{result}");
+    assert_proof(&home);
+    assert_loop_went_round(&openai, "/v1/chat/completions");
+    // Claude Code's system turns arrived as system messages.
+    let first = &openai.received()[0].body;
+    assert!(
+        first["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().filter(|m| m["role"] == "system").count() >= 2),
+        "{first}"
+    );
+    proxy.stop().await;
+}
+
+/// Codex CLI on an OpenAI model: its Responses bodies go to OpenAI as they
+/// are, and its shell tool runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_runs_a_tool_loop_on_an_openai_model() {
+    let openai = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
+    for _ in 0..12 {
+        openai.push(Reply::Agent {
+            call: Box::new(Reply::RawSse(responses_tool_call(
+                "gpt-6.2-sol",
+                "exec_command",
+                json!({"cmd": PROOF_COMMAND}),
+            ))),
+            done: Box::new(Reply::RawSse(responded("The proof file is written."))),
+        });
+    }
+    let (stdout, home) = codex_loop(proxy.url("/v1"), "gpt-6.2-sol").await;
+    assert!(stdout.contains("The proof file is written."), "{stdout}");
+    assert_proof(&home);
+    assert_loop_went_round(&openai, "/v1/responses");
+    proxy.stop().await;
+}
+
+/// Codex CLI on a current Claude model: its Responses bodies (namespace
+/// tools, web search, encrypted reasoning asked for, `store: false`) are
+/// translated to Anthropic Messages, with the web search left out and
+/// said so, and the shell tool's call and result translated both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_runs_a_tool_loop_on_claude_sonnet_5_5() {
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("anthropic", &anthropic)).await;
+    for _ in 0..12 {
+        anthropic.push(Reply::Agent {
+            call: Box::new(Reply::RawSse(anthropic_tool_call(
+                "claude-sonnet-5-5",
+                "exec_command",
+                json!({"cmd": PROOF_COMMAND}),
+            ))),
+            done: Box::new(Reply::RawSse(said("The proof file is written.", 950, 8))),
+        });
+    }
+    let (stdout, home) = codex_loop(proxy.url("/v1"), "claude-sonnet-5-5").await;
+    assert!(stdout.contains("The proof file is written."), "{stdout}");
+    assert_proof(&home);
+    assert_loop_went_round(&anthropic, "/v1/messages");
+    let first = &anthropic.received()[0].body;
+    let tools: Vec<&str> = first["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(tools.contains(&"exec_command"), "{tools:?}");
+    assert!(
+        tools.iter().any(|t| t.starts_with("multi_agent_v1__")),
+        "namespace tools flattened: {tools:?}"
+    );
+    proxy.stop().await;
+}

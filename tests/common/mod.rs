@@ -64,6 +64,23 @@ pub fn set_provider_key() {
 
 // ---- fake provider ------------------------------------------------------------
 
+/// Whether a request body, in any of the three dialects, hands back a
+/// tool's result: an Anthropic `tool_result` block, a Chat Completions
+/// `tool` message or a Responses `function_call_output` item.
+pub fn carries_tool_result(body: &Value) -> bool {
+    let messages = body.get("messages").and_then(Value::as_array);
+    let input = body.get("input").and_then(Value::as_array);
+    messages.into_iter().flatten().any(|m| {
+        m["role"] == "tool"
+            || m["content"]
+                .as_array()
+                .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+    }) || input
+        .into_iter()
+        .flatten()
+        .any(|item| item["type"] == "function_call_output")
+}
+
 /// What the fake provider answers to one request.
 #[derive(Clone)]
 pub enum Reply {
@@ -84,6 +101,9 @@ pub enum Reply {
     /// Whole SSE event blocks (`event: ...` and `data: ...` lines), written
     /// one by one.
     RawSse(Vec<String>),
+    /// An agent's model: `call` (a call of the agent's tool) until the
+    /// request carries a tool's result, in any dialect, then `done`.
+    Agent { call: Box<Reply>, done: Box<Reply> },
     /// A body written piece by piece, `every` apart, then ended as `end`
     /// says: slow drips, answers cut off mid-way, resets.
     Body {
@@ -434,6 +454,14 @@ impl FakeProvider {
                     }
                 }
                 Reply::Json(status, value) => json_response(status, &value),
+                Reply::Agent { call, done } => {
+                    let next = if carries_tool_result(request) {
+                        done
+                    } else {
+                        call
+                    };
+                    self.render(*next, request, reset).await
+                }
                 Reply::Sse { events, gate } => self.sse_response(events, gate),
                 Reply::Hang => {
                     std::future::pending::<()>().await;
