@@ -671,19 +671,30 @@ async fn claude_code_runs_a_tool_loop_on_claude_sonnet_5_5() {
 async fn claude_code_runs_a_tool_loop_on_an_openai_model() {
     let openai = FakeProvider::start().await;
     let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
+    let input = json!({"command": PROOF_COMMAND, "description": "Write the proof file"});
+    let call = json!({"id": "chatcmpl-TL", "object": "chat.completion", "created": 1_796_000_000,
+        "model": "gpt-6.2-sol", "choices": [{"index": 0, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_PROOF",
+            "type": "function", "function": {"name": "Bash", "arguments": input.to_string()}}]}}],
+        "usage": {"prompt_tokens": 900, "completion_tokens": 30, "total_tokens": 930}});
     for _ in 0..12 {
         openai.push(Reply::Agent {
-            call: Box::new(Reply::Sse {
-                events: chat_tool_call(
-                    "gpt-6.2-sol",
-                    "Bash",
-                    json!({"command": PROOF_COMMAND, "description": "Write the proof file"}),
-                ),
-                gate: None,
+            call: Box::new(Reply::ByStream {
+                stream: Box::new(Reply::Sse {
+                    events: chat_tool_call("gpt-6.2-sol", "Bash", input.clone()),
+                    gate: None,
+                }),
+                whole: Box::new(Reply::Json(200, call.clone())),
             }),
-            done: Box::new(Reply::Sse {
-                events: chat_said("gpt-6.2-sol", "The proof file is written."),
-                gate: None,
+            done: Box::new(Reply::ByStream {
+                stream: Box::new(Reply::Sse {
+                    events: chat_said("gpt-6.2-sol", "The proof file is written."),
+                    gate: None,
+                }),
+                whole: Box::new(Reply::Json(
+                    200,
+                    completion("gpt-6.2-sol", "The proof file is written.", 950, 8),
+                )),
             }),
         });
     }

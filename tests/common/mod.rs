@@ -104,6 +104,8 @@ pub enum Reply {
     /// An agent's model: `call` (a call of the agent's tool) until the
     /// request carries a tool's result, in any dialect, then `done`.
     Agent { call: Box<Reply>, done: Box<Reply> },
+    /// `stream` for a request that asks for a stream, else `whole`.
+    ByStream { stream: Box<Reply>, whole: Box<Reply> },
     /// A body written piece by piece, `every` apart, then ended as `end`
     /// says: slow drips, answers cut off mid-way, resets.
     Body {
@@ -454,6 +456,14 @@ impl FakeProvider {
                     }
                 }
                 Reply::Json(status, value) => json_response(status, &value),
+                Reply::ByStream { stream, whole } => {
+                    let next = if request["stream"] == json!(true) {
+                        stream
+                    } else {
+                        whole
+                    };
+                    self.render(*next, request, reset).await
+                }
                 Reply::Agent { call, done } => {
                     let next = if carries_tool_result(request) {
                         done
