@@ -630,3 +630,79 @@ async fn openai_python_sdk_responses_and_embeddings() {
     assert_eq!(anthropic.received().len(), 2);
     proxy.stop().await;
 }
+
+/// The loop in OpenAI's own docs reads `chunk.choices[0]` of every chunk:
+/// p402 sends no chunk without a choice that the client did not ask for,
+/// on a model served as it is and on one translated from Anthropic, and
+/// the figures still arrive (on the last chunk that has a choice).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docs_stream_loop_reads_every_chunk() {
+    let openai = FakeProvider::start().await;
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(
+        Setup::default()
+            .with_provider("openai", &openai)
+            .with_provider("anthropic", &anthropic),
+    )
+    .await;
+    for model in ["gpt-4o-mini", "claude-haiku-4-5"] {
+        let out = run_script(
+            "openai_python_stream_loop.py",
+            &proxy,
+            &[("P402_MODEL", model.to_string())],
+        )
+        .await;
+        assert!(
+            out["text"].as_str().is_some_and(|t| !t.is_empty()),
+            "{model}: {out}"
+        );
+        let metadata = &out["metadata"];
+        assert_eq!(metadata["requested_model"], model, "{out}");
+        assert!(metadata["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{out}");
+    }
+    proxy.stop().await;
+}
+
+/// The OpenAI Agents SDK (Responses, with its `include: []`) on a current
+/// Claude model: the request is translated, the function tool's call comes
+/// back as a Responses function call, the tool runs, and its result goes
+/// back to Claude.
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_agents_sdk_runs_a_tool_on_claude() {
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("anthropic", &anthropic)).await;
+    let call = json!({"id": "msg_01AG", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-5-5", "stop_reason": "tool_use", "stop_sequence": null,
+        "content": [{"type": "tool_use", "id": "toolu_01AG", "name": "write_proof",
+            "input": {"text": "p402-tool-loop"}}],
+        "usage": {"input_tokens": 300, "output_tokens": 20}});
+    let done = json!({"id": "msg_01AH", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-5-5", "stop_reason": "end_turn", "stop_sequence": null,
+        "content": [{"type": "text", "text": "The proof file is written."}],
+        "usage": {"input_tokens": 340, "output_tokens": 8}});
+    for _ in 0..6 {
+        anthropic.push(Reply::Agent {
+            call: Box::new(Reply::Json(200, call.clone())),
+            done: Box::new(Reply::Json(200, done.clone())),
+        });
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let proof = dir.path().join("proof.txt");
+    let out = run_script(
+        "openai_agents_claude.py",
+        &proxy,
+        &[
+            ("P402_MODEL", "claude-sonnet-5-5".to_string()),
+            ("P402_PROOF", proof.display().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(out["final_output"], "The proof file is written.", "{out}");
+    assert_eq!(out["calls"], json!(["p402-tool-loop"]), "{out}");
+    let written = std::fs::read_to_string(&proof).expect("the tool wrote the file");
+    assert_eq!(written.trim(), "p402-tool-loop");
+    let sent = anthropic.received();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(carries_tool_result(&sent[1].body), "{}", sent[1].body);
+    proxy.stop().await;
+}
