@@ -43,49 +43,7 @@ fn codex() -> PathBuf {
 
 /// A Responses stream, as OpenAI sends one, that says `text`.
 fn responded(text: &str) -> Vec<String> {
-    let block = |data: Value| {
-        format!(
-            "event: {}\ndata: {data}\n\n",
-            data["type"].as_str().unwrap_or_default()
-        )
-    };
-    let item = json!({"type": "message", "id": "msg_cx", "status": "completed", "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}]});
-    let done = json!({"id": "resp_cx", "object": "response", "created_at": 1_796_000_000,
-        "status": "completed", "model": "gpt-5-codex", "output": [item],
-        "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 309}});
-    vec![
-        block(
-            json!({"type": "response.created", "sequence_number": 0, "response": {
-            "id": "resp_cx", "object": "response", "created_at": 1_796_000_000,
-            "status": "in_progress", "model": "gpt-5-codex", "output": []}}),
-        ),
-        block(
-            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
-            "item": {"type": "message", "id": "msg_cx", "status": "in_progress", "role": "assistant", "content": []}}),
-        ),
-        block(
-            json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_cx",
-            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-        ),
-        block(
-            json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_cx",
-            "output_index": 0, "content_index": 0, "delta": text}),
-        ),
-        block(
-            json!({"type": "response.output_text.done", "sequence_number": 4, "item_id": "msg_cx",
-            "output_index": 0, "content_index": 0, "text": text}),
-        ),
-        block(
-            json!({"type": "response.content_part.done", "sequence_number": 5, "item_id": "msg_cx",
-            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
-        ),
-        block(
-            json!({"type": "response.output_item.done", "sequence_number": 6, "output_index": 0, "item": item}),
-        ),
-        block(json!({"type": "response.completed", "sequence_number": 7, "response": done})),
-    ]
+    responses_events("gpt-5-codex", text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -610,7 +568,8 @@ fn assert_proof(home: &tempfile::TempDir) {
 fn assert_loop_went_round(fake: &FakeProvider, path: &str) {
     let sent = fake.received();
     assert!(
-        sent.iter().any(|call| call.path == path && !carries_tool_result(&call.body)),
+        sent.iter()
+            .any(|call| call.path == path && !carries_tool_result(&call.body)),
         "no first call on {path}: {sent:?}"
     );
     let back = sent
@@ -706,9 +665,11 @@ async fn claude_code_runs_a_tool_loop_on_an_openai_model() {
     // Claude Code's system turns arrived as system messages.
     let first = &openai.received()[0].body;
     assert!(
-        first["messages"]
-            .as_array()
-            .is_some_and(|m| m.iter().filter(|m| m["role"] == "system").count() >= 2),
+        first["messages"].as_array().is_some_and(|m| m
+            .iter()
+            .filter(|m| m["role"] == "system")
+            .count()
+            >= 2),
         "{first}"
     );
     proxy.stop().await;
@@ -771,5 +732,195 @@ async fn codex_runs_a_tool_loop_on_claude_sonnet_5_5() {
         tools.iter().any(|t| t.starts_with("multi_agent_v1__")),
         "namespace tools flattened: {tools:?}"
     );
+    proxy.stop().await;
+}
+
+// ---- the corpus of real agent requests ----------------------------------------
+
+/// Where the recorded requests live (`tests/corpus/README.md`).
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// The headers of an API kept in a fixture (no session or device ids).
+const FIXTURE_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "openai-beta"];
+
+/// Writes what `fake` received as fixtures named `{client}__{model}__{n}`.
+fn keep_fixtures(fake: &FakeProvider, client: &str, model: &str) -> usize {
+    let sent = fake.received();
+    for (n, call) in sent.iter().enumerate() {
+        let door = match call.path.as_str() {
+            "/v1/messages" => "messages",
+            "/v1/responses" => "responses",
+            "/v1/chat/completions" => "chat",
+            other => panic!("{client} called {other}"),
+        };
+        let headers: serde_json::Map<String, Value> = FIXTURE_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = call.headers.get(*name)?.to_str().ok()?;
+                Some((name.to_string(), Value::from(value)))
+            })
+            .collect();
+        let fixture = json!({"client": client, "door": door, "model": model,
+            "turn": if carries_tool_result(&call.body) { "tool-result" } else { "first" },
+            "headers": headers, "body": call.body});
+        let path = corpus_dir().join(format!("{client}__{model}__{n}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&fixture).expect("JSON"))
+            .expect("write a fixture");
+    }
+    sent.len()
+}
+
+/// Records what the pinned agents send, straight to a fake provider (no
+/// p402 in between), into `tests/corpus/`: Claude Code for each current
+/// Claude model and one OpenAI model, Codex CLI for each current OpenAI
+/// model and one Claude model, a tool loop's second turn for each, the
+/// OpenAI Agents SDK and the anthropic SDK with a system-role message.
+/// Run by `tests/corpus/record.sh` when the pinned versions move.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "records fixtures: run by tests/corpus/record.sh"]
+async fn record_the_agent_corpus() {
+    std::fs::create_dir_all(corpus_dir()).expect("corpus dir");
+    let claude_models = [
+        "claude-fable-5-2",
+        "claude-opus-5-5",
+        "claude-sonnet-5-5",
+        "claude-haiku-5-5",
+        "gpt-6.2-sol",
+    ];
+    for model in claude_models {
+        let fake = FakeProvider::start_anthropic().await;
+        let looped = model == "claude-sonnet-5-5";
+        for _ in 0..8 {
+            fake.push(Reply::Agent {
+                call: Box::new(Reply::RawSse(if looped {
+                    anthropic_tool_call(
+                        model,
+                        "Bash",
+                        json!({"command": PROOF_COMMAND, "description": "Write the proof file"}),
+                    )
+                } else {
+                    said("Done.", 900, 3)
+                })),
+                done: Box::new(Reply::RawSse(said("Done.", 950, 3))),
+            });
+        }
+        let base = fake.base_url().trim_end_matches("/v1").to_string();
+        let _ = claude_code_loop(base, model).await;
+        assert!(keep_fixtures(&fake, "claude-code", model) > 0);
+    }
+    let codex_models = [
+        "gpt-6.2-astra",
+        "gpt-6.2-sol",
+        "gpt-6.1-terra",
+        "gpt-6-luna",
+        "claude-sonnet-5-5",
+    ];
+    for model in codex_models {
+        let fake = FakeProvider::start().await;
+        let looped = model == "gpt-6.2-sol";
+        for _ in 0..8 {
+            fake.push(Reply::Agent {
+                call: Box::new(Reply::RawSse(if looped {
+                    responses_tool_call(model, "exec_command", json!({"cmd": PROOF_COMMAND}))
+                } else {
+                    responses_events(model, "Done.")
+                })),
+                done: Box::new(Reply::RawSse(responses_events(model, "Done."))),
+            });
+        }
+        let _ = codex_loop(fake.base_url(), model).await;
+        assert!(keep_fixtures(&fake, "codex", model) > 0);
+    }
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");
+    let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let openai = FakeProvider::start().await;
+    let proof = tempfile::tempdir().expect("dir");
+    let status = Command::new(&python)
+        .arg(scripts.join("openai_agents_claude.py"))
+        .env("OPENAI_BASE_URL", openai.base_url())
+        .env("OPENAI_API_KEY", "sk-anything")
+        .env("P402_MODEL", "claude-sonnet-5-5")
+        .env("P402_PROOF", proof.path().join("proof.txt"))
+        .status()
+        .expect("the Agents SDK runs");
+    assert!(status.success());
+    keep_fixtures(&openai, "openai-agents", "claude-sonnet-5-5");
+    let anthropic = FakeProvider::start_anthropic().await;
+    let status = Command::new(&python)
+        .arg(scripts.join("anthropic_system_turn.py"))
+        .env(
+            "ANTHROPIC_BASE_URL",
+            anthropic.base_url().trim_end_matches("/v1"),
+        )
+        .env("ANTHROPIC_API_KEY", "sk-ant-anything")
+        .env("P402_MODEL", "claude-sonnet-5-5")
+        .status()
+        .expect("the anthropic SDK runs");
+    assert!(status.success());
+    keep_fixtures(&anthropic, "anthropic-sdk", "claude-sonnet-5-5");
+}
+
+/// Every recorded agent request is accepted by its door in every routing
+/// mode and served by a provider that carries it: as it came by one that
+/// speaks its API, or translated by one that does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_door_accepts_the_agent_corpus_in_every_mode() {
+    let openai = FakeProvider::start().await;
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(
+        Setup::default()
+            .with_provider("openai", &openai)
+            .with_provider("anthropic", &anthropic),
+    )
+    .await;
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .expect("tests/corpus")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 12, "the corpus: {fixtures:?}");
+    let client = reqwest::Client::new();
+    for path in &fixtures {
+        let fixture: Value =
+            serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("JSON");
+        let door = fixture["door"].as_str().expect("door");
+        let url = match door {
+            "messages" => proxy.url("/v1/messages?beta=true"),
+            "responses" => proxy.url("/v1/responses"),
+            _ => proxy.url("/v1/chat/completions"),
+        };
+        for mode in ["cost", "quality", "speed", "balanced", "passthrough"] {
+            let mut request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-p402-mode", mode)
+                .body(fixture["body"].to_string());
+            for (name, value) in fixture["headers"].as_object().into_iter().flatten() {
+                request = request.header(name, value.as_str().unwrap_or_default());
+            }
+            let response = request.send().await.expect("p402 answers");
+            let status = response.status();
+            let provider = response
+                .headers()
+                .get("x-p402-provider")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = response.text().await.unwrap_or_default();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            assert_eq!(status, 200, "{name} in {mode}: {body}");
+            assert!(
+                provider == "openai" || provider == "anthropic",
+                "{name} in {mode}: served by {provider:?}"
+            );
+            assert!(
+                !body.contains("\"error\""),
+                "{name} in {mode}: an error in the answer: {body}"
+            );
+        }
+    }
     proxy.stop().await;
 }

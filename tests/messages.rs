@@ -224,15 +224,80 @@ async fn a_plain_messages_request_is_translated_for_an_openai_model() {
 #[tokio::test(flavor = "multi_thread")]
 async fn what_only_messages_can_say_is_never_sent_to_another_api() {
     let (anthropic, openai, proxy) = setup().await;
-    // Extended thinking asked of an OpenAI model: refused, not dropped.
+    // Extended thinking asked of an OpenAI model is a hint, said there as
+    // a reasoning effort.
     let response = post(&proxy, &claude_code_request("metered", false), &[]).await;
-    assert_eq!(response.status(), 503);
+    assert_eq!(response.status(), 200);
+    let sent = openai.received();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].body.get("thinking").is_none(), "{}", sent[0].body);
+
+    // A document has no Chat Completions equivalent: a 400 naming it and
+    // the model, which the SDKs are told not to retry.
+    let mut body = claude_code_request("metered", false);
+    body["messages"] = json!([{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a"}},
+        {"type": "text", "text": "Summarise it."},
+    ]}]);
+    let response = post(&proxy, &body, &[]).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["type"], "error");
-    assert_eq!(error["error"]["type"], "overloaded_error");
-    assert_eq!(error["error"]["code"], "provider_unavailable");
-    assert!(openai.received().is_empty());
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(error["error"]["code"], "untranslatable_request");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("messages[0].content[0]") && message.contains("`metered`"),
+        "{message}"
+    );
+    assert_eq!(openai.received().len(), 1, "nothing more was sent");
     assert!(anthropic.received().is_empty());
+    proxy.stop().await;
+}
+
+/// Claude Code's current bodies put system-role turns inside `messages`:
+/// accepted, forwarded as they came to Anthropic, and kept in place as
+/// system messages when translated.
+#[tokio::test(flavor = "multi_thread")]
+async fn system_turns_inside_messages_are_accepted_and_kept_in_place() {
+    let (anthropic, openai, proxy) = setup().await;
+    let mut body = claude_code_request("metered-claude", false);
+    body["messages"] = json!([
+        {"role": "user", "content": "list the files"},
+        {"role": "system", "content": [{"type": "text", "text": "# Environment: linux"}]},
+        {"role": "user", "content": "and the hidden ones"},
+    ]);
+    body["context_management"] =
+        json!({"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]});
+    body["output_config"] = json!({"effort": "high"});
+    let response = post(&proxy, &body, &[]).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    assert_eq!(anthropic.received()[0].body, body, "forwarded as it came");
+
+    body["model"] = json!("metered");
+    let response = post(&proxy, &body, &[]).await;
+    assert_eq!(response.status(), 200);
+    let sent = &openai.received()[0].body;
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["system", "user", "system", "user"], "{sent}");
+    assert_eq!(sent["messages"][2]["content"], "# Environment: linux");
     proxy.stop().await;
 }
 

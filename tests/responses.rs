@@ -258,11 +258,79 @@ async fn stored_state_is_never_sent_to_another_api() {
     let body = json!({"model": "claude-haiku-4-5", "input": "and then?",
         "previous_response_id": "resp_earlier"});
     let response = post(&proxy, &body).await;
-    assert_eq!(response.status(), 503);
+    // A request to change, not a failure to retry: 400, naming the field
+    // and the model, never a 503 the SDKs would retry.
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
     let error: Value = response.json().await.expect("json");
-    assert_eq!(error["error"]["code"], "provider_unavailable", "{error}");
+    assert_eq!(error["error"]["code"], "untranslatable_request", "{error}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`previous_response_id`") && message.contains("`claude-haiku-4-5`"),
+        "{message}"
+    );
     assert!(openai.received().is_empty());
     assert!(anthropic.received().is_empty());
+    proxy.stop().await;
+}
+
+/// What the OpenAI Agents SDK and Codex always send (`include`, `store`,
+/// `reasoning`, `client_metadata`, a namespace of tools, web search) does
+/// not keep a request from Claude: the namespace's tools go by flat names
+/// and come back named as the client knows them, the web search is left
+/// out and the answer says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_fields_translate_and_namespaced_calls_come_back_named() {
+    let (openai, anthropic, proxy) = setup().await;
+    anthropic.push(Reply::Json(
+        200,
+        json!({"id": "msg_01NS", "type": "message", "role": "assistant",
+            "model": "claude-haiku-4-5", "stop_reason": "tool_use", "stop_sequence": null,
+            "content": [{"type": "tool_use", "id": "toolu_NS", "name": "agents__spawn",
+                "input": {"task": "look"}}],
+            "usage": {"input_tokens": 30, "output_tokens": 9}}),
+    ));
+    let body = json!({
+        "model": "claude-haiku-4-5", "input": "Spawn a helper", "max_output_tokens": 100,
+        "include": [], "store": true, "reasoning": {"effort": "low", "summary": "auto"},
+        "client_metadata": {"x-codex-turn-metadata": "{}"}, "prompt_cache_key": "k1",
+        "tools": [
+            {"type": "namespace", "name": "agents", "description": "Sub-agents", "tools": [
+                {"type": "function", "name": "spawn", "description": "Spawn one",
+                 "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}}]},
+            {"type": "web_search", "external_web_access": false},
+        ],
+    });
+    let response = post(&proxy, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-p402-dropped")
+            .and_then(|v| v.to_str().ok()),
+        Some("web_search")
+    );
+    let answer: Value = response.json().await.expect("json");
+    let call = &answer["output"][0];
+    assert_eq!(call["type"], "function_call", "{answer}");
+    assert_eq!(call["name"], "spawn", "{answer}");
+    assert_eq!(call["namespace"], "agents", "{answer}");
+    assert_eq!(answer["model"], "claude-haiku-4-5");
+    assert!(
+        answer["id"].as_str().is_some_and(|id| id == "resp_01NS"),
+        "{answer}"
+    );
+    assert_eq!(answer["p402_metadata"]["dropped"], json!(["web_search"]));
+    let sent = &anthropic.received()[0].body;
+    assert_eq!(sent["tools"][0]["name"], "agents__spawn", "{sent}");
+    assert_eq!(sent["tools"].as_array().map(Vec::len), Some(1), "{sent}");
+    assert!(openai.received().is_empty());
     proxy.stop().await;
 }
 

@@ -109,6 +109,16 @@ impl Translation {
     fn request(&mut self, body: &Map<String, Value>) -> Map<String, Value> {
         let mut out = Map::new();
         for (key, value) in body {
+            // Not storing, and asking for nothing extra, ask nothing of
+            // the answer.
+            let asks_nothing = match key.as_str() {
+                "store" => value == &Value::Bool(false),
+                "include" => value.as_array().is_some_and(Vec::is_empty),
+                _ => false,
+            };
+            if asks_nothing {
+                continue;
+            }
             if APPROXIMATE_FIELDS.contains(&key.as_str()) {
                 self.loss.approximate();
             } else if !EXACT_FIELDS.contains(&key.as_str()) && !value.is_null() {

@@ -105,7 +105,10 @@ pub enum Reply {
     /// request carries a tool's result, in any dialect, then `done`.
     Agent { call: Box<Reply>, done: Box<Reply> },
     /// `stream` for a request that asks for a stream, else `whole`.
-    ByStream { stream: Box<Reply>, whole: Box<Reply> },
+    ByStream {
+        stream: Box<Reply>,
+        whole: Box<Reply>,
+    },
     /// A body written piece by piece, `every` apart, then ended as `end`
     /// says: slow drips, answers cut off mid-way, resets.
     Body {
@@ -412,6 +415,20 @@ impl FakeProvider {
             .expect("script lock")
             .pop_front()
             .unwrap_or(Reply::Normal);
+        // OpenAI's Responses API answers in its own shape.
+        let reply = match reply {
+            Reply::Normal
+                if self.flavor == Flavor::OpenAi && parts.uri.path().ends_with("/responses") =>
+            {
+                let model = body["model"].as_str().unwrap_or("unknown");
+                if body["stream"] == json!(true) {
+                    Reply::RawSse(responses_events(model, "Hello there!"))
+                } else {
+                    Reply::Json(200, responses_object(model, "Hello there!"))
+                }
+            }
+            reply => reply,
+        };
         self.render(reply, &body, reset).await
     }
 
@@ -1129,4 +1146,57 @@ pub async fn semantic_cache(extra: &str) -> String {
         "enabled = true\nmodel_dir = {:?}\n{extra}",
         embedder_dir().await.display().to_string()
     )
+}
+
+/// A Responses API `response` object that says `text`, as OpenAI sends one.
+pub fn responses_object(model: &str, text: &str) -> Value {
+    let item = json!({"type": "message", "id": "msg_cx", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    json!({"id": "resp_cx", "object": "response", "created_at": 1_796_000_000,
+        "status": "completed", "model": model, "output": [item],
+        "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 309}})
+}
+
+/// A Responses stream, as OpenAI sends one, that says `text`.
+pub fn responses_events(model: &str, text: &str) -> Vec<String> {
+    let block = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or_default()
+        )
+    };
+    let done = responses_object(model, text);
+    let item = done["output"][0].clone();
+    vec![
+        block(
+            json!({"type": "response.created", "sequence_number": 0, "response": {
+            "id": "resp_cx", "object": "response", "created_at": 1_796_000_000,
+            "status": "in_progress", "model": model, "output": []}}),
+        ),
+        block(
+            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+            "item": {"type": "message", "id": "msg_cx", "status": "in_progress", "role": "assistant", "content": []}}),
+        ),
+        block(
+            json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        block(
+            json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "delta": text}),
+        ),
+        block(
+            json!({"type": "response.output_text.done", "sequence_number": 4, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "text": text}),
+        ),
+        block(
+            json!({"type": "response.content_part.done", "sequence_number": 5, "item_id": "msg_cx",
+            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
+        ),
+        block(
+            json!({"type": "response.output_item.done", "sequence_number": 6, "output_index": 0, "item": item}),
+        ),
+        block(json!({"type": "response.completed", "sequence_number": 7, "response": done})),
+    ]
 }
