@@ -426,3 +426,64 @@ async fn reasoning_effort_becomes_claudes_thinking_budget() {
     assert_eq!(sent[1].body["temperature"], 0.2);
     proxy.stop().await;
 }
+
+/// A Claude answer's signed thinking goes back to a `store: false` client
+/// inside a reasoning item's `encrypted_content`, and comes back to Claude
+/// in place, signature and all, on the next turn of the tool loop (so
+/// thinking stays on after a tool call).
+#[tokio::test(flavor = "multi_thread")]
+async fn claudes_signed_thinking_survives_a_store_false_tool_loop() {
+    let (_openai, anthropic, proxy) = setup().await;
+    let thinking = json!({"type": "thinking", "thinking": "The user wants the date.",
+        "signature": "EqQBCkYIBxgCKkD-signed"});
+    anthropic.push(Reply::Json(
+        200,
+        json!({"id": "msg_01TH", "type": "message", "role": "assistant",
+            "model": "claude-haiku-4-5", "stop_reason": "tool_use", "stop_sequence": null,
+            "content": [thinking, {"type": "tool_use", "id": "toolu_TH", "name": "shell",
+                "input": {"cmd": "date"}}],
+            "usage": {"input_tokens": 40, "output_tokens": 30}}),
+    ));
+    let tools = json!([{"type": "function", "name": "shell", "description": "Run",
+        "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}}]);
+    let first = json!({"model": "claude-haiku-4-5", "input": "What day is it?",
+        "max_output_tokens": 8000, "store": false, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"effort": "medium"}, "tools": tools});
+    let answer: Value = post(&proxy, &first).await.json().await.expect("json");
+    let reasoning = answer["output"][0].clone();
+    assert_eq!(reasoning["type"], "reasoning", "{answer}");
+    assert!(
+        reasoning["encrypted_content"]
+            .as_str()
+            .is_some_and(|c| c.contains("EqQBCkYIBxgCKkD-signed")),
+        "{answer}"
+    );
+    let call = answer["output"][1].clone();
+    assert_eq!(call["type"], "function_call", "{answer}");
+    // Thinking is p402's to carry: never a field of the answer itself.
+    assert!(!answer.to_string().contains("p402_thinking"), "{answer}");
+
+    let second = json!({"model": "claude-haiku-4-5", "max_output_tokens": 8000,
+    "store": false, "include": ["reasoning.encrypted_content"],
+    "reasoning": {"effort": "medium"}, "tools": tools,
+    "input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What day is it?"}]},
+        reasoning,
+        call,
+        {"type": "function_call_output", "call_id": "toolu_TH", "output": "Sunday"},
+    ]});
+    let response = post(&proxy, &second).await;
+    assert_eq!(response.status(), 200);
+    let sent = anthropic.received();
+    assert_eq!(sent.len(), 2);
+    let turn = &sent[1].body["messages"][1];
+    assert_eq!(turn["role"], "assistant", "{}", sent[1].body);
+    assert_eq!(turn["content"][0], thinking, "{}", sent[1].body);
+    assert_eq!(turn["content"][1]["type"], "tool_use", "{}", sent[1].body);
+    assert_eq!(
+        sent[1].body["thinking"]["type"], "enabled",
+        "{}",
+        sent[1].body
+    );
+    proxy.stop().await;
+}

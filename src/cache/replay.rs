@@ -84,6 +84,10 @@ pub fn storable(answer: &Value, store_tool_calls: bool) -> bool {
     };
     let finish = choice.get("finish_reason").and_then(Value::as_str);
     let message = &choice["message"];
+    // Replayed without its thinking, it would not be the answer asked for.
+    if message.get(crate::providers::THINKING).is_some() {
+        return false;
+    }
     let has_tools = message
         .get("tool_calls")
         .and_then(Value::as_array)

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::RenderError;
 use crate::metadata::Metadata;
-use crate::providers::{openai, Answer};
+use crate::providers::{openai, Answer, THINKING};
 
 /// The answer's body with `p402_metadata` added, naming the model that
 /// served it as the catalog does.
@@ -23,6 +23,12 @@ pub fn answer(answer: Answer, metadata: &Metadata) -> Result<Bytes, RenderError>
                 .ok_or(RenderError::NotAnObject)
         }
         Answer::Tree(mut answer) => {
+            if let Some(message) = answer
+                .pointer_mut("/choices/0/message")
+                .and_then(Value::as_object_mut)
+            {
+                message.remove(THINKING);
+            }
             let object = answer.as_object_mut().ok_or(RenderError::NotAnObject)?;
             if let Some(model) = &metadata.model {
                 object.insert("model".into(), Value::from(model.as_str()));
@@ -89,6 +95,18 @@ impl Stream {
                 object.get("created").cloned().unwrap_or(Value::Null),
                 object.get("model").cloned().unwrap_or(Value::Null),
             ));
+        }
+        // Thinking blocks are p402's to carry, not a Chat Completions
+        // field: a chunk that said nothing else is not sent.
+        if let Some(delta) = object
+            .get_mut("choices")
+            .and_then(|c| c.get_mut(0))
+            .and_then(|c| c.get_mut("delta"))
+            .and_then(Value::as_object_mut)
+        {
+            if delta.remove(THINKING).is_some() && delta.is_empty() {
+                return None;
+            }
         }
         let choices = object
             .get("choices")

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::RenderError;
 use crate::metadata::Metadata;
-use crate::providers::{openai, Answer};
+use crate::providers::{openai, Answer, THINKING};
 use crate::request::{ChatRequest, Dialect, ParseError};
 
 /// The request headers that belong to the API and go upstream with it.
@@ -103,6 +103,47 @@ pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseErro
 #[derive(Default)]
 struct Translation {
     loss: super::Loss,
+    /// Signed thinking from a reasoning item p402 wrote, for the assistant
+    /// turn that follows it.
+    thinking: Option<Value>,
+}
+
+/// What starts the `encrypted_content` of a reasoning item p402 wrote: the
+/// JSON of a Claude answer's thinking blocks follows, signatures and all.
+/// The client keeps it as an opaque string and sends it back with the
+/// conversation (`store: false` clients included), and p402 restores the
+/// blocks for Anthropic.
+const THINKING_PREFIX: &str = "p402-claude-thinking:";
+
+/// The thinking blocks a reasoning item carries, if p402 wrote it.
+fn restored_thinking(item: &Value) -> Option<Value> {
+    let json = item
+        .get("encrypted_content")?
+        .as_str()?
+        .strip_prefix(THINKING_PREFIX)?;
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .filter(Value::is_array)
+}
+
+/// A reasoning item carrying `thinking` (the blocks' JSON) as its
+/// encrypted content.
+fn reasoning_item(id: &str, thinking: &Value) -> Value {
+    json!({"type": "reasoning", "id": format!("rs_{id}"), "summary": [],
+        "encrypted_content": format!("{THINKING_PREFIX}{thinking}")})
+}
+
+/// Whether the client asked for reasoning it can send back.
+fn wants_encrypted_reasoning(chat: &ChatRequest) -> bool {
+    chat.native
+        .as_ref()
+        .and_then(|native| native.body.get("include"))
+        .and_then(Value::as_array)
+        .is_some_and(|include| {
+            include
+                .iter()
+                .any(|i| i.as_str() == Some("reasoning.encrypted_content"))
+        })
 }
 
 impl Translation {
@@ -258,7 +299,13 @@ impl Translation {
                         return;
                     }
                 };
-                out.push(json!({"role": role, "content": content}));
+                let mut message = json!({"role": role, "content": content});
+                if role == "assistant" {
+                    if let Some(thinking) = self.thinking.take() {
+                        message[THINKING] = thinking;
+                    }
+                }
+                out.push(message);
             }
             Some("function_call") => {
                 let name = match item.get("namespace").and_then(Value::as_str) {
@@ -280,7 +327,12 @@ impl Translation {
                         return;
                     }
                 }
-                out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+                let mut message =
+                    json!({"role": "assistant", "content": null, "tool_calls": [call]});
+                if let Some(thinking) = self.thinking.take() {
+                    message[THINKING] = thinking;
+                }
+                out.push(message);
             }
             Some("function_call_output") => {
                 let output = match &item["output"] {
@@ -299,7 +351,11 @@ impl Translation {
             // A reasoning item's encrypted content is the model's own;
             // another model starts its thinking afresh, as on a first turn.
             // A web search's call: its findings are in the answer's text.
-            Some("reasoning" | "web_search_call") => self.loss.approximate(),
+            Some("reasoning") => match restored_thinking(item) {
+                Some(thinking) => self.thinking = Some(thinking),
+                None => self.loss.approximate(),
+            },
+            Some("web_search_call") => self.loss.approximate(),
             // Item references, other built-in tools' calls and outputs:
             // state and runners that are OpenAI's alone.
             other => self.loss.untranslatable(format!(
@@ -445,6 +501,11 @@ pub fn answer(
         .map(|native| tool_names(&native.body))
         .unwrap_or_default();
     let mut response = response(&completion, "completed", &names);
+    if !wants_encrypted_reasoning(chat) {
+        if let Some(output) = response["output"].as_array_mut() {
+            output.retain(|item| item["type"] != "reasoning");
+        }
+    }
     response["p402_metadata"] = serde_json::to_value(metadata)?;
     Ok(Bytes::from(serde_json::to_vec(&response)?))
 }
@@ -466,6 +527,9 @@ fn response(completion: &Value, status: &str, names: &HashMap<String, (String, S
     let said = &completion["choices"][0]["message"];
     let id = response_id(completion["id"].as_str().unwrap_or("p402"));
     let mut output = Vec::new();
+    if let Some(thinking) = said.get(THINKING).filter(|t| t.is_array()) {
+        output.push(reasoning_item(&id, thinking));
+    }
     if let Some(text) = said.get("content").and_then(Value::as_str) {
         output.push(json!({"type": "message", "id": format!("msg_{id}"), "status": "completed",
             "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}));
@@ -519,6 +583,8 @@ pub struct Stream {
     model: Option<Value>,
     /// The request's namespaced tools, by the flat names others saw.
     names: HashMap<String, (String, String)>,
+    /// The client asked for reasoning it can send back.
+    wants_reasoning: bool,
     /// A translated stream: what it has said so far.
     built: Option<Built>,
     sequence: u64,
@@ -540,11 +606,14 @@ struct Built {
     call_of: std::collections::HashMap<u64, usize>,
     items: usize,
     usage: Value,
+    /// Thinking blocks handed on as reasoning items.
+    thinking: Vec<Value>,
 }
 
 impl Stream {
     pub fn new(chat: &ChatRequest, model: Option<&str>) -> Self {
         Stream {
+            wants_reasoning: wants_encrypted_reasoning(chat),
             last: None,
             model: model.map(Value::from),
             names: chat
@@ -607,6 +676,22 @@ impl Stream {
             .flatten()
         {
             let delta = &choice["delta"];
+            if let Some(blocks) = delta.get(THINKING).and_then(Value::as_array) {
+                if self.wants_reasoning {
+                    let index = built.items;
+                    built.items += 1;
+                    let item = reasoning_item(&built.id, &Value::Array(blocks.clone()));
+                    out.push(self.event(
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": item}),
+                    ));
+                    out.push(self.event(
+                        "response.output_item.done",
+                        json!({"output_index": index, "item": item}),
+                    ));
+                    built.thinking.extend(blocks.iter().cloned());
+                }
+            }
             if let Some(text) = delta
                 .get("content")
                 .and_then(Value::as_str)
@@ -745,13 +830,16 @@ impl Stream {
             calls.push(json!({"id": call_id, "type": "function",
                 "function": {"name": name, "arguments": arguments}}));
         }
-        let completion = json!({
+        let mut completion = json!({
             "id": built.id, "created": built.created, "model": built.model,
             "choices": [{"index": 0, "message": {"role": "assistant",
                 "content": if built.text_index.is_some() { Value::from(built.text.clone()) } else { Value::Null },
                 "tool_calls": if calls.is_empty() { Value::Null } else { Value::Array(calls) }}}],
             "usage": built.usage,
         });
+        if !built.thinking.is_empty() {
+            completion["choices"][0]["message"][THINKING] = Value::Array(built.thinking);
+        }
         let mut complete = response(&completion, "completed", &self.names);
         complete["p402_metadata"] = figures;
         out.push(self.event("response.completed", json!({"response": complete})));

@@ -449,7 +449,10 @@ fn collect_answer(
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
             content.push_str(text);
         }
-        *tool_calls |= delta.get("tool_calls").is_some_and(|c| !c.is_null());
+        // An answer with thinking is not stored either: replayed without
+        // it, it would not be the answer asked for.
+        *tool_calls |= delta.get("tool_calls").is_some_and(|c| !c.is_null())
+            || delta.get(crate::providers::THINKING).is_some();
         if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
             *finish = Some(reason.clone());
         }

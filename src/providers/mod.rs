@@ -122,6 +122,12 @@ pub fn post_bytes(
 
 /// Why a request cannot be put in a provider's API, or its answer read
 /// back; each variant is one of the SPEC's error codes.
+/// The member of an internal (Chat Completions) assistant message, or of a
+/// stream chunk's delta, that carries a Claude answer's thinking blocks
+/// whole, with their signatures, between the Anthropic adapter and the
+/// doors. It is p402's own: no door hands it to a client as it is.
+pub const THINKING: &str = "p402_thinking";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TranslateError {
     #[error("{0}")]

@@ -18,10 +18,13 @@
 //!   feature has no schema-less mode, so `json_object` becomes an instruction
 //!   appended to the system prompt.
 //! - `reasoning_effort` becomes extended thinking for a model the catalog
-//!   says reasons, within Anthropic's rules ([`request::think`]); the
-//!   `thinking` and `redacted_thinking` blocks that come back are left out
-//!   of the answer, since a thinking block can only be sent back with its
-//!   signature, which OpenAI's format has no place for.
+//!   says reasons, within Anthropic's rules ([`request::think`]). The
+//!   `thinking` and `redacted_thinking` blocks that come back ride whole,
+//!   with their signatures, in the assistant message's `p402_thinking`
+//!   ([`THINKING`]): the Chat Completions door drops that member, the
+//!   Responses door hands it to the client as a reasoning item's
+//!   `encrypted_content`, and a conversation that brings it back has its
+//!   thinking blocks sent to Anthropic again, in place.
 //! - `temperature` is clamped to Anthropic's 0..=1 (OpenAI allows 0..=2), and
 //!   `top_p` is dropped when `temperature` is set, since current Claude models
 //!   refuse both together. A dropped knob beats a 400 for a request the
@@ -45,6 +48,7 @@ mod tools;
 
 use serde_json::{Map, Value};
 
+pub use super::THINKING;
 pub use error::translate_error;
 pub use request::{build_request, translate_request};
 pub use response::translate_response;

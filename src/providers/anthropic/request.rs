@@ -144,8 +144,9 @@ const MIN_THINKING_BUDGET: u32 = 1024;
 ///   it is cut to fit the limit p402 reserved, and left out below 1,024;
 /// - a forced tool choice cannot be combined with thinking;
 /// - after an assistant turn that called tools, Anthropic wants that turn's
-///   thinking blocks back with their signatures, which a Chat Completions
-///   history cannot hold;
+///   thinking blocks back with their signatures: a history that carries
+///   them (`p402_thinking`, restored from a Responses client's reasoning
+///   items) keeps thinking on, one that does not rules it out;
 /// - sampling knobs are refused with thinking, so they are dropped (the
 ///   client asked for a reasoning model, which OpenAI's also ignore them).
 ///
@@ -170,19 +171,24 @@ pub fn think(body: &Map<String, Value>, out: &mut Map<String, Value>) {
         .and_then(|choice| choice.get("type"))
         .and_then(Value::as_str)
         .is_some_and(|kind| kind == "any" || kind == "tool");
-    let called_tools = out
+    // A tool-calling turn must bring its thinking back; one whose thinking
+    // the client did not keep rules thinking out.
+    let unsigned_tool_turn = out
         .get("messages")
         .and_then(Value::as_array)
         .is_some_and(|turns| {
             turns.iter().any(|turn| {
+                let blocks = turn.get("content").and_then(Value::as_array);
                 turn.get("role").and_then(Value::as_str) == Some("assistant")
-                    && turn
-                        .get("content")
-                        .and_then(Value::as_array)
-                        .is_some_and(|blocks| blocks.iter().any(|b| block_type(b) == "tool_use"))
+                    && blocks.is_some_and(|blocks| {
+                        blocks.iter().any(|b| block_type(b) == "tool_use")
+                            && !blocks
+                                .iter()
+                                .any(|b| matches!(block_type(b), "thinking" | "redacted_thinking"))
+                    })
             })
         });
-    if forced || called_tools {
+    if forced || unsigned_tool_turn {
         return;
     }
     for knob in ["temperature", "top_p", "top_k"] {
@@ -365,6 +371,15 @@ fn system_blocks(message: &Value, i: usize) -> Result<Vec<Value>, TranslateError
 
 fn assistant_blocks(message: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
     let mut blocks = content_blocks(message.get("content"), i)?;
+    // The turn's own signed thinking, brought back by the client (from a
+    // reasoning item's encrypted content): first, as Anthropic wrote it.
+    if let Some(thinking) = message.get(super::THINKING).and_then(Value::as_array) {
+        let signed = thinking
+            .iter()
+            .filter(|b| matches!(block_type(b), "thinking" | "redacted_thinking"))
+            .cloned();
+        blocks.splice(0..0, signed);
+    }
     match message.get("tool_calls") {
         None | Some(Value::Null) => {}
         Some(Value::Array(calls)) => {

@@ -20,6 +20,7 @@ pub fn translate_response(message: &Value) -> Result<Value, TranslateError> {
         })?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let mut thinking = Vec::new();
     for block in content {
         match block_type(block) {
             "text" => text.push_str(
@@ -29,7 +30,8 @@ pub fn translate_response(message: &Value) -> Result<Value, TranslateError> {
                     .unwrap_or_default(),
             ),
             "tool_use" => tool_calls.push(tool_call(block)),
-            // Thinking and server-side tool blocks have no OpenAI form.
+            "thinking" | "redacted_thinking" => thinking.push(block.clone()),
+            // Server-side tool blocks have no OpenAI form.
             _ => {}
         }
     }
@@ -43,6 +45,9 @@ pub fn translate_response(message: &Value) -> Result<Value, TranslateError> {
     reply.insert("content".into(), content);
     if !tool_calls.is_empty() {
         reply.insert("tool_calls".into(), Value::Array(tool_calls));
+    }
+    if !thinking.is_empty() {
+        reply.insert(super::THINKING.into(), Value::Array(thinking));
     }
     let mut tokens = Tokens::default();
     tokens.update(message.get("usage"));

@@ -48,6 +48,9 @@ struct StreamState {
     /// numbers tool calls 0, 1, ... while Anthropic's blocks count text and
     /// thinking too.
     tool_calls: HashMap<u64, usize>,
+    /// A thinking block being streamed (its index and the block so far):
+    /// passed on whole, with its signature, when it stops.
+    thinking: Option<(u64, Value)>,
 }
 
 impl StreamState {
@@ -58,6 +61,7 @@ impl StreamState {
             created: cache::now(),
             tokens: Tokens::default(),
             tool_calls: HashMap::new(),
+            thinking: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl StreamState {
             "content_block_start" => self.block_start(&event),
             "content_block_delta" => self.block_delta(&event),
             "message_delta" => self.message_delta(&event),
+            "content_block_stop" => self.block_stop(&event),
             "message_stop" => {
                 return vec![
                     Ok(StreamEvent::Chunk(self.usage_chunk())),
@@ -82,7 +87,7 @@ impl StreamState {
                 ]
             }
             "error" => Some(stream_error(&event)),
-            // ping, content_block_stop, and event types added later.
+            // ping, and event types added later.
             _ => None,
         };
         chunk
@@ -118,7 +123,26 @@ impl StreamState {
                 }]});
                 Some(self.chunk(delta, Value::Null))
             }
+            "thinking" | "redacted_thinking" => {
+                self.thinking = Some((index, block.clone()));
+                None
+            }
             _ => None,
+        }
+    }
+
+    /// A thinking block, whole, when it stops: the carrier that brings a
+    /// Claude answer's signed thinking back to a client that can keep it.
+    fn block_stop(&mut self, event: &Value) -> Option<Value> {
+        let index = event.get("index").and_then(Value::as_u64)?;
+        match self.thinking.take() {
+            Some((at, block)) if at == index => {
+                Some(self.chunk(json!({ super::THINKING: [block] }), Value::Null))
+            }
+            other => {
+                self.thinking = other;
+                None
+            }
         }
     }
 
@@ -141,7 +165,22 @@ impl StreamState {
                 }]});
                 Some(self.chunk(delta, Value::Null))
             }
-            // thinking_delta, signature_delta, citations_delta.
+            "thinking_delta" | "signature_delta" => {
+                let index = event.get("index").and_then(Value::as_u64)?;
+                let (at, block) = self.thinking.as_mut()?;
+                if *at != index {
+                    return None;
+                }
+                let (key, part) = match block_type(delta) {
+                    "thinking_delta" => ("thinking", delta.get("thinking")),
+                    _ => ("signature", delta.get("signature")),
+                };
+                let part = part.and_then(Value::as_str).unwrap_or_default();
+                let so_far = block.get(key).and_then(Value::as_str).unwrap_or_default();
+                block[key] = Value::from(format!("{so_far}{part}"));
+                None
+            }
+            // citations_delta.
             _ => None,
         }
     }
