@@ -194,11 +194,17 @@ impl ChatRequest {
     }
 
     /// What a provider that does not speak the request's dialect leaves
-    /// out of it (for the `x-p402-dropped` header).
-    pub fn dropped_by(&self, provider: &Provider) -> &[&'static str] {
+    /// out of it (for the `x-p402-dropped` header): Anthropic has a web
+    /// search of its own, which the client's is said as.
+    pub fn dropped_by(&self, provider: &Provider) -> Vec<&'static str> {
         match &self.native {
-            Some(native) if !native.dialect.spoken_by(provider) => &native.dropped,
-            _ => &[],
+            Some(native) if !native.dialect.spoken_by(provider) => native
+                .dropped
+                .iter()
+                .copied()
+                .filter(|feature| !(*feature == "web_search" && provider.api == Api::Anthropic))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

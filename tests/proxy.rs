@@ -124,8 +124,14 @@ async fn stream_without_usage_request_hides_usage_and_ends_with_metadata() {
         "no usage for a client that did not ask"
     );
     assert!(text.contains("\"finish_reason\":\"stop\""));
+    // SPEC section 3 (amended): no chunk without a choice the client did
+    // not ask for; the figures ride on the one that finishes the choice.
+    assert!(
+        chunks.iter().all(|c| c["choices"][0].is_object()),
+        "{chunks:?}"
+    );
     let last = chunks.last().expect("metadata chunk");
-    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert_eq!(last["object"], "chat.completion.chunk");
     assert_eq!(last["id"], "chatcmpl-stream1");
     let meta = &last["p402_metadata"];

@@ -283,11 +283,14 @@ async fn stored_state_is_never_sent_to_another_api() {
 /// What the OpenAI Agents SDK and Codex always send (`include`, `store`,
 /// `reasoning`, `client_metadata`, a namespace of tools, web search) does
 /// not keep a request from Claude: the namespace's tools go by flat names
-/// and come back named as the client knows them, the web search is left
-/// out and the answer says so.
+/// and come back named as the client knows them, and the web search
+/// becomes Anthropic's own web search tool. A provider with no web search
+/// answers without it, and the answer says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_fields_translate_and_namespaced_calls_come_back_named() {
     let (openai, anthropic, proxy) = setup().await;
+    let groq = FakeProvider::start().await;
+    let groq_proxy = TestProxy::start(Setup::default().with_provider("groq", &groq)).await;
     anthropic.push(Reply::Json(
         200,
         json!({"id": "msg_01NS", "type": "message", "role": "assistant",
@@ -296,7 +299,7 @@ async fn agents_fields_translate_and_namespaced_calls_come_back_named() {
                 "input": {"task": "look"}}],
             "usage": {"input_tokens": 30, "output_tokens": 9}}),
     ));
-    let body = json!({
+    let mut body = json!({
         "model": "claude-haiku-4-5", "input": "Spawn a helper", "max_output_tokens": 100,
         "include": [], "store": true, "reasoning": {"effort": "low", "summary": "auto"},
         "client_metadata": {"x-codex-turn-metadata": "{}"}, "prompt_cache_key": "k1",
@@ -309,13 +312,7 @@ async fn agents_fields_translate_and_namespaced_calls_come_back_named() {
     });
     let response = post(&proxy, &body).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response
-            .headers()
-            .get("x-p402-dropped")
-            .and_then(|v| v.to_str().ok()),
-        Some("web_search")
-    );
+    assert!(response.headers().get("x-p402-dropped").is_none());
     let answer: Value = response.json().await.expect("json");
     let call = &answer["output"][0];
     assert_eq!(call["type"], "function_call", "{answer}");
@@ -326,11 +323,28 @@ async fn agents_fields_translate_and_namespaced_calls_come_back_named() {
         answer["id"].as_str().is_some_and(|id| id == "resp_01NS"),
         "{answer}"
     );
-    assert_eq!(answer["p402_metadata"]["dropped"], json!(["web_search"]));
     let sent = &anthropic.received()[0].body;
     assert_eq!(sent["tools"][0]["name"], "agents__spawn", "{sent}");
-    assert_eq!(sent["tools"].as_array().map(Vec::len), Some(1), "{sent}");
+    assert_eq!(sent["tools"][1]["type"], "web_search_20250305", "{sent}");
     assert!(openai.received().is_empty());
+
+    // On a provider of Chat Completions alone: the web search is left out.
+    body["model"] = json!("openai/gpt-oss-20b");
+    let response = post(&groq_proxy, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-p402-dropped")
+            .and_then(|v| v.to_str().ok()),
+        Some("web_search")
+    );
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["p402_metadata"]["dropped"], json!(["web_search"]));
+    let sent = &groq.received()[0].body;
+    assert!(sent.get("p402_web_search").is_none(), "{sent}");
+    assert_eq!(sent["tools"].as_array().map(Vec::len), Some(1), "{sent}");
+    groq_proxy.stop().await;
     proxy.stop().await;
 }
 

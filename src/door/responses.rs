@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::RenderError;
 use crate::metadata::Metadata;
-use crate::providers::{openai, Answer, THINKING};
+use crate::providers::{openai, Answer, THINKING, WEB_SEARCH};
 use crate::request::{ChatRequest, Dialect, ParseError};
 
 /// The request headers that belong to the API and go upstream with it.
@@ -106,6 +106,8 @@ struct Translation {
     /// Signed thinking from a reasoning item p402 wrote, for the assistant
     /// turn that follows it.
     thinking: Option<Value>,
+    /// The client offered OpenAI's web search tool.
+    web_search: bool,
 }
 
 /// What starts the `encrypted_content` of a reasoning item p402 wrote: the
@@ -212,6 +214,9 @@ impl Translation {
             if !flat.is_empty() {
                 out.insert("tools".into(), Value::Array(flat));
             }
+        }
+        if self.web_search {
+            out.insert(WEB_SEARCH.into(), Value::Bool(true));
         }
         if let Some(choice) = body.get("tool_choice") {
             let mapped = match choice {
@@ -421,7 +426,12 @@ impl Translation {
                     self.tool(inner, &format!("{at}.tools[{j}]"), Some(name), out);
                 }
             }
-            Some(kind) if kind.starts_with("web_search") => self.loss.dropped("web_search"),
+            // Said to a provider with a web search of its own (Anthropic);
+            // left out elsewhere, and the answer says so.
+            Some(kind) if kind.starts_with("web_search") => {
+                self.loss.dropped("web_search");
+                self.web_search = true;
+            }
             // File search, code interpreter, custom grammar tools, MCP,
             // shell and computer use: not functions another provider
             // could call.

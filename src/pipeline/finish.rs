@@ -218,7 +218,7 @@ fn provider_metadata(
             .then(|| session_info(&cx.charge, cx.state.book()))
             .flatten(),
     );
-    metadata.dropped = cx.chat.dropped_by(&served.candidate.provider).to_vec();
+    metadata.dropped = cx.chat.dropped_by(&served.candidate.provider);
     metadata
 }
 
@@ -321,7 +321,7 @@ pub fn respond_streaming(
     let headers = response.headers_mut();
     event_stream_headers(headers);
     let dropped = cx.chat.dropped_by(&candidate.provider);
-    metadata::early_headers(headers, &cx.id, candidate, dropped);
+    metadata::early_headers(headers, &cx.id, candidate, &dropped);
     (tx, response)
 }
 
@@ -342,7 +342,7 @@ pub fn respond_refused(
             .insert(header::CONTENT_TYPE, content_type);
     }
     let dropped = cx.chat.dropped_by(&candidate.provider);
-    metadata::early_headers(response.headers_mut(), &cx.id, candidate, dropped);
+    metadata::early_headers(response.headers_mut(), &cx.id, candidate, &dropped);
     response
 }
 

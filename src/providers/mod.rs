@@ -128,6 +128,12 @@ pub fn post_bytes(
 /// doors. It is p402's own: no door hands it to a client as it is.
 pub const THINKING: &str = "p402_thinking";
 
+/// The member of an internal (Chat Completions) request that asks for the
+/// client's web search tool (OpenAI's `web_search`), for an adapter whose
+/// API has one of its own (Anthropic's `web_search` server tool). Adapters
+/// without one remove it; the answer's `x-p402-dropped` says so.
+pub const WEB_SEARCH: &str = "p402_web_search";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TranslateError {
     #[error("{0}")]

@@ -45,6 +45,8 @@ pub fn build_request(
         "model".to_string(),
         Value::from(candidate.upstream_model.as_str()),
     );
+    // Chat Completions has no web search tool of its own to map it to.
+    body.remove(super::WEB_SEARCH);
     adapt_parameters(&mut body, provider, candidate.model.as_ref());
     if request.stream {
         let options = body.entry("stream_options").or_insert_with(|| json!({}));
@@ -127,7 +129,7 @@ fn adapts_nothing(body: &Map<String, Value>, provider: &Provider, model: Option<
     } else {
         "max_completion_tokens"
     };
-    if body.contains_key(other_limit_name) {
+    if body.contains_key(other_limit_name) || body.contains_key(super::WEB_SEARCH) {
         return false;
     }
     let dropped: &[&str] = match (provider.name == "openai", reasoning) {

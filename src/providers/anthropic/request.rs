@@ -112,6 +112,7 @@ pub fn translate_request(
         out.insert("stop_sequences".into(), stops);
     }
     tools(body, &mut out)?;
+    web_search(body, &mut out);
     if let Some(config) = output_config {
         out.insert("output_config".into(), config);
     }
@@ -122,6 +123,22 @@ pub fn translate_request(
         out.insert("stream".into(), Value::Bool(true));
     }
     Ok(Value::Object(out))
+}
+
+/// The client's web search tool (OpenAI's, from the Responses door) as
+/// Anthropic's own web search server tool: Claude searches at Anthropic,
+/// and the answer's text carries what it found.
+fn web_search(body: &Map<String, Value>, out: &mut Map<String, Value>) {
+    if field(body, crate::providers::WEB_SEARCH).and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    let tool = json!({"type": "web_search_20250305", "name": "web_search"});
+    match out.get_mut("tools").and_then(Value::as_array_mut) {
+        Some(tools) => tools.push(tool),
+        None => {
+            out.insert("tools".into(), json!([tool]));
+        }
+    }
 }
 
 /// The thinking budget for each of OpenAI's reasoning efforts. Anthropic's

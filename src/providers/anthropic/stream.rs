@@ -362,6 +362,12 @@ mod tests {
             deltas(&chunks),
             vec![
                 (json!({"role": "assistant", "content": ""}), null.clone()),
+                // The thinking block, whole with its signature, when it stops.
+                (
+                    json!({"p402_thinking": [{"type": "thinking", "thinking": "Two cities.",
+                        "signature": "EqQB"}]}),
+                    null.clone()
+                ),
                 (json!({"content": "Checking → "}), null.clone()),
                 (json!({"content": "both cities."}), null.clone()),
                 (
@@ -452,7 +458,7 @@ mod tests {
             (chunks, done)
         };
         let whole = strip_created(run(TOOL_STREAM, TOOL_STREAM.len()));
-        assert_eq!(whole.0.len(), 11);
+        assert_eq!(whole.0.len(), 12);
         for size in [1, 2, 3, 7, 13, 64, 500] {
             assert_eq!(
                 strip_created(run(TOOL_STREAM, size)),
