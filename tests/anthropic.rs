@@ -201,3 +201,30 @@ async fn claude_is_routable_in_cost_mode_and_fails_over_on_overload() {
     assert_eq!(answer["p402_metadata"]["failover"][0]["status"], 529);
     proxy.stop().await;
 }
+
+/// What Anthropic's API cannot say at all (`n` above 1) is the client's to
+/// change: a 400 that keeps the translation's code and names the model,
+/// never a 502 the SDKs would retry, and nothing reaches the provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untranslatable_chat_request_is_a_400_naming_the_field_and_model() {
+    let (fake, proxy) = claude().await;
+    let mut body = ask("claude-haiku-4-5", "Two answers, please");
+    body["n"] = json!(2);
+    let response = proxy.chat(body).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
+    let error = expect_error(response, 400, "unsupported_parameter").await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`n`") && message.contains("`claude-haiku-4-5`"),
+        "{message}"
+    );
+    assert!(fake.received().is_empty());
+    proxy.stop().await;
+}

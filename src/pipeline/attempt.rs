@@ -33,9 +33,11 @@ pub enum Upstream {
 /// Why a candidate gave no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
-    /// The request cannot be put in this provider's API.
+    /// The request cannot be put in this provider's API: another
+    /// provider may take it; if none can, the client is told why, in a
+    /// 400 that keeps the translation's own code.
     #[error("{0}")]
-    Translate(String),
+    Translate(crate::providers::TranslateError),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -74,7 +76,9 @@ impl AttemptError {
     pub fn counts_against_provider(&self) -> bool {
         !matches!(
             self,
-            AttemptError::ModelMissing(_) | AttemptError::Refused { .. }
+            AttemptError::ModelMissing(_)
+                | AttemptError::Refused { .. }
+                | AttemptError::Translate(_)
         )
     }
 
@@ -124,7 +128,7 @@ async fn exchange(
     // Exactly the reserved limit goes out.
     let request = adapter
         .build_request(candidate, &cx.chat, limit)
-        .map_err(|e| AttemptError::Translate(e.to_string()))?;
+        .map_err(AttemptError::Translate)?;
     if cx.state.aborting().is_cancelled() {
         return Ok(Upstream::Stopped { sent: false });
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::body::Body;
 use crate::cost::Used;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, Classify, ErrorKind};
 use crate::limits::Permit;
 use crate::metadata::FailedAttempt;
 use crate::metrics::ErrorLabels;
@@ -34,6 +34,10 @@ pub async fn run(
     let state = &cx.state;
     let mut failed: Vec<FailedAttempt> = Vec::new();
     let mut all_timeouts = true;
+    // The request could not be put in any tried provider's API: the
+    // client's to change (a 400), not a provider failure (a 502).
+    let mut untranslatable: Option<ApiError> = None;
+    let mut all_untranslatable = true;
     let mut shortfalls = Vec::new();
     let mut unpriced = 0;
     for candidate in &plan.route.candidates {
@@ -101,6 +105,15 @@ pub async fn run(
         };
         drop(reservation);
         all_timeouts &= error.timed_out();
+        match &error {
+            AttemptError::Translate(e) if e.kind() == ErrorKind::InvalidRequest => {
+                untranslatable.get_or_insert_with(|| {
+                    let message = format!("{e} (model `{}`)", candidate.model_name());
+                    ApiError::new(e.kind(), e.code(), message)
+                });
+            }
+            _ => all_untranslatable = false,
+        }
         if error.counts_against_provider() {
             state.health().record_failure(
                 provider,
@@ -144,6 +157,9 @@ pub async fn run(
             "no_provider_available",
             "every candidate provider is failing (circuit open); try again shortly",
         ));
+    }
+    if let (true, Some(error)) = (all_untranslatable, untranslatable) {
+        return Err(error);
     }
     Err(every_attempt_failed(
         &failed,
