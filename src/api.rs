@@ -35,6 +35,8 @@ pub fn health(state: &AppState) -> Response<Body> {
         "loaded_at": status.loaded_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         "reloads": status.reloads,
         "error": status.error,
+        // Valid, but probably not what was meant (an orphan budget).
+        "warnings": runtime.config().warnings(),
     });
     // A stalled store answers 503, so that the systemd watchdog and any
     // other probe restart a p402 whose writes are stuck; a failing one

@@ -16,6 +16,7 @@ mod auth;
 mod body;
 mod boundary;
 pub mod budget;
+mod burn_rate;
 pub mod cache;
 pub mod catalog;
 pub mod catalog_update;

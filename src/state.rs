@@ -37,6 +37,9 @@ impl Runtime {
     /// Builds from a config, reusing `previous`'s connection pool when the
     /// upstream settings did not change.
     pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Result<Self, rustls::Error> {
+        for warning in loaded.config.warnings() {
+            tracing::warn!("config: {warning}");
+        }
         let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
         let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
             std::env::var(name).ok()

@@ -49,6 +49,17 @@ pub enum ChargeError {
         model: String,
         session_remaining: Option<Usd>,
     },
+    /// The account's burn-rate cap (`max_usd_per_hour`) has no room for the
+    /// cheapest try until some of the last hour's spend ages out.
+    #[error("{label} has spent or holds ${spent:.6} of its ${per_hour:.6} per hour in the last hour; this request needs at least ${needed:.6} on {model}; retry in {wait} s (a burn-rate cap stops a runaway loop)", spent = .spent.to_dollars(), per_hour = .per_hour.to_dollars(), needed = .needed.to_dollars(), wait = .wait.as_secs())]
+    SpendRate {
+        label: String,
+        per_hour: Usd,
+        spent: Usd,
+        needed: Usd,
+        model: String,
+        wait: std::time::Duration,
+    },
 }
 
 impl Classify for ChargeError {
@@ -60,6 +71,7 @@ impl Classify for ChargeError {
             ChargeError::Team(_) => ErrorKind::Unavailable,
             ChargeError::Unpriced => ErrorKind::InvalidRequest,
             ChargeError::Exhausted { .. } => ErrorKind::BudgetExceeded,
+            ChargeError::SpendRate { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -71,6 +83,14 @@ impl Classify for ChargeError {
             ChargeError::Team(_) => "team_store_unavailable",
             ChargeError::Unpriced => "unpriced_model",
             ChargeError::Exhausted { code, .. } => code,
+            ChargeError::SpendRate { .. } => "spend_rate_exceeded",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ChargeError::SpendRate { wait, .. } => Some(wait.as_secs().max(1)),
+            _ => None,
         }
     }
 
@@ -89,6 +109,14 @@ impl Classify for ChargeError {
                 if let Some(left) = session_remaining {
                     extra.insert("session_remaining_usd".into(), json!(left.to_dollars()));
                 }
+                Some(extra)
+            }
+            ChargeError::SpendRate {
+                per_hour, spent, ..
+            } => {
+                let mut extra = Map::new();
+                extra.insert("max_usd_per_hour".into(), json!(per_hour.to_dollars()));
+                extra.insert("last_hour_usd".into(), json!(spent.to_dollars()));
                 Some(extra)
             }
             _ => None,
@@ -251,6 +279,7 @@ impl Charge {
                         account: shared[short.index].clone(),
                         remaining: short.remaining.max(Usd::ZERO),
                         needed: minimum,
+                        wait: None,
                     }))
                 }
             }
@@ -285,6 +314,21 @@ impl Charge {
     /// shortfall of the cheapest try.
     pub fn exhausted(&self, shortfalls: &[(Shortfall, String)], book: &Book) -> ChargeError {
         match shortfalls.iter().min_by_key(|(s, _)| s.needed) {
+            Some((cheapest, model)) if cheapest.wait.is_some() => {
+                let per_hour = cheapest
+                    .account
+                    .hourly
+                    .as_ref()
+                    .map_or(Usd::ZERO, |cap| cap.per_hour);
+                ChargeError::SpendRate {
+                    label: cheapest.account.label.clone(),
+                    per_hour,
+                    spent: per_hour - cheapest.remaining,
+                    needed: cheapest.needed,
+                    model: model.clone(),
+                    wait: cheapest.wait.unwrap_or_default(),
+                }
+            }
             Some((cheapest, model)) => ChargeError::Exhausted {
                 label: cheapest.account.label.clone(),
                 code: cheapest.account.code,

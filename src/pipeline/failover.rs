@@ -18,6 +18,7 @@ use crate::router::Candidate;
 
 use super::answer;
 use super::attempt::{self, AttemptError, Upstream};
+use super::billed;
 use super::charge::{ChargeError, Reserved};
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
@@ -25,7 +26,9 @@ use super::relay;
 
 /// Tries the candidates of `plan` in order. The response is the first
 /// answer, the first refusal of the request itself, or the error that says
-/// why no candidate could answer.
+/// why no candidate could answer. A failed attempt the provider received
+/// (a timeout, a broken-off answer) is charged as an estimate before the
+/// next is tried (`billed`).
 pub async fn run(
     cx: &Arc<Context>,
     plan: Arc<Plan>,
@@ -99,7 +102,14 @@ pub async fn run(
             // The request's own fault: another provider would refuse it too.
             Err(error) => return refused(cx, candidate, error).await,
         };
-        drop(reservation);
+        // The provider had the request and bills it: charged as an
+        // estimate; otherwise the reservation goes back.
+        let cost_usd = if error.billed() {
+            billed::settle(cx, &plan, candidate, limit, reservation, failed.len() + 1).await
+        } else {
+            drop(reservation);
+            None
+        };
         all_timeouts &= error.timed_out();
         if error.counts_against_provider() {
             state.health().record_failure(
@@ -130,6 +140,7 @@ pub async fn run(
             provider: provider.clone(),
             model: candidate.model_name().to_string(),
             status: error.label(),
+            cost_usd,
         });
     }
     if failed.is_empty() && !shortfalls.is_empty() {
