@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::Alerts;
 use crate::budget::Book;
 use crate::cache::Cache;
 use crate::catalog::Catalog;
@@ -96,6 +97,8 @@ struct Shared {
     runtime: ArcSwap<Runtime>,
     /// Settled spend and reservations of every account.
     book: Arc<Book>,
+    /// Budget alerts: decided on the request path, delivered off it.
+    alerts: Alerts,
     cache: Cache,
     metrics: Metrics,
     sessions: Sessions,
@@ -135,6 +138,7 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
+                alerts: Alerts::open(&store),
                 book: Book::new(store),
                 cache,
                 metrics: Metrics::default(),
@@ -206,6 +210,10 @@ impl AppState {
 
     pub fn book(&self) -> &Arc<Book> {
         &self.shared.book
+    }
+
+    pub fn alerts(&self) -> &Alerts {
+        &self.shared.alerts
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -10,6 +10,7 @@
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
+use crate::alerts::Watched;
 use crate::budget::{self, Account, Book, Reservation, Shortfall};
 use crate::error::{ApiError, Classify, ErrorKind};
 use crate::money::Usd;
@@ -43,6 +44,8 @@ pub enum ChargeError {
     #[error("{label} has ${remaining:.6} left; this request needs at least ${needed:.6} on {model} (the cheapest eligible model, with a {min}-token answer)", remaining = .remaining.to_dollars(), needed = .needed.to_dollars(), min = budget::MIN_USEFUL_OUTPUT)]
     Exhausted {
         label: String,
+        /// The account's key in the store, if it has one.
+        account: Option<String>,
         code: &'static str,
         remaining: Usd,
         needed: Usd,
@@ -131,6 +134,9 @@ pub struct Charge {
     pub session: Option<Session>,
     /// Names of the file-declared budgets among the accounts.
     pub budgets: Vec<String>,
+    /// The accounts whose thresholds raise alerts (`alerts`): the
+    /// session's and the budgets'.
+    pub watched: Vec<Watched>,
 }
 
 /// The outcome of reserving for one candidate.
@@ -194,9 +200,11 @@ impl Charge {
                 if charge.budgets.iter().any(|b| b == name) {
                     return;
                 }
+                let account = Account::for_budget(key.get_ref(), budget, now);
                 charge
-                    .accounts
-                    .push(Account::for_budget(key.get_ref(), budget, now));
+                    .watched
+                    .push(Watched::budget(name, budget, account.clone(), now));
+                charge.accounts.push(account);
                 charge.budgets.push(name.to_string());
             }
         };
@@ -204,7 +212,13 @@ impl Charge {
             let session = sessions
                 .usable(book, id, local_key)
                 .map_err(ChargeError::Session)?;
-            charge.accounts.push(session.account());
+            let account = session.account();
+            charge.watched.push(Watched::session(
+                &session.id,
+                account.clone(),
+                &config.alerts.session_alert_at,
+            ));
+            charge.accounts.push(account);
             charge.session = Some(session);
         }
         // A session narrows a budget, never widens it: its requests are
@@ -331,6 +345,7 @@ impl Charge {
             }
             Some((cheapest, model)) => ChargeError::Exhausted {
                 label: cheapest.account.label.clone(),
+                account: cheapest.account.key.clone(),
                 code: cheapest.account.code,
                 remaining: cheapest.remaining,
                 needed: cheapest.needed,

@@ -144,7 +144,15 @@ pub async fn run(
         });
     }
     if failed.is_empty() && !shortfalls.is_empty() {
-        return Err(cx.charge.exhausted(&shortfalls, state.book()).into());
+        let error = cx.charge.exhausted(&shortfalls, state.book());
+        if let ChargeError::Exhausted {
+            account: Some(key), ..
+        } = &error
+        {
+            // A budget that cannot pay is at its cap: its 1.0 alert.
+            state.alerts().refused(state.book(), &cx.charge.watched, key);
+        }
+        return Err(error.into());
     }
     if failed.is_empty() && unpriced > 0 {
         return Err(ChargeError::Unpriced.into());

@@ -174,7 +174,12 @@ pub(super) async fn settle(
 ) -> Option<String> {
     let book = cx.state.book();
     let written = match reservation {
-        Some(reservation) => reservation.settle(entry).await,
+        Some(reservation) => {
+            let written = reservation.settle(entry).await;
+            // The spend moved: a threshold may have been reached.
+            cx.state.alerts().observe(book, &cx.charge.watched);
+            written
+        }
         None => book.store().record_queued(entry, &[]),
     };
     let failing = book.store().condition() != Condition::Ok;
