@@ -29,15 +29,23 @@ const LOAD_SLICE: Duration = Duration::from_millis(20);
 /// Index records read per step of loading (and per hold of the index lock).
 const LOAD_CHUNK: usize = 256;
 
-/// Migrates the entries of an older p402, unless that was done already.
+/// Migrates the entries of an older p402, unless that was done already:
+/// their index records first, then their question hashes. The markers
+/// that say so are written together, in one durable commit.
 pub(super) fn migrate_once(store: &Store) -> Result<(), StoreError> {
+    let mut done = Write::default();
     if store.get(Table::CacheIndex, record::MIGRATED)?.is_none() {
         migrate(store)?;
+        done.ops.push(migrated_marker());
     }
     if store.get(Table::CacheIndex, record::REHASHED)?.is_none() {
         rehash(store)?;
+        done.ops.push(rehashed_marker());
     }
-    Ok(())
+    if done.ops.is_empty() {
+        return Ok(());
+    }
+    store.write_blocking(done, true)
 }
 
 /// Gives every index record the question hash p402 defines, in place of
@@ -83,11 +91,7 @@ fn rehash(store: &Store) -> Result<(), StoreError> {
     if rehashed > 0 {
         tracing::info!(rehashed, "cache entries given p402's stable question hash");
     }
-    let done = Write {
-        ops: vec![rehashed_marker()],
-        only_if_present: None,
-    };
-    store.write_blocking(done, true)
+    Ok(())
 }
 
 /// The id the next stored entry gets: one past the highest stored.
@@ -247,11 +251,7 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
     if migrated > 0 {
         tracing::info!(migrated, "cache entries moved to the indexed layout");
     }
-    let done = Write {
-        ops: vec![migrated_marker()],
-        only_if_present: None,
-    };
-    store.write_blocking(done, true)
+    Ok(())
 }
 
 #[cfg(test)]
