@@ -480,13 +480,14 @@ pub fn alerts(state: &AppState, caller: Option<&str>, request_id: &RequestId) ->
         Ok(records) => records,
         Err(e) => return ApiError::internal(format!("alerts: {e}")).into_response(request_id),
     };
-    let visible = |record: &crate::alerts::Record| match record.alert.budget.strip_prefix("session:") {
-        None => true,
-        Some(id) => matches!(
-            store.session::<crate::sessions::Session>(id),
-            Ok(Some(session)) if session.belongs_to(caller)
-        ),
-    };
+    let visible =
+        |record: &crate::alerts::Record| match record.alert.budget.strip_prefix("session:") {
+            None => true,
+            Some(id) => matches!(
+                store.session::<crate::sessions::Session>(id),
+                Ok(Some(session)) if session.belongs_to(caller)
+            ),
+        };
     let data: Vec<Value> = records
         .iter()
         .filter(|r| visible(r))

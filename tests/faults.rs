@@ -125,9 +125,17 @@ async fn assert_billed_as_estimate(
     assert_eq!(entry["estimated"], true, "{case}: {entry}");
     let input = entry["input_tokens"].as_u64().expect("input tokens");
     assert!(input > 0, "{case}: {entry}");
-    assert_eq!(entry["output_tokens"].as_u64(), Some(output), "{case}: {entry}");
+    assert_eq!(
+        entry["output_tokens"].as_u64(),
+        Some(output),
+        "{case}: {entry}"
+    );
     let cost = entry["cost_nanos"].as_i64().expect("cost");
-    assert_eq!(cost, (input * 1_000 + output * 1_000_000) as i64, "{case}: {entry}");
+    assert_eq!(
+        cost,
+        (input * 1_000 + output * 1_000_000) as i64,
+        "{case}: {entry}"
+    );
     assert_eq!(view["requests"], 1, "{case}: {view}");
     let used = view["budget"]["used_usd"].as_f64().expect("used");
     assert!(
@@ -387,12 +395,20 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
         let failover = meta["failover"].as_array().expect("failover");
         assert_eq!(failover.len(), 2, "{case}: {meta}");
         assert_eq!(
-            (&failover[0]["provider"], &failover[0]["model"], &failover[0]["status"]),
+            (
+                &failover[0]["provider"],
+                &failover[0]["model"],
+                &failover[0]["status"]
+            ),
             (&json!("alpha"), &json!("cheap"), &json!("timeout")),
             "{case}: {meta}"
         );
         assert_eq!(
-            (&failover[1]["provider"], &failover[1]["model"], &failover[1]["status"]),
+            (
+                &failover[1]["provider"],
+                &failover[1]["model"],
+                &failover[1]["status"]
+            ),
             (&json!("gamma"), &json!("middle"), &json!("connect_error")),
             "{case}: {meta}"
         );
@@ -414,15 +430,24 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
     // The answer: 12 * 1 + 3 * 1000 = 3012 $/M.
     assert_eq!(meta["cost_usd"].as_f64(), Some(0.003012));
     let id = meta["request_id"].as_str().expect("id");
-    let estimate = proxy.ledger_entry(&format!("{id}.1")).await.expect("alpha's entry");
+    let estimate = proxy
+        .ledger_entry(&format!("{id}.1"))
+        .await
+        .expect("alpha's entry");
     assert_eq!(estimate["provider"], "alpha", "{estimate}");
     assert_eq!(estimate["estimated"], true, "{estimate}");
     // A whole answer may have been generated in full: the reserved 100.
     assert_eq!(estimate["output_tokens"], 100, "{estimate}");
-    assert!(proxy.ledger_entry(&format!("{id}.2")).await.is_none(), "gamma is free");
+    assert!(
+        proxy.ledger_entry(&format!("{id}.2")).await.is_none(),
+        "gamma is free"
+    );
     let view = released(&proxy, &session).await;
     let used = view["budget"]["used_usd"].as_f64().expect("used");
-    assert!((used - (0.003012 + alpha_cost)).abs() < 1e-9, "both attempts are paid: {view}");
+    assert!(
+        (used - (0.003012 + alpha_cost)).abs() < 1e-9,
+        "both attempts are paid: {view}"
+    );
     assert_eq!(view["requests"], 2);
 
     // Streamed: the same, before any byte went to the client; the stream
@@ -441,7 +466,10 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
         .collect();
     assert_eq!(content, "Hello there!");
     let id = meta["request_id"].as_str().expect("id");
-    let estimate = proxy.ledger_entry(&format!("{id}.1")).await.expect("alpha's entry");
+    let estimate = proxy
+        .ledger_entry(&format!("{id}.1"))
+        .await
+        .expect("alpha's entry");
     assert_eq!(estimate["output_tokens"], 0, "{estimate}");
     let view = released(&proxy, &session).await;
     let used = view["budget"]["used_usd"].as_f64().expect("used");

@@ -52,7 +52,10 @@ async fn a_full_disk_refuses_budgeted_requests_and_recovers_by_itself() {
         ids.push(request_id(&response));
         assert!(ids.len() < 100, "a full disk was never noticed");
     };
-    assert!(ids.len() >= 2, "the request that found the disk full was answered");
+    assert!(
+        ids.len() >= 2,
+        "the request that found the disk full was answered"
+    );
     let error = expect_error(refused, 503, "ledger_unavailable").await;
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.contains("No space left"), "{error}");

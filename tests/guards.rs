@@ -47,22 +47,23 @@ impl Receiver {
             while let Ok((stream, _)) = listener.accept().await {
                 let got = Arc::clone(&got);
                 tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let got = Arc::clone(&got);
-                        async move {
-                            let bytes = request
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                            got.lock().expect("lock").push(value);
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
-                                bytes::Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    });
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let got = Arc::clone(&got);
+                            async move {
+                                let bytes = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                                got.lock().expect("lock").push(value);
+                                Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                    bytes::Bytes::from_static(b"ok"),
+                                )))
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -353,11 +354,19 @@ async fn a_loop_under_an_hourly_cap_gets_429_with_retry_after() {
     assert!(served >= 3, "{served} requests before the cap");
     let spent = global_spent(&proxy).await;
     assert!(spent <= 0.004 + 1e-12, "spent {spent} in the hour");
-    assert!((spent - 0.00042 * f64::from(served)).abs() < 1e-9, "{spent}");
+    assert!(
+        (spent - 0.00042 * f64::from(served)).abs() < 1e-9,
+        "{spent}"
+    );
 
     // A restart does not give the loop a fresh hour.
     let proxy = proxy.restart().await;
-    expect_error(proxy.chat(hourly("after a restart")).await, 429, "spend_rate_exceeded").await;
+    expect_error(
+        proxy.chat(hourly("after a restart")).await,
+        429,
+        "spend_rate_exceeded",
+    )
+    .await;
     proxy.stop().await;
 }
 
@@ -385,7 +394,13 @@ async fn the_hourly_cap_holds_under_concurrency() {
     let proxy = Arc::new(proxy);
     let requests = (0..16).map(|n| {
         let proxy = Arc::clone(&proxy);
-        tokio::spawn(async move { proxy.chat(hourly(&format!("at once {n}"))).await.status().as_u16() })
+        tokio::spawn(async move {
+            proxy
+                .chat(hourly(&format!("at once {n}")))
+                .await
+                .status()
+                .as_u16()
+        })
     });
     let mut statuses = Vec::new();
     for request in requests {
@@ -434,7 +449,9 @@ async fn a_session_and_p402_run_take_an_hourly_cap() {
         if response.status() == 429 {
             let error = expect_error(response, 429, "spend_rate_exceeded").await;
             assert!(
-                error["message"].as_str().is_some_and(|m| m.contains(&session)),
+                error["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&session)),
                 "{error}"
             );
             limited = true;
@@ -460,7 +477,16 @@ async fn a_session_and_p402_run_take_an_hourly_cap() {
         Command::new(env!("CARGO_BIN_EXE_p402"))
             .args(["run", "--config"])
             .arg(&config)
-            .args(["--budget", "1", "--max-usd-per-hour", "0.25", "--name", "capped", "--", "true"])
+            .args([
+                "--budget",
+                "1",
+                "--max-usd-per-hour",
+                "0.25",
+                "--name",
+                "capped",
+                "--",
+                "true",
+            ])
             .output()
     })
     .await
@@ -508,7 +534,10 @@ async fn a_timed_out_request_raises_the_budgets_spend() {
     // Not streamed: the prompt plus the 50 output tokens reserved.
     assert_eq!(entry["output_tokens"], 50, "{entry}");
     let cost = entry["cost_nanos"].as_i64().expect("cost");
-    assert!((spent * 1e9 - cost as f64).abs() < 0.5, "{spent} vs {entry}");
+    assert!(
+        (spent * 1e9 - cost as f64).abs() < 0.5,
+        "{spent} vs {entry}"
+    );
     proxy.stop().await;
 }
 
@@ -526,9 +555,9 @@ async fn check_and_health_name_a_budget_that_charges_nothing() {
     let health = proxy.get_json("/health").await;
     let warnings = health["config"]["warnings"].as_array().expect("warnings");
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.as_str().is_some_and(|w| w.contains("`team` charges nothing"))),
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("`team` charges nothing"))),
         "{health}"
     );
 

@@ -137,10 +137,7 @@ pub fn headline(alert: &Alert) -> String {
 }
 
 fn detail(alert: &Alert) -> String {
-    format!(
-        "${:.4} of ${:.2} used",
-        alert.used_usd, alert.budget_usd
-    )
+    format!("${:.4} of ${:.2} used", alert.used_usd, alert.budget_usd)
 }
 
 /// POSTs one alert; on success it is done, else it is due again later.
@@ -194,12 +191,19 @@ pub async fn save(store: &Store, record: &Record) -> Result<(), StoreError> {
 }
 
 /// The POST itself: any 2xx takes the alert.
-async fn post(upstream: &crate::upstream::Upstream, url: &str, alert: &Alert) -> Result<(), String> {
+async fn post(
+    upstream: &crate::upstream::Upstream,
+    url: &str,
+    alert: &Alert,
+) -> Result<(), String> {
     let body = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
     let request = Request::builder()
         .method(Method::POST)
         .uri(url)
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
         .header(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("p402/", env!("CARGO_PKG_VERSION"))),

@@ -334,7 +334,9 @@ mod tests {
             attempts: 0,
             last_error: None,
         };
-        deliver::save(&store, &record(refused)).await.expect("saved");
+        deliver::save(&store, &record(refused))
+            .await
+            .expect("saved");
         let again = Alerts::open(&store);
         let mut inbox = again.take_inbox().expect("inbox");
         again.refused(&book, &watched, "session:s");

@@ -352,7 +352,8 @@ mod tests {
             // As a p402 that used std's hasher left it: another hash, and
             // no marker.
             let key = 1u64.to_be_bytes().to_vec();
-            let mut old = IndexRecord::decode(&store.get(Table::CacheIndex, &key).unwrap().unwrap()).unwrap();
+            let mut old =
+                IndexRecord::decode(&store.get(Table::CacheIndex, &key).unwrap().unwrap()).unwrap();
             old.question_hash = 0x0123_4567_89ab_cdef;
             let write = Write {
                 ops: vec![
@@ -367,11 +368,16 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             let cache = Cache::open(&store).unwrap();
             assert_eq!(
-                cache.index().exact(&scope, question_hash("What is Rust?"), now()),
+                cache
+                    .index()
+                    .exact(&scope, question_hash("What is Rust?"), now()),
                 Some(1),
                 "the exact repeat still hits after the upgrade"
             );
-            assert!(store.get(Table::CacheIndex, record::REHASHED).unwrap().is_some());
+            assert!(store
+                .get(Table::CacheIndex, record::REHASHED)
+                .unwrap()
+                .is_some());
         }
     }
 

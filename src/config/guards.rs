@@ -75,7 +75,9 @@ impl Config {
                 if !(usd.is_finite() && usd > 0.0 && usd < 1e9) {
                     return Err((
                         Some(cap.span()),
-                        format!("max_usd_per_hour must be a positive amount of dollars, found {usd}"),
+                        format!(
+                            "max_usd_per_hour must be a positive amount of dollars, found {usd}"
+                        ),
                     ));
                 }
                 if budget.shared {
@@ -89,18 +91,20 @@ impl Config {
                 }
             }
         }
-        check_thresholds(&self.alerts.session_alert_at).map_err(|e| (None, format!("[alerts] session_alert_at: {e}")))?;
+        check_thresholds(&self.alerts.session_alert_at)
+            .map_err(|e| (None, format!("[alerts] session_alert_at: {e}")))?;
         if let Some(url) = &self.alerts.webhook_url {
             let text = url.get_ref();
             let parsed = text.parse::<http::Uri>().ok();
             let scheme = parsed.as_ref().and_then(|u| u.scheme_str());
-            if !text.is_empty()
-                && !(matches!(scheme, Some("http" | "https"))
-                    && parsed.as_ref().and_then(http::Uri::host).is_some())
-            {
+            let usable = matches!(scheme, Some("http" | "https"))
+                && parsed.as_ref().and_then(http::Uri::host).is_some();
+            if !text.is_empty() && !usable {
                 return Err((
                     Some(url.span()),
-                    format!("[alerts] webhook_url must be an http:// or https:// URL, found `{text}`"),
+                    format!(
+                        "[alerts] webhook_url must be an http:// or https:// URL, found `{text}`"
+                    ),
                 ));
             }
         }
@@ -147,7 +151,10 @@ mod tests {
         assert_eq!(config.orphan_budgets(), vec!["team".to_string()]);
         let warnings = config.warnings();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("`team` charges nothing"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("`team` charges nothing"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl AttemptError {
     pub fn timed_out(&self) -> bool {
         matches!(
             self,
-            AttemptError::Timeout(_) | AttemptError::Cut { timed_out: true, .. }
+            AttemptError::Timeout(_)
+                | AttemptError::Cut {
+                    timed_out: true,
+                    ..
+                }
         )
     }
 
@@ -112,9 +116,10 @@ impl AttemptError {
             | AttemptError::ModelMissing(status)
             | AttemptError::Refused { status, .. } => Value::from(status.as_u16()),
             AttemptError::Translate(_) | AttemptError::Send(_) => "request_error".into(),
-            AttemptError::Timeout(_) | AttemptError::Cut { timed_out: true, .. } => {
-                "timeout".into()
-            }
+            AttemptError::Timeout(_)
+            | AttemptError::Cut {
+                timed_out: true, ..
+            } => "timeout".into(),
             AttemptError::Cut { .. } => "invalid_response".into(),
             AttemptError::Connect(_) => "connect_error".into(),
             AttemptError::InvalidResponse(_) => "invalid_response".into(),

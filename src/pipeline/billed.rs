@@ -19,7 +19,12 @@ use super::context::{Context, Plan};
 use super::finish;
 
 /// What the provider may have used for an attempt that gave no answer.
-pub async fn estimate(cx: &Context, plan: &Plan, candidate: &Candidate, limit: Option<u32>) -> Used {
+pub async fn estimate(
+    cx: &Context,
+    plan: &Plan,
+    candidate: &Candidate,
+    limit: Option<u32>,
+) -> Used {
     let input_tokens = plan.input_for_estimate(&cx.chat).await;
     // A whole answer may have been generated in full; a stream that never
     // started sent nothing (its failures mid-way are settled by the relay).

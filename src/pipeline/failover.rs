@@ -150,7 +150,9 @@ pub async fn run(
         } = &error
         {
             // A budget that cannot pay is at its cap: its 1.0 alert.
-            state.alerts().refused(state.book(), &cx.charge.watched, key);
+            state
+                .alerts()
+                .refused(state.book(), &cx.charge.watched, key);
         }
         return Err(error.into());
     }

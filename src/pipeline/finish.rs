@@ -135,7 +135,11 @@ pub fn unparsed(
 }
 
 pub(super) fn provider_entry(
-    cx: &Context, candidate: &Candidate, used: &Used, costs: &Costs) -> LedgerEntry {
+    cx: &Context,
+    candidate: &Candidate,
+    used: &Used,
+    costs: &Costs,
+) -> LedgerEntry {
     LedgerEntry {
         door: Some(cx.door.name().to_string()),
         time: Utc::now(),

@@ -119,9 +119,7 @@ impl Relay {
             // settled as estimated below, however little arrived. Only an
             // error event before anything was generated, the provider's
             // own refusal, is free.
-            let paid = kept.usage.is_some()
-                || kept.generated
-                || error.code != PROVIDER_ERROR;
+            let paid = kept.usage.is_some() || kept.generated || error.code != PROVIDER_ERROR;
             if !paid {
                 // Like any error answered before generating: this costs
                 // nothing, and the reservation goes back.
