@@ -49,12 +49,9 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// A budget that is not shared (a shared one's spend is in Redis).
     pub fn budget(name: &str, config: &BudgetConfig, account: Account, now: DateTime<Utc>) -> Self {
-        let today = if config.shared {
-            now.date_naive()
-        } else {
-            now.with_timezone(&chrono::Local).date_naive()
-        };
+        let today = now.with_timezone(&chrono::Local).date_naive();
         Watched {
             account,
             name: name.to_string(),

@@ -201,9 +201,12 @@ impl Charge {
                     return;
                 }
                 let account = Account::for_budget(key.get_ref(), budget, now);
-                charge
-                    .watched
-                    .push(Watched::budget(name, budget, account.clone(), now));
+                // A shared budget's spend is in Redis, not in this book.
+                if !budget.shared {
+                    charge
+                        .watched
+                        .push(Watched::budget(name, budget, account.clone(), now));
+                }
                 charge.accounts.push(account);
                 charge.budgets.push(name.to_string());
             }
