@@ -9,7 +9,6 @@ use http::Response;
 use serde_json::Value;
 
 use crate::body::Body;
-use crate::cost::Used;
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::Permit;
 use crate::metadata::FailedAttempt;
@@ -96,7 +95,7 @@ pub async fn run(
                 ));
             }
             Ok(Upstream::Stopped { sent }) => {
-                return Ok(stopped(cx, &plan, &served, sent, reservation).await)
+                return Ok(stopped(cx, &plan, &served, sent, reservation, limit).await)
             }
             Err(error) if error.retryable() => error,
             // The request's own fault: another provider would refuse it too.
@@ -211,14 +210,16 @@ async fn refused(
 }
 
 /// p402 must stop (shutdown past its grace). A provider that has the
-/// request bills it, so it is settled as an estimate (the prompt, no
-/// answer) rather than dropped at $0; one that never got it costs nothing.
+/// request bills it, so it is settled as an estimate like any billed
+/// failure (the prompt, and for a whole answer the output limit reserved)
+/// rather than dropped at $0; one that never got it costs nothing.
 async fn stopped(
     cx: &Context,
     plan: &Plan,
     served: &Served<'_>,
     sent: bool,
     reservation: Option<crate::budget::Reservation>,
+    limit: Option<u32>,
 ) -> Response<Body> {
     let error = ApiError::new(
         ErrorKind::Unavailable,
@@ -229,7 +230,7 @@ async fn stopped(
         Exit::Answered {
             plan,
             served,
-            used: Used::of(None, plan.input_for_estimate(&cx.chat).await, ""),
+            used: billed::estimate(cx, plan, &served.candidate, limit).await,
             reservation,
         }
     } else {
