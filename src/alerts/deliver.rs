@@ -38,8 +38,10 @@ struct Due {
 pub async fn run(state: AppState, mut inbox: mpsc::UnboundedReceiver<Alert>) {
     let store = state.book().store().clone();
     let mut due: Vec<Due> = match super::list(&store, usize::MAX) {
+        // Oldest first, in the order they were raised.
         Ok(records) => records
             .into_iter()
+            .rev()
             .filter(|r| r.webhook == Webhook::Pending)
             .map(|record| Due {
                 record,
