@@ -8,6 +8,8 @@
 //! still fits. After the answer, the request settles at its actual cost and
 //! the rest of the reservation is released. Reservations live in memory
 //! only, so a crash releases them all; settled spend lives in the store.
+//! An account with a burn-rate cap (`burn_rate`) is held to its rolling
+//! hour in the same step, under the same lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
