@@ -35,6 +35,8 @@ pub fn health(state: &AppState) -> Response<Body> {
         "loaded_at": status.loaded_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         "reloads": status.reloads,
         "error": status.error,
+        // Valid, but probably not what was meant (an orphan budget).
+        "warnings": runtime.config().warnings(),
     });
     // A stalled store answers 503, so that the systemd watchdog and any
     // other probe restart a p402 whose writes are stuck; a failing one
@@ -467,4 +469,36 @@ pub async fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+/// `GET /api/v2/alerts`: the budget alerts raised, newest first, with
+/// where each one's webhook POST stands (the dashboard's banner). A
+/// session's alerts are shown only to the key that owns the session.
+pub fn alerts(state: &AppState, caller: Option<&str>, request_id: &RequestId) -> Response<Body> {
+    let store = state.book().store();
+    let records = match crate::alerts::list(store, 100) {
+        Ok(records) => records,
+        Err(e) => return ApiError::internal(format!("alerts: {e}")).into_response(request_id),
+    };
+    let visible =
+        |record: &crate::alerts::Record| match record.alert.budget.strip_prefix("session:") {
+            None => true,
+            Some(id) => matches!(
+                store.session::<crate::sessions::Session>(id),
+                Ok(Some(session)) if session.belongs_to(caller)
+            ),
+        };
+    let data: Vec<Value> = records
+        .iter()
+        .filter(|r| visible(r))
+        .map(|r| {
+            let mut item = json!(r.alert);
+            item["message"] = json!(crate::alerts::deliver::headline(&r.alert));
+            item["webhook"] = json!(r.webhook);
+            item["webhook_attempts"] = json!(r.attempts);
+            item["webhook_error"] = json!(r.last_error);
+            item
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }

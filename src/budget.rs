@@ -8,12 +8,15 @@
 //! still fits. After the answer, the request settles at its actual cost and
 //! the rest of the reservation is released. Reservations live in memory
 //! only, so a crash releases them all; settled spend lives in the store.
+//! An account with a burn-rate cap (`burn_rate`) is held to its rolling
+//! hour in the same step, under the same lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Duration, Local, NaiveDate, TimeZone, Utc};
 
+use crate::burn_rate::{BurnRates, HourlyCap};
 use crate::catalog::Price;
 use crate::config::{BudgetConfig, Period};
 use crate::money::Usd;
@@ -44,6 +47,8 @@ pub struct Account {
     /// How long the account's record must outlive its period (for a shared
     /// budget's keys in Redis); `None` keeps it.
     pub lifetime: Option<std::time::Duration>,
+    /// Its burn-rate cap (`max_usd_per_hour`), held in this p402's book.
+    pub hourly: Option<HourlyCap>,
 }
 
 impl Account {
@@ -55,6 +60,7 @@ impl Account {
             code: "SESSION_BUDGET_EXCEEDED",
             shared: false,
             lifetime: None,
+            hourly: None,
         }
     }
 
@@ -71,6 +77,7 @@ impl Account {
             code: "BUDGET_EXCEEDED",
             shared: false,
             lifetime: None,
+            hourly: None,
         }
     }
 
@@ -93,17 +100,29 @@ impl Account {
             code: "BUDGET_EXCEEDED",
             shared: true,
             lifetime: days.map(|d| std::time::Duration::from_secs(d * 86_400)),
+            hourly: None,
         }
     }
 
     /// The account of the file-declared budget `name` at `now`.
     pub fn for_budget(name: &str, budget: &BudgetConfig, now: DateTime<Utc>) -> Self {
         let limit = Usd::from_dollars(*budget.budget_usd.get_ref()).unwrap_or(Usd::ZERO);
-        if budget.shared {
+        let account = if budget.shared {
             Account::shared_budget(name, limit, budget.period, now)
         } else {
             Account::budget(name, limit, budget.period, now.with_timezone(&Local))
-        }
+        };
+        let per_hour = budget.max_usd_per_hour.as_ref();
+        account.with_hourly(
+            per_hour
+                .and_then(|usd| Usd::from_dollars(*usd.get_ref()))
+                .map(|usd| HourlyCap::budget(name, usd)),
+        )
+    }
+
+    /// The account with a burn-rate cap.
+    pub fn with_hourly(self, hourly: Option<HourlyCap>) -> Self {
+        Account { hourly, ..self }
     }
 
     pub fn cap(limit: Usd, label: &str) -> Self {
@@ -114,6 +133,7 @@ impl Account {
             code: "MAX_COST_EXCEEDED",
             shared: false,
             lifetime: None,
+            hourly: None,
         }
     }
 }
@@ -159,6 +179,9 @@ pub struct Shortfall {
     pub account: Account,
     pub remaining: Usd,
     pub needed: Usd,
+    /// Set when the account's burn-rate cap stands in the way, not its
+    /// budget: how long until the request would fit.
+    pub wait: Option<std::time::Duration>,
 }
 
 /// The most and the least a request can be reserved for: its worst case
@@ -227,6 +250,8 @@ struct Balance {
 pub struct Book {
     store: Store,
     balances: Mutex<HashMap<String, Balance>>,
+    /// The burn-rate caps' last hours; locked only while `balances` is.
+    rates: Mutex<BurnRates>,
     /// Where shared budgets live (`[team]`); replaced when a reload
     /// changes the team settings.
     team: ArcSwapOption<TeamStore>,
@@ -237,6 +262,7 @@ impl Book {
         Arc::new(Book {
             store,
             balances: Mutex::new(HashMap::new()),
+            rates: Mutex::new(BurnRates::default()),
             team: ArcSwapOption::empty(),
         })
     }
@@ -256,6 +282,14 @@ impl Book {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Balance>> {
         match self.balances.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The burn-rate windows; taken after `lock()` wherever both are held.
+    fn rates(&self) -> std::sync::MutexGuard<'_, BurnRates> {
+        match self.rates.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -314,7 +348,11 @@ impl Book {
         F: FnOnce(Usd) -> Result<Plan, Usd>,
     {
         let mut balances = self.lock();
-        let mut tightest: Option<(usize, Usd)> = None;
+        let mut rates = self.rates();
+        let now = Utc::now();
+        // The account and the amount that limit the request most, and
+        // whether it is the account's hour rather than its budget.
+        let mut tightest: Option<(usize, Usd, bool)> = None;
         for (i, account) in accounts.iter().enumerate() {
             let remaining = match &account.key {
                 Some(key) => {
@@ -323,21 +361,36 @@ impl Book {
                 }
                 None => account.limit,
             };
-            if tightest.is_none_or(|(_, least)| remaining < least) {
-                tightest = Some((i, remaining));
+            let hour = account
+                .hourly
+                .as_ref()
+                .map(|cap| rates.headroom(cap, &self.store, now));
+            for (left, hourly) in [(Some(remaining), false), (hour, true)] {
+                let Some(left) = left else { continue };
+                if tightest.is_none_or(|(_, least, _)| left < least) {
+                    tightest = Some((i, left, hourly));
+                }
             }
         }
-        let available = tightest.map_or(Usd::from_nanos(i64::MAX), |(_, r)| r.max(Usd::ZERO));
+        let available = tightest.map_or(Usd::from_nanos(i64::MAX), |(_, r, _)| r.max(Usd::ZERO));
         let plan = match size(available) {
             Ok(plan) => plan,
             Err(needed) => {
-                let (i, remaining) = tightest.unwrap_or((0, Usd::ZERO));
+                let (i, remaining, hourly) = tightest.unwrap_or((0, Usd::ZERO, false));
                 return match accounts.into_iter().nth(i) {
-                    Some(account) => Ok(Err(Shortfall {
-                        account,
-                        remaining: remaining.max(Usd::ZERO),
-                        needed,
-                    })),
+                    Some(account) => {
+                        let wait = account
+                            .hourly
+                            .as_ref()
+                            .filter(|_| hourly)
+                            .map(|cap| rates.wait(cap, needed, now).0);
+                        Ok(Err(Shortfall {
+                            account,
+                            remaining: remaining.max(Usd::ZERO),
+                            needed,
+                            wait,
+                        }))
+                    }
                     None => Err(StoreError::Invariant("no account")),
                 };
             }
@@ -345,6 +398,10 @@ impl Book {
         for key in accounts.iter().filter_map(|a| a.key.as_ref()) {
             self.balance(&mut balances, key)?.reserved += plan.reserve;
         }
+        for cap in accounts.iter().filter_map(|a| a.hourly.as_ref()) {
+            rates.reserve(cap, plan.reserve);
+        }
+        drop(rates);
         drop(balances);
         Ok(Ok((
             Reservation {
@@ -403,6 +460,10 @@ impl Reservation {
                     balance.settled += entry.cost();
                 }
             }
+            let mut rates = self.book.rates();
+            for cap in self.accounts.iter().filter_map(|a| a.hourly.as_ref()) {
+                rates.settle(cap, self.amount, entry.cost(), Utc::now());
+            }
             self.open = false;
         }
         let written = self.book.store.record(entry, &keys).await;
@@ -427,6 +488,10 @@ impl Reservation {
             if let Some(balance) = balances.get_mut(key) {
                 balance.reserved = balance.reserved - self.amount;
             }
+        }
+        let mut rates = self.book.rates();
+        for cap in self.accounts.iter().filter_map(|a| a.hourly.as_ref()) {
+            rates.release(cap, self.amount);
         }
     }
 }

@@ -35,6 +35,8 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     let config = &loaded.config;
     let map = crate::catalog::map::load(&crate::config::data_dir(config));
     let catalog = Catalog::build_with_map(map.as_ref(), config, |name| std::env::var(name).ok());
+    let orphans = config.orphan_budgets();
+    let warnings = config.warnings();
     if as_json {
         let providers: Vec<serde_json::Value> = catalog
             .providers()
@@ -49,7 +51,10 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             .iter()
             .map(|(name, b)| {
                 serde_json::json!({"name": name.get_ref(), "budget_usd": b.budget_usd.get_ref(),
-                    "period": format!("{:?}", b.period).to_lowercase()})
+                    "period": format!("{:?}", b.period).to_lowercase(),
+                    "charged": !orphans.contains(name.get_ref()),
+                    "alert_at": b.thresholds(),
+                    "max_usd_per_hour": b.max_usd_per_hour.as_ref().map(|c| *c.get_ref())})
             })
             .collect();
         let view = serde_json::json!({
@@ -66,6 +71,7 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
                 |m| m.cost_source(),
             ),
             "budgets": budgets,
+            "warnings": warnings,
         });
         return emit(&format!("{view}\n"));
     }
@@ -114,13 +120,28 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     if !config.budgets.is_empty() {
         let _ = writeln!(out, "\nbudgets:");
         for (name, budget) in &config.budgets {
+            let hourly = budget
+                .max_usd_per_hour
+                .as_ref()
+                .map_or_else(String::new, |c| format!(", at most ${}/hour", c.get_ref()));
+            let charged = if orphans.contains(name.get_ref()) {
+                "  NOT CHARGED (see warnings)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "  {:<12} ${} per {:?}",
+                "  {:<12} ${} per {:?}{hourly}{charged}",
                 name.get_ref(),
                 budget.budget_usd.get_ref(),
                 budget.period
             );
+        }
+    }
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings:");
+        for warning in &warnings {
+            let _ = writeln!(out, "  {warning}");
         }
     }
     emit(&out)

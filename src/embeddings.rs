@@ -204,7 +204,11 @@ async fn embed(
         forwarded: None,
     };
     let written = match reservation {
-        Some(reservation) => reservation.settle(&entry).await,
+        Some(reservation) => {
+            let written = reservation.settle(&entry).await;
+            state.alerts().observe(state.book(), &charge.watched);
+            written
+        }
         None => state.book().store().record(&entry, &[]).await,
     };
     if let Err(e) = written {

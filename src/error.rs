@@ -113,12 +113,17 @@ pub trait Classify: std::error::Error {
     fn extra(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         None
     }
+    /// Seconds for a `Retry-After` header, for a 429.
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<E: Classify> From<E> for ApiError {
     fn from(error: E) -> Self {
         let mut out = ApiError::new(error.kind(), error.code(), error.to_string());
         out.extra = error.extra().map(Box::new);
+        out.retry_after = error.retry_after();
         out
     }
 }

@@ -11,11 +11,13 @@
 //! Public are the modules the binary, the benches, the integration tests
 //! and the fuzz targets use; the rest is private to the crate.
 
+mod alerts;
 mod api;
 mod auth;
 mod body;
 mod boundary;
 pub mod budget;
+mod burn_rate;
 pub mod cache;
 pub mod catalog;
 pub mod catalog_update;

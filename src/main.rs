@@ -85,6 +85,10 @@ enum Command {
         /// The routing mode of the session's requests: cost, quality, speed, balanced or passthrough.
         #[arg(long)]
         mode: Option<p402::mode::Mode>,
+        /// A burn-rate cap: the session spends at most this many USD over any
+        /// rolling hour (429 spend_rate_exceeded beyond it), so a runaway loop stops early.
+        #[arg(long)]
+        max_usd_per_hour: Option<f64>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -147,8 +151,18 @@ fn main() -> ExitCode {
             budget,
             name,
             mode,
+            max_usd_per_hour,
             command,
-        } => p402::run::run(cli.config.as_deref(), budget, name, mode, &command),
+        } => p402::run::run(
+            cli.config.as_deref(),
+            p402::run::Cap {
+                budget,
+                max_usd_per_hour,
+            },
+            name,
+            mode,
+            &command,
+        ),
         Command::Setup { dir } => {
             let _log = logging::init(cli.log_format);
             commands::setup(cli.config.as_deref(), dir)

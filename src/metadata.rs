@@ -18,6 +18,11 @@ pub struct FailedAttempt {
     /// The HTTP status, or what went wrong when there was none
     /// (`"timeout"`, `"connect_error"`, ...).
     pub status: serde_json::Value,
+    /// What the attempt was charged: an estimate, when the provider had
+    /// the request and then timed out or broke off (it bills it); absent
+    /// when it cost nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<Usd>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -44,6 +44,14 @@ pub struct NameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// The budget's name, or `session:<id>`.
+    pub budget: String,
+    /// The fraction crossed, as written in `alert_at` (`0.5`, `1`).
+    pub threshold: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -80,6 +88,7 @@ pub struct Metrics {
     pub cache_misses: Counter,
     pub budget_remaining_usd: Family<NameLabels, FloatGauge>,
     pub circuit_open: Family<ProviderLabels, Gauge>,
+    pub budget_alerts: Family<AlertLabels, Counter>,
     pub team: TeamMetrics,
 }
 
@@ -176,6 +185,12 @@ impl Default for Metrics {
             "1 while a provider's circuit breaker is open",
             circuit_open.clone(),
         );
+        let budget_alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "budget_alerts",
+            "Budget alerts raised (a threshold of alert_at crossed), by budget and threshold",
+            budget_alerts.clone(),
+        );
         let team = TeamMetrics {
             latency: Family::<TeamLabels, Histogram>::new_with_constructor(
                 team_histogram as fn() -> Histogram,
@@ -208,6 +223,7 @@ impl Default for Metrics {
             cache_misses,
             budget_remaining_usd,
             circuit_open,
+            budget_alerts,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `p402 run [--budget USD] [--name N] [--mode M] -- CMD ARGS...`: a
+//! `p402 run [--budget USD] [--max-usd-per-hour USD] [--name N] [--mode M] -- CMD ARGS...`: a
 //! command (Claude Code, Codex, any agent) under a session's hard cap.
 //!
 //! Neither Claude Code nor Codex can cap what an interactive session
@@ -23,14 +23,23 @@ pub const DEFAULT_BUDGET_USD: f64 = 5.0;
 /// How long a p402 started here may take to answer.
 const START_WAIT: Duration = Duration::from_secs(30);
 
+/// What the run's session may spend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cap {
+    /// In all (`--budget`); [`DEFAULT_BUDGET_USD`] when not given.
+    pub budget: Option<f64>,
+    /// Over any rolling hour (`--max-usd-per-hour`).
+    pub max_usd_per_hour: Option<f64>,
+}
+
 pub fn run(
     explicit: Option<&Path>,
-    budget: Option<f64>,
+    cap: Cap,
     name: Option<String>,
     mode: Option<Mode>,
     command: &[String],
 ) -> ExitCode {
-    match session_run(explicit, budget, name, mode, command) {
+    match session_run(explicit, cap, name, mode, command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("p402 run: {e}");
@@ -41,7 +50,7 @@ pub fn run(
 
 fn session_run(
     explicit: Option<&Path>,
-    budget: Option<f64>,
+    cap: Cap,
     name: Option<String>,
     mode: Option<Mode>,
     command: &[String],
@@ -54,10 +63,13 @@ fn session_run(
     let loaded = load_config(explicit)?;
     let config = &loaded.config;
     ensure_running(explicit, config)?;
-    let budget = budget.unwrap_or(DEFAULT_BUDGET_USD);
+    let budget = cap.budget.unwrap_or(DEFAULT_BUDGET_USD);
     let mut body = json!({"budget_usd": budget, "name": name.unwrap_or_else(|| program.clone())});
     if let Some(mode) = mode {
         body["mode"] = json!(mode);
+    }
+    if let Some(per_hour) = cap.max_usd_per_hour {
+        body["max_usd_per_hour"] = json!(per_hour);
     }
     let session = call_server(config, http::Method::POST, "/api/v2/sessions", Some(&body))?
         .ok_or("the running p402 stopped answering")?;
@@ -66,8 +78,11 @@ fn session_run(
         .ok_or("the running p402 created no session")?
         .to_string();
     let base = format!("http://{}/s/{id}", address(config));
+    let hourly = cap
+        .max_usd_per_hour
+        .map_or_else(String::new, |h| format!(" and at most {} an hour", usd(h)));
     eprintln!(
-        "p402 run: session {id}, a {} cap; {program} talks to {base}",
+        "p402 run: session {id}, a {} cap{hourly}; {program} talks to {base}",
         usd(budget)
     );
     let mut child = Command::new(program);

@@ -157,6 +157,12 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         env!("CARGO_PKG_VERSION")
     );
     background.push(tokio::spawn(probe::watch_local_providers(state.clone())));
+    if let Some(inbox) = state.alerts().take_inbox() {
+        background.push(tokio::spawn(crate::alerts::deliver::run(
+            state.clone(),
+            inbox,
+        )));
+    }
     background.push(tokio::spawn(update_prices(
         state.clone(),
         data_dir_of(&state),

@@ -337,6 +337,7 @@ async fn route(
             crate::dashboard::spend(state, query.as_deref(), &request_id)
         }
         (Method::GET, "/api/v2/budgets") => api::budgets(state, &runtime, &request_id).await,
+        (Method::GET, "/api/v2/alerts") => api::alerts(state, local_key.as_deref(), &request_id),
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
         }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::budget::{Account, Book};
+use crate::burn_rate::HourlyCap;
 use crate::error::{ApiError, ErrorKind};
 use crate::money::Usd;
 use crate::store::StoreError;
@@ -40,6 +41,10 @@ pub struct Session {
     /// The routing mode of its requests that name none (`p402 run --mode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::mode::ModeChoice>,
+    /// Its burn-rate cap, in nano-dollars over any rolling hour
+    /// (`p402 run --max-usd-per-hour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_nanos_per_hour: Option<i64>,
 }
 
 /// What a session records of the key that created it.
@@ -72,7 +77,10 @@ impl Session {
     }
 
     pub fn account(&self) -> Account {
-        Account::session(&self.id, Usd::from_nanos(self.budget_nanos))
+        let hourly = self
+            .max_nanos_per_hour
+            .map(|nanos| HourlyCap::session(&self.id, Usd::from_nanos(nanos)));
+        Account::session(&self.id, Usd::from_nanos(self.budget_nanos)).with_hourly(hourly)
     }
 }
 
@@ -83,6 +91,7 @@ struct CreateBody {
     name: Option<String>,
     expires_in_hours: Option<f64>,
     mode: Option<crate::mode::ModeChoice>,
+    max_usd_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +179,10 @@ impl Sessions {
     ) -> Result<(StatusCode, Value), ApiError> {
         let body: CreateBody = parse(bytes)?;
         let budget = dollars("budget_usd", body.budget_usd)?;
+        let per_hour = body
+            .max_usd_per_hour
+            .map(|usd| dollars("max_usd_per_hour", usd))
+            .transpose()?;
         let lifetime = hours(
             "expires_in_hours",
             body.expires_in_hours.unwrap_or(DEFAULT_HOURS),
@@ -190,6 +203,7 @@ impl Sessions {
             ended_at: None,
             owner: caller.map(digest),
             mode: body.mode,
+            max_nanos_per_hour: per_hour.map(Usd::nanos),
         };
         {
             let _guard = self.lock();
@@ -369,6 +383,7 @@ pub fn view(book: &Book, session: &Session) -> Result<Value, ApiError> {
         "session_id": session.id,
         "name": session.name,
         "mode": session.mode,
+        "max_usd_per_hour": session.max_nanos_per_hour.map(|n| Usd::from_nanos(n).to_dollars()),
         "budget": {
             "total_usd": total.to_dollars(),
             "used_usd": used.to_dollars(),

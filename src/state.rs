@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::Alerts;
 use crate::budget::Book;
 use crate::cache::Cache;
 use crate::catalog::Catalog;
@@ -37,6 +38,9 @@ impl Runtime {
     /// Builds from a config, reusing `previous`'s connection pool when the
     /// upstream settings did not change.
     pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Result<Self, rustls::Error> {
+        for warning in loaded.config.warnings() {
+            tracing::warn!("config: {warning}");
+        }
         let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
         let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
             std::env::var(name).ok()
@@ -93,6 +97,8 @@ struct Shared {
     runtime: ArcSwap<Runtime>,
     /// Settled spend and reservations of every account.
     book: Arc<Book>,
+    /// Budget alerts: decided on the request path, delivered off it.
+    alerts: Alerts,
     cache: Cache,
     metrics: Metrics,
     sessions: Sessions,
@@ -132,6 +138,7 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(runtime),
+                alerts: Alerts::open(&store),
                 book: Book::new(store),
                 cache,
                 metrics: Metrics::default(),
@@ -203,6 +210,10 @@ impl AppState {
 
     pub fn book(&self) -> &Arc<Book> {
         &self.shared.book
+    }
+
+    pub fn alerts(&self) -> &Alerts {
+        &self.shared.alerts
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -105,6 +105,45 @@ async fn assert_nothing_charged(proxy: &TestProxy, session: &str, request_id: &s
     assert!(entry.is_none(), "{case}: charged {entry:?}");
 }
 
+/// A failed attempt the provider received is charged as an estimate
+/// (SPEC §14): its ledger entry `entry_id` (the request's id, or
+/// `<id>.<attempt>` for an attempt failed over from) is marked estimated,
+/// holds the prompt and `output` tokens at the metered prices, and is what
+/// the session paid.
+async fn assert_billed_as_estimate(
+    proxy: &TestProxy,
+    session: &str,
+    entry_id: &str,
+    output: u64,
+    case: &str,
+) {
+    let view = released(proxy, session).await;
+    let entry = proxy
+        .ledger_entry(entry_id)
+        .await
+        .unwrap_or_else(|| panic!("{case}: the billed attempt is not in the ledger"));
+    assert_eq!(entry["estimated"], true, "{case}: {entry}");
+    let input = entry["input_tokens"].as_u64().expect("input tokens");
+    assert!(input > 0, "{case}: {entry}");
+    assert_eq!(
+        entry["output_tokens"].as_u64(),
+        Some(output),
+        "{case}: {entry}"
+    );
+    let cost = entry["cost_nanos"].as_i64().expect("cost");
+    assert_eq!(
+        cost,
+        (input * 1_000 + output * 1_000_000) as i64,
+        "{case}: {entry}"
+    );
+    assert_eq!(view["requests"], 1, "{case}: {view}");
+    let used = view["budget"]["used_usd"].as_f64().expect("used");
+    assert!(
+        (used * 1e9 - cost as f64).abs() < 0.5,
+        "{case}: the session paid {used}, the ledger says {cost} nanos"
+    );
+}
+
 /// A stream cut after content is settled from what was received, counted
 /// by p402 and marked estimated; the session paid exactly that.
 async fn assert_charged_as_estimated(
@@ -175,18 +214,22 @@ fn dead_port() -> u16 {
 // ---- upstream faults -----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-async fn upstream_faults_before_an_answer_cost_nothing() {
+async fn upstream_faults_before_an_answer_are_billed_only_when_the_provider_had_it() {
     let (fake, proxy) = metered("first_byte_timeout_seconds = 1", "").await;
     let answer = completion("metered", "Hello there!", 12, 3).to_string();
     let half = &answer[..answer.len() / 2];
     let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let cases: Vec<(&str, Reply, u16, &str, &str)> = vec![
+    // The last column: whether the provider had the request and may bill
+    // it (it timed out or broke off: the prompt and the reserved 100 output
+    // tokens), or answered something that is not an answer (free).
+    let cases: Vec<(&str, Reply, u16, &str, &str, bool)> = vec![
         (
             "headers never come",
             Reply::Hang,
             504,
             "upstream_timeout",
             "timeout",
+            true,
         ),
         (
             "reset in the middle of the body",
@@ -194,6 +237,7 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             502,
             "upstream_failed",
             "invalid_response",
+            true,
         ),
         (
             "closed in the middle of the body",
@@ -201,6 +245,7 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             502,
             "upstream_failed",
             "invalid_response",
+            true,
         ),
         (
             "the body stops coming",
@@ -208,6 +253,7 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             504,
             "upstream_timeout",
             "timeout",
+            true,
         ),
         (
             "a 200 whose body is not JSON",
@@ -219,6 +265,7 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             502,
             "upstream_failed",
             "invalid_response",
+            false,
         ),
         (
             "a 200 with an empty body",
@@ -232,6 +279,7 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             502,
             "upstream_failed",
             "invalid_response",
+            false,
         ),
         (
             "a 200 with an error body",
@@ -242,6 +290,7 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             502,
             "upstream_failed",
             "invalid_response",
+            false,
         ),
         (
             "a 200 of 100,000 nested arrays",
@@ -249,9 +298,10 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             502,
             "upstream_failed",
             "invalid_response",
+            false,
         ),
     ];
-    for (case, reply, status, code, attempt) in cases {
+    for (case, reply, status, code, attempt, billed) in cases {
         let session = proxy.session(1.0).await;
         fake.push(reply);
         let response = timeout(LIMIT, proxy.chat(charged(&session, false, case)))
@@ -265,7 +315,12 @@ async fn upstream_faults_before_an_answer_cost_nothing() {
             "{case}: {error}"
         );
         let request_id = error["request_id"].as_str().expect("request id");
-        assert_nothing_charged(&proxy, &session, request_id, case).await;
+        if billed {
+            let attempt = format!("{request_id}.1");
+            assert_billed_as_estimate(&proxy, &session, &attempt, 100, case).await;
+        } else {
+            assert_nothing_charged(&proxy, &session, request_id, case).await;
+        }
     }
     // The proxy serves normally after all of that.
     let session = proxy.session(1.0).await;
@@ -327,16 +382,40 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
     .with_provider("alpha", &alpha)
     .with_provider("beta", &beta);
     let proxy = TestProxy::start(setup).await;
-    let expected_failover = json!([
-        {"provider": "alpha", "model": "cheap", "status": "timeout"},
-        {"provider": "gamma", "model": "middle", "status": "connect_error"},
-    ]);
     let request = |session: &str, stream: bool, text: &str| {
         let mut body = ask("dear", text);
         body["max_tokens"] = json!(100);
         body["stream"] = json!(stream);
         body["p402"] = json!({"session_id": session});
         body
+    };
+    // alpha had the request and timed out: it may bill it, so the attempt
+    // is charged as an estimate (SPEC §14); gamma never got it: free.
+    let check_failover = |meta: &Value, case: &str| -> f64 {
+        let failover = meta["failover"].as_array().expect("failover");
+        assert_eq!(failover.len(), 2, "{case}: {meta}");
+        assert_eq!(
+            (
+                &failover[0]["provider"],
+                &failover[0]["model"],
+                &failover[0]["status"]
+            ),
+            (&json!("alpha"), &json!("cheap"), &json!("timeout")),
+            "{case}: {meta}"
+        );
+        assert_eq!(
+            (
+                &failover[1]["provider"],
+                &failover[1]["model"],
+                &failover[1]["status"]
+            ),
+            (&json!("gamma"), &json!("middle"), &json!("connect_error")),
+            "{case}: {meta}"
+        );
+        assert!(failover[1].get("cost_usd").is_none(), "{case}: {meta}");
+        let alpha_cost = failover[0]["cost_usd"].as_f64().expect("alpha's estimate");
+        assert!(alpha_cost > 0.0, "{case}: {meta}");
+        alpha_cost
     };
 
     // Not streamed: alpha hangs, gamma refuses, beta answers.
@@ -347,18 +426,32 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
         .expect("answered");
     let meta = &answer["p402_metadata"];
     assert_eq!(meta["provider"], "beta", "{answer}");
-    assert_eq!(meta["failover"], expected_failover);
-    // Only the answer is paid for: 12 * 1 + 3 * 1000 = 3012 $/M.
+    let alpha_cost = check_failover(meta, "not streamed");
+    // The answer: 12 * 1 + 3 * 1000 = 3012 $/M.
     assert_eq!(meta["cost_usd"].as_f64(), Some(0.003012));
-    let view = released(&proxy, &session).await;
-    assert_eq!(
-        view["budget"]["used_usd"].as_f64(),
-        Some(0.003012),
-        "{view}"
+    let id = meta["request_id"].as_str().expect("id");
+    let estimate = proxy
+        .ledger_entry(&format!("{id}.1"))
+        .await
+        .expect("alpha's entry");
+    assert_eq!(estimate["provider"], "alpha", "{estimate}");
+    assert_eq!(estimate["estimated"], true, "{estimate}");
+    // A whole answer may have been generated in full: the reserved 100.
+    assert_eq!(estimate["output_tokens"], 100, "{estimate}");
+    assert!(
+        proxy.ledger_entry(&format!("{id}.2")).await.is_none(),
+        "gamma is free"
     );
-    assert_eq!(view["requests"], 1);
+    let view = released(&proxy, &session).await;
+    let used = view["budget"]["used_usd"].as_f64().expect("used");
+    assert!(
+        (used - (0.003012 + alpha_cost)).abs() < 1e-9,
+        "both attempts are paid: {view}"
+    );
+    assert_eq!(view["requests"], 2);
 
-    // Streamed: the same, before any byte went to the client.
+    // Streamed: the same, before any byte went to the client; the stream
+    // that never started is charged its prompt.
     let session = proxy.session(1.0).await;
     alpha.push(Reply::Hang);
     let (status, _, text) = exchange(&proxy, request(&session, true, "two")).await;
@@ -366,20 +459,24 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
     let chunks = stream_chunks(&text);
     let meta = &chunks.last().expect("metadata chunk")["p402_metadata"];
     assert_eq!(meta["provider"], "beta", "{meta}");
-    assert_eq!(meta["failover"], expected_failover);
+    let alpha_cost = check_failover(meta, "streamed");
     let content: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(content, "Hello there!");
+    let id = meta["request_id"].as_str().expect("id");
+    let estimate = proxy
+        .ledger_entry(&format!("{id}.1"))
+        .await
+        .expect("alpha's entry");
+    assert_eq!(estimate["output_tokens"], 0, "{estimate}");
     let view = released(&proxy, &session).await;
-    assert_eq!(
-        view["budget"]["used_usd"].as_f64(),
-        Some(0.003012),
-        "{view}"
-    );
+    let used = view["budget"]["used_usd"].as_f64().expect("used");
+    assert!((used - (0.003012 + alpha_cost)).abs() < 1e-9, "{view}");
 
-    // All three fail: a 502 that names every attempt, and nothing paid.
+    // All three fail: a 502 that names every attempt; the two that timed
+    // out are paid, the refused connection is not.
     let session = proxy.session(1.0).await;
     alpha.push(Reply::Hang);
     beta.push(Reply::Hang);
@@ -396,7 +493,20 @@ async fn a_hang_before_headers_or_a_refused_connection_fails_over() {
         assert!(message.contains(attempt), "{attempt} in {error}");
     }
     let request_id = error["request_id"].as_str().expect("id");
-    assert_nothing_charged(&proxy, &session, request_id, "every attempt failed").await;
+    let mut paid = 0;
+    for (attempt, provider) in [(1, Some("alpha")), (2, None), (3, Some("beta"))] {
+        let entry = proxy.ledger_entry(&format!("{request_id}.{attempt}")).await;
+        assert_eq!(
+            entry.as_ref().map(|e| e["provider"].clone()),
+            provider.map(|p| json!(p)),
+            "attempt {attempt}: {entry:?}"
+        );
+        paid += entry.map_or(0, |e| e["cost_nanos"].as_i64().unwrap_or(0));
+    }
+    let view = released(&proxy, &session).await;
+    assert_eq!(view["requests"], 2, "{view}");
+    let used = view["budget"]["used_usd"].as_f64().expect("used");
+    assert!(paid > 0 && (used * 1e9 - paid as f64).abs() < 0.5, "{view}");
     proxy.stop().await;
 }
 
@@ -474,7 +584,7 @@ async fn a_stream_cut_after_content_is_settled_from_what_arrived() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stream_cut_before_any_content_costs_nothing() {
+async fn a_stream_cut_before_any_content_is_charged_its_prompt() {
     let (fake, proxy) = metered("idle_timeout_seconds = 0.5", "").await;
     let role_only = stream_head(&["never sent"], 1);
     let cases: Vec<(&str, Reply, &str)> = vec![
@@ -508,8 +618,23 @@ async fn a_stream_cut_before_any_content_costs_nothing() {
         let error = final_error(&text, case);
         assert_eq!(error["code"], code, "{case}: {text}");
         assert_eq!(error["request_id"], request_id.as_str(), "{case}");
-        assert_nothing_charged(&proxy, &session, &request_id, case).await;
+        // The provider had the prompt: billed, with nothing streamed.
+        assert_billed_as_estimate(&proxy, &session, &request_id, 0, case).await;
     }
+    // The provider's own error event before anything was generated is an
+    // error it answered before generating: free.
+    let session = proxy.session(1.0).await;
+    let error_event = format!(
+        "{role_only}data: {}\n\n",
+        json!({"error": {"message": "overloaded", "type": "server_error", "code": "overloaded"}})
+    );
+    fake.push(Reply::then(SSE, &error_event, End::Finish));
+    let (status, request_id, text) =
+        exchange(&proxy, charged(&session, true, "an error event")).await;
+    assert_eq!(status, 200);
+    let error = final_error(&text, "an error event");
+    assert_eq!(error["message"], "overloaded", "{text}");
+    assert_nothing_charged(&proxy, &session, &request_id, "an error event").await;
     proxy.stop().await;
 }
 
@@ -594,7 +719,9 @@ async fn an_answer_over_max_response_bytes_is_refused_without_holding_it() {
         "{error}"
     );
     let request_id = error["request_id"].as_str().expect("id");
-    assert_nothing_charged(&proxy, &session, request_id, "enormous answer").await;
+    // The provider generated it and bills it: the reserved 100 tokens.
+    let attempt = format!("{request_id}.1");
+    assert_billed_as_estimate(&proxy, &session, &attempt, 100, "enormous answer").await;
     assert!(
         eventually(Duration::from_secs(5), || async { fake.hangups() >= 1 }).await,
         "p402 stopped reading the enormous answer"
@@ -622,7 +749,11 @@ async fn an_answer_over_max_response_bytes_is_refused_without_holding_it() {
             .contains("max_response_bytes"),
         "{error}"
     );
-    assert_nothing_charged(&proxy, &session, &request_id, "enormous event").await;
+    // Settled from what arrived, like any stream cut after content.
+    let view = released(&proxy, &session).await;
+    let entry = proxy.ledger_entry(&request_id).await.expect("billed");
+    assert_eq!(entry["estimated"], true, "{entry}");
+    assert!(view["budget"]["used_usd"].as_f64() > Some(0.0), "{view}");
     assert!(
         eventually(Duration::from_secs(5), || async { fake.hangups() >= 2 }).await,
         "p402 stopped reading the enormous stream"

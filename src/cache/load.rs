@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use super::index::Slot;
 use super::record::{self, IndexRecord};
 use super::scope::Scope;
-use super::write::{migrated_marker, put_entry};
+use super::write::{migrated_marker, put_entry, rehashed_marker};
 use super::{question_hash, Cache};
-use crate::store::{Store, StoreError, Table, Write};
+use crate::store::{Op, Store, StoreError, Table, Write};
 
 /// How long opening may spend loading before the rest goes to the
 /// background.
@@ -29,10 +29,67 @@ const LOAD_SLICE: Duration = Duration::from_millis(20);
 /// Index records read per step of loading (and per hold of the index lock).
 const LOAD_CHUNK: usize = 256;
 
-/// Migrates the entries of an older p402, unless that was done already.
+/// Migrates the entries of an older p402, unless that was done already:
+/// their index records first, then their question hashes. The markers
+/// that say so are written together, in one durable commit.
 pub(super) fn migrate_once(store: &Store) -> Result<(), StoreError> {
+    let mut done = Write::default();
     if store.get(Table::CacheIndex, record::MIGRATED)?.is_none() {
         migrate(store)?;
+        done.ops.push(migrated_marker());
+    }
+    if store.get(Table::CacheIndex, record::REHASHED)?.is_none() {
+        rehash(store)?;
+        done.ops.push(rehashed_marker());
+    }
+    if done.ops.is_empty() {
+        return Ok(());
+    }
+    store.write_blocking(done, true)
+}
+
+/// Gives every index record the question hash p402 defines, in place of
+/// the one std's `DefaultHasher` gave it before (which a new Rust release
+/// may change): without this, an upgrade would turn every exact repeat
+/// into a miss. Idempotent: a crash half-way repeats it.
+fn rehash(store: &Store) -> Result<(), StoreError> {
+    let mut rehashed = 0usize;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let chunk = store.scan(Table::CacheIndex, after.as_deref(), LOAD_CHUNK)?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        let mut write = Write::default();
+        for (key, value) in &chunk {
+            // Markers share the table; their keys are no ids.
+            if key.len() != 8 {
+                continue;
+            }
+            let (Ok(mut index), Some(stored)) =
+                (IndexRecord::decode(value), store.get(Table::Cache, key)?)
+            else {
+                continue;
+            };
+            let Ok(entry) = record::decode_entry(&stored) else {
+                continue;
+            };
+            let stable = question_hash(&entry.question);
+            if index.question_hash != stable {
+                index.question_hash = stable;
+                write
+                    .ops
+                    .push(Op::Put(Table::CacheIndex, key.clone(), index.encode()));
+                rehashed += 1;
+            }
+        }
+        if !write.ops.is_empty() {
+            store.write_blocking(write, false)?;
+        }
+    }
+    if rehashed > 0 {
+        tracing::info!(rehashed, "cache entries given p402's stable question hash");
     }
     Ok(())
 }
@@ -194,11 +251,7 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
     if migrated > 0 {
         tracing::info!(migrated, "cache entries moved to the indexed layout");
     }
-    let done = Write {
-        ops: vec![migrated_marker()],
-        only_if_present: None,
-    };
-    store.write_blocking(done, true)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,7 +264,6 @@ mod tests {
     use crate::cache::{now, Probe};
     use crate::catalog::Usage;
     use crate::config::CacheConfig;
-    use crate::store::Op;
 
     fn probe(scope: Scope, question: &str, vector: Option<Vec<f32>>) -> Probe {
         Probe::new(scope, question.to_string(), vector, 3600)
@@ -269,6 +321,63 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(raw[0], 1, "rewritten in the binary layout");
+        }
+    }
+
+    #[test]
+    fn the_question_hash_is_p402s_own_and_never_changes() {
+        // The first 8 bytes of SHA-256("what is rust?"), little-endian,
+        // written down: a build that hashed otherwise would empty every
+        // persisted cache.
+        assert_eq!(question_hash("  What is   RUST? "), 0x637f_d2f7_249b_45e8);
+    }
+
+    #[test]
+    fn records_hashed_with_the_old_hasher_are_rehashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope([8; 32]);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let cache = Cache::open(&store).unwrap();
+            cache
+                .store_blocking(
+                    probe(scope, "what is rust?", Some(random(1))),
+                    &json!({"object": "chat.completion"}),
+                    &Usage::default(),
+                    "openai",
+                    "gpt-4o-mini",
+                    &CacheConfig::default(),
+                )
+                .unwrap();
+            // As a p402 that used std's hasher left it: another hash, and
+            // no marker.
+            let key = 1u64.to_be_bytes().to_vec();
+            let mut old =
+                IndexRecord::decode(&store.get(Table::CacheIndex, &key).unwrap().unwrap()).unwrap();
+            old.question_hash = 0x0123_4567_89ab_cdef;
+            let write = Write {
+                ops: vec![
+                    Op::Put(Table::CacheIndex, key, old.encode()),
+                    Op::Remove(Table::CacheIndex, record::REHASHED.to_vec()),
+                ],
+                only_if_present: None,
+            };
+            store.write_blocking(write, true).unwrap();
+        }
+        for _ in 0..2 {
+            let store = Store::open(dir.path()).unwrap();
+            let cache = Cache::open(&store).unwrap();
+            assert_eq!(
+                cache
+                    .index()
+                    .exact(&scope, question_hash("What is Rust?"), now()),
+                Some(1),
+                "the exact repeat still hits after the upgrade"
+            );
+            assert!(store
+                .get(Table::CacheIndex, record::REHASHED)
+                .unwrap()
+                .is_some());
         }
     }
 

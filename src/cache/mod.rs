@@ -37,7 +37,6 @@ pub mod scope;
 mod stats;
 mod write;
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -128,11 +127,17 @@ pub fn now() -> u64 {
 }
 
 /// The key of exact matches: questions that differ only in case and white
-/// space ([`scope::normalize`]) hash alike.
+/// space ([`scope::normalize`]) hash alike. The first 8 bytes of the
+/// SHA-256 of the normalised question, little-endian: defined by p402, so
+/// that it is the same on every build (std's `DefaultHasher` may change
+/// with any Rust release, which would silently empty a persisted cache).
+/// Entries hashed otherwise before are rehashed once (`load`).
 fn question_hash(question: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    scope::normalize(question).hash(&mut hasher);
-    hasher.finish()
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(scope::normalize(question).as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// A cheap-to-clone handle.

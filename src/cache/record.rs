@@ -21,6 +21,12 @@ use crate::store::StoreError;
 /// clear. No id is 10 bytes long, so it never collides with a record.
 pub(super) const MIGRATED: &[u8] = b"records-v1";
 
+/// The key, in `cache_index`, of the marker that every record's question
+/// hash is p402's own (SHA-256, see [`super::question_hash`]): written once
+/// the records of a p402 that used std's hasher are rehashed, and by a
+/// clear. 15 bytes: never an id.
+pub(super) const REHASHED: &[u8] = b"question-sha256";
+
 const ENTRY_V1: u8 = 1;
 const INDEX_V1: u8 = 1;
 const INDEX_HEADER: usize = 1 + 32 + 8 + 8 + 8;

@@ -44,6 +44,12 @@ pub(super) fn migrated_marker() -> Op {
     Op::Put(Table::CacheIndex, record::MIGRATED.to_vec(), Vec::new())
 }
 
+/// The op that marks every record's question hash as p402's own (see
+/// [`record::REHASHED`]).
+pub(super) fn rehashed_marker() -> Op {
+    Op::Put(Table::CacheIndex, record::REHASHED.to_vec(), Vec::new())
+}
+
 impl Cache {
     /// Stores a complete answer, evicting past `max_entries`, and returns
     /// once it is committed (not awaiting an fsync of its own: see
@@ -184,8 +190,9 @@ impl Cache {
             ops: vec![
                 Op::Clear(Table::CacheIndex),
                 Op::Clear(Table::Cache),
-                // Nothing left to migrate.
+                // Nothing left to migrate or rehash.
                 migrated_marker(),
+                rehashed_marker(),
             ],
             only_if_present: None,
         };

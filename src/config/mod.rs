@@ -5,6 +5,7 @@
 //! than one that is refused: a refused file leaves the last good one in force.
 
 mod discovery;
+mod guards;
 mod schema;
 pub mod watch;
 
@@ -13,6 +14,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use discovery::{default_data_dir, discover, Discovered};
+pub use guards::{AlertsConfig, DEFAULT_ALERT_AT};
 pub use schema::*;
 
 /// The commented starter config that `p402 init` writes; the same file the

@@ -33,6 +33,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub catalog: CatalogConfig,
     pub team: TeamConfig,
+    pub alerts: super::guards::AlertsConfig,
 }
 
 /// The Redis that budgets marked `shared = true` live in (SPEC §11).
@@ -359,6 +360,13 @@ pub struct BudgetConfig {
     /// Held in Redis (`[team]`) and shared by every p402 of the team.
     #[serde(default)]
     pub shared: bool,
+    /// Fractions of the budget whose crossing raises an alert
+    /// (`config::guards`); `[0.8, 1.0]` when absent.
+    #[serde(default)]
+    pub alert_at: Option<Spanned<Vec<f64>>>,
+    /// A burn-rate cap: at most this much over any rolling hour.
+    #[serde(default)]
+    pub max_usd_per_hour: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -642,6 +650,7 @@ impl Config {
             }
         }
         self.validate_team()?;
+        self.validate_guards()?;
         if let Some(cap) = &self.limits.max_cost_per_request_usd {
             let usd = *cap.get_ref();
             if !(usd.is_finite() && usd > 0.0) {

@@ -53,6 +53,10 @@ pub enum AttemptError {
     ModelMissing(StatusCode),
     #[error("{0}")]
     InvalidResponse(String),
+    /// A success whose body stopped coming or broke off: the provider was
+    /// generating, and bills it (`timed_out` says which).
+    #[error("{reason}")]
+    Cut { reason: String, timed_out: bool },
     #[error("the answer is larger than [upstream] max_response_bytes ({0} bytes)")]
     TooLarge(u64),
     /// The provider refused the request itself (a 4xx it caused): another
@@ -83,7 +87,29 @@ impl AttemptError {
     }
 
     pub fn timed_out(&self) -> bool {
-        matches!(self, AttemptError::Timeout(_))
+        matches!(
+            self,
+            AttemptError::Timeout(_)
+                | AttemptError::Cut {
+                    timed_out: true,
+                    ..
+                }
+        )
+    }
+
+    /// Whether the provider had the request and may bill it although no
+    /// answer came (SPEC §14): it timed out or broke off after the request
+    /// went out, or its answer was more than p402 would read. An error it
+    /// answered before generating anything (a status with an error body),
+    /// a refused connection, or a request never sent is free.
+    pub fn billed(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::Timeout(_)
+                | AttemptError::Send(_)
+                | AttemptError::Cut { .. }
+                | AttemptError::TooLarge(_)
+        )
     }
 
     /// The status reported in `p402_metadata.failover` and the metrics:
@@ -94,7 +120,11 @@ impl AttemptError {
             | AttemptError::ModelMissing(status)
             | AttemptError::Refused { status, .. } => Value::from(status.as_u16()),
             AttemptError::Translate(_) | AttemptError::Send(_) => "request_error".into(),
-            AttemptError::Timeout(_) => "timeout".into(),
+            AttemptError::Timeout(_)
+            | AttemptError::Cut {
+                timed_out: true, ..
+            } => "timeout".into(),
+            AttemptError::Cut { .. } => "invalid_response".into(),
             AttemptError::Connect(_) => "connect_error".into(),
             AttemptError::InvalidResponse(_) => "invalid_response".into(),
             AttemptError::TooLarge(_) => "response_too_large".into(),
@@ -146,7 +176,11 @@ async fn exchange(
     let status = response.status();
     if !status.is_success() {
         let (parts, body) = response.into_parts();
-        let bytes = read_whole(cx, body).await?;
+        // The status says it all when its body does not come: an error
+        // the provider answered before generating, which costs nothing.
+        let Ok(bytes) = read_whole(cx, body).await else {
+            return Err(AttemptError::Status(status));
+        };
         let verdict = adapter.error(status, bytes);
         if verdict.model_missing {
             health.mark_missing(provider, &candidate.upstream_model);
@@ -196,7 +230,7 @@ async fn exchange(
         ));
     }
     let bytes = tokio::select! {
-        read = read_whole(cx, response.into_body()) => read?,
+        read = read_whole(cx, response.into_body()) => read.map_err(ReadError::into_cut)?,
         () = cx.state.aborting().cancelled() => return Ok(Upstream::Stopped { sent: true }),
     };
     // Kept as it came when nothing needs its tree: not to be cached.
@@ -206,8 +240,33 @@ async fn exchange(
         .map_err(AttemptError::InvalidResponse)
 }
 
+/// Why a whole upstream body could not be read.
+enum ReadError {
+    TimedOut,
+    TooLarge(u64),
+    Broken(String),
+}
+
+impl ReadError {
+    /// The attempt error of a success whose body failed: the provider was
+    /// answering, so it is billed.
+    fn into_cut(self) -> AttemptError {
+        match self {
+            ReadError::TimedOut => AttemptError::Cut {
+                reason: "the answer did not finish arriving in time".into(),
+                timed_out: true,
+            },
+            ReadError::TooLarge(limit) => AttemptError::TooLarge(limit),
+            ReadError::Broken(e) => AttemptError::Cut {
+                reason: format!("reading the answer failed: {e}"),
+                timed_out: false,
+            },
+        }
+    }
+}
+
 /// A whole upstream body, within the first-byte deadline and the size limit.
-async fn read_whole(cx: &Context, body: Incoming) -> Result<Bytes, AttemptError> {
+async fn read_whole(cx: &Context, body: Incoming) -> Result<Bytes, ReadError> {
     let config = cx.runtime.upstream.config();
     let limited = Limited::new(
         body,
@@ -219,15 +278,11 @@ async fn read_whole(cx: &Context, body: Incoming) -> Result<Bytes, AttemptError>
     )
     .await
     {
-        Err(_) => Err(AttemptError::Timeout(
-            "the answer did not finish arriving in time".into(),
-        )),
+        Err(_) => Err(ReadError::TimedOut),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(AttemptError::TooLarge(config.max_response_bytes))
+            Err(ReadError::TooLarge(config.max_response_bytes))
         }
-        Ok(Err(e)) => Err(AttemptError::InvalidResponse(format!(
-            "reading the answer failed: {e}"
-        ))),
+        Ok(Err(e)) => Err(ReadError::Broken(e.to_string())),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }

@@ -10,6 +10,7 @@
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
+use crate::alerts::Watched;
 use crate::budget::{self, Account, Book, Reservation, Shortfall};
 use crate::error::{ApiError, Classify, ErrorKind};
 use crate::money::Usd;
@@ -43,11 +44,24 @@ pub enum ChargeError {
     #[error("{label} has ${remaining:.6} left; this request needs at least ${needed:.6} on {model} (the cheapest eligible model, with a {min}-token answer)", remaining = .remaining.to_dollars(), needed = .needed.to_dollars(), min = budget::MIN_USEFUL_OUTPUT)]
     Exhausted {
         label: String,
+        /// The account's key in the store, if it has one.
+        account: Option<String>,
         code: &'static str,
         remaining: Usd,
         needed: Usd,
         model: String,
         session_remaining: Option<Usd>,
+    },
+    /// The account's burn-rate cap (`max_usd_per_hour`) has no room for the
+    /// cheapest try until some of the last hour's spend ages out.
+    #[error("{label} has spent or holds ${spent:.6} of its ${per_hour:.6} per hour in the last hour; this request needs at least ${needed:.6} on {model}; retry in {wait} s (a burn-rate cap stops a runaway loop)", spent = .spent.to_dollars(), per_hour = .per_hour.to_dollars(), needed = .needed.to_dollars(), wait = .wait.as_secs())]
+    SpendRate {
+        label: String,
+        per_hour: Usd,
+        spent: Usd,
+        needed: Usd,
+        model: String,
+        wait: std::time::Duration,
     },
 }
 
@@ -60,6 +74,7 @@ impl Classify for ChargeError {
             ChargeError::Team(_) => ErrorKind::Unavailable,
             ChargeError::Unpriced => ErrorKind::InvalidRequest,
             ChargeError::Exhausted { .. } => ErrorKind::BudgetExceeded,
+            ChargeError::SpendRate { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -71,6 +86,14 @@ impl Classify for ChargeError {
             ChargeError::Team(_) => "team_store_unavailable",
             ChargeError::Unpriced => "unpriced_model",
             ChargeError::Exhausted { code, .. } => code,
+            ChargeError::SpendRate { .. } => "spend_rate_exceeded",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ChargeError::SpendRate { wait, .. } => Some(wait.as_secs().max(1)),
+            _ => None,
         }
     }
 
@@ -91,6 +114,14 @@ impl Classify for ChargeError {
                 }
                 Some(extra)
             }
+            ChargeError::SpendRate {
+                per_hour, spent, ..
+            } => {
+                let mut extra = Map::new();
+                extra.insert("max_usd_per_hour".into(), json!(per_hour.to_dollars()));
+                extra.insert("last_hour_usd".into(), json!(spent.to_dollars()));
+                Some(extra)
+            }
             _ => None,
         }
     }
@@ -103,6 +134,9 @@ pub struct Charge {
     pub session: Option<Session>,
     /// Names of the file-declared budgets among the accounts.
     pub budgets: Vec<String>,
+    /// The accounts whose thresholds raise alerts (`alerts`): the
+    /// session's and the budgets'.
+    pub watched: Vec<Watched>,
 }
 
 /// The outcome of reserving for one candidate.
@@ -166,9 +200,14 @@ impl Charge {
                 if charge.budgets.iter().any(|b| b == name) {
                     return;
                 }
-                charge
-                    .accounts
-                    .push(Account::for_budget(key.get_ref(), budget, now));
+                let account = Account::for_budget(key.get_ref(), budget, now);
+                // A shared budget's spend is in Redis, not in this book.
+                if !budget.shared {
+                    charge
+                        .watched
+                        .push(Watched::budget(name, budget, account.clone(), now));
+                }
+                charge.accounts.push(account);
                 charge.budgets.push(name.to_string());
             }
         };
@@ -176,7 +215,13 @@ impl Charge {
             let session = sessions
                 .usable(book, id, local_key)
                 .map_err(ChargeError::Session)?;
-            charge.accounts.push(session.account());
+            let account = session.account();
+            charge.watched.push(Watched::session(
+                &session.id,
+                account.clone(),
+                &config.alerts.session_alert_at,
+            ));
+            charge.accounts.push(account);
             charge.session = Some(session);
         }
         // A session narrows a budget, never widens it: its requests are
@@ -251,6 +296,7 @@ impl Charge {
                         account: shared[short.index].clone(),
                         remaining: short.remaining.max(Usd::ZERO),
                         needed: minimum,
+                        wait: None,
                     }))
                 }
             }
@@ -285,8 +331,24 @@ impl Charge {
     /// shortfall of the cheapest try.
     pub fn exhausted(&self, shortfalls: &[(Shortfall, String)], book: &Book) -> ChargeError {
         match shortfalls.iter().min_by_key(|(s, _)| s.needed) {
+            Some((cheapest, model)) if cheapest.wait.is_some() => {
+                let per_hour = cheapest
+                    .account
+                    .hourly
+                    .as_ref()
+                    .map_or(Usd::ZERO, |cap| cap.per_hour);
+                ChargeError::SpendRate {
+                    label: cheapest.account.label.clone(),
+                    per_hour,
+                    spent: per_hour - cheapest.remaining,
+                    needed: cheapest.needed,
+                    model: model.clone(),
+                    wait: cheapest.wait.unwrap_or_default(),
+                }
+            }
             Some((cheapest, model)) => ChargeError::Exhausted {
                 label: cheapest.account.label.clone(),
+                account: cheapest.account.key.clone(),
                 code: cheapest.account.code,
                 remaining: cheapest.remaining,
                 needed: cheapest.needed,

@@ -9,7 +9,6 @@ use http::Response;
 use serde_json::Value;
 
 use crate::body::Body;
-use crate::cost::Used;
 use crate::error::{ApiError, Classify, ErrorKind};
 use crate::limits::Permit;
 use crate::metadata::FailedAttempt;
@@ -18,6 +17,7 @@ use crate::router::Candidate;
 
 use super::answer;
 use super::attempt::{self, AttemptError, Upstream};
+use super::billed;
 use super::charge::{ChargeError, Reserved};
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
@@ -25,7 +25,9 @@ use super::relay;
 
 /// Tries the candidates of `plan` in order. The response is the first
 /// answer, the first refusal of the request itself, or the error that says
-/// why no candidate could answer.
+/// why no candidate could answer. A failed attempt the provider received
+/// (a timeout, a broken-off answer) is charged as an estimate before the
+/// next is tried (`billed`).
 pub async fn run(
     cx: &Arc<Context>,
     plan: Arc<Plan>,
@@ -97,13 +99,20 @@ pub async fn run(
                 ));
             }
             Ok(Upstream::Stopped { sent }) => {
-                return Ok(stopped(cx, &plan, &served, sent, reservation).await)
+                return Ok(stopped(cx, &plan, &served, sent, reservation, limit).await)
             }
             Err(error) if error.retryable() => error,
             // The request's own fault: another provider would refuse it too.
             Err(error) => return refused(cx, candidate, error).await,
         };
-        drop(reservation);
+        // The provider had the request and bills it: charged as an
+        // estimate; otherwise the reservation goes back.
+        let cost_usd = if error.billed() {
+            billed::settle(cx, &plan, candidate, limit, reservation, failed.len() + 1).await
+        } else {
+            drop(reservation);
+            None
+        };
         all_timeouts &= error.timed_out();
         match &error {
             AttemptError::Translate(e) if e.kind() == ErrorKind::InvalidRequest => {
@@ -143,10 +152,21 @@ pub async fn run(
             provider: provider.clone(),
             model: candidate.model_name().to_string(),
             status: error.label(),
+            cost_usd,
         });
     }
     if failed.is_empty() && !shortfalls.is_empty() {
-        return Err(cx.charge.exhausted(&shortfalls, state.book()).into());
+        let error = cx.charge.exhausted(&shortfalls, state.book());
+        if let ChargeError::Exhausted {
+            account: Some(key), ..
+        } = &error
+        {
+            // A budget that cannot pay is at its cap: its 1.0 alert.
+            state
+                .alerts()
+                .refused(state.book(), &cx.charge.watched, key);
+        }
+        return Err(error.into());
     }
     if failed.is_empty() && unpriced > 0 {
         return Err(ChargeError::Unpriced.into());
@@ -206,14 +226,16 @@ async fn refused(
 }
 
 /// p402 must stop (shutdown past its grace). A provider that has the
-/// request bills it, so it is settled as an estimate (the prompt, no
-/// answer) rather than dropped at $0; one that never got it costs nothing.
+/// request bills it, so it is settled as an estimate like any billed
+/// failure (the prompt, and for a whole answer the output limit reserved)
+/// rather than dropped at $0; one that never got it costs nothing.
 async fn stopped(
     cx: &Context,
     plan: &Plan,
     served: &Served<'_>,
     sent: bool,
     reservation: Option<crate::budget::Reservation>,
+    limit: Option<u32>,
 ) -> Response<Body> {
     let error = ApiError::new(
         ErrorKind::Unavailable,
@@ -224,7 +246,7 @@ async fn stopped(
         Exit::Answered {
             plan,
             served,
-            used: Used::of(None, plan.input_for_estimate(&cx.chat).await, ""),
+            used: billed::estimate(cx, plan, &served.candidate, limit).await,
             reservation,
         }
     } else {

@@ -41,8 +41,8 @@ pub enum Exit<'a> {
         used: Used,
         reservation: Option<Reservation>,
     },
-    /// A provider's stream failed before it generated anything: free, like
-    /// any failed attempt.
+    /// A provider's stream ended with its own error event before it
+    /// generated anything: an error answered before generating, free.
     Unanswered {
         plan: &'a Plan,
         served: &'a Served<'a>,
@@ -97,7 +97,7 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
                 plan.route.baseline,
             );
             let entry = provider_entry(cx, &served.candidate, &used, &costs);
-            let warning = settle(cx.state.book(), reservation, &entry).await;
+            let warning = settle(cx, reservation, &entry).await;
             let mut metadata = provider_metadata(cx, plan, served, Some(&used), true);
             metadata.ledger_warning = warning;
             Some(metadata)
@@ -134,7 +134,12 @@ pub fn unparsed(
     log.emit(state.metrics());
 }
 
-fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Costs) -> LedgerEntry {
+pub(super) fn provider_entry(
+    cx: &Context,
+    candidate: &Candidate,
+    used: &Used,
+    costs: &Costs,
+) -> LedgerEntry {
     LedgerEntry {
         door: Some(cx.door.name().to_string()),
         time: Utc::now(),
@@ -166,13 +171,19 @@ fn provider_entry(cx: &Context, candidate: &Candidate, used: &Used, costs: &Cost
 /// window (`[server] ledger_group_commit_ms`); a crash can lose at most
 /// that window of entries no budget counts. Returns the warning for the
 /// caller's metadata when the entry cannot be written now.
-async fn settle(
-    book: &Book,
+pub(super) async fn settle(
+    cx: &Context,
     reservation: Option<Reservation>,
     entry: &LedgerEntry,
 ) -> Option<String> {
+    let book = cx.state.book();
     let written = match reservation {
-        Some(reservation) => reservation.settle(entry).await,
+        Some(reservation) => {
+            let written = reservation.settle(entry).await;
+            // The spend moved: a threshold may have been reached.
+            cx.state.alerts().observe(book, &cx.charge.watched);
+            written
+        }
         None => book.store().record_queued(entry, &[]),
     };
     let failing = book.store().condition() != Condition::Ok;

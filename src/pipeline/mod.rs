@@ -33,6 +33,7 @@
 
 mod answer;
 mod attempt;
+mod billed;
 mod cache;
 pub mod charge;
 mod context;

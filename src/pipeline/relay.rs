@@ -36,6 +36,8 @@ use super::watch::Watch;
 const CLIENT_GONE: &str = "client_disconnected";
 /// The error code of a relay stopped by shutdown.
 const ABORTED: &str = "shutting_down";
+/// The error code of a stream that ended with the provider's error event.
+const PROVIDER_ERROR: &str = "upstream_error_event";
 
 /// Everything the relay needs to finish the request on its own.
 struct Relay {
@@ -114,16 +116,15 @@ impl Relay {
         // listens to.
         drop(events);
         if let Err(error) = &outcome {
-            // A client that hung up does not make the request free: the
-            // provider has the prompt and bills it (SPEC §5), so it is
-            // settled as estimated below, however little arrived.
-            let paid = kept.usage.is_some()
-                || kept.generated
-                || error.code == CLIENT_GONE
-                || error.code == ABORTED;
+            // The provider has the prompt and bills it, whether the client
+            // hung up (SPEC §5) or the stream timed out or broke off (§14):
+            // settled as estimated below, however little arrived. Only an
+            // error event before anything was generated, the provider's
+            // own refusal, is free.
+            let paid = kept.usage.is_some() || kept.generated || error.code != PROVIDER_ERROR;
             if !paid {
-                // Nothing was generated: like any failed attempt, this
-                // costs nothing, and the reservation goes back.
+                // Like any error answered before generating: this costs
+                // nothing, and the reservation goes back.
                 drop(self.reservation.take());
                 self.report_failure(error, &tx).await;
                 let exit = Exit::Unanswered {
@@ -225,7 +226,7 @@ impl Relay {
                 let _ = tx.send(bytes).await;
                 return Err(ApiError::new(
                     ErrorKind::UpstreamFailed,
-                    "upstream_error_event",
+                    PROVIDER_ERROR,
                     "the provider sent an error event",
                 ));
             }
@@ -395,7 +396,7 @@ impl Relay {
                 self.cx.runtime.breaker_policy(),
             );
         }
-        if error.code != CLIENT_GONE && error.code != "upstream_error_event" {
+        if error.code != CLIENT_GONE && error.code != PROVIDER_ERROR {
             let _ = tx.send(self.writer.error(error, &self.cx.id)).await;
         }
     }

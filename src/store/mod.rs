@@ -101,15 +101,19 @@ pub enum Table {
     Cache,
     /// cache entry id -> the entry's index record.
     CacheIndex,
+    /// `<account>@<threshold>` -> a budget alert and its delivery (JSON,
+    /// see `alerts`).
+    Alerts,
 }
 
 impl Table {
-    const ALL: [Table; 5] = [
+    const ALL: [Table; 6] = [
         Table::Ledger,
         Table::Sessions,
         Table::Spend,
         Table::Cache,
         Table::CacheIndex,
+        Table::Alerts,
     ];
 
     /// The names are sled's tree names, so that a migrated data dir reads
@@ -121,6 +125,7 @@ impl Table {
             Table::Spend => "spend",
             Table::Cache => "cache",
             Table::CacheIndex => "cache_index",
+            Table::Alerts => "alerts",
         }
     }
 
