@@ -647,3 +647,31 @@ async fn an_unchanged_body_goes_upstream_byte_for_byte() {
     assert!(sent.body.get("max_tokens").is_none());
     proxy.stop().await;
 }
+
+/// A provider's own name for a model (Fireworks' `accounts/...` path) is
+/// not what the client reads: `model` is the catalog id of the model that
+/// served, the same in a whole answer and in every chunk of a stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_name_the_served_model_by_its_catalog_id() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("fireworks", &fake)).await;
+    let upstream = "accounts/fireworks/models/glm-5p3";
+    fake.push(Reply::Json(200, completion(upstream, "Hi.", 10, 2)));
+    let answer = proxy.chat_json(ask("glm-5p3", "Say hi")).await;
+    assert_eq!(answer["model"], "glm-5p3", "{answer}");
+    assert_eq!(fake.received()[0].body["model"], upstream);
+
+    fake.push(Reply::Sse {
+        events: stream_events(upstream, &["Hi", "."], true),
+        gate: None,
+    });
+    let mut body = ask("glm-5p3", "Say hi");
+    body["stream"] = json!(true);
+    let text = proxy.chat(body).await.text().await.expect("body");
+    let chunks = stream_chunks(&text);
+    assert!(!chunks.is_empty());
+    for chunk in &chunks {
+        assert_eq!(chunk["model"], "glm-5p3", "{chunk}");
+    }
+    proxy.stop().await;
+}
