@@ -53,38 +53,9 @@ async fn codex_runs_through_p402_and_every_call_is_charged() {
     for _ in 0..8 {
         openai.push(Reply::RawSse(responded("PONG from the fake")));
     }
-    let home = tempfile::tempdir().expect("home");
-    let codex_home = home.path().join(".codex");
-    std::fs::create_dir_all(&codex_home).expect("codex home");
-    std::fs::write(
-        codex_home.join("config.toml"),
-        format!(
-            "model = \"gpt-5-codex\"\nmodel_provider = \"p402\"\n\n[model_providers.p402]\nname = \"p402\"\nbase_url = \"{}\"\nwire_api = \"responses\"\nenv_key = \"P402_CODEX_KEY\"\nrequest_max_retries = 0\nstream_max_retries = 0\n",
-            proxy.url("/v1")
-        ),
-    )
-    .expect("config");
-    let script = codex();
-    let dir = home.path().to_path_buf();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .args(["exec", "--skip-git-repo-check", "Reply with the word PONG"])
-            .current_dir(&dir)
-            .env("HOME", &dir)
-            .env("CODEX_HOME", dir.join(".codex"))
-            .env("P402_CODEX_KEY", "sk-client-side-anything")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("codex runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "codex failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("PONG from the fake"), "{stdout}\n{stderr}");
+    let (stdout, _home) =
+        run_codex(proxy.url("/v1"), "gpt-5-codex", "Reply with the word PONG").await;
+    assert!(stdout.contains("PONG from the fake"), "{stdout}");
 
     // Codex's own body went to OpenAI's Responses API as it wrote it:
     // built-in tools, encrypted reasoning asked for, no p402 field.
@@ -162,40 +133,12 @@ async fn claude_code_runs_through_p402_and_every_call_is_charged() {
     for _ in 0..8 {
         anthropic.push(Reply::RawSse(said("PONG from the fake", 40, 6)));
     }
-    let home = tempfile::tempdir().expect("home");
-    let binary = claude();
-    let base = proxy.url("");
-    let dir = home.path().to_path_buf();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(binary)
-            .args([
-                "-p",
-                "Reply with the word PONG",
-                "--model",
-                "claude-haiku-4-5",
-                "--output-format",
-                "json",
-            ])
-            .current_dir(&dir)
-            .env("HOME", &dir)
-            .env("ANTHROPIC_BASE_URL", base)
-            .env("ANTHROPIC_API_KEY", "sk-ant-client-side-anything")
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .env("DISABLE_AUTOUPDATER", "1")
-            .env_remove("ANTHROPIC_AUTH_TOKEN")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("claude runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "claude failed:\n{stdout}\n{stderr}"
-    );
-    let result: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("claude printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let (result, _home) = run_claude_code(
+        proxy.url(""),
+        "claude-haiku-4-5",
+        "Reply with the word PONG",
+    )
+    .await;
     assert_eq!(result["result"], "PONG from the fake", "{result}");
     assert_eq!(result["is_error"], false, "{result}");
 
@@ -472,18 +415,20 @@ fn responses_tool_call(model: &str, tool: &str, input: Value) -> Vec<String> {
     ]
 }
 
-/// Runs Claude Code on `model` through p402 at `base`, allowed to use its
-/// Bash tool, in a fresh home; returns its JSON result and the home.
-async fn claude_code_loop(base: String, model: &str) -> (Value, tempfile::TempDir) {
+/// Runs Claude Code (`claude -p PROMPT`) on `model` against `base`,
+/// allowed to use its Bash tool, in a fresh home; returns its JSON result
+/// and the home.
+async fn run_claude_code(base: String, model: &str, prompt: &str) -> (Value, tempfile::TempDir) {
     let home = tempfile::tempdir().expect("home");
     let binary = claude();
     let dir = home.path().to_path_buf();
     let model = model.to_string();
+    let prompt = prompt.to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(binary)
             .args([
                 "-p",
-                "Write the proof file",
+                &prompt,
                 "--model",
                 &model,
                 "--allowedTools",
@@ -515,9 +460,10 @@ async fn claude_code_loop(base: String, model: &str) -> (Value, tempfile::TempDi
     (result, home)
 }
 
-/// Runs Codex CLI on `model` through p402 at `base` (its `/v1`), with its
-/// sandbox off so its shell tool can write, in a fresh home.
-async fn codex_loop(base: String, model: &str) -> (String, tempfile::TempDir) {
+/// Runs Codex CLI (`codex exec PROMPT`) on `model` against `base` (its
+/// `/v1`), with its sandbox off so its shell tool can write, in a fresh
+/// home; returns what it printed and the home.
+async fn run_codex(base: String, model: &str, prompt: &str) -> (String, tempfile::TempDir) {
     let home = tempfile::tempdir().expect("home");
     let codex_home = home.path().join(".codex");
     std::fs::create_dir_all(&codex_home).expect("codex home");
@@ -530,6 +476,7 @@ async fn codex_loop(base: String, model: &str) -> (String, tempfile::TempDir) {
     .expect("config");
     let script = codex();
     let dir = home.path().to_path_buf();
+    let prompt = prompt.to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
@@ -537,7 +484,7 @@ async fn codex_loop(base: String, model: &str) -> (String, tempfile::TempDir) {
                 "exec",
                 "--skip-git-repo-check",
                 "--dangerously-bypass-approvals-and-sandbox",
-                "Write the proof file",
+                &prompt,
             ])
             .current_dir(&dir)
             .env("HOME", &dir)
@@ -600,7 +547,8 @@ async fn claude_code_runs_a_tool_loop_on_claude_sonnet_5_5() {
             done: Box::new(Reply::RawSse(said("The proof file is written.", 950, 8))),
         });
     }
-    let (result, home) = claude_code_loop(proxy.url(""), "claude-sonnet-5-5").await;
+    let (result, home) =
+        run_claude_code(proxy.url(""), "claude-sonnet-5-5", "Write the proof file").await;
     assert_eq!(result["is_error"], false, "{result}");
     assert_eq!(result["result"], "The proof file is written.", "{result}");
     assert_proof(&home);
@@ -657,7 +605,8 @@ async fn claude_code_runs_a_tool_loop_on_an_openai_model() {
             }),
         });
     }
-    let (result, home) = claude_code_loop(proxy.url(""), "gpt-6.2-sol").await;
+    let (result, home) =
+        run_claude_code(proxy.url(""), "gpt-6.2-sol", "Write the proof file").await;
     assert_eq!(result["is_error"], false, "{result}");
     assert_eq!(result["result"], "The proof file is written.", "{result}");
     assert_proof(&home);
@@ -691,7 +640,7 @@ async fn codex_runs_a_tool_loop_on_an_openai_model() {
             done: Box::new(Reply::RawSse(responded("The proof file is written."))),
         });
     }
-    let (stdout, home) = codex_loop(proxy.url("/v1"), "gpt-6.2-sol").await;
+    let (stdout, home) = run_codex(proxy.url("/v1"), "gpt-6.2-sol", "Write the proof file").await;
     assert!(stdout.contains("The proof file is written."), "{stdout}");
     assert_proof(&home);
     assert_loop_went_round(&openai, "/v1/responses");
@@ -716,7 +665,12 @@ async fn codex_runs_a_tool_loop_on_claude_sonnet_5_5() {
             done: Box::new(Reply::RawSse(said("The proof file is written.", 950, 8))),
         });
     }
-    let (stdout, home) = codex_loop(proxy.url("/v1"), "claude-sonnet-5-5").await;
+    let (stdout, home) = run_codex(
+        proxy.url("/v1"),
+        "claude-sonnet-5-5",
+        "Write the proof file",
+    )
+    .await;
     assert!(stdout.contains("The proof file is written."), "{stdout}");
     assert_proof(&home);
     assert_loop_went_round(&anthropic, "/v1/messages");
@@ -807,7 +761,7 @@ async fn record_the_agent_corpus() {
             });
         }
         let base = fake.base_url().trim_end_matches("/v1").to_string();
-        let _ = claude_code_loop(base, model).await;
+        let _ = run_claude_code(base, model, "Write the proof file").await;
         assert!(keep_fixtures(&fake, "claude-code", model) > 0);
     }
     let codex_models = [
@@ -830,7 +784,7 @@ async fn record_the_agent_corpus() {
                 done: Box::new(Reply::RawSse(responses_events(model, "Done."))),
             });
         }
-        let _ = codex_loop(fake.base_url(), model).await;
+        let _ = run_codex(fake.base_url(), model, "Write the proof file").await;
         assert!(keep_fixtures(&fake, "codex", model) > 0);
     }
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");

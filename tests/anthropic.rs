@@ -212,13 +212,7 @@ async fn an_untranslatable_chat_request_is_a_400_naming_the_field_and_model() {
     body["n"] = json!(2);
     let response = proxy.chat(body).await;
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response
-            .headers()
-            .get("x-should-retry")
-            .and_then(|v| v.to_str().ok()),
-        Some("false")
-    );
+    assert_eq!(should_retry(&response), Some("false"));
     let error = expect_error(response, 400, "unsupported_parameter").await;
     let message = error["message"].as_str().unwrap_or_default();
     assert!(

@@ -241,13 +241,7 @@ async fn what_only_messages_can_say_is_never_sent_to_another_api() {
     ]}]);
     let response = post(&proxy, &body, &[]).await;
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response
-            .headers()
-            .get("x-should-retry")
-            .and_then(|v| v.to_str().ok()),
-        Some("false")
-    );
+    assert_eq!(should_retry(&response), Some("false"));
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "invalid_request_error");

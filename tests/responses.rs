@@ -261,13 +261,7 @@ async fn stored_state_is_never_sent_to_another_api() {
     // A request to change, not a failure to retry: 400, naming the field
     // and the model, never a 503 the SDKs would retry.
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response
-            .headers()
-            .get("x-should-retry")
-            .and_then(|v| v.to_str().ok()),
-        Some("false")
-    );
+    assert_eq!(should_retry(&response), Some("false"));
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["error"]["code"], "untranslatable_request", "{error}");
     let message = error["error"]["message"].as_str().unwrap_or_default();

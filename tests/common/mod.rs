@@ -1010,6 +1010,14 @@ pub fn stream_chunks(body: &str) -> Vec<Value> {
 }
 
 /// Asserts the SPEC's error shape and returns the error object.
+/// The `x-should-retry` header the SDKs read before retrying.
+pub fn should_retry(response: &reqwest::Response) -> Option<&str> {
+    response
+        .headers()
+        .get("x-should-retry")
+        .and_then(|v| v.to_str().ok())
+}
+
 pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
     let header_id = response
