@@ -495,3 +495,91 @@ async fn claudes_signed_thinking_survives_a_store_false_tool_loop() {
     );
     proxy.stop().await;
 }
+
+/// Streamed, the signed thinking arrives as a reasoning item of its own,
+/// whole, before the answer's other items, and is in the final response.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_thinking_becomes_a_reasoning_item() {
+    let (_openai, anthropic, proxy) = setup().await;
+    let block = |event: &str, data: Value| format!("event: {event}\ndata: {data}\n\n");
+    anthropic.push(Reply::RawSse(vec![
+        block(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_01ST", "type": "message",
+            "role": "assistant", "model": "claude-haiku-4-5", "content": [], "stop_reason": null,
+            "stop_sequence": null, "usage": {"input_tokens": 40, "output_tokens": 1}}}),
+        ),
+        block(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ),
+        block(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Short answer."}}),
+        ),
+        block(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQB-streamed"}}),
+        ),
+        block(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        block(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        block(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1,
+            "delta": {"type": "text_delta", "text": "Sunday."}}),
+        ),
+        block(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ),
+        block(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+            "stop_sequence": null}, "usage": {"output_tokens": 12}}),
+        ),
+        block("message_stop", json!({"type": "message_stop"})),
+    ]));
+    let body = json!({"model": "claude-haiku-4-5", "input": "What day is it?", "stream": true,
+        "max_output_tokens": 8000, "store": false, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"effort": "medium"}});
+    let text = post(&proxy, &body).await.text().await.expect("body");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str(data).ok())
+        .collect();
+    let added: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_item.added")
+        .map(|e| &e["item"])
+        .collect();
+    assert_eq!(added[0]["type"], "reasoning", "{text}");
+    assert!(
+        added[0]["encrypted_content"]
+            .as_str()
+            .is_some_and(|c| c.contains("EqQB-streamed") && c.contains("Short answer.")),
+        "{text}"
+    );
+    assert_eq!(added[1]["type"], "message", "{text}");
+    let completed = events
+        .iter()
+        .find(|e| e["type"] == "response.completed")
+        .expect("completed");
+    assert_eq!(completed["response"]["output"][0]["type"], "reasoning");
+    assert_eq!(
+        completed["response"]["output"][1]["content"][0]["text"],
+        "Sunday."
+    );
+    assert!(!text.contains("p402_thinking"), "{text}");
+    proxy.stop().await;
+}
