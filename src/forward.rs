@@ -46,13 +46,35 @@ const NOT_FORWARDED: [&str; 12] = [
 
 /// Paths a budgeted request may `POST` to: they move no money per call
 /// (moderations are free; files, uploads and vector stores hold data; a
-/// stored response can be cancelled).
+/// stored response can be cancelled). `path` is read as the provider will
+/// read it: percent-decoded (dot segments never get this far, see
+/// `target`), and a prefix counts only up to a `/`.
 fn free(path: &str) -> bool {
+    let decoded = crate::target::percent_decode(path.as_bytes());
+    let Ok(path) = std::str::from_utf8(&decoded) else {
+        return false;
+    };
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
     path == "/v1/moderations"
-        || path.starts_with("/v1/files")
-        || path.starts_with("/v1/uploads")
-        || path.starts_with("/v1/vector_stores")
-        || (path.starts_with("/v1/responses/") && path.ends_with("/cancel"))
+        || under("/v1/files")
+        || under("/v1/uploads")
+        || under("/v1/vector_stores")
+        || (path.starts_with("/v1/responses/")
+            && path.ends_with("/cancel")
+            && path.matches('/').count() == 4)
+}
+
+/// Methods that read or delete: no provider bills them per call.
+fn spends(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    )
 }
 
 pub async fn handle(
@@ -96,7 +118,7 @@ async fn forward(
     let options = from_headers(request.headers())?;
     let charge = Charge::for_options(runtime, state.sessions(), state.book(), &options, local_key)?;
     let method = request.method().clone();
-    if charge.is_budgeted() && method == Method::POST && !free(path) {
+    if charge.is_budgeted() && spends(&method) && !free(path) {
         return Err(ApiError::new(
             ErrorKind::BudgetExceeded,
             "unpriced_endpoint",
@@ -118,14 +140,15 @@ async fn forward(
     upstream = with_key(upstream, &provider)?;
     let counted = Counted::default();
     let bytes_in = counted.clone();
-    let body = body
-        .map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                bytes_in.add(data.len());
-            }
-            frame
-        })
-        .boxed();
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes_in.add(data.len());
+        }
+        frame
+    });
+    let allowed = config.server.body_read_timeout_seconds.duration();
+    let (body, too_slow) = crate::paced::Paced::new(body, allowed);
+    let body = body.boxed();
     let upstream = upstream
         .body(body)
         .map_err(|e| ApiError::internal(format!("cannot build the forwarded request: {e}")))?;
@@ -135,6 +158,9 @@ async fn forward(
         .send_streamed(upstream)
         .await
         .map_err(|e| {
+            if too_slow.load(std::sync::atomic::Ordering::Acquire) {
+                return ApiError::from(crate::pipeline::read::BodyError::Timeout(allowed));
+            }
             ApiError::new(
                 ErrorKind::UpstreamFailed,
                 "upstream_failed",

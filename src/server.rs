@@ -194,6 +194,13 @@ async fn dispatch(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let request_id = RequestId::new();
+    // Before anything reads the path or the method: one that a provider
+    // could read otherwise than p402 goes no further.
+    if let Err(error) =
+        crate::target::check(request.method(), request.uri().path(), request.headers())
+    {
+        return ApiError::from(error).into_response(&request_id);
+    }
     let checked = boundary::check(
         &state.runtime().config().server,
         bound,
