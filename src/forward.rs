@@ -16,6 +16,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::background;
 use crate::body::{self, Body};
 use crate::catalog::{Api, Provider};
 use crate::error::{ApiError, ErrorKind};
@@ -187,13 +188,30 @@ async fn forward(
     };
     let ledger = state.clone();
     let key = provider.api_key.clone();
+    // A fetched response may be a finished background job, charged once
+    // its body has been read (see `background`).
+    let mut kept = (method == Method::GET && status.is_success() && background::is_fetch(path))
+        .then(bytes::BytesMut::new);
     state.spawn(async move {
         let mut body = answer_body;
         let mut bytes_out = 0u64;
-        while let Some(frame) = body.frame().await {
+        let mut whole = false;
+        loop {
+            let Some(frame) = body.frame().await else {
+                whole = true;
+                break;
+            };
             let Ok(frame) = frame else { break };
             if let Ok(data) = frame.into_data() {
                 bytes_out += data.len() as u64;
+                if let Some(buffer) = kept.as_mut() {
+                    if buffer.len() + data.len() <= background::MAX_RESULT_BYTES {
+                        buffer.extend_from_slice(&data);
+                    } else {
+                        tracing::warn!(request_id = %entry.request_id, "a fetched response over {} bytes is not read for a background job's usage", background::MAX_RESULT_BYTES);
+                        kept = None;
+                    }
+                }
                 // An error body that echoes p402's key does not pass it on.
                 let data = match (&key, status.is_success()) {
                     (Some(key), false) => crate::providers::redact_key(data, key.expose()),
@@ -204,7 +222,10 @@ async fn forward(
                 }
             }
         }
-        entry.record(&ledger, bytes_out);
+        let job = kept
+            .filter(|_| whole)
+            .and_then(|bytes| background::finished(&bytes));
+        entry.record(&ledger, bytes_out, job).await;
     });
     Ok(response)
 }
@@ -279,14 +300,16 @@ struct Pending {
 }
 
 impl Pending {
-    fn record(self, state: &AppState, bytes_out: u64) {
-        let entry = LedgerEntry {
+    /// Writes the entry; a finished background `job` in the answer is
+    /// priced and charged with it, the first time it is fetched.
+    async fn record(self, state: &AppState, bytes_out: u64, job: Option<background::Finished>) {
+        let mut entry = LedgerEntry {
             door: None,
             time: Utc::now(),
             request_id: self.request_id.to_string(),
             session: self.charge.session.as_ref().map(|s| s.id.clone()),
             budgets: self.charge.budgets.clone(),
-            provider: self.provider,
+            provider: self.provider.clone(),
             model: None,
             input_tokens: 0,
             output_tokens: 0,
@@ -297,14 +320,20 @@ impl Pending {
             estimated: false,
             client_session: None,
             forwarded: Some(Forwarded {
-                endpoint: self.endpoint,
+                endpoint: self.endpoint.clone(),
                 status: self.status,
                 bytes_in: self.bytes_in.get(),
                 bytes_out,
             }),
         };
-        if let Err(e) = state.book().store().record_queued(&entry, &[]) {
-            tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
+        let charged = match job {
+            Some(job) => self.charge_job(state, &job, &mut entry).await,
+            None => false,
+        };
+        if !charged {
+            if let Err(e) = state.book().store().record_queued(&entry, &[]) {
+                tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
+            }
         }
         tracing::info!(
             target: "p402::request",
@@ -313,7 +342,44 @@ impl Pending {
             endpoint = %entry.forwarded.as_ref().map_or("", |f| f.endpoint.as_str()),
             status = self.status,
             latency_ms = crate::request_log::elapsed_ms(self.started),
+            cost_usd = entry.cost().to_dollars(),
             "request"
         );
+    }
+
+    /// Charges a finished background job with `entry` (its model, tokens
+    /// and cost filled in), unless it was charged before; says whether the
+    /// entry was written.
+    async fn charge_job(
+        &self,
+        state: &AppState,
+        job: &background::Finished,
+        entry: &mut LedgerEntry,
+    ) -> bool {
+        let runtime = state.runtime();
+        let Some(cost) = job.cost(&runtime.catalog, &self.provider) else {
+            tracing::warn!(request_id = %self.request_id, model = %job.model, "a background job's model has no price in the catalog; its result is not charged");
+            return false;
+        };
+        let mut charged = entry.clone();
+        charged.door = Some("responses".into());
+        charged.model = Some(job.model.clone());
+        charged.input_tokens = job.usage.input_tokens;
+        charged.cached_input_tokens = job.usage.cached_input_tokens;
+        charged.output_tokens = job.usage.output_tokens;
+        charged.cost_nanos = cost.nanos();
+        charged.direct_nanos = cost.nanos();
+        let accounts = self.charge.accounts.clone();
+        match background::charge_once(state.book(), job, accounts, &charged).await {
+            Ok(true) => {
+                *entry = charged;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(request_id = %self.request_id, "could not charge background job {}: {e}", job.id);
+                false
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 mod api;
 mod auth;
+mod background;
 mod body;
 mod boundary;
 pub mod budget;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn metered() -> (FakeProvider, TestProxy) {
     let fake = FakeProvider::start().await;
@@ -53,5 +53,140 @@ async fn every_choice_n_asks_for_is_reserved_for() {
     );
     assert_eq!(fake.received().len(), 1);
 
+    proxy.stop().await;
+}
+
+/// A Responses `response` as OpenAI returns a background job: queued, no
+/// usage yet; or finished, with the usage it is billed for.
+fn background_job(id: &str, status: &str, output_tokens: u64) -> Value {
+    let usage = if status == "queued" {
+        Value::Null
+    } else {
+        json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 10 + output_tokens})
+    };
+    json!({"id": id, "object": "response", "created_at": 1_796_000_000, "status": status,
+        "background": true, "model": "metered", "error": null, "incomplete_details": null,
+        "output": [], "usage": usage})
+}
+
+fn background_request() -> Value {
+    json!({"model": "metered", "input": "write a long essay", "background": true})
+}
+
+/// Under a budget a background job is refused, saying why: it runs after
+/// p402 has answered, with no usage to hold the cap by.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_refuses_background_jobs() {
+    let (fake, proxy) = metered().await;
+    let session = proxy.session(0.05).await;
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/responses")))
+        .json(&background_request())
+        .send()
+        .await
+        .expect("sent");
+    let error = expect_error(response, 400, "background_under_budget").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("background")),
+        "{error}"
+    );
+    assert!(fake.received().is_empty());
+    proxy.stop().await;
+}
+
+/// Without a budget a background job goes upstream once (its queued
+/// answer is no failure to fail over from), and it is charged when its
+/// result is fetched through p402, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_background_job_runs_once_and_is_charged_when_fetched() {
+    let (fake, proxy) = metered().await;
+    fake.push(Reply::Json(200, background_job("resp_bg1", "queued", 0)));
+    let response = proxy
+        .client
+        .post(proxy.url("/v1/responses"))
+        .json(&background_request())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let queued: Value = response.json().await.expect("json");
+    assert_eq!(queued["status"], "queued", "{queued}");
+    assert_eq!(fake.received().len(), 1, "one job, never failed over");
+
+    // The finished job, fetched twice: 10 input tokens ($0.00001) and 4000
+    // output tokens ($4) on `metered`, charged the first time only.
+    for _ in 0..2 {
+        fake.push(Reply::Json(
+            200,
+            background_job("resp_bg1", "completed", 4000),
+        ));
+    }
+    let mut costs = Vec::new();
+    for _ in 0..2 {
+        let fetched = proxy
+            .client
+            .get(proxy.url("/v1/responses/resp_bg1"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(fetched.status(), 200);
+        let id = request_id(&fetched);
+        let body: Value = fetched.json().await.expect("json");
+        assert_eq!(body["status"], "completed");
+        let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+        costs.push(entry["cost_nanos"].as_i64().expect("cost"));
+        if costs.len() == 1 {
+            assert_eq!(entry["model"], "metered", "{entry}");
+            assert_eq!(entry["output_tokens"], 4000, "{entry}");
+        }
+    }
+    assert_eq!(costs, vec![4_000_010_000, 0]);
+    let report = proxy.get_json("/api/v2/report").await;
+    assert!(
+        report.to_string().contains("4.00001"),
+        "the report shows the job's cost: {report}"
+    );
+    proxy.stop().await;
+}
+
+/// Input the provider reads from its own storage (an uploaded file, a
+/// stored response) cannot be counted, but cannot pass the model's
+/// context window either: a budget reserves that much input.
+#[tokio::test(flavor = "multi_thread")]
+async fn input_p402_cannot_count_is_reserved_as_the_whole_context() {
+    let (fake, proxy) = metered().await;
+    // `metered`: a context of 100,000 tokens at $1/M is $0.1 of input.
+    let session = proxy.session(0.5).await;
+    let mut body = json!({"model": "metered", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "summarise this"},
+        {"type": "file", "file": {"file_id": "file-abc"}}]}]});
+    body["p402"] = json!({"session_id": session});
+    let response = proxy.chat(body).await;
+    assert_eq!(response.status(), 200);
+    let sent = fake.received()[0].body.clone();
+    let limit = sent["max_completion_tokens"].as_u64().expect("a limit");
+    // $0.1 of input leaves $0.4: 400 output tokens at most, not ~500.
+    assert!(limit <= 400, "{sent}");
+
+    // A stored conversation, through the Responses door.
+    let mut answer = background_job("resp_2", "completed", 5);
+    answer["background"] = json!(false);
+    fake.push(Reply::Json(200, answer));
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/responses")))
+        .json(&json!({"model": "metered", "input": "and then?", "previous_response_id": "resp_1"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let sent = fake.received()[1].body.clone();
+    let limit = sent["max_output_tokens"].as_u64().expect("a limit");
+    assert!(limit <= 400, "{sent}");
     proxy.stop().await;
 }

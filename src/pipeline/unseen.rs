@@ -7,9 +7,6 @@
 //! - a background job (`background: true`) runs after its answer, which
 //!   says `queued` and carries no usage: p402 could neither hold its cost
 //!   nor stop it, so a budget refuses it (400, saying why);
-//! - built-in tools billed per call (web search, file search, code
-//!   interpreter, image generation) cost more than their tokens, and the
-//!   catalog lists no such fee: a budget refuses them too;
 //! - input the provider reads from its own storage (`previous_response_id`,
 //!   a stored `prompt` or `conversation`, uploaded files named by
 //!   `file_id`, documents it fetches or extracts) cannot be counted, but
@@ -30,8 +27,6 @@ pub const HIDDEN_INPUT_WITHOUT_CONTEXT: u64 = 2_000_000;
 pub enum UnseenError {
     #[error("`background: true` runs the response after p402 has answered, with no usage to charge it by, so a request charged to a budget may not ask for it: send it without `background`, or without a session, from a key with no budget")]
     Background,
-    #[error("the built-in tool `{0}` is billed per call, and p402's catalog lists no price for its calls, so a request charged to a budget may not use it: leave it out, or send the request without a budget")]
-    PerCallTool(String),
 }
 
 impl Classify for UnseenError {
@@ -42,7 +37,6 @@ impl Classify for UnseenError {
     fn code(&self) -> &'static str {
         match self {
             UnseenError::Background => "background_under_budget",
-            UnseenError::PerCallTool(_) => "unpriced_tool",
         }
     }
 }
@@ -63,31 +57,8 @@ pub fn refuse_under_budget(chat: &ChatRequest) -> Result<(), UnseenError> {
     if background(chat) {
         return Err(UnseenError::Background);
     }
-    for body in bodies(chat) {
-        if body.get("web_search_options").is_some_and(|v| !v.is_null()) {
-            return Err(UnseenError::PerCallTool("web_search_options".into()));
-        }
-        let tools = body.get("tools").and_then(Value::as_array);
-        for tool in tools.into_iter().flatten() {
-            let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
-            if PER_CALL_TOOLS.iter().any(|fee| kind.starts_with(fee)) {
-                return Err(UnseenError::PerCallTool(kind.to_string()));
-            }
-        }
-    }
     Ok(())
 }
-
-/// Built-in tools (by their `type`, or its prefix for Anthropic's dated
-/// ones) that a provider bills per call or per session on top of tokens.
-const PER_CALL_TOOLS: [&str; 6] = [
-    "web_search",
-    "file_search",
-    "code_interpreter",
-    "image_generation",
-    "code_execution",
-    "computer_use",
-];
 
 /// Whether the provider will read input p402 cannot count: stored state,
 /// a stored prompt, or files and documents it opens itself.
@@ -165,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn budgets_refuse_background_jobs_and_tools_billed_per_call() {
+    fn budgets_refuse_background_jobs() {
         assert_eq!(refuse_under_budget(&chat(ask(json!({})))), Ok(()));
         assert_eq!(
             refuse_under_budget(&chat(ask(json!({"background": true})))),
@@ -174,16 +145,6 @@ mod tests {
         assert_eq!(
             refuse_under_budget(&chat(ask(json!({"background": false})))),
             Ok(())
-        );
-        let search = json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}},
-            {"type": "web_search_20250305", "name": "web_search"}]});
-        assert_eq!(
-            refuse_under_budget(&chat(ask(search))),
-            Err(UnseenError::PerCallTool("web_search_20250305".into()))
-        );
-        assert_eq!(
-            refuse_under_budget(&chat(ask(json!({"web_search_options": {}})))),
-            Err(UnseenError::PerCallTool("web_search_options".into()))
         );
     }
 }
