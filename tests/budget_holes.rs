@@ -190,3 +190,29 @@ async fn input_p402_cannot_count_is_reserved_as_the_whole_context() {
     assert!(limit <= 400, "{sent}");
     proxy.stop().await;
 }
+
+/// A dated snapshot goes upstream as named and is charged at its own
+/// price (`gpt-4o-2024-05-13` is $5/$15, not gpt-4o's $2.50/$10); one the
+/// catalog does not list is charged as the dearest of its family.
+#[tokio::test(flavor = "multi_thread")]
+async fn dated_snapshots_are_charged_at_their_own_or_their_familys_highest_price() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &fake)).await;
+    // The fake reports 12 prompt and 3 completion tokens.
+    for (model, nanos) in [
+        ("gpt-4o", 12 * 2_500 + 3 * 10_000),
+        ("gpt-4o-2024-05-13", 12 * 5_000 + 3 * 15_000),
+        ("gpt-4o-2024-11-20", 12 * 5_000 + 3 * 15_000),
+    ] {
+        let answer = proxy.chat_json(ask(model, "hello")).await;
+        let sent = fake.received().last().expect("sent").body.clone();
+        assert_eq!(sent["model"], model, "goes upstream as named");
+        let id = answer["p402_metadata"]["request_id"]
+            .as_str()
+            .expect("request id")
+            .to_string();
+        let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+        assert_eq!(entry["cost_nanos"], nanos, "{model}: {entry}");
+    }
+    proxy.stop().await;
+}
