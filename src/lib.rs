@@ -39,6 +39,7 @@ pub mod mode;
 pub mod money;
 mod paced;
 mod pipeline;
+pub mod private;
 mod probe;
 pub mod provider_health;
 pub mod providers;
