@@ -60,3 +60,4 @@ mod target;
 pub mod team;
 pub mod tokens;
 mod upstream;
+mod visibility;

@@ -289,9 +289,15 @@ async fn route(
             return ApiError::internal(format!("ledger: {e}")).into_response(&request_id);
         }
     }
+    // What this key may see of other keys' sessions (src/visibility.rs).
+    let viewer = || {
+        crate::visibility::Viewer::of(state, &runtime, local_key.as_deref())
+            .map_err(|e| ApiError::internal(format!("sessions: {e}")).into_response(&request_id))
+    };
     if let Some(id) = path.strip_prefix("/api/v2/requests/") {
-        return match method {
-            Method::GET => api::ledger_entry(state, id, &request_id),
+        return match (method, viewer()) {
+            (_, Err(response)) => response,
+            (Method::GET, Ok(viewer)) => api::ledger_entry(state, id, &request_id, &viewer),
             _ => method_not_allowed(&request_id, "GET"),
         };
     }
@@ -328,18 +334,29 @@ async fn route(
         // What a client probes its base URL with.
         (Method::HEAD, "") => http::Response::new(crate::body::full(bytes::Bytes::new())),
         (Method::GET, "/api/v2/models") => api::catalog(state),
-        (Method::GET, "/metrics") => api::metrics(state, &runtime).await,
+        (Method::GET, "/metrics") => match viewer() {
+            Ok(viewer) => api::metrics(state, &runtime, &viewer).await,
+            Err(response) => response,
+        },
         (Method::GET, "/api/v2/providers") => api::providers(state),
         (Method::GET, "/api/v2/cache/stats") => {
             api::cache(state, &runtime, false, &request_id).await
         }
-        (Method::POST, "/api/v2/cache/clear") => {
-            api::cache(state, &runtime, true, &request_id).await
-        }
-        (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
-        (Method::GET, "/api/v2/requests") => {
-            crate::dashboard::latest(state, query.as_deref(), &request_id)
-        }
+        (Method::POST, "/api/v2/cache/clear") => match viewer() {
+            Ok(viewer) => match viewer.admin("clearing the cache") {
+                Ok(()) => api::cache(state, &runtime, true, &request_id).await,
+                Err(error) => error.into_response(&request_id),
+            },
+            Err(response) => response,
+        },
+        (Method::GET, "/api/v2/report") => match viewer() {
+            Ok(viewer) => api::report(state, query.as_deref(), &request_id, &viewer),
+            Err(response) => response,
+        },
+        (Method::GET, "/api/v2/requests") => match viewer() {
+            Ok(viewer) => crate::dashboard::latest(state, query.as_deref(), &request_id, &viewer),
+            Err(response) => response,
+        },
         (Method::GET, "/api/v2/dashboard/spend.svg") => {
             crate::dashboard::spend(state, query.as_deref(), &request_id)
         }

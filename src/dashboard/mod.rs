@@ -87,7 +87,12 @@ pub fn spend(state: &AppState, query: Option<&str>, request_id: &RequestId) -> R
 
 /// `GET /api/v2/requests?limit=20`: the latest settled requests, newest
 /// first; what the ledger holds, which is never prompt text.
-pub fn latest(state: &AppState, query: Option<&str>, request_id: &RequestId) -> Response<Body> {
+pub fn latest(
+    state: &AppState,
+    query: Option<&str>,
+    request_id: &RequestId,
+    viewer: &crate::visibility::Viewer,
+) -> Response<Body> {
     let limit = query
         .unwrap_or("")
         .split('&')
@@ -95,7 +100,14 @@ pub fn latest(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(20)
         .clamp(1, 500);
-    match state.book().store().latest_entries(limit) {
+    // Other keys' sessions' requests are left out (src/visibility.rs).
+    let entries = state.book().store().latest_entries(limit).map(|entries| {
+        entries
+            .into_iter()
+            .filter(|e| viewer.sees(e.session.as_deref()))
+            .collect::<Vec<_>>()
+    });
+    match entries {
         Ok(entries) => json_response(
             StatusCode::OK,
             &serde_json::json!({"object": "list", "data": entries}),
