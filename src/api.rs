@@ -29,13 +29,19 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 pub fn health(state: &AppState) -> Response<Body> {
     let runtime = state.runtime();
     let status = state.config_status();
+    // Open to all, so it says that a reload failed and where, never the
+    // error itself: that can quote a value from the file (a key).
+    let error = status.error.as_ref().map(|_| {
+        "the config file was refused and the previous config stays in force; the full error is in the log and at GET /api/v2/config (with a local key)"
+    });
     let config = json!({
         "status": if status.error.is_some() { "error" } else { "ok" },
         "path": status.path.as_ref().map(|p| p.display().to_string()),
         "source": if status.path.is_some() { "file" } else { "built-in defaults" },
         "loaded_at": status.loaded_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         "reloads": status.reloads,
-        "error": status.error,
+        "error": error,
+        "error_at": status.error_at,
     });
     // A stalled store answers 503, so that the systemd watchdog and any
     // other probe restart a p402 whose writes are stuck; a failing one
@@ -79,6 +85,24 @@ pub fn health(state: &AppState) -> Response<Body> {
         });
     }
     json_response(code, &body)
+}
+
+/// `GET /api/v2/config`: how the last config load went, with the full
+/// error of a refused reload. Behind the local key, unlike `/health`.
+pub fn config(state: &AppState) -> Response<Body> {
+    let status = state.config_status();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "config.status",
+            "status": if status.error.is_some() { "error" } else { "ok" },
+            "path": status.path.as_ref().map(|p| p.display().to_string()),
+            "loaded_at": status.loaded_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "reloads": status.reloads,
+            "error": status.error,
+            "error_at": status.error_at,
+        }),
+    )
 }
 
 /// `GET /v1/models`: the catalog models that can be routed to now, in

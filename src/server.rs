@@ -339,6 +339,7 @@ async fn route(
             Err(response) => response,
         },
         (Method::GET, "/api/v2/providers") => api::providers(state),
+        (Method::GET, "/api/v2/config") => api::config(state),
         (Method::GET, "/api/v2/cache/stats") => {
             api::cache(state, &runtime, false, &request_id).await
         }

@@ -450,11 +450,25 @@ async fn a_reload_cannot_open_a_non_loopback_listener_to_everyone() {
         "the reload is refused"
     );
     let health = proxy.health().await;
+    assert_eq!(
+        health["config"]["error_at"], "[server] api_keys",
+        "{health}"
+    );
+    let status: serde_json::Value = proxy
+        .client
+        .get(proxy.url("/api/v2/config"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
     assert!(
-        health["config"]["error"]
+        status["error"]
             .as_str()
             .is_some_and(|e| e.contains("not loopback")),
-        "{health}"
+        "{status}"
     );
     // Keys are still required.
     let response = proxy.chat(ask("metered", "hi")).await;

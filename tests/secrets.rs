@@ -378,3 +378,69 @@ fn p402_run_creates_a_private_data_dir_and_log() {
     assert_eq!(mode(&data.join("p402-run.log")), 0o600);
     assert_eq!(readable_by_others(&data), Vec::new());
 }
+
+/// A refused reload is reported on `/health`, which needs no key, by its
+/// place only: the error can quote the file, and a key written where a
+/// list was expected is the key. The full error is behind the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_says_where_a_reload_failed_and_quotes_no_value() {
+    let openai = FakeProvider::start().await;
+    let key = "k1-SECRETVALUE";
+    let setup = Setup {
+        server: format!("api_keys = [\"{key}\"]\n"),
+        ..Setup::default()
+    }
+    .with_provider("openai", &openai);
+    let proxy = TestProxy::start(setup).await;
+    let data = proxy.dir.path().join("data");
+    let broken = Setup {
+        server: format!("api_keys = \"{key}\"\n"),
+        ..Setup::default()
+    }
+    .with_provider("openai", &openai)
+    .toml(&data);
+    std::fs::write(&proxy.config_path, &broken).expect("write");
+    let refused = eventually(Duration::from_secs(10), || async {
+        proxy.health().await["config"]["status"] == "error"
+    })
+    .await;
+    assert!(refused, "the broken file is refused");
+    let health = proxy.health().await;
+    assert!(!health.to_string().contains("SECRETVALUE"), "{health}");
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("api_keys"))
+        .expect("line")
+        + 1;
+    assert!(
+        health["config"]["error_at"]
+            .as_str()
+            .is_some_and(|at| at.contains(&format!("p402.toml:{line}:"))),
+        "{health}"
+    );
+    // Without the key: 401. With it: the whole error.
+    let anonymous = proxy
+        .client
+        .get(proxy.url("/api/v2/config"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(anonymous.status(), 401);
+    let full: serde_json::Value = proxy
+        .client
+        .get(proxy.url("/api/v2/config"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        full["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid type") && e.contains(&format!(":{line}:"))),
+        "{full}"
+    );
+    proxy.stop().await;
+}
