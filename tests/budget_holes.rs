@@ -216,3 +216,42 @@ async fn dated_snapshots_are_charged_at_their_own_or_their_familys_highest_price
     }
     proxy.stop().await;
 }
+
+/// Reasoning streamed as text (`reasoning_content`) is billed as output:
+/// a stream that ends before its usage is estimated with it, not as the
+/// few tokens of the answer alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_reasoning_is_counted_when_the_usage_never_comes() {
+    let (fake, proxy) = metered().await;
+    let thought = "step by step, the careful model considers every option in turn ";
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 1_764_000_000,
+            "model": "metered", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for _ in 0..20 {
+        events.push(chunk(json!({"reasoning_content": thought}), Value::Null));
+    }
+    events.push(chunk(json!({"content": "Yes."}), Value::Null));
+    events.push(chunk(json!({}), json!("stop")));
+    events.push("[DONE]".to_string());
+    fake.push(Reply::Sse { events, gate: None });
+    let mut body = ask("metered", "think first");
+    body["stream"] = json!(true);
+    let response = proxy.chat(body).await;
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let _ = response.text().await.expect("stream");
+    let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+    assert_eq!(entry["estimated"], true, "{entry}");
+    // 20 pieces of 11 words each: well over 200 tokens of thought.
+    assert!(
+        entry["output_tokens"].as_u64().is_some_and(|n| n > 200),
+        "{entry}"
+    );
+    proxy.stop().await;
+}
