@@ -292,11 +292,11 @@ async fn route(
     // What this key may see of other keys' sessions (src/visibility.rs).
     let viewer = || {
         crate::visibility::Viewer::of(state, &runtime, local_key.as_deref())
-            .map_err(|e| ApiError::internal(format!("sessions: {e}")).into_response(&request_id))
+            .map_err(|e| ApiError::internal(format!("sessions: {e}")))
     };
     if let Some(id) = path.strip_prefix("/api/v2/requests/") {
         return match (method, viewer()) {
-            (_, Err(response)) => response,
+            (_, Err(error)) => error.into_response(&request_id),
             (Method::GET, Ok(viewer)) => api::ledger_entry(state, id, &request_id, &viewer),
             _ => method_not_allowed(&request_id, "GET"),
         };
@@ -336,7 +336,7 @@ async fn route(
         (Method::GET, "/api/v2/models") => api::catalog(state),
         (Method::GET, "/metrics") => match viewer() {
             Ok(viewer) => api::metrics(state, &runtime, &viewer).await,
-            Err(response) => response,
+            Err(error) => error.into_response(&request_id),
         },
         (Method::GET, "/api/v2/providers") => api::providers(state),
         (Method::GET, "/api/v2/config") => api::config(state),
@@ -348,15 +348,15 @@ async fn route(
                 Ok(()) => api::cache(state, &runtime, true, &request_id).await,
                 Err(error) => error.into_response(&request_id),
             },
-            Err(response) => response,
+            Err(error) => error.into_response(&request_id),
         },
         (Method::GET, "/api/v2/report") => match viewer() {
             Ok(viewer) => api::report(state, query.as_deref(), &request_id, &viewer),
-            Err(response) => response,
+            Err(error) => error.into_response(&request_id),
         },
         (Method::GET, "/api/v2/requests") => match viewer() {
             Ok(viewer) => crate::dashboard::latest(state, query.as_deref(), &request_id, &viewer),
-            Err(response) => response,
+            Err(error) => error.into_response(&request_id),
         },
         (Method::GET, "/api/v2/dashboard/spend.svg") => {
             crate::dashboard::spend(state, query.as_deref(), &request_id)
