@@ -6,8 +6,11 @@
 //!
 //! p402 cannot price what it does not read: each such request is ledgered
 //! as unpriced, with its path, status and bytes. A request charged to a
-//! budget may not use it to spend outside the cap, so a budgeted `POST` is
-//! forwarded only to paths that cost nothing per call (see [`free`]).
+//! budget may not use it to spend outside the cap, so a budgeted request
+//! that is not a read or a delete is forwarded only to paths that cost
+//! nothing per call (see [`free`]). One exception is priced: a finished
+//! background job fetched here (`GET /v1/responses/{id}`) is charged its
+//! usage, once (see `background`).
 
 use std::time::Instant;
 
@@ -45,7 +48,8 @@ const NOT_FORWARDED: [&str; 12] = [
     "x-p402-session",
 ];
 
-/// Paths a budgeted request may `POST` to: they move no money per call
+/// Paths a budgeted request may `POST` (or `PUT`, `PATCH`) to: they move
+/// no money per call
 /// (moderations are free; files, uploads and vector stores hold data; a
 /// stored response can be cancelled). `path` is read as the provider will
 /// read it: percent-decoded (dot segments never get this far, see
