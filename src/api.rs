@@ -12,6 +12,7 @@ use crate::report;
 use crate::state::{AppState, Runtime};
 use crate::store::Condition;
 use crate::team::Reach;
+use crate::visibility::Viewer;
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(body::full(value.to_string()));
@@ -28,13 +29,19 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 pub fn health(state: &AppState) -> Response<Body> {
     let runtime = state.runtime();
     let status = state.config_status();
+    // Open to all, so it says that a reload failed and where, never the
+    // error itself: that can quote a value from the file (a key).
+    let error = status.error.as_ref().map(|_| {
+        "the config file was refused and the previous config stays in force; the full error is in the log and at GET /api/v2/config (with a local key)"
+    });
     let config = json!({
         "status": if status.error.is_some() { "error" } else { "ok" },
         "path": status.path.as_ref().map(|p| p.display().to_string()),
         "source": if status.path.is_some() { "file" } else { "built-in defaults" },
         "loaded_at": status.loaded_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         "reloads": status.reloads,
-        "error": status.error,
+        "error": error,
+        "error_at": status.error_at,
         // Valid, but probably not what was meant (an orphan budget).
         "warnings": runtime.config().warnings(),
     });
@@ -80,6 +87,24 @@ pub fn health(state: &AppState) -> Response<Body> {
         });
     }
     json_response(code, &body)
+}
+
+/// `GET /api/v2/config`: how the last config load went, with the full
+/// error of a refused reload. Behind the local key, unlike `/health`.
+pub fn config(state: &AppState) -> Response<Body> {
+    let status = state.config_status();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "config.status",
+            "status": if status.error.is_some() { "error" } else { "ok" },
+            "path": status.path.as_ref().map(|p| p.display().to_string()),
+            "loaded_at": status.loaded_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "reloads": status.reloads,
+            "error": status.error,
+            "error_at": status.error_at,
+        }),
+    )
 }
 
 /// `GET /v1/models`: the catalog models that can be routed to now, in
@@ -322,7 +347,12 @@ async fn read_small_body(
 
 /// `GET /api/v2/report?since=7d&by=provider`: spend, direct cost and
 /// savings from the ledger.
-pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> Response<Body> {
+pub fn report(
+    state: &AppState,
+    query: Option<&str>,
+    request_id: &RequestId,
+    viewer: &Viewer,
+) -> Response<Body> {
     let mut since = "7d".to_string();
     let mut by = "provider".to_string();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -346,6 +376,7 @@ pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
             )
         })?;
         report::build(state.book().store(), since, by)
+            .map(|report| hide_foreign_sessions(report, viewer))
             .map_err(|e| ApiError::internal(format!("ledger: {e}")))
     })();
     match result
@@ -354,6 +385,38 @@ pub fn report(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(error) => error.into_response(request_id),
     }
+}
+
+/// A report by session shows the caller's sessions one by one, and other
+/// keys' sessions only together, as one row: the total stays whole.
+fn hide_foreign_sessions(mut report: report::Report, viewer: &Viewer) -> report::Report {
+    if report.by != report::GroupBy::Session {
+        return report;
+    }
+    let (rows, foreign): (Vec<report::Row>, Vec<report::Row>) = report
+        .rows
+        .into_iter()
+        .partition(|row| viewer.sees(Some(&row.key)));
+    report.rows = rows;
+    if let Some(first) = foreign.first() {
+        let mut others = report::Row {
+            key: "(other keys' sessions)".to_string(),
+            ..first.clone()
+        };
+        for row in &foreign[1..] {
+            others.requests += row.requests;
+            others.cost_usd += row.cost_usd;
+            others.direct_cost_usd += row.direct_cost_usd;
+            others.savings_usd += row.savings_usd;
+            others.cache_savings_usd += row.cache_savings_usd;
+            others.cached_requests += row.cached_requests;
+            others.estimated_requests += row.estimated_requests;
+            others.input_tokens += row.input_tokens;
+            others.output_tokens += row.output_tokens;
+        }
+        report.rows.push(others);
+    }
+    report
 }
 
 /// `GET /api/v2/budgets`: the file-declared budgets with this period's spend.
@@ -373,8 +436,16 @@ pub async fn budgets(
 
 /// `GET /api/v2/requests/{id}`: one settled request as the ledger has it,
 /// to audit a charge.
-pub fn ledger_entry(state: &AppState, id: &str, request_id: &RequestId) -> Response<Body> {
-    match state.book().store().entry(id) {
+pub fn ledger_entry(
+    state: &AppState,
+    id: &str,
+    request_id: &RequestId,
+    viewer: &Viewer,
+) -> Response<Body> {
+    let entry = state.book().store().entry(id);
+    // Another key's session's request is not there for this key.
+    let entry = entry.map(|e| e.filter(|e| viewer.sees(e.session.as_deref())));
+    match entry {
         Ok(Some(entry)) => match serde_json::to_value(&entry) {
             Ok(value) => json_response(StatusCode::OK, &value),
             Err(e) => ApiError::internal(e.to_string()).into_response(request_id),
@@ -420,9 +491,15 @@ pub async fn cache(
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text. Gauges that mirror other
 /// state are refreshed first, so a scrape never reads a stale one.
-pub async fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
+pub async fn metrics(state: &AppState, runtime: &Runtime, viewer: &Viewer) -> Response<Body> {
     use crate::metrics::{NameLabels, ProviderLabels};
+    // The remaining budgets are rebuilt for each scrape, with only the
+    // sessions this caller may see: one scrape at a time, so that one
+    // key's sessions never show in another's.
+    static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = SCRAPE.lock().await;
     let metrics = state.metrics();
+    metrics.budget_remaining_usd.clear();
     let stats = state.cache().stats(&runtime.config().cache);
     metrics
         .cache_entries
@@ -453,7 +530,10 @@ pub async fn metrics(state: &AppState, runtime: &Runtime) -> Response<Body> {
     }
     if let Ok(sessions) = state.book().store().sessions::<crate::sessions::Session>() {
         let now = chrono::Utc::now();
-        for session in sessions.iter().filter(|s| s.status(now) == "active") {
+        let shown = sessions
+            .iter()
+            .filter(|s| s.status(now) == "active" && viewer.sees(Some(&s.id)));
+        for session in shown {
             if let Ok(left) = state.book().remaining(&session.account()) {
                 let name = format!("session:{}", session.id);
                 metrics

@@ -184,33 +184,62 @@ pub struct Shortfall {
     pub wait: Option<std::time::Duration>,
 }
 
+/// What a request asks the model to write: its output limit, which holds
+/// for each choice, and how many choices the provider generates and bills
+/// (`n`, or `best_of` where it exists: `n: 16` is sixteen answers, each up
+/// to the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// The client's `max_completion_tokens` / `max_tokens`, if any.
+    pub limit: Option<u32>,
+    /// At least 1.
+    pub choices: u32,
+}
+
+impl Output {
+    /// One choice with `limit`.
+    pub fn single(limit: Option<u32>) -> Self {
+        Output { limit, choices: 1 }
+    }
+
+    /// The output cost of `tokens` per choice, for every choice.
+    fn cost(self, price: &Price, tokens: u32) -> Usd {
+        price
+            .output
+            .cost(u64::from(tokens) * u64::from(self.choices.max(1)))
+    }
+}
+
 /// The most and the least a request can be reserved for: its worst case
-/// (every output token its limit allows) and the smallest useful answer.
+/// (every output token its limit allows, in every choice) and the smallest
+/// useful answer (in every choice).
 pub fn bounds(
     price: &Price,
     input_tokens: u64,
-    output_limit: Option<u32>,
+    output: Output,
     model_max: Option<u32>,
 ) -> (Usd, Usd) {
     let input = price.input.cost(input_tokens);
-    let limit = output_limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
-    let worst = input + price.output.cost(u64::from(limit));
-    let minimum = input + price.output.cost(u64::from(MIN_USEFUL_OUTPUT.min(limit)));
+    let limit = output.limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
+    let worst = input + output.cost(price, limit);
+    let minimum = input + output.cost(price, MIN_USEFUL_OUTPUT.min(limit));
     (worst, minimum)
 }
 
 /// Sizes the reservation for a request of `input_tokens` with the client's
-/// `output_limit` (or the model's maximum) against `available` dollars.
+/// output limit (or the model's maximum) for each of its choices against
+/// `available` dollars. A lowered limit is per choice, as the provider
+/// applies it.
 pub fn plan(
     price: &Price,
     input_tokens: u64,
-    output_limit: Option<u32>,
+    output: Output,
     model_max: Option<u32>,
     available: Usd,
 ) -> Result<Plan, Usd> {
     let input = price.input.cost(input_tokens);
-    let limit = output_limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
-    let (worst, minimum) = bounds(price, input_tokens, output_limit, model_max);
+    let limit = output.limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
+    let (worst, minimum) = bounds(price, input_tokens, output, model_max);
     if worst <= available {
         return Ok(Plan {
             reserve: worst,
@@ -226,14 +255,14 @@ pub fn plan(
     let (mut low, mut high) = (MIN_USEFUL_OUTPUT, limit);
     while low < high {
         let mid = low + (high - low).div_ceil(2);
-        if input + price.output.cost(u64::from(mid)) <= available {
+        if input + output.cost(price, mid) <= available {
             low = mid;
         } else {
             high = mid - 1;
         }
     }
     Ok(Plan {
-        reserve: input + price.output.cost(u64::from(low)),
+        reserve: input + output.cost(price, low),
         output_limit: low,
         lowered: true,
     })
@@ -565,7 +594,7 @@ mod tests {
         let p = price(1.0, 10.0); // $10 per million output tokens = 10,000 nanos each
         let ample = Usd::from_dollars(1.0).expect("usd");
         assert_eq!(
-            plan(&p, 1000, Some(1000), None, ample),
+            plan(&p, 1000, Output::single(Some(1000)), None, ample),
             Ok(Plan {
                 reserve: Usd::from_nanos(11_000_000),
                 output_limit: 1000,
@@ -574,14 +603,39 @@ mod tests {
         );
         // 1000 input tokens cost $0.001; $0.006 leaves $0.005 = 500 output tokens.
         let tight = Usd::from_dollars(0.006).expect("usd");
-        let lowered = plan(&p, 1000, Some(100_000), None, tight).expect("fits lowered");
+        let lowered =
+            plan(&p, 1000, Output::single(Some(100_000)), None, tight).expect("fits lowered");
         assert_eq!((lowered.output_limit, lowered.lowered), (500, true));
         assert!(lowered.reserve <= tight);
         // Less than 256 useful tokens: refused, saying what is needed.
         let broke = Usd::from_dollars(0.002).expect("usd");
         assert_eq!(
-            plan(&p, 1000, None, Some(4096), broke),
+            plan(&p, 1000, Output::single(None), Some(4096), broke),
             Err(Usd::from_nanos(1_000_000 + 2_560_000))
+        );
+    }
+
+    #[test]
+    fn every_choice_is_reserved_for_and_the_lowered_limit_is_per_choice() {
+        let p = price(1.0, 10.0);
+        let sixteen = |limit| Output { limit, choices: 16 };
+        // 16 answers of 1000 tokens: $0.16 of output, not $0.01.
+        let ample = Usd::from_dollars(1.0).expect("usd");
+        assert_eq!(
+            plan(&p, 1000, sixteen(Some(1000)), None, ample).map(|p| p.reserve),
+            Ok(Usd::from_nanos(1_000_000 + 160_000_000))
+        );
+        // $0.042 pays 1000 input tokens and 16 answers of 256 tokens.
+        let tight = Usd::from_dollars(0.042).expect("usd");
+        let lowered = plan(&p, 1000, sixteen(Some(1000)), None, tight).expect("fits");
+        assert_eq!((lowered.output_limit, lowered.lowered), (256, true));
+        assert!(lowered.reserve <= tight);
+        // What pays one choice's useful minimum does not pay sixteen.
+        let one = Usd::from_dollars(0.01).expect("usd");
+        assert!(plan(&p, 1000, Output::single(Some(1000)), None, one).is_ok());
+        assert_eq!(
+            plan(&p, 1000, sixteen(Some(1000)), None, one),
+            Err(Usd::from_nanos(1_000_000 + 16 * 2_560_000))
         );
     }
 
@@ -602,16 +656,21 @@ mod tests {
             );
             let available = Usd::from_nanos(next(50_000_000) as i64);
             let input = next(200_000);
-            let limit = Some(next(100_000) as u32 + 1);
-            match plan(&p, input, limit, Some(64_000), available) {
+            let output = Output {
+                limit: Some(next(100_000) as u32 + 1),
+                choices: next(16) as u32 + 1,
+            };
+            match plan(&p, input, output, Some(64_000), available) {
                 Ok(plan) => {
                     assert!(plan.reserve <= available, "{plan:?} over {available:?}");
                     if plan.lowered {
                         let max = plan.output_limit;
                         assert!(max >= MIN_USEFUL_OUTPUT);
                         // One more token would not have fitted.
+                        let choices = u64::from(output.choices);
                         assert!(
-                            p.input.cost(input) + p.output.cost(u64::from(max) + 1) > available
+                            p.input.cost(input) + p.output.cost((u64::from(max) + 1) * choices)
+                                > available
                         );
                     }
                 }

@@ -486,10 +486,12 @@ fn source(explicit: Option<&Path>, path: &str) -> Result<Source, String> {
 /// make), so that `sessions` and `report` say "nothing yet" instead of
 /// failing.
 fn open_store(dir: &Path) -> Result<crate::store::Store, String> {
-    crate::serve::create_private_dir(dir)
+    crate::private::create_dir(dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
-    crate::store::Store::open(dir)
-        .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))
+    let store = crate::store::Store::open(dir)
+        .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
+    crate::private::tighten(dir);
+    Ok(store)
 }
 
 /// `p402 report`: spend, direct cost and savings from the ledger.

@@ -73,8 +73,13 @@ pub fn generated_text(object: &Value, part: &str, text: &mut String) {
         .flatten();
     for choice in choices {
         let message = &choice[part];
-        if let Some(content) = message.get("content").and_then(Value::as_str) {
-            text.push_str(content);
+        // Reasoning streamed as text (`reasoning_content` from DeepSeek and
+        // others, `reasoning` from OpenRouter and Groq) is billed as output
+        // like the answer: a stream cut off during it is estimated with it.
+        for key in ["reasoning_content", "reasoning", "content"] {
+            if let Some(piece) = message.get(key).and_then(Value::as_str) {
+                text.push_str(piece);
+            }
         }
         let calls = message
             .get("tool_calls")
@@ -86,5 +91,25 @@ pub fn generated_text(object: &Value, part: &str, text: &mut String) {
                 text.push_str(arguments);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn streamed_reasoning_counts_as_generated_text() {
+        let mut text = String::new();
+        for delta in [
+            json!({"reasoning_content": "Let me think. "}),
+            json!({"reasoning": "Still thinking. "}),
+            json!({"content": "Answer."}),
+            json!({"tool_calls": [{"function": {"arguments": "{}"}}]}),
+        ] {
+            generated_text(&json!({"choices": [{"delta": delta}]}), "delta", &mut text);
+        }
+        assert_eq!(text, "Let me think. Still thinking. Answer.{}");
     }
 }

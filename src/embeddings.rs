@@ -111,7 +111,12 @@ async fn embed(
         expected_cost: None,
     };
     let reservation = match charge
-        .reserve(state.book(), &candidate, input_tokens, Some(0))
+        .reserve(
+            state.book(),
+            &candidate,
+            input_tokens,
+            crate::budget::Output::single(Some(0)),
+        )
         .await?
     {
         Reserved::Held(reservation, _) => Some(reservation),

@@ -6,8 +6,11 @@
 //!
 //! p402 cannot price what it does not read: each such request is ledgered
 //! as unpriced, with its path, status and bytes. A request charged to a
-//! budget may not use it to spend outside the cap, so a budgeted `POST` is
-//! forwarded only to paths that cost nothing per call (see [`free`]).
+//! budget may not use it to spend outside the cap, so a budgeted request
+//! that is not a read or a delete is forwarded only to paths that cost
+//! nothing per call (see [`free`]). One exception is priced: a finished
+//! background job fetched here (`GET /v1/responses/{id}`) is charged its
+//! usage, once (see `background`).
 
 use std::time::Instant;
 
@@ -16,6 +19,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::background;
 use crate::body::{self, Body};
 use crate::catalog::{Api, Provider};
 use crate::error::{ApiError, ErrorKind};
@@ -44,15 +48,38 @@ const NOT_FORWARDED: [&str; 12] = [
     "x-p402-session",
 ];
 
-/// Paths a budgeted request may `POST` to: they move no money per call
+/// Paths a budgeted request may `POST` (or `PUT`, `PATCH`) to: they move
+/// no money per call
 /// (moderations are free; files, uploads and vector stores hold data; a
-/// stored response can be cancelled).
+/// stored response can be cancelled). `path` is read as the provider will
+/// read it: percent-decoded (dot segments never get this far, see
+/// `target`), and a prefix counts only up to a `/`.
 fn free(path: &str) -> bool {
+    let decoded = crate::target::percent_decode(path.as_bytes());
+    let Ok(path) = std::str::from_utf8(&decoded) else {
+        return false;
+    };
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
     path == "/v1/moderations"
-        || path.starts_with("/v1/files")
-        || path.starts_with("/v1/uploads")
-        || path.starts_with("/v1/vector_stores")
-        || (path.starts_with("/v1/responses/") && path.ends_with("/cancel"))
+        || under("/v1/files")
+        || under("/v1/uploads")
+        || under("/v1/vector_stores")
+        || (path.starts_with("/v1/responses/")
+            && path.ends_with("/cancel")
+            && path.matches('/').count() == 4)
+}
+
+/// Methods that read or delete: no provider bills them per call.
+fn spends(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    )
 }
 
 pub async fn handle(
@@ -96,7 +123,7 @@ async fn forward(
     let options = from_headers(request.headers())?;
     let charge = Charge::for_options(runtime, state.sessions(), state.book(), &options, local_key)?;
     let method = request.method().clone();
-    if charge.is_budgeted() && method == Method::POST && !free(path) {
+    if charge.is_budgeted() && spends(&method) && !free(path) {
         return Err(ApiError::new(
             ErrorKind::BudgetExceeded,
             "unpriced_endpoint",
@@ -118,14 +145,15 @@ async fn forward(
     upstream = with_key(upstream, &provider)?;
     let counted = Counted::default();
     let bytes_in = counted.clone();
-    let body = body
-        .map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                bytes_in.add(data.len());
-            }
-            frame
-        })
-        .boxed();
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes_in.add(data.len());
+        }
+        frame
+    });
+    let allowed = config.server.body_read_timeout_seconds.duration();
+    let (body, too_slow) = crate::paced::Paced::new(body, allowed);
+    let body = body.boxed();
     let upstream = upstream
         .body(body)
         .map_err(|e| ApiError::internal(format!("cannot build the forwarded request: {e}")))?;
@@ -135,6 +163,9 @@ async fn forward(
         .send_streamed(upstream)
         .await
         .map_err(|e| {
+            if too_slow.load(std::sync::atomic::Ordering::Acquire) {
+                return ApiError::from(crate::pipeline::read::BodyError::Timeout(allowed));
+            }
             ApiError::new(
                 ErrorKind::UpstreamFailed,
                 "upstream_failed",
@@ -161,13 +192,30 @@ async fn forward(
     };
     let ledger = state.clone();
     let key = provider.api_key.clone();
+    // A fetched response may be a finished background job, charged once
+    // its body has been read (see `background`).
+    let mut kept = (method == Method::GET && status.is_success() && background::is_fetch(path))
+        .then(bytes::BytesMut::new);
     state.spawn(async move {
         let mut body = answer_body;
         let mut bytes_out = 0u64;
-        while let Some(frame) = body.frame().await {
+        let mut whole = false;
+        loop {
+            let Some(frame) = body.frame().await else {
+                whole = true;
+                break;
+            };
             let Ok(frame) = frame else { break };
             if let Ok(data) = frame.into_data() {
                 bytes_out += data.len() as u64;
+                if let Some(buffer) = kept.as_mut() {
+                    if buffer.len() + data.len() <= background::MAX_RESULT_BYTES {
+                        buffer.extend_from_slice(&data);
+                    } else {
+                        tracing::warn!(request_id = %entry.request_id, "a fetched response over {} bytes is not read for a background job's usage", background::MAX_RESULT_BYTES);
+                        kept = None;
+                    }
+                }
                 // An error body that echoes p402's key does not pass it on.
                 let data = match (&key, status.is_success()) {
                     (Some(key), false) => crate::providers::redact_key(data, key.expose()),
@@ -178,7 +226,10 @@ async fn forward(
                 }
             }
         }
-        entry.record(&ledger, bytes_out);
+        let job = kept
+            .filter(|_| whole)
+            .and_then(|bytes| background::finished(&bytes));
+        entry.record(&ledger, bytes_out, job).await;
     });
     Ok(response)
 }
@@ -253,14 +304,16 @@ struct Pending {
 }
 
 impl Pending {
-    fn record(self, state: &AppState, bytes_out: u64) {
-        let entry = LedgerEntry {
+    /// Writes the entry; a finished background `job` in the answer is
+    /// priced and charged with it, the first time it is fetched.
+    async fn record(self, state: &AppState, bytes_out: u64, job: Option<background::Finished>) {
+        let mut entry = LedgerEntry {
             door: None,
             time: Utc::now(),
             request_id: self.request_id.to_string(),
             session: self.charge.session.as_ref().map(|s| s.id.clone()),
             budgets: self.charge.budgets.clone(),
-            provider: self.provider,
+            provider: self.provider.clone(),
             model: None,
             input_tokens: 0,
             output_tokens: 0,
@@ -271,14 +324,20 @@ impl Pending {
             estimated: false,
             client_session: None,
             forwarded: Some(Forwarded {
-                endpoint: self.endpoint,
+                endpoint: self.endpoint.clone(),
                 status: self.status,
                 bytes_in: self.bytes_in.get(),
                 bytes_out,
             }),
         };
-        if let Err(e) = state.book().store().record_queued(&entry, &[]) {
-            tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
+        let charged = match job {
+            Some(job) => self.charge_job(state, &job, &mut entry).await,
+            None => false,
+        };
+        if !charged {
+            if let Err(e) = state.book().store().record_queued(&entry, &[]) {
+                tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
+            }
         }
         tracing::info!(
             target: "p402::request",
@@ -287,7 +346,44 @@ impl Pending {
             endpoint = %entry.forwarded.as_ref().map_or("", |f| f.endpoint.as_str()),
             status = self.status,
             latency_ms = crate::request_log::elapsed_ms(self.started),
+            cost_usd = entry.cost().to_dollars(),
             "request"
         );
+    }
+
+    /// Charges a finished background job with `entry` (its model, tokens
+    /// and cost filled in), unless it was charged before; says whether the
+    /// entry was written.
+    async fn charge_job(
+        &self,
+        state: &AppState,
+        job: &background::Finished,
+        entry: &mut LedgerEntry,
+    ) -> bool {
+        let runtime = state.runtime();
+        let Some(cost) = job.cost(&runtime.catalog, &self.provider) else {
+            tracing::warn!(request_id = %self.request_id, model = %job.model, "a background job's model has no price in the catalog; its result is not charged");
+            return false;
+        };
+        let mut charged = entry.clone();
+        charged.door = Some("responses".into());
+        charged.model = Some(job.model.clone());
+        charged.input_tokens = job.usage.input_tokens;
+        charged.cached_input_tokens = job.usage.cached_input_tokens;
+        charged.output_tokens = job.usage.output_tokens;
+        charged.cost_nanos = cost.nanos();
+        charged.direct_nanos = cost.nanos();
+        let accounts = self.charge.accounts.clone();
+        match background::charge_once(state.book(), job, accounts, &charged).await {
+            Ok(true) => {
+                *entry = charged;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(request_id = %self.request_id, "could not charge background job {}: {e}", job.id);
+                false
+            }
+        }
     }
 }

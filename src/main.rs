@@ -129,6 +129,8 @@ enum CacheAction {
 }
 
 fn main() -> ExitCode {
+    // Whatever p402 writes (database, logs, catalog, config) is its user's.
+    p402::private::restrict_new_files();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check { json } => commands::check(cli.config.as_deref(), json),

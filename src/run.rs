@@ -159,9 +159,10 @@ fn ensure_running(explicit: Option<&Path>, config: &Config) -> Result<(), String
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find p402 itself: {e}"))?;
     let dir = crate::serve::data_dir(config);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    crate::private::create_dir(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let log_path = dir.join("p402-run.log");
-    let log = std::fs::File::create(&log_path)
+    let log = crate::private::create_file(&log_path)
         .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
     let err = log
         .try_clone()

@@ -110,13 +110,15 @@ pub async fn start(explicit: Option<&Path>) -> anyhow::Result<Running> {
 pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let data_dir = data_dir(&loaded.config);
     note_state_directory(&loaded.config, &data_dir);
-    create_private_dir(&data_dir)
+    crate::private::create_dir(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let listen = *loaded.config.server.listen.get_ref();
     let path = loaded.path.clone();
     let runtime = Runtime::build(loaded, None).context("TLS set-up failed")?;
     let store = Store::open(&data_dir)
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    // The database file is new, or was made by an older p402.
+    crate::private::tighten(&data_dir);
     let cache = Cache::open(&store).context("cannot open the cache")?;
     let embedder_dir = embed::model_dir(runtime.config().cache.model_dir.as_ref(), &data_dir);
     let cache_enabled = runtime.config().cache.enabled;
@@ -236,18 +238,6 @@ fn note_state_directory(config: &config::Config, data_dir: &Path) {
             );
         }
     }
-}
-
-/// The data directory holds spend records and cached answers: owner only.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }
 
 /// What an operator asks of a running p402 by signal.

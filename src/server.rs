@@ -194,6 +194,13 @@ async fn dispatch(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let request_id = RequestId::new();
+    // Before anything reads the path or the method: one that a provider
+    // could read otherwise than p402 goes no further.
+    if let Err(error) =
+        crate::target::check(request.method(), request.uri().path(), request.headers())
+    {
+        return ApiError::from(error).into_response(&request_id);
+    }
     let checked = boundary::check(
         &state.runtime().config().server,
         bound,
@@ -282,9 +289,15 @@ async fn route(
             return ApiError::internal(format!("ledger: {e}")).into_response(&request_id);
         }
     }
+    // What this key may see of other keys' sessions (src/visibility.rs).
+    let viewer = || {
+        crate::visibility::Viewer::of(state, &runtime, local_key.as_deref())
+            .map_err(|e| ApiError::internal(format!("sessions: {e}")))
+    };
     if let Some(id) = path.strip_prefix("/api/v2/requests/") {
-        return match method {
-            Method::GET => api::ledger_entry(state, id, &request_id),
+        return match (method, viewer()) {
+            (_, Err(error)) => error.into_response(&request_id),
+            (Method::GET, Ok(viewer)) => api::ledger_entry(state, id, &request_id, &viewer),
             _ => method_not_allowed(&request_id, "GET"),
         };
     }
@@ -321,18 +334,30 @@ async fn route(
         // What a client probes its base URL with.
         (Method::HEAD, "") => http::Response::new(crate::body::full(bytes::Bytes::new())),
         (Method::GET, "/api/v2/models") => api::catalog(state),
-        (Method::GET, "/metrics") => api::metrics(state, &runtime).await,
+        (Method::GET, "/metrics") => match viewer() {
+            Ok(viewer) => api::metrics(state, &runtime, &viewer).await,
+            Err(error) => error.into_response(&request_id),
+        },
         (Method::GET, "/api/v2/providers") => api::providers(state),
+        (Method::GET, "/api/v2/config") => api::config(state),
         (Method::GET, "/api/v2/cache/stats") => {
             api::cache(state, &runtime, false, &request_id).await
         }
-        (Method::POST, "/api/v2/cache/clear") => {
-            api::cache(state, &runtime, true, &request_id).await
-        }
-        (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
-        (Method::GET, "/api/v2/requests") => {
-            crate::dashboard::latest(state, query.as_deref(), &request_id)
-        }
+        (Method::POST, "/api/v2/cache/clear") => match viewer() {
+            Ok(viewer) => match viewer.admin("clearing the cache") {
+                Ok(()) => api::cache(state, &runtime, true, &request_id).await,
+                Err(error) => error.into_response(&request_id),
+            },
+            Err(error) => error.into_response(&request_id),
+        },
+        (Method::GET, "/api/v2/report") => match viewer() {
+            Ok(viewer) => api::report(state, query.as_deref(), &request_id, &viewer),
+            Err(error) => error.into_response(&request_id),
+        },
+        (Method::GET, "/api/v2/requests") => match viewer() {
+            Ok(viewer) => crate::dashboard::latest(state, query.as_deref(), &request_id, &viewer),
+            Err(error) => error.into_response(&request_id),
+        },
         (Method::GET, "/api/v2/dashboard/spend.svg") => {
             crate::dashboard::spend(state, query.as_deref(), &request_id)
         }

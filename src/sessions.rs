@@ -34,8 +34,8 @@ pub struct Session {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
-    /// SHA-256 (hex) of the local key that created it; `None` when p402 had
-    /// no keys then. The key itself is never stored.
+    /// A salted digest of the local key that created it (see [`digest`]);
+    /// `None` when p402 had no keys then. The key itself is never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// The routing mode of its requests that name none (`p402 run --mode`).
@@ -47,13 +47,47 @@ pub struct Session {
     pub max_nanos_per_hour: Option<i64>,
 }
 
-/// What a session records of the key that created it.
+/// What a session records of the key that created it:
+/// `salted$<salt>$<SHA-256 of salt and key>`, with a random salt of its
+/// own. A copy of the database then holds no digest that one table of
+/// guesses (or a digest seen elsewhere) could look a key up by: each
+/// session's would have to be attacked alone. Sessions written before
+/// the salt hold the bare SHA-256 of the key, still recognised.
 fn digest(key: &str) -> String {
+    let salt = uuid::Uuid::new_v4().simple().to_string();
+    format!("{SALTED}{salt}${}", salted(&salt, key))
+}
+
+const SALTED: &str = "salted$";
+
+fn salted(salt: &str, key: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hasher = Sha256::new();
+    hasher.update(b"p402 session owner\0");
+    hasher.update(salt.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(key.as_bytes());
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `owner` (a recorded digest) is `key`'s, in constant time.
+fn owned_by(owner: &str, key: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = match owner
+        .strip_prefix(SALTED)
+        .and_then(|rest| rest.split_once('$'))
+    {
+        Some((salt, _)) => format!("{SALTED}{salt}${}", salted(salt, key)),
+        None => {
+            use sha2::{Digest, Sha256};
+            hex(&Sha256::digest(key.as_bytes()))
+        }
+    };
+    expected.as_bytes().ct_eq(owner.as_bytes()).into()
 }
 
 impl Session {
@@ -61,7 +95,7 @@ impl Session {
     pub fn belongs_to(&self, caller: Option<&str>) -> bool {
         match (&self.owner, caller) {
             (None, _) => true,
-            (Some(owner), Some(key)) => *owner == digest(key),
+            (Some(owner), Some(key)) => owned_by(owner, key),
             (Some(_), None) => false,
         }
     }
@@ -398,4 +432,27 @@ pub fn view(book: &Book, session: &Session) -> Result<Value, ApiError> {
         "expires_at": time(session.expires_at),
         "ended_at": session.ended_at.map(time),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_salted_digests_each_its_own() {
+        let key = "k1-SECRETVALUE";
+        let (a, b) = (digest(key), digest(key));
+        assert_ne!(a, b, "a salt of each session's own");
+        let bare = hex(&{
+            use sha2::{Digest, Sha256};
+            Sha256::digest(key.as_bytes())
+        });
+        assert!(!a.contains(&bare));
+        assert!(owned_by(&a, key) && owned_by(&b, key));
+        assert!(!owned_by(&a, "k2"));
+        // A session recorded before the salt still belongs to its key.
+        assert!(owned_by(&bare, key));
+        assert!(!owned_by(&bare, "k2"));
+        assert!(!owned_by("salted$", key));
+    }
 }

@@ -84,7 +84,12 @@ pub struct ConfigStatus {
     pub path: Option<PathBuf>,
     pub loaded_at: DateTime<Utc>,
     /// The error of the last attempt, while the file on disk is invalid.
+    /// It may quote the file (a key put where a value was expected), so
+    /// only the log and a keyed endpoint show it.
     pub error: Option<String>,
+    /// Where that error is (`p402.toml:12:3`, or the setting), which
+    /// `/health` shows to anyone: never a value from the file.
+    pub error_at: Option<String>,
     pub reloads: u64,
 }
 
@@ -133,6 +138,7 @@ impl AppState {
             path: runtime.loaded.path.clone(),
             loaded_at: Utc::now(),
             error: None,
+            error_at: None,
             reloads: 0,
         };
         AppState {
@@ -324,18 +330,27 @@ impl AppState {
     }
 
     pub fn apply_reload(&self, result: Result<LoadedConfig, ConfigError>) {
-        let outcome = result.map_err(|e| e.to_string()).and_then(|loaded| {
-            let old = self.runtime();
-            if let Some(bound) = self.shared.bound.get() {
-                if !bound.ip().is_loopback() && loaded.config.server.api_keys.is_empty() {
-                    return Err(format!(
-                        "p402 listens on {bound}, which is not loopback, so [server] api_keys must stay set (a changed listen takes effect only after a restart)"
-                    ));
+        let outcome = result
+            .map_err(|e| {
+                let at = match e.position {
+                    Some((line, col)) => format!("{}:{line}:{col}", e.file),
+                    None => e.file.clone(),
+                };
+                (at, e.to_string())
+            })
+            .and_then(|loaded| {
+                let old = self.runtime();
+                if let Some(bound) = self.shared.bound.get() {
+                    if !bound.ip().is_loopback() && loaded.config.server.api_keys.is_empty() {
+                        return Err(("[server] api_keys".to_string(), format!(
+                            "p402 listens on {bound}, which is not loopback, so [server] api_keys must stay set (a changed listen takes effect only after a restart)"
+                        )));
+                    }
                 }
-            }
-            warn_restart_needed(old.config(), &loaded.config);
-            Runtime::build(loaded, Some(&old)).map_err(|e| format!("TLS set-up failed: {e}"))
-        });
+                warn_restart_needed(old.config(), &loaded.config);
+                Runtime::build(loaded, Some(&old))
+                    .map_err(|e| ("TLS set-up".to_string(), format!("TLS set-up failed: {e}")))
+            });
         let mut status = match self.shared.status.lock() {
             Ok(status) => status,
             Err(poisoned) => poisoned.into_inner(),
@@ -345,6 +360,7 @@ impl AppState {
                 status.path = runtime.loaded.path.clone();
                 status.loaded_at = Utc::now();
                 status.error = None;
+                status.error_at = None;
                 status.reloads += 1;
                 self.book()
                     .store()
@@ -361,11 +377,12 @@ impl AppState {
                     "config reloaded"
                 );
             }
-            Err(message) => {
+            Err((at, message)) => {
                 tracing::error!(
                     "config reload refused, the previous config stays in force: {message}"
                 );
                 status.error = Some(message);
+                status.error_at = Some(at);
                 self.shared
                     .metrics
                     .config_reloads

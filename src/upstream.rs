@@ -29,7 +29,8 @@ pub enum UpstreamError {
 }
 
 /// A request body streamed as it arrives (an upload forwarded as is).
-pub type StreamedBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub type StreamedBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A cheap-to-clone handle on the shared connection pool.
 #[derive(Clone)]

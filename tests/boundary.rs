@@ -450,11 +450,25 @@ async fn a_reload_cannot_open_a_non_loopback_listener_to_everyone() {
         "the reload is refused"
     );
     let health = proxy.health().await;
+    assert_eq!(
+        health["config"]["error_at"], "[server] api_keys",
+        "{health}"
+    );
+    let status: serde_json::Value = proxy
+        .client
+        .get(proxy.url("/api/v2/config"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
     assert!(
-        health["config"]["error"]
+        status["error"]
             .as_str()
             .is_some_and(|e| e.contains("not loopback")),
-        "{health}"
+        "{status}"
     );
     // Keys are still required.
     let response = proxy.chat(ask("metered", "hi")).await;
@@ -548,5 +562,133 @@ async fn http2_header_lists_are_bounded() {
             .status(),
         200
     );
+    proxy.stop().await;
+}
+
+/// A path or a method a provider could read otherwise than p402 never
+/// reaches it: dot segments (raw, or percent-encoded, slashes too) once
+/// took an image generation through `/v1/files/`, a path free under a
+/// budget, and a lowercase `post` skipped the budget's check.
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_and_odd_methods_never_reach_a_provider() {
+    let (fake, proxy) = metered("", "", "").await;
+    let session = proxy.session(0.01).await;
+    let host = proxy.addr().to_string();
+    let wait = Duration::from_secs(5);
+    let body = json!({"model": "metered", "prompt": "a cat", "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+    let send = |method: &str, path: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (method, path, code) in [
+        (
+            "POST",
+            format!("/s/{session}/v1/files/../images/generations"),
+            "invalid_path",
+        ),
+        (
+            "POST",
+            format!("/s/{session}/v1/files/..%2fimages%2fgenerations"),
+            "invalid_path",
+        ),
+        (
+            "POST",
+            format!("/s/{session}/v1/files/%2e%2e/chat/completions"),
+            "invalid_path",
+        ),
+        (
+            "POST",
+            "/v1/files/../chat/completions".to_string(),
+            "invalid_path",
+        ),
+        ("POST", "/v1/./chat/completions".to_string(), "invalid_path"),
+        (
+            "post",
+            format!("/s/{session}/v1/images/generations"),
+            "invalid_method",
+        ),
+        ("Post", "/v1/chat/completions".to_string(), "invalid_method"),
+    ] {
+        let answer = raw(&proxy, send(method, &path).as_bytes(), wait).await;
+        assert_eq!(status_of(&answer), 400, "{method} {path}: {answer}");
+        assert!(answer.contains(code), "{method} {path}: {answer}");
+    }
+    // A priced path spelled with an escape is priced all the same.
+    let answer = raw(
+        &proxy,
+        send("POST", &format!("/s/{session}/v1/%69mages/generations")).as_bytes(),
+        wait,
+    )
+    .await;
+    assert_eq!(status_of(&answer), 402, "{answer}");
+    // A path that only starts like a free one is not free.
+    let answer = raw(
+        &proxy,
+        send("POST", &format!("/s/{session}/v1/files-and-images")).as_bytes(),
+        wait,
+    )
+    .await;
+    assert_eq!(status_of(&answer), 402, "{answer}");
+    assert!(fake.received().is_empty(), "{:?}", fake.received());
+    // The proxy serves on.
+    assert_eq!(proxy.chat(ask("metered", "still here")).await.status(), 200);
+    proxy.stop().await;
+}
+
+/// A header value that is not UTF-8 gets a 400 (as the README says),
+/// on a model call and on a forwarded path alike, and is never passed on.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_values_that_are_not_text_get_a_400() {
+    let (fake, proxy) = metered("", "", "").await;
+    let host = proxy.addr().to_string();
+    let wait = Duration::from_secs(5);
+    for path in ["/v1/chat/completions", "/v1/files"] {
+        let body = ask("metered", "hi").to_string();
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-trace: caf",
+            body.len()
+        )
+        .into_bytes();
+        request.push(0xe9);
+        request.extend_from_slice(format!("\r\nconnection: close\r\n\r\n{body}").as_bytes());
+        let answer = raw(&proxy, &request, wait).await;
+        assert_eq!(status_of(&answer), 400, "{path}: {answer}");
+        assert!(answer.contains("invalid_header"), "{path}: {answer}");
+        assert!(answer.contains("x-trace"), "{path}: {answer}");
+    }
+    assert!(fake.received().is_empty());
+    proxy.stop().await;
+}
+
+/// A forwarded upload streams through (it is not read whole first), so
+/// its sender gets the body deadline too: one that trickles is cut off
+/// with a 408 and lets go of its place among `concurrent_requests`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_forwarded_upload_is_cut_off_and_lets_go_of_its_place() {
+    let fake = FakeProvider::start().await;
+    let proxy = TestProxy::start(
+        Setup {
+            server: "body_read_timeout_seconds = 1\n".to_string(),
+            upstream: "first_byte_timeout_seconds = 120\n".to_string(),
+            extra: format!("{METERED}\n[limits]\nconcurrent_requests = 1\n"),
+            ..Setup::default()
+        }
+        .with_provider("openai", &fake),
+    )
+    .await;
+    let mut slow = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nhost: {}\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 5000\r\n\r\n--b\r\n",
+        proxy.addr()
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    // Well within the upstream's 120 s: the client's deadline ends it.
+    let answer = read_answer(&mut slow, Duration::from_secs(30)).await;
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert_eq!(proxy.chat(ask("metered", "after")).await.status(), 200);
     proxy.stop().await;
 }

@@ -220,6 +220,11 @@ async fn with_api_keys_the_page_asks_for_a_key_and_uses_it() {
         .expect("policy")
         .to_string();
     assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
+    // Only the page's own script runs, named by its hash (and it does run:
+    // the page loads below).
+    assert!(
+        policy.contains("script-src 'sha256-") && !policy.contains("script-src 'unsafe-inline'")
+    );
     let html = page.text().await.expect("html");
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
     let report = proxy

@@ -139,3 +139,49 @@ async fn a_budget_cannot_be_spent_through_a_path_p402_cannot_price() {
     assert_eq!(openai.received()[0].path, "/v1/moderations");
     proxy.stop().await;
 }
+
+/// What held against the review, kept: a forwarded path cannot name
+/// another host (`@`, `//`, a backslash, an absolute URL in the path),
+/// and the provider key goes only to the configured provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_path_cannot_send_the_key_elsewhere() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let openai = FakeProvider::start().await;
+    let elsewhere = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
+    let other = elsewhere.addr;
+    for path in [
+        format!("/v1/files@{other}/x"),
+        format!("/v1//{other}/files"),
+        format!("/v1/files/..;@{other}/x"),
+        format!("/v1/http://{other}/v1/files"),
+        format!("/v1/%2F%2F{other}/files"),
+        format!("/v1/files\\\\{other}"),
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            proxy.addr()
+        );
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        assert!(answer.starts_with("HTTP/1.1 "), "{path}: {answer}");
+    }
+    assert!(
+        elsewhere.received().is_empty(),
+        "another host was reached: {:?}",
+        elsewhere.received()
+    );
+    for received in openai.received() {
+        assert!(received.path.starts_with("/v1/"), "{}", received.path);
+    }
+    proxy.stop().await;
+}

@@ -49,15 +49,24 @@ async fn valid_edits_apply_and_invalid_ones_keep_the_old_config() {
     .await;
     assert!(reported, "the invalid file never showed in health");
     let health = proxy.health().await;
-    let error = health["config"]["error"]
+    let at = health["config"]["error_at"]
         .as_str()
-        .expect("error text")
+        .expect("error place")
         .to_string();
     let line = broken
         .lines()
         .position(|l| l.contains("\"lots\""))
         .expect("line")
         + 1;
+    assert!(
+        at.ends_with(&format!("p402.toml:{line}:23")),
+        "health must say file:line:col, got {at}"
+    );
+    // The full error, behind the key (none set here).
+    let error = proxy.get_json("/api/v2/config").await["error"]
+        .as_str()
+        .expect("error text")
+        .to_string();
     assert!(
         error.contains(&format!("p402.toml:{line}:23:")),
         "error must carry file:line:col, got {error}"

@@ -254,3 +254,193 @@ async fn a_request_cannot_send_p402_to_another_host() {
         assert_eq!(received.path, "/v1/chat/completions");
     }
 }
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every file and directory under `dir` whose mode lets others in.
+#[cfg(unix)]
+fn readable_by_others(dir: &Path) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    if mode(dir) & 0o077 != 0 {
+        out.push((dir.display().to_string(), mode(dir)));
+    }
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(readable_by_others(&path));
+        } else if mode(&path) & 0o077 != 0 {
+            out.push((path.display().to_string(), mode(&path)));
+        }
+    }
+    out
+}
+
+/// The data directory (spend, sessions, cached answers) is its user's
+/// alone: a looser one made before is tightened, the database is 0600,
+/// and what the store keeps of a local key is a salted digest, not the
+/// SHA-256 anyone could test guesses against.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_dir_is_private_and_holds_no_bare_key_digest() {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let openai = FakeProvider::start().await;
+    let root = tempfile::tempdir().expect("dir");
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).expect("dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = "k1-SECRETVALUE";
+    let proxy = TestProxy::start(
+        Setup {
+            server: format!("api_keys = [\"{key}\"]\n"),
+            data_dir: Some(data.clone()),
+            ..Setup::default()
+        }
+        .with_provider("openai", &openai),
+    )
+    .await;
+    let created = proxy
+        .client
+        .post(proxy.url("/api/v2/sessions"))
+        .bearer_auth(key)
+        .json(&json!({"budget_usd": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), 201);
+    proxy.stop().await;
+    assert_eq!(readable_by_others(&data), Vec::new());
+    assert_eq!(mode(&data.join("p402.redb")), 0o600);
+    let bare: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for (path, bytes) in file_contents(&data) {
+        assert!(
+            !contains(&bytes, &bare),
+            "{path} holds the key's bare SHA-256"
+        );
+        assert!(!contains(&bytes, key), "{path} holds the key");
+    }
+}
+
+/// `p402 run` with no p402 running starts one, and the data directory and
+/// log it creates for it are private too.
+#[cfg(unix)]
+#[test]
+fn p402_run_creates_a_private_data_dir_and_log() {
+    let home = tempfile::tempdir().expect("home");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let data = home.path().join("data");
+    let config = home.path().join("p402.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\n[cache]\nenabled = false\n",
+            data.display()
+        ),
+    )
+    .expect("config");
+    let output = Command::new(env!("CARGO_BIN_EXE_p402"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--")
+        .arg("true")
+        .env("HOME", home.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("p402 run runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    // The p402 it started keeps running: stop it (by the pid it printed).
+    let pid = stderr
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse::<i32>().ok());
+    if let Some(pid) = pid {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    assert!(output.status.success(), "{stderr}");
+    assert!(pid.is_some(), "{stderr}");
+    assert_eq!(mode(&data), 0o700, "{stderr}");
+    assert_eq!(mode(&data.join("p402-run.log")), 0o600);
+    assert_eq!(readable_by_others(&data), Vec::new());
+}
+
+/// A refused reload is reported on `/health`, which needs no key, by its
+/// place only: the error can quote the file, and a key written where a
+/// list was expected is the key. The full error is behind the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_says_where_a_reload_failed_and_quotes_no_value() {
+    let openai = FakeProvider::start().await;
+    let key = "k1-SECRETVALUE";
+    let setup = Setup {
+        server: format!("api_keys = [\"{key}\"]\n"),
+        ..Setup::default()
+    }
+    .with_provider("openai", &openai);
+    let proxy = TestProxy::start(setup).await;
+    let data = proxy.dir.path().join("data");
+    let broken = Setup {
+        server: format!("api_keys = \"{key}\"\n"),
+        ..Setup::default()
+    }
+    .with_provider("openai", &openai)
+    .toml(&data);
+    std::fs::write(&proxy.config_path, &broken).expect("write");
+    let refused = eventually(Duration::from_secs(10), || async {
+        proxy.health().await["config"]["status"] == "error"
+    })
+    .await;
+    assert!(refused, "the broken file is refused");
+    let health = proxy.health().await;
+    assert!(!health.to_string().contains("SECRETVALUE"), "{health}");
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("api_keys"))
+        .expect("line")
+        + 1;
+    assert!(
+        health["config"]["error_at"]
+            .as_str()
+            .is_some_and(|at| at.contains(&format!("p402.toml:{line}:"))),
+        "{health}"
+    );
+    // Without the key: 401. With it: the whole error.
+    let anonymous = proxy
+        .client
+        .get(proxy.url("/api/v2/config"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(anonymous.status(), 401);
+    let full: serde_json::Value = proxy
+        .client
+        .get(proxy.url("/api/v2/config"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        full["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid type") && e.contains(&format!(":{line}:"))),
+        "{full}"
+    );
+    proxy.stop().await;
+}

@@ -512,6 +512,33 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The price of a dated snapshot the catalog has no entry for, found
+    /// by its family `model`: the highest of each price among the family's
+    /// entries on its provider (the family and its listed snapshots). An
+    /// older snapshot can cost more than the current entry (OpenAI bills
+    /// `gpt-4o-2024-05-13` at $5/$15, `gpt-4o` at $2.50/$10), so an
+    /// unlisted one is charged as the dearest it could be, never less
+    /// than it costs.
+    pub fn snapshot_price(&self, model: &Model) -> Option<Price> {
+        let mut family = self.models.iter().filter(|m| {
+            m.provider == model.provider
+                && (m.id == model.id || undated(&m.id) == Some(model.id.as_str()))
+        });
+        let first = family.next()?.price?;
+        family.try_fold(first, |highest, m| {
+            let price = m.price?;
+            Some(Price {
+                input: highest.input.max(price.input),
+                cached_input: highest.cached_input.max(price.cached_input),
+                output: highest.output.max(price.output),
+                cache_write: highest.cache_write.max(price.cache_write),
+                cache_write_1h: highest.cache_write_1h.max(price.cache_write_1h),
+            })
+        })
+    }
+}
+
 /// `gpt-4o-2024-08-06` -> `gpt-4o`, `claude-haiku-4-5-20251001` ->
 /// `claude-haiku-4-5`: providers publish dated snapshots at the price of
 /// the family's current entry.
@@ -617,6 +644,22 @@ mod tests {
         assert_eq!(gpt.cost_source, "config");
         let llama = c.find("llama3.2").expect("llama");
         assert!(llama.price.is_some_and(|p| p.is_free()));
+    }
+
+    #[test]
+    fn an_unlisted_snapshot_costs_the_dearest_of_its_family() {
+        let c = catalog("", &[]);
+        let family = c.find("gpt-4o-2099-01-01").expect("its family");
+        assert_eq!(family.id, "gpt-4o");
+        let price = c.snapshot_price(family).expect("priced");
+        assert_eq!(Some(price.input), PerMTok::from_dollars(5.0));
+        assert_eq!(Some(price.output), PerMTok::from_dollars(15.0));
+        // A listed snapshot is its own entry.
+        let listed = c.find("gpt-4o-2024-05-13").expect("listed");
+        assert_eq!(listed.id, "gpt-4o-2024-05-13");
+        // A family with one entry keeps its price.
+        let mini = c.find("gpt-4o-mini").expect("mini");
+        assert_eq!(c.snapshot_price(mini), mini.price);
     }
 
     #[test]

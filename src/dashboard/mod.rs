@@ -9,6 +9,8 @@
 
 pub mod chart;
 
+use std::sync::OnceLock;
+
 use chrono::Utc;
 use http::{header, Response, StatusCode};
 
@@ -20,11 +22,54 @@ use crate::state::AppState;
 
 const PAGE: &str = include_str!("page.html");
 
-/// Nothing from elsewhere: scripts and styles are the page's own, and it
-/// talks only to the p402 that served it.
-const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
-    frame-ancestors 'none'";
+/// Nothing from elsewhere: styles are the page's own, it talks only to
+/// the p402 that served it, and the one script that runs is the page's,
+/// named by its hash: a script that found its way into the page some other
+/// way (an injected element, an event-handler attribute) does not run.
+fn policy() -> &'static str {
+    static POLICY: OnceLock<String> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        format!(
+            "default-src 'none'; script-src 'sha256-{}'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+            script_hash(PAGE)
+        )
+    })
+}
+
+/// The base64 SHA-256 of the page's inline script, as CSP hashes it: the
+/// text between `<script>` and `</script>`, exactly.
+fn script_hash(page: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let script = page
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map_or("", |(script, _)| script);
+    base64(&Sha256::digest(script.as_bytes()))
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
 
 /// The page. It carries no data, so it needs no key; what it reads does.
 pub fn page() -> Response<Body> {
@@ -36,10 +81,9 @@ pub fn page() -> Response<Body> {
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(
-        "content-security-policy",
-        http::HeaderValue::from_static(POLICY),
-    );
+    if let Ok(policy) = http::HeaderValue::from_str(policy()) {
+        headers.insert("content-security-policy", policy);
+    }
     headers.insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
@@ -87,7 +131,12 @@ pub fn spend(state: &AppState, query: Option<&str>, request_id: &RequestId) -> R
 
 /// `GET /api/v2/requests?limit=20`: the latest settled requests, newest
 /// first; what the ledger holds, which is never prompt text.
-pub fn latest(state: &AppState, query: Option<&str>, request_id: &RequestId) -> Response<Body> {
+pub fn latest(
+    state: &AppState,
+    query: Option<&str>,
+    request_id: &RequestId,
+    viewer: &crate::visibility::Viewer,
+) -> Response<Body> {
     let limit = query
         .unwrap_or("")
         .split('&')
@@ -95,11 +144,47 @@ pub fn latest(state: &AppState, query: Option<&str>, request_id: &RequestId) -> 
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(20)
         .clamp(1, 500);
-    match state.book().store().latest_entries(limit) {
+    // Other keys' sessions' requests are left out (src/visibility.rs).
+    let entries = state.book().store().latest_entries(limit).map(|entries| {
+        entries
+            .into_iter()
+            .filter(|e| viewer.sees(e.session.as_deref()))
+            .collect::<Vec<_>>()
+    });
+    match entries {
         Ok(entries) => json_response(
             StatusCode::OK,
             &serde_json::json!({"object": "list", "data": entries}),
         ),
         Err(e) => ApiError::internal(format!("ledger: {e}")).into_response(request_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn the_policy_names_the_page_script_by_hash_and_allows_no_inline_script() {
+        let policy = policy();
+        assert!(!policy.contains("script-src 'unsafe-inline'"), "{policy}");
+        assert!(policy.contains(&format!("script-src 'sha256-{}'", script_hash(PAGE))));
+        assert_eq!(PAGE.matches("<script>").count(), 1, "one script, hashed");
+        assert_eq!(script_hash(PAGE).len(), 44);
     }
 }

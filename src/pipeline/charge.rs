@@ -270,7 +270,7 @@ impl Charge {
         book: &std::sync::Arc<Book>,
         candidate: &Candidate,
         input_tokens: u64,
-        output_limit: Option<u32>,
+        output: budget::Output,
     ) -> Result<Reserved, ChargeError> {
         if !self.is_budgeted() {
             return Ok(Reserved::Unbudgeted);
@@ -288,7 +288,7 @@ impl Charge {
                     first.label.clone(),
                 )));
             };
-            let (wanted, minimum) = budget::bounds(&price, input_tokens, output_limit, model_max);
+            let (wanted, minimum) = budget::bounds(&price, input_tokens, output, model_max);
             match team.reserve(&shared, wanted, minimum).await? {
                 Ok(hold) => team_hold = Some(TeamHold::new(team, hold)),
                 Err(short) => {
@@ -304,7 +304,7 @@ impl Charge {
         let granted = team_hold.as_ref().map(TeamHold::amount);
         let reserved = book.reserve(local, |available| {
             let available = granted.map_or(available, |g| g.min(available));
-            budget::plan(&price, input_tokens, output_limit, model_max, available)
+            budget::plan(&price, input_tokens, output, model_max, available)
         })?;
         // Dropping an unused team hold gives it back.
         Ok(match reserved {

@@ -40,8 +40,14 @@ pub struct Plan {
     /// it. Only a bound when `input_counted` is false (see `route`).
     pub input_tokens: u64,
     pub input_counted: bool,
-    /// The output limit the request asks for, if any.
+    /// The output limit the request asks for, if any (per choice).
     pub output_limit: Option<u32>,
+    /// How many answers the provider writes and bills (`n`), at least 1:
+    /// every one is reserved for.
+    pub choices: u32,
+    /// The provider reads input p402 cannot count (stored state, files):
+    /// a budget reserves the model's whole context for it.
+    pub hidden_input: bool,
     /// Where to store the answer in the cache, if it may be.
     pub probe: Option<Probe>,
 }

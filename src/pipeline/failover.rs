@@ -54,8 +54,11 @@ pub async fn run(
             .reserve(
                 state.book(),
                 candidate,
-                plan.input_tokens,
-                plan.output_limit,
+                reserved_input(&plan, candidate),
+                crate::budget::Output {
+                    limit: plan.output_limit,
+                    choices: plan.choices,
+                },
             )
             .await?;
         let (reservation, limit) = match reserved {
@@ -186,6 +189,21 @@ pub async fn run(
         all_timeouts,
         cx.door.passes_on_overload(),
     ))
+}
+
+/// The input tokens a budget holds for on `candidate`: those counted, or
+/// when the provider reads input p402 cannot count, as many as the model's
+/// context window takes (the most it can bill).
+fn reserved_input(plan: &Plan, candidate: &Candidate) -> u64 {
+    if !plan.hidden_input {
+        return plan.input_tokens;
+    }
+    let context = candidate
+        .model
+        .as_ref()
+        .and_then(|m| m.context)
+        .map_or(super::unseen::HIDDEN_INPUT_WITHOUT_CONTEXT, u64::from);
+    plan.input_tokens.max(context)
 }
 
 /// A provider's refusal of the request itself goes back to the client, in

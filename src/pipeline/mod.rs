@@ -42,6 +42,7 @@ mod finish;
 pub mod read;
 mod relay;
 pub mod route;
+mod unseen;
 mod watch;
 
 use std::sync::Arc;
@@ -153,6 +154,13 @@ async fn prepare(
         .map(str::to_string);
     let charge = Charge::resolve(&runtime, state.sessions(), state.book(), &chat, local_key)?;
     charge.ensure_ledger(state.book())?;
+    if charge.is_budgeted() {
+        unseen::refuse_under_budget(&chat)?;
+    } else if unseen::background(&chat) {
+        // A queued job is billed once it runs, whatever p402 does next:
+        // sent to one candidate only, it can never be started twice.
+        chat.options.failover = Some(false);
+    }
     // A session may carry the mode of its requests (`p402 run --mode`).
     if chat.options.mode.is_none() {
         chat.options.mode = charge.session.as_ref().and_then(|s| s.mode);

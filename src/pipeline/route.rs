@@ -19,11 +19,14 @@ pub async fn plan(cx: &Context, probe: Option<Probe>) -> Result<Plan, ApiError> 
         None => (count_input_tokens(&cx.chat).await?, true),
     };
     let route = cx.state.router(&cx.runtime).route(&cx.chat, input_tokens)?;
+    let needs = Needs::of(&cx.chat, input_tokens);
     Ok(Plan {
         route,
         input_tokens,
         input_counted,
-        output_limit: Needs::of(&cx.chat, input_tokens).output_limit,
+        output_limit: needs.output_limit,
+        choices: needs.choices,
+        hidden_input: super::unseen::hidden_input(&cx.chat),
         probe,
     })
 }

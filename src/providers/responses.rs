@@ -54,6 +54,15 @@ pub fn answer_usage(bytes: &[u8]) -> Result<Usage, String> {
     if answer.get("object").and_then(Value::as_str) != Some("response") {
         return Err("a 200 answer that is not a response (an error body)".into());
     }
+    // A background job is answered before it runs: no usage yet, and
+    // nothing wrong. It is charged when its result is fetched (`forward`).
+    let pending = matches!(
+        answer.get("status").and_then(Value::as_str),
+        Some("queued" | "in_progress")
+    );
+    if pending && answer.get("background").and_then(Value::as_bool) == Some(true) {
+        return Ok(Usage::default());
+    }
     answer
         .get("usage")
         .filter(|u| u.is_object())

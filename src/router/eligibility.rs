@@ -22,7 +22,11 @@ pub struct Needs {
     pub capabilities: BTreeSet<Capability>,
     pub input_tokens: u64,
     /// `max_completion_tokens` or `max_tokens`, when the client set one.
+    /// It holds for each choice.
     pub output_limit: Option<u32>,
+    /// How many answers the provider writes and bills: `n` (or `best_of`,
+    /// where it exists), at least 1.
+    pub choices: u32,
 }
 
 impl Needs {
@@ -58,6 +62,15 @@ impl Needs {
             capabilities,
             input_tokens,
             output_limit: limit("max_completion_tokens").or_else(|| limit("max_tokens")),
+            choices: choices(body),
+        }
+    }
+
+    /// What the request asks the model to write, for a budget's plan.
+    pub fn output(&self) -> crate::budget::Output {
+        crate::budget::Output {
+            limit: self.output_limit,
+            choices: self.choices,
         }
     }
 
@@ -77,7 +90,7 @@ impl Needs {
             });
         let usage = Usage {
             input_tokens: self.input_tokens,
-            output_tokens: u64::from(output),
+            output_tokens: u64::from(output) * u64::from(self.choices),
             ..Usage::default()
         };
         model.price.map(|price| price.cost(&usage))
@@ -87,11 +100,25 @@ impl Needs {
     pub fn expected_cost(&self, model: &Model) -> Option<Usd> {
         let usage = Usage {
             input_tokens: self.input_tokens,
-            output_tokens: u64::from(self.expected_output(model)),
+            output_tokens: u64::from(self.expected_output(model)) * u64::from(self.choices),
             ..Usage::default()
         };
         model.price.map(|price| price.cost(&usage))
     }
+}
+
+/// The answers a request has the provider write: `n`, or `best_of` when
+/// it asks for more (the provider writes that many and returns the best
+/// `n`, billing all of them). Anything else (absent, 0, not a number)
+/// counts as one; the provider refuses what it does not accept.
+pub fn choices(body: &serde_json::Map<String, Value>) -> u32 {
+    ["n", "best_of"]
+        .iter()
+        .filter_map(|key| body.get(*key).and_then(Value::as_u64))
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn has_image(messages: Option<&Value>) -> bool {

@@ -528,6 +528,12 @@ impl Router<'_> {
             .and_then(|rest| rest.strip_prefix('/'))
             .unwrap_or(wanted);
         Ok(match self.catalog.find_on(provider_name, bare) {
+            Some(model) if model.id != bare && !model.aliases.iter().any(|a| a == bare) => {
+                let mut candidate = Candidate::from_model(provider.clone(), model, needs);
+                candidate.upstream_model = bare.to_string();
+                self.price_as_snapshot(&mut candidate, needs);
+                candidate
+            }
             Some(model) => Candidate::from_model(provider.clone(), model, needs),
             None => Candidate {
                 provider: provider.clone(),
@@ -538,6 +544,14 @@ impl Router<'_> {
         })
     }
 
+    /// A dated snapshot found by its family: the family's highest prices.
+    fn price_as_snapshot(&self, candidate: &mut Candidate, needs: &Needs) {
+        if let Some(model) = candidate.model.as_mut() {
+            model.price = self.catalog.snapshot_price(model);
+            candidate.expected_cost = needs.expected_cost(model);
+        }
+    }
+
     fn by_model(&self, wanted: &str, needs: &Needs) -> Result<Candidate, RouteError> {
         if let Some(model) = self.catalog.find(wanted) {
             let provider = self
@@ -545,12 +559,14 @@ impl Router<'_> {
                 .provider(&model.provider)
                 .ok_or_else(|| RouteError::MissingProvider(model.id.clone()))?;
             let mut candidate = Candidate::from_model(provider.clone(), model, needs);
-            // A dated snapshot keeps its own id upstream; only its price is shared.
+            // A dated snapshot keeps its own id upstream, and is priced as
+            // the dearest of its family (see `Catalog::snapshot_price`).
             let named_exactly = wanted == model.id
                 || model.aliases.iter().any(|a| a == wanted)
                 || wanted == format!("{}/{}", model.provider, model.id);
             if !named_exactly {
                 candidate.upstream_model = wanted.to_string();
+                self.price_as_snapshot(&mut candidate, needs);
             }
             return Ok(candidate);
         }
