@@ -49,7 +49,7 @@ enum Command {
         /// How far back: 7d, 24h, 2w, or a date such as 2026-11-01.
         #[arg(long, default_value = "7d")]
         since: String,
-        /// Group by provider, model, day, session, client_session (an agent run) or instance.
+        /// Group by provider, model, day, session, client_session (an agent run), door, budget or instance.
         #[arg(long, value_enum, default_value_t = GroupBy::Provider)]
         by: GroupBy,
         /// The whole team's shared spend, from the team ledger in Redis ([team]).
