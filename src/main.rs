@@ -89,6 +89,17 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The ledger's entries as CSV or JSON lines, for a spreadsheet or a warehouse (never prompt text).
+    Export {
+        /// From when: 30d, 24h, a date such as 2026-11-01, or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Until when (exclusive; default now), in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = p402::export::Format::Csv)]
+        format: p402::export::Format,
+    },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
         /// Where to write it.
@@ -158,6 +169,11 @@ fn main() -> ExitCode {
             commands::cache(cli.config.as_deref(), action == CacheAction::Clear, json)
         }
         Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
+        Command::Export {
+            since,
+            until,
+            format,
+        } => commands::export(cli.config.as_deref(), &since, until.as_deref(), format),
         Command::Report {
             since,
             by,

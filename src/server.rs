@@ -330,6 +330,9 @@ async fn route(
             api::cache(state, &runtime, true, &request_id).await
         }
         (Method::GET, "/api/v2/report") => api::report(state, query.as_deref(), &request_id),
+        (Method::GET, "/api/v2/export") => {
+            crate::export::handle(state, query.as_deref(), &request_id).await
+        }
         (Method::GET, "/api/v2/requests") => {
             crate::dashboard::latest(state, query.as_deref(), &request_id)
         }
@@ -384,7 +387,10 @@ fn reads_the_ledger(path: &str) -> bool {
         || path.starts_with("/api/v2/sessions")
         || matches!(
             path,
-            "/api/v2/report" | "/api/v2/budgets" | "/api/v2/dashboard/spend.svg"
+            "/api/v2/report"
+                | "/api/v2/budgets"
+                | "/api/v2/dashboard/spend.svg"
+                | "/api/v2/export"
         )
 }
 

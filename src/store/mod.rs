@@ -674,7 +674,7 @@ fn ledger_key_at(time: DateTime<Utc>) -> Vec<u8> {
 }
 
 /// When the request of ledger key `key` began, if it is a UUIDv7 id.
-fn ledger_key_time(key: &[u8]) -> Option<DateTime<Utc>> {
+pub fn ledger_key_time(key: &[u8]) -> Option<DateTime<Utc>> {
     let hex = std::str::from_utf8(key.strip_prefix(b"req_")?.get(..12)?).ok()?;
     let millis = i64::from_str_radix(hex, 16).ok()?;
     chrono::TimeZone::timestamp_millis_opt(&Utc, millis).single()

@@ -125,3 +125,100 @@ pub async fn run(store: Store, keep: impl Fn() -> Option<chrono::Duration>) {
         tokio::time::sleep(rest).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{self, GroupBy};
+    use crate::store::tests_support::entry_at;
+    use crate::store::Totals;
+
+    /// Old entries are dropped batch by batch until none is left; the
+    /// reports over the whole period, the budgets' and sessions' totals and
+    /// the recent entries are as they were, and a report reaching back past
+    /// the drop says so.
+    #[tokio::test]
+    async fn old_entries_go_and_nothing_that_counts_changes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let now = Utc::now();
+        let accounts = vec!["session:s".to_string(), "budget:b:total".to_string()];
+        let mut old = Vec::new();
+        let mut recent = Vec::new();
+        // Entries settled 20 to 10 days ago, then in the last day.
+        for n in 0..(BATCH as i64 * 2 + 37) {
+            let began = now - chrono::Duration::days(20) + chrono::Duration::minutes(n * 10);
+            let entry = crate::store::LedgerEntry {
+                cost_nanos: n,
+                direct_nanos: 2 * n,
+                ..entry_at(began, chrono::Duration::seconds(3))
+            };
+            store.record(&entry, &accounts).await.expect("record");
+            old.push(entry);
+        }
+        for n in 0..40 {
+            let began = now - chrono::Duration::hours(20) + chrono::Duration::minutes(n * 5);
+            let entry = entry_at(began, chrono::Duration::seconds(1));
+            store.record(&entry, &accounts).await.expect("record");
+            recent.push(entry);
+        }
+        let since = crate::store::rollup::hour_start(crate::store::rollup::hour_of(
+            now - chrono::Duration::days(30),
+        ));
+        let before = report::build(&store, since, GroupBy::Day).expect("report");
+        let totals = store.totals("session:s").expect("totals");
+        assert!(before.entries_dropped_before.is_none());
+
+        // Kept to the millisecond, as the ledger's keys are.
+        let cutoff = chrono::DurationRound::duration_trunc(
+            now - chrono::Duration::days(2),
+            chrono::Duration::milliseconds(1),
+        )
+        .expect("cutoff");
+        let mut rounds = 0;
+        while store.drop_entries_before(cutoff).await.expect("drop") {
+            rounds += 1;
+            assert!(rounds < 10, "the drop does not end");
+        }
+        // Two full batches and a last one.
+        assert_eq!(rounds, 2);
+
+        assert_eq!(store.ledger_len(), recent.len());
+        assert!(store.entry(&old[0].request_id).expect("read").is_none());
+        assert!(store.entry(&old[old.len() - 1].request_id).expect("read").is_none());
+        assert!(store.entry(&recent[0].request_id).expect("read").is_some());
+        assert_eq!(store.entries_dropped_before().expect("mark"), Some(cutoff));
+
+        let after = report::build(&store, since, GroupBy::Day).expect("report");
+        assert_eq!(after.rows, before.rows);
+        assert_eq!(after.total, before.total);
+        assert_eq!(
+            after.entries_dropped_before,
+            Some(cutoff.to_rfc3339()),
+            "the report says it reaches past the entries kept"
+        );
+        let table = report::table_from(&serde_json::to_value(&after).expect("json"));
+        assert!(table.contains("reaches past the ledger entries kept"), "{table}");
+        // From inside an hour whose entries are gone: that whole hour.
+        let inside = old[5].time + chrono::Duration::seconds(1);
+        let whole = report::build(&store, inside, GroupBy::Provider).expect("report");
+        assert_eq!(
+            whole.since,
+            crate::store::rollup::hour_start(crate::store::rollup::hour_of(inside)).to_rfc3339()
+        );
+        // Within the entries kept: nothing to say.
+        let kept = report::build(&store, now - chrono::Duration::days(1), GroupBy::Provider)
+            .expect("report");
+        assert!(kept.entries_dropped_before.is_none());
+        assert_eq!(kept.total.requests, 40);
+
+        assert_eq!(store.totals("session:s").expect("totals"), totals);
+        assert_eq!(
+            store.totals("budget:b:total").expect("totals"),
+            Totals {
+                requests: old.len() as u64 + 40,
+                ..totals
+            }
+        );
+    }
+}

@@ -302,7 +302,7 @@ fn sum_ledger(tx: &WriteTransaction) -> Result<BTreeMap<Vec<u8>, Sums>, StoreErr
 /// How far before a period's start the ledger is read for the entries of
 /// its first, partial hour: an entry's key is the time its request began,
 /// its `time` when it settled, and a long stream settles minutes later.
-const LOOKBACK_SECS: i64 = 15 * 60;
+pub const LOOKBACK_SECS: i64 = 15 * 60;
 
 /// What the ledger adds up to from a time on, as sums by grouping.
 #[derive(Debug, Clone)]
