@@ -610,9 +610,10 @@ fn stream_from_server(
                 .map_err(|e| format!("reading the answer failed: {e}"))?
                 .to_bytes();
             let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(value["error"]["message"]
-                .as_str()
-                .map_or_else(|| format!("the running p402 answered {status}"), str::to_string));
+            return Err(value["error"]["message"].as_str().map_or_else(
+                || format!("the running p402 answered {status}"),
+                str::to_string,
+            ));
         }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("the export broke off: {e}"))?;

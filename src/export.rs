@@ -142,8 +142,12 @@ fn csv_row(entry: &LedgerEntry, out: &mut Vec<u8>) {
         entry.estimated.to_string(),
         forwarded.map(|f| f.endpoint.clone()).unwrap_or_default(),
         forwarded.map(|f| f.status.to_string()).unwrap_or_default(),
-        forwarded.map(|f| f.bytes_in.to_string()).unwrap_or_default(),
-        forwarded.map(|f| f.bytes_out.to_string()).unwrap_or_default(),
+        forwarded
+            .map(|f| f.bytes_in.to_string())
+            .unwrap_or_default(),
+        forwarded
+            .map(|f| f.bytes_out.to_string())
+            .unwrap_or_default(),
     ];
     for (n, field) in fields.iter().enumerate() {
         if n > 0 {
@@ -188,7 +192,11 @@ fn is_number(field: &str) -> bool {
 fn dollars(nanos: i64) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
     let nanos = nanos.unsigned_abs();
-    format!("{sign}{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+    format!(
+        "{sign}{}.{:09}",
+        nanos / 1_000_000_000,
+        nanos % 1_000_000_000
+    )
 }
 
 /// Writes the entries settled from `since` until `until` (exclusive) to
@@ -322,11 +330,7 @@ impl Request {
     /// The query string that asks a running p402 for this export.
     pub fn query(&self) -> String {
         let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let mut query = format!(
-            "since={}&format={}",
-            time(self.since),
-            self.format.name()
-        );
+        let mut query = format!("since={}&format={}", time(self.since), self.format.name());
         if let Some(until) = self.until {
             query.push_str("&until=");
             query.push_str(&time(until));
@@ -364,7 +368,11 @@ fn percent_decoded(value: &str) -> String {
 /// entries, streamed as they are read. The first page is read before the
 /// answer starts, so that a ledger that cannot be read gets an error
 /// status; a failure later ends the stream with a line saying so.
-pub async fn handle(state: &AppState, query: Option<&str>, request_id: &RequestId) -> Response<Body> {
+pub async fn handle(
+    state: &AppState,
+    query: Option<&str>,
+    request_id: &RequestId,
+) -> Response<Body> {
     let asked = match Request::from_query(query, Utc::now()) {
         Ok(asked) => asked,
         Err(error) => return error.into_response(request_id),
@@ -391,7 +399,12 @@ pub async fn handle(state: &AppState, query: Option<&str>, request_id: &RequestI
                 asked.format.failure(&e, &mut line);
                 let _ = tx.blocking_send(Bytes::from(line));
             }
-            (Ok(_), _) => {}
+            // Nothing in the range (JSON lines have no header): an empty
+            // answer.
+            (Ok(_), Some(first)) => {
+                let _ = first.send(Ok(()));
+            }
+            (Ok(_), None) => {}
         }
     });
     match started.await {
@@ -453,11 +466,15 @@ mod tests {
         assert_eq!(asked.format, Format::Csv);
         let time = "2026-11-01T10:00:00.000+01:00";
         let encoded = time.replace('+', "%2B");
-        let asked = Request::from_query(Some(&format!("since=1d&until={encoded}")), now)
-            .expect("query");
+        let asked =
+            Request::from_query(Some(&format!("since=1d&until={encoded}")), now).expect("query");
         assert_eq!(
             asked.until,
-            Some(DateTime::parse_from_rfc3339(time).expect("time").with_timezone(&Utc))
+            Some(
+                DateTime::parse_from_rfc3339(time)
+                    .expect("time")
+                    .with_timezone(&Utc)
+            )
         );
         let again = Request::from_query(Some(&asked.query()), now).expect("round trip");
         assert_eq!(again.until, asked.until);

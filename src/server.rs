@@ -387,10 +387,7 @@ fn reads_the_ledger(path: &str) -> bool {
         || path.starts_with("/api/v2/sessions")
         || matches!(
             path,
-            "/api/v2/report"
-                | "/api/v2/budgets"
-                | "/api/v2/dashboard/spend.svg"
-                | "/api/v2/export"
+            "/api/v2/report" | "/api/v2/budgets" | "/api/v2/dashboard/spend.svg" | "/api/v2/export"
         )
 }
 

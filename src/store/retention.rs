@@ -185,7 +185,10 @@ mod tests {
 
         assert_eq!(store.ledger_len(), recent.len());
         assert!(store.entry(&old[0].request_id).expect("read").is_none());
-        assert!(store.entry(&old[old.len() - 1].request_id).expect("read").is_none());
+        assert!(store
+            .entry(&old[old.len() - 1].request_id)
+            .expect("read")
+            .is_none());
         assert!(store.entry(&recent[0].request_id).expect("read").is_some());
         assert_eq!(store.entries_dropped_before().expect("mark"), Some(cutoff));
 
@@ -198,7 +201,10 @@ mod tests {
             "the report says it reaches past the entries kept"
         );
         let table = report::table_from(&serde_json::to_value(&after).expect("json"));
-        assert!(table.contains("reaches past the ledger entries kept"), "{table}");
+        assert!(
+            table.contains("reaches past the ledger entries kept"),
+            "{table}"
+        );
         // From inside an hour whose entries are gone: that whole hour.
         let inside = old[5].time + chrono::Duration::seconds(1);
         let whole = report::build(&store, inside, GroupBy::Provider).expect("report");
