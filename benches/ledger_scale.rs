@@ -166,18 +166,12 @@ async fn get(client: &reqwest::Client, url: &str) {
 /// The dashboard's refresh as its script makes it: nine reads at once,
 /// then the chart.
 async fn refresh(client: &reqwest::Client, base: &str) {
-    let today = Utc::now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc().to_rfc3339())
-        .unwrap_or_default()
-        .replace('+', "%2B");
-    let week = (Utc::now() - chrono::Duration::days(7))
-        .to_rfc3339()
-        .replace('+', "%2B");
-    let month = (Utc::now() - chrono::Duration::days(30))
-        .to_rfc3339()
-        .replace('+', "%2B");
+    // As the page's periodStarts(): local dates of today, this week's
+    // Monday and the first of the month.
+    use chrono::Datelike;
+    let today = chrono::Local::now().date_naive();
+    let week = today - chrono::Duration::days(i64::from(today.weekday().num_days_from_monday()));
+    let month = today.with_day(1).unwrap_or(today);
     let paths = [
         format!("/api/v2/report?since={today}"),
         format!("/api/v2/report?since={week}"),
@@ -220,8 +214,10 @@ async fn measure(entries: u64, runs: usize) -> Size {
         let store = Store::open(&data).expect("store");
         let since = Utc::now() - chrono::Duration::days(30);
         let started = Instant::now();
+        // From 15 minutes earlier, as the sums do: an entry is keyed by
+        // when its request began, and may have settled after `since`.
         let scanned: Vec<(String, LedgerEntry)> = store
-            .entries_since(since)
+            .entries_since(since - chrono::Duration::minutes(15))
             .map(|e| ("local".to_string(), e.expect("entry")))
             .collect();
         let old = report::build_team(&scanned, since, GroupBy::Provider);
