@@ -64,8 +64,11 @@ pub(super) fn drop_entries(
         ledger.remove(key.as_slice())?;
     }
     // Everything before the last key removed is gone; with the batch not
-    // full, everything before `before`.
-    let gone_before = if keys.len() < at_most {
+    // full, everything before `before`. Nothing removed, nothing to mark:
+    // a ledger younger than the retention has dropped nothing.
+    let gone_before = if keys.is_empty() {
+        None
+    } else if keys.len() < at_most {
         Some(before)
     } else {
         keys.last().and_then(|key| super::ledger_key_time(key))
@@ -85,6 +88,12 @@ impl Store {
     /// Drops one batch of entries settled before `before`; says whether
     /// any such entry is left.
     pub async fn drop_entries_before(&self, before: DateTime<Utc>) -> Result<bool, StoreError> {
+        let end = super::ledger_key_at(before);
+        let due = |first: Option<Vec<u8>>| first.is_some_and(|first| first < end);
+        // Nothing due, no write: most rounds cost the writer nothing.
+        if !due(self.first_key(Table::Ledger)?) {
+            return Ok(false);
+        }
         self.write(Write {
             ops: vec![Op::DropEntries {
                 before,
@@ -93,10 +102,7 @@ impl Store {
             only_if_present: None,
         })
         .await?;
-        let end = super::ledger_key_at(before);
-        Ok(self
-            .first_key(Table::Ledger)?
-            .is_some_and(|first| first < end))
+        Ok(due(self.first_key(Table::Ledger)?))
     }
 
     /// The time before which entries were dropped, if any were.
@@ -168,6 +174,11 @@ mod tests {
         let before = report::build(&store, since, GroupBy::Day).expect("report");
         let totals = store.totals("session:s").expect("totals");
         assert!(before.entries_dropped_before.is_none());
+        // Nothing older than 30 days: nothing dropped, and nothing claimed.
+        let nothing_due = now - chrono::Duration::days(30);
+        assert!(!store.drop_entries_before(nothing_due).await.expect("drop"));
+        assert_eq!(store.entries_dropped_before().expect("mark"), None);
+        assert_eq!(store.ledger_len(), old.len() + recent.len());
 
         // Kept to the millisecond, as the ledger's keys are.
         let cutoff = chrono::DurationRound::duration_trunc(
