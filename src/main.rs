@@ -97,6 +97,7 @@ enum Command {
         /// Until when (exclusive; default now), in the same forms.
         #[arg(long)]
         until: Option<String>,
+        /// csv (a header line, dollars as exact decimals) or jsonl (each entry as the ledger holds it).
         #[arg(long, value_enum, default_value_t = p402::export::Format::Csv)]
         format: p402::export::Format,
     },

@@ -381,7 +381,7 @@ fn session_prefix(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The endpoints that answer from the ledger: an audited request, sessions'
-/// spend, the report and the budgets.
+/// spend, the report, the budgets, the chart and the export.
 fn reads_the_ledger(path: &str) -> bool {
     path.starts_with("/api/v2/requests")
         || path.starts_with("/api/v2/sessions")
