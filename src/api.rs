@@ -372,7 +372,7 @@ pub fn report(
         let by = report::GroupBy::parse(&by).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_query",
-                format!("by `{by}` must be provider, model, day, session or client_session"),
+                format!("by `{by}` must be provider, model, day, session, client_session, door, budget or instance"),
             )
         })?;
         report::build(state.book().store(), since, by)

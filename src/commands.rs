@@ -533,6 +533,134 @@ pub fn report(
     }
 }
 
+/// `p402 export`: the ledger's entries to stdout, from the running p402
+/// (which holds the database) or, without one, from the database directly.
+pub fn export(
+    explicit: Option<&Path>,
+    since: &str,
+    until: Option<&str>,
+    format: crate::export::Format,
+) -> ExitCode {
+    let now = chrono::Utc::now();
+    let Some(start) = crate::report::parse_since(since, now) else {
+        eprintln!("p402 export: --since `{since}` is not a span (30d, 24h), a date (2026-11-01) or a time");
+        return ExitCode::from(2);
+    };
+    let end = match until.map(|until| (until, crate::report::parse_since(until, now))) {
+        None => None,
+        Some((_, Some(end))) => Some(end),
+        Some((until, None)) => {
+            eprintln!("p402 export: --until `{until}` is not a span (30d, 24h), a date (2026-11-01) or a time");
+            return ExitCode::from(2);
+        }
+    };
+    let asked = crate::export::Request {
+        since: start,
+        until: end,
+        format,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = load_config(explicit).and_then(|loaded| {
+        let path = format!("/api/v2/export?{}", asked.query());
+        if stream_from_server(&loaded.config, &path, &mut out)? {
+            return Ok(());
+        }
+        let store = open_store(&crate::serve::data_dir(&loaded.config))?;
+        match crate::export::write_to(&store, asked.since, asked.until, asked.format, &mut out) {
+            Ok(_) => Ok(()),
+            Err(crate::export::ExportError::Io(e)) if reader_left(&e) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p402 export: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// GETs `path` from the running p402 and copies its body to `out` as it
+/// arrives; `false` when nothing listens.
+fn stream_from_server(
+    config: &crate::config::Config,
+    path: &str,
+    out: &mut impl Write,
+) -> Result<bool, String> {
+    use http_body_util::BodyExt;
+    let mut addr = *config.server.listen.get_ref();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
+            .map_err(|e| format!("TLS set-up failed: {e}"))?;
+        let mut request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(format!("http://{addr}{path}"));
+        if let Some(key) = config.server.api_keys.first() {
+            request = request.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.get_ref()),
+            );
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| format!("bad request: {e}"))?;
+        let response =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request))
+                .await
+            {
+                Ok(Ok(response)) => response,
+                Ok(Err(crate::upstream::UpstreamError::Connect(_))) => return Ok(false),
+                Ok(Err(e)) => {
+                    return Err(format!("the running p402 at {addr} did not answer: {e}"))
+                }
+                Err(_) => return Err(format!("the running p402 at {addr} did not answer in time")),
+            };
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer failed: {e}"))?
+                .to_bytes();
+            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(value["error"]["message"].as_str().map_or_else(
+                || format!("the running p402 answered {status}"),
+                str::to_string,
+            ));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("the export broke off: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                match out.write_all(&data) {
+                    Ok(()) => {}
+                    Err(e) if reader_left(&e) => return Ok(true),
+                    Err(e) => return Err(format!("writing the export failed: {e}")),
+                }
+            }
+        }
+        match out.flush() {
+            Err(e) if !reader_left(&e) => Err(format!("writing the export failed: {e}")),
+            _ => Ok(true),
+        }
+    })
+}
+
+/// Whether the reader of stdout stopped early (`p402 export | head`),
+/// which is not a failure of the export.
+fn reader_left(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::BrokenPipe
+}
+
 /// A small runtime for a command run without the server that reads the
 /// team store, which it connects `book` to (if `[team]` names one).
 fn offline_team(

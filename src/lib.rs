@@ -31,6 +31,7 @@ mod door;
 pub mod embed;
 mod embeddings;
 mod error;
+pub mod export;
 mod forward;
 pub mod ids;
 mod limits;

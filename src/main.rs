@@ -49,7 +49,7 @@ enum Command {
         /// How far back: 7d, 24h, 2w, or a date such as 2026-11-01.
         #[arg(long, default_value = "7d")]
         since: String,
-        /// Group by provider, model, day, session, client_session (an agent run) or instance.
+        /// Group by provider, model, day, session, client_session (an agent run), door, budget or instance.
         #[arg(long, value_enum, default_value_t = GroupBy::Provider)]
         by: GroupBy,
         /// The whole team's shared spend, from the team ledger in Redis ([team]).
@@ -92,6 +92,18 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// The ledger's entries as CSV or JSON lines, for a spreadsheet or a warehouse (never prompt text).
+    Export {
+        /// From when: 30d, 24h, a date such as 2026-11-01, or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Until when (exclusive; default now), in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// csv (a header line, dollars as exact decimals) or jsonl (each entry as the ledger holds it).
+        #[arg(long, value_enum, default_value_t = p402::export::Format::Csv)]
+        format: p402::export::Format,
     },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
@@ -174,6 +186,11 @@ fn main() -> ExitCode {
             commands::cache(cli.config.as_deref(), action == CacheAction::Clear, json)
         }
         Command::Sessions { json } => commands::sessions(cli.config.as_deref(), json),
+        Command::Export {
+            since,
+            until,
+            format,
+        } => commands::export(cli.config.as_deref(), &since, until.as_deref(), format),
         Command::Report {
             since,
             by,

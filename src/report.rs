@@ -1,6 +1,11 @@
 //! Spend reports from the ledger: what was spent, what the requested models
 //! would have cost, and what routing and the cache saved, grouped by
-//! provider, model, day, session or the client's own session.
+//! provider, model, day, session, the client's own session, door or budget.
+//!
+//! A report adds up the ledger's hourly sums (`store::rollup`), not its
+//! entries, so it costs the same whatever the ledger's size; a period that
+//! reaches past the entries kept (`[ledger] keep_entries_days`) is still
+//! answered, and says so.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +17,7 @@ use serde_json::{json, Value};
 use crate::budget::{Account, Book};
 use crate::config::Config;
 use crate::money::Usd;
+use crate::store::rollup::{Dims, Part, Sums};
 use crate::store::{LedgerEntry, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -28,6 +34,11 @@ pub enum GroupBy {
     /// The p402 that served the request (in the team ledger; `local` in
     /// this machine's own).
     Instance,
+    /// The API the client called (`chat`, `messages`, `responses`, ...).
+    Door,
+    /// The file-declared budget charged; a request charged to two budgets
+    /// is in both rows.
+    Budget,
 }
 
 impl GroupBy {
@@ -39,29 +50,34 @@ impl GroupBy {
             "session" => Some(GroupBy::Session),
             "client_session" => Some(GroupBy::ClientSession),
             "instance" => Some(GroupBy::Instance),
+            "door" => Some(GroupBy::Door),
+            "budget" => Some(GroupBy::Budget),
             _ => None,
         }
     }
 
-    fn key(self, entry: &LedgerEntry, instance: &str) -> String {
-        match self {
+    /// The rows a part counts in: one, except for a request charged to
+    /// several budgets grouped by budget.
+    fn keys(self, part: &Part, instance: &str) -> Vec<String> {
+        let dims = &part.dims;
+        let one = match self {
             GroupBy::Instance => instance.to_string(),
-            GroupBy::Provider => entry.provider.clone(),
-            GroupBy::Model => format!(
-                "{}/{}",
-                entry.provider,
-                entry.model.as_deref().unwrap_or("-")
-            ),
-            GroupBy::Day => entry.time.with_timezone(&Local).date_naive().to_string(),
-            GroupBy::Session => entry
+            GroupBy::Provider => dims.provider.clone(),
+            GroupBy::Model => format!("{}/{}", dims.provider, dims.model.as_deref().unwrap_or("-")),
+            GroupBy::Day => part.time.with_timezone(&Local).date_naive().to_string(),
+            GroupBy::Session => dims
                 .session
                 .clone()
                 .unwrap_or_else(|| "(no session)".to_string()),
-            GroupBy::ClientSession => entry
+            GroupBy::ClientSession => dims
                 .client_session
                 .clone()
                 .unwrap_or_else(|| "(no client session)".to_string()),
-        }
+            GroupBy::Door => dims.door.clone().unwrap_or_else(|| "(no door)".to_string()),
+            GroupBy::Budget if dims.budgets.is_empty() => "(no budget)".to_string(),
+            GroupBy::Budget => return dims.budgets.clone(),
+        };
+        vec![one]
     }
 }
 
@@ -110,45 +126,22 @@ pub struct Row {
     pub output_tokens: u64,
 }
 
-#[derive(Default)]
-struct Sum {
-    requests: u64,
-    cost: Usd,
-    direct: Usd,
-    cache_savings: Usd,
-    cached: u64,
-    estimated: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-}
-
-impl Sum {
-    fn add(&mut self, entry: &LedgerEntry) {
-        self.requests += 1;
-        self.cost += entry.cost();
-        self.direct += entry.direct();
-        if entry.cached {
-            self.cached += 1;
-            self.cache_savings += entry.direct() - entry.cost();
-        }
-        self.estimated += u64::from(entry.estimated);
-        self.input_tokens += entry.input_tokens;
-        self.output_tokens += entry.output_tokens;
-    }
-
-    fn row(&self, key: String) -> Row {
-        Row {
-            key,
-            requests: self.requests,
-            cost_usd: self.cost.to_dollars(),
-            direct_cost_usd: self.direct.to_dollars(),
-            savings_usd: (self.direct - self.cost).to_dollars(),
-            cache_savings_usd: self.cache_savings.to_dollars(),
-            cached_requests: self.cached,
-            estimated_requests: self.estimated,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-        }
+/// A row's sums as the report shows them; money turns into dollars here,
+/// at the JSON edge, and nowhere before.
+fn row(key: String, sums: &Sums) -> Row {
+    let cost = Usd::from_nanos(sums.cost_nanos);
+    let direct = Usd::from_nanos(sums.direct_nanos);
+    Row {
+        key,
+        requests: sums.requests,
+        cost_usd: cost.to_dollars(),
+        direct_cost_usd: direct.to_dollars(),
+        savings_usd: (direct - cost).to_dollars(),
+        cache_savings_usd: Usd::from_nanos(sums.cache_savings_nanos).to_dollars(),
+        cached_requests: sums.cached,
+        estimated_requests: sums.estimated,
+        input_tokens: sums.input_tokens,
+        output_tokens: sums.output_tokens,
     }
 }
 
@@ -158,35 +151,66 @@ pub struct Report {
     pub by: GroupBy,
     pub rows: Vec<Row>,
     pub total: Row,
+    /// Set when the period reaches past the entries kept: the time before
+    /// which they were dropped. The report is still whole, from the hourly
+    /// sums, but starts at the hour of `since` rather than to the second
+    /// when that hour's entries are gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries_dropped_before: Option<String>,
 }
 
+/// The report of this machine's ledger, from its hourly sums.
 pub fn build(store: &Store, since: DateTime<Utc>, by: GroupBy) -> Result<Report, StoreError> {
-    let mut entries = Vec::new();
-    for entry in store.entries_since(since) {
-        entries.push(("local".to_string(), entry?));
-    }
-    Ok(summarize(&entries, since, by))
+    let period = store.period(since)?;
+    let mut report = summarize(
+        period.parts.iter().map(|part| ("local", part)),
+        period.start,
+        by,
+    );
+    report.entries_dropped_before = period.entries_dropped_before.map(|t| t.to_rfc3339());
+    Ok(report)
 }
 
 /// The report of the team ledger's entries: (instance, entry).
 pub fn build_team(entries: &[(String, LedgerEntry)], since: DateTime<Utc>, by: GroupBy) -> Report {
-    summarize(entries, since, by)
+    let parts: Vec<(&str, Part)> = entries
+        .iter()
+        .map(|(instance, entry)| {
+            let part = Part {
+                time: entry.time,
+                dims: Dims::of(entry),
+                sums: Sums::of(entry),
+            };
+            (instance.as_str(), part)
+        })
+        .collect();
+    summarize(
+        parts.iter().map(|(instance, part)| (*instance, part)),
+        since,
+        by,
+    )
 }
 
-fn summarize(entries: &[(String, LedgerEntry)], since: DateTime<Utc>, by: GroupBy) -> Report {
-    let mut groups: BTreeMap<String, Sum> = BTreeMap::new();
-    let mut total = Sum::default();
-    for (instance, entry) in entries {
-        if entry.time < since {
+fn summarize<'a>(
+    parts: impl Iterator<Item = (&'a str, &'a Part)>,
+    since: DateTime<Utc>,
+    by: GroupBy,
+) -> Report {
+    let mut groups: BTreeMap<String, Sums> = BTreeMap::new();
+    let mut total = Sums::default();
+    for (instance, part) in parts {
+        if part.time < since {
             continue;
         }
-        groups
-            .entry(by.key(entry, instance))
-            .or_default()
-            .add(entry);
-        total.add(entry);
+        for key in by.keys(part, instance) {
+            groups.entry(key).or_default().add(&part.sums);
+        }
+        total.add(&part.sums);
     }
-    let mut rows: Vec<Row> = groups.into_iter().map(|(key, sum)| sum.row(key)).collect();
+    let mut rows: Vec<Row> = groups
+        .into_iter()
+        .map(|(key, sums)| row(key, &sums))
+        .collect();
     if by != GroupBy::Day {
         rows.sort_by(|a, b| b.cost_usd.total_cmp(&a.cost_usd).then(a.key.cmp(&b.key)));
     }
@@ -194,7 +218,8 @@ fn summarize(entries: &[(String, LedgerEntry)], since: DateTime<Utc>, by: GroupB
         since: since.to_rfc3339(),
         by,
         rows,
-        total: total.row("total".to_string()),
+        total: row("total".to_string(), &total),
+        entries_dropped_before: None,
     }
 }
 
@@ -346,6 +371,12 @@ pub fn table_from(value: &Value) -> String {
         Ok(report) => {
             let mut out = String::new();
             let _ = writeln!(out, "since {} by {}", report.since, report.by);
+            if let Some(dropped) = &report.entries_dropped_before {
+                let _ = writeln!(
+                    out,
+                    "(this period reaches past the ledger entries kept, which start at {dropped}; it is answered from the hourly sums)"
+                );
+            }
             let _ = writeln!(
                 out,
                 "{:<40} {:>8} {:>12} {:>12} {:>12} {:>12}",
@@ -373,6 +404,8 @@ pub fn table_from(value: &Value) -> String {
 struct ReportView {
     since: String,
     by: String,
+    #[serde(default)]
+    entries_dropped_before: Option<String>,
     rows: Vec<RowView>,
     total: RowView,
 }
@@ -405,6 +438,192 @@ mod tests {
         assert_eq!(parse_since("7y", now), None);
         for odd in ["é", "7é", "é7d", "1\u{1F600}", "\u{1F600}"] {
             assert_eq!(parse_since(odd, now), None, "{odd}");
+        }
+    }
+
+    /// The report as p402 computed it before the hourly sums: every entry
+    /// since `since`, read from the ledger and added up one by one. Kept
+    /// here as the reference the sums must agree with.
+    fn scanned(store: &Store, since: DateTime<Utc>, by: GroupBy) -> Vec<(String, Vec<i64>)> {
+        let mut groups: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut total = vec![0i64; 8];
+        for entry in store.entries_since(since - Duration::minutes(15)) {
+            let entry = entry.expect("entry");
+            if entry.time < since {
+                continue;
+            }
+            let part = Part {
+                time: entry.time,
+                dims: Dims::of(&entry),
+                sums: Sums::default(),
+            };
+            let cached = i64::from(entry.cached);
+            let add = |sum: &mut Vec<i64>| {
+                sum[0] += 1;
+                sum[1] += entry.cost_nanos;
+                sum[2] += entry.direct_nanos;
+                sum[3] += cached * (entry.direct_nanos - entry.cost_nanos);
+                sum[4] += cached;
+                sum[5] += i64::from(entry.estimated);
+                sum[6] += i64::try_from(entry.input_tokens).expect("tokens");
+                sum[7] += i64::try_from(entry.output_tokens).expect("tokens");
+            };
+            for key in by.keys(&part, "local") {
+                add(groups.entry(key).or_insert_with(|| vec![0; 8]));
+            }
+            add(&mut total);
+        }
+        groups.insert("total".to_string(), total);
+        groups.into_iter().collect()
+    }
+
+    /// The same figures from a report, in nano-dollars (exact: every
+    /// amount is a whole number of nano-dollars).
+    fn reported(report: &Report) -> Vec<(String, Vec<i64>)> {
+        let nanos = |usd: f64| (usd * 1e9).round() as i64;
+        let mut rows: Vec<(String, Vec<i64>)> = report
+            .rows
+            .iter()
+            .chain(std::iter::once(&report.total))
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    vec![
+                        i64::try_from(r.requests).expect("n"),
+                        nanos(r.cost_usd),
+                        nanos(r.direct_cost_usd),
+                        nanos(r.cache_savings_usd),
+                        i64::try_from(r.cached_requests).expect("n"),
+                        i64::try_from(r.estimated_requests).expect("n"),
+                        i64::try_from(r.input_tokens).expect("n"),
+                        i64::try_from(r.output_tokens).expect("n"),
+                    ],
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// A ledger written before the hourly sums existed: entries only, and
+    /// no mark that the sums were built.
+    fn old_ledger(dir: &std::path::Path, entries: &[LedgerEntry]) {
+        use crate::store::{Op, Table, Write};
+        let store = Store::open(dir).expect("store");
+        let mut ops: Vec<Op> = entries
+            .iter()
+            .map(|e| {
+                Op::Put(
+                    Table::Ledger,
+                    e.request_id.clone().into_bytes(),
+                    serde_json::to_vec(e).expect("json"),
+                )
+            })
+            .collect();
+        ops.push(Op::Clear(Table::Rollup));
+        ops.push(Op::Clear(Table::Meta));
+        store
+            .write_blocking(
+                Write {
+                    ops,
+                    only_if_present: None,
+                },
+                true,
+            )
+            .expect("write");
+    }
+
+    /// Three days of varied traffic, a request every 7 minutes.
+    fn traffic(now: DateTime<Utc>) -> Vec<LedgerEntry> {
+        let mut entries = Vec::new();
+        for n in 0..(3 * 24 * 60 / 7) {
+            let began = now - Duration::minutes(7 * n + 3);
+            let mut entry = crate::store::tests_support::entry_at(began, Duration::seconds(n % 40));
+            entry.provider = ["openai", "anthropic", "groq", "cache"][(n % 4) as usize].into();
+            entry.model = (n % 5 != 0).then(|| format!("m{}", n % 3));
+            entry.door = (n % 6 != 0).then(|| ["chat", "messages"][(n % 2) as usize].into());
+            entry.session = (n % 3 == 0).then(|| format!("ses_{}", n % 2));
+            entry.client_session = (n % 4 == 1).then(|| format!("run{}", n / 50));
+            entry.budgets = match n % 5 {
+                0 => vec![],
+                1 => vec!["laptop".into()],
+                _ => vec!["laptop".into(), "global".into()],
+            };
+            entry.cached = entry.provider == "cache";
+            entry.estimated = n % 7 == 0;
+            entry.input_tokens = (n * 13 % 900) as u64;
+            entry.output_tokens = (n * 7 % 300) as u64;
+            entry.cost_nanos = if entry.cached { 0 } else { n * 1_003 % 97_000 };
+            entry.direct_nanos = entry.cost_nanos + n * 311 % 50_000;
+            entries.push(entry);
+        }
+        entries
+    }
+
+    /// A ledger from before the hourly sums is summed once when opened, and
+    /// every report from the sums then equals the old full scan of its
+    /// entries: by every grouping, from a whole hour, from inside an hour
+    /// and from before the first entry.
+    #[test]
+    fn a_migrated_ledger_reports_what_the_old_scan_did() {
+        let dir = tempfile::tempdir().expect("dir");
+        let now = Utc::now();
+        old_ledger(dir.path(), &traffic(now));
+        let store = Store::open(dir.path()).expect("migrated");
+        let hour = crate::store::rollup::hour_start(crate::store::rollup::hour_of(now));
+        let starts = [
+            hour - Duration::hours(30),
+            now - Duration::hours(30),
+            now - Duration::minutes(25),
+            now - Duration::days(7),
+        ];
+        let all = [
+            GroupBy::Provider,
+            GroupBy::Model,
+            GroupBy::Day,
+            GroupBy::Session,
+            GroupBy::ClientSession,
+            GroupBy::Instance,
+            GroupBy::Door,
+            GroupBy::Budget,
+        ];
+        for since in starts {
+            for by in all {
+                let report = build(&store, since, by).expect("report");
+                assert!(report.total.requests > 0, "{since} {by:?}");
+                assert_eq!(
+                    reported(&report),
+                    scanned(&store, since, by),
+                    "{since} {by:?}"
+                );
+            }
+        }
+        // Built once: a second open finds the sums and leaves them.
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopened");
+        let again = build(&store, starts[3], GroupBy::Model).expect("report");
+        assert_eq!(reported(&again), scanned(&store, starts[3], GroupBy::Model));
+    }
+
+    /// Settlements keep the sums as they go: entries recorded after the
+    /// migration add to the rows the migration built, once each.
+    #[tokio::test]
+    async fn settlements_add_to_migrated_sums() {
+        let dir = tempfile::tempdir().expect("dir");
+        let now = Utc::now();
+        let traffic = traffic(now);
+        old_ledger(dir.path(), &traffic[..50]);
+        let store = Store::open(dir.path()).expect("migrated");
+        for entry in &traffic[50..120] {
+            store.record(entry, &[]).await.expect("record");
+        }
+        // A settlement written again (after a failed commit) counts once.
+        store.record(&traffic[60], &[]).await.expect("again");
+        let since = now - Duration::days(4);
+        for by in [GroupBy::Provider, GroupBy::Budget, GroupBy::Day] {
+            let report = build(&store, since, by).expect("report");
+            assert_eq!(report.total.requests, 120);
+            assert_eq!(reported(&report), scanned(&store, since, by), "{by:?}");
         }
     }
 

@@ -169,6 +169,11 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         state.clone(),
         data_dir_of(&state),
     )));
+    let kept = state.clone();
+    background.push(tokio::spawn(crate::store::retention::run(
+        state.book().store().clone(),
+        move || kept.runtime().config().ledger.keep(),
+    )));
     tokio::task::spawn_blocking(tokens::warm_up);
     if usable == 0 {
         tracing::warn!("no provider has a key: set e.g. OPENAI_API_KEY, or configure a local server under [providers]");

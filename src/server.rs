@@ -354,6 +354,15 @@ async fn route(
             Ok(viewer) => api::report(state, query.as_deref(), &request_id, &viewer),
             Err(error) => error.into_response(&request_id),
         },
+        // Every key's entries: the admin key's to read, as clearing the
+        // cache is.
+        (Method::GET, "/api/v2/export") => match viewer() {
+            Ok(viewer) => match viewer.admin("exporting the ledger") {
+                Ok(()) => crate::export::handle(state, query.as_deref(), &request_id).await,
+                Err(error) => error.into_response(&request_id),
+            },
+            Err(error) => error.into_response(&request_id),
+        },
         (Method::GET, "/api/v2/requests") => match viewer() {
             Ok(viewer) => crate::dashboard::latest(state, query.as_deref(), &request_id, &viewer),
             Err(error) => error.into_response(&request_id),
@@ -404,13 +413,13 @@ fn session_prefix(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The endpoints that answer from the ledger: an audited request, sessions'
-/// spend, the report and the budgets.
+/// spend, the report, the budgets, the chart and the export.
 fn reads_the_ledger(path: &str) -> bool {
     path.starts_with("/api/v2/requests")
         || path.starts_with("/api/v2/sessions")
         || matches!(
             path,
-            "/api/v2/report" | "/api/v2/budgets" | "/api/v2/dashboard/spend.svg"
+            "/api/v2/report" | "/api/v2/budgets" | "/api/v2/dashboard/spend.svg" | "/api/v2/export"
         )
 }
 

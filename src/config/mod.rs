@@ -137,6 +137,16 @@ mod tests {
     }
 
     #[test]
+    fn the_ledger_keeps_90_days_unless_told_and_0_keeps_all() {
+        let default = parse("p402.toml", "").expect("valid");
+        assert_eq!(default.ledger.keep(), Some(chrono::Duration::days(90)));
+        let all = parse("p402.toml", "[ledger]\nkeep_entries_days = 0\n").expect("valid");
+        assert_eq!(all.ledger.keep(), None);
+        assert!(error_of("[ledger]\nkeep_entries_days = -1\n").contains("p402.toml:2"));
+        assert!(error_of("[ledger]\nkeep_days = 3\n").contains("unknown field"));
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let config = parse("p402.toml", "").expect("empty config is valid");
         assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);

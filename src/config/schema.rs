@@ -34,6 +34,33 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub team: TeamConfig,
     pub alerts: super::guards::AlertsConfig,
+    pub ledger: LedgerConfig,
+}
+
+/// How long this machine's ledger keeps each settled request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Entries older than this many days are dropped; 0 keeps them all.
+    /// Reports over any period still work: they read the hourly sums,
+    /// which are kept for good. Budgets and sessions never read entries.
+    pub keep_entries_days: u32,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            keep_entries_days: 90,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// How long entries are kept, or `None` to keep them all.
+    pub fn keep(&self) -> Option<chrono::Duration> {
+        (self.keep_entries_days > 0)
+            .then(|| chrono::Duration::days(i64::from(self.keep_entries_days)))
+    }
 }
 
 /// The Redis that budgets marked `shared = true` live in (SPEC §11).

@@ -2,7 +2,9 @@
 //! hour or day, one colour per provider. Drawn in Rust rather than with a
 //! charting library in the page so that the binary ships no third-party
 //! JavaScript, the page needs nothing from outside the machine, and the
-//! chart's numbers come from the same ledger sums as the report's.
+//! chart's numbers come from the same ledger sums as the report's: the
+//! hourly sums (`store::rollup`), so that drawing 30 days costs the same at
+//! any size of ledger.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,7 +12,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Duration, DurationRound, Local, TimeZone, Utc};
 
 use crate::money::Usd;
-use crate::store::{LedgerEntry, StoreError};
+use crate::store::rollup::Part;
 
 /// The colours of the providers, in the order they first appear; the same
 /// provider keeps its colour across refreshes when the set does not change.
@@ -62,13 +64,9 @@ impl Step {
     }
 }
 
-/// The SVG of spend per bucket by provider, from `entries` since `since`.
-pub fn spend(
-    entries: impl Iterator<Item = Result<LedgerEntry, StoreError>>,
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-    step: Step,
-) -> Result<String, StoreError> {
+/// The SVG of spend per bucket by provider, from the ledger's `parts`
+/// since `since`.
+pub fn spend(parts: &[Part], since: DateTime<Utc>, now: DateTime<Utc>, step: Step) -> String {
     let first = step.floor(since);
     let mut buckets: Vec<DateTime<Utc>> = Vec::new();
     let mut at = first;
@@ -79,28 +77,23 @@ pub fn spend(
     // bucket index -> provider -> spend
     let mut sums: Vec<BTreeMap<String, Usd>> = vec![BTreeMap::new(); buckets.len()];
     let mut providers: Vec<String> = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        if entry.time < since || entry.cost_nanos == 0 {
+    for part in parts {
+        if part.time < since || part.sums.cost_nanos == 0 {
             continue;
         }
-        let bucket = step.floor(entry.time);
-        let Some(index) = buckets.iter().position(|b| *b == bucket) else {
+        // The buckets are in time order.
+        let Ok(index) = buckets.binary_search(&step.floor(part.time)) else {
             continue;
         };
-        if !providers.contains(&entry.provider) {
-            providers.push(entry.provider.clone());
+        let provider = &part.dims.provider;
+        if !providers.contains(provider) {
+            providers.push(provider.clone());
         }
-        *sums[index]
-            .entry(entry.provider.clone())
-            .or_insert(Usd::ZERO) = sums[index]
-            .get(&entry.provider)
-            .copied()
-            .unwrap_or(Usd::ZERO)
-            + entry.cost();
+        *sums[index].entry(provider.clone()).or_insert(Usd::ZERO) +=
+            Usd::from_nanos(part.sums.cost_nanos);
     }
     providers.sort();
-    Ok(render(&buckets, &sums, &providers, step))
+    render(&buckets, &sums, &providers, step)
 }
 
 /// Text made safe to place in the SVG (provider names come from the
@@ -240,8 +233,8 @@ fn format_dollars(value: f64) -> String {
 mod tests {
     use super::*;
 
-    fn entry(provider: &str, time: DateTime<Utc>, nanos: i64) -> Result<LedgerEntry, StoreError> {
-        Ok(LedgerEntry {
+    fn entry(provider: &str, time: DateTime<Utc>, nanos: i64) -> Part {
+        let entry = crate::store::LedgerEntry {
             door: None,
             time,
             request_id: format!("req_{nanos}"),
@@ -258,7 +251,12 @@ mod tests {
             estimated: false,
             client_session: None,
             forwarded: None,
-        })
+        };
+        Part {
+            time,
+            dims: crate::store::rollup::Dims::of(&entry),
+            sums: crate::store::rollup::Sums::of(&entry),
+        }
     }
 
     #[test]
@@ -266,35 +264,32 @@ mod tests {
         let now = Utc::now();
         let since = now - Duration::hours(3);
         let svg = spend(
-            vec![
+            &[
                 entry("openai", now - Duration::minutes(30), 2_000_000),
                 entry("anthropic", now - Duration::minutes(20), 1_000_000),
                 entry("cache", now - Duration::minutes(10), 0),
                 entry("openai", now - Duration::days(3), 5_000_000),
-            ]
-            .into_iter(),
+            ],
             since,
             now,
             Step::Hour,
-        )
-        .expect("svg");
+        );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert_eq!(svg.matches("<title>").count(), 2, "{svg}");
         assert!(svg.contains("openai: $0.002"), "{svg}");
         assert!(svg.contains("anthropic: $0.001"), "{svg}");
         assert!(!svg.contains("cache"), "{svg}");
         let odd = spend(
-            vec![entry("<b>&", now - Duration::minutes(5), 1)].into_iter(),
+            &[entry("<b>&", now - Duration::minutes(5), 1)],
             since,
             now,
             Step::Hour,
-        )
-        .expect("svg");
+        );
         assert!(
             odd.contains("&lt;b&gt;&amp;") && !odd.contains("<b>"),
             "{odd}"
         );
-        let empty = spend(std::iter::empty(), since, now, Step::Day).expect("svg");
+        let empty = spend(&[], since, now, Step::Day);
         assert!(empty.contains("no spend in this period"));
     }
 

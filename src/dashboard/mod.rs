@@ -115,9 +115,9 @@ pub fn spend(state: &AppState, query: Option<&str>, request_id: &RequestId) -> R
         )
         .into_response(request_id);
     };
-    let entries = state.book().store().entries_since(since);
-    match chart::spend(entries, since, now, step) {
-        Ok(svg) => {
+    match state.book().store().period(since) {
+        Ok(period) => {
+            let svg = chart::spend(&period.parts, period.start, now, step);
             let mut response = Response::new(crate::body::full(bytes::Bytes::from(svg)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -16,8 +16,14 @@
 //! sled could rule it out. redb runs no threads of its own: a write is done
 //! by the thread that commits it. Data dirs from before are migrated once
 //! (`migrate`).
+//!
+//! Reports read hourly sums (`rollup`) kept in the same transactions as the
+//! entries, never the entries themselves, so that their cost does not grow
+//! with the ledger; old entries are dropped (`retention`).
 
 mod migrate;
+pub mod retention;
+pub mod rollup;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -104,16 +110,22 @@ pub enum Table {
     /// `<account>@<threshold>` -> a budget alert and its delivery (JSON,
     /// see `alerts`).
     Alerts,
+    /// hour and grouping -> the ledger's sums for them (`rollup`).
+    Rollup,
+    /// The database's own marks: the sums' version, the retention mark.
+    Meta,
 }
 
 impl Table {
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 8] = [
         Table::Ledger,
         Table::Sessions,
         Table::Spend,
         Table::Cache,
         Table::CacheIndex,
         Table::Alerts,
+        Table::Rollup,
+        Table::Meta,
     ];
 
     /// The names are sled's tree names, so that a migrated data dir reads
@@ -126,6 +138,8 @@ impl Table {
             Table::Cache => "cache",
             Table::CacheIndex => "cache_index",
             Table::Alerts => "alerts",
+            Table::Rollup => "rollup",
+            Table::Meta => "meta",
         }
     }
 
@@ -140,6 +154,12 @@ pub enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
     Remove(Table, Vec<u8>),
     Clear(Table),
+    /// Remove up to `at_most` ledger entries begun before `before`
+    /// (`retention`).
+    DropEntries {
+        before: DateTime<Utc>,
+        at_most: usize,
+    },
 }
 
 /// Changes applied together, atomically.
@@ -324,6 +344,7 @@ impl Store {
                 Ok(db) => break db,
             }
         };
+        rollup::build_if_missing(&db)?;
         // Best effort: only the message of a second p402 depends on it.
         let _ = std::fs::write(dir.join(PID_FILE), std::process::id().to_string());
         let db: Slot = Arc::new(arc_swap::ArcSwapOption::from_pointee(db));
@@ -474,6 +495,7 @@ impl Store {
             accounts: accounts.to_vec(),
             cost_nanos: entry.cost_nanos,
             direct_nanos: entry.direct_nanos,
+            rollup: rollup::Addition::of(entry)?,
         })
     }
 
@@ -482,6 +504,14 @@ impl Store {
         let tx = self.db()?.begin_read()?;
         let table = tx.open_table(table.definition())?;
         Ok(table.get(key)?.map(|value| value.value().to_vec()))
+    }
+
+    /// The smallest key in `table`.
+    pub fn first_key(&self, table: Table) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let table = tx.open_table(table.definition())?;
+        let first = table.first()?.map(|(key, _)| key.value().to_vec());
+        Ok(first)
     }
 
     /// The greatest key in `table`.
@@ -541,8 +571,7 @@ impl Store {
         &self,
         since: DateTime<Utc>,
     ) -> Box<dyn Iterator<Item = Result<LedgerEntry, StoreError>>> {
-        let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
-        let start = format!("req_{millis:012x}").into_bytes();
+        let start = ledger_key_at(since);
         let range = self
             .db()
             .and_then(|db| Ok(db.begin_read()?))
@@ -555,6 +584,39 @@ impl Store {
             })),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
+    }
+
+    /// What the ledger adds up to from `since` on, from the hourly sums
+    /// (see [`rollup::period`]): what every report and chart reads.
+    pub fn period(&self, since: DateTime<Utc>) -> Result<rollup::Period, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        rollup::period(&tx, since)
+    }
+
+    /// Up to `limit` ledger entries whose requests began from `from` and
+    /// after the key `after` (the last of the previous page), oldest first:
+    /// for readers that go through a long stretch of the ledger in pages,
+    /// each its own snapshot, holding no transaction between them.
+    pub fn entries_page(
+        &self,
+        from: DateTime<Utc>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, LedgerEntry)>, StoreError> {
+        use std::ops::Bound;
+        let start = ledger_key_at(from);
+        let lower = match after {
+            Some(after) if after >= start.as_slice() => Bound::Excluded(after),
+            _ => Bound::Included(start.as_slice()),
+        };
+        let tx = self.db()?.begin_read()?;
+        let table = tx.open_table(Table::Ledger.definition())?;
+        let mut page = Vec::with_capacity(limit.min(4096));
+        for item in table.range::<&[u8]>((lower, Bound::Unbounded))?.take(limit) {
+            let (key, value) = item?;
+            page.push((key.value().to_vec(), serde_json::from_slice(value.value())?));
+        }
+        Ok(page)
     }
 
     /// The latest `limit` ledger entries, newest first.
@@ -608,9 +670,40 @@ impl Store {
     }
 }
 
+/// The first ledger key of requests begun at `time`. Request ids are
+/// `req_` and a UUIDv7, whose first 12 hex digits are the milliseconds since
+/// 1970, so keys sort by the time their request began.
+fn ledger_key_at(time: DateTime<Utc>) -> Vec<u8> {
+    let millis = u64::try_from(time.timestamp_millis()).unwrap_or(0);
+    format!("req_{millis:012x}").into_bytes()
+}
+
+/// When the request of ledger key `key` began, if it is a UUIDv7 id.
+pub fn ledger_key_time(key: &[u8]) -> Option<DateTime<Utc>> {
+    let hex = std::str::from_utf8(key.strip_prefix(b"req_")?.get(..12)?).ok()?;
+    let millis = i64::from_str_radix(hex, 16).ok()?;
+    chrono::TimeZone::timestamp_millis_opt(&Utc, millis).single()
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
+
+    /// A request id as p402 would have minted it at `time`.
+    pub fn id_at(time: DateTime<Utc>) -> String {
+        let secs = u64::try_from(time.timestamp()).expect("after 1970");
+        let stamp =
+            uuid::Timestamp::from_unix(uuid::NoContext, secs, time.timestamp_subsec_nanos());
+        format!("req_{}", uuid::Uuid::new_v7(stamp).simple())
+    }
+
+    /// An entry whose request began at `began` and settled `took` later.
+    pub fn entry_at(began: DateTime<Utc>, took: chrono::Duration) -> LedgerEntry {
+        LedgerEntry {
+            time: began + took,
+            ..entry(&id_at(began))
+        }
+    }
 
     pub fn entry(id: &str) -> LedgerEntry {
         LedgerEntry {

@@ -78,6 +78,8 @@ pub(super) struct Settlement {
     pub accounts: Vec<String>,
     pub cost_nanos: i64,
     pub direct_nanos: i64,
+    /// What the entry adds to the hourly sums, written with it.
+    pub rollup: super::rollup::Addition,
 }
 
 pub(super) enum Job {
@@ -595,11 +597,11 @@ fn answer(job: Job, outcome: Result<(), StoreError>) {
     }
 }
 
-/// Writes the entry and adds it to every account's totals, unless the
-/// ledger has it already (a kept settlement written again after a failure
-/// it had in fact survived). Every total is read and checked before
-/// anything is written, so a corrupt one fails this settlement alone and
-/// leaves no half of it behind.
+/// Writes the entry and adds it to every account's totals and to its hour's
+/// sums, unless the ledger has it already (a kept settlement written again
+/// after a failure it had in fact survived). Every total is read and
+/// checked before anything is written, so a corrupt one fails this
+/// settlement alone and leaves no half of it behind.
 fn settle(tx: &WriteTransaction, settlement: &Settlement) -> Result<(), StoreError> {
     let mut ledger = tx.open_table(Table::Ledger.definition())?;
     if ledger.get(settlement.key.as_slice())?.is_some() {
@@ -617,6 +619,9 @@ fn settle(tx: &WriteTransaction, settlement: &Settlement) -> Result<(), StoreErr
         sum.requests += 1;
         totals.push((account, serde_json::to_vec(&sum)?));
     }
+    let mut rollups = tx.open_table(Table::Rollup.definition())?;
+    let rolled = settlement.rollup.added(&rollups)?;
+    rollups.insert(settlement.rollup.key(), rolled.as_slice())?;
     for (account, bytes) in totals {
         spend.insert(account.as_bytes(), bytes.as_slice())?;
     }
@@ -645,6 +650,9 @@ fn apply(tx: &WriteTransaction, write: &Write) -> Result<(), StoreError> {
             Op::Clear(table) => {
                 tx.delete_table(table.definition())?;
                 tx.open_table(table.definition())?;
+            }
+            Op::DropEntries { before, at_most } => {
+                super::retention::drop_entries(tx, *before, *at_most)?;
             }
         }
     }
