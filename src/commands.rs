@@ -400,6 +400,56 @@ fn ask_server(
     call_server(config, http::Method::GET, path, None)
 }
 
+/// A runtime for one call to the running p402 from the command line.
+fn local_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// Sends `method path` (with a JSON body) to the running p402 with the
+/// first local key (the admin's), within 5 seconds; `None` when nothing
+/// listens. A wildcard listen address is reached on loopback.
+async fn send_to_server(
+    config: &crate::config::Config,
+    method: http::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Option<http::Response<hyper::body::Incoming>>, String> {
+    let mut addr = *config.server.listen.get_ref();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
+        .map_err(|e| format!("TLS set-up failed: {e}"))?;
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(key) = config.server.api_keys.first() {
+        request = request.header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", key.get_ref()),
+        );
+    }
+    let bytes = match body {
+        Some(body) => {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+            bytes::Bytes::from(body.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let request = request
+        .body(http_body_util::Full::new(bytes))
+        .map_err(|e| format!("bad request: {e}"))?;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request)).await {
+        Ok(Ok(response)) => Ok(Some(response)),
+        Ok(Err(crate::upstream::UpstreamError::Connect(_))) => Ok(None),
+        Ok(Err(e)) => Err(format!("the running p402 at {addr} did not answer: {e}")),
+        Err(_) => Err(format!("the running p402 at {addr} did not answer in time")),
+    }
+}
+
 /// `method path` (with a JSON body) on the running p402, or `None` when
 /// nothing listens.
 pub(crate) fn call_server(
@@ -409,47 +459,10 @@ pub(crate) fn call_server(
     body: Option<&serde_json::Value>,
 ) -> Result<Option<serde_json::Value>, String> {
     use http_body_util::BodyExt;
-    let mut addr = *config.server.listen.get_ref();
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
-            .map_err(|e| format!("TLS set-up failed: {e}"))?;
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"));
-        if let Some(key) = config.server.api_keys.first() {
-            request = request.header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", key.get_ref()),
-            );
-        }
-        let bytes = match body {
-            Some(body) => {
-                request = request.header(http::header::CONTENT_TYPE, "application/json");
-                bytes::Bytes::from(body.to_string())
-            }
-            None => bytes::Bytes::new(),
+    local_runtime()?.block_on(async {
+        let Some(response) = send_to_server(config, method, path, body).await? else {
+            return Ok(None);
         };
-        let request = request
-            .body(http_body_util::Full::new(bytes))
-            .map_err(|e| format!("bad request: {e}"))?;
-        let response =
-            match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request))
-                .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(crate::upstream::UpstreamError::Connect(_))) => return Ok(None),
-                Ok(Err(e)) => {
-                    return Err(format!("the running p402 at {addr} did not answer: {e}"))
-                }
-                Err(_) => return Err(format!("the running p402 at {addr} did not answer in time")),
-            };
         let status = response.status();
         let bytes = response
             .into_body()
@@ -590,40 +603,10 @@ fn stream_from_server(
     out: &mut impl Write,
 ) -> Result<bool, String> {
     use http_body_util::BodyExt;
-    let mut addr = *config.server.listen.get_ref();
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
-            .map_err(|e| format!("TLS set-up failed: {e}"))?;
-        let mut request = http::Request::builder()
-            .method(http::Method::GET)
-            .uri(format!("http://{addr}{path}"));
-        if let Some(key) = config.server.api_keys.first() {
-            request = request.header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", key.get_ref()),
-            );
-        }
-        let request = request
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .map_err(|e| format!("bad request: {e}"))?;
-        let response =
-            match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request))
-                .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(crate::upstream::UpstreamError::Connect(_))) => return Ok(false),
-                Ok(Err(e)) => {
-                    return Err(format!("the running p402 at {addr} did not answer: {e}"))
-                }
-                Err(_) => return Err(format!("the running p402 at {addr} did not answer in time")),
-            };
+    local_runtime()?.block_on(async {
+        let Some(response) = send_to_server(config, http::Method::GET, path, None).await? else {
+            return Ok(false);
+        };
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
