@@ -54,11 +54,11 @@ pub fn finished(bytes: &[u8]) -> Option<Finished> {
     if !matches!(status, "completed" | "incomplete" | "failed" | "cancelled") {
         return None;
     }
-    let usage = value.get("usage").filter(|u| u.is_object())?;
+    let usage = crate::providers::responses::response_usage(&value)?;
     Some(Finished {
         id: value.get("id")?.as_str()?.to_string(),
         model: value.get("model")?.as_str()?.to_string(),
-        usage: crate::providers::responses::usage(usage),
+        usage,
     })
 }
 

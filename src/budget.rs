@@ -194,12 +194,25 @@ pub struct Output {
     pub limit: Option<u32>,
     /// At least 1.
     pub choices: u32,
+    /// The most web searches the provider may run and bill per call (the
+    /// client's limit, or the one p402 sends with a budgeted request).
+    pub searches: u32,
 }
 
 impl Output {
-    /// One choice with `limit`.
+    /// One choice with `limit`, no searches.
     pub fn single(limit: Option<u32>) -> Self {
-        Output { limit, choices: 1 }
+        Output {
+            limit,
+            choices: 1,
+            searches: 0,
+        }
+    }
+
+    /// What the request costs whatever the output: its input and its
+    /// searches' fees, which a lowered output limit does not reduce.
+    fn fixed(self, price: &Price, input_tokens: u64) -> Usd {
+        price.input.cost(input_tokens) + price.web_search.times(u64::from(self.searches))
     }
 
     /// The output cost of `tokens` per choice, for every choice.
@@ -219,7 +232,7 @@ pub fn bounds(
     output: Output,
     model_max: Option<u32>,
 ) -> (Usd, Usd) {
-    let input = price.input.cost(input_tokens);
+    let input = output.fixed(price, input_tokens);
     let limit = output.limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
     let worst = input + output.cost(price, limit);
     let minimum = input + output.cost(price, MIN_USEFUL_OUTPUT.min(limit));
@@ -237,7 +250,7 @@ pub fn plan(
     model_max: Option<u32>,
     available: Usd,
 ) -> Result<Plan, Usd> {
-    let input = price.input.cost(input_tokens);
+    let input = output.fixed(price, input_tokens);
     let limit = output.limit.or(model_max).unwrap_or(DEFAULT_MAX_OUTPUT);
     let (worst, minimum) = bounds(price, input_tokens, output, model_max);
     if worst <= available {
@@ -551,7 +564,34 @@ mod tests {
             output: p(output),
             cache_write: p(input),
             cache_write_1h: p(input),
+            web_search: Usd::from_nanos(10_000_000),
         }
+    }
+
+    #[test]
+    fn searches_are_reserved_per_call_and_never_lowered() {
+        // $1/$2 per million, $0.01 per search.
+        let p = price(1.0, 2.0);
+        let five = |limit| Output {
+            limit,
+            choices: 1,
+            searches: 5,
+        };
+        let ample = Usd::from_dollars(1.0).expect("usd");
+        let planned = plan(&p, 1000, five(Some(1000)), None, ample).expect("fits");
+        // $0.001 input + $0.002 output + 5 × $0.01 searches.
+        assert_eq!(planned.reserve, Usd::from_dollars(0.053).expect("usd"));
+        // Searches are not output: lowering the output limit cannot make
+        // room for them, so a budget below their fees refuses.
+        let short = Usd::from_dollars(0.04).expect("usd");
+        let needed = plan(&p, 1000, five(Some(1000)), None, short).expect_err("short");
+        assert!(needed > Usd::from_dollars(0.051).expect("usd"), "{needed}");
+        // Between: the output is lowered, the searches kept whole.
+        let tight = Usd::from_dollars(0.052).expect("usd");
+        let lowered = plan(&p, 1000, five(Some(1000)), None, tight).expect("lowered");
+        assert!(lowered.lowered && lowered.output_limit < 1000);
+        assert!(lowered.reserve >= Usd::from_dollars(0.051).expect("usd"));
+        assert!(lowered.reserve <= tight);
     }
 
     #[test]
@@ -618,7 +658,11 @@ mod tests {
     #[test]
     fn every_choice_is_reserved_for_and_the_lowered_limit_is_per_choice() {
         let p = price(1.0, 10.0);
-        let sixteen = |limit| Output { limit, choices: 16 };
+        let sixteen = |limit| Output {
+            limit,
+            choices: 16,
+            searches: 0,
+        };
         // 16 answers of 1000 tokens: $0.16 of output, not $0.01.
         let ample = Usd::from_dollars(1.0).expect("usd");
         assert_eq!(
@@ -659,6 +703,7 @@ mod tests {
             let output = Output {
                 limit: Some(next(100_000) as u32 + 1),
                 choices: next(16) as u32 + 1,
+                searches: next(4) as u32,
             };
             match plan(&p, input, output, Some(64_000), available) {
                 Ok(plan) => {
@@ -668,8 +713,11 @@ mod tests {
                         assert!(max >= MIN_USEFUL_OUTPUT);
                         // One more token would not have fitted.
                         let choices = u64::from(output.choices);
+                        let searches = p.web_search.times(u64::from(output.searches));
                         assert!(
-                            p.input.cost(input) + p.output.cost((u64::from(max) + 1) * choices)
+                            p.input.cost(input)
+                                + searches
+                                + p.output.cost((u64::from(max) + 1) * choices)
                                 > available
                         );
                     }

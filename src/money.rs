@@ -42,6 +42,14 @@ impl Usd {
     pub fn to_dollars(self) -> f64 {
         self.0 as f64 / NANOS_PER_USD
     }
+
+    /// `count` times this amount (a per-call fee times the calls),
+    /// saturating like the sums.
+    pub fn times(self, count: u64) -> Usd {
+        Usd(self
+            .0
+            .saturating_mul(i64::try_from(count).unwrap_or(i64::MAX)))
+    }
 }
 
 impl Add for Usd {

@@ -255,3 +255,158 @@ async fn streamed_reasoning_is_counted_when_the_usage_never_comes() {
     );
     proxy.stop().await;
 }
+
+/// A model that bills $0.01 for each web search its provider runs.
+const SEARCHERS: &str = r#"
+[[models]]
+id = "searcher"
+provider = "openai"
+input_per_mtok = 1.0
+output_per_mtok = 10.0
+web_search_per_call = 0.01
+context = 100000
+max_output = 1000
+capabilities = ["tools", "streaming"]
+quality = 50
+
+[[models]]
+id = "claude-searcher"
+provider = "anthropic"
+input_per_mtok = 1.0
+output_per_mtok = 10.0
+web_search_per_call = 0.01
+context = 100000
+max_output = 1000
+capabilities = ["tools", "streaming"]
+quality = 50
+"#;
+
+/// A finished Responses answer that ran `searches` web searches.
+fn searched(searches: usize) -> Value {
+    let mut output: Vec<Value> = (0..searches)
+        .map(|i| {
+            json!({"type": "web_search_call", "id": format!("ws_{i}"), "status": "completed",
+            "action": {"type": "search", "query": "p402 news"}})
+        })
+        .collect();
+    output.push(
+        json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+        "content": [{"type": "output_text", "text": "Here is the news.", "annotations": []}]}),
+    );
+    json!({"id": "resp_ws", "object": "response", "created_at": 1_796_000_000, "status": "completed",
+        "model": "searcher", "error": null, "incomplete_details": null, "output": output,
+        "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15}})
+}
+
+/// Web searches are billed per call on top of the tokens: a budget
+/// reserves for as many as may run and sends that limit with the request
+/// (so no more can run), and each search that ran is charged, on the
+/// Responses door (OpenAI's `web_search_call` items) and the Messages door
+/// (Anthropic's `server_tool_use.web_search_requests`).
+#[tokio::test(flavor = "multi_thread")]
+async fn web_searches_are_reserved_capped_and_charged_per_call() {
+    let openai = FakeProvider::start().await;
+    let anthropic = FakeProvider::start_anthropic().await;
+    let proxy = TestProxy::start(
+        Setup {
+            extra: SEARCHERS.to_string(),
+            ..Setup::default()
+        }
+        .with_provider("openai", &openai)
+        .with_provider("anthropic", &anthropic),
+    )
+    .await;
+    let tokens = 10 * 1_000 + 5 * 10_000;
+    let search = 10_000_000;
+
+    // Responses, budgeted, no limit of the client's: five searches are
+    // reserved and `max_tool_calls` says so upstream; two ran.
+    let session = proxy.session(1.0).await;
+    openai.push(Reply::Json(200, searched(2)));
+    let asked =
+        json!({"model": "searcher", "input": "what is new?", "tools": [{"type": "web_search"}]});
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/responses")))
+        .json(&asked)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let sent = openai.received()[0].body.clone();
+    assert_eq!(sent["max_tool_calls"], 5, "{sent}");
+    let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+    assert_eq!(entry["cost_nanos"], tokens + 2 * search, "{entry}");
+
+    // A session that cannot pay for the searches that may run is refused
+    // before anything goes upstream: a lowered output limit does not make
+    // room for them.
+    let poor = proxy.session(0.04).await;
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{poor}/v1/responses")))
+        .json(&asked)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 402);
+    assert_eq!(openai.received().len(), 1);
+    // The client's own limit is what is reserved: one search fits.
+    openai.push(Reply::Json(200, searched(1)));
+    let mut one = asked.clone();
+    one["max_tool_calls"] = json!(1);
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{poor}/v1/responses")))
+        .json(&one)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(openai.received()[1].body["max_tool_calls"], 1);
+
+    // Without a budget nothing is added to the request, and the searches
+    // are still charged.
+    openai.push(Reply::Json(200, searched(3)));
+    let response = proxy
+        .client
+        .post(proxy.url("/v1/responses"))
+        .json(&asked)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    assert!(openai.received()[2].body.get("max_tool_calls").is_none());
+    let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+    assert_eq!(entry["cost_nanos"], tokens + 3 * search, "{entry}");
+
+    // Messages to Claude: each search tool gets `max_uses` under a budget,
+    // and the searches Anthropic reports are charged.
+    anthropic.push(Reply::Json(
+        200,
+        json!({"id": "msg_ws", "type": "message", "role": "assistant", "model": "claude-searcher",
+            "content": [{"type": "text", "text": "Here is the news."}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 5,
+                "server_tool_use": {"web_search_requests": 4}}}),
+    ));
+    let response = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/messages")))
+        .json(&json!({"model": "claude-searcher", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "what is new?"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let id = request_id(&response);
+    let sent = anthropic.received()[0].body.clone();
+    assert_eq!(sent["tools"][0]["max_uses"], 5, "{sent}");
+    let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+    assert_eq!(entry["cost_nanos"], tokens + 4 * search, "{entry}");
+    proxy.stop().await;
+}

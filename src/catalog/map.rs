@@ -84,6 +84,11 @@ pub struct Entry {
     pub cache_write_per_mtok: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_1h_per_mtok: Option<f64>,
+    /// USD per web search call (LiteLLM's `search_context_cost_per_query`,
+    /// at its dearest context size: the sizes cost the same for every
+    /// provider but Perplexity, and a cap must not under-count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search_per_call: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +110,7 @@ impl Entry {
             output_per_mtok: price(self.output_per_mtok),
             cache_write_per_mtok: self.cache_write_per_mtok.and_then(price),
             cache_write_1h_per_mtok: self.cache_write_1h_per_mtok.and_then(price),
+            web_search_per_call: self.web_search_per_call.and_then(price),
             context: self.context,
             max_output: self.max_output,
             capabilities: Some(self.capabilities.clone()),
@@ -267,10 +273,31 @@ fn entry(key: &str, spec: &Value) -> Result<Option<Entry>, String> {
         cached_input_per_mtok: price("cache_read_input_token_cost")?,
         cache_write_per_mtok: price("cache_creation_input_token_cost")?,
         cache_write_1h_per_mtok: price("cache_creation_input_token_cost_above_1hr")?,
+        web_search_per_call: search_fee(spec)?,
         context: tokens("max_input_tokens")?.or(tokens("max_tokens")?),
         max_output: tokens("max_output_tokens")?,
         capabilities,
     }))
+}
+
+/// The dearest of `search_context_cost_per_query`'s sizes, in USD per
+/// call; `None` when the entry lists no fee.
+fn search_fee(spec: &serde_json::Map<String, Value>) -> Result<Option<f64>, String> {
+    let Some(sizes) = spec
+        .get("search_context_cost_per_query")
+        .and_then(Value::as_object)
+    else {
+        return Ok(None);
+    };
+    let mut dearest: Option<f64> = None;
+    for (size, fee) in sizes {
+        let fee = fee
+            .as_f64()
+            .filter(|f| f.is_finite() && (0.0..=1.0).contains(f))
+            .ok_or_else(|| format!("`search_context_cost_per_query.{size}` is {fee}"))?;
+        dearest = Some(dearest.map_or(fee, |d: f64| d.max(fee)));
+    }
+    Ok(dearest)
 }
 
 /// The map in a `litellm` wheel from PyPI: the pinned release by default,
@@ -436,9 +463,13 @@ mod tests {
                 "cache_creation_input_token_cost_above_1hr": 2e-6,
                 "max_input_tokens": 200000, "max_output_tokens": 64000,
                 "supports_function_calling": true, "supports_vision": true,
-                "supports_response_schema": true, "supports_reasoning": true},
+                "supports_response_schema": true, "supports_reasoning": true,
+                "search_context_cost_per_query": {"search_context_size_low": 0.01,
+                    "search_context_size_medium": 0.01, "search_context_size_high": 0.01}},
             "gemini/gemini-2.5-flash": {"litellm_provider": "gemini", "mode": "chat",
-                "input_cost_per_token": 3e-7, "output_cost_per_token": 2.5e-6, "max_tokens": 65536},
+                "input_cost_per_token": 3e-7, "output_cost_per_token": 2.5e-6, "max_tokens": 65536,
+                "search_context_cost_per_query": {"search_context_size_low": 0.005,
+                    "search_context_size_medium": 0.008, "search_context_size_high": 0.035}},
             "text-embedding-3-small": {"litellm_provider": "openai", "mode": "embedding",
                 "input_cost_per_token": 2e-8, "output_cost_per_token": 0.0, "max_input_tokens": 8191},
             "bedrock/anthropic.claude-x": {"litellm_provider": "bedrock", "mode": "chat",
@@ -459,6 +490,7 @@ mod tests {
         assert_eq!(haiku.cached_input_per_mtok, Some(0.1));
         assert_eq!(haiku.cache_write_per_mtok, Some(1.25));
         assert_eq!(haiku.cache_write_1h_per_mtok, Some(2.0));
+        assert_eq!(haiku.web_search_per_call, Some(0.01));
         assert_eq!(
             (haiku.context, haiku.max_output),
             (Some(200_000), Some(64_000))
@@ -480,6 +512,8 @@ mod tests {
             .expect("gemini");
         assert_eq!(flash.id, "gemini-2.5-flash");
         assert_eq!(flash.context, Some(65536));
+        // The dearest size: a cap must not under-count.
+        assert_eq!(flash.web_search_per_call, Some(0.035));
         assert_eq!(flash.capabilities, [Capability::Streaming]);
         let embedding = map
             .models

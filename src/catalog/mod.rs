@@ -180,6 +180,10 @@ pub struct Price {
     pub cache_write: PerMTok,
     /// Writes to Anthropic's one-hour cache, billed at their own rate.
     pub cache_write_1h: PerMTok,
+    /// The fee for each web search the model runs with a provider's own
+    /// search tool (OpenAI's `web_search`, Anthropic's server tool), billed
+    /// per call on top of the tokens; zero where nobody priced it.
+    pub web_search: Usd,
 }
 
 /// Token counts as a provider reports them.
@@ -196,6 +200,9 @@ pub struct Usage {
     /// All generated tokens, reasoning included.
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
+    /// Web searches the provider ran with its own search tool, each billed
+    /// at [`Price::web_search`].
+    pub web_searches: u64,
 }
 
 impl Price {
@@ -210,6 +217,7 @@ impl Price {
             + self.cache_write.cost(written - written_1h)
             + self.cache_write_1h.cost(written_1h)
             + self.output.cost(usage.output_tokens)
+            + self.web_search.times(usage.web_searches)
     }
 
     pub fn is_free(&self) -> bool {
@@ -267,6 +275,11 @@ impl Model {
                     cache_write_1h: per_mtok(&entry.cache_write_1h_per_mtok)
                         .or_else(|| times(2.0))
                         .unwrap_or(cache_write),
+                    web_search: entry
+                        .web_search_per_call
+                        .as_ref()
+                        .and_then(|fee| Usd::from_dollars(*fee.get_ref()))
+                        .unwrap_or_default(),
                 })
             }
             _ => None,
@@ -294,13 +307,19 @@ impl Model {
 impl Model {
     /// What the map does not know, kept from the built-in entry this one
     /// replaces: the name the provider uses, aliases, and the quality and
-    /// speed scores.
+    /// speed scores, and a web search fee the map does not list (a fee left
+    /// out is not a free search).
     fn keep_from(&mut self, builtin: &Model) {
         self.upstream_id = builtin.upstream_id.clone();
         self.aliases = builtin.aliases.clone();
         self.quality = builtin.quality;
         self.quality_estimated = builtin.quality_estimated;
         self.speed_tps = builtin.speed_tps;
+        if let (Some(price), Some(known)) = (self.price.as_mut(), builtin.price) {
+            if price.web_search == Usd::ZERO {
+                price.web_search = known.web_search;
+            }
+        }
     }
 }
 
@@ -534,6 +553,7 @@ impl Catalog {
                 output: highest.output.max(price.output),
                 cache_write: highest.cache_write.max(price.cache_write),
                 cache_write_1h: highest.cache_write_1h.max(price.cache_write_1h),
+                web_search: highest.web_search.max(price.web_search),
             })
         })
     }
@@ -697,6 +717,7 @@ mod tests {
                     cached_input_per_mtok: Some(0.1),
                     cache_write_per_mtok: None,
                     cache_write_1h_per_mtok: None,
+                    web_search_per_call: None,
                     context: Some(100_000),
                     max_output: Some(8_000),
                     capabilities: vec![Capability::Tools, Capability::Streaming],
@@ -709,6 +730,7 @@ mod tests {
                     cached_input_per_mtok: None,
                     cache_write_per_mtok: None,
                     cache_write_1h_per_mtok: None,
+                    web_search_per_call: None,
                     context: None,
                     max_output: None,
                     capabilities: vec![Capability::Streaming],
@@ -721,6 +743,7 @@ mod tests {
                     cached_input_per_mtok: None,
                     cache_write_per_mtok: None,
                     cache_write_1h_per_mtok: None,
+                    web_search_per_call: None,
                     context: Some(8192),
                     max_output: None,
                     capabilities: vec![Capability::Streaming],
@@ -767,6 +790,7 @@ mod tests {
             output: PerMTok::from_dollars(10.0).expect("p"),
             cache_write: PerMTok::from_dollars(3.125).expect("p"),
             cache_write_1h: PerMTok::from_dollars(5.0).expect("p"),
+            web_search: Usd::from_dollars(0.01).expect("usd"),
         };
         let usage = Usage {
             input_tokens: 1000,
@@ -775,9 +799,16 @@ mod tests {
             cache_write_1h_tokens: 0,
             output_tokens: 200,
             reasoning_tokens: 50,
+            web_searches: 0,
         };
         // 600 * 2.5 + 400 * 1.25 + 200 * 10 = 1500 + 500 + 2000 = 4000 $/M -> $0.004
         assert_eq!(price.cost(&usage), Usd::from_nanos(4_000_000));
+        // Each web search is billed per call on top.
+        let searched = Usage {
+            web_searches: 3,
+            ..usage
+        };
+        assert_eq!(price.cost(&searched), Usd::from_nanos(34_000_000));
         let written = Usage {
             cache_write_tokens: 200,
             ..usage

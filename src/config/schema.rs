@@ -353,6 +353,11 @@ pub struct ModelConfig {
     /// when not given.
     #[serde(default)]
     pub cache_write_1h_per_mtok: Option<Spanned<f64>>,
+    /// USD for each web search the model runs with its provider's own
+    /// search tool (`0.01` is $10 per 1,000 searches); per call, not per
+    /// million tokens.
+    #[serde(default)]
+    pub web_search_per_call: Option<Spanned<f64>>,
     #[serde(default)]
     pub context: Option<u32>,
     #[serde(default)]
@@ -551,6 +556,28 @@ const LOWEST_PLAUSIBLE_PER_MTOK: f64 = 0.001;
 /// No chat model costs more than this per million tokens.
 const HIGHEST_PLAUSIBLE_PER_MTOK: f64 = 10_000.0;
 
+/// No provider charges more than this per tool call.
+const HIGHEST_PLAUSIBLE_CALL_FEE: f64 = 1.0;
+
+/// A per-call fee in USD: zero or more, and at most a dollar (a per-1,000
+/// figure written as per call is the likely mistake).
+fn check_call_fee(fee: &Spanned<f64>) -> Result<(), Invalid> {
+    let value = *fee.get_ref();
+    if !value.is_finite() || value < 0.0 {
+        return Err((
+            Some(fee.span()),
+            format!("a fee must be zero or positive, found {value}"),
+        ));
+    }
+    if value > HIGHEST_PLAUSIBLE_CALL_FEE {
+        return Err((
+            Some(fee.span()),
+            format!("{value} USD per call is beyond any provider's fee; fees are USD per call (write 0.01 for $10 per 1,000)"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
     let value = *price.get_ref();
     let complaint = if !value.is_finite() || value < 0.0 {
@@ -580,7 +607,10 @@ impl ModelConfig {
         ]
         .into_iter()
         .flatten()
-        .try_for_each(check_price)
+        .try_for_each(check_price)?;
+        self.web_search_per_call
+            .as_ref()
+            .map_or(Ok(()), check_call_fee)
     }
 }
 

@@ -216,7 +216,13 @@ impl Translation {
             }
         }
         if self.web_search {
-            out.insert(WEB_SEARCH.into(), Value::Bool(true));
+            // The client's limit on its built-in tool calls bounds the
+            // searches wherever they run.
+            let limit = body
+                .get("max_tool_calls")
+                .filter(|n| n.as_u64().is_some())
+                .cloned();
+            out.insert(WEB_SEARCH.into(), limit.unwrap_or(Value::Bool(true)));
         }
         if let Some(choice) = body.get("tool_choice") {
             let mapped = match choice {

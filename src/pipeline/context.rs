@@ -45,6 +45,9 @@ pub struct Plan {
     /// How many answers the provider writes and bills (`n`), at least 1:
     /// every one is reserved for.
     pub choices: u32,
+    /// The most web searches the provider may run, each billed per call
+    /// (see `unseen::web_searches`): every one is reserved for.
+    pub searches: u32,
     /// The provider reads input p402 cannot count (stored state, files):
     /// a budget reserves the model's whole context for it.
     pub hidden_input: bool,

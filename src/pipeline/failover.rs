@@ -58,6 +58,7 @@ pub async fn run(
                 crate::budget::Output {
                     limit: plan.output_limit,
                     choices: plan.choices,
+                    searches: plan.searches,
                 },
             )
             .await?;

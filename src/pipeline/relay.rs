@@ -138,7 +138,7 @@ impl Relay {
         // Whatever happened, what was generated was paid for: settle it
         // (from the usage chunk, or from the text received) before the
         // stream's last bytes go out.
-        let used = match (kept.usage, kept.native.partial()) {
+        let mut used = match (kept.usage, kept.native.partial()) {
             // Cut off before its final count: the provider's input count,
             // and the output counted from what arrived.
             (None, Some(partial)) => Used {
@@ -155,6 +155,10 @@ impl Relay {
                 &kept.text,
             ),
         };
+        if used.estimated {
+            let seen = kept.native.searches_started();
+            used.usage.web_searches = used.usage.web_searches.max(seen);
+        }
         let exit = Exit::Answered {
             plan: &self.plan,
             served: &self.served,

@@ -26,6 +26,7 @@ pub async fn plan(cx: &Context, probe: Option<Probe>) -> Result<Plan, ApiError> 
         input_counted,
         output_limit: needs.output_limit,
         choices: needs.choices,
+        searches: needs.searches,
         hidden_input: super::unseen::hidden_input(&cx.chat),
         probe,
     })

@@ -131,8 +131,53 @@ pub const THINKING: &str = "p402_thinking";
 /// The member of an internal (Chat Completions) request that asks for the
 /// client's web search tool (OpenAI's `web_search`), for an adapter whose
 /// API has one of its own (Anthropic's `web_search` server tool). Adapters
-/// without one remove it; the answer's `x-p402-dropped` says so.
+/// without one remove it; the answer's `x-p402-dropped` says so. Its value
+/// is `true`, or the client's `max_tool_calls` (the most searches to run).
 pub const WEB_SEARCH: &str = "p402_web_search";
+
+/// Web searches a budget reserves for a search tool the client set no
+/// limit on, and the limit p402 then sends with a budgeted request
+/// (Anthropic's `max_uses`, OpenAI's `max_tool_calls`): each search is
+/// billed per call, so a hard cap must bound how many run.
+pub const DEFAULT_WEB_SEARCHES: u32 = 5;
+
+/// Whether a tool is a provider's own web search (OpenAI's `web_search`,
+/// `web_search_preview`; Anthropic's `web_search_20250305` and later).
+pub fn is_web_search_tool(tool: &serde_json::Value) -> bool {
+    tool.get("type")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|kind| kind.starts_with("web_search"))
+}
+
+/// Puts the default search limit on every web search tool of a budgeted
+/// native body that has none, so that no more searches run than were
+/// reserved: Messages tools carry `max_uses` each; a Responses body has
+/// one `max_tool_calls` for all its built-in tools.
+pub fn cap_web_searches(
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    dialect: crate::request::Dialect,
+) {
+    use serde_json::Value;
+    let Some(tools) = body.get_mut("tools").and_then(Value::as_array_mut) else {
+        return;
+    };
+    match dialect {
+        crate::request::Dialect::Messages => {
+            for tool in tools.iter_mut().filter(|t| is_web_search_tool(t)) {
+                if let Some(tool) = tool.as_object_mut() {
+                    tool.entry("max_uses")
+                        .or_insert(Value::from(DEFAULT_WEB_SEARCHES));
+                }
+            }
+        }
+        crate::request::Dialect::Responses => {
+            if tools.iter().any(is_web_search_tool) {
+                body.entry("max_tool_calls")
+                    .or_insert(Value::from(DEFAULT_WEB_SEARCHES));
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TranslateError {
@@ -261,6 +306,11 @@ impl Adapter {
                 copy.body.remove("max_completion_tokens");
                 copy.body
                     .insert("max_tokens".to_string(), Value::from(limit));
+                // Budgeted: the searches are capped at what was reserved.
+                if copy.body.get(WEB_SEARCH) == Some(&Value::Bool(true)) {
+                    copy.body
+                        .insert(WEB_SEARCH.into(), Value::from(DEFAULT_WEB_SEARCHES));
+                }
                 lowered = copy;
                 &lowered
             }

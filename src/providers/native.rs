@@ -45,6 +45,12 @@ impl Tally {
         self.messages.partial()
     }
 
+    /// Web searches seen starting in a Responses stream, billed even when
+    /// the stream is cut off before its final usage counts them.
+    pub fn searches_started(&self) -> u64 {
+        self.responses.searches_started()
+    }
+
     /// What the stream said, when it was plain text with a finish: the
     /// content and `finish_reason` of the `chat.completion` it adds up to.
     pub fn plain(&self) -> Option<(&str, &Value)> {
@@ -103,8 +109,11 @@ pub fn routed_body(
         "model".into(),
         Value::from(candidate.upstream_model.as_str()),
     );
+    // A limit is set only for a budgeted request: its searches are capped
+    // at what was reserved for them.
     if let Some(limit) = limit {
         body.insert(limit_field.into(), Value::from(limit));
+        super::cap_web_searches(&mut body, native.dialect);
     }
     body
 }

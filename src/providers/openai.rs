@@ -162,6 +162,9 @@ pub fn usage(object: &Value) -> Option<Usage> {
         cache_write_1h_tokens: count(usage.get("cache_creation_1h_input_tokens")),
         output_tokens: count(usage.get("completion_tokens")),
         reasoning_tokens: count(usage.pointer("/completion_tokens_details/reasoning_tokens")),
+        // Not OpenAI's either: the Anthropic adapter's count of web
+        // searches, billed per call.
+        web_searches: count(usage.pointer("/server_tool_use/web_search_requests")),
     })
 }
 

@@ -44,7 +44,31 @@ pub fn usage(usage: &Value) -> Usage {
         cache_write_1h_tokens: 0,
         output_tokens: count(usage.get("output_tokens")),
         reasoning_tokens: count(usage.pointer("/output_tokens_details/reasoning_tokens")),
+        web_searches: 0,
     }
+}
+
+/// p402's usage of a whole `response` object, `None` without a usage
+/// object. Web searches are not in `usage`: each one is a `web_search_call`
+/// item of the output, billed per call.
+pub fn response_usage(response: &Value) -> Option<Usage> {
+    let mut used = usage(response.get("usage").filter(|u| u.is_object())?);
+    used.web_searches = web_searches(response);
+    Some(used)
+}
+
+/// The `web_search_call` items of a response's output.
+fn web_searches(response: &Value) -> u64 {
+    response
+        .get("output")
+        .and_then(Value::as_array)
+        .map_or(0, |items| {
+            items.iter().filter(|item| is_web_search(item)).count() as u64
+        })
+}
+
+fn is_web_search(item: &Value) -> bool {
+    item.get("type").and_then(Value::as_str) == Some("web_search_call")
 }
 
 /// The usage of a whole answer, or why it is not a response.
@@ -63,11 +87,7 @@ pub fn answer_usage(bytes: &[u8]) -> Result<Usage, String> {
     if pending && answer.get("background").and_then(Value::as_bool) == Some(true) {
         return Ok(Usage::default());
     }
-    answer
-        .get("usage")
-        .filter(|u| u.is_object())
-        .map(usage)
-        .ok_or_else(|| "a response without usage".into())
+    response_usage(&answer).ok_or_else(|| "a response without usage".into())
 }
 
 /// The events of a Responses stream as they came, each parsed once; the
@@ -85,6 +105,9 @@ where
 #[derive(Debug, Default)]
 pub struct Tally {
     usage: Option<Usage>,
+    /// Web search calls seen starting, for a stream cut off before its
+    /// final event counts them.
+    searches_started: u64,
     /// The answer as Chat Completions would have said it, while it says
     /// nothing else.
     plain: super::native::Plain,
@@ -94,8 +117,9 @@ impl Tally {
     pub fn read(&mut self, data: &Value, text: &mut String) -> bool {
         let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
         if FINAL_EVENTS.contains(&kind) {
-            if let Some(reported) = data.pointer("/response/usage").filter(|u| u.is_object()) {
-                self.usage = Some(usage(reported));
+            if let Some(mut reported) = data.get("response").and_then(response_usage) {
+                reported.web_searches = reported.web_searches.max(self.searches_started);
+                self.usage = Some(reported);
             }
             let status = data.pointer("/response/status").and_then(Value::as_str);
             self.plain.finish(finish_reason(status));
@@ -113,6 +137,9 @@ impl Tally {
             }
             _ => {
                 let added = kind == "response.output_item.added";
+                if added && data.get("item").is_some_and(is_web_search) {
+                    self.searches_started += 1;
+                }
                 if added && data.pointer("/item/type").and_then(Value::as_str) != Some("message") {
                     self.plain.other();
                 }
@@ -123,6 +150,10 @@ impl Tally {
 
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    pub fn searches_started(&self) -> u64 {
+        self.searches_started
     }
 
     pub fn plain(&self) -> &super::native::Plain {
@@ -182,7 +213,7 @@ pub fn as_chat(bytes: &[u8], tool_calls: bool) -> Option<Value> {
     if !calls.is_empty() {
         message.insert("tool_calls".into(), Value::Array(calls));
     }
-    let used = answer.get("usage").map(usage).unwrap_or_default();
+    let used = response_usage(&answer).unwrap_or_default();
     Some(serde_json::json!({
         "id": answer.get("id").cloned().unwrap_or(Value::Null),
         "object": "chat.completion",
@@ -195,4 +226,39 @@ pub fn as_chat(bytes: &[u8], tool_calls: bool) -> Option<Value> {
             "total_tokens": used.input_tokens + used.output_tokens,
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Web searches are billed per call and are not in `usage`: each is a
+    /// `web_search_call` item, counted whole and as a stream goes.
+    #[test]
+    fn web_search_calls_are_counted_from_the_output() {
+        let call = json!({"type": "web_search_call", "id": "ws_1", "status": "completed"});
+        let answer = json!({"object": "response", "status": "completed",
+            "output": [call, call, {"type": "message", "content": []}],
+            "usage": {"input_tokens": 10, "output_tokens": 5}});
+        let used = response_usage(&answer).expect("usage");
+        assert_eq!((used.input_tokens, used.web_searches), (10, 2));
+
+        let mut tally = Tally::default();
+        let mut text = String::new();
+        for _ in 0..3 {
+            tally.read(
+                &json!({"type": "response.output_item.added", "item": call}),
+                &mut text,
+            );
+        }
+        assert_eq!(tally.searches_started(), 3);
+        // The final event's count stands, never below what was seen.
+        tally.read(
+            &json!({"type": "response.completed", "response": answer}),
+            &mut text,
+        );
+        assert_eq!(tally.usage().map(|u| u.web_searches), Some(3));
+    }
 }

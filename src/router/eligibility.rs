@@ -27,6 +27,8 @@ pub struct Needs {
     /// How many answers the provider writes and bills: `n` (or `best_of`,
     /// where it exists), at least 1.
     pub choices: u32,
+    /// The most web searches the provider may run, each billed per call.
+    pub searches: u32,
 }
 
 impl Needs {
@@ -63,6 +65,7 @@ impl Needs {
             input_tokens,
             output_limit: limit("max_completion_tokens").or_else(|| limit("max_tokens")),
             choices: choices(body),
+            searches: web_searches(request),
         }
     }
 
@@ -71,6 +74,7 @@ impl Needs {
         crate::budget::Output {
             limit: self.output_limit,
             choices: self.choices,
+            searches: self.searches,
         }
     }
 
@@ -91,6 +95,7 @@ impl Needs {
         let usage = Usage {
             input_tokens: self.input_tokens,
             output_tokens: u64::from(output) * u64::from(self.choices),
+            web_searches: u64::from(self.searches),
             ..Usage::default()
         };
         model.price.map(|price| price.cost(&usage))
@@ -101,6 +106,7 @@ impl Needs {
         let usage = Usage {
             input_tokens: self.input_tokens,
             output_tokens: u64::from(self.expected_output(model)) * u64::from(self.choices),
+            web_searches: u64::from(self.searches),
             ..Usage::default()
         };
         model.price.map(|price| price.cost(&usage))
@@ -119,6 +125,52 @@ pub fn choices(body: &serde_json::Map<String, Value>) -> u32 {
         .max()
         .unwrap_or(1)
         .max(1)
+}
+
+/// The most web searches the provider may run for the request, each billed
+/// per call: the client's limit where it set one (`max_tool_calls`,
+/// `max_uses`), else [`crate::providers::DEFAULT_WEB_SEARCHES`], the limit a budgeted request
+/// is sent with ([`crate::providers::cap_web_searches`]). OpenAI's search models
+/// (`web_search_options`) search once per request.
+pub fn web_searches(chat: &ChatRequest) -> u32 {
+    use crate::providers::{is_web_search_tool, DEFAULT_WEB_SEARCHES, WEB_SEARCH};
+    use crate::request::Dialect;
+    use serde_json::Map;
+    let limit = |v: Option<&Value>| {
+        v.and_then(Value::as_u64).map_or(DEFAULT_WEB_SEARCHES, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
+    };
+    let tools = |body: &Map<String, Value>| -> Vec<Value> {
+        body.get("tools")
+            .and_then(Value::as_array)
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter(|t| is_web_search_tool(t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(native) = &chat.native {
+        let searching = tools(&native.body);
+        if !searching.is_empty() {
+            return match native.dialect {
+                Dialect::Responses => limit(native.body.get("max_tool_calls")),
+                Dialect::Messages => searching
+                    .iter()
+                    .map(|tool| limit(tool.get("max_uses")))
+                    .fold(0u32, u32::saturating_add),
+            };
+        }
+    }
+    match chat.body.get(WEB_SEARCH) {
+        Some(Value::Bool(true)) => DEFAULT_WEB_SEARCHES,
+        Some(n) if n.is_u64() => limit(Some(n)),
+        _ if chat.body.contains_key("web_search_options") => 1,
+        _ => 0,
+    }
 }
 
 fn has_image(messages: Option<&Value>) -> bool {

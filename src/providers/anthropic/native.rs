@@ -138,6 +138,7 @@ impl Tally {
                 true
             }
             "content_block_start" => {
+                self.tokens.block_started(data.get("content_block"));
                 if data.pointer("/content_block/type").and_then(Value::as_str) != Some("text") {
                     self.plain.other();
                 }

@@ -128,11 +128,16 @@ pub fn translate_request(
 /// The client's web search tool (OpenAI's, from the Responses door) as
 /// Anthropic's own web search server tool: Claude searches at Anthropic,
 /// and the answer's text carries what it found.
+/// A number is the most searches to run (`max_uses`).
 fn web_search(body: &Map<String, Value>, out: &mut Map<String, Value>) {
-    if field(body, crate::providers::WEB_SEARCH).and_then(Value::as_bool) != Some(true) {
-        return;
+    let mut tool = json!({"type": "web_search_20250305", "name": "web_search"});
+    match field(body, crate::providers::WEB_SEARCH) {
+        Some(Value::Bool(true)) => {}
+        Some(limit) if limit.as_u64().is_some() => {
+            tool["max_uses"] = limit.clone();
+        }
+        _ => return,
     }
-    let tool = json!({"type": "web_search_20250305", "name": "web_search"});
     match out.get_mut("tools").and_then(Value::as_array_mut) {
         Some(tools) => tools.push(tool),
         None => {

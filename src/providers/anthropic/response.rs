@@ -106,6 +106,11 @@ pub(super) struct Tokens {
     /// The part of `cache_write` for the one-hour cache.
     cache_write_1h: u64,
     output: u64,
+    /// `usage.server_tool_use.web_search_requests`: searches billed apart.
+    web_searches: u64,
+    /// Web searches seen starting in a stream, for a stream cut off before
+    /// its final usage says how many ran.
+    searches_started: u64,
 }
 
 impl Tokens {
@@ -125,10 +130,29 @@ impl Tokens {
         read("cache_creation_input_tokens", &mut self.cache_write);
         read("output_tokens", &mut self.output);
         if let Some(n) = usage
+            .pointer("/server_tool_use/web_search_requests")
+            .and_then(Value::as_u64)
+        {
+            self.web_searches = n;
+        }
+        if let Some(n) = usage
             .pointer("/cache_creation/ephemeral_1h_input_tokens")
             .and_then(Value::as_u64)
         {
             self.cache_write_1h = n;
+        }
+    }
+
+    /// Counts a web search as its block starts (`content_block_start` with
+    /// a `server_tool_use` block named `web_search`).
+    pub(super) fn block_started(&mut self, block: Option<&Value>) {
+        let Some(block) = block else {
+            return;
+        };
+        if block.get("type").and_then(Value::as_str) == Some("server_tool_use")
+            && block.get("name").and_then(Value::as_str) == Some("web_search")
+        {
+            self.searches_started += 1;
         }
     }
 
@@ -144,6 +168,7 @@ impl Tokens {
             cache_write_1h_tokens: self.cache_write_1h.min(self.cache_write),
             output_tokens: self.output,
             reasoning_tokens: 0,
+            web_searches: self.web_searches.max(self.searches_started),
         }
     }
 
@@ -169,6 +194,12 @@ impl Tokens {
         if hour > 0 {
             usage["cache_creation_1h_input_tokens"] = json!(hour);
         }
+        // Anthropic's own field, which `openai::usage` reads: the searches
+        // are billed per call.
+        let searches = self.web_searches.max(self.searches_started);
+        if searches > 0 {
+            usage["server_tool_use"] = json!({ "web_search_requests": searches });
+        }
         usage
     }
 }
@@ -186,6 +217,25 @@ mod tests {
             "model": "claude-sonnet-5-5", "content": content,
             "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
         })
+    }
+
+    /// Anthropic counts its web searches in `usage.server_tool_use`; the
+    /// count goes through the OpenAI form the adapter answers in, and a
+    /// stream cut off before it still bills the searches that started.
+    #[test]
+    fn web_searches_are_read_and_carried() {
+        let mut tokens = Tokens::default();
+        tokens.update(Some(&json!({"input_tokens": 10, "output_tokens": 5,
+            "server_tool_use": {"web_search_requests": 2}})));
+        assert_eq!(tokens.usage().web_searches, 2);
+        let openai = crate::providers::openai::usage(&json!({"usage": tokens.to_openai()}));
+        assert_eq!(openai.map(|u| u.web_searches), Some(2));
+
+        let mut cut = Tokens::default();
+        let search = json!({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search"});
+        cut.block_started(Some(&search));
+        cut.block_started(Some(&json!({"type": "text", "text": ""})));
+        assert_eq!(cut.usage().web_searches, 1);
     }
 
     #[test]
@@ -285,6 +335,7 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 output_tokens: 30,
                 reasoning_tokens: 0,
+                web_searches: 0,
             })
         );
     }

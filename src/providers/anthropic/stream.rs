@@ -107,6 +107,7 @@ impl StreamState {
     fn block_start(&mut self, event: &Value) -> Option<Value> {
         let index = event.get("index").and_then(Value::as_u64)?;
         let block = event.get("content_block")?;
+        self.tokens.block_started(Some(block));
         match block_type(block) {
             "text" => self.text(block.get("text")),
             "tool_use" => {
@@ -422,6 +423,7 @@ mod tests {
                 cache_write_1h_tokens: 0,
                 output_tokens: 89,
                 reasoning_tokens: 0,
+                web_searches: 0,
             })
         );
     }
