@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -28,7 +27,6 @@ use crate::pipeline::charge::{Charge, Reserved};
 use crate::request::{from_headers, P402Options};
 use crate::router::Candidate;
 use crate::state::{AppState, Runtime};
-use crate::store::LedgerEntry;
 
 pub async fn handle(
     state: &AppState,
@@ -38,10 +36,25 @@ pub async fn handle(
     local_key: Option<&str>,
 ) -> Response<Body> {
     let started = Instant::now();
-    match embed(state, runtime, request, request_id, local_key, started).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(request_id),
-    }
+    // Its line and its count in `/metrics`, like a chat's.
+    let mut log = crate::request_log::RequestLog::new(request_id, false, started);
+    log.door("embeddings");
+    let response = match embed(
+        state, runtime, request, request_id, local_key, started, &mut log,
+    )
+    .await
+    {
+        Ok(response) => {
+            log.status(response.status().as_u16());
+            response
+        }
+        Err(error) => {
+            log.failed(&error);
+            error.into_response(request_id)
+        }
+    };
+    log.emit(state.metrics());
+    response
 }
 
 async fn embed(
@@ -51,6 +64,7 @@ async fn embed(
     request_id: &RequestId,
     local_key: Option<&str>,
     started: Instant,
+    log: &mut crate::request_log::RequestLog,
 ) -> Result<Response<Body>, ApiError> {
     let config = runtime.config();
     let (parts, body) = request.into_parts();
@@ -86,6 +100,7 @@ async fn embed(
     let probe = cache_probe(runtime, &body, &name, local_key, &options);
     if let Some(probe) = &probe {
         if let Ok(Some(hit)) = state.cache().lookup_exact(probe) {
+            log.served("cache", Some(&name), Some(crate::money::Usd::ZERO), 0);
             return Ok(answer(
                 hit.entry.response.clone(),
                 request_id,
@@ -162,6 +177,7 @@ async fn embed(
     if !status.is_success() {
         // The provider refused: nothing generated, nothing charged.
         drop(reservation);
+        log.served(&provider.name, Some(candidate.model_name()), None, 0);
         let bytes = match &provider.api_key {
             Some(key) => crate::providers::redact_key(bytes, key.expose()),
             None => bytes,
@@ -190,24 +206,19 @@ async fn embed(
     };
     let price = candidate.price();
     let costs = Costs::of(Some(&usage), price, price);
-    let entry = LedgerEntry {
-        door: Some("embeddings".to_string()),
-        time: Utc::now(),
-        request_id: request_id.to_string(),
-        session: charge.session.as_ref().map(|s| s.id.clone()),
-        budgets: charge.budgets.clone(),
-        provider: provider.name.clone(),
-        model: Some(candidate.model_name().to_string()),
-        input_tokens: usage.input_tokens,
-        output_tokens: 0,
-        cached_input_tokens: 0,
-        cost_nanos: costs.cost.map_or(0, |c| c.nanos()),
-        direct_nanos: costs.direct.or(costs.cost).map_or(0, |c| c.nanos()),
-        cached: false,
-        estimated: reported.is_none(),
-        client_session: None,
-        forwarded: None,
-    };
+    log.served(
+        &provider.name,
+        Some(candidate.model_name()),
+        costs.cost,
+        usage.input_tokens,
+    );
+    let mut entry = charge.entry(request_id, &provider.name);
+    entry.door = Some("embeddings".to_string());
+    entry.model = Some(candidate.model_name().to_string());
+    entry.input_tokens = usage.input_tokens;
+    entry.cost_nanos = costs.cost.map_or(0, |c| c.nanos());
+    entry.direct_nanos = costs.direct.or(costs.cost).map_or(0, |c| c.nanos());
+    entry.estimated = reported.is_none();
     let written = match reservation {
         Some(reservation) => {
             let written = reservation.settle(&entry).await;

@@ -14,7 +14,6 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -90,9 +89,19 @@ pub async fn handle(
     request_id: &RequestId,
     local_key: Option<&str>,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
     match forward(state, runtime, request, path, request_id, local_key).await {
+        // Answered: its line is written once the body has gone through.
         Ok(response) => response,
-        Err(error) => error.into_response(request_id),
+        // Refused before it went anywhere: its line now.
+        Err(error) => {
+            let mut log = crate::request_log::RequestLog::new(request_id, false, started);
+            log.door("forward");
+            log.endpoint(path);
+            log.failed(&error);
+            log.emit(state.metrics());
+            error.into_response(request_id)
+        }
     }
 }
 
@@ -307,29 +316,13 @@ impl Pending {
     /// Writes the entry; a finished background `job` in the answer is
     /// priced and charged with it, the first time it is fetched.
     async fn record(self, state: &AppState, bytes_out: u64, job: Option<background::Finished>) {
-        let mut entry = LedgerEntry {
-            door: None,
-            time: Utc::now(),
-            request_id: self.request_id.to_string(),
-            session: self.charge.session.as_ref().map(|s| s.id.clone()),
-            budgets: self.charge.budgets.clone(),
-            provider: self.provider.clone(),
-            model: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cached_input_tokens: 0,
-            cost_nanos: 0,
-            direct_nanos: 0,
-            cached: false,
-            estimated: false,
-            client_session: None,
-            forwarded: Some(Forwarded {
-                endpoint: self.endpoint.clone(),
-                status: self.status,
-                bytes_in: self.bytes_in.get(),
-                bytes_out,
-            }),
-        };
+        let mut entry = self.charge.entry(&self.request_id, &self.provider);
+        entry.forwarded = Some(Forwarded {
+            endpoint: self.endpoint.clone(),
+            status: self.status,
+            bytes_in: self.bytes_in.get(),
+            bytes_out,
+        });
         let charged = match job {
             Some(job) => self.charge_job(state, &job, &mut entry).await,
             None => false,
@@ -339,16 +332,18 @@ impl Pending {
                 tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
             }
         }
-        tracing::info!(
-            target: "p402::request",
-            request_id = %self.request_id,
-            door = "forward",
-            endpoint = %entry.forwarded.as_ref().map_or("", |f| f.endpoint.as_str()),
-            status = self.status,
-            latency_ms = crate::request_log::elapsed_ms(self.started),
-            cost_usd = entry.cost().to_dollars(),
-            "request"
+        // Its line and its count in `/metrics`, like a chat's.
+        let mut log = crate::request_log::RequestLog::new(&self.request_id, false, self.started);
+        log.door("forward");
+        log.endpoint(&self.endpoint);
+        log.status(self.status);
+        log.served(
+            &self.provider,
+            entry.model.as_deref(),
+            Some(entry.cost()),
+            entry.input_tokens,
         );
+        log.emit(state.metrics());
     }
 
     /// Charges a finished background job with `entry` (its model, tokens

@@ -14,7 +14,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The API the client called: `chat`, `messages`, `responses`.
+    /// The API the client called: `chat`, `messages`, `responses`,
+    /// `embeddings`, or `forward` for a call passed on as it is.
     pub door: &'static str,
     pub provider: String,
     pub model: String,
@@ -122,7 +123,7 @@ impl Default for Metrics {
         let circuit_open = Family::<ProviderLabels, Gauge>::default();
         registry.register(
             "requests",
-            "Model calls answered, by door (chat, messages, responses), provider, model and HTTP status",
+            "Requests answered, by door (chat, messages, responses, embeddings, forward), provider, model and HTTP status",
             requests.clone(),
         );
         registry.register(

@@ -631,13 +631,15 @@ mod tests {
     async fn groups_and_totals() {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(dir.path()).expect("store");
-        let entry = |provider: &str, cost: i64, direct: i64, cached: bool| LedgerEntry {
-            door: None,
-            provider: provider.to_string(),
-            cost_nanos: cost,
-            direct_nanos: direct,
-            cached,
-            ..crate::store::tests_support::entry(&crate::ids::RequestId::new().to_string())
+        let entry = |provider: &str, cost: i64, direct: i64, cached: bool| {
+            let mut entry =
+                crate::store::tests_support::entry(&crate::ids::RequestId::new().to_string());
+            entry.door = None;
+            entry.provider = provider.to_string();
+            entry.cost_nanos = cost;
+            entry.direct_nanos = direct;
+            entry.cached = cached;
+            entry
         };
         store
             .record(&entry("groq", 100, 1000, false), &[])

@@ -31,6 +31,8 @@ pub struct RequestLog {
     output_tokens: u64,
     cached: bool,
     error_code: Option<&'static str>,
+    /// A forwarded request's method and path.
+    endpoint: Option<String>,
 }
 
 impl RequestLog {
@@ -49,7 +51,29 @@ impl RequestLog {
             output_tokens: 0,
             cached: false,
             error_code: None,
+            endpoint: None,
         }
+    }
+
+    /// What a side door (embeddings, a forwarded call) served, which has no
+    /// answer metadata of its own: who answered and what it cost.
+    pub fn served(
+        &mut self,
+        provider: &str,
+        model: Option<&str>,
+        cost: Option<crate::money::Usd>,
+        input_tokens: u64,
+    ) {
+        self.provider = Some(provider.to_string());
+        self.model = model.map(str::to_string);
+        self.cost_usd = cost.map(|c| c.to_dollars());
+        self.input_tokens = input_tokens;
+        self.cached = provider == "cache";
+    }
+
+    /// A forwarded request's method and path, for its line.
+    pub fn endpoint(&mut self, endpoint: &str) {
+        self.endpoint = Some(endpoint.to_string());
     }
 
     pub fn answered(&mut self, metadata: &Metadata) {
@@ -134,6 +158,7 @@ impl RequestLog {
             latency_ms = elapsed_ms(self.started),
             cost_usd = self.cost_usd,
             error = self.error_code,
+            endpoint = self.endpoint.as_deref(),
             "request"
         );
     }

@@ -126,3 +126,65 @@ async fn a_budget_that_cannot_pay_for_the_input_refuses_it() {
     assert!(openai.received().is_empty());
     proxy.stop().await;
 }
+
+/// Every request leaves its count in `/metrics` by the door it came in by:
+/// embeddings and forwarded calls as well as chat.
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_and_forwarded_calls_are_counted_by_door() {
+    let openai = FakeProvider::start().await;
+    let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
+    let _ = proxy.chat_json(ask("gpt-4o-mini", "hello")).await;
+    openai.push(Reply::Json(200, vectors("text-embedding-3-small", 3)));
+    let response = embed(
+        &proxy,
+        json!({"model": "text-embedding-3-small", "input": "hello"}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    openai.push(Reply::Json(
+        200,
+        json!({"id": "modr-1", "model": "omni-moderation-latest", "results": [{"flagged": false}]}),
+    ));
+    let response = proxy
+        .client
+        .post(proxy.url("/v1/moderations"))
+        .json(&json!({"input": "hello"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let _ = response.bytes().await.expect("body");
+    // The forwarded call's line is written once its body has gone through.
+    let scrape = || async {
+        proxy
+            .client
+            .get(proxy.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let written = eventually(std::time::Duration::from_secs(10), || async {
+        scrape().await.contains("door=\"forward\"")
+    })
+    .await;
+    let metrics = scrape().await;
+    assert!(written, "{metrics}");
+    let count = |door: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("p402_requests_total{") && l.contains(&format!("door=\"{door}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (count("chat"), count("embeddings"), count("forward")),
+        (1, 1, 1),
+        "{metrics}"
+    );
+    proxy.stop().await;
+}

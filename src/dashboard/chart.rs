@@ -234,24 +234,13 @@ mod tests {
     use super::*;
 
     fn entry(provider: &str, time: DateTime<Utc>, nanos: i64) -> Part {
-        let entry = crate::store::LedgerEntry {
-            door: None,
-            time,
-            request_id: format!("req_{nanos}"),
-            session: None,
-            budgets: Vec::new(),
-            provider: provider.into(),
-            model: Some("m".into()),
-            input_tokens: 1,
-            output_tokens: 1,
-            cached_input_tokens: 0,
-            cost_nanos: nanos,
-            direct_nanos: nanos,
-            cached: false,
-            estimated: false,
-            client_session: None,
-            forwarded: None,
-        };
+        let mut entry = crate::store::LedgerEntry::new(format!("req_{nanos}"), provider.into());
+        entry.time = time;
+        entry.model = Some("m".into());
+        entry.input_tokens = 1;
+        entry.output_tokens = 1;
+        entry.cost_nanos = nanos;
+        entry.direct_nanos = nanos;
         Part {
             time,
             dims: crate::store::rollup::Dims::of(&entry),

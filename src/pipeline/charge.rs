@@ -153,6 +153,16 @@ pub enum Reserved {
 }
 
 impl Charge {
+    /// The ledger entry of request `id` served by `provider`, charged to
+    /// these payers (its session and named budgets); the outcome fills in
+    /// the rest.
+    pub fn entry(&self, id: &crate::ids::RequestId, provider: &str) -> crate::store::LedgerEntry {
+        let mut entry = crate::store::LedgerEntry::new(id.to_string(), provider.to_string());
+        entry.session = self.session.as_ref().map(|s| s.id.clone());
+        entry.budgets = self.budgets.clone();
+        entry
+    }
+
     /// A budgeted request is refused while the ledger cannot be written
     /// (a stuck or failing disk): its charge could not be made durable,
     /// and waiting on the disk would hold the request for nothing.

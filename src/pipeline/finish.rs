@@ -8,7 +8,6 @@
 //! holds.
 
 use bytes::Bytes;
-use chrono::Utc;
 use http::{header, HeaderMap, HeaderValue, Response};
 use tokio::sync::mpsc;
 
@@ -140,24 +139,17 @@ pub(super) fn provider_entry(
     used: &Used,
     costs: &Costs,
 ) -> LedgerEntry {
-    LedgerEntry {
-        door: Some(cx.door.name().to_string()),
-        time: Utc::now(),
-        request_id: cx.id.to_string(),
-        session: cx.charge.session.as_ref().map(|s| s.id.clone()),
-        budgets: cx.charge.budgets.clone(),
-        provider: candidate.provider.name.clone(),
-        model: Some(candidate.model_name().to_string()),
-        input_tokens: used.usage.input_tokens,
-        output_tokens: used.usage.output_tokens,
-        cached_input_tokens: used.usage.cached_input_tokens,
-        cost_nanos: costs.cost.unwrap_or(Usd::ZERO).nanos(),
-        direct_nanos: costs.direct.or(costs.cost).unwrap_or(Usd::ZERO).nanos(),
-        cached: false,
-        estimated: used.estimated,
-        client_session: cx.client_session.clone(),
-        forwarded: None,
-    }
+    let mut entry = cx.charge.entry(&cx.id, &candidate.provider.name);
+    entry.door = Some(cx.door.name().to_string());
+    entry.model = Some(candidate.model_name().to_string());
+    entry.input_tokens = used.usage.input_tokens;
+    entry.output_tokens = used.usage.output_tokens;
+    entry.cached_input_tokens = used.usage.cached_input_tokens;
+    entry.cost_nanos = costs.cost.unwrap_or(Usd::ZERO).nanos();
+    entry.direct_nanos = costs.direct.or(costs.cost).unwrap_or(Usd::ZERO).nanos();
+    entry.estimated = used.estimated;
+    entry.client_session = cx.client_session.clone();
+    entry
 }
 
 /// Settles a request: its reservation (if budgeted) and the ledger. A
@@ -238,24 +230,13 @@ fn provider_metadata(
 /// awaited, so a hit waits for no disk.
 fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
     let direct = crate::cache::replay::direct_cost(hit, baseline);
-    let entry = LedgerEntry {
-        door: Some(cx.door.name().to_string()),
-        time: Utc::now(),
-        request_id: cx.id.to_string(),
-        session: cx.charge.session.as_ref().map(|s| s.id.clone()),
-        budgets: cx.charge.budgets.clone(),
-        provider: "cache".to_string(),
-        model: None,
-        input_tokens: hit.entry.input_tokens,
-        output_tokens: hit.entry.output_tokens,
-        cached_input_tokens: 0,
-        cost_nanos: 0,
-        direct_nanos: direct.nanos(),
-        cached: true,
-        estimated: false,
-        client_session: cx.client_session.clone(),
-        forwarded: None,
-    };
+    let mut entry = cx.charge.entry(&cx.id, "cache");
+    entry.door = Some(cx.door.name().to_string());
+    entry.input_tokens = hit.entry.input_tokens;
+    entry.output_tokens = hit.entry.output_tokens;
+    entry.direct_nanos = direct.nanos();
+    entry.cached = true;
+    entry.client_session = cx.client_session.clone();
     let accounts: Vec<String> = cx
         .charge
         .accounts

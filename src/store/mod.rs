@@ -221,6 +221,30 @@ pub struct Forwarded {
 }
 
 impl LedgerEntry {
+    /// The one place an entry is built: request `request_id`, served by
+    /// `provider` (or `cache`) now, nothing counted or charged yet. Each
+    /// outcome fills in what it knows (see `Charge::entry` for the payers).
+    pub fn new(request_id: String, provider: String) -> Self {
+        LedgerEntry {
+            time: Utc::now(),
+            request_id,
+            session: None,
+            budgets: Vec::new(),
+            provider,
+            model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cost_nanos: 0,
+            direct_nanos: 0,
+            cached: false,
+            estimated: false,
+            client_session: None,
+            door: None,
+            forwarded: None,
+        }
+    }
+
     pub fn cost(&self) -> Usd {
         Usd::from_nanos(self.cost_nanos)
     }
