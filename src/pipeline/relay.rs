@@ -32,12 +32,47 @@ use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
 use super::watch::Watch;
 
-/// The error code of a relay whose client went away.
-const CLIENT_GONE: &str = "client_disconnected";
-/// The error code of a relay stopped by shutdown.
-const ABORTED: &str = "shutting_down";
-/// The error code of a stream that ended with the provider's error event.
-const PROVIDER_ERROR: &str = "upstream_error_event";
+/// How a relayed stream ended, which decides what is charged, whether the
+/// provider's breaker hears of it and what the client is told.
+enum StreamEnd {
+    /// The provider finished it.
+    Complete,
+    /// The client hung up: not the provider's fault, and nobody to tell.
+    ClientGone,
+    /// p402 is shutting down.
+    Aborted,
+    /// The provider's own error event, already passed to the client: free
+    /// when nothing was generated before it.
+    ProviderError,
+    /// It timed out, broke off or grew too large.
+    Failed(ApiError),
+}
+
+impl StreamEnd {
+    /// The error the request's log line and metadata record, `None` for a
+    /// complete stream.
+    fn error(&self) -> Option<ApiError> {
+        match self {
+            StreamEnd::Complete => None,
+            StreamEnd::ClientGone => Some(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "client_disconnected",
+                "the client closed the connection mid-stream",
+            )),
+            StreamEnd::Aborted => Some(ApiError::new(
+                ErrorKind::Unavailable,
+                "shutting_down",
+                "p402 is shutting down; the stream is charged for what it sent, as an estimate",
+            )),
+            StreamEnd::ProviderError => Some(ApiError::new(
+                ErrorKind::UpstreamFailed,
+                "upstream_error_event",
+                "the provider sent an error event",
+            )),
+            StreamEnd::Failed(error) => Some(error.clone()),
+        }
+    }
+}
 
 /// Everything the relay needs to finish the request on its own.
 struct Relay {
@@ -110,23 +145,25 @@ pub fn start(
 impl Relay {
     async fn run(mut self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
         let mut kept = Kept::default();
-        let outcome = self.pass(&mut events, &tx, &mut kept).await;
+        let end = self.pass(&mut events, &tx, &mut kept).await;
+        let error = end.error();
         // The relay owns the upstream body: dropping it here, not at the
         // end of the task, cancels an upstream the client no longer
         // listens to.
         drop(events);
-        if let Err(error) = &outcome {
+        if let Some(error) = &error {
             // The provider has the prompt and bills it, whether the client
             // hung up (SPEC §5) or the stream timed out or broke off (§14):
             // settled as estimated below, however little arrived. Only an
             // error event before anything was generated, the provider's
             // own refusal, is free.
-            let paid = kept.usage.is_some() || kept.generated || error.code != PROVIDER_ERROR;
+            let paid =
+                kept.usage.is_some() || kept.generated || !matches!(end, StreamEnd::ProviderError);
             if !paid {
                 // Like any error answered before generating: this costs
                 // nothing, and the reservation goes back.
                 drop(self.reservation.take());
-                self.report_failure(error, &tx).await;
+                self.report_failure(&end, error, &tx).await;
                 let exit = Exit::Unanswered {
                     plan: &self.plan,
                     served: &self.served,
@@ -165,20 +202,17 @@ impl Relay {
             used,
             reservation: self.reservation.take(),
         };
-        let metadata = finish::finish(&self.cx, exit, stream_ending(outcome.as_ref().err())).await;
-        if outcome.is_ok() {
-            self.store_in_cache(&kept, &used).await;
-        }
-        match (outcome, metadata) {
-            (Ok(()), Some(metadata)) => {
-                for event in self.writer.end(&metadata) {
+        let metadata = finish::finish(&self.cx, exit, stream_ending(error.as_ref())).await;
+        match (&error, metadata) {
+            (None, metadata) => {
+                self.store_in_cache(&kept, &used).await;
+                for event in metadata.iter().flat_map(|m| self.writer.end(m)) {
                     if tx.send(event).await.is_err() {
                         break;
                     }
                 }
             }
-            (Ok(()), None) => {}
-            (Err(error), _) => self.report_failure(&error, &tx).await,
+            (Some(error), _) => self.report_failure(&end, error, &tx).await,
         }
         drop(self.permit.take());
     }
@@ -189,18 +223,22 @@ impl Relay {
         events: &mut EventStream,
         tx: &mpsc::Sender<Bytes>,
         kept: &mut Kept,
-    ) -> Result<(), ApiError> {
+    ) -> StreamEnd {
         loop {
-            let (native, chunk) = match self.next_event(events, tx).await? {
+            let next = match self.next_event(events, tx).await {
+                Ok(next) => next,
+                Err(end) => return end,
+            };
+            let (native, chunk) = match next {
                 None => {
-                    return Err(ApiError::new(
+                    return StreamEnd::Failed(ApiError::new(
                         ErrorKind::UpstreamFailed,
                         "upstream_stream_ended",
                         "the provider closed the stream before it was complete",
                     ))
                 }
                 Some(Err(_)) if self.watch.too_large() => {
-                    return Err(ApiError::new(
+                    return StreamEnd::Failed(ApiError::new(
                         ErrorKind::UpstreamFailed,
                         "upstream_response_too_large",
                         format!(
@@ -210,13 +248,13 @@ impl Relay {
                     ))
                 }
                 Some(Err(e)) => {
-                    return Err(ApiError::new(
+                    return StreamEnd::Failed(ApiError::new(
                         ErrorKind::UpstreamFailed,
                         "upstream_stream_error",
                         e.to_string(),
                     ))
                 }
-                Some(Ok(StreamEvent::Done)) => return Ok(()),
+                Some(Ok(StreamEvent::Done)) => return StreamEnd::Complete,
                 Some(Ok(StreamEvent::Chunk(chunk))) => (None, chunk),
                 Some(Ok(StreamEvent::Native { name, data })) => (Some(name), data),
             };
@@ -228,11 +266,7 @@ impl Relay {
                     bytes = crate::providers::redact_key(bytes, key.expose());
                 }
                 let _ = tx.send(bytes).await;
-                return Err(ApiError::new(
-                    ErrorKind::UpstreamFailed,
-                    PROVIDER_ERROR,
-                    "the provider sent an error event",
-                ));
+                return StreamEnd::ProviderError;
             }
             match native {
                 None => self.keep(&chunk, kept),
@@ -246,7 +280,7 @@ impl Relay {
             // the stream's length in time like its silences.
             let held = (kept.text.len() + kept.content.len()) as u64;
             if held > self.watch.max_event_bytes {
-                return Err(ApiError::new(
+                return StreamEnd::Failed(ApiError::new(
                     ErrorKind::UpstreamFailed,
                     "upstream_response_too_large",
                     format!(
@@ -256,7 +290,7 @@ impl Relay {
                 ));
             }
             if self.served.upstream_started.elapsed() > self.max_duration {
-                return Err(ApiError::new(
+                return StreamEnd::Failed(ApiError::new(
                     ErrorKind::UpstreamTimeout,
                     "upstream_stream_too_long",
                     format!(
@@ -273,7 +307,7 @@ impl Relay {
                 continue;
             };
             if tx.send(out).await.is_err() {
-                return Err(client_gone());
+                return StreamEnd::ClientGone;
             }
         }
     }
@@ -356,34 +390,28 @@ impl Relay {
         &self,
         events: &mut EventStream,
         tx: &mpsc::Sender<Bytes>,
-    ) -> Result<Option<Result<StreamEvent, StreamError>>, ApiError> {
+    ) -> Result<Option<Result<StreamEvent, StreamError>>, StreamEnd> {
         loop {
             let deadline = self.watch.last_bytes() + self.idle_timeout;
             tokio::select! {
                 // A client that hangs up while the provider is quiet is
                 // noticed now, not at the next chunk: the upstream request
                 // is cancelled at once.
-                () = tx.closed() => return Err(client_gone()),
-                () = self.cx.state.aborting().cancelled() => {
-                    return Err(ApiError::new(
-                        ErrorKind::Unavailable,
-                        ABORTED,
-                        "p402 is shutting down; the stream is charged for what it sent, as an estimate",
-                    ))
-                }
+                () = tx.closed() => return Err(StreamEnd::ClientGone),
+                () = self.cx.state.aborting().cancelled() => return Err(StreamEnd::Aborted),
                 next = tokio::time::timeout_at(deadline, events.next()) => match next {
                     Ok(next) => return Ok(next),
                     // Bytes came in the meantime, just no whole event yet.
                     Err(_) if self.watch.last_bytes() + self.idle_timeout > tokio::time::Instant::now() => {}
                     Err(_) => {
-                        return Err(ApiError::new(
+                        return Err(StreamEnd::Failed(ApiError::new(
                             ErrorKind::UpstreamTimeout,
                             "upstream_timeout",
                             format!(
                                 "the provider sent nothing for {:?} in the middle of the stream",
                                 self.idle_timeout
                             ),
-                        ))
+                        )))
                     }
                 },
             }
@@ -392,26 +420,25 @@ impl Relay {
 
     /// Counts a failure against the provider (unless the client left) and
     /// tells the client, unless the provider's own error event already did.
-    async fn report_failure(&mut self, error: &ApiError, tx: &mpsc::Sender<Bytes>) {
-        if error.code != CLIENT_GONE {
+    async fn report_failure(
+        &mut self,
+        end: &StreamEnd,
+        error: &ApiError,
+        tx: &mpsc::Sender<Bytes>,
+    ) {
+        // Neither a client that left nor p402's own shutdown is the
+        // provider's failure.
+        if !matches!(end, StreamEnd::ClientGone | StreamEnd::Aborted) {
             self.cx.state.health().record_failure(
                 &self.served.candidate.provider.name,
                 &error.message,
                 self.cx.runtime.breaker_policy(),
             );
         }
-        if error.code != CLIENT_GONE && error.code != PROVIDER_ERROR {
+        if !matches!(end, StreamEnd::ClientGone | StreamEnd::ProviderError) {
             let _ = tx.send(self.writer.error(error, &self.cx.id)).await;
         }
     }
-}
-
-fn client_gone() -> ApiError {
-    ApiError::new(
-        ErrorKind::InvalidRequest,
-        CLIENT_GONE,
-        "the client closed the connection mid-stream",
-    )
 }
 
 /// The status line went out with the first byte, whatever follows.
