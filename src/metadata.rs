@@ -10,14 +10,58 @@ use crate::mode::ModeChoice;
 use crate::money::Usd;
 use crate::router::{Candidate, Route};
 
+/// What became of a failed attempt: the provider's HTTP status, or what
+/// went wrong when there was none. Shown as the number or the word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStatus {
+    Http(u16),
+    /// The request could not be built or sent.
+    RequestError,
+    Timeout,
+    ConnectError,
+    InvalidResponse,
+    ResponseTooLarge,
+}
+
+impl AttemptStatus {
+    fn word(self) -> Option<&'static str> {
+        match self {
+            AttemptStatus::Http(_) => None,
+            AttemptStatus::RequestError => Some("request_error"),
+            AttemptStatus::Timeout => Some("timeout"),
+            AttemptStatus::ConnectError => Some("connect_error"),
+            AttemptStatus::InvalidResponse => Some("invalid_response"),
+            AttemptStatus::ResponseTooLarge => Some("response_too_large"),
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self, self.word()) {
+            (AttemptStatus::Http(status), _) => write!(f, "{status}"),
+            (_, Some(word)) => f.write_str(word),
+            (_, None) => Ok(()),
+        }
+    }
+}
+
+impl Serialize for AttemptStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match (self, self.word()) {
+            (AttemptStatus::Http(status), _) => serializer.serialize_u16(*status),
+            (_, Some(word)) => serializer.serialize_str(word),
+            (_, None) => serializer.serialize_none(),
+        }
+    }
+}
+
 /// One failed attempt before the one that answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailedAttempt {
     pub provider: String,
     pub model: String,
-    /// The HTTP status, or what went wrong when there was none
-    /// (`"timeout"`, `"connect_error"`, ...).
-    pub status: serde_json::Value,
+    pub status: AttemptStatus,
     /// What the attempt was charged: an estimate, when the provider had
     /// the request and then timed out or broke off (it bills it); absent
     /// when it cost nothing.

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::Value;
 
+use crate::metadata::AttemptStatus;
 use crate::metrics::ProviderLabels;
 use crate::providers::{Adapter, Answer, EventStream};
 use crate::router::Candidate;
@@ -114,20 +114,21 @@ impl AttemptError {
 
     /// The status reported in `p402_metadata.failover` and the metrics:
     /// the HTTP status, or a word for what happened instead.
-    pub fn label(&self) -> Value {
+    pub fn status(&self) -> AttemptStatus {
         match self {
             AttemptError::Status(status)
             | AttemptError::ModelMissing(status)
-            | AttemptError::Refused { status, .. } => Value::from(status.as_u16()),
-            AttemptError::Translate(_) | AttemptError::Send(_) => "request_error".into(),
+            | AttemptError::Refused { status, .. } => AttemptStatus::Http(status.as_u16()),
+            AttemptError::Translate(_) | AttemptError::Send(_) => AttemptStatus::RequestError,
             AttemptError::Timeout(_)
             | AttemptError::Cut {
                 timed_out: true, ..
-            } => "timeout".into(),
-            AttemptError::Cut { .. } => "invalid_response".into(),
-            AttemptError::Connect(_) => "connect_error".into(),
-            AttemptError::InvalidResponse(_) => "invalid_response".into(),
-            AttemptError::TooLarge(_) => "response_too_large".into(),
+            } => AttemptStatus::Timeout,
+            AttemptError::Cut { .. } | AttemptError::InvalidResponse(_) => {
+                AttemptStatus::InvalidResponse
+            }
+            AttemptError::Connect(_) => AttemptStatus::ConnectError,
+            AttemptError::TooLarge(_) => AttemptStatus::ResponseTooLarge,
         }
     }
 }

@@ -6,12 +6,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Response;
-use serde_json::Value;
 
 use crate::body::Body;
 use crate::error::{ApiError, Classify, ErrorKind};
 use crate::limits::Permit;
-use crate::metadata::FailedAttempt;
+use crate::metadata::{AttemptStatus, FailedAttempt};
 use crate::metrics::ErrorLabels;
 use crate::router::Candidate;
 
@@ -134,10 +133,7 @@ pub async fn run(
                 cx.runtime.breaker_policy(),
             );
         }
-        let status = match error.label() {
-            Value::String(word) => word,
-            other => other.to_string(),
-        };
+        let status = error.status().to_string();
         state
             .metrics()
             .upstream_errors
@@ -155,7 +151,7 @@ pub async fn run(
         failed.push(FailedAttempt {
             provider: provider.clone(),
             model: candidate.model_name().to_string(),
-            status: error.label(),
+            status: error.status(),
             cost_usd,
         });
     }
@@ -283,16 +279,14 @@ fn every_attempt_failed(
 ) -> ApiError {
     let attempts: Vec<String> = failed
         .iter()
-        .map(|a| {
-            let status = match &a.status {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            format!("{}/{}: {}", a.provider, a.model, status)
-        })
+        .map(|a| format!("{}/{}: {}", a.provider, a.model, a.status))
         .collect();
     let every = |status: u16| {
-        pass_on_overload && !failed.is_empty() && failed.iter().all(|a| a.status == status)
+        pass_on_overload
+            && !failed.is_empty()
+            && failed
+                .iter()
+                .all(|a| a.status == AttemptStatus::Http(status))
     };
     let (kind, code, summary) = if all_timeouts && !failed.is_empty() {
         (
@@ -313,7 +307,7 @@ fn every_attempt_failed(
             "upstream_rate_limited",
             "every provider tried is rate-limiting p402",
         )
-    } else if !failed.is_empty() && failed.iter().all(|a| a.status == 404) {
+    } else if !failed.is_empty() && failed.iter().all(|a| a.status == AttemptStatus::Http(404)) {
         (
             ErrorKind::NotFound,
             "model_not_found",
