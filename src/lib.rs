@@ -11,6 +11,7 @@
 //! Public are the modules the binary, the benches, the integration tests
 //! and the fuzz targets use; the rest is private to the crate.
 
+mod account;
 mod alerts;
 mod api;
 mod auth;

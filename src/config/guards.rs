@@ -1,49 +1,9 @@
-//! The settings that warn before a cap and stop a runaway loop (SPEC §14):
-//! `[alerts]`, a budget's `alert_at` and `max_usd_per_hour`, and the
+//! The checks of the settings that warn before a cap and stop a runaway
+//! loop (SPEC §14): `[alerts]`, a budget's `alert_at` and
+//! `max_usd_per_hour` (declared with the rest in `schema`), and the
 //! warnings about a config that is valid but does not do what it says.
 
-use serde::Deserialize;
-use toml::Spanned;
-
-use super::schema::{BudgetConfig, Config, Invalid};
-
-/// The fractions of a budget whose crossing raises an alert, when its
-/// `alert_at` does not say (and for sessions, unless `[alerts]` says).
-pub const DEFAULT_ALERT_AT: [f64; 2] = [0.8, 1.0];
-
-/// `[alerts]`: where a budget's alerts go besides the log, the dashboard
-/// and the metrics.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// Each alert is POSTed here as JSON, retried with backoff until it is
-    /// taken (any 2xx), also across restarts.
-    pub webhook_url: Option<Spanned<String>>,
-    /// Also show each alert as a desktop notification, through the
-    /// freedesktop notification service (`notify-send`) where present.
-    pub desktop: bool,
-    /// The thresholds of every session's budget.
-    pub session_alert_at: Vec<f64>,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            webhook_url: None,
-            desktop: false,
-            session_alert_at: DEFAULT_ALERT_AT.to_vec(),
-        }
-    }
-}
-
-impl AlertsConfig {
-    pub fn webhook(&self) -> Option<&str> {
-        self.webhook_url
-            .as_ref()
-            .map(|url| url.get_ref().as_str())
-            .filter(|url| !url.is_empty())
-    }
-}
+use super::schema::{BudgetConfig, Config, Invalid, DEFAULT_ALERT_AT};
 
 impl BudgetConfig {
     /// The fractions that raise an alert, ascending.

@@ -14,7 +14,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use discovery::{default_data_dir, discover, Discovered};
-pub use guards::{AlertsConfig, DEFAULT_ALERT_AT};
 pub use schema::*;
 
 /// The commented starter config that `p402 init` writes; the same file the

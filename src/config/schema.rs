@@ -33,7 +33,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub catalog: CatalogConfig,
     pub team: TeamConfig,
-    pub alerts: super::guards::AlertsConfig,
+    pub alerts: AlertsConfig,
     pub ledger: LedgerConfig,
 }
 
@@ -778,5 +778,43 @@ impl Config {
             .iter()
             .find(|(key, _)| key.get_ref() == name)
             .map(|(_, provider)| provider)
+    }
+}
+
+/// The fractions of a budget whose crossing raises an alert, when its
+/// `alert_at` does not say (and for sessions, unless `[alerts]` says).
+pub const DEFAULT_ALERT_AT: [f64; 2] = [0.8, 1.0];
+
+/// `[alerts]`: where a budget's alerts go besides the log, the dashboard
+/// and the metrics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Each alert is POSTed here as JSON, retried with backoff until it is
+    /// taken (any 2xx), also across restarts.
+    pub webhook_url: Option<Spanned<String>>,
+    /// Also show each alert as a desktop notification, through the
+    /// freedesktop notification service (`notify-send`) where present.
+    pub desktop: bool,
+    /// The thresholds of every session's budget.
+    pub session_alert_at: Vec<f64>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            desktop: false,
+            session_alert_at: DEFAULT_ALERT_AT.to_vec(),
+        }
+    }
+}
+
+impl AlertsConfig {
+    pub fn webhook(&self) -> Option<&str> {
+        self.webhook_url
+            .as_ref()
+            .map(|url| url.get_ref().as_str())
+            .filter(|url| !url.is_empty())
     }
 }

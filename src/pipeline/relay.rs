@@ -26,7 +26,7 @@ use crate::cost::{self, Used};
 use crate::door::StreamWriter;
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::Permit;
-use crate::providers::{openai, EventStream, StreamError, StreamEvent};
+use crate::providers::{openai, Adapter, EventStream, StreamError, StreamEvent};
 
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
@@ -107,10 +107,9 @@ struct Kept {
     generated: bool,
     /// id and model of the upstream's chunks, for the cached copy.
     envelope: Option<(Value, Value)>,
-    /// What a stream in the client's own dialect reported.
-    native: crate::providers::native::Tally,
-    /// The stream is in the client's own dialect, not OpenAI chunks.
-    is_native: bool,
+    /// What a stream in the client's own dialect reported; `None` for a
+    /// stream of OpenAI chunks.
+    native: Option<crate::providers::native::Tally>,
 }
 
 /// Starts relaying `events`, and returns the response whose body they feed.
@@ -144,7 +143,12 @@ pub fn start(
 
 impl Relay {
     async fn run(mut self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
-        let mut kept = Kept::default();
+        let mut kept = Kept {
+            native: Adapter::of(&self.served.candidate.provider)
+                .native_dialect(&self.served.candidate, &self.cx.chat)
+                .map(crate::providers::native::Tally::new),
+            ..Kept::default()
+        };
         let end = self.pass(&mut events, &tx, &mut kept).await;
         let error = end.error();
         // The relay owns the upstream body: dropping it here, not at the
@@ -175,7 +179,8 @@ impl Relay {
         // Whatever happened, what was generated was paid for: settle it
         // (from the usage chunk, or from the text received) before the
         // stream's last bytes go out.
-        let mut used = match (kept.usage, kept.native.partial()) {
+        let partial = kept.native.as_ref().and_then(|n| n.partial());
+        let mut used = match (kept.usage, partial) {
             // Cut off before its final count: the provider's input count,
             // and the output counted from what arrived.
             (None, Some(partial)) => Used {
@@ -193,7 +198,7 @@ impl Relay {
             ),
         };
         if used.estimated {
-            let seen = kept.native.searches_started();
+            let seen = kept.native.as_ref().map_or(0, |n| n.searches_started());
             used.usage.web_searches = used.usage.web_searches.max(seen);
         }
         let exit = Exit::Answered {
@@ -268,13 +273,12 @@ impl Relay {
                 let _ = tx.send(bytes).await;
                 return StreamEnd::ProviderError;
             }
-            match native {
-                None => self.keep(&chunk, kept),
-                Some(_) => {
-                    kept.is_native = true;
-                    kept.generated |= kept.native.read(&chunk, &mut kept.text);
-                    kept.usage = kept.native.usage();
+            match (&native, kept.native.as_mut()) {
+                (Some(_), Some(tally)) => {
+                    kept.generated |= tally.read(&chunk, &mut kept.text);
+                    kept.usage = tally.usage();
                 }
+                _ => self.keep(&chunk, kept),
             }
             // What is held of the answer is bounded like a whole answer, and
             // the stream's length in time like its silences.
@@ -350,10 +354,12 @@ impl Relay {
             .unwrap_or_else(|| (Value::Null, Value::from(candidate.model_name())));
         // A stream in the client's dialect is stored only when it was plain
         // text: then any door can replay it as it was.
-        let (content, finish) = match (kept.is_native, kept.native.plain()) {
-            (false, _) => (kept.content.as_str(), kept.finish.clone()),
-            (true, Some((text, finish))) => (text, Some(finish.clone())),
-            (true, None) => return,
+        let (content, finish) = match &kept.native {
+            None => (kept.content.as_str(), kept.finish.clone()),
+            Some(tally) => match tally.plain() {
+                Some((text, finish)) => (text, Some(finish.clone())),
+                None => return,
+            },
         };
         let answer = json!({
             "id": id, "object": "chat.completion", "created": cache::now(), "model": model,

@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod native;
 pub mod openai;
 pub mod responses;
+pub mod verbatim;
 
 use std::pin::Pin;
 

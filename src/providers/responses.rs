@@ -30,7 +30,7 @@ pub fn build_request(
     stream: bool,
     limit: Option<u32>,
 ) -> Result<Request<Full<Bytes>>, TranslateError> {
-    let body = super::native::routed_body(native, candidate, "max_output_tokens", limit);
+    let body = super::verbatim::routed_body(native, candidate, "max_output_tokens", limit);
     super::post_json(provider, "/responses", &body, stream, &native.headers)
 }
 
@@ -98,7 +98,7 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    super::native::decode_stream(bytes, |kind| FINAL_EVENTS.contains(&kind))
+    super::verbatim::decode_stream(bytes, |kind| FINAL_EVENTS.contains(&kind))
 }
 
 /// What a Responses stream has said that the charge needs.
@@ -110,7 +110,7 @@ pub struct Tally {
     searches_started: u64,
     /// The answer as Chat Completions would have said it, while it says
     /// nothing else.
-    plain: super::native::Plain,
+    plain: super::verbatim::Plain,
 }
 
 impl Tally {
@@ -156,7 +156,7 @@ impl Tally {
         self.searches_started
     }
 
-    pub fn plain(&self) -> &super::native::Plain {
+    pub fn plain(&self) -> &super::verbatim::Plain {
         &self.plain
     }
 }

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Client;
 
-use crate::budget::Account;
+use crate::account::Account;
 use crate::config::TeamConfig;
 use crate::metrics::{TeamLabels, TeamMetrics};
 use crate::money::Usd;

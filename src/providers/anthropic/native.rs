@@ -31,7 +31,7 @@ pub fn build_request(
     stream: bool,
     limit: Option<u32>,
 ) -> Result<Request<Full<Bytes>>, TranslateError> {
-    let body = crate::providers::native::routed_body(native, candidate, "max_tokens", limit);
+    let body = crate::providers::verbatim::routed_body(native, candidate, "max_tokens", limit);
     let mut headers = native.headers.clone();
     if !headers.iter().any(|(name, _)| name == "anthropic-version") {
         headers.push((
@@ -90,7 +90,7 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    crate::providers::native::decode_stream(bytes, |kind| kind == "message_stop")
+    crate::providers::verbatim::decode_stream(bytes, |kind| kind == "message_stop")
 }
 
 /// What a native stream has said so far that the charge needs.
@@ -103,7 +103,7 @@ pub struct Tally {
     finished: bool,
     /// The answer as Chat Completions would have said it, while it says
     /// nothing else.
-    plain: crate::providers::native::Plain,
+    plain: crate::providers::verbatim::Plain,
 }
 
 impl Tally {
@@ -159,7 +159,7 @@ impl Tally {
         self.started.then(|| self.tokens.usage())
     }
 
-    pub fn plain(&self) -> &crate::providers::native::Plain {
+    pub fn plain(&self) -> &crate::providers::verbatim::Plain {
         &self.plain
     }
 }
