@@ -1,0 +1,103 @@
+//! What the store keeps of each request (a [`LedgerEntry`]) and of each
+//! account ([`Totals`]): the records, apart from how they are stored.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+
+/// One settled request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub time: DateTime<Utc>,
+    pub request_id: String,
+    pub session: Option<String>,
+    /// Names of the file-declared budgets charged.
+    pub budgets: Vec<String>,
+    pub provider: String,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    pub cost_nanos: i64,
+    pub direct_nanos: i64,
+    /// Answered from p402's cache.
+    pub cached: bool,
+    /// Cost computed from counted tokens because the provider sent no usage.
+    pub estimated: bool,
+    /// The client's own session (an agent run: Claude Code's
+    /// `X-Claude-Code-Session-Id`), for reports to group by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_session: Option<String>,
+    /// The API the client called (`chat`, `messages`, `responses`,
+    /// `embeddings`); absent for entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door: Option<String>,
+    /// For a request forwarded as it is (files, audio, ...): its method and
+    /// path, the status it got and the bytes each way. Unpriced: p402 does
+    /// not read such requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<Forwarded>,
+}
+
+/// What is known of a request forwarded as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub endpoint: String,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl LedgerEntry {
+    /// The one place an entry is built: request `request_id`, served by
+    /// `provider` (or `cache`) now, nothing counted or charged yet. Each
+    /// outcome fills in what it knows (see `Charge::entry` for the payers).
+    pub fn new(request_id: String, provider: String) -> Self {
+        LedgerEntry {
+            time: Utc::now(),
+            request_id,
+            session: None,
+            budgets: Vec::new(),
+            provider,
+            model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cost_nanos: 0,
+            direct_nanos: 0,
+            cached: false,
+            estimated: false,
+            client_session: None,
+            door: None,
+            forwarded: None,
+        }
+    }
+
+    pub fn cost(&self) -> Usd {
+        Usd::from_nanos(self.cost_nanos)
+    }
+
+    pub fn direct(&self) -> Usd {
+        Usd::from_nanos(self.direct_nanos)
+    }
+}
+
+/// What an account has been charged, as kept in the `spend` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub cost_nanos: i64,
+    pub direct_nanos: i64,
+    pub requests: u64,
+}
+
+impl Totals {
+    pub fn cost(&self) -> Usd {
+        Usd::from_nanos(self.cost_nanos)
+    }
+
+    pub fn direct(&self) -> Usd {
+        Usd::from_nanos(self.direct_nanos)
+    }
+}
