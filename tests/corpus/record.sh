@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rm -f tests/corpus/*.json
-cargo test --test agents record_the_agent_corpus -- --ignored --exact
+cargo test --test clients agents::record_the_agent_corpus -- --ignored --exact
 ls tests/corpus/*.json | wc -l

@@ -1,6 +1,6 @@
 //! What the guards know about English words, from a maintained source
 //! rather than a hand list: Princeton WordNet 3.0's antonyms, synonym
-//! groups and irregular forms (derived by `tests/wordnet.rs`, which checks
+//! groups and irregular forms (derived by `tests/clients/wordnet.rs`, which checks
 //! the committed files against WordNet itself), and the Snowball English
 //! stemmer, so that "raised" meets "lower" and "kilograms" meets
 //! "kilogram".
