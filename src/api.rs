@@ -273,23 +273,35 @@ pub async fn sessions(
         (Method::POST, "", _) => match read_small_body(request, runtime).await {
             Ok(bytes) => {
                 let max = runtime.config().limits.max_active_sessions_per_key;
-                sessions.create(book, &bytes, caller, max).await
+                sessions
+                    .create(book, &bytes, caller, max)
+                    .await
+                    .map(|v| (StatusCode::CREATED, v))
+                    .map_err(ApiError::from)
             }
             Err(error) => Err(error),
         },
-        (Method::GET, "", _) => sessions.list(book, caller).map(|v| (StatusCode::OK, v)),
-        (Method::GET, _, Some(id)) => sessions.get(book, id, caller).map(|v| (StatusCode::OK, v)),
+        (Method::GET, "", _) => sessions
+            .list(book, caller)
+            .map(|v| (StatusCode::OK, v))
+            .map_err(ApiError::from),
+        (Method::GET, _, Some(id)) => sessions
+            .get(book, id, caller)
+            .map(|v| (StatusCode::OK, v))
+            .map_err(ApiError::from),
         (Method::PATCH, _, Some(id)) => match read_small_body(request, runtime).await {
             Ok(bytes) => sessions
                 .patch(book, id, &bytes, caller)
                 .await
-                .map(|v| (StatusCode::OK, v)),
+                .map(|v| (StatusCode::OK, v))
+                .map_err(ApiError::from),
             Err(error) => Err(error),
         },
         (Method::DELETE, _, Some(id)) => sessions
             .end(book, id, caller)
             .await
-            .map(|v| (StatusCode::OK, v)),
+            .map(|v| (StatusCode::OK, v))
+            .map_err(ApiError::from),
         (_, "", _) | (_, _, Some(_)) => Err(ApiError::new(
             ErrorKind::MethodNotAllowed,
             "method_not_allowed",

@@ -18,8 +18,7 @@ use chrono::{DateTime, Local, TimeZone, Utc};
 
 pub use crate::account::{period_start, Account};
 use crate::burn_rate::BurnRates;
-use crate::catalog::Price;
-use crate::money::Usd;
+use crate::money::{Price, Usd};
 use crate::store::{LedgerEntry, Store, StoreError};
 use crate::team::{TeamHold, TeamStore};
 

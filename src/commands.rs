@@ -712,7 +712,7 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
         Source::Offline(book, config) => {
             let sessions = crate::sessions::Sessions::default()
                 .list_all(&book)
-                .map_err(|e| e.message)?;
+                .map_err(|e| e.to_string())?;
             let shared = offline_team(&book, &config)?
                 .block_on(crate::report::shared_balances(&book, &config));
             let budgets =

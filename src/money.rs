@@ -4,6 +4,10 @@
 //! caps, so they are kept as whole nano-dollars (1e-9 USD) in an `i64`:
 //! exact addition, no drift, ±9.2 billion USD of range. Conversion to `f64`
 //! happens only at the JSON edge.
+//!
+//! A model's [`Price`] and what a request used ([`Usage`]) live here too,
+//! beside the arithmetic that turns one into the other, so that budgets
+//! need money and not the catalog.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
@@ -107,6 +111,62 @@ impl PerMTok {
     pub fn cost(self, tokens: u64) -> Usd {
         let nanos = (u128::from(tokens) * u128::from(self.0) + 500_000) / 1_000_000;
         Usd(i64::try_from(nanos).unwrap_or(i64::MAX))
+    }
+}
+
+/// Per-million-token prices of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input: PerMTok,
+    pub cached_input: PerMTok,
+    pub output: PerMTok,
+    /// Prompt-cache writes (Anthropic's five-minute cache); the input price
+    /// where the provider has none.
+    pub cache_write: PerMTok,
+    /// Writes to Anthropic's one-hour cache, billed at their own rate.
+    pub cache_write_1h: PerMTok,
+    /// The fee for each web search the model runs with a provider's own
+    /// search tool (OpenAI's `web_search`, Anthropic's server tool), billed
+    /// per call on top of the tokens; zero where nobody priced it.
+    pub web_search: Usd,
+}
+
+/// Token counts as a provider reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All prompt tokens, cached ones included (OpenAI's convention).
+    pub input_tokens: u64,
+    /// The part of `input_tokens` served from the provider's prompt cache.
+    pub cached_input_tokens: u64,
+    /// The part of `input_tokens` written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
+    /// The part of `cache_write_tokens` written to a one-hour cache.
+    pub cache_write_1h_tokens: u64,
+    /// All generated tokens, reasoning included.
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Web searches the provider ran with its own search tool, each billed
+    /// at [`Price::web_search`].
+    pub web_searches: u64,
+}
+
+impl Price {
+    /// What `usage` costs at these prices. Reasoning tokens are part of the
+    /// output count and billed at the output rate, as every provider does.
+    pub fn cost(&self, usage: &Usage) -> Usd {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
+        let written_1h = usage.cache_write_1h_tokens.min(written);
+        self.input.cost(usage.input_tokens - cached - written)
+            + self.cached_input.cost(cached)
+            + self.cache_write.cost(written - written_1h)
+            + self.cache_write_1h.cost(written_1h)
+            + self.output.cost(usage.output_tokens)
+            + self.web_search.times(usage.web_searches)
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.input == PerMTok::default() && self.output == PerMTok::default()
     }
 }
 

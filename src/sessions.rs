@@ -11,15 +11,60 @@
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::budget::{Account, Book};
 use crate::burn_rate::HourlyCap;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{Classify, ErrorKind};
 use crate::money::Usd;
 use crate::store::StoreError;
+
+/// Why a session cannot be made, read, changed or charged. Another key's
+/// session is `NotFound`, so that its existence is not revealed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session `{0}` does not exist")]
+    NotFound(String),
+    /// Ended or expired: it charges nothing more.
+    #[error("session `{id}` has {status}; create a new one or extend it with PATCH")]
+    NotActive { id: String, status: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this key has {0} active sessions, the most [limits] max_active_sessions_per_key allows; end one (DELETE /api/v2/sessions/ID) or let one expire")]
+    TooMany(usize),
+    #[error("sessions cannot be read or written now: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Classify for SessionError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SessionError::NotFound(_) | SessionError::NotActive { .. } => ErrorKind::NotFound,
+            SessionError::Invalid(_) => ErrorKind::InvalidRequest,
+            SessionError::TooMany(_) => ErrorKind::RateLimited,
+            // A stuck or failing database is a 503 the client may retry;
+            // anything else is p402's own fault.
+            SessionError::Store(StoreError::Stalled(_) | StoreError::Commit(_)) => {
+                ErrorKind::Unavailable
+            }
+            SessionError::Store(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            SessionError::NotFound(_) => "session_not_found",
+            SessionError::NotActive { .. } => "session_not_active",
+            SessionError::Invalid(_) => "invalid_session",
+            SessionError::TooMany(_) => "too_many_sessions",
+            SessionError::Store(StoreError::Stalled(_) | StoreError::Commit(_)) => {
+                "ledger_unavailable"
+            }
+            SessionError::Store(_) => "internal_error",
+        }
+    }
+}
 
 /// Hours a session lives when the client does not say.
 pub const DEFAULT_HOURS: f64 = 24.0;
@@ -135,45 +180,28 @@ struct PatchBody {
     extend_hours: Option<f64>,
 }
 
-/// A stuck or failing database is a 503 the client may retry; anything
-/// else is p402's own fault.
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Stalled(_) | StoreError::Commit(_) => ApiError::new(
-            ErrorKind::Unavailable,
-            "ledger_unavailable",
-            format!("sessions cannot be written now: {e}"),
-        ),
-        e => ApiError::internal(format!("session store: {e}")),
-    }
-}
-
-fn dollars(field: &str, value: f64) -> Result<Usd, ApiError> {
+fn dollars(field: &str, value: f64) -> Result<Usd, SessionError> {
     if !(value.is_finite() && value > 0.0 && value <= MAX_BUDGET_USD) {
-        return Err(ApiError::invalid(
-            "invalid_session",
-            format!(
-                "{field} must be a positive amount of USD up to {MAX_BUDGET_USD}, found {value}"
-            ),
-        ));
+        return Err(SessionError::Invalid(format!(
+            "{field} must be a positive amount of USD up to {MAX_BUDGET_USD}, found {value}"
+        )));
     }
     Usd::from_dollars(value)
-        .ok_or_else(|| ApiError::invalid("invalid_session", format!("{field} is out of range")))
+        .ok_or_else(|| SessionError::Invalid(format!("{field} is out of range")))
 }
 
-fn hours(field: &str, value: f64) -> Result<Duration, ApiError> {
+fn hours(field: &str, value: f64) -> Result<Duration, SessionError> {
     if !(value.is_finite() && value > 0.0 && value <= MAX_HOURS) {
-        return Err(ApiError::invalid(
-            "invalid_session",
-            format!("{field} must be a positive number of hours, found {value}"),
-        ));
+        return Err(SessionError::Invalid(format!(
+            "{field} must be a positive number of hours, found {value}"
+        )));
     }
     Ok(Duration::milliseconds((value * 3_600_000.0).round() as i64))
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, SessionError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid("invalid_session", format!("invalid session request: {e}")))
+        .map_err(|e| SessionError::Invalid(format!("invalid session request: {e}")))
 }
 
 /// The sessions API over the shared budget book. Writes (create, patch,
@@ -192,15 +220,19 @@ impl Default for Sessions {
 
 impl Sessions {
     /// The session a request names, if it can still be charged by `caller`.
-    pub fn usable(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Session, ApiError> {
+    pub fn usable(
+        &self,
+        book: &Book,
+        id: &str,
+        caller: Option<&str>,
+    ) -> Result<Session, SessionError> {
         let session = self.load(book, id, caller)?;
         match session.status(Utc::now()) {
             "active" => Ok(session),
-            status => Err(ApiError::new(
-                ErrorKind::NotFound,
-                "session_not_active",
-                format!("session `{id}` has {status}; create a new one or extend it with PATCH"),
-            )),
+            status => Err(SessionError::NotActive {
+                id: id.to_string(),
+                status,
+            }),
         }
     }
 
@@ -210,7 +242,7 @@ impl Sessions {
         bytes: &[u8],
         caller: Option<&str>,
         max_active: u32,
-    ) -> Result<(StatusCode, Value), ApiError> {
+    ) -> Result<Value, SessionError> {
         let body: CreateBody = parse(bytes)?;
         let budget = dollars("budget_usd", body.budget_usd)?;
         let per_hour = body
@@ -222,9 +254,8 @@ impl Sessions {
             body.expires_in_hours.unwrap_or(DEFAULT_HOURS),
         )?;
         if body.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-            return Err(ApiError::invalid(
-                "invalid_session",
-                "name must be at most 200 characters",
+            return Err(SessionError::Invalid(
+                "name must be at most 200 characters".into(),
             ));
         }
         let now = Utc::now();
@@ -244,48 +275,43 @@ impl Sessions {
             if let Some(key) = caller {
                 let active = book
                     .store()
-                    .sessions::<Session>()
-                    .map_err(store_error)?
+                    .sessions::<Session>()?
                     .iter()
                     .filter(|s| s.belongs_to(Some(key)) && s.status(now) == "active")
                     .count();
                 if active >= max_active as usize {
-                    return Err(ApiError::new(
-                        ErrorKind::RateLimited,
-                        "too_many_sessions",
-                        format!(
-                            "this key has {active} active sessions, the most [limits] max_active_sessions_per_key allows; end one (DELETE /api/v2/sessions/ID) or let one expire"
-                        ),
-                    ));
+                    return Err(SessionError::TooMany(active));
                 }
             }
-            book.store()
-                .put_session(&session.id, &session)
-                .map_err(store_error)?;
+            book.store().put_session(&session.id, &session)?;
         }
         // Durable before the client learns the id.
-        book.store().flush().await.map_err(store_error)?;
-        Ok((StatusCode::CREATED, view(book, &session)?))
+        book.store().flush().await?;
+        view(book, &session)
     }
 
-    pub fn get(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Value, ApiError> {
+    pub fn get(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Value, SessionError> {
         let session = self.load(book, id, caller)?;
         view(book, &session)
     }
 
     /// The sessions `caller` may see, newest first.
-    pub fn list(&self, book: &Book, caller: Option<&str>) -> Result<Value, ApiError> {
+    pub fn list(&self, book: &Book, caller: Option<&str>) -> Result<Value, SessionError> {
         self.list_where(book, |s| s.belongs_to(caller))
     }
 
     /// Every session, whoever created it: for the operator's CLI, which
     /// reads the database itself.
-    pub fn list_all(&self, book: &Book) -> Result<Value, ApiError> {
+    pub fn list_all(&self, book: &Book) -> Result<Value, SessionError> {
         self.list_where(book, |_| true)
     }
 
-    fn list_where(&self, book: &Book, keep: impl Fn(&Session) -> bool) -> Result<Value, ApiError> {
-        let mut sessions: Vec<Session> = book.store().sessions().map_err(store_error)?;
+    fn list_where(
+        &self,
+        book: &Book,
+        keep: impl Fn(&Session) -> bool,
+    ) -> Result<Value, SessionError> {
+        let mut sessions: Vec<Session> = book.store().sessions()?;
         sessions.retain(|s| keep(s));
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         let data = sessions
@@ -301,12 +327,11 @@ impl Sessions {
         id: &str,
         bytes: &[u8],
         caller: Option<&str>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SessionError> {
         let body: PatchBody = parse(bytes)?;
         if body.add_budget_usd.is_none() && body.extend_hours.is_none() {
-            return Err(ApiError::invalid(
-                "invalid_session",
-                "nothing to change: send add_budget_usd and/or extend_hours",
+            return Err(SessionError::Invalid(
+                "nothing to change: send add_budget_usd and/or extend_hours".into(),
             ));
         }
         let add = body
@@ -326,7 +351,7 @@ impl Sessions {
                 session.expires_at = session.expires_at.max(Utc::now()) + extend;
             }
         })?;
-        book.store().flush().await.map_err(store_error)?;
+        book.store().flush().await?;
         view(book, &session)
     }
 
@@ -337,20 +362,17 @@ impl Sessions {
         id: &str,
         caller: Option<&str>,
         change: impl FnOnce(&mut Session),
-    ) -> Result<Session, ApiError> {
+    ) -> Result<Session, SessionError> {
         let _guard = self.lock();
         let mut session = self.load(book, id, caller)?;
         if session.ended_at.is_some() {
-            return Err(ApiError::new(
-                ErrorKind::NotFound,
-                "session_not_active",
-                format!("session `{id}` has ended"),
-            ));
+            return Err(SessionError::NotActive {
+                id: id.to_string(),
+                status: "ended",
+            });
         }
         change(&mut session);
-        book.store()
-            .put_session(&session.id, &session)
-            .map_err(store_error)?;
+        book.store().put_session(&session.id, &session)?;
         Ok(session)
     }
 
@@ -359,28 +381,27 @@ impl Sessions {
         book: &Book,
         id: &str,
         caller: Option<&str>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SessionError> {
         let ending = self.update(book, id, caller, |session| {
             session.ended_at = Some(Utc::now())
         });
         let session = match ending {
             Ok(session) => session,
             // Ending an ended session again changes nothing.
-            Err(e) if e.code == "session_not_active" => self.load(book, id, caller)?,
+            Err(SessionError::NotActive { .. }) => self.load(book, id, caller)?,
             Err(e) => return Err(e),
         };
-        book.store().flush().await.map_err(store_error)?;
+        book.store().flush().await?;
         view(book, &session)
     }
 
     /// A session `caller` may see; another key's is "not found", so that
     /// its existence is not revealed either.
-    fn load(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Session, ApiError> {
+    fn load(&self, book: &Book, id: &str, caller: Option<&str>) -> Result<Session, SessionError> {
         book.store()
-            .session::<Session>(id)
-            .map_err(store_error)?
+            .session::<Session>(id)?
             .filter(|session| session.belongs_to(caller))
-            .ok_or_else(|| not_found(id))
+            .ok_or_else(|| SessionError::NotFound(id.to_string()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -391,25 +412,17 @@ impl Sessions {
     }
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(
-        ErrorKind::NotFound,
-        "session_not_found",
-        format!("session `{id}` does not exist"),
-    )
-}
-
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The SPEC's session object, with spend from the ledger's totals.
-pub fn view(book: &Book, session: &Session) -> Result<Value, ApiError> {
+pub fn view(book: &Book, session: &Session) -> Result<Value, SessionError> {
     let account = session.account();
     let key = account.key.clone().unwrap_or_default();
-    let totals = book.store().totals(&key).map_err(store_error)?;
-    let remaining = book.remaining(&account).map_err(store_error)?;
-    let used = book.settled(&account).map_err(store_error)?;
+    let totals = book.store().totals(&key)?;
+    let remaining = book.remaining(&account)?;
+    let used = book.settled(&account)?;
     let total = Usd::from_nanos(session.budget_nanos);
     let reserved = total - used - remaining;
     Ok(json!({

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ModelConfig};
 use crate::money::{PerMTok, Usd};
+pub use crate::money::{Price, Usage};
 
 /// What a model can do beyond plain chat; a request that uses one of these
 /// is only sent to models that have it.
@@ -167,62 +168,6 @@ fn key_would_leak(base_url: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     !loopback
-}
-
-/// Per-million-token prices of one model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Price {
-    pub input: PerMTok,
-    pub cached_input: PerMTok,
-    pub output: PerMTok,
-    /// Prompt-cache writes (Anthropic's five-minute cache); the input price
-    /// where the provider has none.
-    pub cache_write: PerMTok,
-    /// Writes to Anthropic's one-hour cache, billed at their own rate.
-    pub cache_write_1h: PerMTok,
-    /// The fee for each web search the model runs with a provider's own
-    /// search tool (OpenAI's `web_search`, Anthropic's server tool), billed
-    /// per call on top of the tokens; zero where nobody priced it.
-    pub web_search: Usd,
-}
-
-/// Token counts as a provider reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// All prompt tokens, cached ones included (OpenAI's convention).
-    pub input_tokens: u64,
-    /// The part of `input_tokens` served from the provider's prompt cache.
-    pub cached_input_tokens: u64,
-    /// The part of `input_tokens` written to the provider's prompt cache.
-    pub cache_write_tokens: u64,
-    /// The part of `cache_write_tokens` written to a one-hour cache.
-    pub cache_write_1h_tokens: u64,
-    /// All generated tokens, reasoning included.
-    pub output_tokens: u64,
-    pub reasoning_tokens: u64,
-    /// Web searches the provider ran with its own search tool, each billed
-    /// at [`Price::web_search`].
-    pub web_searches: u64,
-}
-
-impl Price {
-    /// What `usage` costs at these prices. Reasoning tokens are part of the
-    /// output count and billed at the output rate, as every provider does.
-    pub fn cost(&self, usage: &Usage) -> Usd {
-        let cached = usage.cached_input_tokens.min(usage.input_tokens);
-        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
-        let written_1h = usage.cache_write_1h_tokens.min(written);
-        self.input.cost(usage.input_tokens - cached - written)
-            + self.cached_input.cost(cached)
-            + self.cache_write.cost(written - written_1h)
-            + self.cache_write_1h.cost(written_1h)
-            + self.output.cost(usage.output_tokens)
-            + self.web_search.times(usage.web_searches)
-    }
-
-    pub fn is_free(&self) -> bool {
-        self.input == PerMTok::default() && self.output == PerMTok::default()
-    }
 }
 
 /// One routable model.

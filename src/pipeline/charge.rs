@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::alerts::Watched;
 use crate::budget::{self, Account, Book, Reservation, Shortfall};
-use crate::error::{ApiError, Classify, ErrorKind};
+use crate::error::{Classify, ErrorKind};
 use crate::money::Usd;
 use crate::request::{ChatRequest, P402Options};
 use crate::router::Candidate;
@@ -25,8 +25,8 @@ use crate::team::{TeamError, TeamHold};
 #[derive(Debug, thiserror::Error)]
 pub enum ChargeError {
     /// The session it names is not the caller's, or not usable.
-    #[error("{0}")]
-    Session(ApiError),
+    #[error(transparent)]
+    Session(#[from] crate::sessions::SessionError),
     /// The ledger cannot be written, so a charge could not be made durable.
     #[error("p402 cannot record charges now: {0}; budgeted requests are refused until the ledger can be written (see /health)")]
     LedgerUnavailable(String),
@@ -68,7 +68,7 @@ pub enum ChargeError {
 impl Classify for ChargeError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ChargeError::Session(e) => e.kind,
+            ChargeError::Session(e) => e.kind(),
             ChargeError::LedgerUnavailable(_) => ErrorKind::Unavailable,
             ChargeError::Store(_) => ErrorKind::Internal,
             ChargeError::Team(_) => ErrorKind::Unavailable,
@@ -80,7 +80,7 @@ impl Classify for ChargeError {
 
     fn code(&self) -> &'static str {
         match self {
-            ChargeError::Session(e) => e.code,
+            ChargeError::Session(e) => e.code(),
             ChargeError::LedgerUnavailable(_) => "ledger_unavailable",
             ChargeError::Store(_) => "internal_error",
             ChargeError::Team(_) => "team_store_unavailable",
@@ -99,7 +99,6 @@ impl Classify for ChargeError {
 
     fn extra(&self) -> Option<Map<String, Value>> {
         match self {
-            ChargeError::Session(e) => e.extra.as_deref().cloned(),
             ChargeError::Exhausted {
                 remaining,
                 needed,
