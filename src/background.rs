@@ -42,9 +42,13 @@ pub struct Finished {
 }
 
 /// The finished background job in a fetched body, if it is one: a
-/// response that ran in the background, in a final state, with usage.
+/// response that ran in the background, in a final state, with usage. The
+/// body is the response object, or its stream (`?stream=true`), whose
+/// final event carries the whole response.
 pub fn finished(bytes: &[u8]) -> Option<Finished> {
-    let value: Value = serde_json::from_slice(bytes).ok()?;
+    let value: Value = serde_json::from_slice(bytes)
+        .ok()
+        .or_else(|| streamed(bytes))?;
     if value.get("object").and_then(Value::as_str) != Some("response")
         || value.get("background").and_then(Value::as_bool) != Some(true)
     {
@@ -60,6 +64,36 @@ pub fn finished(bytes: &[u8]) -> Option<Finished> {
         model: value.get("model")?.as_str()?.to_string(),
         usage,
     })
+}
+
+/// The response a fetched stream ends with: the `response` of its last
+/// `response.completed`, `.incomplete` or `.failed` event.
+fn streamed(bytes: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut last = None;
+    // Events are separated by a blank line; an event's data may span
+    // several `data:` lines, joined by newlines.
+    for event in text.split("\n\n").flat_map(|e| e.split("\r\n\r\n")) {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        let Ok(mut parsed) = serde_json::from_str::<Value>(&data.join("\n")) else {
+            continue;
+        };
+        let kind = parsed.get("type").and_then(Value::as_str);
+        if matches!(
+            kind,
+            Some("response.completed" | "response.incomplete" | "response.failed")
+        ) {
+            last = parsed.get_mut("response").map(Value::take);
+        }
+    }
+    last
 }
 
 impl Finished {
@@ -155,6 +189,31 @@ mod tests {
             assert!(finished(other.to_string().as_bytes()).is_none(), "{other}");
         }
         assert!(finished(b"not json").is_none());
+    }
+
+    /// A fetch with `?stream=true` replays the job's events; the last one
+    /// holds the whole response and its usage.
+    #[test]
+    fn a_streamed_fetch_is_read_from_its_final_event() {
+        let done = json!({"id": "resp_7", "object": "response", "background": true,
+            "status": "completed", "model": "gpt-4o",
+            "usage": {"input_tokens": 12, "output_tokens": 30}});
+        let created = json!({"type": "response.created", "sequence_number": 0,
+            "response": {"id": "resp_7", "object": "response", "background": true,
+                "status": "in_progress", "model": "gpt-4o", "usage": null}});
+        let completed =
+            json!({"type": "response.completed", "sequence_number": 9, "response": done});
+        let stream = format!(
+            "event: response.created\ndata: {created}\n\nevent: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}}\n\nevent: response.completed\ndata: {completed}\n\n"
+        );
+        let job = finished(stream.as_bytes()).expect("finished");
+        assert_eq!((job.id.as_str(), job.usage.output_tokens), ("resp_7", 30));
+        // Cut off before its end: nothing to charge yet.
+        let cut = stream
+            .split("event: response.completed")
+            .next()
+            .unwrap_or_default();
+        assert!(finished(cut.as_bytes()).is_none());
     }
 
     #[test]

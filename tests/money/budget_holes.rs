@@ -152,6 +152,53 @@ async fn a_background_job_runs_once_and_is_charged_when_fetched() {
     proxy.stop().await;
 }
 
+/// A job's result fetched as a stream (`?stream=true`) is charged from
+/// the stream's final event, once, like a whole fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_background_job_fetched_as_a_stream_is_charged_once() {
+    let (fake, proxy) = metered().await;
+    let events = |done: &Value| {
+        vec![
+            json!({"type": "response.created", "sequence_number": 0,
+                "response": background_job("resp_bg2", "in_progress", 0)})
+            .to_string(),
+            json!({"type": "response.output_text.delta", "sequence_number": 1,
+                "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "essay"})
+            .to_string(),
+            json!({"type": "response.completed", "sequence_number": 2, "response": done})
+                .to_string(),
+        ]
+    };
+    let done = background_job("resp_bg2", "completed", 2000);
+    let mut costs = Vec::new();
+    for _ in 0..2 {
+        fake.push(Reply::Sse {
+            events: events(&done),
+            gate: None,
+        });
+        let fetched = proxy
+            .client
+            .get(proxy.url("/v1/responses/resp_bg2?stream=true"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(fetched.status(), 200);
+        let id = request_id(&fetched);
+        let body = fetched.text().await.expect("stream");
+        assert!(body.contains("response.completed"), "{body}");
+        let charged = eventually(std::time::Duration::from_secs(10), || async {
+            proxy.ledger_entry(&id).await.is_some()
+        })
+        .await;
+        assert!(charged, "the fetch is ledgered");
+        let entry = proxy.ledger_entry(&id).await.expect("ledgered");
+        costs.push(entry["cost_nanos"].as_i64().expect("cost"));
+    }
+    // 10 input tokens and 2000 output tokens on `metered`, the first time.
+    assert_eq!(costs, vec![2_000_010_000, 0]);
+    proxy.stop().await;
+}
+
 /// Input the provider reads from its own storage (an uploaded file, a
 /// stored response) cannot be counted, but cannot pass the model's
 /// context window either: a budget reserves that much input.
