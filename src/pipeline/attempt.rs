@@ -38,12 +38,10 @@ pub enum AttemptError {
     /// 400 that keeps the translation's own code.
     #[error("{0}")]
     Translate(crate::providers::TranslateError),
-    #[error("{0}")]
-    Timeout(String),
-    #[error("{0}")]
-    Connect(String),
-    #[error("{0}")]
-    Send(String),
+    /// No answer: the connection failed, the request could not be sent,
+    /// or no status came in time.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// A status worth trying elsewhere: rate limits, server errors, the
     /// provider refusing p402's key.
     #[error("HTTP {0}")]
@@ -89,7 +87,7 @@ impl AttemptError {
     pub fn timed_out(&self) -> bool {
         matches!(
             self,
-            AttemptError::Timeout(_)
+            AttemptError::Upstream(UpstreamError::Timeout(_))
                 | AttemptError::Cut {
                     timed_out: true,
                     ..
@@ -105,8 +103,7 @@ impl AttemptError {
     pub fn billed(&self) -> bool {
         matches!(
             self,
-            AttemptError::Timeout(_)
-                | AttemptError::Send(_)
+            AttemptError::Upstream(UpstreamError::Timeout(_) | UpstreamError::Request(_))
                 | AttemptError::Cut { .. }
                 | AttemptError::TooLarge(_)
         )
@@ -119,15 +116,17 @@ impl AttemptError {
             AttemptError::Status(status)
             | AttemptError::ModelMissing(status)
             | AttemptError::Refused { status, .. } => AttemptStatus::Http(status.as_u16()),
-            AttemptError::Translate(_) | AttemptError::Send(_) => AttemptStatus::RequestError,
-            AttemptError::Timeout(_)
+            AttemptError::Translate(_) | AttemptError::Upstream(UpstreamError::Request(_)) => {
+                AttemptStatus::RequestError
+            }
+            AttemptError::Upstream(UpstreamError::Timeout(_))
             | AttemptError::Cut {
                 timed_out: true, ..
             } => AttemptStatus::Timeout,
             AttemptError::Cut { .. } | AttemptError::InvalidResponse(_) => {
                 AttemptStatus::InvalidResponse
             }
-            AttemptError::Connect(_) => AttemptStatus::ConnectError,
+            AttemptError::Upstream(UpstreamError::Connect(_)) => AttemptStatus::ConnectError,
             AttemptError::TooLarge(_) => AttemptStatus::ResponseTooLarge,
         }
     }
@@ -167,11 +166,7 @@ async fn exchange(
         sent = cx.runtime.upstream.send(request) => sent,
         () = cx.state.aborting().cancelled() => return Ok(Upstream::Stopped { sent: true }),
     };
-    let response = sent.map_err(|error| match &error {
-        UpstreamError::Timeout(_) => AttemptError::Timeout(error.to_string()),
-        UpstreamError::Connect(_) => AttemptError::Connect(error.to_string()),
-        UpstreamError::Request(_) => AttemptError::Send(error.to_string()),
-    })?;
+    let response = sent?;
     let health = cx.state.health();
     let provider = &candidate.provider.name;
     let status = response.status();
