@@ -195,7 +195,7 @@ pub fn catalog(state: &AppState) -> Response<Body> {
                 "max_output": m.max_output,
                 "capabilities": m.capabilities,
                 "quality": m.quality,
-                "quality_estimated": m.quality_estimated,
+                "quality_estimated": m.quality_estimated(),
                 "speed_tps": m.speed_tps,
                 "cost_source": m.cost_source,
                 "local": local,

@@ -34,7 +34,9 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     };
     let config = &loaded.config;
     let map = crate::catalog::map::load(&crate::config::data_dir(config));
-    let catalog = Catalog::build_with_map(map.as_ref(), config, |name| std::env::var(name).ok());
+    let catalog = Catalog::build_stored(&crate::config::data_dir(config), config, |name| {
+        std::env::var(name).ok()
+    });
     let orphans = config.orphan_budgets();
     let warnings = config.warnings();
     if as_json {
@@ -221,9 +223,11 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
         },
     };
     let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
-    let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
-        std::env::var(name).ok()
-    });
+    let catalog = Catalog::build_stored(
+        &crate::config::data_dir(&loaded.config),
+        &loaded.config,
+        |name| std::env::var(name).ok(),
+    );
     // Which local models are installed only a running p402 knows (it
     // probes the local servers); without one they show as `local`.
     let live: std::collections::HashMap<(String, String), serde_json::Value> =
@@ -271,7 +275,7 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
                     "output_per_mtok": m.price.map(|p| p.output.to_dollars()),
                     "context": m.context, "max_output": m.max_output,
                     "capabilities": m.capabilities, "quality": m.quality,
-                    "quality_estimated": m.quality_estimated, "speed_tps": m.speed_tps,
+                    "quality_estimated": m.quality_estimated(), "speed_tps": m.speed_tps,
                     "routable": state, "cost_source": m.cost_source,
                 })
             })

@@ -217,6 +217,9 @@ pub struct RoutingConfig {
     /// A substitute must score at least this share of the requested model's
     /// quality (in every mode but passthrough).
     pub quality_floor: QualityFloor,
+    /// Elo points a substitute may be rated below the requested model in
+    /// the request's category (Arena ratings); 0: never lower.
+    pub max_quality_drop: u32,
     /// Consecutive failures after which a provider is skipped...
     pub circuit_breaker_failures: u32,
     /// ...for this long, before one trial request is let through.
@@ -241,6 +244,7 @@ impl Default for RoutingConfig {
             reference_model: Spanned::new(0..0, "gpt-4o".to_string()),
             pin: Vec::new(),
             quality_floor: QualityFloor(0.85),
+            max_quality_drop: 0,
             circuit_breaker_failures: 3,
             circuit_breaker_cooldown_seconds: Seconds(30.0),
             trust_estimated_quality: false,
@@ -368,12 +372,30 @@ pub struct ModelConfig {
     /// quality depends on the quantization and hardware at hand.
     #[serde(default)]
     pub quality_estimated: Option<bool>,
+    /// The model's name on the Arena leaderboard: its measured ratings per
+    /// category are taken from there (SPEC section 13).
+    #[serde(default)]
+    pub arena: Option<String>,
+    /// Where `quality` comes from when no Arena name is given: `"config"`
+    /// (the default in `[[models]]`) or `"estimated"` (a guess; the
+    /// built-in catalog says so for every model Arena does not rate).
+    #[serde(default)]
+    pub quality_source: Option<StatedSource>,
     /// Typical output tokens per second.
     #[serde(default)]
     pub speed_tps: Option<f64>,
     /// Where the price came from (URL and date); shown as `cost_source`.
     #[serde(default)]
     pub source: Option<String>,
+}
+
+/// What a catalog entry may say its 0-100 `quality` is; measured ratings
+/// are named with `arena` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatedSource {
+    Config,
+    Estimated,
 }
 
 #[derive(Debug, Clone, Deserialize)]

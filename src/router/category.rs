@@ -1,0 +1,342 @@
+//! The kind of task a request is, decided locally by cheap rules, so that
+//! a substitute is judged by its rating where it matters (a model good at
+//! code may be weak at proofs).
+//!
+//! Rules, not the embedder: they run on every routed request, cached or
+//! not, with or without the embedding model, in a few microseconds (the
+//! text looked at is bounded). Their accuracy on a labelled set is
+//! measured by `benches/routing_report.rs` and stated in BENCHMARKS.md.
+//!
+//! Only the last user message is read: it is what the model is asked now.
+//! An image anywhere makes it `vision` (only vision ratings speak of
+//! images); then code, math and creative writing are scored by their
+//! signs, the strongest winning at a score of at least [`THRESHOLD`];
+//! then a long message is a `longer_query` (Arena's: over about 500
+//! tokens); then a demanding one (several constraints, analysis) a
+//! `hard_prompts`; everything else is `overall`.
+
+use serde_json::Value;
+
+use crate::catalog::arena::Category;
+use crate::catalog::Capability;
+use crate::request::ChatRequest;
+
+use super::Needs;
+
+/// At most this many bytes of the message are read (its head, where the
+/// task is usually said, and its tail, where a pasted text ends and the
+/// question comes).
+const HEAD: usize = 3072;
+const TAIL: usize = 1024;
+/// A message longer than this many bytes (about 500 tokens) is a long one.
+const LONG_BYTES: usize = 2000;
+/// The score a kind needs to win.
+const THRESHOLD: u32 = 2;
+
+/// The request's category.
+pub fn of(request: &ChatRequest, needs: &Needs) -> Category {
+    if needs.capabilities.contains(&Capability::Vision) {
+        return Category::Vision;
+    }
+    let messages = request.body.get("messages").and_then(Value::as_array);
+    let last_user = messages.and_then(|m| {
+        m.iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    });
+    let mut text = String::new();
+    if let Some(content) = last_user.and_then(|m| m.get("content")) {
+        collect_text(content, &mut text);
+    }
+    of_text(&text)
+}
+
+/// The category of a user message's text.
+pub fn of_text(text: &str) -> Category {
+    let long = text.len() > LONG_BYTES;
+    let sample = sample(text);
+    let scores = Scores::of(&sample, text);
+    let best = [
+        (scores.coding, Category::Coding),
+        (scores.math, Category::Math),
+        (scores.creative, Category::CreativeWriting),
+    ]
+    .into_iter()
+    // The first of equal scores wins: code, then math, then writing.
+    .fold((0, Category::Overall), |best, (score, category)| {
+        if score > best.0 {
+            (score, category)
+        } else {
+            best
+        }
+    });
+    if best.0 >= THRESHOLD {
+        best.1
+    } else if long {
+        Category::LongerQuery
+    } else if scores.hard >= THRESHOLD {
+        Category::HardPrompts
+    } else {
+        Category::Overall
+    }
+}
+
+/// The text parts of a message's content (a string, or parts of type
+/// `text` / `input_text`).
+fn collect_text(content: &Value, out: &mut String) {
+    match content {
+        Value::String(s) => out.push_str(s),
+        Value::Array(parts) => {
+            for part in parts {
+                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(text);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The head and tail of the text, lowercased.
+fn sample(text: &str) -> String {
+    if text.len() <= HEAD + TAIL {
+        return text.to_lowercase();
+    }
+    let head_end = floor_boundary(text, HEAD);
+    let tail_start = ceil_boundary(text, text.len() - TAIL);
+    let mut sample = text[..head_end].to_lowercase();
+    sample.push('\n');
+    sample.push_str(&text[tail_start..].to_lowercase());
+    sample
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+#[derive(Debug, Default)]
+struct Scores {
+    coding: u32,
+    math: u32,
+    creative: u32,
+    hard: u32,
+}
+
+impl Scores {
+    fn of(sample: &str, whole: &str) -> Self {
+        let mut s = Scores::default();
+        // Signs that are not words.
+        if sample.contains("```") {
+            s.coding += 3;
+        }
+        for sign in [
+            "();", "){", ") {", "=>", "->", "::", "!=", "==", "</", "/>", "#include",
+        ] {
+            if sample.contains(sign) {
+                s.coding += 1;
+            }
+        }
+        for sign in [
+            "\\frac", "\\int", "\\sum", "\\sqrt", "^2", "^n", "x^", "\\(",
+        ] {
+            if sample.contains(sign) {
+                s.math += 2;
+            }
+        }
+        if arithmetic(sample) {
+            s.math += 2;
+        }
+        for phrase in [
+            "stack trace",
+            "unit test",
+            "pull request",
+            "null pointer",
+            "linked list",
+            "big-o",
+            "time complexity",
+        ] {
+            if sample.contains(phrase) {
+                s.coding += 2;
+            }
+        }
+        for phrase in [
+            "solve for",
+            "how many ways",
+            "what is the probability",
+            "prove that",
+            "show that",
+            "expected value",
+            "greatest common",
+            "least common multiple",
+        ] {
+            if sample.contains(phrase) {
+                s.math += 2;
+            }
+        }
+        for phrase in [
+            "write a poem",
+            "write a story",
+            "short story",
+            "write a song",
+            "once upon",
+            "in the style of",
+            "from the perspective of",
+        ] {
+            if sample.contains(phrase) {
+                s.creative += 2;
+            }
+        }
+        for phrase in [
+            "step by step",
+            "pros and cons",
+            "trade-off",
+            "tradeoff",
+            "compare and contrast",
+            "take into account",
+            "edge cases",
+            "explain why",
+            "what would happen",
+        ] {
+            if sample.contains(phrase) {
+                s.hard += 1;
+            }
+        }
+        for word in sample.split(|c: char| !(c.is_alphanumeric() || c == '+' || c == '#')) {
+            match word {
+                "code" | "function" | "functions" | "python" | "javascript" | "typescript"
+                | "rust" | "golang" | "java" | "c++" | "c#" | "sql" | "regex" | "compile"
+                | "compiler" | "bug" | "debug" | "traceback" | "exception" | "refactor"
+                | "implement" | "script" | "bash" | "shell" | "api" | "json" | "yaml" | "html"
+                | "css" | "react" | "algorithm" | "variable" | "array" | "struct" | "class"
+                | "method" | "recursion" | "recursive" | "segfault" | "git" | "docker"
+                | "kubernetes" | "npm" | "cargo" | "pip" | "endpoint" | "query" | "database"
+                | "async" | "thread" | "unittest" | "pytest" | "def" | "fn" | "const"
+                | "println" | "printf" | "lambda" | "iterator" | "programming" | "snippet"
+                | "syntax" | "library" | "framework" | "deploy" | "linux" => s.coding += 1,
+                "prove" | "proof" | "theorem" | "lemma" | "integral" | "derivative"
+                | "equation" | "equations" | "probability" | "matrix" | "eigenvalue"
+                | "eigenvalues" | "polynomial" | "prime" | "primes" | "calculate" | "compute"
+                | "solve" | "sum" | "geometry" | "triangle" | "modulo" | "factorial" | "limit"
+                | "converge" | "converges" | "integer" | "integers" | "divisible" | "algebra"
+                | "calculus" | "logarithm" | "sqrt" | "percent" | "percentage" | "ratio"
+                | "fraction" | "digits" | "arithmetic" | "inequality" | "vector" | "vectors"
+                | "radius" | "area" | "angle" | "variance" | "mean" | "median" => s.math += 1,
+                "poem" | "poetry" | "story" | "stories" | "haiku" | "limerick" | "lyrics"
+                | "song" | "sonnet" | "fiction" | "novel" | "character" | "characters"
+                | "screenplay" | "fairy" | "tale" | "rap" | "verse" | "verses" | "rhyme"
+                | "rhyming" | "creative" | "imagine" | "fantasy" | "plot" | "villain" | "hero"
+                | "dialogue" | "monologue" | "narrative" | "chapter" | "protagonist" | "ballad"
+                | "slogan" | "tagline" | "toast" | "eulogy" => s.creative += 1,
+                "analyze" | "analyse" | "evaluate" | "design" | "strategy" | "optimize"
+                | "architecture" | "constraints" | "requirements" | "justify" | "critique"
+                | "assess" | "implications" | "tradeoffs" | "rigorous" | "detailed"
+                | "comprehensive" | "plan" | "propose" | "recommend" | "scenario" => s.hard += 1,
+                _ => {}
+            }
+        }
+        // A question asked at length, with several requirements, is a
+        // demanding one even without the words above.
+        if whole.len() > 400 {
+            s.hard += 1;
+        }
+        s
+    }
+}
+
+/// Digits joined by an operator (`12 * 7`, `3+4`): arithmetic to do.
+fn arithmetic(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.windows(3).any(|w| {
+        w[0].is_ascii_digit() && matches!(w[1], b'+' | b'*' | b'/' | b'^') && w[2].is_ascii_digit()
+    }) || bytes.windows(5).any(|w| {
+        w[0].is_ascii_digit()
+            && w[1] == b' '
+            && matches!(w[2], b'+' | b'-' | b'*' | b'/' | b'^' | b'=')
+            && w[3] == b' '
+            && w[4].is_ascii_digit()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_task_is_told_apart() {
+        assert_eq!(
+            of_text("Write a Python function that reverses a linked list"),
+            Category::Coding
+        );
+        assert_eq!(
+            of_text("Why does this panic?\n```rust\nlet v: Vec<u8> = vec![];\nv[0];\n```"),
+            Category::Coding
+        );
+        assert_eq!(
+            of_text("Prove that there are infinitely many primes."),
+            Category::Math
+        );
+        assert_eq!(of_text("What is 17 * 23 + 4?"), Category::Math);
+        assert_eq!(
+            of_text("Write a poem about the sea in the style of Neruda"),
+            Category::CreativeWriting
+        );
+        assert_eq!(of_text("What is the capital of France?"), Category::Overall);
+        assert_eq!(of_text("hi"), Category::Overall);
+        assert_eq!(of_text(""), Category::Overall);
+        let pasted = "The committee met on Tuesday and discussed the budget. ".repeat(60)
+            + "Summarize the notes above.";
+        assert_eq!(of_text(&pasted), Category::LongerQuery);
+        assert_eq!(
+            of_text("Analyze the trade-offs of a four-day work week for a hospital, take into account staffing constraints, and recommend a plan."),
+            Category::HardPrompts
+        );
+    }
+
+    #[test]
+    fn an_image_makes_it_vision_and_only_the_last_user_message_counts() {
+        let request = |body: serde_json::Value| {
+            crate::request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
+                .expect("valid request")
+        };
+        let with_image = request(serde_json::json!({
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Write a Python function for this chart"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            ]}]
+        }));
+        let needs = Needs::of(&with_image, 10);
+        assert_eq!(of(&with_image, &needs), Category::Vision);
+        let turns = request(serde_json::json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "user", "content": "Write a Rust function to parse JSON"},
+                {"role": "assistant", "content": "fn parse() {}"},
+                {"role": "user", "content": "Now prove that the sum of two even integers is even."}
+            ]
+        }));
+        let needs = Needs::of(&turns, 10);
+        assert_eq!(of(&turns, &needs), Category::Math);
+    }
+
+    #[test]
+    fn a_huge_message_is_read_only_in_part() {
+        // Multibyte characters at the cut points must not split a char.
+        let text = "é".repeat(10_000) + " thanks";
+        assert_eq!(of_text(&text), Category::LongerQuery);
+        assert!(sample(&text).len() <= HEAD + TAIL + 2);
+    }
+}
