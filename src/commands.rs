@@ -847,3 +847,168 @@ pub fn cache(explicit: Option<&Path>, clear: bool, as_json: bool) -> ExitCode {
         }
     }
 }
+
+/// What `p402 route --explain` explains: a request body, or a prompt.
+pub struct RouteQuestion<'a> {
+    /// A request body (`-` for standard input), in any door's dialect.
+    pub body: Option<&'a Path>,
+    /// Or the model and prompt of a one-message Chat Completions request.
+    pub model: &'a str,
+    pub prompt: Option<&'a str>,
+    pub mode: Option<crate::mode::Mode>,
+    /// chat, messages or responses; read from the body when absent.
+    pub door: Option<&'a str>,
+}
+
+/// `p402 route --explain`: how a request would be routed under this config
+/// and environment, without calling a provider (the same account as
+/// `POST /api/v2/route/explain`; local servers count as not answering, since
+/// only a running p402 probes them).
+pub fn route_explain(explicit: Option<&Path>, question: &RouteQuestion, as_json: bool) -> ExitCode {
+    match explain_offline(explicit, question) {
+        Ok(value) if as_json => emit(&format!("{value}\n")),
+        Ok(value) => emit(&explanation_table(&value)),
+        Err(e) => {
+            eprintln!("p402: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn explain_offline(
+    explicit: Option<&Path>,
+    question: &RouteQuestion,
+) -> Result<serde_json::Value, String> {
+    use crate::door::Door;
+    let loaded = load_config(explicit)?;
+    let config = &loaded.config;
+    let catalog = Catalog::build_stored(&config::data_dir(config), config, |name| {
+        std::env::var(name).ok()
+    });
+    let bytes: bytes::Bytes = match (question.body, question.prompt) {
+        (Some(path), _) if path == Path::new("-") => {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read the request from standard input: {e}"))?;
+            text.into()
+        }
+        (Some(path), _) => std::fs::read(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .into(),
+        (None, Some(prompt)) => {
+            let mut body = serde_json::json!({
+                "model": question.model,
+                "messages": [{"role": "user", "content": prompt}],
+            });
+            if let Some(mode) = question.mode {
+                body["p402"] = serde_json::json!({"mode": mode});
+            }
+            body.to_string().into()
+        }
+        (None, None) => return Err("give a prompt, or a request body with --body FILE".into()),
+    };
+    let door = match question.door {
+        None | Some("chat") => Door::Chat,
+        Some("messages") => Door::Messages,
+        Some("responses") => Door::Responses,
+        Some(other) => {
+            return Err(format!(
+                "--door `{other}` must be chat, messages or responses"
+            ))
+        }
+    };
+    let door = match (
+        question.door,
+        serde_json::from_slice::<serde_json::Value>(&bytes),
+    ) {
+        (None, Ok(body)) if body.get("input").is_some() && body.get("messages").is_none() => {
+            Door::Responses
+        }
+        _ => door,
+    };
+    let mut chat = door
+        .parse(&bytes, &http::HeaderMap::new())
+        .map_err(|e| format!("the request is not valid: {e}"))?;
+    if let (Some(mode), Some(_)) = (question.mode, question.body) {
+        chat.options.mode = Some(crate::mode::ModeChoice::Named(mode));
+    }
+    let input_tokens = crate::tokens::count_input(&chat.body);
+    let health = crate::provider_health::ProviderHealth::default();
+    let sticky = crate::router::Sticky::default();
+    let router = crate::router::Router {
+        catalog: &catalog,
+        config: &config.routing,
+        health: &health,
+        sticky: &sticky,
+    };
+    let explanation = router
+        .explain(&chat, input_tokens)
+        .map_err(|e| format!("the request cannot be routed: {e}"))?;
+    let mut value = serde_json::to_value(&explanation).map_err(|e| e.to_string())?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("door".into(), serde_json::json!(door.name()));
+        object.insert(
+            "ratings_source".into(),
+            serde_json::json!(catalog.arena().describe()),
+        );
+    }
+    Ok(value)
+}
+
+/// The explanation as a table: the candidates tried, then the others.
+fn explanation_table(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rated_in = match value.get("rated_in") {
+        Some(c) if !c.is_null() => format!(", rated in {}", text(c)),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{} ({} door, {} input tokens): category {}{}; requested rating {} ({}); mode {}; max_quality_drop {}",
+        text(&value["requested_model"]),
+        text(&value["door"]),
+        text(&value["input_tokens"]),
+        text(&value["category"]),
+        rated_in,
+        text(&value["requested_rating"]),
+        text(&value["requested_source"]),
+        text(&value["mode"]),
+        text(&value["max_quality_drop"]),
+    );
+    if let Some(reason) = value.get("not_rewritten").filter(|v| !v.is_null()) {
+        let _ = writeln!(out, "not rewritten: {}", text(reason));
+    }
+    let _ = writeln!(
+        out,
+        "\n{:>3} {:<11} {:<34} {:>11} {:>6} {:>11} {:<9} WHY NOT",
+        "TRY", "PROVIDER", "MODEL", "EXPECTED $", "RATING", "INTERVAL", "SOURCE"
+    );
+    for c in value["candidates"].as_array().into_iter().flatten() {
+        let interval = c["rating_interval"].as_array().map_or_else(
+            || "-".to_string(),
+            |i| format!("{}-{}", text(&i[0]), text(&i[1])),
+        );
+        let cost = c["expected_cost_usd"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |d| format!("{d:.6}"));
+        let _ = writeln!(
+            out,
+            "{:>3} {:<11} {:<34} {:>11} {:>6} {:>11} {:<9} {}",
+            text(&c["attempt"]),
+            text(&c["provider"]),
+            text(&c["model"]),
+            cost,
+            text(&c["rating"]),
+            interval,
+            text(&c["source"]),
+            c["passed_over"].as_str().unwrap_or("")
+        );
+    }
+    let _ = writeln!(out, "\nratings: {}", text(&value["ratings_source"]));
+    out
+}

@@ -112,6 +112,31 @@ enum Command {
     },
     /// Print the dashboard's address and open it in the browser.
     Dashboard,
+    /// How a request would be routed, without calling a provider: every
+    /// candidate in order with its price, rating and source, and why each
+    /// other model is passed over.
+    Route {
+        /// Explain (the only thing `route` does: it never sends).
+        #[arg(long, required = true)]
+        explain: bool,
+        /// The requested model of a prompt given on the command line.
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// The routing mode (default: the config's).
+        #[arg(long)]
+        mode: Option<p402::mode::Mode>,
+        /// A request body in any door's dialect (`-`: standard input).
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// The body's dialect: chat, messages or responses (default: read from it).
+        #[arg(long)]
+        door: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The prompt of a one-message request.
+        prompt: Option<String>,
+    },
     /// Prices from the map LiteLLM maintains.
     Catalog {
         #[command(subcommand)]
@@ -161,6 +186,25 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Init { path } => commands::init(path),
+        Command::Route {
+            explain: _,
+            model,
+            mode,
+            body,
+            door,
+            json,
+            prompt,
+        } => commands::route_explain(
+            cli.config.as_deref(),
+            &commands::RouteQuestion {
+                body: body.as_deref(),
+                model: &model,
+                prompt: prompt.as_deref(),
+                mode,
+                door: door.as_deref(),
+            },
+            json,
+        ),
         Command::Run {
             budget,
             name,

@@ -136,6 +136,30 @@ impl Ratings {
     }
 }
 
+/// Ratings as the API shows them: `{"coding": {"rating": 1481, "low":
+/// 1477, "high": 1485, "votes": 37062}, ...}`, whole points; `null` for an
+/// unmeasured model.
+pub fn ratings_json(ratings: Option<&Ratings>) -> Value {
+    let Some(ratings) = ratings else {
+        return Value::Null;
+    };
+    let map: serde_json::Map<String, Value> = ratings
+        .iter()
+        .map(|(category, r)| {
+            (
+                category.as_str().to_string(),
+                serde_json::json!({
+                    "rating": r.rating.round() as i64,
+                    "low": r.low.round() as i64,
+                    "high": r.high.round() as i64,
+                    "votes": r.votes,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(map)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArenaError {
     #[error(transparent)]

@@ -8,6 +8,7 @@
 
 pub mod category;
 mod eligibility;
+mod explain;
 mod quality;
 mod sticky;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub use crate::mode::{Mode, ModeChoice, Weights, AUTO};
 pub use eligibility::{Needs, Reject, CONTEXT_RESERVE_TOKENS, EXPECTED_OUTPUT_TOKENS};
+pub use explain::{Explained, Explanation};
 pub use quality::{QualityNote, Standard};
 pub use sticky::{ConversationKey, Sticky};
 
@@ -177,6 +179,34 @@ struct Eligible<'a> {
     name: String,
 }
 
+/// Every chat model judged for one request.
+struct Survey<'a> {
+    /// In the order they would be tried.
+    eligible: Vec<Eligible<'a>>,
+    passed: Vec<(&'a Model, Reject)>,
+    cheapest_over_cap: Option<Usd>,
+    max_cost: Option<Usd>,
+}
+
+impl Survey<'_> {
+    fn counts(&self) -> BTreeMap<Reject, usize> {
+        let mut counts = BTreeMap::new();
+        for (_, reason) in &self.passed {
+            *counts.entry(*reason).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// How many candidates a request may try.
+fn attempts(request: &ChatRequest) -> usize {
+    if request.options.failover == Some(false) {
+        1
+    } else {
+        MAX_ATTEMPTS
+    }
+}
+
 /// Everything routing reads besides the request.
 pub struct Router<'a> {
     pub catalog: &'a Catalog,
@@ -238,9 +268,35 @@ impl Router<'_> {
         standard: &Standard,
         needs: &Needs,
     ) -> Result<Vec<Candidate>, RouteError> {
+        let survey = self.survey(request, mode, requested, standard, needs);
+        if survey.eligible.is_empty() {
+            return Err(self.nothing_eligible(
+                request,
+                survey.max_cost,
+                survey.cheapest_over_cap,
+                &survey.counts(),
+            ));
+        }
+        let (tried, _) = failover_order(survey.eligible, attempts(request));
+        Ok(tried
+            .into_iter()
+            .map(|e| Candidate::from_model(e.provider, e.model, needs))
+            .collect())
+    }
+
+    /// Every chat model, judged: the eligible ones in the order they would
+    /// be tried, and the others with the reason each was passed over.
+    fn survey<'m>(
+        &'m self,
+        request: &ChatRequest,
+        mode: ModeChoice,
+        requested: Option<&Model>,
+        standard: &Standard,
+        needs: &Needs,
+    ) -> Survey<'m> {
         let options = &request.options;
         let max_cost = options.max_cost.and_then(Usd::from_dollars);
-        let mut rejected: BTreeMap<Reject, usize> = BTreeMap::new();
+        let mut passed: Vec<(&Model, Reject)> = Vec::new();
         let mut cheapest_over_cap: Option<Usd> = None;
         let mut eligible: Vec<Eligible> = Vec::new();
         // An embedding model answers no chat: not even a candidate.
@@ -253,22 +309,19 @@ impl Router<'_> {
             let is_requested =
                 requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
             match self.assess(model, needs, Some(standard), is_requested, request) {
-                Err(reason) => *rejected.entry(reason).or_default() += 1,
+                Err(reason) => passed.push((model, reason)),
                 // A cap rules out what cannot fit even a useful minimum; the
                 // budget lowers the output limit of what can.
                 Ok(candidate) => match (max_cost, needs.minimum_cost(model)) {
                     (Some(cap), Some(cost)) if cost > cap => {
-                        *rejected.entry(Reject::MaxCost).or_default() += 1;
+                        passed.push((model, Reject::MaxCost));
                         cheapest_over_cap =
                             Some(cheapest_over_cap.map_or(cost, |c: Usd| c.min(cost)));
                     }
-                    (Some(_), None) => *rejected.entry(Reject::Unpriced).or_default() += 1,
+                    (Some(_), None) => passed.push((model, Reject::Unpriced)),
                     _ => eligible.push(candidate),
                 },
             }
-        }
-        if eligible.is_empty() {
-            return Err(self.nothing_eligible(request, max_cost, cheapest_over_cap, &rejected));
         }
 
         order(&mut eligible, mode, standard);
@@ -294,16 +347,12 @@ impl Router<'_> {
                 eligible.insert(0, previous);
             }
         }
-
-        let limit = if options.failover == Some(false) {
-            1
-        } else {
-            MAX_ATTEMPTS
-        };
-        Ok(failover_order(eligible, limit)
-            .into_iter()
-            .map(|e| Candidate::from_model(e.provider, e.model, needs))
-            .collect())
+        Survey {
+            eligible,
+            passed,
+            cheapest_over_cap,
+            max_cost,
+        }
     }
 
     /// Whether `model` may serve the request, as a substitute judged by
@@ -690,7 +739,8 @@ fn order_weighted(eligible: &mut [Eligible], weights: Weights, standard: &Standa
 
 /// The top choice, then the best of each other provider, then the rest: a
 /// provider that just failed is likely to fail again for its other models.
-fn failover_order(eligible: Vec<Eligible>, limit: usize) -> Vec<Eligible> {
+/// Returns the `limit` to try, and the others in order.
+fn failover_order(eligible: Vec<Eligible>, limit: usize) -> (Vec<Eligible>, Vec<Eligible>) {
     let mut chosen: Vec<Eligible> = Vec::with_capacity(limit);
     let mut rest: Vec<Eligible> = Vec::new();
     for candidate in eligible {
@@ -705,8 +755,9 @@ fn failover_order(eligible: Vec<Eligible>, limit: usize) -> Vec<Eligible> {
         }
     }
     let missing = limit.saturating_sub(chosen.len());
-    chosen.extend(rest.into_iter().take(missing));
-    chosen
+    let mut rest = rest.into_iter();
+    chosen.extend(rest.by_ref().take(missing));
+    (chosen, rest.collect())
 }
 
 #[cfg(test)]
