@@ -193,8 +193,7 @@ pub fn dashboard(explicit: Option<&Path>) -> ExitCode {
 /// `p402 catalog update`.
 pub fn catalog_update(
     explicit: Option<&Path>,
-    from: Option<&Path>,
-    version: Option<&str>,
+    sources: crate::catalog_update::Sources,
     as_json: bool,
 ) -> ExitCode {
     let loaded = match load_config(explicit) {
@@ -204,7 +203,7 @@ pub fn catalog_update(
             return ExitCode::from(1);
         }
     };
-    crate::catalog_update::run(&loaded.config, from, version, as_json)
+    crate::catalog_update::run(&loaded.config, sources, as_json)
 }
 
 /// `p402 models`: the catalog with prices, and which models have a key.
@@ -276,6 +275,8 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
                     "context": m.context, "max_output": m.max_output,
                     "capabilities": m.capabilities, "quality": m.quality,
                     "quality_estimated": m.quality_estimated(), "speed_tps": m.speed_tps,
+                    "quality_source": m.quality_source, "arena": m.arena,
+                    "ratings": crate::catalog::arena::ratings_json(m.ratings.as_deref()),
                     "routable": state, "cost_source": m.cost_source,
                 })
             })
@@ -283,20 +284,29 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
         let _ = writeln!(
             out,
             "{}",
-            serde_json::json!({"as_of": crate::catalog::as_of(), "data": data})
+            serde_json::json!({
+                "as_of": crate::catalog::as_of(),
+                "ratings_source": catalog.arena().describe(),
+                "data": data,
+            })
         );
         return emit(&out);
     }
     let _ = writeln!(
         out,
-        "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {:<22} PRICE SOURCE",
-        "PROVIDER", "MODEL", "IN $/M", "CACHED", "OUT $/M", "CONTEXT", "QUAL", "TOK/S", "ROUTABLE"
+        "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:<9} {:>7} {:>6} {:>6} {:>6} {:>6}  {:<22} PRICE SOURCE",
+        "PROVIDER", "MODEL", "IN $/M", "CACHED", "OUT $/M", "CONTEXT", "QUAL", "SOURCE", "OVERALL", "CODING", "MATH", "WRITE", "TOK/S", "ROUTABLE"
     );
+    use crate::catalog::arena::Category;
+    let rating = |m: &crate::catalog::Model, c: Category| {
+        m.rating(c)
+            .map_or_else(|| "-".to_string(), |r| format!("{:.0}", r.rating))
+    };
     let price = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |d| format!("{d:.3}"));
     for (state, m) in &rows {
         let _ = writeln!(
             out,
-            "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {:<22} {}",
+            "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:<9} {:>7} {:>6} {:>6} {:>6} {:>6}  {:<22} {}",
             m.provider,
             m.id,
             price(m.price.map(|p| p.input.to_dollars())),
@@ -304,6 +314,11 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             price(m.price.map(|p| p.output.to_dollars())),
             m.context.map_or_else(|| "-".to_string(), |c| c.to_string()),
             m.quality.map_or_else(|| "-".to_string(), |q| q.to_string()),
+            m.quality_source.as_str(),
+            rating(m, Category::Overall),
+            rating(m, Category::Coding),
+            rating(m, Category::Math),
+            rating(m, Category::CreativeWriting),
             m.speed_tps
                 .map_or_else(|| "-".to_string(), |s| format!("{s:.0}")),
             state,
@@ -312,12 +327,13 @@ pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     }
     let _ = writeln!(
         out,
-        "\nprices: USD per million tokens; built-in catalog as of {}{}",
+        "\nprices: USD per million tokens; built-in catalog as of {}{}\nQUAL: a 0-100 score (Artificial Analysis's index, or an estimate); OVERALL..WRITE: Arena ratings ({}, CC BY 4.0)",
         crate::catalog::as_of(),
         map.as_ref().map_or_else(String::new, |m| format!(
             ", over it LiteLLM's map ({})",
             m.cost_source()
-        ))
+        )),
+        catalog.arena().describe()
     );
     emit(&out)
 }

