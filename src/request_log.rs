@@ -31,6 +31,8 @@ pub struct RequestLog {
     output_tokens: u64,
     cached: bool,
     error_code: Option<&'static str>,
+    /// The requested model and the two ratings, when both are known.
+    quality: Option<(String, i64, i64)>,
 }
 
 impl RequestLog {
@@ -49,6 +51,7 @@ impl RequestLog {
             output_tokens: 0,
             cached: false,
             error_code: None,
+            quality: None,
         }
     }
 
@@ -60,6 +63,10 @@ impl RequestLog {
         self.input_tokens = metadata.input_tokens;
         self.output_tokens = metadata.output_tokens;
         self.cached = metadata.cached;
+        self.quality = metadata
+            .quality
+            .as_ref()
+            .and_then(|q| Some((metadata.requested_model.clone(), q.requested?, q.served?)));
     }
 
     pub fn door(&mut self, door: &'static str) {
@@ -119,6 +126,13 @@ impl RequestLog {
         }
         if let Some(savings) = self.savings_usd.filter(|s| *s > 0.0) {
             metrics.savings_usd.inc_by(savings);
+        }
+        if let (Some((requested_model, requested, served)), Some(model), false) =
+            (&self.quality, &self.model, self.cached)
+        {
+            metrics
+                .quality
+                .record(requested_model, model, *requested, *served);
         }
     }
 

@@ -367,6 +367,7 @@ async fn route(
             Ok(viewer) => crate::dashboard::latest(state, query.as_deref(), &request_id, &viewer),
             Err(error) => error.into_response(&request_id),
         },
+        (Method::GET, "/api/v2/quality") => crate::dashboard::quality(state),
         (Method::GET, "/api/v2/dashboard/spend.svg") => {
             crate::dashboard::spend(state, query.as_deref(), &request_id)
         }

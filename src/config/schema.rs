@@ -214,8 +214,9 @@ pub struct RoutingConfig {
     pub reference_model: Spanned<String>,
     /// Requested models matching these globs are never rewritten.
     pub pin: Vec<Spanned<String>>,
-    /// A substitute must score at least this share of the requested model's
-    /// quality (in every mode but passthrough).
+    /// For a requested model whose quality is not measured: a substitute
+    /// must score at least this share of its 0-100 score (in every mode but
+    /// passthrough). Measured models are judged by `max_quality_drop`.
     pub quality_floor: QualityFloor,
     /// Elo points a substitute may be rated below the requested model in
     /// the request's category (Arena ratings); 0: never lower.

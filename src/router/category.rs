@@ -9,11 +9,12 @@
 //!
 //! Only the last user message is read: it is what the model is asked now.
 //! An image anywhere makes it `vision` (only vision ratings speak of
-//! images); then code, math and creative writing are scored by their
-//! signs, the strongest winning at a score of at least [`THRESHOLD`];
-//! then a long message is a `longer_query` (Arena's: over about 500
-//! tokens); then a demanding one (several constraints, analysis) a
-//! `hard_prompts`; everything else is `overall`.
+//! images); a long message is a `longer_query` (Arena's: over about 500
+//! tokens), whatever it holds; then code, math and
+//! creative writing are scored by their signs (words that name the task
+//! count twice), the strongest winning at a score of at least
+//! [`THRESHOLD`]; then a demanding one (several constraints, analysis) is
+//! a `hard_prompts`; everything else is `overall`.
 
 use serde_json::Value;
 
@@ -53,7 +54,11 @@ pub fn of(request: &ChatRequest, needs: &Needs) -> Category {
 
 /// The category of a user message's text.
 pub fn of_text(text: &str) -> Category {
-    let long = text.len() > LONG_BYTES;
+    // A long message is Arena's `longer_query`, whatever its topic: a
+    // pasted text holds words (and code blocks) of every kind.
+    if text.len() > LONG_BYTES {
+        return Category::LongerQuery;
+    }
     let sample = sample(text);
     let scores = Scores::of(&sample, text);
     let best = [
@@ -72,8 +77,6 @@ pub fn of_text(text: &str) -> Category {
     });
     if best.0 >= THRESHOLD {
         best.1
-    } else if long {
-        Category::LongerQuery
     } else if scores.hard >= THRESHOLD {
         Category::HardPrompts
     } else {
@@ -216,36 +219,55 @@ impl Scores {
         }
         for word in sample.split(|c: char| !(c.is_alphanumeric() || c == '+' || c == '#')) {
             match word {
-                "code" | "function" | "functions" | "python" | "javascript" | "typescript"
-                | "rust" | "golang" | "java" | "c++" | "c#" | "sql" | "regex" | "compile"
-                | "compiler" | "bug" | "debug" | "traceback" | "exception" | "refactor"
-                | "implement" | "script" | "bash" | "shell" | "api" | "json" | "yaml" | "html"
-                | "css" | "react" | "algorithm" | "variable" | "array" | "struct" | "class"
-                | "method" | "recursion" | "recursive" | "segfault" | "git" | "docker"
-                | "kubernetes" | "npm" | "cargo" | "pip" | "endpoint" | "query" | "database"
-                | "async" | "thread" | "unittest" | "pytest" | "def" | "fn" | "const"
-                | "println" | "printf" | "lambda" | "iterator" | "programming" | "snippet"
-                | "syntax" | "library" | "framework" | "deploy" | "linux" => s.coding += 1,
+                // Words that name the kind of task on their own.
+                "python" | "javascript" | "typescript" | "rust" | "golang" | "java" | "c++"
+                | "c#" | "sql" | "regex" | "css" | "html" | "bash" | "dockerfile" | "docker"
+                | "kubernetes" | "git" | "react" | "pandas" | "segfault" | "traceback"
+                | "typeerror" | "compile" | "compiler" | "refactor" | "debug" | "unittest"
+                | "pytest" | "npm" | "mutex" | "semaphore" | "println" | "printf" => s.coding += 2,
+                "code" | "function" | "functions" | "bug" | "exception" | "implement"
+                | "script" | "shell" | "api" | "json" | "yaml" | "algorithm" | "variable"
+                | "array" | "struct" | "class" | "method" | "recursion" | "recursive" | "cargo"
+                | "pip" | "endpoint" | "query" | "database" | "async" | "await" | "thread"
+                | "def" | "fn" | "const" | "lambda" | "iterator" | "programming" | "snippet"
+                | "syntax" | "library" | "framework" | "deploy" | "linux" | "component" | "div"
+                | "undefined" | "null" | "pointer" | "dataframe" | "csv" | "lifetimes" | "pod"
+                | "branch" | "commit" | "tests" | "std" => s.coding += 1,
                 "prove" | "proof" | "theorem" | "lemma" | "integral" | "derivative"
-                | "equation" | "equations" | "probability" | "matrix" | "eigenvalue"
-                | "eigenvalues" | "polynomial" | "prime" | "primes" | "calculate" | "compute"
-                | "solve" | "sum" | "geometry" | "triangle" | "modulo" | "factorial" | "limit"
-                | "converge" | "converges" | "integer" | "integers" | "divisible" | "algebra"
-                | "calculus" | "logarithm" | "sqrt" | "percent" | "percentage" | "ratio"
-                | "fraction" | "digits" | "arithmetic" | "inequality" | "vector" | "vectors"
-                | "radius" | "area" | "angle" | "variance" | "mean" | "median" => s.math += 1,
+                | "equation" | "equations" | "probability" | "eigenvalue" | "eigenvalues"
+                | "polynomial" | "quadratic" | "factorial" | "calculus" | "logarithm" => {
+                    s.math += 2
+                }
+                "matrix" | "prime" | "primes" | "calculate" | "compute" | "solve" | "sum"
+                | "geometry" | "triangle" | "rectangle" | "modulo" | "limit" | "infinity"
+                | "converge" | "converges" | "series" | "integer" | "integers" | "divisible"
+                | "algebra" | "sqrt" | "percent" | "percentage" | "ratio" | "fraction"
+                | "digits" | "arithmetic" | "inequality" | "vector" | "vectors" | "radius"
+                | "area" | "perimeter" | "angle" | "variance" | "mean" | "median" | "average"
+                | "interest" | "dice" | "odd" | "even" => s.math += 1,
                 "poem" | "poetry" | "story" | "stories" | "haiku" | "limerick" | "lyrics"
-                | "song" | "sonnet" | "fiction" | "novel" | "character" | "characters"
-                | "screenplay" | "fairy" | "tale" | "rap" | "verse" | "verses" | "rhyme"
-                | "rhyming" | "creative" | "imagine" | "fantasy" | "plot" | "villain" | "hero"
-                | "dialogue" | "monologue" | "narrative" | "chapter" | "protagonist" | "ballad"
-                | "slogan" | "tagline" | "toast" | "eulogy" => s.creative += 1,
+                | "sonnet" | "screenplay" | "monologue" | "eulogy" | "ballad" | "fiction" => {
+                    s.creative += 2
+                }
+                "song" | "novel" | "character" | "characters" | "fairy" | "tale" | "rap"
+                | "verse" | "verses" | "rhyme" | "rhyming" | "creative" | "imagine" | "fantasy"
+                | "plot" | "villain" | "hero" | "dialogue" | "narrative" | "chapter"
+                | "protagonist" | "slogan" | "tagline" | "toast" | "catchy" | "scene"
+                | "bedtime" | "funny" | "compose" => s.creative += 1,
                 "analyze" | "analyse" | "evaluate" | "design" | "strategy" | "optimize"
                 | "architecture" | "constraints" | "requirements" | "justify" | "critique"
                 | "assess" | "implications" | "tradeoffs" | "rigorous" | "detailed"
-                | "comprehensive" | "plan" | "propose" | "recommend" | "scenario" => s.hard += 1,
+                | "comprehensive" | "plan" | "propose" | "recommend" | "scenario" | "weigh"
+                | "weighing" | "consider" | "investigate" | "experiment" | "alternatives"
+                | "risks" | "milestones" | "measurable" => s.hard += 1,
                 _ => {}
             }
+        }
+        if sample.contains("write a ") || sample.contains("write the ") {
+            s.creative += 1;
+        }
+        if sample.contains('%') && sample.bytes().any(|b| b.is_ascii_digit()) {
+            s.math += 1;
         }
         // A question asked at length, with several requirements, is a
         // demanding one even without the words above.
