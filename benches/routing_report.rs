@@ -390,7 +390,11 @@ fn category_matrix(file: &str, with_images: bool, what: &str) -> f64 {
         for n in row {
             print!(" {n} |");
         }
-        println!(" {:.0}% |", 100.0 * row[i] as f64 / total.max(1) as f64);
+        if total == 0 {
+            println!(" - |");
+        } else {
+            println!(" {:.0}% |", 100.0 * row[i] as f64 / total as f64);
+        }
     }
     correct as f64 / parsed.len() as f64
 }
@@ -538,7 +542,7 @@ fn quality_mix(drop: u32) {
         mix_prompts().len(),
         requested.len()
     );
-    println!("| kind | requests | substituted | rated lower in its category | requested model unmeasured | served by an estimate | routed cost | cost on requested model | saved |");
+    println!("| kind | requests | substituted | rated lower in its category | substitutes for an unmeasured model | substitutes of estimated quality | routed cost | cost on requested model | saved |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut all = Row::default();
     for (kind, row) in &rows {

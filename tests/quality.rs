@@ -103,6 +103,34 @@ async fn a_substitute_is_rated_at_least_as_high_in_the_category_and_the_metadata
     assert_eq!(m.alpha.received().len(), 1);
     // Neither the lower-rated model nor the estimate was ever asked.
     assert!(m.gamma.received().is_empty());
+
+    // The dashboard's quality table: per requested and served model, the
+    // mean rating difference (qwen 1502 - haiku 1481 in coding; 0 when
+    // haiku served itself).
+    let quality = m.proxy.get_json("/api/v2/quality").await;
+    let rows = quality["data"].as_array().expect("rows");
+    let pair = |served: &str| {
+        rows.iter()
+            .find(|r| r["requested_model"] == "haiku" && r["model"] == served)
+            .unwrap_or_else(|| panic!("no haiku -> {served} in {quality}"))
+    };
+    assert_eq!(pair("qwen")["requests"], 1);
+    assert_eq!(pair("qwen")["mean_delta"], 21.0);
+    assert_eq!(pair("haiku")["mean_delta"], 0.0);
+    let metrics = m
+        .proxy
+        .client
+        .get(m.proxy.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("p402_quality_delta_points{requested_model=\"haiku\",model=\"qwen\"} 21"),
+        "{metrics}"
+    );
     m.proxy.stop().await;
 }
 
