@@ -24,12 +24,8 @@ use crate::request::ChatRequest;
 
 use super::Needs;
 
-/// At most this many bytes of the message are read (its head, where the
-/// task is usually said, and its tail, where a pasted text ends and the
-/// question comes).
-const HEAD: usize = 3072;
-const TAIL: usize = 1024;
-/// A message longer than this many bytes (about 500 tokens) is a long one.
+/// A message longer than this many bytes (about 500 tokens) is a long one,
+/// and decided by its length alone: no more than this is ever read.
 const LONG_BYTES: usize = 2000;
 /// The score a kind needs to win.
 const THRESHOLD: u32 = 2;
@@ -45,11 +41,30 @@ pub fn of(request: &ChatRequest, needs: &Needs) -> Category {
             .rev()
             .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
     });
-    let mut text = String::new();
-    if let Some(content) = last_user.and_then(|m| m.get("content")) {
-        collect_text(content, &mut text);
+    let Some(content) = last_user.and_then(|m| m.get("content")) else {
+        return Category::Overall;
+    };
+    // Measured before it is copied: a long message is decided by its
+    // length alone, so a megabyte pasted costs no copy.
+    if text_len(content) > LONG_BYTES {
+        return Category::LongerQuery;
     }
+    let mut text = String::new();
+    collect_text(content, &mut text);
     of_text(&text)
+}
+
+/// The bytes of a message's text parts.
+fn text_len(content: &Value) -> usize {
+    match content {
+        Value::String(s) => s.len(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .map(|t| t.len() + 1)
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// The category of a user message's text.
@@ -59,7 +74,7 @@ pub fn of_text(text: &str) -> Category {
     if text.len() > LONG_BYTES {
         return Category::LongerQuery;
     }
-    let sample = sample(text);
+    let sample = text.to_lowercase();
     let scores = Scores::of(&sample, text);
     let best = [
         (scores.coding, Category::Coding),
@@ -101,33 +116,6 @@ fn collect_text(content: &Value, out: &mut String) {
         }
         _ => {}
     }
-}
-
-/// The head and tail of the text, lowercased.
-fn sample(text: &str) -> String {
-    if text.len() <= HEAD + TAIL {
-        return text.to_lowercase();
-    }
-    let head_end = floor_boundary(text, HEAD);
-    let tail_start = ceil_boundary(text, text.len() - TAIL);
-    let mut sample = text[..head_end].to_lowercase();
-    sample.push('\n');
-    sample.push_str(&text[tail_start..].to_lowercase());
-    sample
-}
-
-fn floor_boundary(text: &str, mut i: usize) -> usize {
-    while !text.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn ceil_boundary(text: &str, mut i: usize) -> usize {
-    while !text.is_char_boundary(i) {
-        i += 1;
-    }
-    i
 }
 
 #[derive(Debug, Default)]
@@ -355,10 +343,22 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_message_is_read_only_in_part() {
-        // Multibyte characters at the cut points must not split a char.
-        let text = "é".repeat(10_000) + " thanks";
+    fn a_long_message_is_a_longer_query_whatever_it_holds() {
+        let text = "é".repeat(10_000) + " prove the theorem ```fn main() {}```";
         assert_eq!(of_text(&text), Category::LongerQuery);
-        assert!(sample(&text).len() <= HEAD + TAIL + 2);
+        let request = crate::request::parse(
+            serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Prove this theorem:"},
+                {"type": "text", "text": "x".repeat(LONG_BYTES)}
+            ]}]})
+            .to_string()
+            .as_bytes(),
+            &http::HeaderMap::new(),
+        )
+        .expect("valid request");
+        assert_eq!(
+            of(&request, &Needs::of(&request, 10)),
+            Category::LongerQuery
+        );
     }
 }
