@@ -643,3 +643,23 @@ fn the_quality_note_says_category_ratings_and_source() {
     assert_eq!(json["source"], "arena");
     assert!(json.get("rated_in").is_none());
 }
+
+#[test]
+fn balanced_mode_weighs_the_same_ratings() {
+    let f = rated("");
+    let ask = |model: &str, text: &str| json!({"model": model, "messages": [{"role": "user", "content": text}], "p402": {"mode": "balanced"}});
+    // qwen is the cheapest admitted model and rated near the top overall.
+    let picks = f.picks(ask("haiku", GENERAL));
+    assert_eq!(picks[0], "openai/qwen", "{picks:?}");
+    assert!(
+        !picks
+            .iter()
+            .any(|p| p == "openai/oss" || p == "openai/guess"),
+        "{picks:?}"
+    );
+    // Auto: nothing to stand in for, so every model competes; the guess,
+    // cheapest of all but unmeasured, earns no quality credit and does not
+    // win against measured models.
+    let picks = f.picks(ask("auto", CODING));
+    assert_ne!(picks[0], "openai/guess", "{picks:?}");
+}
