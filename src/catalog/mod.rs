@@ -360,9 +360,21 @@ impl Model {
     /// Takes the measured ratings of the model's Arena name, when the
     /// leaderboard has it; a name it lacks leaves the quality as stated.
     fn rate(&mut self, board: &arena::Leaderboard) {
-        if let Some(ratings) = self.arena.as_deref().and_then(|name| board.ratings(name)) {
-            self.quality_source = QualitySource::Arena;
-            self.ratings = Some(Arc::new(ratings.clone()));
+        let Some(name) = self.arena.as_deref() else {
+            return;
+        };
+        match board.ratings(name) {
+            Some(ratings) => {
+                self.quality_source = QualitySource::Arena;
+                self.ratings = Some(Arc::new(ratings.clone()));
+            }
+            None => tracing::warn!(
+                "{}/{}: the Arena data ({}) has no model `{name}`; its quality stays {}",
+                self.provider,
+                self.id,
+                board.describe(),
+                self.quality_source.as_str()
+            ),
         }
     }
 }
