@@ -4,14 +4,24 @@
 //! named, and how many choices break a capability or context limit (must be
 //! 0; each choice is re-checked here independently of the router).
 //!
+//! Then, on measured quality (SPEC section 13): the request-category rules'
+//! accuracy on the labelled set `benches/data/categories.tsv` (a confusion
+//! matrix, and the time one decision takes), and a mix of general, coding,
+//! math, creative and long prompts asked of every cloud chat model, routed
+//! in cost mode at `max_quality_drop` 0, 10 and 25: the savings against the
+//! requested model, and how many substitutes are rated lower than it in the
+//! request's category (0 by construction at drop 0: asserted).
+//!
 //! Run: `cargo bench --bench routing_report` (prints Markdown for BENCHMARKS.md).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use p402::catalog::{Capability, Catalog, Usage};
+use p402::catalog::arena::Category;
+use p402::catalog::{Capability, Catalog, QualitySource, Usage};
 use p402::provider_health::ProviderHealth;
 use p402::request;
-use p402::router::{Router, Sticky};
+use p402::router::{category, Needs, Router, Sticky};
 use serde_json::{json, Value};
 
 struct Case {
@@ -183,7 +193,7 @@ fn main() {
         entry.2 += direct;
     }
 
-    println!("Routing report: {} requests, built-in catalog as of {}, every provider keyed, default config (quality_floor 0.85).\n", cases.len(), p402::catalog::as_of());
+    println!("Routing report: {} requests, built-in catalog as of {}, every provider keyed, default config (max_quality_drop 0, quality_floor 0.85).\n", cases.len(), p402::catalog::as_of());
     println!("| kind | requests | routed cost | cost on requested model | saved |");
     println!("|---|---:|---:|---:|---:|");
     for (kind, (n, routed, direct)) in &by_kind {
@@ -210,4 +220,379 @@ fn main() {
         violations, 0,
         "the router chose a model that cannot serve a request"
     );
+
+    categories();
+    for drop in [0, 10, 25] {
+        quality_mix(drop);
+    }
+}
+
+/// The categories the rules decide, in the confusion matrix's order.
+const DECIDED: [Category; 7] = [
+    Category::Overall,
+    Category::Coding,
+    Category::Math,
+    Category::CreativeWriting,
+    Category::HardPrompts,
+    Category::LongerQuery,
+    Category::Vision,
+];
+
+/// A labelled set: `(label, request body)`; the tuning set with the
+/// requests carrying an image.
+fn labelled(file: &str, with_images: bool) -> Vec<(Category, Value)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/benches/data/{file}"))
+        .unwrap_or_else(|e| panic!("benches/data/{file}: {e}"));
+    let mut set = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (label, prompt) = line.split_once('\t').expect("label TAB prompt");
+        let label = DECIDED
+            .into_iter()
+            .find(|c| c.as_str() == label)
+            .unwrap_or_else(|| panic!("unknown label {label}"));
+        let prompt = expand(&prompt.replace("\\n", "\n"), root);
+        set.push((
+            label,
+            json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]}),
+        ));
+    }
+    if !with_images {
+        return set;
+    }
+    for (i, question) in [
+        "What is in this picture?",
+        "Read the text on this sign.",
+        "Is this mole something I should get checked?",
+        "What breed is this dog?",
+        "Describe this chart and its trend.",
+        "Transcribe the handwriting in this photo.",
+        "What's wrong with this plant's leaves?",
+        "Write a caption for this photo.",
+        "Solve the equation written on this whiteboard.",
+        "What does this error screenshot say and how do I fix it?",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        set.push((
+            Category::Vision,
+            json!({"model": "auto", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": question},
+                {"type": "image_url", "image_url": {"url": format!("https://example.com/{i}.jpg")}}]}]}),
+        ));
+    }
+    set
+}
+
+/// `{{doc:FILE:START:LEN}}` -> that slice of a file of the repository.
+fn expand(prompt: &str, root: &str) -> String {
+    let Some(start) = prompt.find("{{doc:") else {
+        return prompt.to_string();
+    };
+    let end = prompt[start..].find("}}").expect("closed") + start;
+    let spec: Vec<&str> = prompt[start + 6..end].split(':').collect();
+    let text = std::fs::read_to_string(format!("{root}/{}", spec[0])).expect("doc");
+    let (mut from, len): (usize, usize) = (
+        spec[1].parse().expect("start"),
+        spec[2].parse().expect("len"),
+    );
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let mut to = (from + len).min(text.len());
+    while !text.is_char_boundary(to) {
+        to -= 1;
+    }
+    format!(
+        "{}{}{}",
+        &prompt[..start],
+        &text[from..to],
+        &prompt[end + 2..]
+    )
+}
+
+fn categories() {
+    for (file, with_images, what) in [
+        (
+            "categories.tsv",
+            true,
+            "the set the rules were revised on (first run: 61.5%)",
+        ),
+        (
+            "categories_holdout.tsv",
+            false,
+            "held out: written after the revision, never used to change the rules",
+        ),
+    ] {
+        let accuracy = category_matrix(file, with_images, what);
+        assert!(
+            accuracy >= 0.75,
+            "{file}: the category rules' accuracy fell to {accuracy}"
+        );
+    }
+}
+
+fn category_matrix(file: &str, with_images: bool, what: &str) -> f64 {
+    let set = labelled(file, with_images);
+    let mut matrix = [[0usize; DECIDED.len()]; DECIDED.len()];
+    let index = |c: Category| DECIDED.iter().position(|d| *d == c).expect("decided");
+    let parsed: Vec<(Category, request::ChatRequest, Needs)> = set
+        .iter()
+        .map(|(label, body)| {
+            let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
+                .expect("valid request");
+            let needs = Needs::of(&chat, 100);
+            (*label, chat, needs)
+        })
+        .collect();
+    for (label, chat, needs) in &parsed {
+        matrix[index(*label)][index(category::of(chat, needs))] += 1;
+    }
+    // The time of one decision, over the whole set, a few rounds.
+    let rounds = 20;
+    let mut times = Vec::with_capacity(rounds * parsed.len());
+    for _ in 0..rounds {
+        for (_, chat, needs) in &parsed {
+            let one = Instant::now();
+            std::hint::black_box(category::of(chat, needs));
+            times.push(one.elapsed());
+        }
+    }
+    times.sort();
+    let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
+    let p99 = times[times.len() * 99 / 100];
+    let slowest = times[times.len() - 1];
+    let correct: usize = (0..DECIDED.len()).map(|i| matrix[i][i]).sum();
+    println!(
+        "\nRequest categories on benches/data/{file}, {what}: {} labelled requests{}, accuracy {:.1}% ({correct}/{}); one decision takes {:.1} µs on average, {:.1} µs at the 99th percentile, {:.1} µs at most ({} build).\n",
+        parsed.len(),
+        if with_images { " (10 of them with an image)" } else { "" },
+        100.0 * correct as f64 / parsed.len() as f64,
+        parsed.len(),
+        mean.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        slowest.as_secs_f64() * 1e6,
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
+    print!("| labelled \\ decided |");
+    for c in DECIDED {
+        print!(" {} |", c.as_str());
+    }
+    println!(" recall |");
+    println!("|---|{}---:|", "---:|".repeat(DECIDED.len()));
+    for (i, row) in matrix.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        print!("| {} |", DECIDED[i].as_str());
+        for n in row {
+            print!(" {n} |");
+        }
+        if total == 0 {
+            println!(" - |");
+        } else {
+            println!(" {:.0}% |", 100.0 * row[i] as f64 / total as f64);
+        }
+    }
+    correct as f64 / parsed.len() as f64
+}
+
+/// Prompts of the quality mix, by kind.
+fn mix_prompts() -> Vec<(&'static str, String)> {
+    let mut prompts: Vec<(&'static str, String)> = Vec::new();
+    for p in [
+        "What are the main differences between a crocodile and an alligator?",
+        "How do vaccines train the immune system?",
+        "What is a good itinerary for three days in Rome?",
+        "Why do cats purr?",
+    ] {
+        prompts.push(("general", p.to_string()));
+    }
+    for p in [
+        "Write a Python function that merges two sorted lists into one sorted list.",
+        "How do I fix 'borrowed value does not live long enough' in this Rust code?\n```rust\nfn first(v: Vec<String>) -> &str { &v[0] }\n```",
+        "Write a SQL query that finds duplicate emails in a users table.",
+        "Explain how to debug a memory leak in a Node.js service.",
+    ] {
+        prompts.push(("coding", p.to_string()));
+    }
+    for p in [
+        "Prove that there are infinitely many prime numbers.",
+        "Solve for x: 2x^2 - 8x + 6 = 0.",
+        "What is the probability of drawing two aces from a deck without replacement?",
+        "Compute the derivative of ln(x^2 + 1).",
+    ] {
+        prompts.push(("math", p.to_string()));
+    }
+    for p in [
+        "Write a poem about a city waking up at dawn.",
+        "Write a short story about a robot who learns to garden.",
+        "Write a limerick about a forgetful wizard.",
+        "Write the opening scene of a fantasy novel where the hero is a baker.",
+    ] {
+        prompts.push(("creative", p.to_string()));
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (file, from) in [
+        ("README.md", 0),
+        ("ARCHITECTURE.md", 0),
+        ("README.md", 20000),
+        ("BENCHMARKS.md", 10000),
+    ] {
+        prompts.push((
+            "long",
+            expand(
+                &format!(
+                    "{{{{doc:{file}:{from}:6000}}}}\n\nSummarize the text above for a busy reader."
+                ),
+                root,
+            ),
+        ));
+    }
+    prompts
+}
+
+/// Every cloud chat model asked every prompt of the mix in cost mode:
+/// savings, and substitutes rated lower in the request's category.
+fn quality_mix(drop: u32) {
+    let config = p402::config::parse("bench", &format!("[routing]\nmax_quality_drop = {drop}\n"))
+        .expect("config");
+    let catalog = Catalog::build(&config, |_| Some("bench-key".to_string()));
+    let health = ProviderHealth::default();
+    let sticky = Sticky::default();
+    let router = Router {
+        catalog: &catalog,
+        config: &config.routing,
+        health: &health,
+        sticky: &sticky,
+    };
+    let requested: Vec<String> = catalog
+        .models()
+        .iter()
+        .filter(|m| !m.capabilities.contains(&Capability::Embeddings))
+        .filter(|m| catalog.provider(&m.provider).is_some_and(|p| !p.is_local()))
+        .map(|m| format!("{}/{}", m.provider, m.id))
+        .collect();
+    #[derive(Default)]
+    struct Row {
+        requests: usize,
+        substituted: usize,
+        lower: usize,
+        unmeasured_requested: usize,
+        to_estimated: usize,
+        routed: f64,
+        direct: f64,
+    }
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
+    let mut worst: Vec<(f64, String)> = Vec::new();
+    for (kind, prompt) in mix_prompts() {
+        for model in &requested {
+            let body = json!({"model": model, "messages": [{"role": "user", "content": prompt}]});
+            let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
+                .expect("valid request");
+            let tokens = p402::tokens::count_input(&chat.body);
+            let Ok(route) = router.route(&chat, tokens) else {
+                continue;
+            };
+            let served = route.candidates[0].model.as_ref().expect("catalog model");
+            let asked = catalog.find(model).expect("requested");
+            let usage = Usage {
+                input_tokens: tokens,
+                output_tokens: u64::from(p402::router::EXPECTED_OUTPUT_TOKENS),
+                ..Usage::default()
+            };
+            let row = rows.entry(kind).or_default();
+            row.requests += 1;
+            row.routed += served.price.map_or(0.0, |p| p.cost(&usage).to_dollars());
+            row.direct += asked.price.map_or(0.0, |p| p.cost(&usage).to_dollars());
+            if served.id == asked.id && served.provider == asked.provider {
+                continue;
+            }
+            row.substituted += 1;
+            if served.quality_source == QualitySource::Estimated {
+                row.to_estimated += 1;
+            }
+            // Rated lower: the served model's point rating below the
+            // requested one's, in the category the request's ratings are
+            // read in (the request's, or overall where the requested model
+            // has none).
+            let standard = &route.quality;
+            match (standard.compared, standard.requested) {
+                (Some(c), Some(bar)) => {
+                    let rating = served.rating(c).map_or(f64::MIN, |r| r.rating);
+                    if rating < bar.rating {
+                        row.lower += 1;
+                        worst.push((
+                            bar.rating - rating,
+                            format!(
+                                "{model} -> {}/{} ({kind}, {c}: {:.0} -> {:.0})",
+                                served.provider, served.id, bar.rating, rating
+                            ),
+                        ));
+                    }
+                }
+                _ => row.unmeasured_requested += 1,
+            }
+        }
+    }
+    println!(
+        "\nQuality mix at max_quality_drop = {drop}: {} prompts (general, coding, math, creative, long) asked of each of the {} cloud chat models, cost mode, every provider keyed.\n",
+        mix_prompts().len(),
+        requested.len()
+    );
+    println!("| kind | requests | substituted | rated lower in its category | substitutes for an unmeasured model | substitutes of estimated quality | routed cost | cost on requested model | saved |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut all = Row::default();
+    for (kind, row) in &rows {
+        println!(
+            "| {kind} | {} | {} | {} | {} | {} | ${:.4} | ${:.4} | {:.0}% |",
+            row.requests,
+            row.substituted,
+            row.lower,
+            row.unmeasured_requested,
+            row.to_estimated,
+            row.routed,
+            row.direct,
+            100.0 * (1.0 - row.routed / row.direct)
+        );
+        all.requests += row.requests;
+        all.substituted += row.substituted;
+        all.lower += row.lower;
+        all.unmeasured_requested += row.unmeasured_requested;
+        all.to_estimated += row.to_estimated;
+        all.routed += row.routed;
+        all.direct += row.direct;
+    }
+    println!(
+        "| **all** | {} | {} | **{}** | {} | {} | ${:.4} | ${:.4} | **{:.0}%** |",
+        all.requests,
+        all.substituted,
+        all.lower,
+        all.unmeasured_requested,
+        all.to_estimated,
+        all.routed,
+        all.direct,
+        100.0 * (1.0 - all.routed / all.direct)
+    );
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    worst.dedup_by(|a, b| a.1 == b.1);
+    if !worst.is_empty() {
+        println!(
+            "\nLargest drops: {}",
+            worst
+                .iter()
+                .take(3)
+                .map(|w| w.1.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    if drop == 0 {
+        assert_eq!(
+            all.lower, 0,
+            "at drop 0 no substitute may be rated lower in its category"
+        );
+    }
 }

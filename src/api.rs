@@ -195,7 +195,10 @@ pub fn catalog(state: &AppState) -> Response<Body> {
                 "max_output": m.max_output,
                 "capabilities": m.capabilities,
                 "quality": m.quality,
-                "quality_estimated": m.quality_estimated,
+                "quality_estimated": m.quality_estimated(),
+                "quality_source": m.quality_source,
+                "arena": m.arena,
+                "ratings": crate::catalog::arena::ratings_json(m.ratings.as_deref()),
                 "speed_tps": m.speed_tps,
                 "cost_source": m.cost_source,
                 "local": local,
@@ -207,7 +210,12 @@ pub fn catalog(state: &AppState) -> Response<Body> {
         .collect();
     json_response(
         StatusCode::OK,
-        &json!({"object": "list", "as_of": crate::catalog::as_of(), "data": data}),
+        &json!({
+            "object": "list",
+            "as_of": crate::catalog::as_of(),
+            "ratings_source": runtime.catalog.arena().describe(),
+            "data": data,
+        }),
     )
 }
 
@@ -347,6 +355,78 @@ pub async fn compare(
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(error) => error.into_response(&request_id),
     }
+}
+
+/// `POST /api/v2/route/explain[?door=chat|messages|responses]`: how a
+/// model call would be routed, without calling a provider. The body is one
+/// a door takes; which door is `door`, else read from the request: an
+/// `anthropic-version` header is a Messages body, one with `input` and no
+/// `messages` a Responses body, anything else Chat Completions.
+pub async fn explain(
+    state: &AppState,
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    query: Option<&str>,
+    request_id: RequestId,
+) -> Response<Body> {
+    let result = async {
+        let (parts, body) = request.into_parts();
+        let server = &runtime.config().server;
+        let bytes = crate::pipeline::read::body(body, &parts.headers, server).await?;
+        let _permit = state.limiter().admit(&runtime.config().limits)?;
+        let door = explain_door(query, &parts.headers, &bytes)?;
+        let chat = door.parse(&bytes, &parts.headers)?;
+        let input_tokens = crate::pipeline::route::count_input_tokens(&chat).await?;
+        let explanation = state.router(runtime).explain(&chat, input_tokens)?;
+        let mut value = serde_json::to_value(&explanation)
+            .map_err(|e| ApiError::internal(format!("explanation: {e}")))?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("object".into(), json!("route.explanation"));
+            object.insert("door".into(), json!(door.name()));
+            object.insert(
+                "ratings_source".into(),
+                json!(runtime.catalog.arena().describe()),
+            );
+        }
+        Ok::<_, ApiError>(value)
+    }
+    .await;
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(error) => error.into_response(&request_id),
+    }
+}
+
+fn explain_door(
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    bytes: &[u8],
+) -> Result<crate::door::Door, ApiError> {
+    use crate::door::Door;
+    let named = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("door="));
+    match named {
+        Some("chat") => return Ok(Door::Chat),
+        Some("messages") => return Ok(Door::Messages),
+        Some("responses") => return Ok(Door::Responses),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "invalid_query",
+                format!("door `{other}` must be chat, messages or responses"),
+            ))
+        }
+        None => {}
+    }
+    if headers.contains_key("anthropic-version") {
+        return Ok(Door::Messages);
+    }
+    let body: Option<serde_json::Map<String, Value>> = serde_json::from_slice(bytes).ok();
+    Ok(match body {
+        Some(b) if b.contains_key("input") && !b.contains_key("messages") => Door::Responses,
+        _ => Door::Chat,
+    })
 }
 
 async fn read_small_body(

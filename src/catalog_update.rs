@@ -1,12 +1,14 @@
 //! `p402 catalog update`: brings LiteLLM's price map in (see
-//! [`crate::catalog::map`]), says what it changes, and stores it; and the
-//! optional weekly update a running p402 does in the background.
+//! [`crate::catalog::map`]) and the Arena ratings (see
+//! [`crate::catalog::arena`]), says what they change, and stores them; and
+//! the optional weekly update a running p402 does in the background.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use crate::catalog::arena::{self, ArenaError, Leaderboard};
 use crate::catalog::map::{self, Changes, MapError, PriceMap};
 use crate::catalog::Catalog;
 use crate::config::{self, Config};
@@ -14,8 +16,133 @@ use crate::config::{self, Config};
 /// How many new models and price changes are listed by name.
 const LISTED: usize = 40;
 
+/// Where `p402 catalog update` takes its data from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The price map's file (else PyPI).
+    pub from: Option<&'a Path>,
+    pub version: Option<&'a str>,
+    /// The Arena copy's file (else PyPI).
+    pub arena_from: Option<&'a Path>,
+    pub arena_version: Option<&'a str>,
+}
+
+/// Brings the price map and the Arena ratings in. A file named for one of
+/// them updates that one only; with no file, both come from PyPI. Each is
+/// stored only when whole; a failure of one leaves it as it was.
+pub fn run(config: &Config, sources: Sources, as_json: bool) -> ExitCode {
+    let prices = sources.from.is_some() || sources.arena_from.is_none();
+    let ratings = sources.arena_from.is_some() || sources.from.is_none();
+    let mut code = ExitCode::SUCCESS;
+    if prices {
+        code = run_prices(config, sources.from, sources.version, as_json);
+    }
+    if ratings
+        && run_ratings(config, sources.arena_from, sources.arena_version, as_json)
+            != ExitCode::SUCCESS
+    {
+        code = ExitCode::from(1);
+    }
+    code
+}
+
+/// Fetches (or reads), checks and stores the Arena copy; prints what it
+/// holds.
+fn run_ratings(
+    config: &Config,
+    from: Option<&Path>,
+    version: Option<&str>,
+    as_json: bool,
+) -> ExitCode {
+    let data_dir = config::data_dir(config);
+    let outcome = match from {
+        Some(path) => arena::read(path),
+        None => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(arena::fetch(version)),
+            Err(e) => {
+                eprintln!("p402: cannot start the async runtime: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let result = outcome.and_then(|(json, source)| {
+        let (board, skipped) = arena::parse(&json, source)?;
+        let stored = arena::store(&data_dir, &board)?;
+        Ok::<_, ArenaError>((stored, board, skipped))
+    });
+    let (stored, board, skipped) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("p402: the Arena ratings were not updated (nothing changed): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let after = Catalog::build_stored(&data_dir, config, |_| None);
+    let unrated = unrated_mappings(&after, &board);
+    if as_json {
+        let view = serde_json::json!({
+            "arena": {
+                "stored": stored.display().to_string(),
+                "source": board.source,
+                "fetched": board.fetched,
+                "models": board.models.len(),
+                "skipped": skipped.len(),
+                "mapped_but_not_rated": unrated,
+            }
+        });
+        println!("{view}");
+    } else {
+        println!(
+            "ratings: {} Arena models from {} (data of {}), stored in {}",
+            board.models.len(),
+            board.source,
+            board.fetched,
+            stored.display()
+        );
+        if !skipped.is_empty() {
+            println!(
+                "{} Arena rows left out: a value failed its check",
+                skipped.len()
+            );
+        }
+        let measured = after
+            .models()
+            .iter()
+            .filter(|m| m.ratings.is_some())
+            .count();
+        println!("{measured} catalog models are rated by it");
+        for name in &unrated {
+            println!("  ! {name} is mapped to an Arena name this copy does not rate");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Catalog models whose Arena name the board lacks.
+fn unrated_mappings(catalog: &Catalog, board: &Leaderboard) -> Vec<String> {
+    catalog
+        .models()
+        .iter()
+        .filter_map(|m| {
+            let name = m.arena.as_deref()?;
+            board
+                .ratings(name)
+                .is_none()
+                .then(|| format!("{}/{} (`{name}`)", m.provider, m.id))
+        })
+        .collect()
+}
+
 /// Fetches (or reads), checks and stores the map; prints what changed.
-pub fn run(config: &Config, from: Option<&Path>, version: Option<&str>, as_json: bool) -> ExitCode {
+fn run_prices(
+    config: &Config,
+    from: Option<&Path>,
+    version: Option<&str>,
+    as_json: bool,
+) -> ExitCode {
     let data_dir = config::data_dir(config);
     let before = Catalog::build_with_map(map::load(&data_dir).as_ref(), config, |_| None);
     let outcome = match from {
@@ -156,6 +283,16 @@ pub async fn background(data_dir: &Path) -> Result<(), MapError> {
         "the price map was updated from {}",
         price_map.source
     );
+    // The ratings on the same schedule; their failure leaves the prices in.
+    let ratings = async {
+        let (json, source) = arena::fetch(None).await?;
+        let (board, _) = arena::parse(&json, source)?;
+        arena::store(data_dir, &board)
+    };
+    match ratings.await {
+        Ok(_) => tracing::info!("the Arena ratings were updated"),
+        Err(e) => tracing::warn!("the Arena ratings were not updated: {e}"),
+    }
     Ok(())
 }
 

@@ -48,6 +48,7 @@ mod probe;
 pub mod provider_health;
 pub mod providers;
 mod pypi;
+mod quality_tally;
 pub mod report;
 pub mod request;
 mod request_log;

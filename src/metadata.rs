@@ -8,7 +8,7 @@ use crate::cost::{Costs, Used};
 use crate::ids::RequestId;
 use crate::mode::ModeChoice;
 use crate::money::Usd;
-use crate::router::{Candidate, Route};
+use crate::router::{Candidate, QualityNote, Route};
 
 /// What became of a failed attempt: the provider's HTTP status, or what
 /// went wrong when there was none. Shown as the number or the word.
@@ -108,6 +108,11 @@ pub struct Metadata {
     /// left out in translation (`web_search`); also `x-p402-dropped`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<&'static str>,
+    /// The request's category, and the requested and served models'
+    /// ratings in it (SPEC section 13); absent for a cache hit and for a
+    /// model the catalog does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityNote>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -181,6 +186,10 @@ pub fn build(
         similarity: None,
         ledger_warning: None,
         dropped: Vec::new(),
+        quality: candidate
+            .model
+            .as_ref()
+            .map(|model| QualityNote::of(&route.quality, model)),
     }
 }
 

@@ -91,6 +91,7 @@ pub struct Metrics {
     pub circuit_open: Family<ProviderLabels, Gauge>,
     pub budget_alerts: Family<AlertLabels, Counter>,
     pub team: TeamMetrics,
+    pub quality: crate::quality_tally::QualityTally,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -208,9 +209,11 @@ impl Default for Metrics {
             "Team store (Redis) steps that failed, by step",
             team.errors.clone(),
         );
+        let quality = crate::quality_tally::QualityTally::new(&mut registry);
         Metrics {
             registry,
             team,
+            quality,
             requests,
             latency,
             upstream_latency,

@@ -33,6 +33,8 @@ pub struct RequestLog {
     error_code: Option<&'static str>,
     /// A forwarded request's method and path.
     endpoint: Option<String>,
+    /// The requested model and the two ratings, when both are known.
+    quality: Option<(String, i64, i64)>,
 }
 
 impl RequestLog {
@@ -52,6 +54,7 @@ impl RequestLog {
             cached: false,
             error_code: None,
             endpoint: None,
+            quality: None,
         }
     }
 
@@ -84,6 +87,10 @@ impl RequestLog {
         self.input_tokens = metadata.input_tokens;
         self.output_tokens = metadata.output_tokens;
         self.cached = metadata.cached;
+        self.quality = metadata
+            .quality
+            .as_ref()
+            .and_then(|q| Some((metadata.requested_model.clone(), q.requested?, q.served?)));
     }
 
     pub fn door(&mut self, door: &'static str) {
@@ -143,6 +150,13 @@ impl RequestLog {
         }
         if let Some(savings) = self.savings_usd.filter(|s| *s > 0.0) {
             metrics.savings_usd.inc_by(savings);
+        }
+        if let (Some((requested_model, requested, served)), Some(model), false) =
+            (&self.quality, &self.model, self.cached)
+        {
+            metrics
+                .quality
+                .record(requested_model, model, *requested, *served);
         }
     }
 

@@ -367,6 +367,7 @@ async fn route(
             Ok(viewer) => crate::dashboard::latest(state, query.as_deref(), &request_id, &viewer),
             Err(error) => error.into_response(&request_id),
         },
+        (Method::GET, "/api/v2/quality") => crate::dashboard::quality(state),
         (Method::GET, "/api/v2/dashboard/spend.svg") => {
             crate::dashboard::spend(state, query.as_deref(), &request_id)
         }
@@ -375,6 +376,9 @@ async fn route(
         (Method::POST, "/api/v2/providers/compare") => {
             api::compare(state, &runtime, request, request_id).await
         }
+        (Method::POST, "/api/v2/route/explain") => {
+            api::explain(state, &runtime, request, query.as_deref(), request_id).await
+        }
         (
             _,
             "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses",
@@ -382,7 +386,9 @@ async fn route(
         (_, "/v1/models" | "/api/v2/models" | "/api/v2/providers") => {
             method_not_allowed(&request_id, "GET")
         }
-        (_, "/api/v2/providers/compare") => method_not_allowed(&request_id, "POST"),
+        (_, "/api/v2/providers/compare" | "/api/v2/route/explain") => {
+            method_not_allowed(&request_id, "POST")
+        }
         (_, other) if crate::boundary::forwarded_as_is(other) => {
             let path = other.to_string();
             crate::forward::handle(

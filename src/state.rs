@@ -41,10 +41,11 @@ impl Runtime {
         for warning in loaded.config.warnings() {
             tracing::warn!("config: {warning}");
         }
-        let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
-        let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
-            std::env::var(name).ok()
-        });
+        let catalog = Catalog::build_stored(
+            &crate::config::data_dir(&loaded.config),
+            &loaded.config,
+            |name| std::env::var(name).ok(),
+        );
         let upstream = match previous {
             Some(old) if old.config().upstream == loaded.config.upstream => old.upstream.clone(),
             _ => Upstream::new(&loaded.config.upstream)?,

@@ -116,6 +116,8 @@ impl Entry {
             capabilities: Some(self.capabilities.clone()),
             quality: None,
             quality_estimated: None,
+            arena: None,
+            quality_source: None,
             speed_tps: None,
             source: None,
         }

@@ -6,17 +6,19 @@
 //! with provider keys read from the environment, is rebuilt on every config
 //! reload and swapped in whole.
 
+pub mod arena;
 pub mod map;
+mod provider;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, StatedSource};
 use crate::money::{PerMTok, Usd};
 pub use crate::money::{Price, Usage};
+pub use provider::{ApiKey, Provider};
 
 /// What a model can do beyond plain chat; a request that uses one of these
 /// is only sent to models that have it.
@@ -86,88 +88,26 @@ pub fn as_of() -> &'static str {
     &BUILTIN.as_of
 }
 
-/// A provider key. Its `Debug` never shows the value, so a stray `{:?}` in a
-/// log line cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Where a model's quality comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QualitySource {
+    /// Measured: the Arena leaderboard's ratings per category.
+    Arena,
+    /// The user's `[[models]]` table says it.
+    Config,
+    /// A guess. It never stands in for a measured model.
+    Estimated,
 }
 
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-/// A provider as configured right now.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    pub name: String,
-    pub base_url: String,
-    pub api: Api,
-    /// The variable the key is read from; `None` for keyless local servers.
-    pub api_key_env: Option<String>,
-    pub api_key: Option<ApiKey>,
-    pub enabled: bool,
-    /// The key may go over plain HTTP to a host that is not loopback.
-    pub allow_insecure: bool,
-}
-
-impl Provider {
-    /// A keyless server (Ollama, vLLM, ...): free to use, routed to only
-    /// while it answers, and only for the models it lists.
-    pub fn is_local(&self) -> bool {
-        self.api_key_env.is_none()
-    }
-
-    /// Why the provider cannot be routed to, or `None` if it can.
-    pub fn unusable_reason(&self) -> Option<String> {
-        if !self.enabled {
-            return Some(format!(
-                "provider `{}` is disabled in the config",
-                self.name
-            ));
-        }
-        match (&self.api_key_env, &self.api_key) {
-            (Some(env), None) => Some(format!(
-                "provider `{}` has no API key: set the environment variable {env}",
-                self.name
-            )),
-            (Some(_), Some(_)) if !self.allow_insecure && key_would_leak(&self.base_url) => {
-                Some(format!(
-                    "provider `{}` would send its key over plain HTTP to {}: use https, a loopback address, or set allow_insecure = true",
-                    self.name, self.base_url
-                ))
-            }
-            _ => None,
+impl QualitySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualitySource::Arena => "arena",
+            QualitySource::Config => "config",
+            QualitySource::Estimated => "estimated",
         }
     }
-
-    pub fn is_usable(&self) -> bool {
-        self.unusable_reason().is_none()
-    }
-}
-
-/// Whether a key sent to `base_url` crosses the network unencrypted: plain
-/// `http://` to a host that is not loopback.
-fn key_would_leak(base_url: &str) -> bool {
-    let Ok(uri) = base_url.parse::<http::Uri>() else {
-        return false;
-    };
-    if uri.scheme_str() != Some("http") {
-        return false;
-    }
-    let host = uri.host().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    !loopback
 }
 
 /// One routable model.
@@ -183,10 +123,17 @@ pub struct Model {
     pub context: Option<u32>,
     pub max_output: Option<u32>,
     pub capabilities: Vec<Capability>,
+    /// A 0-100 score: Artificial Analysis's index where the catalog says
+    /// so, a hand estimate elsewhere, or the config's. Compared only with
+    /// another model's 0-100 score, when the requested model has no
+    /// measured ratings.
     pub quality: Option<u8>,
-    /// `quality` is a guess: the model never stands in for a better one
-    /// unless the config trusts estimates.
-    pub quality_estimated: bool,
+    /// Where the model's quality comes from (SPEC section 13).
+    pub quality_source: QualitySource,
+    /// The model's name on the Arena leaderboard, when it is mapped.
+    pub arena: Option<String>,
+    /// Its measured ratings: set exactly when `quality_source` is `Arena`.
+    pub ratings: Option<Arc<arena::Ratings>>,
     pub speed_tps: Option<f64>,
     /// Shown as `cost_source` in the metadata.
     pub cost_source: String,
@@ -242,7 +189,14 @@ impl Model {
             max_output: entry.max_output,
             capabilities: entry.capabilities.clone().unwrap_or_default(),
             quality: entry.quality.map(|q| q.0),
-            quality_estimated: entry.quality_estimated.unwrap_or(false),
+            quality_source: match entry.quality_source {
+                Some(StatedSource::Config) => QualitySource::Config,
+                Some(StatedSource::Estimated) => QualitySource::Estimated,
+                None if entry.quality_estimated == Some(true) => QualitySource::Estimated,
+                None => QualitySource::Config,
+            },
+            arena: entry.arena.clone(),
+            ratings: None,
             speed_tps: entry.speed_tps,
             cost_source,
         }
@@ -257,13 +211,51 @@ impl Model {
     fn keep_from(&mut self, builtin: &Model) {
         self.upstream_id = builtin.upstream_id.clone();
         self.aliases = builtin.aliases.clone();
-        self.quality = builtin.quality;
-        self.quality_estimated = builtin.quality_estimated;
+        self.keep_quality_of(builtin);
         self.speed_tps = builtin.speed_tps;
         if let (Some(price), Some(known)) = (self.price.as_mut(), builtin.price) {
             if price.web_search == Usd::ZERO {
                 price.web_search = known.web_search;
             }
+        }
+    }
+
+    fn keep_quality_of(&mut self, other: &Model) {
+        self.quality = other.quality;
+        self.quality_source = other.quality_source;
+        self.arena = other.arena.clone();
+        self.ratings = other.ratings.clone();
+    }
+
+    /// The quality is a guess: the model never stands in for a measured
+    /// one, nor for a better guess unless the config trusts estimates.
+    pub fn quality_estimated(&self) -> bool {
+        self.quality_source == QualitySource::Estimated
+    }
+
+    /// The model's measured rating in `category`.
+    pub fn rating(&self, category: arena::Category) -> Option<&arena::Rating> {
+        self.ratings.as_ref().and_then(|r| r.get(category))
+    }
+
+    /// Takes the measured ratings of the model's Arena name, when the
+    /// leaderboard has it; a name it lacks leaves the quality as stated.
+    fn rate(&mut self, board: &arena::Leaderboard) {
+        let Some(name) = self.arena.as_deref() else {
+            return;
+        };
+        match board.ratings(name) {
+            Some(ratings) => {
+                self.quality_source = QualitySource::Arena;
+                self.ratings = Some(Arc::new(ratings.clone()));
+            }
+            None => tracing::warn!(
+                "{}/{}: the Arena data ({}) has no model `{name}`; its quality stays {}",
+                self.provider,
+                self.id,
+                board.describe(),
+                self.quality_source.as_str()
+            ),
         }
     }
 }
@@ -275,6 +267,8 @@ pub struct Catalog {
     models: Vec<Model>,
     /// id, alias and `provider/id` to model index.
     index: HashMap<String, Vec<usize>>,
+    /// Where the measured ratings come from.
+    arena: Arc<arena::Leaderboard>,
 }
 
 impl Catalog {
@@ -294,6 +288,23 @@ impl Catalog {
         Self::build_from(&BUILTIN, map, config, env)
     }
 
+    /// The catalog as a running p402 has it: the stored price map's prices
+    /// and the stored Arena copy's ratings (the built-in ones without).
+    pub fn build_stored(
+        data_dir: &std::path::Path,
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let map = map::load(data_dir);
+        Self::build_rated(
+            &BUILTIN,
+            map.as_ref(),
+            arena::current(data_dir),
+            config,
+            env,
+        )
+    }
+
     /// Reads a catalog in the built-in format (for tests and benchmarks that
     /// need a fixed catalog).
     pub fn parse_base(text: &str) -> Result<BuiltinCatalog, toml::de::Error> {
@@ -303,6 +314,17 @@ impl Catalog {
     pub fn build_from(
         base: &BuiltinCatalog,
         price_map: Option<&map::PriceMap>,
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        Self::build_rated(base, price_map, arena::builtin(), config, env)
+    }
+
+    /// The catalog with its models' measured ratings taken from `board`.
+    pub fn build_rated(
+        base: &BuiltinCatalog,
+        price_map: Option<&map::PriceMap>,
+        board: Arc<arena::Leaderboard>,
         config: &Config,
         env: impl Fn(&str) -> Option<String>,
     ) -> Self {
@@ -371,13 +393,19 @@ impl Catalog {
                 .find(|p| &p.name == entry.provider.get_ref())
                 .map(|p| p.api);
             let mut model = Model::from_config(entry, source, api);
-            model.quality_estimated = entry.quality_estimated.unwrap_or_else(|| keyless(entry));
+            if entry.quality_source.is_none() && entry.quality_estimated.is_none() && keyless(entry)
+            {
+                model.quality_source = QualitySource::Estimated;
+            }
+            model.rate(&board);
             model
         };
+        // Every built-in chat model is measured (`arena`) or says it is
+        // estimated: `every_chat_model_is_measured_or_says_it_is_estimated`.
         let mut models: Vec<Model> = base
             .models
             .iter()
-            .map(|m| from(m, builtin_source.clone()))
+            .map(|entry| from(entry, builtin_source.clone()))
             .collect();
         if let Some(price_map) = price_map {
             let source = price_map.cost_source();
@@ -400,9 +428,10 @@ impl Catalog {
                                 .find(|m| m.id == base && m.provider == model.provider)
                         });
                         if let Some(family) = family {
-                            model.quality = family.quality;
-                            model.quality_estimated = family.quality_estimated;
+                            model.keep_quality_of(family);
                             model.speed_tps = family.speed_tps;
+                        } else {
+                            model.quality_source = QualitySource::Estimated;
                         }
                         models.push(model);
                     }
@@ -410,12 +439,23 @@ impl Catalog {
             }
         }
         for entry in &config.models {
-            let model = from(entry, "config".to_string());
+            let mut model = from(entry, "config".to_string());
+            // An entry that says nothing of quality (a price change, say)
+            // keeps the quality of the model it replaces.
+            let silent = entry.quality.is_none()
+                && entry.arena.is_none()
+                && entry.quality_source.is_none()
+                && entry.quality_estimated.is_none();
             match models
                 .iter()
                 .position(|m| m.id == model.id && m.provider == model.provider)
             {
-                Some(i) => models[i] = model,
+                Some(i) => {
+                    if silent {
+                        model.keep_quality_of(&models[i]);
+                    }
+                    models[i] = model;
+                }
                 None => models.push(model),
             }
         }
@@ -433,7 +473,13 @@ impl Catalog {
             providers: providers.into_iter().map(Arc::new).collect(),
             models,
             index,
+            arena: board,
         }
+    }
+
+    /// The leaderboard the models' ratings come from.
+    pub fn arena(&self) -> &arena::Leaderboard {
+        &self.arena
     }
 
     pub fn providers(&self) -> &[Arc<Provider>] {
@@ -561,6 +607,67 @@ mod tests {
                 .expect("built-in prices are per million tokens");
             assert!(builtin_provider(model.provider.get_ref()).is_some());
         }
+    }
+
+    /// SPEC section 13: every chat model of the built-in catalog is mapped
+    /// to an Arena name that the built-in copy rates overall, or says
+    /// explicitly that its quality is estimated.
+    #[test]
+    fn every_chat_model_is_measured_or_says_it_is_estimated() {
+        let board = arena::builtin();
+        let c = catalog("", &[]);
+        for entry in &BUILTIN.models {
+            let caps = entry.capabilities.as_deref().unwrap_or_default();
+            if caps.contains(&Capability::Embeddings) {
+                continue;
+            }
+            let name = format!("{}/{}", entry.provider.get_ref(), entry.id);
+            match (&entry.arena, entry.quality_source) {
+                (Some(arena_name), None) => {
+                    let ratings = board.ratings(arena_name).unwrap_or_else(|| {
+                        panic!("{name}: the Arena copy has no `{arena_name}`")
+                    });
+                    assert!(
+                        ratings.get(arena::Category::Overall).is_some(),
+                        "{name}: `{arena_name}` has no overall rating"
+                    );
+                    let model = c
+                        .find_on(entry.provider.get_ref(), &entry.id)
+                        .expect("in the catalog");
+                    assert_eq!(model.quality_source, QualitySource::Arena, "{name}");
+                }
+                (None, Some(StatedSource::Estimated)) => {
+                    let model = c
+                        .find_on(entry.provider.get_ref(), &entry.id)
+                        .expect("in the catalog");
+                    assert_eq!(model.quality_source, QualitySource::Estimated, "{name}");
+                    assert!(model.ratings.is_none(), "{name}");
+                }
+                (arena_name, source) => panic!(
+                    "{name} needs `arena = \"<its Arena name>\"` or `quality_source = \"estimated\"` in builtin.toml (has arena {arena_name:?}, quality_source {source:?})"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_price_change_in_the_config_keeps_the_measured_quality() {
+        let c = catalog(
+            "[[models]]\nid = \"claude-haiku-4-5\"\nprovider = \"anthropic\"\ninput_per_mtok = 0.9\noutput_per_mtok = 4\n",
+            &[],
+        );
+        let haiku = c.find("claude-haiku-4-5").expect("haiku");
+        assert_eq!(haiku.cost_source, "config");
+        assert_eq!(haiku.quality_source, QualitySource::Arena);
+        assert!(haiku.rating(arena::Category::Coding).is_some());
+        // A config that names a quality of its own is the config's.
+        let c = catalog(
+            "[[models]]\nid = \"claude-haiku-4-5\"\nprovider = \"anthropic\"\nquality = 50\n",
+            &[],
+        );
+        let haiku = c.find("claude-haiku-4-5").expect("haiku");
+        assert_eq!(haiku.quality_source, QualitySource::Config);
+        assert!(haiku.ratings.is_none());
     }
 
     /// Anthropic bills prompt-cache writes at 1.25 (five minutes) and 2

@@ -214,9 +214,13 @@ pub struct RoutingConfig {
     pub reference_model: Spanned<String>,
     /// Requested models matching these globs are never rewritten.
     pub pin: Vec<Spanned<String>>,
-    /// A substitute must score at least this share of the requested model's
-    /// quality (in every mode but passthrough).
+    /// For a requested model whose quality is not measured: a substitute
+    /// must score at least this share of its 0-100 score (in every mode but
+    /// passthrough). Measured models are judged by `max_quality_drop`.
     pub quality_floor: QualityFloor,
+    /// Elo points a substitute may be rated below the requested model in
+    /// the request's category (Arena ratings); 0: never lower.
+    pub max_quality_drop: u32,
     /// Consecutive failures after which a provider is skipped...
     pub circuit_breaker_failures: u32,
     /// ...for this long, before one trial request is let through.
@@ -241,6 +245,7 @@ impl Default for RoutingConfig {
             reference_model: Spanned::new(0..0, "gpt-4o".to_string()),
             pin: Vec::new(),
             quality_floor: QualityFloor(0.85),
+            max_quality_drop: 0,
             circuit_breaker_failures: 3,
             circuit_breaker_cooldown_seconds: Seconds(30.0),
             trust_estimated_quality: false,
@@ -373,12 +378,30 @@ pub struct ModelConfig {
     /// quality depends on the quantization and hardware at hand.
     #[serde(default)]
     pub quality_estimated: Option<bool>,
+    /// The model's name on the Arena leaderboard: its measured ratings per
+    /// category are taken from there (SPEC section 13).
+    #[serde(default)]
+    pub arena: Option<String>,
+    /// Where `quality` comes from when no Arena name is given: `"config"`
+    /// (the default in `[[models]]`) or `"estimated"` (a guess; the
+    /// built-in catalog says so for every model Arena does not rate).
+    #[serde(default)]
+    pub quality_source: Option<StatedSource>,
     /// Typical output tokens per second.
     #[serde(default)]
     pub speed_tps: Option<f64>,
     /// Where the price came from (URL and date); shown as `cost_source`.
     #[serde(default)]
     pub source: Option<String>,
+}
+
+/// What a catalog entry may say its 0-100 `quality` is; measured ratings
+/// are named with `arena` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatedSource {
+    Config,
+    Estimated,
 }
 
 #[derive(Debug, Clone, Deserialize)]

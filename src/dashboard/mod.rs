@@ -129,6 +129,16 @@ pub fn spend(state: &AppState, query: Option<&str>, request_id: &RequestId) -> R
     }
 }
 
+/// `GET /api/v2/quality`: per requested and served model, the requests
+/// whose ratings are both known and the mean rating difference (served
+/// minus requested, Elo points, in each request's category), since start.
+pub fn quality(state: &AppState) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"object": "list", "data": state.metrics().quality.pairs()}),
+    )
+}
+
 /// `GET /api/v2/requests?limit=20`: the latest settled requests, newest
 /// first; what the ledger holds, which is never prompt text.
 pub fn latest(

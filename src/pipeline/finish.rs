@@ -274,6 +274,7 @@ fn cache_hit(cx: &Context, hit: &Hit, baseline: Option<Price>) -> Metadata {
         similarity: Some((f64::from(hit.similarity) * 10_000.0).round() / 10_000.0),
         ledger_warning: None,
         dropped: Vec::new(),
+        quality: None,
     }
 }
 

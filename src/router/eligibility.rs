@@ -208,6 +208,13 @@ pub enum Reject {
     Context,
     OutputLimit,
     QualityBelowFloor,
+    /// The requested model is measured and this one is not.
+    Unmeasured,
+    /// Measured, but not in the category the ratings are compared in.
+    UnratedInCategory,
+    /// Rated below the requested model (minus the allowed drop) in the
+    /// request's category, at the low end of its confidence interval.
+    RatedLower,
     Unpriced,
     MaxCost,
 }
@@ -226,6 +233,9 @@ impl Reject {
             Reject::Context => "context window too small",
             Reject::OutputLimit => "output limit above the model's maximum",
             Reject::QualityBelowFloor => "quality below the floor",
+            Reject::Unmeasured => "quality only estimated, while the requested model's is measured",
+            Reject::UnratedInCategory => "not rated in the request's category",
+            Reject::RatedLower => "rated lower in the request's category",
             Reject::Unpriced => "no price in the catalog",
             Reject::MaxCost => "over max_cost",
         }

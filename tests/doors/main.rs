@@ -18,5 +18,6 @@ mod hangups;
 mod local_models;
 mod messages;
 mod proxy;
+mod quality;
 mod responses;
 mod routing;

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use crate::catalog::Catalog;
 use crate::config::{self, Discovered, LoadedConfig};
 
+mod catalog;
+pub use catalog::{models, route_explain, RouteQuestion};
+
 /// `p402 check`: validates the config and shows what it resolves to.
 pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     let mut out = String::new();
@@ -34,7 +37,9 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     };
     let config = &loaded.config;
     let map = crate::catalog::map::load(&crate::config::data_dir(config));
-    let catalog = Catalog::build_with_map(map.as_ref(), config, |name| std::env::var(name).ok());
+    let catalog = Catalog::build_stored(&crate::config::data_dir(config), config, |name| {
+        std::env::var(name).ok()
+    });
     let orphans = config.orphan_budgets();
     let warnings = config.warnings();
     if as_json {
@@ -191,8 +196,7 @@ pub fn dashboard(explicit: Option<&Path>) -> ExitCode {
 /// `p402 catalog update`.
 pub fn catalog_update(
     explicit: Option<&Path>,
-    from: Option<&Path>,
-    version: Option<&str>,
+    sources: crate::catalog_update::Sources,
     as_json: bool,
 ) -> ExitCode {
     let loaded = match load_config(explicit) {
@@ -202,120 +206,7 @@ pub fn catalog_update(
             return ExitCode::from(1);
         }
     };
-    crate::catalog_update::run(&loaded.config, from, version, as_json)
-}
-
-/// `p402 models`: the catalog with prices, and which models have a key.
-/// Without the server running, keyless local servers show as "local" (they
-/// are routed to once they answer the server's probe).
-pub fn models(explicit: Option<&Path>, as_json: bool) -> ExitCode {
-    let mut out = String::new();
-    let loaded = match config::discover(explicit) {
-        Discovered::Defaults => LoadedConfig::defaults(),
-        Discovered::File { path, .. } => match LoadedConfig::from_file(&path) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(1);
-            }
-        },
-    };
-    let map = crate::catalog::map::load(&crate::config::data_dir(&loaded.config));
-    let catalog = Catalog::build_with_map(map.as_ref(), &loaded.config, |name| {
-        std::env::var(name).ok()
-    });
-    // Which local models are installed only a running p402 knows (it
-    // probes the local servers); without one they show as `local`.
-    let live: std::collections::HashMap<(String, String), serde_json::Value> =
-        ask_server(&loaded.config, "/api/v2/models")
-            .ok()
-            .flatten()
-            .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
-            .into_iter()
-            .flatten()
-            .filter_map(|m| {
-                let key = (
-                    m["provider"].as_str()?.to_string(),
-                    m["id"].as_str()?.to_string(),
-                );
-                Some((key, m))
-            })
-            .collect();
-    let rows: Vec<(String, &crate::catalog::Model)> = catalog
-        .models()
-        .iter()
-        .map(|m| {
-            let seen = live.get(&(m.provider.clone(), m.id.clone()));
-            let state = match catalog.provider(&m.provider) {
-                Some(p) if p.unusable_reason().is_some() => "no key".to_string(),
-                Some(p) if p.is_local() => match seen.map(|s| &s["installed"]) {
-                    Some(serde_json::Value::Bool(true)) => "local, installed".to_string(),
-                    Some(serde_json::Value::Bool(false)) => "local, not installed".to_string(),
-                    Some(_) => "local, server not answering".to_string(),
-                    None => "local".to_string(),
-                },
-                Some(_) => "yes".to_string(),
-                None => "unknown provider".to_string(),
-            };
-            (state, m)
-        })
-        .collect();
-    if as_json {
-        let data: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(state, m)| {
-                serde_json::json!({
-                    "provider": m.provider, "id": m.id,
-                    "input_per_mtok": m.price.map(|p| p.input.to_dollars()),
-                    "cached_input_per_mtok": m.price.map(|p| p.cached_input.to_dollars()),
-                    "output_per_mtok": m.price.map(|p| p.output.to_dollars()),
-                    "context": m.context, "max_output": m.max_output,
-                    "capabilities": m.capabilities, "quality": m.quality,
-                    "quality_estimated": m.quality_estimated, "speed_tps": m.speed_tps,
-                    "routable": state, "cost_source": m.cost_source,
-                })
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::json!({"as_of": crate::catalog::as_of(), "data": data})
-        );
-        return emit(&out);
-    }
-    let _ = writeln!(
-        out,
-        "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {:<22} PRICE SOURCE",
-        "PROVIDER", "MODEL", "IN $/M", "CACHED", "OUT $/M", "CONTEXT", "QUAL", "TOK/S", "ROUTABLE"
-    );
-    let price = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |d| format!("{d:.3}"));
-    for (state, m) in &rows {
-        let _ = writeln!(
-            out,
-            "{:<11} {:<34} {:>9} {:>9} {:>9} {:>9} {:>4} {:>6}  {:<22} {}",
-            m.provider,
-            m.id,
-            price(m.price.map(|p| p.input.to_dollars())),
-            price(m.price.map(|p| p.cached_input.to_dollars())),
-            price(m.price.map(|p| p.output.to_dollars())),
-            m.context.map_or_else(|| "-".to_string(), |c| c.to_string()),
-            m.quality.map_or_else(|| "-".to_string(), |q| q.to_string()),
-            m.speed_tps
-                .map_or_else(|| "-".to_string(), |s| format!("{s:.0}")),
-            state,
-            m.cost_source
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nprices: USD per million tokens; built-in catalog as of {}{}",
-        crate::catalog::as_of(),
-        map.as_ref().map_or_else(String::new, |m| format!(
-            ", over it LiteLLM's map ({})",
-            m.cost_source()
-        ))
-    );
-    emit(&out)
+    crate::catalog_update::run(&loaded.config, sources, as_json)
 }
 
 /// Writes a command's output; a closed pipe (`p402 models | head`) is not
