@@ -1,17 +1,26 @@
-//! all-MiniLM-L6-v2 (int8 ONNX, mean pooling) through fastembed, with ONNX
-//! Runtime loaded from the library file `fetch` put beside the model; and
-//! p402's pair verifier, a cross-encoder fine-tuned from the same model
-//! (`benches/verifier/README.md` says how it was trained, on what, and how
-//! well it does), which ships inside the binary because no package
-//! registry carries it.
+//! all-MiniLM-L6-v2 (int8 ONNX rewritten to integer arithmetic, mean
+//! pooling) through fastembed, with ONNX Runtime loaded from the library
+//! file `fetch` put beside the model; and p402's pair verifier, a
+//! cross-encoder fine-tuned from the same model (`benches/verifier/README.md`
+//! says how it was trained, on what, and how well it does), which ships
+//! inside the binary because no package registry carries it.
+//!
+//! Each model has one session, with one intra-op thread, on a thread of
+//! its own: two sessions of one model would hold its weights twice, and
+//! more intra-op threads only contend on a machine of two cores that also
+//! serves requests.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use fastembed::{
-    InitOptionsUserDefined, Pooling, RerankInitOptionsUserDefined, TextEmbedding, TextRerank,
-    TokenizerFiles, UserDefinedEmbeddingModel, UserDefinedRerankingModel,
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::{fetch, EmbedError};
 
@@ -24,16 +33,21 @@ const PAIR_TOKENS: usize = 96;
 /// The verifier: int8 ONNX, inputs as BERT's, one logit out.
 static VERIFIER: &[u8] = include_bytes!("verifier.onnx");
 
-/// ONNX Runtime can be loaded once per process; later loads reuse the
-/// first outcome.
-static RUNTIME: OnceLock<Result<(), String>> = OnceLock::new();
+/// ONNX Runtime can be loaded, and its environment made, once per
+/// process; later loads reuse the first outcome. Both models' sessions
+/// are made in this one environment.
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
-fn load_runtime(library: &Path) -> Result<(), EmbedError> {
+fn load_runtime(library: &Path) -> Result<Environment, EmbedError> {
     RUNTIME
         .get_or_init(|| {
             // A missing or wrong-version library is an `Err` here, where
             // fastembed would panic later.
-            ort::init_from(library).map(drop).map_err(|e| e.to_string())
+            ort::init_from(library)
+                .map_err(|e| e.to_string())?
+                .with_name("p402")
+                .build()
+                .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(EmbedError::Runtime)
@@ -51,10 +65,10 @@ fn tokenizer_files(tokenizer: Vec<u8>) -> TokenizerFiles {
 }
 
 /// Hands the memory freed after loading back to the operating system.
-/// Building the session reads the model file, parses it and folds its
-/// int8 weights into float constants; the buffers of those steps (about
-/// 65 MiB) are freed, but glibc keeps freed memory for reuse, so without
-/// this the process stays that much larger for its whole life.
+/// Building a session reads the model file, parses it and optimizes the
+/// graph; the buffers of those steps are freed, but glibc keeps freed
+/// memory for reuse, so without this the process stays that much larger
+/// for its whole life.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns memory that is already free.
@@ -68,13 +82,14 @@ pub struct Model(TextEmbedding);
 
 impl Model {
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        load_runtime(&dir.join(fetch::runtime_file_name()))?;
+        let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
         let model = UserDefinedEmbeddingModel::new(
-            read(dir, fetch::MODEL_FILE)?,
+            read(dir, fetch::INTEGER_MODEL_FILE)?,
             tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
         )
         .with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
+            .with_environment(environment)
             .with_max_length(MAX_TOKENS)
             .with_intra_threads(1);
         let loaded = TextEmbedding::try_new_from_user_defined(model, options)
@@ -94,39 +109,77 @@ impl Model {
     }
 }
 
-/// One loaded copy of the pair verifier; used from one thread only.
-pub struct Verifier(TextRerank);
+/// The pair verifier; used from one thread only.
+pub struct Verifier {
+    tokenizer: Tokenizer,
+    session: Session,
+}
 
 impl Verifier {
     /// Loads the verifier with the embedder's tokenizer from `dir` (the
-    /// same vocabulary: it was fine-tuned from that model). Call after
-    /// [`Model::load`], which loads ONNX Runtime.
+    /// same vocabulary: it was fine-tuned from that model).
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let model = UserDefinedRerankingModel::new(
-            VERIFIER.to_vec(),
-            tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
-        );
-        let options = RerankInitOptionsUserDefined::default()
-            .with_max_length(PAIR_TOKENS)
-            .with_intra_threads(1);
-        let loaded = TextRerank::try_new_from_user_defined(model, options)
-            .map(Verifier)
-            .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")));
+        let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
+        let failed =
+            |e: &dyn std::fmt::Display| EmbedError::Model(format!("the pair verifier: {e}"));
+        let mut tokenizer =
+            Tokenizer::from_bytes(read(dir, fetch::TOKENIZER_FILE)?).map_err(|e| failed(&e))?;
+        tokenizer
+            .with_padding(Some(PaddingParams {
+                strategy: PaddingStrategy::BatchLongest,
+                pad_token: "[PAD]".into(),
+                pad_id: 0,
+                ..Default::default()
+            }))
+            .with_truncation(Some(TruncationParams {
+                max_length: PAIR_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| failed(&e))?;
+        let session = Session::builder(&environment)
+            .map_err(|e| failed(&e))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .and_then(|b| b.with_intra_threads(1))
+            .map_err(|e| failed(&e))?
+            .commit_from_memory(VERIFIER)
+            .map_err(|e| failed(&e))?;
         release_freed_memory();
-        loaded
+        Ok(Verifier { tokenizer, session })
     }
 
-    /// The confidence (0 to 1) that one answer serves both questions, as
-    /// read in this order.
-    pub fn score(&mut self, first: &str, second: &str) -> Result<f32, EmbedError> {
-        let logit = self
-            .0
-            .rerank(first, [second], false, Some(1))
-            .map_err(|e| EmbedError::Failed(e.to_string()))?
-            .pop()
-            .ok_or_else(|| EmbedError::Failed("no score".into()))?
-            .score;
-        Ok(1.0 / (1.0 + (-logit).exp()))
+    /// The confidence (0 to 1) that one answer serves both questions, read
+    /// as (`first`, `second`) and as (`second`, `first`), in one run of
+    /// the model: a batch of two reads the weights once.
+    pub fn score_both(&mut self, first: &str, second: &str) -> Result<[f32; 2], EmbedError> {
+        let failed =
+            |e: &dyn std::fmt::Display| EmbedError::Failed(format!("the pair verifier: {e}"));
+        let encodings = self
+            .tokenizer
+            .encode_batch(vec![(first, second), (second, first)], true)
+            .map_err(|e| failed(&e))?;
+        let width = encodings.first().map_or(0, |e| e.len());
+        let column =
+            |take: fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor<i64>, EmbedError> {
+                let values: Vec<i64> = encodings
+                    .iter()
+                    .flat_map(|e| take(e).iter().map(|&v| i64::from(v)))
+                    .collect();
+                Tensor::from_array(([encodings.len(), width], values)).map_err(|e| failed(&e))
+            };
+        let inputs = ort::inputs![
+            "input_ids" => column(|e| e.get_ids())?,
+            "attention_mask" => column(|e| e.get_attention_mask())?,
+            "token_type_ids" => column(|e| e.get_type_ids())?,
+        ];
+        let outputs = self.session.run(inputs).map_err(|e| failed(&e))?;
+        let (_, logits) = outputs["logits"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| failed(&e))?;
+        let confidence = |logit: f32| 1.0 / (1.0 + (-logit).exp());
+        match logits {
+            [one, other] => Ok([confidence(*one), confidence(*other)]),
+            _ => Err(failed(&"not one logit per pair")),
+        }
     }
 }
 

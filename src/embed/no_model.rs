@@ -28,7 +28,7 @@ impl Verifier {
         Err(EmbedError::NotBuilt)
     }
 
-    pub fn score(&mut self, _first: &str, _second: &str) -> Result<f32, EmbedError> {
+    pub fn score_both(&mut self, _first: &str, _second: &str) -> Result<[f32; 2], EmbedError> {
         match *self {}
     }
 }
