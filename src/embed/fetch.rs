@@ -147,3 +147,17 @@ pub fn integer_model(source: &[u8]) -> Result<Vec<u8>, FetchError> {
     );
     Ok(content)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pinned_model_is_rewritten() {
+        let refused = integer_model(b"a model that is not the pinned one");
+        assert!(
+            matches!(refused, Err(FetchError::Checksum { ref what, .. }) if what == MODEL_FILE),
+            "{refused:?}"
+        );
+    }
+}

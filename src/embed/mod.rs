@@ -5,13 +5,16 @@
 //!
 //! Embedding and verifying are CPU work of milliseconds, so they run on
 //! dedicated threads, never on the async workers: one for the embedder and
-//! one for the verifier, each with the one session of its model, so
-//! neither model's weights push the other's out of the CPU's caches on a
-//! thread that runs both. The verifier reads a pair in order, so it is
-//! asked both ways round and the lower answer counts ("same meaning" is
-//! symmetric; one way round, a question with an added clause can look like
-//! the other plus nothing); the two readings are one batch of two in one
-//! run. The queues to the threads are bounded: when a burst fills them,
+//! two for the verifier, so that no thread runs both models and neither
+//! model's weights push the other's out of the CPU's caches. The verifier
+//! reads a pair in order, so it is asked both ways round and the lower
+//! answer counts ("same meaning" is symmetric; one way round, a question
+//! with an added clause can look like the other plus nothing); the two
+//! readings run at once, one on each verifier thread. (One session
+//! reading both orders as a batch of two took as long as two readings one
+//! after the other, and moved the scores: the activations are quantized
+//! over the whole batch.) The
+//! queues to the threads are bounded: when a burst fills them,
 //! further requests skip the semantic lookup (an exact-match cache still
 //! answers) instead of piling up work.
 
@@ -61,10 +64,10 @@ struct EmbedJob {
     reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
 }
 
-/// A pair to verify, and where the lower of its two readings goes.
+/// A pair to read in this order, and where the confidence goes.
 struct VerifyJob {
-    asked: String,
-    cached: String,
+    first: String,
+    second: String,
     reply: oneshot::Sender<Result<f32, EmbedError>>,
 }
 
@@ -73,8 +76,9 @@ struct VerifyJob {
 pub struct Embedder {
     /// The embedding thread.
     embeds: SyncSender<EmbedJob>,
-    /// The verifying thread.
-    verifies: SyncSender<VerifyJob>,
+    /// The verifying threads: one reads (asked, cached), the other
+    /// (cached, asked).
+    verifies: [SyncSender<VerifyJob>; 2],
 }
 
 impl Embedder {
@@ -84,16 +88,17 @@ impl Embedder {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
         let mut model = Model::load(dir)?;
-        let mut verifier = Verifier::load(dir)?;
+        let (mut one, mut other) = Verifier::load_pair(dir)?;
         let embeds = spawn("p402-embed", move |job: EmbedJob| {
             let _ = job.reply.send(model.embed(&job.text).map(normalize));
         })?;
-        let verifies = spawn("p402-verify", move |job: VerifyJob| {
-            let score = verifier
-                .score_both(&job.asked, &job.cached)
-                .map(|[one, other]| one.min(other));
-            let _ = job.reply.send(score);
-        })?;
+        let verify = |verifier: &mut Verifier, job: VerifyJob| {
+            let _ = job.reply.send(verifier.score(&job.first, &job.second));
+        };
+        let verifies = [
+            spawn("p402-verify", move |job| verify(&mut one, job))?,
+            spawn("p402-verify-2", move |job| verify(&mut other, job))?,
+        ];
         Ok(Embedder { embeds, verifies })
     }
 
@@ -114,16 +119,24 @@ impl Embedder {
     /// answers `asked`: the lower of its two readings. `Busy` when a queue
     /// is full.
     pub async fn verify(&self, asked: &str, cached: &str) -> Result<f32, EmbedError> {
-        let (reply, answer) = oneshot::channel();
-        send(
-            &self.verifies,
-            VerifyJob {
-                asked: asked.to_string(),
-                cached: cached.to_string(),
-                reply,
-            },
-        )?;
-        answer.await.map_err(|_| EmbedError::Stopped)?
+        let read = |queue: &SyncSender<VerifyJob>, first: &str, second: &str| {
+            let (reply, answer) = oneshot::channel();
+            send(
+                queue,
+                VerifyJob {
+                    first: first.to_string(),
+                    second: second.to_string(),
+                    reply,
+                },
+            )
+            .map(|()| answer)
+        };
+        let one = read(&self.verifies[0], asked, cached)?;
+        let other = read(&self.verifies[1], cached, asked)?;
+        let (one, other) = tokio::join!(one, other);
+        let one = one.map_err(|_| EmbedError::Stopped)??;
+        let other = other.map_err(|_| EmbedError::Stopped)??;
+        Ok(one.min(other))
     }
 }
 

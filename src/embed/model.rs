@@ -5,22 +5,19 @@
 //! says how it was trained, on what, and how well it does), which ships
 //! inside the binary because no package registry carries it.
 //!
-//! Each model has one session, with one intra-op thread, on a thread of
-//! its own: two sessions of one model would hold its weights twice, and
+//! Every session runs with one intra-op thread, on a thread of its own:
 //! more intra-op threads only contend on a machine of two cores that also
-//! serves requests.
+//! serves requests. The embedder has one session; the verifier two, to
+//! read a pair both ways round at once (see [`Verifier::load_pair`]).
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+    InitOptionsUserDefined, Pooling, RerankInitOptionsUserDefined, TextEmbedding, TextRerank,
+    TokenizerFiles, UserDefinedEmbeddingModel, UserDefinedRerankingModel,
 };
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
-use ort::value::Tensor;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::{fetch, EmbedError};
 
@@ -77,6 +74,30 @@ fn release_freed_memory() {
     }
 }
 
+/// Drops the pages of the verifier's bytes inside the binary from the
+/// process's memory once the sessions hold their own copy. They were
+/// read to build the sessions and would otherwise stay resident (23 MB)
+/// though nothing reads them again; being a read-only mapping of the
+/// executable, any later read would bring them back from the file.
+fn release_embedded_model() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `sysconf` has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = VERIFIER.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let end = (start + VERIFIER.len()) / page * page;
+        if end > first {
+            // SAFETY: the range is whole pages inside `VERIFIER`, a
+            // read-only static mapped from the executable: advising the
+            // kernel to drop them changes no byte a later read sees.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
+            }
+        }
+    }
+}
+
 /// The loaded embedding model; used from the embedding thread only.
 pub struct Model(TextEmbedding);
 
@@ -109,77 +130,48 @@ impl Model {
     }
 }
 
-/// The pair verifier; used from one thread only.
-pub struct Verifier {
-    tokenizer: Tokenizer,
-    session: Session,
-}
+/// One session of the pair verifier; used from one thread only.
+pub struct Verifier(TextRerank);
 
 impl Verifier {
-    /// Loads the verifier with the embedder's tokenizer from `dir` (the
-    /// same vocabulary: it was fine-tuned from that model).
-    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+    /// Loads two sessions of the verifier, to read a pair both ways round
+    /// at once on two threads, with the embedder's tokenizer from `dir`
+    /// (the same vocabulary: it was fine-tuned from that model). Each
+    /// holds its own weights (about 40 MiB).
+    pub fn load_pair(dir: &Path) -> Result<(Self, Self), EmbedError> {
         let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
-        let failed =
-            |e: &dyn std::fmt::Display| EmbedError::Model(format!("the pair verifier: {e}"));
-        let mut tokenizer =
-            Tokenizer::from_bytes(read(dir, fetch::TOKENIZER_FILE)?).map_err(|e| failed(&e))?;
-        tokenizer
-            .with_padding(Some(PaddingParams {
-                strategy: PaddingStrategy::BatchLongest,
-                pad_token: "[PAD]".into(),
-                pad_id: 0,
-                ..Default::default()
-            }))
-            .with_truncation(Some(TruncationParams {
-                max_length: PAIR_TOKENS,
-                ..Default::default()
-            }))
-            .map_err(|e| failed(&e))?;
-        let session = Session::builder(&environment)
-            .map_err(|e| failed(&e))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|b| b.with_intra_threads(1))
-            .map_err(|e| failed(&e))?
-            .commit_from_memory(VERIFIER)
-            .map_err(|e| failed(&e))?;
+        let tokenizer = read(dir, fetch::TOKENIZER_FILE)?;
+        let session = || {
+            let model = UserDefinedRerankingModel::new(
+                VERIFIER.to_vec(),
+                tokenizer_files(tokenizer.clone()),
+            );
+            let options = RerankInitOptionsUserDefined::new()
+                .with_environment(environment.clone())
+                .with_max_length(PAIR_TOKENS)
+                .with_intra_threads(1);
+            TextRerank::try_new_from_user_defined(model, options)
+                .map(Verifier)
+                .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")))
+        };
+        let one = session()?;
+        let other = session()?;
         release_freed_memory();
-        Ok(Verifier { tokenizer, session })
+        release_embedded_model();
+        Ok((one, other))
     }
 
-    /// The confidence (0 to 1) that one answer serves both questions, read
-    /// as (`first`, `second`) and as (`second`, `first`), in one run of
-    /// the model: a batch of two reads the weights once.
-    pub fn score_both(&mut self, first: &str, second: &str) -> Result<[f32; 2], EmbedError> {
-        let failed =
-            |e: &dyn std::fmt::Display| EmbedError::Failed(format!("the pair verifier: {e}"));
-        let encodings = self
-            .tokenizer
-            .encode_batch(vec![(first, second), (second, first)], true)
-            .map_err(|e| failed(&e))?;
-        let width = encodings.first().map_or(0, |e| e.len());
-        let column =
-            |take: fn(&tokenizers::Encoding) -> &[u32]| -> Result<Tensor<i64>, EmbedError> {
-                let values: Vec<i64> = encodings
-                    .iter()
-                    .flat_map(|e| take(e).iter().map(|&v| i64::from(v)))
-                    .collect();
-                Tensor::from_array(([encodings.len(), width], values)).map_err(|e| failed(&e))
-            };
-        let inputs = ort::inputs![
-            "input_ids" => column(|e| e.get_ids())?,
-            "attention_mask" => column(|e| e.get_attention_mask())?,
-            "token_type_ids" => column(|e| e.get_type_ids())?,
-        ];
-        let outputs = self.session.run(inputs).map_err(|e| failed(&e))?;
-        let (_, logits) = outputs["logits"]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| failed(&e))?;
-        let confidence = |logit: f32| 1.0 / (1.0 + (-logit).exp());
-        match logits {
-            [one, other] => Ok([confidence(*one), confidence(*other)]),
-            _ => Err(failed(&"not one logit per pair")),
-        }
+    /// The confidence (0 to 1) that one answer serves both questions, as
+    /// read in this order.
+    pub fn score(&mut self, first: &str, second: &str) -> Result<f32, EmbedError> {
+        let logit = self
+            .0
+            .rerank(first, [second], false, Some(1))
+            .map_err(|e| EmbedError::Failed(e.to_string()))?
+            .pop()
+            .ok_or_else(|| EmbedError::Failed("no score".into()))?
+            .score;
+        Ok(1.0 / (1.0 + (-logit).exp()))
     }
 }
 

@@ -24,11 +24,11 @@ impl Model {
 pub enum Verifier {}
 
 impl Verifier {
-    pub fn load(_dir: &Path) -> Result<Self, EmbedError> {
+    pub fn load_pair(_dir: &Path) -> Result<(Self, Self), EmbedError> {
         Err(EmbedError::NotBuilt)
     }
 
-    pub fn score_both(&mut self, _first: &str, _second: &str) -> Result<[f32; 2], EmbedError> {
+    pub fn score(&mut self, _first: &str, _second: &str) -> Result<f32, EmbedError> {
         match *self {}
     }
 }
