@@ -181,6 +181,26 @@ fn hard_sets(e: &mut Embeddings) {
             .filter(|p| p.split == split && set.is_none_or(|s| s == p.set))
             .collect()
     };
+    // `P402_QUALITY_DECISIONS=FILE`: every pair's decision at the shipped
+    // thresholds (`Tuning::CHOSEN`, candidates from 0.40), to compare two
+    // models pair by pair.
+    if let Some(path) = std::env::var_os("P402_QUALITY_DECISIONS") {
+        let shipped = Rule {
+            floor: 0.40,
+            tuning: Some(guard::Tuning::CHOSEN),
+        };
+        let lines: String = pairs
+            .iter()
+            .map(|p| {
+                let hit = shipped.hits(p, shipped.refusal(p));
+                format!(
+                    "{}\t{}\t{}\t{}\t{hit}\t{:.3}\t{:.3}\t{}\t{}\n",
+                    p.split, p.set, p.kind, p.positive, p.cosine, p.verified, p.a, p.b
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines).expect("write the decisions");
+    }
     let tune = select("tune", None);
     let meets = |(_, f, kinds): &(f64, f64, BTreeMap<String, (usize, usize)>)| {
         *f <= 0.02 && kinds.values().all(|(h, n)| *h as f64 <= 0.05 * *n as f64)
@@ -389,6 +409,10 @@ fn main() {
     };
 
     hard_sets(&mut e);
+    // `P402_QUALITY_HARD_ONLY=1`: the hard sets only.
+    if std::env::var_os("P402_QUALITY_HARD_ONLY").is_some() {
+        return;
+    }
 
     // 1. p402's hard cases, pairwise.
     let cases = data("hard_cases.tsv");

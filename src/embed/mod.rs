@@ -4,19 +4,26 @@
 //! word on a semantic hit (a cross-encoder: both questions in, one score).
 //!
 //! Embedding and verifying are CPU work of milliseconds, so they run on
-//! dedicated threads, never on the async workers. The verifier reads a pair
-//! in order, so it is asked both ways round and the lower answer counts
-//! ("same meaning" is symmetric; one way round, a question with an added
-//! clause can look like the other plus nothing); the two run at once, one
-//! on the embedding thread and one on a thread of their own, so a semantic
-//! hit waits for one verification, not two. The queues to the threads are
-//! bounded: when a burst fills them, further requests skip the semantic
-//! lookup (an exact-match cache still answers) instead of piling up work.
+//! dedicated threads, never on the async workers: one for the embedder and
+//! two for the verifier, so that no thread runs both models and neither
+//! model's weights push the other's out of the CPU's caches. The verifier
+//! reads a pair in order, so it is asked both ways round and the lower
+//! answer counts ("same meaning" is symmetric; one way round, a question
+//! with an added clause can look like the other plus nothing); the two
+//! readings run at once, one on each verifier thread. (One session
+//! reading both orders as a batch of two took as long as two readings one
+//! after the other, and moved the scores: the activations are quantized
+//! over the whole batch.) The
+//! queues to the threads are bounded: when a burst fills them,
+//! further requests skip the semantic lookup (an exact-match cache still
+//! answers) instead of piling up work.
 
 pub mod fetch;
+mod integer;
 #[cfg_attr(feature = "embeddings", path = "model.rs")]
 #[cfg_attr(not(feature = "embeddings"), path = "no_model.rs")]
 mod model;
+mod onnx;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -51,25 +58,27 @@ pub enum EmbedError {
     Stopped,
 }
 
-enum Job {
-    Embed {
-        text: String,
-        reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
-    },
-    Score {
-        first: String,
-        second: String,
-        reply: oneshot::Sender<Result<f32, EmbedError>>,
-    },
+/// A text to embed, and where the vector goes.
+struct EmbedJob {
+    text: String,
+    reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+}
+
+/// A pair to read in this order, and where the confidence goes.
+struct VerifyJob {
+    first: String,
+    second: String,
+    reply: oneshot::Sender<Result<f32, EmbedError>>,
 }
 
 /// A handle on the embedding and verifying threads; cheap to clone.
 #[derive(Clone)]
 pub struct Embedder {
-    /// The embedding thread, which also scores one way round.
-    jobs: SyncSender<Job>,
-    /// The thread that scores the other way round.
-    reverse: SyncSender<Job>,
+    /// The embedding thread.
+    embeds: SyncSender<EmbedJob>,
+    /// The verifying threads: one reads (asked, cached), the other
+    /// (cached, asked).
+    verifies: [SyncSender<VerifyJob>; 2],
 }
 
 impl Embedder {
@@ -78,18 +87,27 @@ impl Embedder {
         if !fetch::is_complete(dir) {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
-        let model = Model::load(dir)?;
-        let jobs = spawn("p402-embed", Some(model), Verifier::load(dir)?)?;
-        let reverse = spawn("p402-verify", None, Verifier::load(dir)?)?;
-        Ok(Embedder { jobs, reverse })
+        let mut model = Model::load(dir)?;
+        let (mut one, mut other) = Verifier::load_pair(dir)?;
+        let embeds = spawn("p402-embed", move |job: EmbedJob| {
+            let _ = job.reply.send(model.embed(&job.text).map(normalize));
+        })?;
+        let verify = |verifier: &mut Verifier, job: VerifyJob| {
+            let _ = job.reply.send(verifier.score(&job.first, &job.second));
+        };
+        let verifies = [
+            spawn("p402-verify", move |job| verify(&mut one, job))?,
+            spawn("p402-verify-2", move |job| verify(&mut other, job))?,
+        ];
+        Ok(Embedder { embeds, verifies })
     }
 
     /// The unit-length embedding of `text`, or `Busy` when the queue is full.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let (reply, answer) = oneshot::channel();
         send(
-            &self.jobs,
-            Job::Embed {
+            &self.embeds,
+            EmbedJob {
                 text: text.to_string(),
                 reply,
             },
@@ -101,11 +119,11 @@ impl Embedder {
     /// answers `asked`: the lower of its two readings. `Busy` when a queue
     /// is full.
     pub async fn verify(&self, asked: &str, cached: &str) -> Result<f32, EmbedError> {
-        let score = |queue: &SyncSender<Job>, first: &str, second: &str| {
+        let read = |queue: &SyncSender<VerifyJob>, first: &str, second: &str| {
             let (reply, answer) = oneshot::channel();
             send(
                 queue,
-                Job::Score {
+                VerifyJob {
                     first: first.to_string(),
                     second: second.to_string(),
                     reply,
@@ -113,8 +131,8 @@ impl Embedder {
             )
             .map(|()| answer)
         };
-        let one = score(&self.jobs, asked, cached)?;
-        let other = score(&self.reverse, cached, asked)?;
+        let one = read(&self.verifies[0], asked, cached)?;
+        let other = read(&self.verifies[1], cached, asked)?;
         let (one, other) = tokio::join!(one, other);
         let one = one.map_err(|_| EmbedError::Stopped)??;
         let other = other.map_err(|_| EmbedError::Stopped)??;
@@ -122,41 +140,25 @@ impl Embedder {
     }
 }
 
-/// Starts a thread that serves jobs with `model` (embedding) and
-/// `verifier` (scoring).
-fn spawn(
+/// Starts a thread named `name` that serves each job with `serve`, and
+/// returns its bounded queue.
+fn spawn<J: Send + 'static>(
     name: &str,
-    mut model: Option<Model>,
-    mut verifier: Verifier,
-) -> Result<SyncSender<Job>, EmbedError> {
-    let (jobs, queue) = sync_channel::<Job>(QUEUE);
+    mut serve: impl FnMut(J) + Send + 'static,
+) -> Result<SyncSender<J>, EmbedError> {
+    let (jobs, queue) = sync_channel::<J>(QUEUE);
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             while let Ok(job) = queue.recv() {
-                match job {
-                    Job::Embed { text, reply } => {
-                        let vector = match model.as_mut() {
-                            Some(model) => model.embed(&text).map(normalize),
-                            None => Err(EmbedError::Stopped),
-                        };
-                        let _ = reply.send(vector);
-                    }
-                    Job::Score {
-                        first,
-                        second,
-                        reply,
-                    } => {
-                        let _ = reply.send(verifier.score(&first, &second));
-                    }
-                }
+                serve(job);
             }
         })
         .map_err(|e| EmbedError::Model(format!("cannot start the {name} thread: {e}")))?;
     Ok(jobs)
 }
 
-fn send(queue: &SyncSender<Job>, job: Job) -> Result<(), EmbedError> {
+fn send<J>(queue: &SyncSender<J>, job: J) -> Result<(), EmbedError> {
     queue.try_send(job).map_err(|e| match e {
         TrySendError::Full(_) => EmbedError::Busy,
         TrySendError::Disconnected(_) => EmbedError::Stopped,

@@ -1,9 +1,14 @@
-//! all-MiniLM-L6-v2 (int8 ONNX, mean pooling) through fastembed, with ONNX
-//! Runtime loaded from the library file `fetch` put beside the model; and
-//! p402's pair verifier, a cross-encoder fine-tuned from the same model
-//! (`benches/verifier/README.md` says how it was trained, on what, and how
-//! well it does), which ships inside the binary because no package
-//! registry carries it.
+//! all-MiniLM-L6-v2 (int8 ONNX rewritten to integer arithmetic, mean
+//! pooling) through fastembed, with ONNX Runtime loaded from the library
+//! file `fetch` put beside the model; and p402's pair verifier, a
+//! cross-encoder fine-tuned from the same model (`benches/verifier/README.md`
+//! says how it was trained, on what, and how well it does), which ships
+//! inside the binary because no package registry carries it.
+//!
+//! Every session runs with one intra-op thread, on a thread of its own:
+//! more intra-op threads only contend on a machine of two cores that also
+//! serves requests. The embedder has one session; the verifier two, to
+//! read a pair both ways round at once (see [`Verifier::load_pair`]).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,6 +17,7 @@ use fastembed::{
     InitOptionsUserDefined, Pooling, RerankInitOptionsUserDefined, TextEmbedding, TextRerank,
     TokenizerFiles, UserDefinedEmbeddingModel, UserDefinedRerankingModel,
 };
+use ort::environment::Environment;
 
 use super::{fetch, EmbedError};
 
@@ -24,16 +30,21 @@ const PAIR_TOKENS: usize = 96;
 /// The verifier: int8 ONNX, inputs as BERT's, one logit out.
 static VERIFIER: &[u8] = include_bytes!("verifier.onnx");
 
-/// ONNX Runtime can be loaded once per process; later loads reuse the
-/// first outcome.
-static RUNTIME: OnceLock<Result<(), String>> = OnceLock::new();
+/// ONNX Runtime can be loaded, and its environment made, once per
+/// process; later loads reuse the first outcome. Both models' sessions
+/// are made in this one environment.
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
-fn load_runtime(library: &Path) -> Result<(), EmbedError> {
+fn load_runtime(library: &Path) -> Result<Environment, EmbedError> {
     RUNTIME
         .get_or_init(|| {
             // A missing or wrong-version library is an `Err` here, where
             // fastembed would panic later.
-            ort::init_from(library).map(drop).map_err(|e| e.to_string())
+            ort::init_from(library)
+                .map_err(|e| e.to_string())?
+                .with_name("p402")
+                .build()
+                .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(EmbedError::Runtime)
@@ -51,10 +62,10 @@ fn tokenizer_files(tokenizer: Vec<u8>) -> TokenizerFiles {
 }
 
 /// Hands the memory freed after loading back to the operating system.
-/// Building the session reads the model file, parses it and folds its
-/// int8 weights into float constants; the buffers of those steps (about
-/// 65 MiB) are freed, but glibc keeps freed memory for reuse, so without
-/// this the process stays that much larger for its whole life.
+/// Building a session reads the model file, parses it and optimizes the
+/// graph; the buffers of those steps are freed, but glibc keeps freed
+/// memory for reuse, so without this the process stays that much larger
+/// for its whole life.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns memory that is already free.
@@ -63,18 +74,43 @@ fn release_freed_memory() {
     }
 }
 
+/// Drops the pages of the verifier's bytes inside the binary from the
+/// process's memory once the sessions hold their own copy. They were
+/// read to build the sessions and would otherwise stay resident (23 MB)
+/// though nothing reads them again; being a read-only mapping of the
+/// executable, any later read would bring them back from the file.
+fn release_embedded_model() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `sysconf` has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = VERIFIER.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let end = (start + VERIFIER.len()) / page * page;
+        if end > first {
+            // SAFETY: the range is whole pages inside `VERIFIER`, a
+            // read-only static mapped from the executable: advising the
+            // kernel to drop them changes no byte a later read sees.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
+            }
+        }
+    }
+}
+
 /// The loaded embedding model; used from the embedding thread only.
 pub struct Model(TextEmbedding);
 
 impl Model {
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        load_runtime(&dir.join(fetch::runtime_file_name()))?;
+        let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
         let model = UserDefinedEmbeddingModel::new(
-            read(dir, fetch::MODEL_FILE)?,
+            read(dir, fetch::INTEGER_MODEL_FILE)?,
             tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
         )
         .with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
+            .with_environment(environment)
             .with_max_length(MAX_TOKENS)
             .with_intra_threads(1);
         let loaded = TextEmbedding::try_new_from_user_defined(model, options)
@@ -94,26 +130,35 @@ impl Model {
     }
 }
 
-/// One loaded copy of the pair verifier; used from one thread only.
+/// One session of the pair verifier; used from one thread only.
 pub struct Verifier(TextRerank);
 
 impl Verifier {
-    /// Loads the verifier with the embedder's tokenizer from `dir` (the
-    /// same vocabulary: it was fine-tuned from that model). Call after
-    /// [`Model::load`], which loads ONNX Runtime.
-    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let model = UserDefinedRerankingModel::new(
-            VERIFIER.to_vec(),
-            tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
-        );
-        let options = RerankInitOptionsUserDefined::default()
-            .with_max_length(PAIR_TOKENS)
-            .with_intra_threads(1);
-        let loaded = TextRerank::try_new_from_user_defined(model, options)
-            .map(Verifier)
-            .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")));
+    /// Loads two sessions of the verifier, to read a pair both ways round
+    /// at once on two threads, with the embedder's tokenizer from `dir`
+    /// (the same vocabulary: it was fine-tuned from that model). Each
+    /// holds its own weights (about 40 MiB).
+    pub fn load_pair(dir: &Path) -> Result<(Self, Self), EmbedError> {
+        let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
+        let tokenizer = read(dir, fetch::TOKENIZER_FILE)?;
+        let session = || {
+            let model = UserDefinedRerankingModel::new(
+                VERIFIER.to_vec(),
+                tokenizer_files(tokenizer.clone()),
+            );
+            let options = RerankInitOptionsUserDefined::new()
+                .with_environment(environment.clone())
+                .with_max_length(PAIR_TOKENS)
+                .with_intra_threads(1);
+            TextRerank::try_new_from_user_defined(model, options)
+                .map(Verifier)
+                .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")))
+        };
+        let one = session()?;
+        let other = session()?;
         release_freed_memory();
-        loaded
+        release_embedded_model();
+        Ok((one, other))
     }
 
     /// The confidence (0 to 1) that one answer serves both questions, as
