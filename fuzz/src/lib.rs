@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{stream, FutureExt, Stream, StreamExt};
 use p402::catalog::{Price, Usage};
 use p402::cost::{self, Costs, Used};
-use p402::money::PerMTok;
+use p402::money::{PerMTok, Usd};
 use p402::providers::{openai, EventStream, StreamEvent};
 use serde_json::Value;
 
@@ -97,6 +97,7 @@ pub fn settle(events: &[Seen]) {
         output: PerMTok::from_dollars(output).expect("price"),
         cache_write: PerMTok::from_dollars(input * 1.25).expect("price"),
         cache_write_1h: PerMTok::from_dollars(input * 2.0).expect("price"),
+        web_search: Usd::from_dollars(0.01).expect("fee"),
     };
     let costs = Costs::of(
         Some(&used.usage),
