@@ -35,6 +35,8 @@ pub struct RequestLog {
     endpoint: Option<String>,
     /// The requested model and the two ratings, when both are known.
     quality: Option<(String, i64, i64)>,
+    /// Failed attempts at providers before the request ended.
+    attempts: usize,
 }
 
 impl RequestLog {
@@ -55,6 +57,7 @@ impl RequestLog {
             error_code: None,
             endpoint: None,
             quality: None,
+            attempts: 0,
         }
     }
 
@@ -91,6 +94,11 @@ impl RequestLog {
             .quality
             .as_ref()
             .and_then(|q| Some((metadata.requested_model.clone(), q.requested?, q.served?)));
+    }
+
+    /// How many attempts at providers failed before the request ended.
+    pub fn attempts(&mut self, attempts: usize) {
+        self.attempts = attempts;
     }
 
     pub fn door(&mut self, door: &'static str) {
@@ -173,6 +181,7 @@ impl RequestLog {
             cost_usd = self.cost_usd,
             error = self.error_code,
             endpoint = self.endpoint.as_deref(),
+            failed_attempts = (self.attempts > 0).then_some(self.attempts),
             "request"
         );
     }

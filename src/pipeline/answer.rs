@@ -1,26 +1,23 @@
-//! A whole (not streamed) answer: what it used, its finish, its copy in
-//! the cache, and its body in the client's format.
+//! A whole (not streamed) answer: what it used, its copy in the cache, and
+//! its body in the client's format. The driver finishes it between the
+//! first and the last of these.
 
 use http::Response;
 
 use crate::body::Body;
-use crate::budget::Reservation;
 use crate::cache::replay;
 use crate::cost::{self, Used};
 use crate::error::ApiError;
+use crate::metadata::Metadata;
 use crate::providers::{native, Answer};
 
 use super::context::{Context, Plan, Served};
-use super::finish::{self, Ending, Exit};
+use super::finish;
 
-pub async fn respond(
-    cx: &Context,
-    plan: &Plan,
-    served: &Served<'_>,
-    answer: Answer,
-    reservation: Option<Reservation>,
-) -> Response<Body> {
-    let used = match (&answer, answer.usage()) {
+/// What the answer used: the provider's usage, or an estimate from the
+/// prompt and the text generated when it reported none.
+pub async fn used(cx: &Context, plan: &Plan, answer: &Answer) -> Used {
+    match (answer, answer.usage()) {
         (_, reported @ Some(_)) => Used::of(reported, plan.input_tokens, ""),
         (Answer::Tree(tree), None) => {
             let mut text = String::new();
@@ -30,49 +27,55 @@ pub async fn respond(
         (Answer::AsItCame { .. } | Answer::Native { .. }, None) => {
             Used::of(None, plan.input_for_estimate(&cx.chat).await, "")
         }
+    }
+}
+
+/// Stores the answer in the cache when it may be stored. An answer in the
+/// client's own dialect is stored as the `chat.completion` it adds up to,
+/// when it is nothing more.
+pub async fn keep(cx: &Context, plan: &Plan, served: &Served<'_>, answer: &Answer, used: &Used) {
+    let Some(probe) = plan.probe.clone() else {
+        return;
     };
-    let exit = Exit::Answered {
-        plan,
-        served,
-        used,
-        reservation,
-    };
-    // Durable before the answer leaves: a crash after this point cannot
-    // lose the charge.
-    let metadata = finish::finish(cx, exit, Ending::OK).await;
     let config = &cx.runtime.config().cache;
-    // An answer in the client's own dialect is stored as the
-    // `chat.completion` it adds up to, when it is nothing more.
-    let native = match (&answer, &cx.chat.native, &plan.probe) {
-        (Answer::Native { bytes, .. }, Some(native), Some(_)) => {
+    let native = match (answer, &cx.chat.native) {
+        (Answer::Native { bytes, .. }, Some(native)) => {
             native::as_chat(native.dialect, bytes, config.store_tool_calls)
         }
         _ => None,
     };
-    let tree = match &answer {
+    let tree = match answer {
         Answer::Tree(tree) => Some(tree),
         _ => native.as_ref(),
     };
-    if let (Some(probe), Some(tree)) = (plan.probe.clone(), tree) {
-        if replay::storable(tree, config.store_tool_calls) {
-            let candidate = &served.candidate;
-            let stored = cx
-                .state
-                .cache()
-                .store(
-                    probe,
-                    tree,
-                    &used.usage,
-                    &candidate.provider.name,
-                    candidate.model_name(),
-                    config,
-                )
-                .await;
-            if let Err(e) = stored {
-                tracing::warn!(request_id = %cx.id, "could not store the answer in the cache: {e}");
-            }
-        }
+    let Some(tree) = tree.filter(|tree| replay::storable(tree, config.store_tool_calls)) else {
+        return;
+    };
+    let candidate = &served.candidate;
+    let stored = cx
+        .state
+        .cache()
+        .store(
+            probe,
+            tree,
+            &used.usage,
+            &candidate.provider.name,
+            candidate.model_name(),
+            config,
+        )
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(request_id = %cx.id, "could not store the answer in the cache: {e}");
     }
+}
+
+/// The answer in the client's format, with its metadata.
+pub fn render(
+    cx: &Context,
+    served: &Served<'_>,
+    answer: Answer,
+    metadata: Option<Metadata>,
+) -> Response<Body> {
     let Some(metadata) = metadata else {
         return cx
             .door

@@ -8,15 +8,16 @@ use crate::body::Body;
 use crate::cache::replay;
 use crate::cache::{Cache, Hit, Probe};
 use crate::error::ApiError;
+use crate::metadata::Metadata;
 use crate::providers::Answer;
 
 use super::context::Context;
-use super::finish::{self, Ending, Exit};
+use super::finish;
 
 /// What the cache had for the request.
 pub enum Looked {
-    /// The answer, served.
-    Hit(Response<Body>),
+    /// A stored answer, for the driver to finish and render.
+    Hit(Hit),
     /// Nothing: where to store the provider's answer, if it may be stored.
     Miss(Option<Probe>),
 }
@@ -30,7 +31,7 @@ pub async fn lookup(cx: &Context, local_key: Option<&str>) -> Looked {
     let mut probe = Cache::probe(&cx.chat, &mode, config, local_key);
     if let Some(probe) = probe.as_mut() {
         match cx.state.cache().lookup(probe, config.similarity.0).await {
-            Ok(Some(hit)) => return Looked::Hit(serve(cx, &hit).await),
+            Ok(Some(hit)) => return Looked::Hit(hit),
             Ok(None) => {
                 cx.state.metrics().cache_misses.inc();
             }
@@ -43,10 +44,8 @@ pub async fn lookup(cx: &Context, local_key: Option<&str>) -> Looked {
 }
 
 /// The stored answer with fresh metadata, whole or replayed as a stream.
-async fn serve(cx: &Context, hit: &Hit) -> Response<Body> {
-    let baseline = cx.state.router(&cx.runtime).baseline(&cx.chat.model);
-    let exit = Exit::Hit { hit, baseline };
-    let Some(metadata) = finish::finish(cx, exit, Ending::OK).await else {
+pub fn render(cx: &Context, hit: &Hit, metadata: Option<Metadata>) -> Response<Body> {
+    let Some(metadata) = metadata else {
         let error = ApiError::internal("a cache hit without metadata");
         return cx.door.error(&error, &cx.id);
     };

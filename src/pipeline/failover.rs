@@ -3,35 +3,36 @@
 //! none is left.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use http::Response;
-
-use crate::body::Body;
 use crate::error::{ApiError, Classify, ErrorKind};
-use crate::limits::Permit;
 use crate::metadata::{AttemptStatus, FailedAttempt};
 use crate::metrics::ErrorLabels;
 use crate::router::Candidate;
 
-use super::answer;
 use super::attempt::{self, AttemptError, Upstream};
 use super::billed;
 use super::charge::{ChargeError, Reserved};
 use super::context::{Context, Plan, Served};
-use super::finish::{self, Ending, Exit};
-use super::relay;
+use super::outcome::Outcome;
 
-/// Tries the candidates of `plan` in order. The response is the first
+/// Tries the candidates of `plan` in order. The outcome is the first
 /// answer, the first refusal of the request itself, or the error that says
-/// why no candidate could answer. A failed attempt the provider received
-/// (a timeout, a broken-off answer) is charged as an estimate before the
-/// next is tried (`billed`).
-pub async fn run(
-    cx: &Arc<Context>,
-    plan: Arc<Plan>,
-    mut permit: Option<Permit>,
-) -> Result<Response<Body>, ApiError> {
+/// why no candidate could answer, for the driver to finish. A failed
+/// attempt the provider received (a timeout, a broken-off answer) is
+/// charged as an estimate before the next is tried (`billed`).
+pub async fn run<'p>(cx: &Context, plan: &'p Plan) -> Outcome<'p> {
+    match attempts(cx, plan).await {
+        Ok(outcome) => outcome,
+        Err((error, attempts)) => Outcome::Failed { error, attempts },
+    }
+}
+
+/// The loop over the candidates; an `Err` is why none answered, with the
+/// attempts that failed.
+async fn attempts<'p>(
+    cx: &Context,
+    plan: &'p Plan,
+) -> Result<Outcome<'p>, (ApiError, Vec<FailedAttempt>)> {
     let state = &cx.state;
     let mut failed: Vec<FailedAttempt> = Vec::new();
     let mut all_timeouts = true;
@@ -53,14 +54,15 @@ pub async fn run(
             .reserve(
                 state.book(),
                 candidate,
-                reserved_input(&plan, candidate),
+                reserved_input(plan, candidate),
                 crate::budget::Output {
                     limit: plan.output_limit,
                     choices: plan.choices,
                     searches: plan.searches,
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| (ApiError::from(e), failed.clone()))?;
         let (reservation, limit) = match reserved {
             Reserved::Held(reservation, limit) => (Some(reservation), Some(limit)),
             Reserved::Unbudgeted => (None, None),
@@ -75,7 +77,7 @@ pub async fn run(
                 continue;
             }
         };
-        let (upstream_started, outcome) = attempt::send(cx, &plan, candidate, limit).await;
+        let (upstream_started, outcome) = attempt::send(cx, plan, candidate, limit).await;
         let served = Served {
             candidate: Cow::Borrowed(candidate),
             failover: failed.clone(),
@@ -83,35 +85,39 @@ pub async fn run(
         };
         let error = match outcome {
             Ok(Upstream::Whole(answer)) => {
-                return Ok(answer::respond(cx, &plan, &served, answer, reservation).await)
+                return Ok(Outcome::Whole {
+                    served,
+                    answer,
+                    reservation,
+                })
             }
             Ok(Upstream::Stream(events, watch)) => {
-                let (cx, permit) = (Arc::clone(cx), permit.take());
-                let served = Served {
-                    candidate: Cow::Owned(served.candidate.into_owned()),
-                    ..served
-                };
-                return Ok(relay::start(
-                    cx,
-                    plan,
-                    served,
+                return Ok(Outcome::Stream {
+                    served: Served {
+                        candidate: Cow::Owned(candidate.clone()),
+                        ..served
+                    },
                     events,
                     watch,
                     reservation,
-                    permit,
-                ));
+                })
             }
             Ok(Upstream::Stopped { sent }) => {
-                return Ok(stopped(cx, &plan, &served, sent, reservation, limit).await)
+                return Ok(Outcome::Stopped {
+                    served,
+                    sent,
+                    reservation,
+                    limit,
+                })
             }
             Err(error) if error.retryable() => error,
             // The request's own fault: another provider would refuse it too.
-            Err(error) => return refused(cx, candidate, error).await,
+            Err(error) => return refused(candidate, error).map_err(|e| (e, failed)),
         };
         // The provider had the request and bills it: charged as an
         // estimate; otherwise the reservation goes back.
         let cost_usd = if error.billed() {
-            billed::settle(cx, &plan, candidate, limit, reservation, failed.len() + 1).await
+            billed::settle(cx, plan, candidate, limit, reservation, failed.len() + 1).await
         } else {
             drop(reservation);
             None
@@ -166,26 +172,24 @@ pub async fn run(
                 .alerts()
                 .refused(state.book(), &cx.charge.watched, key);
         }
-        return Err(error.into());
+        return Err((error.into(), failed));
     }
     if failed.is_empty() && unpriced > 0 {
-        return Err(ChargeError::Unpriced.into());
+        return Err((ChargeError::Unpriced.into(), failed));
     }
     if failed.is_empty() {
-        return Err(ApiError::new(
+        let error = ApiError::new(
             ErrorKind::NoProvider,
             "no_provider_available",
             "every candidate provider is failing (circuit open); try again shortly",
-        ));
+        );
+        return Err((error, failed));
     }
     if let (true, Some(error)) = (all_untranslatable, untranslatable) {
-        return Err(error);
+        return Err((error, failed));
     }
-    Err(every_attempt_failed(
-        &failed,
-        all_timeouts,
-        cx.door.passes_on_overload(),
-    ))
+    let error = every_attempt_failed(&failed, all_timeouts, cx.door.passes_on_overload());
+    Err((error, failed))
 }
 
 /// The input tokens a budget holds for on `candidate`: those counted, or
@@ -203,14 +207,9 @@ fn reserved_input(plan: &Plan, candidate: &Candidate) -> u64 {
     plan.input_tokens.max(context)
 }
 
-/// A provider's refusal of the request itself goes back to the client, in
-/// its door's terms and without p402's provider key if the provider echoed
-/// it.
-async fn refused(
-    cx: &Context,
-    candidate: &Candidate,
-    error: AttemptError,
-) -> Result<Response<Body>, ApiError> {
+/// A provider's refusal of the request itself, to go back to the client
+/// without p402's provider key if the provider echoed it.
+fn refused(candidate: &Candidate, error: AttemptError) -> Result<Outcome<'_>, ApiError> {
     let AttemptError::Refused {
         status,
         body,
@@ -225,51 +224,22 @@ async fn refused(
         Some(key) => crate::providers::redact_key(body, key.expose()),
         None => body,
     };
-    let ending = Ending {
-        status: status.as_u16(),
-        error: None,
-    };
-    finish::finish(cx, Exit::Failed, ending).await;
-    let (status, body, content_type) = cx.door.refusal(status, body, content_type);
-    Ok(finish::respond_refused(
-        cx,
+    Ok(Outcome::Refused {
         candidate,
         status,
         body,
         content_type,
-    ))
+    })
 }
 
-/// p402 must stop (shutdown past its grace). A provider that has the
-/// request bills it, so it is settled as an estimate like any billed
-/// failure (the prompt, and for a whole answer the output limit reserved)
-/// rather than dropped at $0; one that never got it costs nothing.
-async fn stopped(
-    cx: &Context,
-    plan: &Plan,
-    served: &Served<'_>,
-    sent: bool,
-    reservation: Option<crate::budget::Reservation>,
-    limit: Option<u32>,
-) -> Response<Body> {
-    let error = ApiError::new(
+/// What the client hears when p402 stops mid-request (shutdown past its
+/// grace).
+pub fn stopping() -> ApiError {
+    ApiError::new(
         ErrorKind::Unavailable,
         "shutting_down",
         "p402 is shutting down; a request the provider had received is charged as an estimate",
-    );
-    let exit = if sent {
-        Exit::Answered {
-            plan,
-            served,
-            used: billed::estimate(cx, plan, &served.candidate, limit).await,
-            reservation,
-        }
-    } else {
-        drop(reservation);
-        Exit::Failed
-    };
-    finish::finish(cx, exit, Ending::failed(&error)).await;
-    cx.door.error(&error, &cx.id)
+    )
 }
 
 fn every_attempt_failed(

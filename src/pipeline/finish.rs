@@ -61,12 +61,15 @@ pub struct Ending<'a> {
     pub status: u16,
     /// p402's error, if the request ended with one.
     pub error: Option<&'a ApiError>,
+    /// How many attempts failed before it ended.
+    pub attempts: usize,
 }
 
 impl Ending<'_> {
     pub const OK: Ending<'static> = Ending {
         status: 200,
         error: None,
+        attempts: 0,
     };
 }
 
@@ -75,6 +78,7 @@ impl<'a> Ending<'a> {
         Ending {
             status: error.status().as_u16(),
             error: Some(error),
+            attempts: 0,
         }
     }
 }
@@ -114,6 +118,7 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
     if let Some(error) = ending.error {
         log.failed(error);
     }
+    log.attempts(ending.attempts);
     log.emit(cx.state.metrics());
     metadata
 }

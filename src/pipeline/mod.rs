@@ -39,6 +39,7 @@ pub mod charge;
 mod context;
 mod failover;
 mod finish;
+mod outcome;
 pub mod read;
 mod relay;
 pub mod route;
@@ -62,7 +63,9 @@ use crate::state::{AppState, Runtime};
 use cache::Looked;
 use charge::Charge;
 pub use context::Context;
+use context::Plan;
 use finish::{Ending, Exit};
+use outcome::Outcome;
 
 /// Serves a model call on a task of its own, which the client's connection
 /// does not own: hyper drops the handler when the client hangs up, but a
@@ -94,7 +97,8 @@ pub async fn handle(
     }
 }
 
-/// The stages in order. Every exit goes through the finish.
+/// The stages in order, each ending in an [`Outcome`] that [`conclude`]
+/// finishes and renders.
 async fn run(
     state: AppState,
     runtime: Arc<Runtime>,
@@ -108,25 +112,162 @@ async fn run(
     let (cx, permit) = match prepare(&state, runtime, request, &id, local_key, door).await {
         Ok((cx, permit)) => (Arc::new(Context { started, ..cx }), permit),
         Err(error) => {
+            // Not understood: nothing is known but the door and the error.
             finish::unparsed(&state, &id, door, started, &error);
             return door.error(&error, &id);
         }
     };
     let probe = match cache::lookup(&cx, local_key).await {
-        Looked::Hit(response) => return response,
+        Looked::Hit(hit) => return conclude(&cx, None, Outcome::Hit(hit), permit).await,
         Looked::Miss(probe) => probe,
     };
-    let outcome = match route::plan(&cx, probe).await {
-        Ok(plan) => failover::run(&cx, Arc::new(plan), Some(permit)).await,
-        Err(error) => Err(error),
+    let plan = match route::plan(&cx, probe).await {
+        Ok(plan) => Arc::new(plan),
+        Err(error) => return conclude(&cx, None, Outcome::failed(error), permit).await,
     };
-    match outcome {
-        Ok(response) => response,
-        Err(error) => {
-            // No answer: nothing was charged, only the log line is written.
-            finish::finish(&cx, Exit::Failed, Ending::failed(&error)).await;
-            cx.door.error(&error, &cx.id)
+    let outcome = failover::run(&cx, &plan).await;
+    conclude(&cx, Some(&plan), outcome, permit).await
+}
+
+/// The one finish of every request that was understood, then its body in
+/// the client's format. A stream is finished by the task that relays it,
+/// when it ends: the client has its first bytes long before.
+async fn conclude(
+    cx: &Arc<Context>,
+    plan: Option<&Arc<Plan>>,
+    outcome: Outcome<'_>,
+    permit: Permit,
+) -> Response<Body> {
+    let mut outcome = match (outcome, plan) {
+        (
+            Outcome::Stream {
+                served,
+                events,
+                watch,
+                reservation,
+            },
+            Some(plan),
+        ) => {
+            let (relaying, response) = relay::start(
+                Arc::clone(cx),
+                Arc::clone(plan),
+                served,
+                events,
+                watch,
+                reservation,
+                permit,
+            );
+            let task_cx = Arc::clone(cx);
+            cx.state.spawn(async move {
+                let mut ended = relaying.run().await;
+                let reservation = ended.reservation();
+                let metadata =
+                    finish::finish(&task_cx, ended.exit(reservation), ended.ending()).await;
+                ended.close(metadata).await;
+            });
+            return response;
         }
+        (outcome, _) => outcome,
+    };
+    // What a whole answer used, and what the cache's stored answer saved.
+    let used = match (&outcome, plan) {
+        (Outcome::Whole { answer, .. }, Some(plan)) => Some(answer::used(cx, plan, answer).await),
+        (
+            Outcome::Stopped {
+                served,
+                sent: true,
+                limit,
+                ..
+            },
+            Some(plan),
+        ) => Some(billed::estimate(cx, plan, &served.candidate, *limit).await),
+        _ => None,
+    };
+    let baseline = match &outcome {
+        Outcome::Hit(_) => cx.state.router(&cx.runtime).baseline(&cx.chat.model),
+        _ => None,
+    };
+    let stopping = failover::stopping();
+    let planless = ApiError::internal("a provider's answer without its plan");
+    let (exit, ending) = match (&mut outcome, plan, used) {
+        (Outcome::Hit(hit), _, _) => (Exit::Hit { hit, baseline }, Ending::OK),
+        (
+            Outcome::Whole {
+                served,
+                reservation,
+                ..
+            },
+            Some(plan),
+            Some(used),
+        ) => (
+            Exit::Answered {
+                plan,
+                served,
+                used,
+                reservation: reservation.take(),
+            },
+            Ending {
+                attempts: served.failover.len(),
+                ..Ending::OK
+            },
+        ),
+        // Stopped with the request upstream: billed, as an estimate.
+        (
+            Outcome::Stopped {
+                served,
+                reservation,
+                ..
+            },
+            Some(plan),
+            Some(used),
+        ) => (
+            Exit::Answered {
+                plan,
+                served,
+                used,
+                reservation: reservation.take(),
+            },
+            Ending::failed(&stopping),
+        ),
+        (Outcome::Stopped { .. }, _, _) => (Exit::Failed, Ending::failed(&stopping)),
+        (Outcome::Refused { status, .. }, _, _) => (
+            Exit::Failed,
+            Ending {
+                status: status.as_u16(),
+                ..Ending::OK
+            },
+        ),
+        (Outcome::Failed { error, attempts }, _, _) => (
+            Exit::Failed,
+            Ending {
+                attempts: attempts.len(),
+                ..Ending::failed(error)
+            },
+        ),
+        // A provider's answer always has its plan.
+        _ => (Exit::Failed, Ending::failed(&planless)),
+    };
+    let metadata = finish::finish(cx, exit, ending).await;
+    match outcome {
+        Outcome::Hit(hit) => cache::render(cx, &hit, metadata),
+        Outcome::Whole { served, answer, .. } => {
+            if let (Some(plan), Some(used)) = (plan, used) {
+                answer::keep(cx, plan, &served, &answer, &used).await;
+            }
+            answer::render(cx, &served, answer, metadata)
+        }
+        Outcome::Refused {
+            candidate,
+            status,
+            body,
+            content_type,
+        } => {
+            let (status, body, content_type) = cx.door.refusal(status, body, content_type);
+            finish::respond_refused(cx, candidate, status, body, content_type)
+        }
+        Outcome::Stopped { .. } => cx.door.error(&stopping, &cx.id),
+        Outcome::Failed { error, .. } => cx.door.error(&error, &cx.id),
+        Outcome::Stream { .. } => cx.door.error(&planless, &cx.id),
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! A task of its own reads the provider's events and writes each one to
 //! the client (through its door's writer) the moment it is parsed: nothing
-//! is held beyond one event. The task owns the request's finish: whatever
-//! happens (the end, a failure, a client that hangs up, a shutdown), what
-//! was generated is settled before the last bytes go out. A failure after
-//! the first byte cannot change the HTTP status any more, so it becomes an
-//! error event.
+//! is held beyond one event. Whatever happens (the end, a failure, a
+//! client that hangs up, a shutdown), the relay says how the stream
+//! [`Ended`] and what it used; the driver's task finishes the request with
+//! that, and only then do the stream's last bytes go out ([`Ended::close`]),
+//! so what was generated is settled first. A failure after the first byte
+//! cannot change the HTTP status any more, so it becomes an error event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,26 @@ use crate::providers::{openai, Adapter, EventStream, StreamError, StreamEvent};
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
 use super::watch::Watch;
+
+/// A stream being relayed: the relay's state and the provider's events.
+pub struct Relaying {
+    relay: Relay,
+    events: EventStream,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// How a relayed stream ended and what it used, for the finish; then the
+/// last bytes the client gets.
+pub struct Ended {
+    relay: Relay,
+    tx: mpsc::Sender<Bytes>,
+    end: StreamEnd,
+    error: Option<ApiError>,
+    kept: Kept,
+    /// What the provider generated and bills; `None` when it refused with
+    /// its own error event before generating anything, which is free.
+    used: Option<Used>,
+}
 
 /// How a relayed stream ended, which decides what is charged, whether the
 /// provider's breaker hears of it and what the client is told.
@@ -112,7 +133,8 @@ struct Kept {
     native: Option<crate::providers::native::Tally>,
 }
 
-/// Starts relaying `events`, and returns the response whose body they feed.
+/// Prepares the relay of `events`, and returns the response whose body
+/// they will feed once [`Relaying::run`] runs.
 pub fn start(
     cx: Arc<Context>,
     plan: Arc<Plan>,
@@ -120,8 +142,8 @@ pub fn start(
     events: EventStream,
     watch: Watch,
     reservation: Option<Reservation>,
-    permit: Option<Permit>,
-) -> Response<Body> {
+    permit: Permit,
+) -> (Relaying, Response<Body>) {
     let (tx, response) = finish::respond_streaming(&cx, &served.candidate);
     let upstream = cx.runtime.upstream.config();
     let relay = Relay {
@@ -130,55 +152,117 @@ pub fn start(
             .stream(&cx.chat, Some(served.candidate.model_name())),
         idle_timeout: upstream.idle_timeout_seconds.duration(),
         max_duration: upstream.max_stream_seconds.duration(),
-        cx: Arc::clone(&cx),
+        cx,
         plan,
         served,
         reservation,
-        permit,
+        permit: Some(permit),
         watch,
     };
-    cx.state.spawn(relay.run(events, tx));
-    response
+    (Relaying { relay, events, tx }, response)
 }
 
-impl Relay {
-    async fn run(mut self, mut events: EventStream, tx: mpsc::Sender<Bytes>) {
+impl Relaying {
+    /// Passes the events to the client until the stream ends, however it
+    /// ends, and works out what it used.
+    pub async fn run(self) -> Ended {
+        let Relaying {
+            mut relay,
+            mut events,
+            tx,
+        } = self;
         let mut kept = Kept {
-            native: Adapter::of(&self.served.candidate.provider)
-                .native_dialect(&self.served.candidate, &self.cx.chat)
+            native: Adapter::of(&relay.served.candidate.provider)
+                .native_dialect(&relay.served.candidate, &relay.cx.chat)
                 .map(crate::providers::native::Tally::new),
             ..Kept::default()
         };
-        let end = self.pass(&mut events, &tx, &mut kept).await;
+        let end = relay.pass(&mut events, &tx, &mut kept).await;
         let error = end.error();
         // The relay owns the upstream body: dropping it here, not at the
         // end of the task, cancels an upstream the client no longer
         // listens to.
         drop(events);
-        if let Some(error) = &error {
-            // The provider has the prompt and bills it, whether the client
-            // hung up (SPEC §5) or the stream timed out or broke off (§14):
-            // settled as estimated below, however little arrived. Only an
-            // error event before anything was generated, the provider's
-            // own refusal, is free.
-            let paid =
-                kept.usage.is_some() || kept.generated || !matches!(end, StreamEnd::ProviderError);
-            if !paid {
-                // Like any error answered before generating: this costs
-                // nothing, and the reservation goes back.
-                drop(self.reservation.take());
-                self.report_failure(&end, error, &tx).await;
-                let exit = Exit::Unanswered {
-                    plan: &self.plan,
-                    served: &self.served,
-                };
-                finish::finish(&self.cx, exit, stream_ending(Some(error))).await;
-                return;
-            }
+        // The provider has the prompt and bills it, whether the client hung
+        // up (SPEC §5) or the stream timed out or broke off (§14): settled
+        // as estimated, however little arrived. Only an error event before
+        // anything was generated, the provider's own refusal, is free.
+        let paid = error.is_none()
+            || kept.usage.is_some()
+            || kept.generated
+            || !matches!(end, StreamEnd::ProviderError);
+        let used = if paid {
+            Some(relay.used(&kept).await)
+        } else {
+            // Like any error answered before generating: this costs
+            // nothing, and the reservation goes back.
+            drop(relay.reservation.take());
+            None
+        };
+        Ended {
+            relay,
+            tx,
+            end,
+            error,
+            kept,
+            used,
         }
-        // Whatever happened, what was generated was paid for: settle it
-        // (from the usage chunk, or from the text received) before the
-        // stream's last bytes go out.
+    }
+}
+
+impl Ended {
+    /// The reservation the stream's charge settles, taken once.
+    pub fn reservation(&mut self) -> Option<Reservation> {
+        self.relay.reservation.take()
+    }
+
+    /// What the finish settles: what was generated, from the usage chunk
+    /// or from the text received; nothing for a free refusal.
+    pub fn exit(&self, reservation: Option<Reservation>) -> Exit<'_> {
+        let (plan, served) = (&*self.relay.plan, &self.relay.served);
+        match &self.used {
+            Some(used) => Exit::Answered {
+                plan,
+                served,
+                used: *used,
+                reservation,
+            },
+            None => Exit::Unanswered { plan, served },
+        }
+    }
+
+    /// The status line went out with the first byte, whatever follows.
+    pub fn ending(&self) -> Ending<'_> {
+        Ending {
+            status: 200,
+            error: self.error.as_ref(),
+            attempts: self.relay.served.failover.len(),
+        }
+    }
+
+    /// The stream's last bytes, once the finish has settled it: the
+    /// metadata event of a complete stream (which is then cached), or the
+    /// failure. The concurrency slot is given back last.
+    pub async fn close(mut self, metadata: Option<crate::metadata::Metadata>) {
+        match (&self.error, &self.used) {
+            (None, Some(used)) => {
+                self.relay.store_in_cache(&self.kept, used).await;
+                for event in metadata.iter().flat_map(|m| self.relay.writer.end(m)) {
+                    if self.tx.send(event).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            (Some(error), _) => self.relay.report_failure(&self.end, error, &self.tx).await,
+            (None, None) => {}
+        }
+        drop(self.relay.permit.take());
+    }
+}
+
+impl Relay {
+    /// What a stream that was paid for used.
+    async fn used(&self, kept: &Kept) -> Used {
         let partial = kept.native.as_ref().and_then(|n| n.partial());
         let mut used = match (kept.usage, partial) {
             // Cut off before its final count: the provider's input count,
@@ -201,25 +285,7 @@ impl Relay {
             let seen = kept.native.as_ref().map_or(0, |n| n.searches_started());
             used.usage.web_searches = used.usage.web_searches.max(seen);
         }
-        let exit = Exit::Answered {
-            plan: &self.plan,
-            served: &self.served,
-            used,
-            reservation: self.reservation.take(),
-        };
-        let metadata = finish::finish(&self.cx, exit, stream_ending(error.as_ref())).await;
-        match (&error, metadata) {
-            (None, metadata) => {
-                self.store_in_cache(&kept, &used).await;
-                for event in metadata.iter().flat_map(|m| self.writer.end(m)) {
-                    if tx.send(event).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            (Some(error), _) => self.report_failure(&end, error, &tx).await,
-        }
-        drop(self.permit.take());
+        used
     }
 
     /// Passes events to the client until the stream ends or fails.
@@ -445,11 +511,6 @@ impl Relay {
             let _ = tx.send(self.writer.error(error, &self.cx.id)).await;
         }
     }
-}
-
-/// The status line went out with the first byte, whatever follows.
-fn stream_ending(error: Option<&ApiError>) -> Ending<'_> {
-    Ending { status: 200, error }
 }
 
 /// Whether a chunk carries anything the model generated: a delta with
