@@ -92,9 +92,10 @@ async fn main() {
         embedder.display().to_string()
     );
     let config = p402::config::parse("bench.toml", &config).expect("config");
-    let running = p402::serve::start_with(p402::config::LoadedConfig { config, path: None })
-        .await
-        .expect("start");
+    let running =
+        p402::server::serve::start_with(p402::config::LoadedConfig { config, path: None })
+            .await
+            .expect("start");
     let url = format!("http://{}/v1/chat/completions", running.local_addr());
     let client = reqwest::Client::new();
     let health = format!("http://{}/health", running.local_addr());

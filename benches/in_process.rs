@@ -11,16 +11,16 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use p402::budget::{Account, Book, Plan};
 use p402::cache::index::{Index, Slot};
 use p402::cache::scope::{self, Scope};
 use p402::catalog::Catalog;
 use p402::embed::DIMENSIONS;
+use p402::money::budget::{Account, Book, Plan};
 use p402::money::Usd;
-use p402::provider_health::ProviderHealth;
-use p402::request::{self, ChatRequest};
+use p402::ops::provider_health::ProviderHealth;
 use p402::router::{Router, Sticky};
 use p402::store::{LedgerEntry, Store};
+use p402::wire::request::{self, ChatRequest};
 use serde_json::{json, Value};
 
 /// A typical agent turn: a system prompt, some history, a question.
@@ -75,11 +75,11 @@ fn request_path(c: &mut Criterion) {
     });
     c.bench_function(
         "passthrough answer: read its usage, UTF-8 checked (1.5 KB)",
-        |b| b.iter(|| p402::providers::openai::passable_usage(black_box(&answer))),
+        |b| b.iter(|| p402::wire::openai::passable_usage(black_box(&answer))),
     );
     let chat = parse(&bytes);
     c.bench_function("count input tokens (o200k)", |b| {
-        b.iter(|| p402::tokens::count_input(black_box(&chat.body)))
+        b.iter(|| p402::wire::tokens::count_input(black_box(&chat.body)))
     });
 
     let config = p402::config::parse("bench", "").expect("default config");
@@ -92,7 +92,7 @@ fn request_path(c: &mut Criterion) {
         health: &health,
         sticky: &sticky,
     };
-    let tokens = p402::tokens::count_input(&chat.body);
+    let tokens = p402::wire::tokens::count_input(&chat.body);
     let mut cost = body();
     cost["p402"] = json!({"mode": "cost"});
     let cost = parse(cost.to_string().as_bytes());
@@ -103,11 +103,7 @@ fn request_path(c: &mut Criterion) {
     let openai = route.candidates[0].clone();
     c.bench_function("rewrite for the upstream (OpenAI)", |b| {
         b.iter(|| {
-            p402::providers::Adapter::of(&openai.provider).build_request(
-                &openai,
-                black_box(&chat),
-                None,
-            )
+            p402::wire::Adapter::of(&openai.provider).build_request(&openai, black_box(&chat), None)
         })
     });
     let mut claude = body();
@@ -117,7 +113,7 @@ fn request_path(c: &mut Criterion) {
     let anthropic = route.candidates[0].clone();
     c.bench_function("rewrite for the upstream (Anthropic)", |b| {
         b.iter(|| {
-            p402::providers::Adapter::of(&anthropic.provider).build_request(
+            p402::wire::Adapter::of(&anthropic.provider).build_request(
                 &anthropic,
                 black_box(&claude),
                 None,

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use p402::report::{self, GroupBy};
+use p402::ops::report::{self, GroupBy};
 use p402::store::{LedgerEntry, Store};
 
 const SPAN_DAYS: i64 = 60;
@@ -258,7 +258,7 @@ async fn measure(entries: u64, runs: usize) -> Size {
         ),
     )
     .expect("config");
-    let running = p402::serve::start(Some(&config))
+    let running = p402::server::serve::start(Some(&config))
         .await
         .expect("p402 starts");
     let base = format!("http://{}", running.local_addr());

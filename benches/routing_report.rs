@@ -19,9 +19,9 @@ use std::time::Instant;
 
 use p402::catalog::arena::Category;
 use p402::catalog::{Capability, Catalog, QualitySource, Usage};
-use p402::provider_health::ProviderHealth;
-use p402::request;
+use p402::ops::provider_health::ProviderHealth;
 use p402::router::{category, Needs, Router, Sticky};
+use p402::wire::request;
 use serde_json::{json, Value};
 
 struct Case {
@@ -145,7 +145,7 @@ fn main() {
     for case in &cases {
         let chat = request::parse(case.body.to_string().as_bytes(), &http::HeaderMap::new())
             .expect("valid request");
-        let tokens = p402::tokens::count_input(&chat.body);
+        let tokens = p402::wire::tokens::count_input(&chat.body);
         let route = match router.route(&chat, tokens) {
             Ok(route) => route,
             Err(e) => {
@@ -492,7 +492,7 @@ fn quality_mix(drop: u32) {
             let body = json!({"model": model, "messages": [{"role": "user", "content": prompt}]});
             let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
                 .expect("valid request");
-            let tokens = p402::tokens::count_input(&chat.body);
+            let tokens = p402::wire::tokens::count_input(&chat.body);
             let Ok(route) = router.route(&chat, tokens) else {
                 continue;
             };

@@ -3,9 +3,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use p402::logging::{self, LogFormat};
-use p402::report::GroupBy;
-use p402::{commands, serve};
+use p402::commands;
+use p402::ops::logging::{self, LogFormat};
+use p402::ops::report::GroupBy;
+use p402::server::serve;
 
 /// p402: a local LLM cost-control proxy. Point any OpenAI client at
 /// http://127.0.0.1:8402/v1 and every chat completion is routed, priced and
@@ -84,7 +85,7 @@ enum Command {
         name: Option<String>,
         /// The routing mode of the session's requests: cost, quality, speed, balanced or passthrough.
         #[arg(long)]
-        mode: Option<p402::mode::Mode>,
+        mode: Option<p402::router::mode::Mode>,
         /// A burn-rate cap: the session spends at most this many USD over any
         /// rolling hour (429 spend_rate_exceeded beyond it), so a runaway loop stops early.
         #[arg(long)]
@@ -102,8 +103,8 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
         /// csv (a header line, dollars as exact decimals) or jsonl (each entry as the ledger holds it).
-        #[arg(long, value_enum, default_value_t = p402::export::Format::Csv)]
-        format: p402::export::Format,
+        #[arg(long, value_enum, default_value_t = p402::ops::export::Format::Csv)]
+        format: p402::ops::export::Format,
     },
     /// Write a commented starter config (default ./p402.toml); never overwrites.
     Init {
@@ -124,7 +125,7 @@ enum Command {
         model: String,
         /// The routing mode (default: the config's).
         #[arg(long)]
-        mode: Option<p402::mode::Mode>,
+        mode: Option<p402::router::mode::Mode>,
         /// A request body in any door's dialect (`-`: standard input).
         #[arg(long, value_name = "FILE")]
         body: Option<PathBuf>,
@@ -173,7 +174,7 @@ enum CacheAction {
 
 fn main() -> ExitCode {
     // Whatever p402 writes (database, logs, catalog, config) is its user's.
-    p402::private::restrict_new_files();
+    p402::ops::private::restrict_new_files();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check { json } => commands::check(cli.config.as_deref(), json),
@@ -189,7 +190,7 @@ fn main() -> ExitCode {
                 },
         } => commands::catalog_update(
             cli.config.as_deref(),
-            p402::catalog_update::Sources {
+            p402::catalog::update::Sources {
                 from: from.as_deref(),
                 version: version.as_deref(),
                 arena_from: arena_from.as_deref(),
@@ -223,9 +224,9 @@ fn main() -> ExitCode {
             mode,
             max_usd_per_hour,
             command,
-        } => p402::run::run(
+        } => p402::commands::run::run(
             cli.config.as_deref(),
-            p402::run::Cap {
+            p402::commands::run::Cap {
                 budget,
                 max_usd_per_hour,
             },

@@ -102,10 +102,13 @@ fn redis_alone(url: &str, runtime: &tokio::runtime::Runtime) -> (Vec<u64>, Vec<u
             prefix: "bench-scripts".to_string(),
             ..Default::default()
         };
-        let store = p402::team::TeamStore::connect(&config, p402::metrics::Metrics::default().team)
-            .expect("team store")
-            .expect("configured");
-        let account = p402::budget::Account::shared_budget(
+        let store = p402::money::team::TeamStore::connect(
+            &config,
+            p402::ops::metrics::Metrics::default().team,
+        )
+        .expect("team store")
+        .expect("configured");
+        let account = p402::money::budget::Account::shared_budget(
             "bench",
             p402::money::Usd::from_dollars(1e6).expect("usd"),
             p402::config::Period::Month,

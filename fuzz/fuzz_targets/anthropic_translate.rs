@@ -9,7 +9,7 @@
 
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
-use p402::providers::{anthropic, openai};
+use p402::wire::{anthropic, openai};
 use serde_json::Value;
 
 /// Statuses Anthropic answers with, and ones it does not.

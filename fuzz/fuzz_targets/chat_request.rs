@@ -16,11 +16,11 @@ use libfuzzer_sys::fuzz_target;
 use p402::cache::Cache;
 use p402::catalog::Catalog;
 use p402::config::{CacheConfig, Config};
-use p402::provider_health::ProviderHealth;
-use p402::providers;
-use p402::request;
+use p402::ops::provider_health::ProviderHealth;
+use p402::wire;
+use p402::wire::request;
 use p402::router::{Needs, Router, Sticky};
-use p402::tokens;
+use p402::wire::tokens;
 use serde_json::{json, Value};
 
 struct World {
@@ -96,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = needs.expected_cost(model);
             let _ = needs.minimum_cost(model);
         }
-        let _ = providers::Adapter::of(&candidate.provider).build_request(candidate, &chat, None);
+        let _ = wire::Adapter::of(&candidate.provider).build_request(candidate, &chat, None);
     }
     // The Anthropic translation too, whatever the router chose.
     if let Some(provider) = world.catalog.provider("anthropic") {
@@ -112,6 +112,6 @@ fuzz_target!(|data: &[u8]| {
             model,
             expected_cost: None,
         };
-        let _ = providers::Adapter::of(provider).build_request(&candidate, &chat, None);
+        let _ = wire::Adapter::of(provider).build_request(&candidate, &chat, None);
     }
 });

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p402::providers::anthropic;
+use p402::wire::anthropic;
 use p402_fuzz::{chunked, drain, settle, split_size, Seen};
 use serde_json::Value;
 

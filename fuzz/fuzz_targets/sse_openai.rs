@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p402::providers::openai;
+use p402::wire::openai;
 use p402_fuzz::{chunked, drain, settle, split_size};
 
 fuzz_target!(|data: &[u8]| {

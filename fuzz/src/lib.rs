@@ -7,9 +7,9 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use futures_util::{stream, FutureExt, Stream, StreamExt};
 use p402::catalog::{Price, Usage};
-use p402::cost::{self, Costs, Used};
+use p402::money::cost::{self, Costs, Used};
 use p402::money::{PerMTok, Usd};
-use p402::providers::{openai, EventStream, StreamEvent};
+use p402::wire::{openai, EventStream, StreamEvent};
 use serde_json::Value;
 
 /// `data` in pieces of `size` bytes: an upstream's chunks split events,

@@ -46,8 +46,8 @@ use serde_json::Value;
 
 use crate::config::CacheConfig;
 use crate::embed::Embedder;
-use crate::request::ChatRequest;
 use crate::store::{Store, StoreError};
+use crate::wire::request::ChatRequest;
 use index::Index;
 use scope::Scope;
 

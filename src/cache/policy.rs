@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{scope, Probe};
 use crate::config::{CacheConfig, SemanticMatching};
-use crate::request::ChatRequest;
+use crate::wire::request::ChatRequest;
 
 /// The probe for `chat`, or `None` when it may be neither answered from
 /// nor stored in the cache. Not for `cache: false`, `n > 1`, a temperature
@@ -79,7 +79,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::request::P402Options;
+    use crate::wire::request::P402Options;
 
     fn chat(body: Value, options: P402Options) -> ChatRequest {
         let Value::Object(body) = body else {
@@ -183,14 +183,14 @@ mod tests {
             let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 4096,
                 "thinking": {"type": "enabled", "budget_tokens": thinking},
                 "messages": [{"role": "user", "content": "What is redb?"}]});
-            request.native = Some(crate::request::Native {
-                dialect: crate::request::Dialect::Messages,
+            request.native = Some(crate::wire::request::Native {
+                dialect: crate::wire::request::Dialect::Messages,
                 body: body.as_object().cloned().unwrap_or_default(),
                 headers: Vec::new(),
                 fidelity: if exact {
-                    crate::request::Fidelity::Exact
+                    crate::wire::request::Fidelity::Exact
                 } else {
-                    crate::request::Fidelity::Approximate
+                    crate::wire::request::Fidelity::Approximate
                 },
                 dropped: Vec::new(),
             });

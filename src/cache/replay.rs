@@ -85,7 +85,7 @@ pub fn storable(answer: &Value, store_tool_calls: bool) -> bool {
     let finish = choice.get("finish_reason").and_then(Value::as_str);
     let message = &choice["message"];
     // Replayed without its thinking, it would not be the answer asked for.
-    if message.get(crate::providers::THINKING).is_some() {
+    if message.get(crate::wire::THINKING).is_some() {
         return false;
     }
     let has_tools = message

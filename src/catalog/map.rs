@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Capability, Model};
-use crate::pypi::{self, FetchError};
+use crate::ops::pypi::{self, FetchError};
 
 /// The `litellm` release whose map p402 fetches by default.
 pub const LITELLM_VERSION: &str = "1.108.0";

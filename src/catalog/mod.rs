@@ -9,6 +9,7 @@
 pub mod arena;
 pub mod map;
 mod provider;
+pub mod update;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

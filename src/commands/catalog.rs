@@ -150,7 +150,7 @@ pub struct RouteQuestion<'a> {
     /// Or the model and prompt of a one-message Chat Completions request.
     pub model: &'a str,
     pub prompt: Option<&'a str>,
-    pub mode: Option<crate::mode::Mode>,
+    pub mode: Option<crate::router::mode::Mode>,
     /// chat, messages or responses; read from the body when absent.
     pub door: Option<&'a str>,
 }
@@ -174,7 +174,7 @@ fn explain_offline(
     explicit: Option<&Path>,
     question: &RouteQuestion,
 ) -> Result<serde_json::Value, String> {
-    use crate::door::Door;
+    use crate::endpoint::Door;
     let loaded = load_config(explicit)?;
     let config = &loaded.config;
     let catalog = Catalog::build_stored(&config::data_dir(config), config, |name| {
@@ -225,10 +225,10 @@ fn explain_offline(
         .parse(&bytes, &http::HeaderMap::new())
         .map_err(|e| format!("the request is not valid: {e}"))?;
     if let (Some(mode), Some(_)) = (question.mode, question.body) {
-        chat.options.mode = Some(crate::mode::ModeChoice::Named(mode));
+        chat.options.mode = Some(crate::router::mode::ModeChoice::Named(mode));
     }
-    let input_tokens = crate::tokens::count_input(&chat.body);
-    let health = crate::provider_health::ProviderHealth::default();
+    let input_tokens = crate::wire::tokens::count_input(&chat.body);
+    let health = crate::ops::provider_health::ProviderHealth::default();
     let sticky = crate::router::Sticky::default();
     let router = crate::router::Router {
         catalog: &catalog,

@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::config::{self, Discovered, LoadedConfig};
 
 mod catalog;
+pub mod run;
 pub use catalog::{models, route_explain, RouteQuestion};
 
 /// `p402 check`: validates the config and shows what it resolves to.
@@ -84,7 +85,7 @@ pub fn check(explicit: Option<&Path>, as_json: bool) -> ExitCode {
     let _ = writeln!(
         out,
         "data_dir: {}",
-        crate::serve::data_dir(config).display()
+        crate::server::serve::data_dir(config).display()
     );
     let _ = writeln!(
         out,
@@ -196,7 +197,7 @@ pub fn dashboard(explicit: Option<&Path>) -> ExitCode {
 /// `p402 catalog update`.
 pub fn catalog_update(
     explicit: Option<&Path>,
-    sources: crate::catalog_update::Sources,
+    sources: crate::catalog::update::Sources,
     as_json: bool,
 ) -> ExitCode {
     let loaded = match load_config(explicit) {
@@ -206,7 +207,7 @@ pub fn catalog_update(
             return ExitCode::from(1);
         }
     };
-    crate::catalog_update::run(&loaded.config, sources, as_json)
+    crate::catalog::update::run(&loaded.config, sources, as_json)
 }
 
 /// Writes a command's output; a closed pipe (`p402 models | head`) is not
@@ -273,7 +274,7 @@ pub fn init(path: Option<PathBuf>) -> ExitCode {
 /// database directly.
 enum Source {
     Server(serde_json::Value),
-    Offline(crate::budget::Book, Box<crate::config::Config>),
+    Offline(crate::money::budget::Book, Box<crate::config::Config>),
 }
 
 pub(crate) fn load_config(explicit: Option<&Path>) -> Result<LoadedConfig, String> {
@@ -312,7 +313,7 @@ async fn send_to_server(
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let upstream = crate::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
+    let upstream = crate::wire::upstream::Upstream::new(&crate::config::UpstreamConfig::default())
         .map_err(|e| format!("TLS set-up failed: {e}"))?;
     let mut request = http::Request::builder()
         .method(method)
@@ -335,7 +336,7 @@ async fn send_to_server(
         .map_err(|e| format!("bad request: {e}"))?;
     match tokio::time::timeout(std::time::Duration::from_secs(5), upstream.send(request)).await {
         Ok(Ok(response)) => Ok(Some(response)),
-        Ok(Err(crate::upstream::UpstreamError::Connect(_))) => Ok(None),
+        Ok(Err(crate::wire::upstream::UpstreamError::Connect(_))) => Ok(None),
         Ok(Err(e)) => Err(format!("the running p402 at {addr} did not answer: {e}")),
         Err(_) => Err(format!("the running p402 at {addr} did not answer in time")),
     }
@@ -378,9 +379,9 @@ fn source(explicit: Option<&Path>, path: &str) -> Result<Source, String> {
     if let Some(value) = ask_server(&loaded.config, path)? {
         return Ok(Source::Server(value));
     }
-    let dir = crate::serve::data_dir(&loaded.config);
+    let dir = crate::server::serve::data_dir(&loaded.config);
     let store = open_store(&dir)?;
-    let book = std::sync::Arc::try_unwrap(crate::budget::Book::new(store))
+    let book = std::sync::Arc::try_unwrap(crate::money::budget::Book::new(store))
         .map_err(|_| "the budget book is shared".to_string())?;
     Ok(Source::Offline(book, Box::new(loaded.config)))
 }
@@ -390,11 +391,11 @@ fn source(explicit: Option<&Path>, path: &str) -> Result<Source, String> {
 /// make), so that `sessions` and `report` say "nothing yet" instead of
 /// failing.
 fn open_store(dir: &Path) -> Result<crate::store::Store, String> {
-    crate::private::create_dir(dir)
+    crate::ops::private::create_dir(dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     let store = crate::store::Store::open(dir)
         .map_err(|e| format!("cannot open the database in {}: {e}", dir.display()))?;
-    crate::private::tighten(dir);
+    crate::ops::private::tighten(dir);
     Ok(store)
 }
 
@@ -402,7 +403,7 @@ fn open_store(dir: &Path) -> Result<crate::store::Store, String> {
 pub fn report(
     explicit: Option<&Path>,
     since: &str,
-    by: crate::report::GroupBy,
+    by: crate::ops::report::GroupBy,
     as_json: bool,
 ) -> ExitCode {
     let by_name = serde_json::to_value(by)
@@ -411,7 +412,7 @@ pub fn report(
         .unwrap_or_default();
     // Checked before anything is asked or opened; what passes is a span,
     // a date or a time, all safe in a query string.
-    let Some(start) = crate::report::parse_since(since, chrono::Utc::now()) else {
+    let Some(start) = crate::ops::report::parse_since(since, chrono::Utc::now()) else {
         eprintln!("p402 report: --since `{since}` is not a span (7d, 24h) or a date (2026-11-01)");
         return ExitCode::from(2);
     };
@@ -423,13 +424,13 @@ pub fn report(
         Source::Server(value) => Ok(value),
         Source::Offline(book, _) => {
             let report =
-                crate::report::build(book.store(), start, by).map_err(|e| e.to_string())?;
+                crate::ops::report::build(book.store(), start, by).map_err(|e| e.to_string())?;
             serde_json::to_value(report).map_err(|e| e.to_string())
         }
     });
     match result {
         Ok(value) if as_json => emit(&format!("{value}\n")),
-        Ok(value) => emit(&crate::report::table_from(&value)),
+        Ok(value) => emit(&crate::ops::report::table_from(&value)),
         Err(e) => {
             eprintln!("p402 report: {e}");
             ExitCode::from(1)
@@ -443,14 +444,14 @@ pub fn export(
     explicit: Option<&Path>,
     since: &str,
     until: Option<&str>,
-    format: crate::export::Format,
+    format: crate::ops::export::Format,
 ) -> ExitCode {
     let now = chrono::Utc::now();
-    let Some(start) = crate::report::parse_since(since, now) else {
+    let Some(start) = crate::ops::report::parse_since(since, now) else {
         eprintln!("p402 export: --since `{since}` is not a span (30d, 24h), a date (2026-11-01) or a time");
         return ExitCode::from(2);
     };
-    let end = match until.map(|until| (until, crate::report::parse_since(until, now))) {
+    let end = match until.map(|until| (until, crate::ops::report::parse_since(until, now))) {
         None => None,
         Some((_, Some(end))) => Some(end),
         Some((until, None)) => {
@@ -458,7 +459,7 @@ pub fn export(
             return ExitCode::from(2);
         }
     };
-    let asked = crate::export::Request {
+    let asked = crate::ops::export::Request {
         since: start,
         until: end,
         format,
@@ -470,10 +471,11 @@ pub fn export(
         if stream_from_server(&loaded.config, &path, &mut out)? {
             return Ok(());
         }
-        let store = open_store(&crate::serve::data_dir(&loaded.config))?;
-        match crate::export::write_to(&store, asked.since, asked.until, asked.format, &mut out) {
+        let store = open_store(&crate::server::serve::data_dir(&loaded.config))?;
+        match crate::ops::export::write_to(&store, asked.since, asked.until, asked.format, &mut out)
+        {
             Ok(_) => Ok(()),
-            Err(crate::export::ExportError::Io(e)) if reader_left(&e) => Ok(()),
+            Err(crate::ops::export::ExportError::Io(e)) if reader_left(&e) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
     });
@@ -538,7 +540,7 @@ fn reader_left(error: &std::io::Error) -> bool {
 /// A small runtime for a command run without the server that reads the
 /// team store, which it connects `book` to (if `[team]` names one).
 fn offline_team(
-    book: &crate::budget::Book,
+    book: &crate::money::budget::Book,
     config: &crate::config::Config,
 ) -> Result<tokio::runtime::Runtime, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -546,7 +548,10 @@ fn offline_team(
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let team = runtime.block_on(async {
-        crate::team::TeamStore::connect(&config.team, crate::metrics::Metrics::default().team)
+        crate::money::team::TeamStore::connect(
+            &config.team,
+            crate::ops::metrics::Metrics::default().team,
+        )
     });
     book.set_team(team.map_err(|e| e.to_string())?);
     Ok(runtime)
@@ -558,10 +563,10 @@ fn offline_team(
 pub fn team_report(
     explicit: Option<&Path>,
     since: &str,
-    by: crate::report::GroupBy,
+    by: crate::ops::report::GroupBy,
     as_json: bool,
 ) -> ExitCode {
-    let Some(start) = crate::report::parse_since(since, chrono::Utc::now()) else {
+    let Some(start) = crate::ops::report::parse_since(since, chrono::Utc::now()) else {
         eprintln!("p402 report: --since `{since}` is not a span (7d, 24h) or a date (2026-11-01)");
         return ExitCode::from(2);
     };
@@ -571,20 +576,20 @@ pub fn team_report(
             .build()
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         runtime.block_on(async {
-            let team = crate::team::TeamStore::connect(
+            let team = crate::money::team::TeamStore::connect(
                 &loaded.config.team,
-                crate::metrics::Metrics::default().team,
+                crate::ops::metrics::Metrics::default().team,
             )
             .map_err(|e| e.to_string())?
             .ok_or("no team store: set [team] redis_url (or $P402_REDIS_URL)")?;
             let entries = team.ledger(start).await.map_err(|e| e.to_string())?;
-            let report = crate::report::build_team(&entries, start, by);
+            let report = crate::ops::report::build_team(&entries, start, by);
             serde_json::to_value(report).map_err(|e| e.to_string())
         })
     });
     match result {
         Ok(value) if as_json => emit(&format!("{value}\n")),
-        Ok(value) => emit(&crate::report::table_from(&value)),
+        Ok(value) => emit(&crate::ops::report::table_from(&value)),
         Err(e) => {
             eprintln!("p402 report --team: {e}");
             ExitCode::from(1)
@@ -601,13 +606,13 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             Ok((sessions, budgets))
         }
         Source::Offline(book, config) => {
-            let sessions = crate::sessions::Sessions::default()
+            let sessions = crate::money::sessions::Sessions::default()
                 .list_all(&book)
                 .map_err(|e| e.to_string())?;
             let shared = offline_team(&book, &config)?
-                .block_on(crate::report::shared_balances(&book, &config));
+                .block_on(crate::ops::report::shared_balances(&book, &config));
             let budgets =
-                crate::report::budgets(&book, &config, &shared).map_err(|e| e.to_string())?;
+                crate::ops::report::budgets(&book, &config, &shared).map_err(|e| e.to_string())?;
             Ok((sessions, budgets))
         }
     });
@@ -616,7 +621,7 @@ pub fn sessions(explicit: Option<&Path>, as_json: bool) -> ExitCode {
             "{}\n",
             serde_json::json!({"sessions": sessions["data"], "budgets": budgets["data"]})
         )),
-        Ok((sessions, budgets)) => emit(&crate::report::sessions_table(&sessions, &budgets)),
+        Ok((sessions, budgets)) => emit(&crate::ops::report::sessions_table(&sessions, &budgets)),
         Err(e) => {
             eprintln!("p402 sessions: {e}");
             ExitCode::from(1)
@@ -638,7 +643,7 @@ pub fn setup(explicit: Option<&Path>, dir: Option<PathBuf>) -> ExitCode {
     let dir = dir.unwrap_or_else(|| {
         crate::embed::model_dir(
             loaded.config.cache.model_dir.as_ref(),
-            &crate::serve::data_dir(&loaded.config),
+            &crate::server::serve::data_dir(&loaded.config),
         )
     });
     let runtime = match tokio::runtime::Runtime::new() {
@@ -688,7 +693,7 @@ pub fn cache(explicit: Option<&Path>, clear: bool, as_json: bool) -> ExitCode {
         if let Some(value) = call_server(&loaded.config, method, path, None)? {
             return Ok(value);
         }
-        let dir = crate::serve::data_dir(&loaded.config);
+        let dir = crate::server::serve::data_dir(&loaded.config);
         let store = open_store(&dir)?;
         let cache = crate::cache::Cache::open(&store).map_err(|e| e.to_string())?;
         if clear {

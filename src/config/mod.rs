@@ -149,7 +149,7 @@ mod tests {
     fn empty_file_gives_defaults() {
         let config = parse("p402.toml", "").expect("empty config is valid");
         assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);
-        assert_eq!(config.routing.default_mode, crate::mode::Mode::Cost);
+        assert_eq!(config.routing.default_mode, crate::router::mode::Mode::Cost);
     }
 
     #[test]

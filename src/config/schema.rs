@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::catalog;
-use crate::mode::Mode;
+use crate::router::mode::Mode;
 
 /// A problem found after parsing: where (if known) and what.
 pub type Invalid = (Option<Range<usize>>, String);

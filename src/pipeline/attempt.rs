@@ -10,11 +10,11 @@ use http::{header, HeaderValue, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::metadata::AttemptStatus;
-use crate::metrics::ProviderLabels;
-use crate::providers::{Adapter, Answer, EventStream};
+use crate::money::metadata::AttemptStatus;
+use crate::ops::metrics::ProviderLabels;
 use crate::router::Candidate;
-use crate::upstream::UpstreamError;
+use crate::wire::upstream::UpstreamError;
+use crate::wire::{Adapter, Answer, EventStream};
 
 use super::context::{Context, Plan};
 use super::watch::{Watch, Watched};
@@ -37,7 +37,7 @@ pub enum AttemptError {
     /// provider may take it; if none can, the client is told why, in a
     /// 400 that keeps the translation's own code.
     #[error("{0}")]
-    Translate(crate::providers::TranslateError),
+    Translate(crate::wire::TranslateError),
     /// No answer: the connection failed, the request could not be sent,
     /// or no status came in time.
     #[error(transparent)]

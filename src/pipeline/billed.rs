@@ -9,9 +9,9 @@
 //! arrived). The request then fails over like any failed attempt, and the
 //! next candidate is charged for its own answer: both attempts are paid.
 
-use crate::budget::{Reservation, DEFAULT_MAX_OUTPUT};
 use crate::catalog::Usage;
-use crate::cost::{Costs, Used};
+use crate::money::budget::{Reservation, DEFAULT_MAX_OUTPUT};
+use crate::money::cost::{Costs, Used};
 use crate::money::Usd;
 use crate::router::Candidate;
 

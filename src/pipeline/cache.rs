@@ -4,12 +4,12 @@
 use http::Response;
 use serde_json::Value;
 
-use crate::body::Body;
 use crate::cache::replay;
 use crate::cache::{Cache, Hit, Probe};
-use crate::error::ApiError;
-use crate::metadata::Metadata;
-use crate::providers::Answer;
+use crate::money::metadata::Metadata;
+use crate::server::body::Body;
+use crate::server::error::ApiError;
+use crate::wire::Answer;
 
 use super::context::Context;
 use super::finish;

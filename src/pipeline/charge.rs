@@ -10,23 +10,23 @@
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
-use crate::alerts::Watched;
-use crate::budget::{self, Account, Book, Reservation, Shortfall};
-use crate::error::{Classify, ErrorKind};
+use crate::money::budget::{self, Account, Book, Reservation, Shortfall};
+use crate::money::sessions::{Session, Sessions};
+use crate::money::team::{TeamError, TeamHold};
 use crate::money::Usd;
-use crate::request::{ChatRequest, P402Options};
+use crate::ops::alerts::Watched;
+use crate::ops::state::Runtime;
 use crate::router::Candidate;
-use crate::sessions::{Session, Sessions};
-use crate::state::Runtime;
+use crate::server::error::{Classify, ErrorKind};
 use crate::store::{Condition, StoreError};
-use crate::team::{TeamError, TeamHold};
+use crate::wire::request::{ChatRequest, P402Options};
 
 /// Why a request cannot be charged as it asks.
 #[derive(Debug, thiserror::Error)]
 pub enum ChargeError {
     /// The session it names is not the caller's, or not usable.
     #[error(transparent)]
-    Session(#[from] crate::sessions::SessionError),
+    Session(#[from] crate::money::sessions::SessionError),
     /// The ledger cannot be written, so a charge could not be made durable.
     #[error("p402 cannot record charges now: {0}; budgeted requests are refused until the ledger can be written (see /health)")]
     LedgerUnavailable(String),
@@ -155,7 +155,11 @@ impl Charge {
     /// The ledger entry of request `id` served by `provider`, charged to
     /// these payers (its session and named budgets); the outcome fills in
     /// the rest.
-    pub fn entry(&self, id: &crate::ids::RequestId, provider: &str) -> crate::store::LedgerEntry {
+    pub fn entry(
+        &self,
+        id: &crate::server::ids::RequestId,
+        provider: &str,
+    ) -> crate::store::LedgerEntry {
         let mut entry = crate::store::LedgerEntry::new(id.to_string(), provider.to_string());
         entry.session = self.session.as_ref().map(|s| s.id.clone());
         entry.budgets = self.budgets.clone();

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::Probe;
-use crate::door::Door;
-use crate::ids::RequestId;
-use crate::metadata::FailedAttempt;
-use crate::mode::ModeChoice;
-use crate::request::ChatRequest;
+use crate::endpoint::Door;
+use crate::money::metadata::FailedAttempt;
+use crate::ops::state::{AppState, Runtime};
+use crate::router::mode::ModeChoice;
 use crate::router::{Candidate, Route};
-use crate::state::{AppState, Runtime};
+use crate::server::ids::RequestId;
+use crate::wire::request::ChatRequest;
 
 use super::charge::Charge;
 

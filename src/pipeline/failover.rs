@@ -4,10 +4,10 @@
 
 use std::borrow::Cow;
 
-use crate::error::{ApiError, Classify, ErrorKind};
-use crate::metadata::{AttemptStatus, FailedAttempt};
-use crate::metrics::ErrorLabels;
+use crate::money::metadata::{AttemptStatus, FailedAttempt};
+use crate::ops::metrics::ErrorLabels;
 use crate::router::Candidate;
+use crate::server::error::{ApiError, Classify, ErrorKind};
 
 use super::attempt::{self, AttemptError, Upstream};
 use super::billed;
@@ -55,7 +55,7 @@ async fn attempts<'p>(
                 state.book(),
                 candidate,
                 reserved_input(plan, candidate),
-                crate::budget::Output {
+                crate::money::budget::Output {
                     limit: plan.output_limit,
                     choices: plan.choices,
                     searches: plan.searches,
@@ -221,7 +221,7 @@ fn refused(candidate: &Candidate, error: AttemptError) -> Result<Outcome<'_>, Ap
         )));
     };
     let body = match &candidate.provider.api_key {
-        Some(key) => crate::providers::redact_key(body, key.expose()),
+        Some(key) => crate::wire::redact_key(body, key.expose()),
         None => body,
     };
     Ok(Outcome::Refused {

@@ -11,16 +11,16 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response};
 use tokio::sync::mpsc;
 
-use crate::body::{self, Body};
-use crate::budget::{Book, Reservation};
 use crate::cache::Hit;
 use crate::catalog::Price;
-use crate::cost::{Costs, Used};
-use crate::error::ApiError;
-use crate::metadata::{self, Metadata, SessionInfo, Timing};
+use crate::money::budget::{Book, Reservation};
+use crate::money::cost::{Costs, Used};
+use crate::money::metadata::{self, Metadata, SessionInfo, Timing};
 use crate::money::Usd;
-use crate::request_log::{elapsed_ms, RequestLog};
+use crate::ops::request_log::{elapsed_ms, RequestLog};
 use crate::router::Candidate;
+use crate::server::body::{self, Body};
+use crate::server::error::ApiError;
 use crate::store::{Condition, LedgerEntry};
 
 use super::charge::Charge;
@@ -126,9 +126,9 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
 /// The log line of a request that failed before it was parsed: nothing
 /// else is known about it.
 pub fn unparsed(
-    state: &crate::state::AppState,
-    id: &crate::ids::RequestId,
-    door: crate::door::Door,
+    state: &crate::ops::state::AppState,
+    id: &crate::server::ids::RequestId,
+    door: crate::endpoint::Door,
     started: std::time::Instant,
     error: &ApiError,
 ) {

@@ -52,13 +52,13 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::Body;
-use crate::door::Door;
-use crate::error::ApiError;
-use crate::ids::RequestId;
-use crate::limits::Permit;
-use crate::mode::ModeChoice;
-use crate::state::{AppState, Runtime};
+use crate::endpoint::Door;
+use crate::ops::state::{AppState, Runtime};
+use crate::router::mode::ModeChoice;
+use crate::server::body::Body;
+use crate::server::error::ApiError;
+use crate::server::ids::RequestId;
+use crate::server::limits::Permit;
 
 use cache::Looked;
 use charge::Charge;

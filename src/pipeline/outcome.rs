@@ -6,12 +6,12 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::budget::Reservation;
 use crate::cache::Hit;
-use crate::error::ApiError;
-use crate::metadata::FailedAttempt;
-use crate::providers::{Answer, EventStream};
+use crate::money::budget::Reservation;
+use crate::money::metadata::FailedAttempt;
 use crate::router::Candidate;
+use crate::server::error::ApiError;
+use crate::wire::{Answer, EventStream};
 
 use super::context::Served;
 use super::watch::Watch;

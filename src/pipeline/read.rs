@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::config::ServerConfig;
-use crate::error::{Classify, ErrorKind};
+use crate::server::error::{Classify, ErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

@@ -18,16 +18,16 @@ use http::Response;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::body::Body;
-use crate::budget::Reservation;
 use crate::cache;
 use crate::cache::replay;
 use crate::catalog::Usage;
-use crate::cost::{self, Used};
-use crate::door::StreamWriter;
-use crate::error::{ApiError, ErrorKind};
-use crate::limits::Permit;
-use crate::providers::{openai, Adapter, EventStream, StreamError, StreamEvent};
+use crate::endpoint::StreamWriter;
+use crate::money::budget::Reservation;
+use crate::money::cost::{self, Used};
+use crate::server::body::Body;
+use crate::server::error::{ApiError, ErrorKind};
+use crate::server::limits::Permit;
+use crate::wire::{openai, Adapter, EventStream, StreamError, StreamEvent};
 
 use super::context::{Context, Plan, Served};
 use super::finish::{self, Ending, Exit};
@@ -130,7 +130,7 @@ struct Kept {
     envelope: Option<(Value, Value)>,
     /// What a stream in the client's own dialect reported; `None` for a
     /// stream of OpenAI chunks.
-    native: Option<crate::providers::native::Tally>,
+    native: Option<crate::wire::native::Tally>,
 }
 
 /// Prepares the relay of `events`, and returns the response whose body
@@ -174,7 +174,7 @@ impl Relaying {
         let mut kept = Kept {
             native: Adapter::of(&relay.served.candidate.provider)
                 .native_dialect(&relay.served.candidate, &relay.cx.chat)
-                .map(crate::providers::native::Tally::new),
+                .map(crate::wire::native::Tally::new),
             ..Kept::default()
         };
         let end = relay.pass(&mut events, &tx, &mut kept).await;
@@ -243,7 +243,7 @@ impl Ended {
     /// The stream's last bytes, once the finish has settled it: the
     /// metadata event of a complete stream (which is then cached), or the
     /// failure. The concurrency slot is given back last.
-    pub async fn close(mut self, metadata: Option<crate::metadata::Metadata>) {
+    pub async fn close(mut self, metadata: Option<crate::money::metadata::Metadata>) {
         match (&self.error, &self.used) {
             (None, Some(used)) => {
                 self.relay.store_in_cache(&self.kept, used).await;
@@ -269,7 +269,7 @@ impl Relay {
             // and the output counted from what arrived.
             (None, Some(partial)) => Used {
                 usage: crate::catalog::Usage {
-                    output_tokens: crate::tokens::count_text(&kept.text),
+                    output_tokens: crate::wire::tokens::count_text(&kept.text),
                     ..partial
                 },
                 estimated: true,
@@ -334,7 +334,7 @@ impl Relay {
                 // provider key if it echoes it (as a refused key often is).
                 let mut bytes = self.writer.provider_error(&chunk);
                 if let Some(key) = &self.served.candidate.provider.api_key {
-                    bytes = crate::providers::redact_key(bytes, key.expose());
+                    bytes = crate::wire::redact_key(bytes, key.expose());
                 }
                 let _ = tx.send(bytes).await;
                 return StreamEnd::ProviderError;
@@ -551,7 +551,7 @@ fn collect_answer(
         // An answer with thinking is not stored either: replayed without
         // it, it would not be the answer asked for.
         *tool_calls |= delta.get("tool_calls").is_some_and(|c| !c.is_null())
-            || delta.get(crate::providers::THINKING).is_some();
+            || delta.get(crate::wire::THINKING).is_some();
         if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
             *finish = Some(reason.clone());
         }

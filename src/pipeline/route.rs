@@ -5,11 +5,11 @@ use serde_json::{Map, Value};
 
 use crate::cache::Probe;
 use crate::catalog::Capability;
-use crate::error::ApiError;
-use crate::mode::{Mode, ModeChoice};
-use crate::request::ChatRequest;
+use crate::router::mode::{Mode, ModeChoice};
 use crate::router::{Needs, CONTEXT_RESERVE_TOKENS};
-use crate::tokens;
+use crate::server::error::ApiError;
+use crate::wire::request::ChatRequest;
+use crate::wire::tokens;
 
 use super::context::{Context, Plan};
 

@@ -15,8 +15,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Classify, ErrorKind};
-use crate::request::ChatRequest;
+use crate::server::error::{Classify, ErrorKind};
+use crate::wire::request::ChatRequest;
 
 /// Input tokens assumed for input p402 cannot count on a model whose
 /// context window the catalog does not know: more than any model takes.
@@ -101,7 +101,7 @@ mod tests {
 
     fn chat(body: Value) -> ChatRequest {
         let bytes = serde_json::to_vec(&body).expect("json");
-        crate::request::parse(&bytes, &http::HeaderMap::new()).expect("parses")
+        crate::wire::request::parse(&bytes, &http::HeaderMap::new()).expect("parses")
     }
 
     fn ask(extra: Value) -> Value {

@@ -132,7 +132,7 @@ where
             // "connection reset by peer" is in the source chain, not in
             // hyper's top message.
             Some(Err(e)) => Poll::Ready(Some(Err(WatchedError::Read(
-                crate::upstream::error_chain(&e),
+                crate::wire::upstream::error_chain(&e),
             )))),
             Some(Ok(bytes)) => {
                 self.watch.touch();

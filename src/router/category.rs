@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::catalog::arena::Category;
 use crate::catalog::Capability;
-use crate::request::ChatRequest;
+use crate::wire::request::ChatRequest;
 
 use super::Needs;
 
@@ -318,7 +318,7 @@ mod tests {
     #[test]
     fn an_image_makes_it_vision_and_only_the_last_user_message_counts() {
         let request = |body: serde_json::Value| {
-            crate::request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
+            crate::wire::request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
                 .expect("valid request")
         };
         let with_image = request(serde_json::json!({
@@ -346,7 +346,7 @@ mod tests {
     fn a_long_message_is_a_longer_query_whatever_it_holds() {
         let text = "é".repeat(10_000) + " prove the theorem ```fn main() {}```";
         assert_eq!(of_text(&text), Category::LongerQuery);
-        let request = crate::request::parse(
+        let request = crate::wire::request::parse(
             serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
                 {"type": "text", "text": "Prove this theorem:"},
                 {"type": "text", "text": "x".repeat(LONG_BYTES)}

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::catalog::{Capability, Model, Usage};
 use crate::money::Usd;
-use crate::request::ChatRequest;
+use crate::wire::request::ChatRequest;
 
 /// When a request sets no output limit, this many output tokens are assumed
 /// when comparing costs: a typical chat answer. (A hard cap on spend, which
@@ -70,8 +70,8 @@ impl Needs {
     }
 
     /// What the request asks the model to write, for a budget's plan.
-    pub fn output(&self) -> crate::budget::Output {
-        crate::budget::Output {
+    pub fn output(&self) -> crate::money::budget::Output {
+        crate::money::budget::Output {
             limit: self.output_limit,
             choices: self.choices,
             searches: self.searches,
@@ -89,8 +89,8 @@ impl Needs {
     pub fn minimum_cost(&self, model: &Model) -> Option<Usd> {
         let output = self
             .output_limit
-            .map_or(crate::budget::MIN_USEFUL_OUTPUT, |l| {
-                l.min(crate::budget::MIN_USEFUL_OUTPUT)
+            .map_or(crate::money::budget::MIN_USEFUL_OUTPUT, |l| {
+                l.min(crate::money::budget::MIN_USEFUL_OUTPUT)
             });
         let usage = Usage {
             input_tokens: self.input_tokens,
@@ -129,12 +129,12 @@ pub fn choices(body: &serde_json::Map<String, Value>) -> u32 {
 
 /// The most web searches the provider may run for the request, each billed
 /// per call: the client's limit where it set one (`max_tool_calls`,
-/// `max_uses`), else [`crate::providers::DEFAULT_WEB_SEARCHES`], the limit a budgeted request
-/// is sent with ([`crate::providers::cap_web_searches`]). OpenAI's search models
+/// `max_uses`), else [`crate::wire::DEFAULT_WEB_SEARCHES`], the limit a budgeted request
+/// is sent with ([`crate::wire::cap_web_searches`]). OpenAI's search models
 /// (`web_search_options`) search once per request.
 pub fn web_searches(chat: &ChatRequest) -> u32 {
-    use crate::providers::{is_web_search_tool, DEFAULT_WEB_SEARCHES, WEB_SEARCH};
-    use crate::request::Dialect;
+    use crate::wire::request::Dialect;
+    use crate::wire::{is_web_search_tool, DEFAULT_WEB_SEARCHES, WEB_SEARCH};
     use serde_json::Map;
     let limit = |v: Option<&Value>| {
         v.and_then(Value::as_u64).map_or(DEFAULT_WEB_SEARCHES, |n| {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::catalog::arena::Category;
 use crate::catalog::{Model, QualitySource};
 use crate::money::Usd;
-use crate::request::ChatRequest;
+use crate::wire::request::ChatRequest;
 
 use super::{
     attempts, category, failover_order, ModeChoice, Needs, Reject, RouteError, Router, Standard,

@@ -9,6 +9,7 @@
 pub mod category;
 mod eligibility;
 mod explain;
+pub mod mode;
 mod quality;
 mod sticky;
 
@@ -16,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use crate::mode::{Mode, ModeChoice, Weights, AUTO};
+pub use crate::router::mode::{Mode, ModeChoice, Weights, AUTO};
 pub use eligibility::{Needs, Reject, CONTEXT_RESERVE_TOKENS, EXPECTED_OUTPUT_TOKENS};
 pub use explain::{Explained, Explanation};
 pub use quality::{QualityNote, Standard};
@@ -24,10 +25,10 @@ pub use sticky::{ConversationKey, Sticky};
 
 use crate::catalog::{Capability, Catalog, Model, Price, Provider};
 use crate::config::RoutingConfig;
-use crate::error::{Classify, ErrorKind};
 use crate::money::Usd;
-use crate::provider_health::ProviderHealth;
-use crate::request::ChatRequest;
+use crate::ops::provider_health::ProviderHealth;
+use crate::server::error::{Classify, ErrorKind};
+use crate::wire::request::ChatRequest;
 
 /// At most this many candidates are tried for one request.
 pub const MAX_ATTEMPTS: usize = 3;

@@ -3,7 +3,7 @@
 use super::*;
 use crate::catalog::BuiltinCatalog;
 use crate::config::parse;
-use crate::request;
+use crate::wire::request;
 use serde_json::{json, Value};
 
 const TEST_CATALOG: &str = r#"
@@ -155,7 +155,7 @@ impl Fixture {
         }
     }
 
-    fn route(&self, body: Value) -> Result<Route, crate::error::ApiError> {
+    fn route(&self, body: Value) -> Result<Route, crate::server::error::ApiError> {
         self.route_tokens(body, 20)
     }
 
@@ -163,12 +163,12 @@ impl Fixture {
         &self,
         body: Value,
         input_tokens: u64,
-    ) -> Result<Route, crate::error::ApiError> {
+    ) -> Result<Route, crate::server::error::ApiError> {
         let chat = request::parse(body.to_string().as_bytes(), &http::HeaderMap::new())
             .expect("valid request");
         self.router()
             .route(&chat, input_tokens)
-            .map_err(crate::error::ApiError::from)
+            .map_err(crate::server::error::ApiError::from)
     }
 
     fn picks(&self, body: Value) -> Vec<String> {
@@ -364,7 +364,7 @@ fn ties_are_broken_by_cost_then_name() {
 #[test]
 fn an_open_circuit_skips_the_provider() {
     let f = fixture("");
-    let policy = crate::provider_health::BreakerPolicy {
+    let policy = crate::ops::provider_health::BreakerPolicy {
         failures: 1,
         cooldown: std::time::Duration::from_secs(60),
     };

@@ -697,7 +697,7 @@ mod tests {
                     let accounts = accounts.clone();
                     tasks.push(tokio::spawn(async move {
                         for _ in 0..EACH {
-                            let id = crate::ids::RequestId::new().to_string();
+                            let id = crate::server::ids::RequestId::new().to_string();
                             store
                                 .record(&entry(&id, 3), &accounts)
                                 .await
@@ -749,7 +749,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let accounts = vec!["session:a".to_string()];
         let ids: Vec<String> = (0..50)
-            .map(|_| crate::ids::RequestId::new().to_string())
+            .map(|_| crate::server::ids::RequestId::new().to_string())
             .collect();
         {
             let store = Store::open(dir.path()).expect("open");
@@ -839,14 +839,14 @@ mod tests {
             let accounts = vec!["session:a".to_string(), "budget:g:total".to_string()];
             store
                 .record(
-                    &entry(&crate::ids::RequestId::new().to_string(), 5),
+                    &entry(&crate::server::ids::RequestId::new().to_string(), 5),
                     &accounts,
                 )
                 .await
                 .expect("record");
             store
                 .record(
-                    &entry(&crate::ids::RequestId::new().to_string(), 7),
+                    &entry(&crate::server::ids::RequestId::new().to_string(), 7),
                     &accounts[..1],
                 )
                 .await

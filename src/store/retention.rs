@@ -135,7 +135,7 @@ pub async fn run(store: Store, keep: impl Fn() -> Option<chrono::Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{self, GroupBy};
+    use crate::ops::report::{self, GroupBy};
     use crate::store::tests_support::entry_at;
     use crate::store::Totals;
 

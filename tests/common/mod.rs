@@ -848,7 +848,7 @@ quality = 50
 
 /// A p402 running in this test process.
 pub struct TestProxy {
-    pub running: Option<p402::serve::Running>,
+    pub running: Option<p402::server::serve::Running>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub client: reqwest::Client,
@@ -866,7 +866,7 @@ impl TestProxy {
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
         std::fs::write(&config_path, edit(setup.toml(&data_dir))).expect("write config");
-        let running = p402::serve::start(Some(&config_path))
+        let running = p402::server::serve::start(Some(&config_path))
             .await
             .expect("p402 starts");
         TestProxy {
@@ -968,7 +968,7 @@ impl TestProxy {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
-        let running = p402::serve::start(Some(&self.config_path))
+        let running = p402::server::serve::start(Some(&self.config_path))
             .await
             .expect("p402 starts again on the same data");
         self.running = Some(running);

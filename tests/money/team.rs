@@ -425,7 +425,7 @@ async fn a_crashed_instance_holds_lapse_and_a_long_request_keeps_its_own() {
 
 #[tokio::test]
 async fn settlement_is_idempotent_by_request_id() {
-    use p402::budget::Account;
+    use p402::money::budget::Account;
     use p402::money::Usd;
     let redis = RedisServer::start();
     let config = p402::config::TeamConfig {
@@ -434,9 +434,10 @@ async fn settlement_is_idempotent_by_request_id() {
         ..Default::default()
     };
     std::env::set_var("P402_REDIS_URL", redis.url());
-    let store = p402::team::TeamStore::connect(&config, p402::metrics::Metrics::default().team)
-        .expect("connect")
-        .expect("configured");
+    let store =
+        p402::money::team::TeamStore::connect(&config, p402::ops::metrics::Metrics::default().team)
+            .expect("connect")
+            .expect("configured");
     std::env::remove_var("P402_REDIS_URL");
     let account = Account::shared_budget(
         "b",

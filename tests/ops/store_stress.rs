@@ -190,7 +190,7 @@ fn mixed_load_never_hangs() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let id = p402::ids::RequestId::new().to_string();
+                    let id = p402::server::ids::RequestId::new().to_string();
                     if n % 4 == 0 {
                         me.run("free ledger entry", || {
                             store
