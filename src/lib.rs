@@ -11,6 +11,8 @@
 //! Public are the modules the binary, the benches, the integration tests
 //! and the fuzz targets use; the rest is private to the crate.
 
+#![warn(missing_docs)]
+
 mod api;
 pub mod cache;
 pub mod catalog;

@@ -144,7 +144,7 @@ pub struct ServerConfig {
     /// Connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// Web origins (`http://localhost:3000`) whose pages may call p402;
-    /// any other `Origin` is refused (src/boundary.rs).
+    /// any other `Origin` is refused (src/server/boundary.rs).
     pub allowed_origins: Vec<String>,
     /// Host names besides IP addresses and `localhost` that p402 answers
     /// to (a name for it on the LAN, say).

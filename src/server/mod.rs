@@ -196,7 +196,7 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
 }
 
 /// Every response carries its request id, whichever handler produced it;
-/// the boundary (src/boundary.rs) is checked before anything else.
+/// the boundary (src/server/boundary.rs) is checked before anything else.
 async fn dispatch(
     state: &AppState,
     bound: SocketAddr,
@@ -298,7 +298,7 @@ async fn route(
             return ApiError::internal(format!("ledger: {e}")).into_response(&request_id);
         }
     }
-    // What this key may see of other keys' sessions (src/visibility.rs).
+    // What this key may see of other keys' sessions (src/api/visibility.rs).
     let viewer = || {
         crate::api::visibility::Viewer::of(state, &runtime, local_key.as_deref())
             .map_err(|e| ApiError::internal(format!("sessions: {e}")))

@@ -154,7 +154,7 @@ pub fn latest(
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(20)
         .clamp(1, 500);
-    // Other keys' sessions' requests are left out (src/visibility.rs).
+    // Other keys' sessions' requests are left out (src/api/visibility.rs).
     let entries = state.book().store().latest_entries(limit).map(|entries| {
         entries
             .into_iter()
