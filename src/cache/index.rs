@@ -75,7 +75,7 @@ impl Default for Index {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Found {
     pub id: u64,
-    pub score: f32,
+    pub(crate) score: f32,
 }
 
 impl Index {
@@ -93,6 +93,7 @@ impl Index {
         self.positions.len()
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
     }
@@ -168,7 +169,7 @@ impl Index {
         true
     }
 
-    pub fn exact(&self, scope: &Scope, question_hash: u64, now: u64) -> Option<u64> {
+    pub(crate) fn exact(&self, scope: &Scope, question_hash: u64, now: u64) -> Option<u64> {
         let partition = self.partitions.get(scope)?;
         let id = *partition.exact.get(&question_hash)?;
         let (_, position) = self.positions.get(&id)?;
@@ -358,7 +359,7 @@ impl Index {
         out
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.partitions.clear();
         self.positions.clear();
     }

@@ -46,6 +46,7 @@ impl Centroids {
         self.rows.len() / DIMENSIONS
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -190,10 +191,6 @@ impl Ivf {
         }
     }
 
-    pub fn centroids(&self) -> &Centroids {
-        &self.centroids
-    }
-
     /// The vector at `position`.
     pub fn row(&self, position: usize) -> &[i8] {
         let (list, index) = self.place[position];
@@ -243,6 +240,7 @@ impl Ivf {
         self.place.len()
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.place.is_empty()
     }

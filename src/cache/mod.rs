@@ -55,8 +55,8 @@ use scope::Scope;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub id: u64,
-    pub scope: String,
-    pub question: String,
+    pub(crate) scope: String,
+    pub(crate) question: String,
     /// Kept as raw bytes after the JSON ([`record`]); read from the JSON
     /// only in entries written before that.
     #[serde(default, skip_serializing)]
@@ -65,24 +65,24 @@ pub struct Entry {
     /// p402's metadata).
     pub response: Value,
     pub input_tokens: u64,
-    pub output_tokens: u64,
+    pub(crate) output_tokens: u64,
     pub provider: String,
     pub model: String,
-    pub created: u64,
-    pub expires: u64,
-    pub hits: u64,
-    pub last_hit: u64,
+    pub(crate) created: u64,
+    pub(crate) expires: u64,
+    pub(crate) hits: u64,
+    pub(crate) last_hit: u64,
 }
 
 /// A cacheable request, prepared for lookup and later store.
 #[derive(Debug, Clone)]
 pub struct Probe {
-    pub scope: Scope,
-    pub question: String,
+    pub(crate) scope: Scope,
+    pub(crate) question: String,
     question_hash: u64,
     /// Filled by a semantic lookup, reused by the store.
     pub vector: Option<Vec<f32>>,
-    pub ttl: u64,
+    pub(crate) ttl: u64,
     /// Whether a similar question may answer it, or only the same one
     /// (`[cache] semantic`).
     pub semantic: bool,
@@ -114,7 +114,7 @@ impl Probe {
 /// An answer from the cache.
 #[derive(Debug, Clone)]
 pub struct Hit {
-    pub entry: Entry,
+    pub(crate) entry: Entry,
     /// 1.0 for an exact match.
     pub similarity: f32,
 }
@@ -204,7 +204,7 @@ impl Cache {
         self.index().has_ivf(scope)
     }
 
-    pub fn set_embedder(&self, embedder: Embedder) {
+    pub(crate) fn set_embedder(&self, embedder: Embedder) {
         self.inner.embedder.store(Some(Arc::new(embedder)));
     }
 

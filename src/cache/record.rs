@@ -34,10 +34,10 @@ const INDEX_HEADER: usize = 1 + 32 + 8 + 8 + 8;
 /// What the in-memory index is rebuilt from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexRecord {
-    pub scope: Scope,
-    pub question_hash: u64,
-    pub expires: u64,
-    pub last_used: u64,
+    pub(crate) scope: Scope,
+    pub(crate) question_hash: u64,
+    pub(crate) expires: u64,
+    pub(crate) last_used: u64,
     /// Empty for an entry stored without an embedding.
     pub vector: Vec<i8>,
 }
@@ -46,7 +46,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Malformed(what.to_string())
 }
 
-pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(entry)?;
     let vector = entry.vector.as_deref().unwrap_or(&[]);
     let mut out = Vec::with_capacity(5 + json.len() + vector.len() * 4);
@@ -59,7 +59,7 @@ pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-pub fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
     match bytes.first() {
         Some(b'{') => Ok(serde_json::from_slice(bytes)?),
         Some(&ENTRY_V1) => {
@@ -105,7 +105,7 @@ impl IndexRecord {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(INDEX_HEADER + self.vector.len());
         out.push(INDEX_V1);
         out.extend_from_slice(&self.scope.0);
@@ -116,7 +116,7 @@ impl IndexRecord {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         if bytes.len() < INDEX_HEADER || bytes[0] != INDEX_V1 {
             return Err(corrupt("unknown cache index record"));
         }

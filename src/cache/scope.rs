@@ -25,7 +25,7 @@ const NOT_SHAPING: &[&str] = &[
 pub struct Scope(pub [u8; 32]);
 
 impl Scope {
-    pub fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -58,7 +58,7 @@ impl Scope {
         Scope(hasher.finalize().into())
     }
 
-    pub fn from_hex(text: &str) -> Option<Self> {
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
         if text.len() != 64 {
             return None;
         }

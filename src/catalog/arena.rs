@@ -53,7 +53,7 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 10] = [
+    pub(crate) const ALL: [Category; 10] = [
         Category::Overall,
         Category::Coding,
         Category::Math,
@@ -111,8 +111,8 @@ pub struct Rating {
     pub rating: f64,
     /// The 95% confidence interval Arena publishes.
     pub low: f64,
-    pub high: f64,
-    pub votes: u64,
+    pub(crate) high: f64,
+    pub(crate) votes: u64,
 }
 
 /// A model's ratings, by category (a model is not rated in every one).
@@ -120,7 +120,7 @@ pub struct Rating {
 pub struct Ratings(HashMap<Category, Rating>);
 
 impl Ratings {
-    pub fn get(&self, category: Category) -> Option<&Rating> {
+    pub(crate) fn get(&self, category: Category) -> Option<&Rating> {
         self.0.get(&category)
     }
 
@@ -187,7 +187,7 @@ pub struct Leaderboard {
 }
 
 impl Leaderboard {
-    pub fn ratings(&self, name: &str) -> Option<&Ratings> {
+    pub(crate) fn ratings(&self, name: &str) -> Option<&Ratings> {
         self.models.get(name)
     }
 
@@ -200,8 +200,8 @@ impl Leaderboard {
 /// A row that was left out, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
-    pub row: String,
-    pub reason: String,
+    pub(crate) row: String,
+    pub(crate) reason: String,
 }
 
 /// Reads Arena's JSON: `{"fetched_at", "pages": {"text/coding": [[name,
@@ -300,7 +300,7 @@ static BUILTIN: LazyLock<Arc<Leaderboard>> = LazyLock::new(|| {
     Arc::new(board)
 });
 
-pub fn builtin() -> Arc<Leaderboard> {
+pub(crate) fn builtin() -> Arc<Leaderboard> {
     BUILTIN.clone()
 }
 
@@ -340,7 +340,7 @@ pub fn read(path: &Path) -> Result<(Vec<u8>, String), ArenaError> {
     Ok((json, format!("arena.ai via file {name}")))
 }
 
-pub fn stored_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn stored_path(data_dir: &Path) -> PathBuf {
     data_dir.join(STORED)
 }
 

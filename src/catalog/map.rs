@@ -76,14 +76,14 @@ pub enum MapError {
 pub struct Entry {
     pub provider: String,
     pub id: String,
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
+    pub(crate) input_per_mtok: f64,
+    pub(crate) output_per_mtok: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_input_per_mtok: Option<f64>,
+    pub(crate) cached_input_per_mtok: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_write_per_mtok: Option<f64>,
+    pub(crate) cache_write_per_mtok: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_write_1h_per_mtok: Option<f64>,
+    pub(crate) cache_write_1h_per_mtok: Option<f64>,
     /// USD per web search call (LiteLLM's `search_context_cost_per_query`,
     /// at its dearest context size: the sizes cost the same for every
     /// provider but Perplexity, and a cap must not under-count).
@@ -92,7 +92,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_output: Option<u32>,
+    pub(crate) max_output: Option<u32>,
     pub capabilities: Vec<Capability>,
 }
 
@@ -144,8 +144,8 @@ impl PriceMap {
 /// An entry of the map that was left out, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
-    pub key: String,
-    pub reason: String,
+    pub(crate) key: String,
+    pub(crate) reason: String,
 }
 
 /// The map's entries for the providers p402 speaks, each checked; the
@@ -363,9 +363,9 @@ pub fn store(data_dir: &Path, map: &PriceMap) -> Result<PathBuf, MapError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceChange {
     pub model: String,
-    pub what: &'static str,
-    pub before: f64,
-    pub after: f64,
+    pub(crate) what: &'static str,
+    pub(crate) before: f64,
+    pub(crate) after: f64,
 }
 
 impl PriceChange {
@@ -385,10 +385,10 @@ impl PriceChange {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub new: Vec<String>,
-    pub prices: Vec<PriceChange>,
+    pub(crate) prices: Vec<PriceChange>,
 }
 
-pub fn changes(before: &[Model], map: &PriceMap) -> Changes {
+pub(crate) fn changes(before: &[Model], map: &PriceMap) -> Changes {
     let mut changes = Changes::default();
     for entry in &map.models {
         let name = format!("{}/{}", entry.provider, entry.id);

@@ -73,7 +73,7 @@ static BUILTIN: LazyLock<BuiltinCatalog> = LazyLock::new(|| {
     toml::from_str(BUILTIN_TOML).unwrap_or_else(|e| panic!("built-in catalog is invalid: {e}"))
 });
 
-pub fn builtin_provider(name: &str) -> Option<Api> {
+pub(crate) fn builtin_provider(name: &str) -> Option<Api> {
     BUILTIN
         .providers
         .iter()
@@ -118,11 +118,11 @@ pub struct Model {
     pub provider: String,
     /// What the provider calls it (usually the same as `id`).
     pub upstream_id: String,
-    pub aliases: Vec<String>,
+    pub(crate) aliases: Vec<String>,
     /// `None` when nobody has priced it: such a model is never charged as $0.
     pub price: Option<Price>,
     pub context: Option<u32>,
-    pub max_output: Option<u32>,
+    pub(crate) max_output: Option<u32>,
     pub capabilities: Vec<Capability>,
     /// A 0-100 score: Artificial Analysis's index where the catalog says
     /// so, a hand estimate elsewhere, or the config's. Compared only with
@@ -135,7 +135,7 @@ pub struct Model {
     pub arena: Option<String>,
     /// Its measured ratings: set exactly when `quality_source` is `Arena`.
     pub ratings: Option<Arc<arena::Ratings>>,
-    pub speed_tps: Option<f64>,
+    pub(crate) speed_tps: Option<f64>,
     /// Shown as `cost_source` in the metadata.
     pub cost_source: String,
 }
@@ -312,7 +312,7 @@ impl Catalog {
         toml::from_str(text)
     }
 
-    pub fn build_from(
+    pub(crate) fn build_from(
         base: &BuiltinCatalog,
         price_map: Option<&map::PriceMap>,
         config: &Config,
@@ -483,7 +483,7 @@ impl Catalog {
         &self.arena
     }
 
-    pub fn providers(&self) -> &[Arc<Provider>] {
+    pub(crate) fn providers(&self) -> &[Arc<Provider>] {
         &self.providers
     }
 
@@ -716,7 +716,7 @@ mod tests {
         assert_eq!(gpt.price.map(|p| p.input), PerMTok::from_dollars(1.0));
         assert_eq!(gpt.cost_source, "config");
         let llama = c.find("llama3.2").expect("llama");
-        assert!(llama.price.is_some_and(|p| p.is_free()));
+        assert!(llama.price.is_some_and(|p| p.input == PerMTok::default() && p.output == PerMTok::default()));
     }
 
     #[test]

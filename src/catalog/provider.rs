@@ -12,7 +12,7 @@ use super::Api;
 pub struct ApiKey(pub(super) String);
 
 impl ApiKey {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -26,12 +26,12 @@ impl fmt::Debug for ApiKey {
 /// A provider as configured right now.
 #[derive(Debug, Clone)]
 pub struct Provider {
-    pub name: String,
-    pub base_url: String,
-    pub api: Api,
+    pub(crate) name: String,
+    pub(crate) base_url: String,
+    pub(crate) api: Api,
     /// The variable the key is read from; `None` for keyless local servers.
     pub api_key_env: Option<String>,
-    pub api_key: Option<ApiKey>,
+    pub(crate) api_key: Option<ApiKey>,
     pub enabled: bool,
     /// The key may go over plain HTTP to a host that is not loopback.
     pub allow_insecure: bool,
@@ -67,7 +67,7 @@ impl Provider {
         }
     }
 
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.unusable_reason().is_none()
     }
 }

@@ -27,7 +27,7 @@ pub struct ConfigError {
     pub file: String,
     /// 1-based line and column, when the problem has a place in the file.
     pub position: Option<(usize, usize)>,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {

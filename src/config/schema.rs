@@ -23,18 +23,18 @@ pub type Invalid = (Option<Range<usize>>, String);
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    pub server: ServerConfig,
-    pub upstream: UpstreamConfig,
+    pub(crate) server: ServerConfig,
+    pub(crate) upstream: UpstreamConfig,
     pub routing: RoutingConfig,
     pub cache: CacheConfig,
-    pub providers: BTreeMap<Spanned<String>, ProviderConfig>,
+    pub(crate) providers: BTreeMap<Spanned<String>, ProviderConfig>,
     pub models: Vec<ModelConfig>,
-    pub budgets: BTreeMap<Spanned<String>, BudgetConfig>,
-    pub limits: LimitsConfig,
+    pub(crate) budgets: BTreeMap<Spanned<String>, BudgetConfig>,
+    pub(crate) limits: LimitsConfig,
     pub catalog: CatalogConfig,
     pub team: TeamConfig,
-    pub alerts: AlertsConfig,
-    pub ledger: LedgerConfig,
+    pub(crate) alerts: AlertsConfig,
+    pub(crate) ledger: LedgerConfig,
 }
 
 /// How long this machine's ledger keeps each settled request.
@@ -127,12 +127,12 @@ pub enum AutoUpdate {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Spanned so a refused non-loopback address is reported at its line.
     pub listen: Spanned<SocketAddr>,
     /// Local keys; when non-empty every request must present one.
     pub api_keys: Vec<Spanned<String>>,
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     /// Where the database (ledger, sessions, cache) is kept.
     pub data_dir: Option<PathBuf>,
     /// How long in-flight requests may finish after SIGTERM.
@@ -178,7 +178,7 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
-    pub connect_timeout_seconds: Seconds,
+    pub(crate) connect_timeout_seconds: Seconds,
     /// Until the response headers arrive. Non-streamed answers arrive whole,
     /// so this bounds the generation time of those.
     pub first_byte_timeout_seconds: Seconds,
@@ -209,7 +209,7 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
-    pub default_mode: Mode,
+    pub(crate) default_mode: Mode,
     /// Baseline for `direct_cost` when the requested model is unknown.
     pub reference_model: Spanned<String>,
     /// Requested models matching these globs are never rewritten.
@@ -324,7 +324,7 @@ impl Default for CacheConfig {
 pub struct ProviderConfig {
     /// The environment variable holding the key; keys never live in the file.
     pub api_key_env: Option<String>,
-    pub base_url: Option<Spanned<BaseUrl>>,
+    pub(crate) base_url: Option<Spanned<BaseUrl>>,
     /// `false` takes the provider out of routing without deleting its table.
     pub enabled: Option<bool>,
     /// Send the key over plain `http://` to a host that is not loopback.
@@ -343,13 +343,13 @@ pub struct ModelConfig {
     #[serde(default)]
     pub upstream_id: Option<String>,
     #[serde(default)]
-    pub aliases: Vec<String>,
+    pub(crate) aliases: Vec<String>,
     #[serde(default)]
-    pub input_per_mtok: Option<Spanned<f64>>,
+    pub(crate) input_per_mtok: Option<Spanned<f64>>,
     #[serde(default)]
-    pub cached_input_per_mtok: Option<Spanned<f64>>,
+    pub(crate) cached_input_per_mtok: Option<Spanned<f64>>,
     #[serde(default)]
-    pub output_per_mtok: Option<Spanned<f64>>,
+    pub(crate) output_per_mtok: Option<Spanned<f64>>,
     /// Writing to the provider's prompt cache (Anthropic bills it apart);
     /// for Anthropic models 1.25 times the input price when not given.
     #[serde(default)]
@@ -366,7 +366,7 @@ pub struct ModelConfig {
     #[serde(default)]
     pub context: Option<u32>,
     #[serde(default)]
-    pub max_output: Option<u32>,
+    pub(crate) max_output: Option<u32>,
     #[serde(default)]
     pub capabilities: Option<Vec<catalog::Capability>>,
     /// 0–100, from the public leaderboard the catalog names.
@@ -407,11 +407,11 @@ pub enum StatedSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
-    pub budget_usd: Spanned<f64>,
+    pub(crate) budget_usd: Spanned<f64>,
     #[serde(default)]
     pub period: Period,
     #[serde(default)]
-    pub keys: Vec<Spanned<String>>,
+    pub(crate) keys: Vec<Spanned<String>>,
     /// Held in Redis (`[team]`) and shared by every p402 of the team.
     #[serde(default)]
     pub shared: bool,
@@ -437,9 +437,9 @@ pub enum Period {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    pub requests_per_minute: Option<u32>,
-    pub concurrent_requests: Option<u32>,
-    pub max_cost_per_request_usd: Option<Spanned<f64>>,
+    pub(crate) requests_per_minute: Option<u32>,
+    pub(crate) concurrent_requests: Option<u32>,
+    pub(crate) max_cost_per_request_usd: Option<Spanned<f64>>,
     /// Active sessions one local key may hold (with `[server] api_keys`).
     pub max_active_sessions_per_key: u32,
 }
@@ -474,7 +474,7 @@ impl TryFrom<f64> for Seconds {
 }
 
 impl Seconds {
-    pub fn duration(self) -> Duration {
+    pub(crate) fn duration(self) -> Duration {
         Duration::from_secs_f64(self.0)
     }
 }
@@ -620,7 +620,7 @@ pub fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
 }
 
 impl ModelConfig {
-    pub fn check_prices(&self) -> Result<(), Invalid> {
+    pub(crate) fn check_prices(&self) -> Result<(), Invalid> {
         [
             &self.input_per_mtok,
             &self.cached_input_per_mtok,
@@ -834,7 +834,7 @@ impl Default for AlertsConfig {
 }
 
 impl AlertsConfig {
-    pub fn webhook(&self) -> Option<&str> {
+    pub(crate) fn webhook(&self) -> Option<&str> {
         self.webhook_url
             .as_ref()
             .map(|url| url.get_ref().as_str())

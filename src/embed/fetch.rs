@@ -17,7 +17,7 @@ pub const RUNTIME_FILE: &str = "libonnxruntime";
 pub const MODEL_FILE: &str = "model.onnx";
 /// The same model with integer arithmetic: the one p402 loads.
 pub const INTEGER_MODEL_FILE: &str = "model-integer.onnx";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 
 const ORT_VERSION: &str = "1.24.4";
 
@@ -77,7 +77,7 @@ fn runtime_member() -> String {
     }
 }
 
-pub fn runtime_file_name() -> String {
+pub(crate) fn runtime_file_name() -> String {
     if cfg!(target_os = "macos") {
         format!("{RUNTIME_FILE}.dylib")
     } else if cfg!(target_os = "windows") {

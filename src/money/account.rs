@@ -17,7 +17,7 @@ pub struct Account {
     pub key: Option<String>,
     /// For messages: "session ses_…", "budget laptop", "max_cost".
     pub label: String,
-    pub limit: Usd,
+    pub(crate) limit: Usd,
     /// The 402 code when this account is what stands in the way.
     pub code: &'static str,
     /// Held in the team store (Redis), not in this p402's book.

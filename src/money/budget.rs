@@ -47,9 +47,9 @@ pub struct Plan {
 /// The request cannot fit even with the smallest useful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shortfall {
-    pub account: Account,
+    pub(crate) account: Account,
     pub remaining: Usd,
-    pub needed: Usd,
+    pub(crate) needed: Usd,
     /// Set when the account's burn-rate cap stands in the way, not its
     /// budget: how long until the request would fit.
     pub wait: Option<std::time::Duration>,
@@ -189,7 +189,7 @@ impl Book {
         self.team.store(team);
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
@@ -241,7 +241,7 @@ impl Book {
         Ok(account.limit - balance.settled - balance.reserved)
     }
 
-    pub fn settled(&self, account: &Account) -> Result<Usd, StoreError> {
+    pub(crate) fn settled(&self, account: &Account) -> Result<Usd, StoreError> {
         let Some(key) = &account.key else {
             return Ok(Usd::ZERO);
         };
@@ -342,10 +342,6 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    pub fn accounts(&self) -> &[Account] {
-        &self.accounts
-    }
-
     pub fn amount(&self) -> Usd {
         self.amount
     }

@@ -13,7 +13,7 @@ use crate::money::Usd;
 #[derive(Debug, Clone, Copy)]
 pub struct Used {
     pub usage: Usage,
-    pub estimated: bool,
+    pub(crate) estimated: bool,
 }
 
 impl Used {
@@ -41,7 +41,7 @@ impl Used {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Costs {
     pub cost: Option<Usd>,
-    pub direct: Option<Usd>,
+    pub(crate) direct: Option<Usd>,
 }
 
 impl Costs {

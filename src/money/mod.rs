@@ -29,7 +29,7 @@ const NANOS_PER_USD: f64 = 1e9;
 pub struct Usd(i64);
 
 impl Usd {
-    pub const ZERO: Usd = Usd(0);
+    pub(crate) const ZERO: Usd = Usd(0);
 
     pub const fn from_nanos(nanos: i64) -> Self {
         Usd(nanos)
@@ -171,10 +171,6 @@ impl Price {
             + self.cache_write_1h.cost(written_1h)
             + self.output.cost(usage.output_tokens)
             + self.web_search.times(usage.web_searches)
-    }
-
-    pub fn is_free(&self) -> bool {
-        self.input == PerMTok::default() && self.output == PerMTok::default()
     }
 }
 

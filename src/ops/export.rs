@@ -277,8 +277,8 @@ pub fn write_to(
 
 /// What an export asks for, from a query string or the command line.
 pub struct Request {
-    pub since: DateTime<Utc>,
-    pub until: Option<DateTime<Utc>>,
+    pub(crate) since: DateTime<Utc>,
+    pub(crate) until: Option<DateTime<Utc>>,
     pub format: Format,
 }
 

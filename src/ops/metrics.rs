@@ -19,33 +19,33 @@ pub struct RequestLabels {
     pub door: &'static str,
     pub provider: String,
     pub model: String,
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabels {
+pub(crate) struct ProviderLabels {
     pub provider: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
+pub(crate) struct TokenLabels {
     pub provider: String,
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
+pub(crate) struct ErrorLabels {
     pub provider: String,
-    pub status: String,
+    pub(crate) status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NameLabels {
-    pub name: String,
+pub(crate) struct NameLabels {
+    pub(crate) name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AlertLabels {
+pub(crate) struct AlertLabels {
     /// The budget's name, or `session:<id>`.
     pub budget: String,
     /// The fraction crossed, as written in `alert_at` (`0.5`, `1`).
@@ -53,12 +53,12 @@ pub struct AlertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TeamLabels {
+pub(crate) struct TeamLabels {
     /// The team store's step: reserve, settle, release, renew, balances,
     /// ledger, ping.
     pub op: &'static str,
@@ -67,8 +67,8 @@ pub struct TeamLabels {
 /// The team store's (Redis's) latency and errors.
 #[derive(Clone)]
 pub struct TeamMetrics {
-    pub latency: Family<TeamLabels, Histogram>,
-    pub errors: Family<TeamLabels, Counter>,
+    pub(crate) latency: Family<TeamLabels, Histogram>,
+    pub(crate) errors: Family<TeamLabels, Counter>,
 }
 
 type FloatCounter = Counter<f64, AtomicU64>;
@@ -77,19 +77,19 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    pub latency: Histogram,
-    pub upstream_latency: Family<ProviderLabels, Histogram>,
-    pub tokens: Family<TokenLabels, Counter>,
-    pub cost_usd: Family<ProviderLabels, FloatCounter>,
-    pub savings_usd: FloatCounter,
-    pub upstream_errors: Family<ErrorLabels, Counter>,
-    pub config_reloads: Family<ResultLabels, Counter>,
-    pub cache_entries: Gauge,
-    pub cache_hits: Counter,
-    pub cache_misses: Counter,
-    pub budget_remaining_usd: Family<NameLabels, FloatGauge>,
-    pub circuit_open: Family<ProviderLabels, Gauge>,
-    pub budget_alerts: Family<AlertLabels, Counter>,
+    pub(crate) latency: Histogram,
+    pub(crate) upstream_latency: Family<ProviderLabels, Histogram>,
+    pub(crate) tokens: Family<TokenLabels, Counter>,
+    pub(crate) cost_usd: Family<ProviderLabels, FloatCounter>,
+    pub(crate) savings_usd: FloatCounter,
+    pub(crate) upstream_errors: Family<ErrorLabels, Counter>,
+    pub(crate) config_reloads: Family<ResultLabels, Counter>,
+    pub(crate) cache_entries: Gauge,
+    pub(crate) cache_hits: Counter,
+    pub(crate) cache_misses: Counter,
+    pub(crate) budget_remaining_usd: Family<NameLabels, FloatGauge>,
+    pub(crate) circuit_open: Family<ProviderLabels, Gauge>,
+    pub(crate) budget_alerts: Family<AlertLabels, Counter>,
     pub team: TeamMetrics,
     pub quality: crate::ops::quality_tally::QualityTally,
 }
@@ -233,7 +233,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

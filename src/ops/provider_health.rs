@@ -21,7 +21,7 @@ const RECENT_ERRORS: usize = 5;
 pub struct BreakerPolicy {
     /// Consecutive failures (429, 5xx, connect errors, timeouts) that open it.
     pub failures: u32,
-    pub cooldown: Duration,
+    pub(crate) cooldown: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -58,16 +58,16 @@ pub fn model_key(name: &str) -> &str {
 /// What `/api/v2/providers` shows of one provider's health.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthView {
-    pub circuit: &'static str,
+    pub(crate) circuit: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub open_for_seconds: Option<f64>,
-    pub consecutive_failures: u32,
+    pub(crate) open_for_seconds: Option<f64>,
+    pub(crate) consecutive_failures: u32,
     pub requests: u64,
-    pub failures: u64,
-    pub avg_latency_ms: Option<f64>,
-    pub recent_errors: Vec<RecentError>,
+    pub(crate) failures: u64,
+    pub(crate) avg_latency_ms: Option<f64>,
+    pub(crate) recent_errors: Vec<RecentError>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reachable: Option<bool>,
+    pub(crate) reachable: Option<bool>,
     /// For local servers, the models they list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installed_models: Option<Vec<String>>,
@@ -77,9 +77,9 @@ pub struct HealthView {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RecentError {
-    pub at: String,
-    pub error: String,
+pub(crate) struct RecentError {
+    pub(crate) at: String,
+    pub(crate) error: String,
 }
 
 /// Shared by all requests; a std mutex because it is held only for a few

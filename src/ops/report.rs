@@ -113,17 +113,17 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
-    pub key: String,
+    pub(crate) key: String,
     pub requests: u64,
-    pub cost_usd: f64,
-    pub direct_cost_usd: f64,
-    pub savings_usd: f64,
+    pub(crate) cost_usd: f64,
+    pub(crate) direct_cost_usd: f64,
+    pub(crate) savings_usd: f64,
     /// The part of the savings that came from answers served by the cache.
     pub cache_savings_usd: f64,
-    pub cached_requests: u64,
-    pub estimated_requests: u64,
+    pub(crate) cached_requests: u64,
+    pub(crate) estimated_requests: u64,
     pub input_tokens: u64,
-    pub output_tokens: u64,
+    pub(crate) output_tokens: u64,
 }
 
 /// A row's sums as the report shows them; money turns into dollars here,
@@ -147,9 +147,9 @@ fn row(key: String, sums: &Sums) -> Row {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub since: String,
+    pub(crate) since: String,
     pub by: GroupBy,
-    pub rows: Vec<Row>,
+    pub(crate) rows: Vec<Row>,
     pub total: Row,
     /// Set when the period reaches past the entries kept: the time before
     /// which they were dropped. The report is still whole, from the hourly

@@ -220,7 +220,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Reject::ProviderUnusable => "provider without a key or unreachable",
             Reject::ProviderExcluded => "provider excluded",

@@ -19,7 +19,7 @@ use super::{
 /// The whole account of one routing decision.
 #[derive(Debug, Serialize)]
 pub struct Explanation {
-    pub requested_model: String,
+    pub(crate) requested_model: String,
     pub mode: ModeChoice,
     /// The request's category, as decided locally.
     pub category: Category,
@@ -29,8 +29,8 @@ pub struct Explanation {
     pub rated_in: Option<Category>,
     /// The requested model's rating there, and its source.
     pub requested_rating: Option<i64>,
-    pub requested_source: Option<QualitySource>,
-    pub max_quality_drop: u32,
+    pub(crate) requested_source: Option<QualitySource>,
+    pub(crate) max_quality_drop: u32,
     pub input_tokens: u64,
     /// Why the requested model is not rewritten, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,11 +46,11 @@ pub struct Explained {
     pub provider: String,
     pub model: String,
     #[serde(rename = "expected_cost_usd")]
-    pub expected_cost: Option<Usd>,
-    pub rating: Option<i64>,
+    pub(crate) expected_cost: Option<Usd>,
+    pub(crate) rating: Option<i64>,
     /// The low and high ends of the rating's 95% confidence interval.
     pub rating_interval: Option<[i64; 2]>,
-    pub source: QualitySource,
+    pub(crate) source: QualitySource,
     /// The model's 0-100 score (compared only between unmeasured models).
     pub score: Option<u8>,
     /// Its place among the candidates tried (1 = first), when it is one.

@@ -71,14 +71,14 @@ pub struct Quote {
     pub provider: String,
     pub model: String,
     #[serde(rename = "expected_cost_usd")]
-    pub expected_cost: Usd,
+    pub(crate) expected_cost: Usd,
     pub input_tokens: u64,
-    pub expected_output_tokens: u32,
-    pub quality: Option<u8>,
+    pub(crate) expected_output_tokens: u32,
+    pub(crate) quality: Option<u8>,
     pub quality_source: crate::catalog::QualitySource,
     /// The model's rating in the request's category (or the one compared).
     pub rating: Option<f64>,
-    pub speed_tps: Option<f64>,
+    pub(crate) speed_tps: Option<f64>,
     /// Whether it may stand in for the requested model (the quality rule).
     pub meets_quality_floor: bool,
 }

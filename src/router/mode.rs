@@ -63,13 +63,13 @@ pub struct Weights {
     #[serde(default)]
     pub cost: f64,
     #[serde(default)]
-    pub quality: f64,
+    pub(crate) quality: f64,
     #[serde(default)]
-    pub speed: f64,
+    pub(crate) speed: f64,
 }
 
 impl Weights {
-    pub const BALANCED: Weights = Weights {
+    pub(crate) const BALANCED: Weights = Weights {
         cost: 1.0 / 3.0,
         quality: 1.0 / 3.0,
         speed: 1.0 / 3.0,
@@ -85,7 +85,7 @@ pub enum ModeChoice {
 }
 
 impl ModeChoice {
-    pub fn is_passthrough(&self) -> bool {
+    pub(crate) fn is_passthrough(&self) -> bool {
         *self == ModeChoice::Named(Mode::Passthrough)
     }
 }

@@ -41,7 +41,7 @@ pub struct Standard {
     pub requested: Option<Rating>,
     /// The requested model's 0-100 score, for an unmeasured one.
     pub requested_score: Option<u8>,
-    pub requested_source: Option<QualitySource>,
+    pub(crate) requested_source: Option<QualitySource>,
 }
 
 impl Standard {
@@ -117,14 +117,14 @@ impl Standard {
 /// served model's quality comes from.
 #[derive(Debug, Clone, Serialize)]
 pub struct QualityNote {
-    pub category: Category,
+    pub(crate) category: Category,
     /// Present when the ratings are overall ones because the requested
     /// model has none in the request's category.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rated_in: Option<Category>,
-    pub requested: Option<i64>,
-    pub served: Option<i64>,
-    pub source: QualitySource,
+    pub(crate) requested: Option<i64>,
+    pub(crate) served: Option<i64>,
+    pub(crate) source: QualitySource,
 }
 
 impl QualityNote {

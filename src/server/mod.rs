@@ -46,7 +46,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
+    pub(crate) async fn bind(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server { listener, state })
     }

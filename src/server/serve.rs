@@ -43,10 +43,6 @@ impl Running {
         self.addr
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Re-reads the config file now (SIGHUP).
     pub fn reload(&self) {
         if let Some(watch) = &self.watch {

@@ -44,10 +44,10 @@ pub struct LedgerEntry {
 /// What is known of a request forwarded as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forwarded {
-    pub endpoint: String,
-    pub status: u16,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    pub(crate) endpoint: String,
+    pub(crate) status: u16,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
 }
 
 impl LedgerEntry {
@@ -78,10 +78,6 @@ impl LedgerEntry {
     pub fn cost(&self) -> Usd {
         Usd::from_nanos(self.cost_nanos)
     }
-
-    pub fn direct(&self) -> Usd {
-        Usd::from_nanos(self.direct_nanos)
-    }
 }
 
 /// What an account has been charged, as kept in the `spend` table.
@@ -97,7 +93,7 @@ impl Totals {
         Usd::from_nanos(self.cost_nanos)
     }
 
-    pub fn direct(&self) -> Usd {
+    pub(crate) fn direct(&self) -> Usd {
         Usd::from_nanos(self.direct_nanos)
     }
 }

@@ -587,7 +587,7 @@ impl Store {
         }
     }
 
-    pub fn sessions<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<T>, StoreError> {
+    pub(crate) fn sessions<T: for<'de> Deserialize<'de>>(&self) -> Result<Vec<T>, StoreError> {
         let tx = self.db()?.begin_read()?;
         let table = tx.open_table(Table::Sessions.definition())?;
         let mut out = Vec::new();

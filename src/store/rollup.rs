@@ -32,7 +32,7 @@ pub struct Dims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub door: Option<String>,
+    pub(crate) door: Option<String>,
     /// The p402 session charged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
@@ -62,9 +62,9 @@ impl Dims {
 pub struct Sums {
     pub requests: u64,
     pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_nanos: i64,
-    pub direct_nanos: i64,
+    pub(crate) output_tokens: u64,
+    pub(crate) cost_nanos: i64,
+    pub(crate) direct_nanos: i64,
     /// What answers from the cache saved (their direct cost less their
     /// cost), the part of the savings the cache earned.
     pub cache_savings_nanos: i64,
@@ -95,7 +95,7 @@ impl Sums {
         }
     }
 
-    pub fn add(&mut self, other: &Sums) {
+    pub(crate) fn add(&mut self, other: &Sums) {
         self.requests = self.requests.saturating_add(other.requests);
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
@@ -210,9 +210,9 @@ fn key(hour: u64, dims: &Dims) -> Result<Vec<u8>, StoreError> {
 /// One row as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub hour: u64,
-    pub dims: Dims,
-    pub sums: Sums,
+    pub(crate) hour: u64,
+    pub(crate) dims: Dims,
+    pub(crate) sums: Sums,
 }
 
 /// The rows of the hours from `first` up to and including `last`, in hour
@@ -321,8 +321,8 @@ pub struct Period {
 #[derive(Debug, Clone)]
 pub struct Part {
     pub time: DateTime<Utc>,
-    pub dims: Dims,
-    pub sums: Sums,
+    pub(crate) dims: Dims,
+    pub(crate) sums: Sums,
 }
 
 /// The sums from `since` on, read in one snapshot: every whole hour from

@@ -574,7 +574,7 @@ pub struct ErrorVerdict {
     pub model_missing: bool,
     /// What the client gets if it is not.
     pub status: StatusCode,
-    pub body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 /// Whether a 404 says the model does not exist, as providers word it:

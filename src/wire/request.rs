@@ -19,17 +19,17 @@ use crate::server::error::{Classify, ErrorKind};
 #[serde(deny_unknown_fields)]
 pub struct P402Options {
     pub mode: Option<ModeChoice>,
-    pub session_id: Option<String>,
-    pub cache: Option<bool>,
-    pub cache_ttl: Option<u64>,
+    pub(crate) session_id: Option<String>,
+    pub(crate) cache: Option<bool>,
+    pub(crate) cache_ttl: Option<u64>,
     pub provider: Option<String>,
     pub model: Option<String>,
-    pub prefer_providers: Option<Vec<String>>,
-    pub exclude_providers: Option<Vec<String>>,
-    pub require_capabilities: Option<Vec<Capability>>,
+    pub(crate) prefer_providers: Option<Vec<String>>,
+    pub(crate) exclude_providers: Option<Vec<String>>,
+    pub(crate) require_capabilities: Option<Vec<Capability>>,
     #[serde(alias = "max_cost_usd")]
     pub max_cost: Option<f64>,
-    pub failover: Option<bool>,
+    pub(crate) failover: Option<bool>,
 }
 
 /// Why a body is not a chat completion request p402 can serve; each
@@ -82,7 +82,7 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
     /// The model the client asked for (`auto` when it named none).
     pub model: String,
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// Whether the client itself asked for the usage chunk of a stream.
     pub client_wants_usage: bool,
     pub options: P402Options,

@@ -114,7 +114,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn read(&mut self, data: &Value, text: &mut String) -> bool {
+    pub(crate) fn read(&mut self, data: &Value, text: &mut String) -> bool {
         let kind = data.get("type").and_then(Value::as_str).unwrap_or_default();
         if FINAL_EVENTS.contains(&kind) {
             if let Some(mut reported) = data.get("response").and_then(response_usage) {
@@ -152,11 +152,11 @@ impl Tally {
         self.usage
     }
 
-    pub fn searches_started(&self) -> u64 {
+    pub(crate) fn searches_started(&self) -> u64 {
         self.searches_started
     }
 
-    pub fn plain(&self) -> &super::verbatim::Plain {
+    pub(crate) fn plain(&self) -> &super::verbatim::Plain {
         &self.plain
     }
 }

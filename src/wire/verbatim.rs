@@ -21,18 +21,18 @@ pub struct Plain {
 }
 
 impl Plain {
-    pub fn text(&mut self, piece: &str) {
+    pub(crate) fn text(&mut self, piece: &str) {
         if !self.other {
             self.text.push_str(piece);
         }
     }
 
-    pub fn other(&mut self) {
+    pub(crate) fn other(&mut self) {
         self.other = true;
         self.text = String::new();
     }
 
-    pub fn finish(&mut self, reason: Value) {
+    pub(crate) fn finish(&mut self, reason: Value) {
         self.finish = Some(reason);
     }
 

@@ -67,7 +67,7 @@ pub enum Reach {
 }
 
 impl Reach {
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             Reach::Connecting => "connecting",
             Reach::Connected => "connected",
@@ -88,7 +88,7 @@ pub struct Hold {
 /// way (its index among those asked for) and what it has left.
 #[derive(Debug, Clone, Copy)]
 pub struct Short {
-    pub index: usize,
+    pub(crate) index: usize,
     pub remaining: Usd,
 }
 
@@ -217,7 +217,7 @@ impl TeamStore {
         &self.config
     }
 
-    pub fn reach(&self) -> Reach {
+    pub(crate) fn reach(&self) -> Reach {
         lock(&self.reach).clone()
     }
 

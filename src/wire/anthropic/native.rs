@@ -159,7 +159,7 @@ impl Tally {
         self.started.then(|| self.tokens.usage())
     }
 
-    pub fn plain(&self) -> &crate::wire::verbatim::Plain {
+    pub(crate) fn plain(&self) -> &crate::wire::verbatim::Plain {
         &self.plain
     }
 }
