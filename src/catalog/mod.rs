@@ -153,9 +153,9 @@ impl Model {
             per_mtok(&entry.output_per_mtok),
         ) {
             (Some(input), Some(output)) => {
-                let times = |factor: f64| match api {
-                    Some(Api::Anthropic) => PerMTok::from_dollars(input.to_dollars() * factor),
-                    _ => None,
+                let times = |factor: f64| {
+                    api.filter(|api| crate::wire::charges_cache_writes(*api))
+                        .and_then(|_| PerMTok::from_dollars(input.to_dollars() * factor))
                 };
                 let cache_write = per_mtok(&entry.cache_write_per_mtok)
                     .or_else(|| times(1.25))
@@ -716,7 +716,9 @@ mod tests {
         assert_eq!(gpt.price.map(|p| p.input), PerMTok::from_dollars(1.0));
         assert_eq!(gpt.cost_source, "config");
         let llama = c.find("llama3.2").expect("llama");
-        assert!(llama.price.is_some_and(|p| p.input == PerMTok::default() && p.output == PerMTok::default()));
+        assert!(llama
+            .price
+            .is_some_and(|p| p.input == PerMTok::default() && p.output == PerMTok::default()));
     }
 
     #[test]

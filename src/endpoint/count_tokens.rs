@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::api::json_response;
-use crate::catalog::Api;
 use crate::endpoint::messages;
 use crate::endpoint::Door;
 use crate::ops::state::{AppState, Runtime};
@@ -59,7 +58,7 @@ async fn count(
     };
     let anthropic = runtime.catalog.find(&model).and_then(|m| {
         let provider = runtime.catalog.provider(&m.provider)?;
-        (provider.api == Api::Anthropic && provider.is_usable())
+        (crate::wire::counts_tokens(provider) && provider.is_usable())
             .then(|| (provider.clone(), m.upstream_id.clone()))
     });
     if let Some((provider, upstream_model)) = anthropic {

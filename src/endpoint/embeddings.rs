@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::api::json_response;
 use crate::cache::scope::Scope;
 use crate::cache::Probe;
-use crate::catalog::{Api, Model, Provider, Usage};
+use crate::catalog::{Model, Provider, Usage};
 use crate::money::cost::Costs;
 use crate::ops::state::{AppState, Runtime};
 use crate::pipeline::charge::{Charge, Reserved};
@@ -311,7 +311,7 @@ fn resolve(
                 format!("model `{name}` is not in p402's catalog and no provider serves it"),
             )
         })?;
-    if provider.api != Api::Openai {
+    if !crate::wire::embeds(&provider) {
         return Err(ApiError::invalid(
             "unsupported_model",
             format!(

@@ -18,7 +18,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::catalog::{Api, Provider};
+use crate::catalog::Provider;
 use crate::endpoint::background;
 use crate::ops::state::{AppState, Runtime};
 use crate::pipeline::charge::Charge;
@@ -258,24 +258,10 @@ fn with_key(
     builder: http::request::Builder,
     provider: &Provider,
 ) -> Result<http::request::Builder, ApiError> {
-    let Some(key) = &provider.api_key else {
-        return Ok(builder);
-    };
-    let (name, value) = match provider.api {
-        Api::Openai => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
-        Api::Anthropic => (
-            header::HeaderName::from_static("x-api-key"),
-            key.expose().to_string(),
-        ),
-    };
-    let mut value = HeaderValue::from_str(&value).map_err(|_| {
-        ApiError::internal(format!(
-            "the key of provider `{}` contains characters not allowed in a header",
-            provider.name
-        ))
-    })?;
-    value.set_sensitive(true);
-    Ok(builder.header(name, value))
+    Ok(match crate::wire::key_header(provider)? {
+        Some((name, value)) => builder.header(name, value),
+        None => builder,
+    })
 }
 
 fn copy_answer_headers(from: &HeaderMap, to: &mut HeaderMap) {

@@ -46,7 +46,7 @@ pub struct Plan {
     /// every one is reserved for.
     pub choices: u32,
     /// The most web searches the provider may run, each billed per call
-    /// (see `unseen::web_searches`): every one is reserved for.
+    /// (see `wire::search_limit`): every one is reserved for.
     pub searches: u32,
     /// The provider reads input p402 cannot count (stored state, files):
     /// a budget reserves the model's whole context for it.

@@ -65,7 +65,7 @@ impl Needs {
             input_tokens,
             output_limit: limit("max_completion_tokens").or_else(|| limit("max_tokens")),
             choices: choices(body),
-            searches: web_searches(request),
+            searches: crate::wire::search_limit(request),
         }
     }
 
@@ -125,52 +125,6 @@ pub fn choices(body: &serde_json::Map<String, Value>) -> u32 {
         .max()
         .unwrap_or(1)
         .max(1)
-}
-
-/// The most web searches the provider may run for the request, each billed
-/// per call: the client's limit where it set one (`max_tool_calls`,
-/// `max_uses`), else [`crate::wire::DEFAULT_WEB_SEARCHES`], the limit a budgeted request
-/// is sent with ([`crate::wire::cap_web_searches`]). OpenAI's search models
-/// (`web_search_options`) search once per request.
-pub fn web_searches(chat: &ChatRequest) -> u32 {
-    use crate::wire::request::Dialect;
-    use crate::wire::{is_web_search_tool, DEFAULT_WEB_SEARCHES, WEB_SEARCH};
-    use serde_json::Map;
-    let limit = |v: Option<&Value>| {
-        v.and_then(Value::as_u64).map_or(DEFAULT_WEB_SEARCHES, |n| {
-            u32::try_from(n).unwrap_or(u32::MAX)
-        })
-    };
-    let tools = |body: &Map<String, Value>| -> Vec<Value> {
-        body.get("tools")
-            .and_then(Value::as_array)
-            .map(|tools| {
-                tools
-                    .iter()
-                    .filter(|t| is_web_search_tool(t))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    if let Some(native) = &chat.native {
-        let searching = tools(&native.body);
-        if !searching.is_empty() {
-            return match native.dialect {
-                Dialect::Responses => limit(native.body.get("max_tool_calls")),
-                Dialect::Messages => searching
-                    .iter()
-                    .map(|tool| limit(tool.get("max_uses")))
-                    .fold(0u32, u32::saturating_add),
-            };
-        }
-    }
-    match chat.body.get(WEB_SEARCH) {
-        Some(Value::Bool(true)) => DEFAULT_WEB_SEARCHES,
-        Some(n) if n.is_u64() => limit(Some(n)),
-        _ if chat.body.contains_key("web_search_options") => 1,
-        _ => 0,
-    }
 }
 
 fn has_image(messages: Option<&Value>) -> bool {

@@ -104,29 +104,103 @@ pub fn post_bytes(
     for (name, value) in headers {
         builder = builder.header(name, value);
     }
-    if let Some(key) = &provider.api_key {
-        let (name, value) = match provider.api {
-            Api::Openai => (
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", key.expose()),
-            ),
-            Api::Anthropic => (
-                http::HeaderName::from_static("x-api-key"),
-                key.expose().to_string(),
-            ),
-        };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            TranslateError::Build(format!(
-                "the key of provider `{}` contains characters not allowed in a header",
-                provider.name
-            ))
-        })?;
-        value.set_sensitive(true);
+    if let Some((name, value)) = key_header(provider)? {
         builder = builder.header(name, value);
     }
     builder
         .body(Full::new(bytes))
         .map_err(|e| TranslateError::Build(format!("cannot build the request to `{url}`: {e}")))
+}
+
+/// The header that carries p402's key for `provider` in its API (none for
+/// a keyless local server), marked sensitive so that it is never logged.
+pub(crate) fn key_header(
+    provider: &Provider,
+) -> Result<Option<(http::HeaderName, HeaderValue)>, TranslateError> {
+    let Some(key) = &provider.api_key else {
+        return Ok(None);
+    };
+    let (name, value) = match provider.api {
+        Api::Openai => (
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", key.expose()),
+        ),
+        Api::Anthropic => (
+            http::HeaderName::from_static("x-api-key"),
+            key.expose().to_string(),
+        ),
+    };
+    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+        TranslateError::Build(format!(
+            "the key of provider `{}` contains characters not allowed in a header",
+            provider.name
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((name, value)))
+}
+
+/// The most web searches the provider may run for the request, each billed
+/// per call: the client's limit where it set one (`max_tool_calls`,
+/// `max_uses`), else [`DEFAULT_WEB_SEARCHES`], the limit a budgeted request
+/// is sent with ([`cap_web_searches`]). OpenAI's search models
+/// (`web_search_options`) search once per request.
+pub(crate) fn search_limit(chat: &ChatRequest) -> u32 {
+    use serde_json::Map;
+    let limit = |v: Option<&Value>| {
+        v.and_then(Value::as_u64).map_or(DEFAULT_WEB_SEARCHES, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
+    };
+    let tools = |body: &Map<String, Value>| -> Vec<Value> {
+        body.get("tools")
+            .and_then(Value::as_array)
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter(|t| is_web_search_tool(t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(native) = &chat.native {
+        let searching = tools(&native.body);
+        if !searching.is_empty() {
+            return match native.dialect {
+                Dialect::Responses => limit(native.body.get("max_tool_calls")),
+                Dialect::Messages => searching
+                    .iter()
+                    .map(|tool| limit(tool.get("max_uses")))
+                    .fold(0u32, u32::saturating_add),
+            };
+        }
+    }
+    match chat.body.get(WEB_SEARCH) {
+        Some(Value::Bool(true)) => DEFAULT_WEB_SEARCHES,
+        Some(n) if n.is_u64() => limit(Some(n)),
+        _ if chat.body.contains_key("web_search_options") => 1,
+        _ => 0,
+    }
+}
+
+/// Whether `provider` serves OpenAI's `/v1/embeddings` (Anthropic's API
+/// has no embeddings).
+pub(crate) fn embeds(provider: &Provider) -> bool {
+    provider.api == Api::Openai
+}
+
+/// Whether `provider` counts tokens itself (`/v1/messages/count_tokens`,
+/// Anthropic's API): then its count is the one that bills.
+pub(crate) fn counts_tokens(provider: &Provider) -> bool {
+    provider.api == Api::Anthropic
+}
+
+/// Whether `api` bills writes to its prompt cache at a premium over input
+/// (Anthropic: 1.25 times for five minutes, 2 times for an hour), which a
+/// price entry that gives none must assume.
+pub(crate) fn charges_cache_writes(api: Api) -> bool {
+    api == Api::Anthropic
 }
 
 /// Why a request cannot be put in a provider's API, or its answer read
