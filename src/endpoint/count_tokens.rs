@@ -13,21 +13,35 @@ use crate::api::json_response;
 use crate::endpoint::messages;
 use crate::endpoint::Door;
 use crate::ops::state::{AppState, Runtime};
+use crate::pipeline::{finish_side, Side};
 use crate::server::body::{self, Body};
 use crate::server::error::ApiError;
 use crate::server::ids::RequestId;
 use crate::wire::anthropic::native;
 
+/// Serves `POST /v1/messages/count_tokens`; free, so its finish writes
+/// only its line and its count by door.
 pub async fn handle(
     state: &AppState,
     runtime: &Runtime,
     request: Request<Incoming>,
     request_id: &RequestId,
 ) -> Response<Body> {
-    match count(state, runtime, request).await {
-        Ok(response) => response,
-        Err(error) => Door::Messages.error(&error, request_id),
-    }
+    let started = std::time::Instant::now();
+    let (response, error) = match count(state, runtime, request).await {
+        Ok(response) => (response, None),
+        Err(error) => (Door::Messages.error(&error, request_id), Some(error)),
+    };
+    let ending = Side {
+        door: "count_tokens",
+        endpoint: None,
+        status: response.status().as_u16(),
+        error: error.as_ref(),
+        served: None,
+        entry: None,
+    };
+    finish_side(state, request_id, started, None, ending).await;
+    response
 }
 
 async fn count(

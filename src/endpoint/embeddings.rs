@@ -22,12 +22,26 @@ use crate::catalog::{Model, Provider, Usage};
 use crate::money::cost::Costs;
 use crate::ops::state::{AppState, Runtime};
 use crate::pipeline::charge::{Charge, Reserved};
+use crate::pipeline::{finish_side, Side, SideEntry};
 use crate::router::Candidate;
 use crate::server::body::Body;
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
 use crate::wire::request::{from_headers, P402Options};
 
+/// What an embeddings request came to, for its finish.
+struct Embedded {
+    response: Response<Body>,
+    charge: Charge,
+    /// Who served it: the provider, or `cache`, and the model.
+    provider: String,
+    model: String,
+    /// Its ledger entry, when a provider answered.
+    entry: Option<SideEntry>,
+}
+
+/// Serves `POST /v1/embeddings`; the request ends in the pipeline's side
+/// finish, which settles its entry and writes its line, like a chat's.
 pub async fn handle(
     state: &AppState,
     runtime: &Runtime,
@@ -36,25 +50,30 @@ pub async fn handle(
     local_key: Option<&str>,
 ) -> Response<Body> {
     let started = Instant::now();
-    // Its line and its count in `/metrics`, like a chat's.
-    let mut log = crate::ops::request_log::RequestLog::new(request_id, false, started);
-    log.door("embeddings");
-    let response = match embed(
-        state, runtime, request, request_id, local_key, started, &mut log,
-    )
-    .await
-    {
-        Ok(response) => {
-            log.status(response.status().as_u16());
-            response
+    let side = |status, error, served| Side {
+        door: "embeddings",
+        endpoint: None,
+        status,
+        error,
+        served,
+        entry: None,
+    };
+    match embed(state, runtime, request, request_id, local_key, started).await {
+        Ok(done) => {
+            let status = done.response.status().as_u16();
+            let ending = Side {
+                entry: done.entry,
+                ..side(status, None, Some((&done.provider, Some(&done.model))))
+            };
+            finish_side(state, request_id, started, Some(&done.charge), ending).await;
+            done.response
         }
         Err(error) => {
-            log.failed(&error);
+            let ending = side(error.status().as_u16(), Some(&error), None);
+            finish_side(state, request_id, started, None, ending).await;
             error.into_response(request_id)
         }
-    };
-    log.emit(state.metrics());
-    response
+    }
 }
 
 async fn embed(
@@ -64,8 +83,7 @@ async fn embed(
     request_id: &RequestId,
     local_key: Option<&str>,
     started: Instant,
-    log: &mut crate::ops::request_log::RequestLog,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Embedded, ApiError> {
     let config = runtime.config();
     let (parts, body) = request.into_parts();
     let bytes = crate::pipeline::read::body(body, &parts.headers, &config.server).await?;
@@ -100,8 +118,7 @@ async fn embed(
     let probe = cache_probe(runtime, &body, &name, local_key, &options);
     if let Some(probe) = &probe {
         if let Ok(Some(hit)) = state.cache().lookup_exact(probe) {
-            log.served("cache", Some(&name), Some(crate::money::Usd::ZERO), 0);
-            return Ok(answer(
+            let response = answer(
                 hit.entry.response.clone(),
                 request_id,
                 &provider.name,
@@ -112,7 +129,14 @@ async fn embed(
                     direct: None,
                 },
                 started,
-            ));
+            );
+            return Ok(Embedded {
+                response,
+                charge,
+                provider: "cache".into(),
+                model: name,
+                entry: None,
+            });
         }
     }
 
@@ -179,7 +203,6 @@ async fn embed(
     if !status.is_success() {
         // The provider refused: nothing generated, nothing charged.
         drop(reservation);
-        log.served(&provider.name, Some(candidate.model_name()), None, 0);
         let bytes = match &provider.api_key {
             Some(key) => crate::wire::redact_key(bytes, key.expose()),
             None => bytes,
@@ -190,7 +213,13 @@ async fn embed(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        return Ok(response);
+        return Ok(Embedded {
+            response,
+            charge,
+            provider: provider.name.clone(),
+            model: candidate.model_name().to_string(),
+            entry: None,
+        });
     }
     let vectors: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
@@ -208,12 +237,6 @@ async fn embed(
     };
     let price = candidate.price();
     let costs = Costs::of(Some(&usage), price, price);
-    log.served(
-        &provider.name,
-        Some(candidate.model_name()),
-        costs.cost,
-        usage.input_tokens,
-    );
     let mut entry = charge.entry(request_id, &provider.name);
     entry.door = Some("embeddings".to_string());
     entry.model = Some(candidate.model_name().to_string());
@@ -221,17 +244,6 @@ async fn embed(
     entry.cost_nanos = costs.cost.map_or(0, |c| c.nanos());
     entry.direct_nanos = costs.direct.or(costs.cost).map_or(0, |c| c.nanos());
     entry.estimated = reported.is_none();
-    let written = match reservation {
-        Some(reservation) => {
-            let written = reservation.settle(&entry).await;
-            state.alerts().observe(state.book(), &charge.watched);
-            written
-        }
-        None => state.book().store().record(&entry, &[]).await,
-    };
-    if let Err(e) = written {
-        tracing::error!(request_id = %request_id, "could not record the embeddings in the ledger yet: {e}");
-    }
     if let Some(probe) = probe {
         let stored = state
             .cache()
@@ -248,7 +260,7 @@ async fn embed(
             tracing::warn!(request_id = %request_id, "could not cache the embeddings: {e}");
         }
     }
-    Ok(answer(
+    let response = answer(
         vectors,
         request_id,
         &provider.name,
@@ -256,7 +268,18 @@ async fn embed(
         false,
         costs,
         started,
-    ))
+    );
+    Ok(Embedded {
+        response,
+        charge,
+        provider: provider.name.clone(),
+        model: candidate.model_name().to_string(),
+        entry: Some(SideEntry {
+            entry,
+            reservation,
+            settled: false,
+        }),
+    })
 }
 
 /// The texts to embed: a string, or an array of strings (an array of token

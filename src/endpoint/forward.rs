@@ -22,6 +22,7 @@ use crate::catalog::Provider;
 use crate::endpoint::background;
 use crate::ops::state::{AppState, Runtime};
 use crate::pipeline::charge::Charge;
+use crate::pipeline::{finish_side, Side, SideEntry};
 use crate::server::body::{self, Body};
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
@@ -95,11 +96,15 @@ pub async fn handle(
         Ok(response) => response,
         // Refused before it went anywhere: its line now.
         Err(error) => {
-            let mut log = crate::ops::request_log::RequestLog::new(request_id, false, started);
-            log.door("forward");
-            log.endpoint(path);
-            log.failed(&error);
-            log.emit(state.metrics());
+            let ending = Side {
+                door: "forward",
+                endpoint: Some(path),
+                status: error.status().as_u16(),
+                error: Some(&error),
+                served: None,
+                entry: None,
+            };
+            finish_side(state, request_id, started, None, ending).await;
             error.into_response(request_id)
         }
     }
@@ -313,24 +318,27 @@ impl Pending {
             Some(job) => self.charge_job(state, &job, &mut entry).await,
             None => false,
         };
-        if !charged {
-            if let Err(e) = state.book().store().record_queued(&entry, &[]) {
-                tracing::error!(request_id = %self.request_id, "could not record a forwarded request: {e}");
-            }
-        }
-        // Its line and its count in `/metrics`, like a chat's.
-        let mut log =
-            crate::ops::request_log::RequestLog::new(&self.request_id, false, self.started);
-        log.door("forward");
-        log.endpoint(&self.endpoint);
-        log.status(self.status);
-        log.served(
-            &self.provider,
-            entry.model.as_deref(),
-            Some(entry.cost()),
-            entry.input_tokens,
-        );
-        log.emit(state.metrics());
+        let model = entry.model.clone();
+        let ending = Side {
+            door: "forward",
+            endpoint: Some(&self.endpoint),
+            status: self.status,
+            error: None,
+            served: Some((&self.provider, model.as_deref())),
+            entry: Some(SideEntry {
+                entry,
+                reservation: None,
+                settled: charged,
+            }),
+        };
+        finish_side(
+            state,
+            &self.request_id,
+            self.started,
+            Some(&self.charge),
+            ending,
+        )
+        .await;
     }
 
     /// Charges a finished background job with `entry` (its model, tokens

@@ -7,6 +7,8 @@
 //! response headers. So a figure the client reads is the figure the ledger
 //! holds.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response};
 use tokio::sync::mpsc;
@@ -18,9 +20,11 @@ use crate::money::cost::{Costs, Used};
 use crate::money::metadata::{self, Metadata, SessionInfo, Timing};
 use crate::money::Usd;
 use crate::ops::request_log::{elapsed_ms, RequestLog};
+use crate::ops::state::AppState;
 use crate::router::Candidate;
 use crate::server::body::{self, Body};
 use crate::server::error::ApiError;
+use crate::server::ids::RequestId;
 use crate::store::{Condition, LedgerEntry};
 
 use super::charge::Charge;
@@ -126,15 +130,87 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
 /// The log line of a request that failed before it was parsed: nothing
 /// else is known about it.
 pub fn unparsed(
-    state: &crate::ops::state::AppState,
-    id: &crate::server::ids::RequestId,
+    state: &AppState,
+    id: &RequestId,
     door: crate::endpoint::Door,
-    started: std::time::Instant,
+    started: Instant,
     error: &ApiError,
 ) {
     let mut log = RequestLog::new(id, false, started);
     log.door(door.name());
     log.failed(error);
+    log.emit(state.metrics());
+}
+
+/// How a side door's request (embeddings, a token count, a forwarded
+/// call) ended: who served it, and what it cost when it reached a provider.
+pub struct Side<'a> {
+    /// The door's name in the log line and `/metrics`.
+    pub door: &'static str,
+    /// A forwarded call's method and path.
+    pub endpoint: Option<&'a str>,
+    /// The status the client got.
+    pub status: u16,
+    /// p402's error, if the request ended with one.
+    pub error: Option<&'a ApiError>,
+    /// The provider (or `cache`) and model that served it.
+    pub served: Option<(&'a str, Option<&'a str>)>,
+    /// Its ledger entry, still to be settled against its reservation; or
+    /// the entry already written by the door itself (a background job's
+    /// charge, written once per job), `settled`.
+    pub entry: Option<SideEntry>,
+}
+
+/// A side door's ledger entry.
+pub struct SideEntry {
+    /// The entry, stamped with its payers (`Charge::entry`).
+    pub entry: LedgerEntry,
+    /// The hold on the budget it settles, if it was budgeted.
+    pub reservation: Option<Reservation>,
+    /// Written already: only logged.
+    pub settled: bool,
+}
+
+/// The finish of a side door: its entry settled exactly as a model
+/// call's is ([`settle`]), then its log line and its count by door.
+pub async fn side(
+    state: &AppState,
+    id: &RequestId,
+    started: Instant,
+    charge: Option<&Charge>,
+    side: Side<'_>,
+) {
+    let mut log = RequestLog::new(id, false, started);
+    log.door(side.door);
+    if let Some(endpoint) = side.endpoint {
+        log.endpoint(endpoint);
+    }
+    if let Some((provider, model)) = side.served {
+        let (cost, input) = match &side.entry {
+            Some(e) => (Some(e.entry.cost()), e.entry.input_tokens),
+            // A stored answer is free.
+            None if provider == "cache" => (Some(Usd::ZERO), 0),
+            None => (None, 0),
+        };
+        log.served(provider, model, cost, input);
+    }
+    if let (
+        Some(SideEntry {
+            entry,
+            reservation,
+            settled: false,
+        }),
+        Some(charge),
+    ) = (side.entry, charge)
+    {
+        if let Some(warning) = settle_for(state, charge, reservation, &entry).await {
+            tracing::warn!(request_id = %id, "{warning}");
+        }
+    }
+    log.status(side.status);
+    if let Some(error) = side.error {
+        log.failed(error);
+    }
     log.emit(state.metrics());
 }
 
@@ -173,12 +249,23 @@ pub(super) async fn settle(
     reservation: Option<Reservation>,
     entry: &LedgerEntry,
 ) -> Option<String> {
-    let book = cx.state.book();
+    settle_for(&cx.state, &cx.charge, reservation, entry).await
+}
+
+/// [`settle`] for any request charged to `charge`, a model call's or a
+/// side door's.
+async fn settle_for(
+    state: &AppState,
+    charge: &Charge,
+    reservation: Option<Reservation>,
+    entry: &LedgerEntry,
+) -> Option<String> {
+    let book = state.book();
     let written = match reservation {
         Some(reservation) => {
             let written = reservation.settle(entry).await;
             // The spend moved: a threshold may have been reached.
-            cx.state.alerts().observe(book, &cx.charge.watched);
+            state.alerts().observe(book, &charge.watched);
             written
         }
         None => book.store().record_queued(entry, &[]),

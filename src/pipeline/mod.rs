@@ -64,6 +64,7 @@ use cache::Looked;
 use charge::Charge;
 pub use context::Context;
 use context::Plan;
+pub(crate) use finish::{side as finish_side, Side, SideEntry};
 use finish::{Ending, Exit};
 use outcome::Outcome;
 

@@ -128,7 +128,7 @@ async fn a_budget_that_cannot_pay_for_the_input_refuses_it() {
 /// Every request leaves its count in `/metrics` by the door it came in by:
 /// embeddings and forwarded calls as well as chat.
 #[tokio::test(flavor = "multi_thread")]
-async fn embeddings_and_forwarded_calls_are_counted_by_door() {
+async fn side_doors_are_counted_by_door() {
     let openai = FakeProvider::start().await;
     let proxy = TestProxy::start(Setup::default().with_provider("openai", &openai)).await;
     let _ = proxy.chat_json(ask("gpt-4o-mini", "hello")).await;
@@ -152,6 +152,15 @@ async fn embeddings_and_forwarded_calls_are_counted_by_door() {
         .expect("sent");
     assert_eq!(response.status(), 200);
     let _ = response.bytes().await.expect("body");
+    // A token count is free, and counted by its door all the same.
+    let response = proxy
+        .client
+        .post(proxy.url("/v1/messages/count_tokens"))
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
     // The forwarded call's line is written once its body has gone through.
     let scrape = || async {
         proxy
@@ -180,8 +189,13 @@ async fn embeddings_and_forwarded_calls_are_counted_by_door() {
             .sum::<u64>()
     };
     assert_eq!(
-        (count("chat"), count("embeddings"), count("forward")),
-        (1, 1, 1),
+        (
+            count("chat"),
+            count("embeddings"),
+            count("forward"),
+            count("count_tokens")
+        ),
+        (1, 1, 1, 1),
         "{metrics}"
     );
     proxy.stop().await;
