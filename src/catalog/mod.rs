@@ -45,6 +45,15 @@ pub enum Api {
     Anthropic,
 }
 
+impl Api {
+    /// Whether the API bills writes to its prompt cache at a premium over
+    /// input (Anthropic: 1.25 times for five minutes, 2 times for an
+    /// hour), which a price entry that gives none must assume.
+    pub(crate) fn charges_cache_writes(self) -> bool {
+        self == Api::Anthropic
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BuiltinProvider {
@@ -154,7 +163,7 @@ impl Model {
         ) {
             (Some(input), Some(output)) => {
                 let times = |factor: f64| {
-                    api.filter(|api| crate::wire::charges_cache_writes(*api))
+                    api.filter(|api| api.charges_cache_writes())
                         .and_then(|_| PerMTok::from_dollars(input.to_dollars() * factor))
                 };
                 let cache_write = per_mtok(&entry.cache_write_per_mtok)

@@ -196,13 +196,6 @@ pub(crate) fn counts_tokens(provider: &Provider) -> bool {
     provider.api == Api::Anthropic
 }
 
-/// Whether `api` bills writes to its prompt cache at a premium over input
-/// (Anthropic: 1.25 times for five minutes, 2 times for an hour), which a
-/// price entry that gives none must assume.
-pub(crate) fn charges_cache_writes(api: Api) -> bool {
-    api == Api::Anthropic
-}
-
 /// Why a request cannot be put in a provider's API, or its answer read
 /// back; each variant is one of the SPEC's error codes.
 /// The member of an internal (Chat Completions) assistant message, or of a
