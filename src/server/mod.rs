@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use crate::api;
 use crate::endpoint::Door;
 use crate::ops::state::AppState;
-use crate::pipeline;
+use crate::pipeline::{self, Endpoint};
 use crate::server::body::Body;
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
@@ -327,20 +327,16 @@ async fn route(
             "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses",
         ) => {
             let door = door.unwrap_or(Door::Chat);
-            pipeline::handle(state, runtime, request, request_id, local_key, door).await
+            let endpoint = Endpoint::Model(door);
+            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
         }
         (Method::POST, "/v1/embeddings") => {
-            crate::endpoint::embeddings::handle(
-                state,
-                &runtime,
-                request,
-                &request_id,
-                local_key.as_deref(),
-            )
-            .await
+            let endpoint = Endpoint::Embeddings;
+            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
         }
         (Method::POST, "/v1/messages/count_tokens") => {
-            crate::endpoint::count_tokens::handle(state, &runtime, request, &request_id).await
+            let endpoint = Endpoint::CountTokens;
+            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
         }
         (Method::GET, "/v1/models") => {
             let anthropic = request.headers().contains_key("anthropic-version");
@@ -407,16 +403,8 @@ async fn route(
             method_not_allowed(&request_id, "POST")
         }
         (_, other) if crate::server::boundary::forwarded_as_is(other) => {
-            let path = other.to_string();
-            crate::endpoint::forward::handle(
-                state,
-                &runtime,
-                request,
-                &path,
-                &request_id,
-                local_key.as_deref(),
-            )
-            .await
+            let endpoint = Endpoint::Forward(other.to_string());
+            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
         }
         (_, other) => ApiError::new(
             ErrorKind::NotFound,
