@@ -271,7 +271,7 @@ impl RoutingConfig {
     /// Whether `model` matches a `pin` glob, and so is sent as asked, never
     /// rewritten. A glob that does not parse matches nothing (`validate`
     /// refuses it at load).
-    pub fn is_pinned(&self, model: &str) -> bool {
+    pub(crate) fn is_pinned(&self, model: &str) -> bool {
         self.pin.iter().any(|glob| {
             glob::Pattern::new(glob.get_ref()).is_ok_and(|pattern| pattern.matches(model))
         })
@@ -654,7 +654,7 @@ fn check_call_fee(fee: &Spanned<f64>) -> Result<(), Invalid> {
 /// Refuses a price (USD per million tokens) that is negative, or too small
 /// or too large to be one: most often a per-token figure in a per-million
 /// field.
-pub fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
+pub(crate) fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
     let value = *price.get_ref();
     let complaint = if !value.is_finite() || value < 0.0 {
         Some(format!("a price must be zero or positive, found {value}"))

@@ -50,7 +50,7 @@ pub enum Format {
 impl Format {
     /// The format a query's `format=` names: `csv` or `jsonl`; `None` for
     /// anything else.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "csv" => Some(Format::Csv),
             "jsonl" => Some(Format::Jsonl),

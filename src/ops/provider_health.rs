@@ -127,7 +127,7 @@ impl ProviderHealth {
 
     /// A call succeeded: the breaker closes and its failures start again
     /// from zero. `latency` feeds the average shown (weighted to recent calls).
-    pub fn record_success(&self, provider: &str, latency: Duration) {
+    pub(crate) fn record_success(&self, provider: &str, latency: Duration) {
         self.with(provider, |entry| {
             entry.requests += 1;
             entry.consecutive_failures = 0;
@@ -144,7 +144,7 @@ impl ProviderHealth {
     /// A call failed with `error` (kept among the recent ones). The breaker
     /// opens after `policy.failures` failures in a row, or at once when the
     /// failed call was the trial after a cool-down.
-    pub fn record_failure(&self, provider: &str, error: &str, policy: BreakerPolicy) {
+    pub(crate) fn record_failure(&self, provider: &str, error: &str, policy: BreakerPolicy) {
         let opened = self.with(provider, |entry| {
             entry.requests += 1;
             entry.failures += 1;
@@ -180,7 +180,7 @@ impl ProviderHealth {
     }
 
     /// Whether a local server answered its last probe; a change is logged.
-    pub fn set_reachable(&self, provider: &str, reachable: bool) {
+    pub(crate) fn set_reachable(&self, provider: &str, reachable: bool) {
         let changed = self.with(provider, |entry| {
             let changed = entry.reachable != Some(reachable);
             entry.reachable = Some(reachable);
@@ -274,7 +274,7 @@ impl ProviderHealth {
     }
 
     /// The provider's health as `/api/v2/providers` shows it.
-    pub fn view(&self, provider: &str) -> HealthView {
+    pub(crate) fn view(&self, provider: &str) -> HealthView {
         self.with(provider, |entry| {
             let now = Instant::now();
             let (circuit, open_for) = match entry.open_until {

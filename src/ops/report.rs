@@ -48,7 +48,7 @@ pub enum GroupBy {
 
 impl GroupBy {
     /// The grouping a query's `by=` names; `None` for anything else.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "provider" => Some(GroupBy::Provider),
             "model" => Some(GroupBy::Model),
@@ -286,7 +286,7 @@ pub type SharedBalances = BTreeMap<String, Result<(Usd, Usd), String>>;
 /// budget listings (`/api/v2/budgets`, `p402 sessions`) and the metrics.
 /// Never fails as a whole: a budget whose balance cannot be read says why
 /// instead.
-pub async fn shared_balances(book: &Book, config: &Config) -> SharedBalances {
+pub(crate) async fn shared_balances(book: &Book, config: &Config) -> SharedBalances {
     let now = Utc::now();
     let shared: Vec<(String, Account)> = config
         .budgets
