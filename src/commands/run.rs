@@ -32,6 +32,8 @@ pub struct Cap {
     pub max_usd_per_hour: Option<f64>,
 }
 
+/// `p402 run`: runs `command` under a new session capped by `cap`, and
+/// exits with the command's exit code (1 when p402 itself fails first).
 pub fn run(
     explicit: Option<&Path>,
     cap: Cap,

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 pub enum Discovered {
     /// A file to load, and which rule found it (for the start-up message).
     File {
+        /// The file; it may not exist when named explicitly.
         path: PathBuf,
+        /// The rule that named it: `--config`, `$P402_CONFIG`, ...
         found_by: &'static str,
     },
     /// Nothing anywhere: run on built-in defaults.

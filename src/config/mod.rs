@@ -67,6 +67,7 @@ fn line_col(source: &str, offset: usize) -> (usize, usize) {
 /// A validated configuration and where it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
+    /// The settings, checked by [`Config::validate`] when loaded.
     pub config: Config,
     /// The file it was read from; `None` when running on built-in defaults.
     pub path: Option<PathBuf>,

@@ -20,18 +20,26 @@ use crate::router::mode::Mode;
 /// A problem found after parsing: where (if known) and what.
 pub type Invalid = (Option<Range<usize>>, String);
 
+/// Everything `p402.toml` can say. Every table and key is optional; each
+/// table's `Default` holds the values p402 runs on without it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) upstream: UpstreamConfig,
+    /// `[routing]`: which model answers a request.
     pub routing: RoutingConfig,
+    /// `[cache]`: which answers are stored, and when one may answer again.
     pub cache: CacheConfig,
     pub(crate) providers: BTreeMap<Spanned<String>, ProviderConfig>,
+    /// `[[models]]`: catalog entries added to the built-in catalog, or
+    /// replacing one of the same provider and id.
     pub models: Vec<ModelConfig>,
     pub(crate) budgets: BTreeMap<Spanned<String>, BudgetConfig>,
     pub(crate) limits: LimitsConfig,
+    /// `[catalog]`: where prices come from besides the built-in catalog.
     pub catalog: CatalogConfig,
+    /// `[team]`: the Redis that shared budgets live in.
     pub team: TeamConfig,
     pub(crate) alerts: AlertsConfig,
     pub(crate) ledger: LedgerConfig,
@@ -117,11 +125,14 @@ pub struct CatalogConfig {
     pub auto_update: AutoUpdate,
 }
 
+/// Whether a running p402 brings LiteLLM's price map by itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoUpdate {
+    /// Never; `p402 catalog update` brings it by hand (the default).
     #[default]
     Off,
+    /// In the background, when the stored map is a week old.
     Weekly,
 }
 
@@ -206,6 +217,7 @@ impl Default for UpstreamConfig {
     }
 }
 
+/// `[routing]`: how the model that answers a request is chosen.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
@@ -256,25 +268,42 @@ impl Default for RoutingConfig {
 }
 
 impl RoutingConfig {
-    pub fn is_pinned(&self, model: &str) -> bool {
+    /// Whether `model` matches a `pin` glob, and so is sent as asked, never
+    /// rewritten. A glob that does not parse matches nothing (`validate`
+    /// refuses it at load).
+    pub(crate) fn is_pinned(&self, model: &str) -> bool {
         self.pin.iter().any(|glob| {
             glob::Pattern::new(glob.get_ref()).is_ok_and(|pattern| pattern.matches(model))
         })
     }
 }
 
+/// `[cache]`: which answers the cache stores, and which later requests
+/// they may answer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
+    /// Off: no request is answered from the cache or stored in it.
     pub enabled: bool,
     /// The lowest cosine similarity at which an earlier question is a
     /// candidate; the guards (`cache::guard`) decide whether it answers.
     /// 0.40 was chosen on the tune split of `benches/data/`.
     pub similarity: Similarity,
+    /// How long a stored answer may answer again, in seconds (a week by
+    /// default); a request's `cache_ttl` overrides it.
     pub ttl_seconds: u64,
+    /// The most entries kept; past it the least recently used are dropped.
+    /// Each costs about 500 bytes of memory.
     pub max_entries: u64,
+    /// The embedding model's name. p402 has one built in, all-MiniLM-L6-v2,
+    /// and loads it whatever this says.
     pub model: String,
+    /// Where the embedding model and ONNX Runtime are kept;
+    /// `<data_dir>/embedder` when unset.
     pub model_dir: Option<PathBuf>,
+    /// Requests sampled hotter than this (a request naming no temperature
+    /// counts as 1.0, OpenAI's default) are neither answered from the cache
+    /// nor stored: they ask for a different answer each time. Default 1.0.
     pub max_temperature: f64,
     /// Answers with tool calls are not stored unless this is set.
     pub store_tool_calls: bool,
@@ -337,7 +366,10 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The name clients ask for and p402 reports.
     pub id: String,
+    /// The provider that serves it: a built-in one or a `[providers.NAME]`
+    /// table.
     pub provider: Spanned<String>,
     /// The id the provider expects, when it differs from `id`.
     #[serde(default)]
@@ -363,10 +395,14 @@ pub struct ModelConfig {
     /// million tokens.
     #[serde(default)]
     pub web_search_per_call: Option<Spanned<f64>>,
+    /// The context window in tokens: a request whose prompt and output
+    /// limit do not fit is not sent to this model. Unknown when absent.
     #[serde(default)]
     pub context: Option<u32>,
     #[serde(default)]
     pub(crate) max_output: Option<u32>,
+    /// What the model can do beyond plain chat (tools, vision, ...); a request
+    /// that needs one it lacks is not sent to it. None when absent.
     #[serde(default)]
     pub capabilities: Option<Vec<catalog::Capability>>,
     /// 0–100, from the public leaderboard the catalog names.
@@ -400,14 +436,20 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatedSource {
+    /// The entry's `quality` is the user's own figure.
     Config,
+    /// The entry's `quality` is a guess: it never stands in for a measured
+    /// model.
     Estimated,
 }
 
+/// One `[budgets.NAME]` table: a hard cap on what the requests charged to
+/// it may spend.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub(crate) budget_usd: Spanned<f64>,
+    /// When the spend starts again from zero; `total` (the default) never.
     #[serde(default)]
     pub period: Period,
     #[serde(default)]
@@ -424,16 +466,23 @@ pub struct BudgetConfig {
     pub max_usd_per_hour: Option<Spanned<f64>>,
 }
 
+/// When a budget's spend starts again from zero: at local midnight,
+/// Monday or the 1st (UTC for a shared budget).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
+    /// Every day.
     Day,
+    /// Every Monday.
     Week,
+    /// On the 1st of every month.
     Month,
+    /// Never: one amount for all time.
     #[default]
     Total,
 }
 
+/// `[limits]`: guards for every request, whoever it is charged to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -567,6 +616,7 @@ impl TryFrom<String> for BaseUrl {
 }
 
 impl BaseUrl {
+    /// The URL, without a trailing slash.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -601,7 +651,10 @@ fn check_call_fee(fee: &Spanned<f64>) -> Result<(), Invalid> {
     Ok(())
 }
 
-pub fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
+/// Refuses a price (USD per million tokens) that is negative, or too small
+/// or too large to be one: most often a per-token figure in a per-million
+/// field.
+pub(crate) fn check_price(price: &Spanned<f64>) -> Result<(), Invalid> {
     let value = *price.get_ref();
     let complaint = if !value.is_finite() || value < 0.0 {
         Some(format!("a price must be zero or positive, found {value}"))
@@ -796,6 +849,7 @@ impl Config {
         Ok(())
     }
 
+    /// The `[providers.NAME]` table for `name`, if the file has one.
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers
             .iter()

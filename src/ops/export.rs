@@ -22,16 +22,23 @@ use crate::store::{LedgerEntry, Store, StoreError};
 /// Entries read per page.
 const PAGE: usize = 1000;
 
+/// Why an export stopped. What was written before stays written: an
+/// export goes out as it is read.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// A page of entries could not be read from the ledger.
     #[error("the ledger could not be read: {0}")]
     Store(#[from] StoreError),
+    /// An entry could not be turned into JSON.
     #[error("the entry could not be written out: {0}")]
     Json(#[from] serde_json::Error),
+    /// The output (`p402 export`'s file or standard output) could not be
+    /// written.
     #[error("writing the export failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// How the exported entries are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Comma-separated, one header line, dollars as decimals.
@@ -41,7 +48,9 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(text: &str) -> Option<Self> {
+    /// The format a query's `format=` names: `csv` or `jsonl`; `None` for
+    /// anything else.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "csv" => Some(Format::Csv),
             "jsonl" => Some(Format::Jsonl),
@@ -279,6 +288,7 @@ pub fn write_to(
 pub struct Request {
     pub(crate) since: DateTime<Utc>,
     pub(crate) until: Option<DateTime<Utc>>,
+    /// How the entries are written (`format=`; JSON lines by default).
     pub format: Format,
 }
 

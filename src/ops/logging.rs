@@ -4,11 +4,14 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// JSON when stderr goes to journald (`$JOURNAL_STREAM`), text otherwise.
     Auto,
+    /// Plain lines, for a person reading a terminal.
     Text,
+    /// One JSON object per line, for a log collector.
     Json,
 }
 

@@ -12,12 +12,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The labels of `p402_requests`: one series per door, provider, model
+/// and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The API the client called: `chat`, `messages`, `responses`,
     /// `embeddings`, or `forward` for a call passed on as it is.
     pub door: &'static str,
+    /// The provider that answered (`cache` for a cached answer); `-` when
+    /// the request reached none.
     pub provider: String,
+    /// The model that answered; `-` when none is known.
     pub model: String,
     pub(crate) status: u16,
 }
@@ -74,8 +79,11 @@ pub struct TeamMetrics {
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// Every metric p402 exports at `/metrics`, in one registry shared by the
+/// whole process, so that one scrape sees them all.
 pub struct Metrics {
     registry: Registry,
+    /// `p402_requests`: requests answered, counted once each as it ends.
     pub requests: Family<RequestLabels, Counter>,
     pub(crate) latency: Histogram,
     pub(crate) upstream_latency: Family<ProviderLabels, Histogram>,
@@ -90,7 +98,9 @@ pub struct Metrics {
     pub(crate) budget_remaining_usd: Family<NameLabels, FloatGauge>,
     pub(crate) circuit_open: Family<ProviderLabels, Gauge>,
     pub(crate) budget_alerts: Family<AlertLabels, Counter>,
+    /// The team store's latency and errors (`p402_team_store_*`).
     pub team: TeamMetrics,
+    /// The quality the routed requests got against what they asked for.
     pub quality: crate::ops::quality_tally::QualityTally,
 }
 

@@ -62,6 +62,7 @@ pub struct HealthView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) open_for_seconds: Option<f64>,
     pub(crate) consecutive_failures: u32,
+    /// Calls made to the provider since p402 started, failed ones included.
     pub requests: u64,
     pub(crate) failures: u64,
     pub(crate) avg_latency_ms: Option<f64>,
@@ -124,7 +125,9 @@ impl ProviderHealth {
         })
     }
 
-    pub fn record_success(&self, provider: &str, latency: Duration) {
+    /// A call succeeded: the breaker closes and its failures start again
+    /// from zero. `latency` feeds the average shown (weighted to recent calls).
+    pub(crate) fn record_success(&self, provider: &str, latency: Duration) {
         self.with(provider, |entry| {
             entry.requests += 1;
             entry.consecutive_failures = 0;
@@ -138,7 +141,10 @@ impl ProviderHealth {
         });
     }
 
-    pub fn record_failure(&self, provider: &str, error: &str, policy: BreakerPolicy) {
+    /// A call failed with `error` (kept among the recent ones). The breaker
+    /// opens after `policy.failures` failures in a row, or at once when the
+    /// failed call was the trial after a cool-down.
+    pub(crate) fn record_failure(&self, provider: &str, error: &str, policy: BreakerPolicy) {
         let opened = self.with(provider, |entry| {
             entry.requests += 1;
             entry.failures += 1;
@@ -173,7 +179,8 @@ impl ProviderHealth {
         self.with(provider, |entry| entry.trial_in_flight = false);
     }
 
-    pub fn set_reachable(&self, provider: &str, reachable: bool) {
+    /// Whether a local server answered its last probe; a change is logged.
+    pub(crate) fn set_reachable(&self, provider: &str, reachable: bool) {
         let changed = self.with(provider, |entry| {
             let changed = entry.reachable != Some(reachable);
             entry.reachable = Some(reachable);
@@ -266,7 +273,8 @@ impl ProviderHealth {
         );
     }
 
-    pub fn view(&self, provider: &str) -> HealthView {
+    /// The provider's health as `/api/v2/providers` shows it.
+    pub(crate) fn view(&self, provider: &str) -> HealthView {
         self.with(provider, |entry| {
             let now = Instant::now();
             let (circuit, open_for) = match entry.open_until {

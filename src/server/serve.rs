@@ -39,6 +39,8 @@ pub struct Running {
 }
 
 impl Running {
+    /// The address the proxy listens on; tests listen on port 0 and ask
+    /// here which port they got.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -103,6 +105,9 @@ pub async fn start(explicit: Option<&Path>) -> anyhow::Result<Running> {
     start_with(loaded).await
 }
 
+/// Starts serving `loaded`, already read: opens the data directory and
+/// its database, binds the listener and watches the config file it came
+/// from. Returns once the listener is bound, so a client may connect at once.
 pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
     let data_dir = data_dir(&loaded.config);
     note_state_directory(&loaded.config, &data_dir);
