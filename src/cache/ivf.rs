@@ -42,6 +42,7 @@ pub struct Centroids {
 }
 
 impl Centroids {
+    /// The number of lists.
     pub fn len(&self) -> usize {
         self.rows.len() / DIMENSIONS
     }
@@ -236,6 +237,7 @@ impl Ivf {
         }
     }
 
+    /// The number of vectors filed.
     pub fn len(&self) -> usize {
         self.place.len()
     }

@@ -48,6 +48,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shortfall {
     pub(crate) account: Account,
+    /// What the account has left (of its budget, or of its hourly cap
+    /// when `wait` is set) less what is reserved; never negative.
     pub remaining: Usd,
     pub(crate) needed: Usd,
     /// Set when the account's burn-rate cap stands in the way, not its
@@ -171,6 +173,8 @@ pub struct Book {
 }
 
 impl Book {
+    /// An empty book over `store`; balances are read from the store the
+    /// first time an account is seen.
     pub fn new(store: Store) -> Arc<Self> {
         Arc::new(Book {
             store,
@@ -185,6 +189,8 @@ impl Book {
         self.team.load_full()
     }
 
+    /// Swaps in the team store (or none) after `[team]` is configured or
+    /// reloaded; reservations already made keep their own.
     pub fn set_team(&self, team: Option<Arc<TeamStore>>) {
         self.team.store(team);
     }
@@ -342,6 +348,7 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The money held on each of the request's local accounts.
     pub fn amount(&self) -> Usd {
         self.amount
     }

@@ -14,11 +14,14 @@ use super::responses::Tally as ResponsesTally;
 /// The usage so far of a native stream, in its dialect.
 #[derive(Debug)]
 pub enum Tally {
+    /// An Anthropic Messages stream's.
     Messages(MessagesTally),
+    /// An OpenAI Responses stream's.
     Responses(ResponsesTally),
 }
 
 impl Tally {
+    /// An empty tally for a stream in `dialect`.
     pub fn new(dialect: Dialect) -> Self {
         match dialect {
             Dialect::Messages => Tally::Messages(MessagesTally::default()),

@@ -148,6 +148,8 @@ impl Tally {
         }
     }
 
+    /// The usage the stream reported in its final event
+    /// (`response.completed`, `.failed` or `.incomplete`); `None` before.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
