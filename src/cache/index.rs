@@ -328,13 +328,8 @@ impl Index {
         self.partitions.get(scope).is_some_and(|p| p.ivf.is_some())
     }
 
-    /// Whether entry `id` is in the index.
-    pub fn contains(&self, id: u64) -> bool {
-        self.positions.contains_key(&id)
-    }
-
     /// Marks entry `id` used at `now` (Unix seconds), for LRU eviction.
-    pub fn touch(&mut self, id: u64, now: u64) {
+    pub(crate) fn touch(&mut self, id: u64, now: u64) {
         if let Some((scope, position)) = self.positions.get(&id) {
             if let Some(slot) = self
                 .partitions

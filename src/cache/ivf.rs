@@ -43,7 +43,7 @@ pub struct Centroids {
 
 impl Centroids {
     /// The number of lists.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows.len() / DIMENSIONS
     }
 

@@ -92,7 +92,7 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
 impl IndexRecord {
     /// The index record of `entry`, its vector quantized (none if it has no
     /// vector of the model's width).
-    pub fn of(entry: &Entry, scope: Scope, question_hash: u64) -> Self {
+    pub(crate) fn of(entry: &Entry, scope: Scope, question_hash: u64) -> Self {
         IndexRecord {
             scope,
             question_hash,

@@ -191,7 +191,7 @@ impl Book {
 
     /// Swaps in the team store (or none) after `[team]` is configured or
     /// reloaded; reservations already made keep their own.
-    pub fn set_team(&self, team: Option<Arc<TeamStore>>) {
+    pub(crate) fn set_team(&self, team: Option<Arc<TeamStore>>) {
         self.team.store(team);
     }
 
@@ -348,11 +348,6 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// The money held on each of the request's local accounts.
-    pub fn amount(&self) -> Usd {
-        self.amount
-    }
-
     /// Adds the hold on the request's shared accounts: settled with the
     /// local ones, or given back with them.
     pub fn with_team(mut self, hold: TeamHold) -> Self {

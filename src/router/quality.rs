@@ -47,7 +47,7 @@ pub struct Standard {
 impl Standard {
     /// The standard for a request in `category` that asked for `requested`
     /// (`None` for `auto` or a model the catalog does not know).
-    pub fn new(category: Category, requested: Option<&Model>) -> Self {
+    pub(crate) fn new(category: Category, requested: Option<&Model>) -> Self {
         let compared = requested.and_then(|model| {
             [category, Category::Overall]
                 .into_iter()
@@ -131,7 +131,7 @@ pub struct QualityNote {
 
 impl QualityNote {
     /// The note for a request judged by `standard` and answered by `served`.
-    pub fn of(standard: &Standard, served: &Model) -> Self {
+    pub(crate) fn of(standard: &Standard, served: &Model) -> Self {
         let rated_in = standard.rated_in();
         QualityNote {
             category: standard.category,

@@ -510,7 +510,7 @@ impl Store {
     }
 
     /// The number of records in `table`.
-    pub fn len(&self, table: Table) -> Result<u64, StoreError> {
+    pub(crate) fn len(&self, table: Table) -> Result<u64, StoreError> {
         let tx = self.db()?.begin_read()?;
         Ok(tx.open_table(table.definition())?.len()?)
     }

@@ -48,7 +48,7 @@ pub struct Dims {
 
 impl Dims {
     /// The row an entry is added to.
-    pub fn of(entry: &LedgerEntry) -> Self {
+    pub(crate) fn of(entry: &LedgerEntry) -> Self {
         Dims {
             provider: entry.provider.clone(),
             model: entry.model.clone(),
@@ -84,7 +84,7 @@ const SUMS_BYTES: usize = 64;
 
 impl Sums {
     /// One entry's contribution.
-    pub fn of(entry: &LedgerEntry) -> Self {
+    pub(crate) fn of(entry: &LedgerEntry) -> Self {
         Sums {
             requests: 1,
             input_tokens: entry.input_tokens,
@@ -183,7 +183,7 @@ pub struct Addition {
 impl Addition {
     /// What settling `entry` adds; fails only if its grouping cannot be
     /// encoded as the row key.
-    pub fn of(entry: &LedgerEntry) -> Result<Self, StoreError> {
+    pub(crate) fn of(entry: &LedgerEntry) -> Result<Self, StoreError> {
         Ok(Addition {
             key: key(hour_of(entry.time), &Dims::of(entry))?,
             sums: Sums::of(entry),

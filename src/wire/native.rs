@@ -22,7 +22,7 @@ pub enum Tally {
 
 impl Tally {
     /// An empty tally for a stream in `dialect`.
-    pub fn new(dialect: Dialect) -> Self {
+    pub(crate) fn new(dialect: Dialect) -> Self {
         match dialect {
             Dialect::Messages => Tally::Messages(MessagesTally::default()),
             Dialect::Responses => Tally::Responses(ResponsesTally::default()),

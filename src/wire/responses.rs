@@ -150,7 +150,7 @@ impl Tally {
 
     /// The usage the stream reported in its final event
     /// (`response.completed`, `.failed` or `.incomplete`); `None` before.
-    pub fn usage(&self) -> Option<Usage> {
+    pub(crate) fn usage(&self) -> Option<Usage> {
         self.usage
     }
 

@@ -124,7 +124,7 @@ pub struct TeamHold {
 
 impl TeamHold {
     /// Ties `hold` to its request and starts renewing its lease.
-    pub fn new(store: Arc<TeamStore>, hold: Hold) -> Self {
+    pub(crate) fn new(store: Arc<TeamStore>, hold: Hold) -> Self {
         let renewal = store.keep_alive(&hold);
         TeamHold {
             store,
@@ -134,7 +134,7 @@ impl TeamHold {
     }
 
     /// The money held; zero once the hold is settled or given back.
-    pub fn amount(&self) -> Usd {
+    pub(crate) fn amount(&self) -> Usd {
         self.hold.as_ref().map_or(Usd::ZERO, |h| h.amount)
     }
 
@@ -240,7 +240,7 @@ impl TeamStore {
 
     /// The `[team]` settings it was connected with, to tell whether a
     /// reload changed them.
-    pub fn config(&self) -> &TeamConfig {
+    pub(crate) fn config(&self) -> &TeamConfig {
         &self.config
     }
 
