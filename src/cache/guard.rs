@@ -79,6 +79,8 @@ pub struct Tuning {
     /// Pairs differing in more content words than `max_swapped` need at
     /// least this similarity.
     pub reworded: f32,
+    /// The most content words two questions may differ in (added, removed
+    /// or swapped) before they must be `reworded`-similar.
     pub max_swapped: usize,
     /// The verifier's confidence a candidate needs when no guard objects.
     pub verified: f32,

@@ -25,6 +25,7 @@ pub const IVF_MIN: usize = 16_384;
 /// One entry as the index keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
+    /// The entry's id in the cache tables.
     pub id: u64,
     /// Unix seconds after which the entry is dead.
     pub expires: u64,
@@ -74,6 +75,7 @@ impl Default for Index {
 /// A candidate match.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Found {
+    /// The entry's id, to read it from the store.
     pub id: u64,
     pub(crate) score: f32,
 }
@@ -89,6 +91,7 @@ impl Index {
         }
     }
 
+    /// The entries it holds, across every scope.
     pub fn len(&self) -> usize {
         self.positions.len()
     }
@@ -98,6 +101,9 @@ impl Index {
         self.positions.is_empty()
     }
 
+    /// Adds an entry under `scope`, replacing one of the same question
+    /// (`question_hash`); without a vector of the model's width it can only
+    /// be found by its exact question.
     pub fn insert(&mut self, scope: Scope, question_hash: u64, vector: Option<&[f32]>, slot: Slot) {
         let quantized = vector.filter(|v| v.len() == DIMENSIONS).map(quantize);
         self.insert_quantized(scope, question_hash, quantized.as_deref(), slot);
@@ -322,11 +328,8 @@ impl Index {
         self.partitions.get(scope).is_some_and(|p| p.ivf.is_some())
     }
 
-    pub fn contains(&self, id: u64) -> bool {
-        self.positions.contains_key(&id)
-    }
-
-    pub fn touch(&mut self, id: u64, now: u64) {
+    /// Marks entry `id` used at `now` (Unix seconds), for LRU eviction.
+    pub(crate) fn touch(&mut self, id: u64, now: u64) {
         if let Some((scope, position)) = self.positions.get(&id) {
             if let Some(slot) = self
                 .partitions

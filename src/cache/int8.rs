@@ -11,6 +11,8 @@
 /// What a unit vector's components are multiplied by before rounding.
 pub const SCALE: f32 = 127.0;
 
+/// A unit vector as int8 components, for the index to keep in a quarter
+/// of the memory.
 pub fn quantize(vector: &[f32]) -> Vec<i8> {
     vector
         .iter()

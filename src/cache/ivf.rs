@@ -42,7 +42,8 @@ pub struct Centroids {
 }
 
 impl Centroids {
-    pub fn len(&self) -> usize {
+    /// The number of lists.
+    pub(crate) fn len(&self) -> usize {
         self.rows.len() / DIMENSIONS
     }
 
@@ -236,6 +237,7 @@ impl Ivf {
         }
     }
 
+    /// The number of vectors filed.
     pub fn len(&self) -> usize {
         self.place.len()
     }

@@ -54,6 +54,8 @@ use scope::Scope;
 /// A stored answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
+    /// Its key in the cache tables, one past the highest stored, so that
+    /// the tables are in storing order.
     pub id: u64,
     pub(crate) scope: String,
     pub(crate) question: String,
@@ -64,9 +66,13 @@ pub struct Entry {
     /// The `chat.completion` object as the provider answered (without
     /// p402's metadata).
     pub response: Value,
+    /// The prompt tokens the original answer used; a hit reports them, to
+    /// price the direct cost it avoided.
     pub input_tokens: u64,
     pub(crate) output_tokens: u64,
+    /// The provider that answered originally.
     pub provider: String,
+    /// The model that answered originally.
     pub model: String,
     pub(crate) created: u64,
     pub(crate) expires: u64,

@@ -90,7 +90,9 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
 }
 
 impl IndexRecord {
-    pub fn of(entry: &Entry, scope: Scope, question_hash: u64) -> Self {
+    /// The index record of `entry`, its vector quantized (none if it has no
+    /// vector of the model's width).
+    pub(crate) fn of(entry: &Entry, scope: Scope, question_hash: u64) -> Self {
         IndexRecord {
             scope,
             question_hash,

@@ -57,6 +57,8 @@ impl Cache {
             .fetch_add(saved.nanos(), Ordering::Relaxed);
     }
 
+    /// The `/api/v2/cache/stats` object: mode, entries, hits, refusals
+    /// and savings since start.
     pub fn stats(&self, config: &CacheConfig) -> Value {
         let counters = &self.inner.counters;
         let exact = counters.exact_hits.load(Ordering::Relaxed);

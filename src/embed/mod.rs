@@ -40,20 +40,30 @@ pub const DIMENSIONS: usize = 384;
 /// Requests waiting for the embedding thread, at most.
 const QUEUE: usize = 64;
 
+/// Why a question could not be embedded or verified. The cache takes any
+/// of them as a miss, so the request goes on without the semantic cache.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
+    /// The model's files are not in this directory.
     #[error("the embedding files are missing from {0} (run `p402 setup`)")]
     Missing(String),
+    /// The ONNX Runtime library could not be loaded.
     #[error("ONNX Runtime could not be loaded: {0}")]
     Runtime(String),
+    /// The model, its tokenizer or its thread could not be set up.
     #[error("the embedding model could not be loaded: {0}")]
     Model(String),
+    /// Running the model on one input failed.
     #[error("embedding failed: {0}")]
     Failed(String),
+    /// Built without the `embeddings` feature: there is no model to load.
     #[error("this p402 was built without the `embeddings` feature")]
     NotBuilt,
+    /// The bounded queue to the embedding thread is full: better a cache
+    /// miss than a request waiting behind others' embeddings.
     #[error("the embedding queue is full")]
     Busy,
+    /// The embedding thread is gone (it panicked, or p402 is stopping).
     #[error("the embedding thread has stopped")]
     Stopped,
 }

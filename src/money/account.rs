@@ -30,6 +30,7 @@ pub struct Account {
 }
 
 impl Account {
+    /// The account of session `id`, whose budget is `limit`.
     pub fn session(id: &str, limit: Usd) -> Self {
         Account {
             key: Some(format!("session:{id}")),
@@ -103,6 +104,8 @@ impl Account {
         Account { hourly, ..self }
     }
 
+    /// A one-request cap (`max_cost`) of `limit`: no key, since nothing
+    /// of it outlives the request.
     pub fn cap(limit: Usd, label: &str) -> Self {
         Account {
             key: None,

@@ -48,6 +48,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shortfall {
     pub(crate) account: Account,
+    /// What the account has left (of its budget, or of its hourly cap
+    /// when `wait` is set) less what is reserved; never negative.
     pub remaining: Usd,
     pub(crate) needed: Usd,
     /// Set when the account's burn-rate cap stands in the way, not its
@@ -171,6 +173,8 @@ pub struct Book {
 }
 
 impl Book {
+    /// An empty book over `store`; balances are read from the store the
+    /// first time an account is seen.
     pub fn new(store: Store) -> Arc<Self> {
         Arc::new(Book {
             store,
@@ -185,7 +189,9 @@ impl Book {
         self.team.load_full()
     }
 
-    pub fn set_team(&self, team: Option<Arc<TeamStore>>) {
+    /// Swaps in the team store (or none) after `[team]` is configured or
+    /// reloaded; reservations already made keep their own.
+    pub(crate) fn set_team(&self, team: Option<Arc<TeamStore>>) {
         self.team.store(team);
     }
 
@@ -342,10 +348,6 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    pub fn amount(&self) -> Usd {
-        self.amount
-    }
-
     /// Adds the hold on the request's shared accounts: settled with the
     /// local ones, or given back with them.
     pub fn with_team(mut self, hold: TeamHold) -> Self {

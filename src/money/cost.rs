@@ -12,6 +12,7 @@ use crate::money::Usd;
 /// What a request actually used, and whether it had to be counted by p402.
 #[derive(Debug, Clone, Copy)]
 pub struct Used {
+    /// The token counts: the provider's, or p402's own count.
     pub usage: Usage,
     pub(crate) estimated: bool,
 }
@@ -40,6 +41,8 @@ impl Used {
 /// The costs of one answered request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Costs {
+    /// What the request cost on the model that served it; `None` when that
+    /// model has no price.
     pub cost: Option<Usd>,
     pub(crate) direct: Option<Usd>,
 }
@@ -54,6 +57,7 @@ impl Costs {
         }
     }
 
+    /// `direct` less `cost`, when both are known.
     pub fn savings(&self) -> Option<Usd> {
         self.cost
             .zip(self.direct)

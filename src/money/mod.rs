@@ -31,10 +31,12 @@ pub struct Usd(i64);
 impl Usd {
     pub(crate) const ZERO: Usd = Usd(0);
 
+    /// An amount of `nanos` nano-dollars (what the ledger stores).
     pub const fn from_nanos(nanos: i64) -> Self {
         Usd(nanos)
     }
 
+    /// The amount in nano-dollars, for storing and exact sums.
     pub const fn nanos(self) -> i64 {
         self.0
     }
@@ -51,6 +53,7 @@ impl Usd {
         }
     }
 
+    /// The amount in dollars, for JSON and messages only: never sum these.
     pub fn to_dollars(self) -> f64 {
         self.0 as f64 / NANOS_PER_USD
     }
@@ -111,6 +114,7 @@ impl PerMTok {
         (nanos < u64::MAX as f64).then_some(PerMTok(nanos as u64))
     }
 
+    /// Dollars per million tokens, as the catalog and config write them.
     pub fn to_dollars(self) -> f64 {
         self.0 as f64 / NANOS_PER_USD
     }
@@ -125,8 +129,11 @@ impl PerMTok {
 /// Per-million-token prices of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {
+    /// Prompt tokens not read from or written to the prompt cache.
     pub input: PerMTok,
+    /// Prompt tokens read from the provider's prompt cache.
     pub cached_input: PerMTok,
+    /// Generated tokens, reasoning included.
     pub output: PerMTok,
     /// Prompt-cache writes (Anthropic's five-minute cache); the input price
     /// where the provider has none.
@@ -152,6 +159,8 @@ pub struct Usage {
     pub cache_write_1h_tokens: u64,
     /// All generated tokens, reasoning included.
     pub output_tokens: u64,
+    /// The part of `output_tokens` spent reasoning; reported, not billed
+    /// apart.
     pub reasoning_tokens: u64,
     /// Web searches the provider ran with its own search tool, each billed
     /// at [`Price::web_search`].

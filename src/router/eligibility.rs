@@ -19,7 +19,10 @@ pub const CONTEXT_RESERVE_TOKENS: u32 = 1024;
 /// What a request demands of the model that answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Needs {
+    /// What the request uses (tools, images, a JSON schema, ...); a model
+    /// must have all of them.
     pub capabilities: BTreeSet<Capability>,
+    /// The prompt's tokens, as counted, for the context check and cost.
     pub input_tokens: u64,
     /// `max_completion_tokens` or `max_tokens`, when the client set one.
     /// It holds for each choice.
@@ -32,6 +35,8 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// Reads the needs from the request body; `input_tokens` is the
+    /// prompt as counted by the caller.
     pub fn of(request: &ChatRequest, input_tokens: u64) -> Self {
         let body = &request.body;
         let mut capabilities = BTreeSet::new();
@@ -149,18 +154,26 @@ fn has_image(messages: Option<&Value>) -> bool {
 /// Why a model was passed over; counted to explain an empty choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reject {
+    /// The provider has no API key or cannot be reached.
     ProviderUnusable,
+    /// The request's `exclude_providers` names the provider.
     ProviderExcluded,
     /// The request uses features only its own API can carry, and the
     /// provider speaks another.
     Dialect,
+    /// The provider failed recently and its circuit is open.
     CircuitOpen,
     /// A local server does not list it, or a provider said it does not
     /// have it.
     ModelMissing,
+    /// The model lacks a capability the request uses.
     Capability,
+    /// The prompt and room for the answer exceed the context window.
     Context,
+    /// The request's output limit is above the model's maximum output.
     OutputLimit,
+    /// Its 0-100 quality score is below the floor the requested model's
+    /// score sets.
     QualityBelowFloor,
     /// The requested model is measured and this one is not.
     Unmeasured,
@@ -169,7 +182,9 @@ pub enum Reject {
     /// Rated below the requested model (minus the allowed drop) in the
     /// request's category, at the low end of its confidence interval.
     RatedLower,
+    /// The catalog has no price for it, so its cost cannot be known.
     Unpriced,
+    /// Its least cost for the request is over the request's `max_cost`.
     MaxCost,
 }
 

@@ -20,6 +20,7 @@ use super::{
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub(crate) requested_model: String,
+    /// The mode the candidates are ordered by.
     pub mode: ModeChoice,
     /// The request's category, as decided locally.
     pub category: Category,
@@ -31,6 +32,7 @@ pub struct Explanation {
     pub requested_rating: Option<i64>,
     pub(crate) requested_source: Option<QualitySource>,
     pub(crate) max_quality_drop: u32,
+    /// The prompt's tokens, as counted.
     pub input_tokens: u64,
     /// Why the requested model is not rewritten, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,7 +45,9 @@ pub struct Explanation {
 /// One model in the explanation.
 #[derive(Debug, Serialize)]
 pub struct Explained {
+    /// The provider's name.
     pub provider: String,
+    /// The catalog id of the model.
     pub model: String,
     #[serde(rename = "expected_cost_usd")]
     pub(crate) expected_cost: Option<Usd>,

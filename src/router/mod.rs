@@ -36,6 +36,7 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// One provider and model to try.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The provider to call.
     pub provider: Arc<Provider>,
     /// The model id sent upstream.
     pub upstream_model: String,
@@ -51,6 +52,8 @@ impl Candidate {
         self.model.as_ref().map_or(&self.upstream_model, |m| &m.id)
     }
 
+    /// The model's catalog price; `None` for a model the catalog does
+    /// not know or does not price, which is then charged nothing.
     pub fn price(&self) -> Option<Price> {
         self.model.as_ref().and_then(|m| m.price)
     }
@@ -68,13 +71,17 @@ impl Candidate {
 /// What a request would cost on one model (`/api/v2/providers/compare`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Quote {
+    /// The provider's name.
     pub provider: String,
+    /// The catalog id of the model.
     pub model: String,
     #[serde(rename = "expected_cost_usd")]
     pub(crate) expected_cost: Usd,
+    /// The request's prompt tokens, as counted, that the cost is for.
     pub input_tokens: u64,
     pub(crate) expected_output_tokens: u32,
     pub(crate) quality: Option<u8>,
+    /// Whether the model's quality is measured, configured or estimated.
     pub quality_source: crate::catalog::QualitySource,
     /// The model's rating in the request's category (or the one compared).
     pub rating: Option<f64>,
@@ -86,6 +93,8 @@ pub struct Quote {
 /// The router's decision.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The mode the candidates were ordered by: the request's, or the
+    /// configured default.
     pub mode: ModeChoice,
     /// The model the client asked for, as it asked.
     pub requested_model: String,
@@ -106,15 +115,29 @@ pub enum RouteError {
     /// Some model could serve the request but for its cost: a budget
     /// answer (402), not a routing failure.
     #[error("max_cost ${:.6} is below ${:.6}, the least this request can cost on {on} (its prompt plus a 256-token answer)", .cap.to_dollars(), .least.to_dollars())]
-    OverMaxCost { cap: Usd, least: Usd, on: String },
+    OverMaxCost {
+        /// The request's `max_cost`.
+        cap: Usd,
+        /// The least the request can cost on the cheapest model for it.
+        least: Usd,
+        /// That model, as the message names it.
+        on: String,
+    },
+    /// Every model was passed over; the message counts the reasons.
     #[error("{0}")]
     NothingEligible(String),
+    /// The one model the request must go to has a provider that cannot be
+    /// called now (no key, not answering); the message says which.
     #[error("{0}")]
     ProviderUnavailable(String),
+    /// `p402.provider` names a provider that is not configured.
     #[error("p402.provider `{0}` is not a known provider")]
     UnknownProvider(String),
+    /// A catalog model whose provider is not in the catalog: a bug in
+    /// building the catalog, not the request's fault.
     #[error("model `{0}` names a missing provider")]
     MissingProvider(String),
+    /// The requested model is in no catalog and names no provider.
     #[error("model `{0}` is not in p402's catalog; write it as provider/model, pin a provider with p402.provider, or add it under [[models]] in p402.toml")]
     ModelNotFound(String),
     /// The request says something only its own API can carry, and no
@@ -122,8 +145,11 @@ pub enum RouteError {
     /// failure to retry.
     #[error("{field} has no equivalent outside the {api} API, and {model} is served through another API; send the request without it, or ask for a model of a provider that speaks the {api} API")]
     Untranslatable {
+        /// The request field that cannot be carried over.
         field: String,
+        /// The API that can carry it (`OpenAI Responses`, `Anthropic Messages`).
         api: &'static str,
+        /// The model it would have gone to, quoted for the message.
         model: String,
     },
 }
@@ -210,13 +236,20 @@ fn attempts(request: &ChatRequest) -> usize {
 
 /// Everything routing reads besides the request.
 pub struct Router<'a> {
+    /// The models and providers to choose from, with prices and ratings.
     pub catalog: &'a Catalog,
+    /// The `[routing]` settings: default mode, reference model, quality
+    /// rules.
     pub config: &'a RoutingConfig,
+    /// Which providers answer and whose circuit is open.
     pub health: &'a ProviderHealth,
+    /// Where each recent conversation was served, to keep its prompt cache.
     pub sticky: &'a Sticky,
 }
 
 impl Router<'_> {
+    /// Chooses the candidates for `request`, whose prompt counts
+    /// `input_tokens`, in the order to try them.
     pub fn route(&self, request: &ChatRequest, input_tokens: u64) -> Result<Route, RouteError> {
         let options = &request.options;
         let mode = options

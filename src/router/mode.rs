@@ -60,6 +60,8 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weights {
+    /// How much low expected cost counts; the three weights are divided
+    /// by their sum, so only their ratio matters.
     #[serde(default)]
     pub cost: f64,
     #[serde(default)]
@@ -80,7 +82,9 @@ impl Weights {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ModeChoice {
+    /// One of the built-in modes.
     Named(Mode),
+    /// Custom weights of cost, quality and speed.
     Weights(Weights),
 }
 

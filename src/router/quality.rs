@@ -45,7 +45,9 @@ pub struct Standard {
 }
 
 impl Standard {
-    pub fn new(category: Category, requested: Option<&Model>) -> Self {
+    /// The standard for a request in `category` that asked for `requested`
+    /// (`None` for `auto` or a model the catalog does not know).
+    pub(crate) fn new(category: Category, requested: Option<&Model>) -> Self {
         let compared = requested.and_then(|model| {
             [category, Category::Overall]
                 .into_iter()
@@ -128,7 +130,8 @@ pub struct QualityNote {
 }
 
 impl QualityNote {
-    pub fn of(standard: &Standard, served: &Model) -> Self {
+    /// The note for a request judged by `standard` and answered by `served`.
+    pub(crate) fn of(standard: &Standard, served: &Model) -> Self {
         let rated_in = standard.rated_in();
         QualityNote {
             category: standard.category,

@@ -12,6 +12,8 @@ use serde_json::Value;
 /// Conversations remembered; the least recently continued are forgotten.
 const CAPACITY: usize = 10_000;
 
+/// A hash of a conversation's opening (see [`Sticky::key`]); a hash, not
+/// the text, so that remembering 10,000 conversations costs little.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConversationKey(u64);
 
@@ -78,6 +80,8 @@ impl Sticky {
         served.get(&key).cloned()
     }
 
+    /// Remembers that `provider` and `model` served this conversation's
+    /// latest turn.
     pub fn record(&self, key: ConversationKey, provider: &str, model: &str) {
         let mut served = match self.served.lock() {
             Ok(served) => served,

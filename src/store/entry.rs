@@ -9,18 +9,30 @@ use crate::money::Usd;
 /// One settled request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
+    /// When the entry was made (settlement time, UTC); rollups bucket by it.
     pub time: DateTime<Utc>,
+    /// p402's id for the request (UUIDv7, so ledger keys sort by time).
     pub request_id: String,
+    /// The p402 session charged, if the request named one.
     pub session: Option<String>,
     /// Names of the file-declared budgets charged.
     pub budgets: Vec<String>,
+    /// The provider that answered, or `cache` for a cache hit.
     pub provider: String,
+    /// The model that answered; none for a cache hit or a forwarded request.
     pub model: Option<String>,
+    /// Prompt tokens, as the provider reported them (or as counted).
     pub input_tokens: u64,
+    /// Completion tokens, reasoning included.
     pub output_tokens: u64,
+    /// The part of `input_tokens` the provider served from its prompt
+    /// cache, priced lower; zero in entries written before it was kept.
     #[serde(default)]
     pub cached_input_tokens: u64,
+    /// What was charged, in nano-dollars: zero for a cache hit.
     pub cost_nanos: i64,
+    /// What the same usage would have cost on the model asked for (or the
+    /// reference model), in nano-dollars; savings are this less the cost.
     pub direct_nanos: i64,
     /// Answered from p402's cache.
     pub cached: bool,
@@ -75,6 +87,7 @@ impl LedgerEntry {
         }
     }
 
+    /// What was charged, as money.
     pub fn cost(&self) -> Usd {
         Usd::from_nanos(self.cost_nanos)
     }
@@ -83,12 +96,16 @@ impl LedgerEntry {
 /// What an account has been charged, as kept in the `spend` table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
+    /// Everything charged to the account, in nano-dollars.
     pub cost_nanos: i64,
+    /// What the same requests would have cost direct, in nano-dollars.
     pub direct_nanos: i64,
+    /// Requests charged to the account.
     pub requests: u64,
 }
 
 impl Totals {
+    /// Everything charged, as money.
     pub fn cost(&self) -> Usd {
         Usd::from_nanos(self.cost_nanos)
     }

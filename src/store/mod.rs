@@ -39,37 +39,62 @@ use tokio::sync::oneshot;
 pub use entry::{Forwarded, LedgerEntry, Totals};
 use writer::{Done, Job, Settlement, Slot, Writer};
 
+/// Why a store operation failed; `Locked`, `Damaged` and `Migrate` tell
+/// the operator what to do, the rest are for the log and `/health`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// redb itself failed (I/O, a transaction, a table).
     #[error("the database failed: {0}")]
     Db(#[from] redb::Error),
+    /// A JSON record that does not parse.
     #[error("a stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
     /// A record of p402's own binary layout that does not follow it.
     #[error("a stored record is malformed: {0}")]
     Malformed(String),
+    /// The writer's last commit failed, for this reason; shared (`Arc`)
+    /// because one failure answers every write of its group.
     #[error("the database could not commit: {0}")]
     Commit(Arc<String>),
+    /// The writer thread could not be spawned.
     #[error("the database writer thread could not start: {0}")]
     Thread(std::io::Error),
+    /// The writer thread is gone, so nothing more can be written.
     #[error("the database writer has stopped")]
     WriterStopped,
+    /// Another process holds the database's lock.
     #[error(
         "the database {} is in use by another p402{holder}: stop it, or give this one another data_dir",
         path.display()
     )]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// ` (pid N)`, or empty when the pid is unknown.
+        holder: String,
+    },
+    /// The file is not a database redb can read (truncated, overwritten).
     #[error(
         "the database {shown} is damaged ({detail}) and cannot be read. Move it aside to start with an empty ledger and cache (mv {shown} {shown}.damaged; the spend it recorded is then not counted), or restore a backup",
         shown = path.display()
     )]
-    Damaged { path: PathBuf, detail: String },
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What redb found wrong.
+        detail: String,
+    },
+    /// A write was not done within this long ([`DEADLINE`]).
     #[error("the database did not finish a write within {0:?}: the disk or the database is stuck")]
     Stalled(Duration),
+    /// The old sled data dir could not be copied into redb.
     #[error("the database from before p402 moved to redb could not be migrated: {0}")]
     Migrate(String),
+    /// A read came while the writer swaps in a reopened database; the next
+    /// one will find it.
     #[error("the database is being reopened after a failed write")]
     Reopening,
+    /// Something the code guarantees did not hold: a bug, not bad data.
     #[error("internal error: {0}")]
     Invariant(&'static str),
 }
@@ -152,13 +177,18 @@ impl Table {
 /// One change, applied by the writer thread in order with every other.
 #[derive(Debug, Clone)]
 pub enum Op {
+    /// Sets a key's value in a table.
     Put(Table, Vec<u8>, Vec<u8>),
+    /// Removes a key, if present.
     Remove(Table, Vec<u8>),
+    /// Empties a table.
     Clear(Table),
     /// Remove up to `at_most` ledger entries begun before `before`
     /// (`retention`).
     DropEntries {
+        /// Entries whose request began before this are dropped.
         before: DateTime<Utc>,
+        /// The most to drop in one transaction, so that it stays short.
         at_most: usize,
     },
 }
@@ -166,6 +196,7 @@ pub enum Op {
 /// Changes applied together, atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Write {
+    /// The changes, applied in order.
     pub ops: Vec<Op>,
     /// Apply only while this key is present in this table: a cache hit's
     /// count must not bring back an entry cleared or evicted since.
@@ -180,6 +211,7 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 /// The store's condition, for `/health` and the systemd watchdog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
+    /// Commits succeed and none is overdue.
     Ok,
     /// The last commit failed (disk full, I/O error), for this reason; the
     /// writer keeps reopening the database until one succeeds.
@@ -251,6 +283,9 @@ fn open_file(path: &Path) -> Result<redb::Database, StoreError> {
 }
 
 impl Store {
+    /// Opens the database in the data dir `dir` (migrating a sled one
+    /// first), waits a moment for a lock a closing store still holds,
+    /// builds the hourly sums if missing and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(FILE);
         migrate::from_sled_if_present(dir, &path)?;
@@ -474,11 +509,13 @@ impl Store {
         Ok(out)
     }
 
-    pub fn len(&self, table: Table) -> Result<u64, StoreError> {
+    /// The number of records in `table`.
+    pub(crate) fn len(&self, table: Table) -> Result<u64, StoreError> {
         let tx = self.db()?.begin_read()?;
         Ok(tx.open_table(table.definition())?.len()?)
     }
 
+    /// What `account` has been charged so far; zero if never charged.
     pub fn totals(&self, account: &str) -> Result<Totals, StoreError> {
         match self.get(Table::Spend, account.as_bytes())? {
             Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
@@ -486,6 +523,7 @@ impl Store {
         }
     }
 
+    /// The ledger entry of request `request_id`, if kept.
     pub fn entry(&self, request_id: &str) -> Result<Option<LedgerEntry>, StoreError> {
         match self.get(Table::Ledger, request_id.as_bytes())? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
@@ -562,6 +600,8 @@ impl Store {
         Ok(entries)
     }
 
+    /// The number of ledger entries kept, 0 when the database cannot be
+    /// read (only tests ask).
     pub fn ledger_len(&self) -> usize {
         self.len(Table::Ledger)
             .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
@@ -580,6 +620,7 @@ impl Store {
         self.write_blocking(write, true)
     }
 
+    /// The session stored under `id`, if any.
     pub fn session<T: for<'de> Deserialize<'de>>(&self, id: &str) -> Result<Option<T>, StoreError> {
         match self.get(Table::Sessions, id.as_bytes())? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),

@@ -28,7 +28,9 @@ pub const HOUR_SECS: i64 = 3600;
 /// here, so any grouping is a sum over rows.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dims {
+    /// The provider that answered, or `cache`.
     pub provider: String,
+    /// The model that answered, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,7 +47,8 @@ pub struct Dims {
 }
 
 impl Dims {
-    pub fn of(entry: &LedgerEntry) -> Self {
+    /// The row an entry is added to.
+    pub(crate) fn of(entry: &LedgerEntry) -> Self {
         Dims {
             provider: entry.provider.clone(),
             model: entry.model.clone(),
@@ -60,7 +63,9 @@ impl Dims {
 /// What the entries of a row add up to. Money in nano-dollars.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sums {
+    /// Entries added.
     pub requests: u64,
+    /// Prompt tokens.
     pub input_tokens: u64,
     pub(crate) output_tokens: u64,
     pub(crate) cost_nanos: i64,
@@ -78,7 +83,8 @@ pub struct Sums {
 const SUMS_BYTES: usize = 64;
 
 impl Sums {
-    pub fn of(entry: &LedgerEntry) -> Self {
+    /// One entry's contribution.
+    pub(crate) fn of(entry: &LedgerEntry) -> Self {
         Sums {
             requests: 1,
             input_tokens: entry.input_tokens,
@@ -175,7 +181,9 @@ pub struct Addition {
 }
 
 impl Addition {
-    pub fn of(entry: &LedgerEntry) -> Result<Self, StoreError> {
+    /// What settling `entry` adds; fails only if its grouping cannot be
+    /// encoded as the row key.
+    pub(crate) fn of(entry: &LedgerEntry) -> Result<Self, StoreError> {
         Ok(Addition {
             key: key(hour_of(entry.time), &Dims::of(entry))?,
             sums: Sums::of(entry),
@@ -318,8 +326,11 @@ pub struct Period {
     pub entries_dropped_before: Option<DateTime<Utc>>,
 }
 
+/// One row of a [`Period`] (an hour's sums for one grouping), or one
+/// entry of a partial first hour.
 #[derive(Debug, Clone)]
 pub struct Part {
+    /// The hour's start, or the entry's own time.
     pub time: DateTime<Utc>,
     pub(crate) dims: Dims,
     pub(crate) sums: Sums,

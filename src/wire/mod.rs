@@ -35,7 +35,12 @@ pub enum StreamEvent {
     Chunk(Value),
     /// An event of the client's own dialect, passed on as it came (`name`
     /// is its SSE event name), parsed so that its usage can be read.
-    Native { name: String, data: Value },
+    Native {
+        /// The SSE event name.
+        name: String,
+        /// The event's data.
+        data: Value,
+    },
     /// The end marker (`data: [DONE]`, or the dialect's own end).
     Done,
 }
@@ -43,12 +48,17 @@ pub enum StreamEvent {
 /// Why an upstream stream could not be read further.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StreamError {
+    /// The body's bytes could not be read (the connection failed, or they
+    /// are not UTF-8).
     #[error("reading the upstream stream failed: {0}")]
     Read(String),
+    /// An event's data is not JSON.
     #[error("the upstream sent an event that is not JSON: {0}")]
     InvalidJson(String),
 }
 
+/// An upstream stream as events, boxed so that every provider API's
+/// stream has one type.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, StreamError>> + Send>>;
 
 /// Statuses worth trying another candidate for: rate limits, server
@@ -255,22 +265,33 @@ pub fn cap_web_searches(
     }
 }
 
+/// Why a request could not be put in a provider's API (a 400 for the
+/// client to fix), or its answer read back from it. Each message names the
+/// field and what is wrong with it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TranslateError {
+    /// A message or content part the target API cannot take as it is.
     #[error("{0}")]
     Messages(String),
+    /// `max_tokens` / `max_completion_tokens` out of the target's range.
     #[error("{0}")]
     MaxTokens(String),
+    /// `stop` neither a string nor a list of strings.
     #[error("{0}")]
     Stop(String),
+    /// A tool definition without what the target needs (a name, a schema).
     #[error("{0}")]
     Tools(String),
+    /// A `tool_choice` the target has no equivalent for.
     #[error("{0}")]
     ToolChoice(String),
+    /// A tool call whose arguments are not the JSON object the target needs.
     #[error("{0}")]
     ToolArguments(String),
+    /// An image part the target cannot take (its URL or data).
     #[error("{0}")]
     Image(String),
+    /// A `response_format` the target cannot express.
     #[error("{0}")]
     ResponseFormat(String),
     /// Content the target API has no way to say.
@@ -327,16 +348,27 @@ pub enum Answer {
     /// An OpenAI answer that reports its usage, kept as it came: a door
     /// that speaks OpenAI adds its metadata to the bytes without building
     /// the tree.
-    AsItCame { bytes: Bytes, usage: Usage },
+    AsItCame {
+        /// The body as the provider sent it.
+        bytes: Bytes,
+        /// Its usage, read from it.
+        usage: Usage,
+    },
     /// An answer in the client's own dialect (not OpenAI's), from a
     /// provider that speaks it, passed on as it came.
-    Native { bytes: Bytes, usage: Usage },
+    Native {
+        /// The body as the provider sent it.
+        bytes: Bytes,
+        /// Its usage, read from it.
+        usage: Usage,
+    },
     /// A `chat.completion` object: translated, or wanted whole (to be
     /// cached, or counted when it reports no usage).
     Tree(Value),
 }
 
 impl Adapter {
+    /// The adapter for the API `provider` speaks.
     pub fn of(provider: &Provider) -> Self {
         Adapter(provider.api)
     }
@@ -507,7 +539,10 @@ pub enum SseBytesError<E> {
     /// Reading the body failed.
     Upstream(E),
     /// SSE is UTF-8; these bytes are not.
-    NotUtf8 { offset: u64 },
+    NotUtf8 {
+        /// Where in the body the bad bytes start, in bytes from its start.
+        offset: u64,
+    },
 }
 
 impl<E: std::fmt::Display> std::fmt::Display for SseBytesError<E> {

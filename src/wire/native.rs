@@ -14,12 +14,15 @@ use super::responses::Tally as ResponsesTally;
 /// The usage so far of a native stream, in its dialect.
 #[derive(Debug)]
 pub enum Tally {
+    /// An Anthropic Messages stream's.
     Messages(MessagesTally),
+    /// An OpenAI Responses stream's.
     Responses(ResponsesTally),
 }
 
 impl Tally {
-    pub fn new(dialect: Dialect) -> Self {
+    /// An empty tally for a stream in `dialect`.
+    pub(crate) fn new(dialect: Dialect) -> Self {
         match dialect {
             Dialect::Messages => Tally::Messages(MessagesTally::default()),
             Dialect::Responses => Tally::Responses(ResponsesTally::default()),

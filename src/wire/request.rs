@@ -18,15 +18,20 @@ use crate::server::error::{Classify, ErrorKind};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct P402Options {
+    /// How to order candidates; the configured default when absent.
     pub mode: Option<ModeChoice>,
     pub(crate) session_id: Option<String>,
     pub(crate) cache: Option<bool>,
     pub(crate) cache_ttl: Option<u64>,
+    /// Pins the provider: the request goes there and is not rewritten.
     pub provider: Option<String>,
+    /// Pins the model, over the body's own `model`; not rewritten.
     pub model: Option<String>,
     pub(crate) prefer_providers: Option<Vec<String>>,
     pub(crate) exclude_providers: Option<Vec<String>>,
     pub(crate) require_capabilities: Option<Vec<Capability>>,
+    /// The most this one request may cost, in US dollars (a float at the
+    /// JSON edge; routing converts it to nano-dollars).
     #[serde(alias = "max_cost_usd")]
     pub max_cost: Option<f64>,
     pub(crate) failover: Option<bool>,
@@ -36,12 +41,16 @@ pub struct P402Options {
 /// variant is one of the SPEC's error codes.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ParseError {
+    /// The body does not parse as JSON.
     #[error("the request body is not valid JSON: {0}")]
     Json(String),
+    /// The body has no `messages` (or its dialect's equivalent).
     #[error("`messages` is required")]
     NoMessages,
+    /// `messages` is not a list of message objects.
     #[error("{0}")]
     Messages(String),
+    /// `model` is empty or not a string (absent means `auto`).
     #[error("`model` must be a non-empty string")]
     Model,
     /// A standard field of the wrong type or shape.
@@ -50,8 +59,10 @@ pub enum ParseError {
     /// The `p402` object or its values.
     #[error("{0}")]
     Options(String),
+    /// An `X-P402-*` header that is not valid text or not of its type.
     #[error("{0}")]
     Header(String),
+    /// An `X-P402-Mode` that names no mode.
     #[error("X-P402-Mode: {0}")]
     Mode(String),
 }
@@ -85,6 +96,7 @@ pub struct ChatRequest {
     pub(crate) stream: bool,
     /// Whether the client itself asked for the usage chunk of a stream.
     pub client_wants_usage: bool,
+    /// p402's options, from the `p402` object and the headers.
     pub options: P402Options,
     /// The request as the client wrote it in a provider API's own dialect
     /// (Anthropic Messages), to be forwarded as it is to providers that
@@ -209,6 +221,8 @@ impl ChatRequest {
     }
 }
 
+/// Parses a Chat Completions body and the `X-P402-*` headers; the body's
+/// `p402` object wins over a header.
 pub fn parse(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ParseError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;

@@ -148,7 +148,9 @@ impl Tally {
         }
     }
 
-    pub fn usage(&self) -> Option<Usage> {
+    /// The usage the stream reported in its final event
+    /// (`response.completed`, `.failed` or `.incomplete`); `None` before.
+    pub(crate) fn usage(&self) -> Option<Usage> {
         self.usage
     }
 

@@ -43,16 +43,33 @@ const SETTLED_MARKER_SECONDS: u64 = 7 * 24 * 3600;
 /// in the local ledger (and logged).
 const MAX_PENDING: usize = 100_000;
 
+/// Why the team store could not do what was asked. `Unreachable` refuses
+/// the request (503) rather than let it through uncounted.
 #[derive(Debug, thiserror::Error)]
 pub enum TeamError {
+    /// Redis did not answer (connecting, or a command timed out).
     #[error("the team budget store (Redis at {url}) cannot be reached: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The Redis URL without its password.
+        url: String,
+        /// What the connection or command failed with.
+        reason: String,
+    },
+    /// A budget is marked shared but `[team]` has no Redis to share it in.
     #[error("budget `{0}` is shared, but no [team] redis_url is set")]
     NotConfigured(String),
+    /// `[team] redis_url` does not parse.
     #[error("[team] redis_url: {0}")]
     Url(String),
+    /// The CA certificate file for Redis over TLS cannot be read or used.
     #[error("[team] ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
+    CaFile {
+        /// The file as configured.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Redis or a script answered in a shape p402 does not expect.
     #[error("the team store answered something p402 did not expect: {0}")]
     Reply(String),
 }
@@ -62,7 +79,9 @@ pub enum TeamError {
 pub enum Reach {
     /// No command has finished yet.
     Connecting,
+    /// The last command succeeded.
     Connected,
+    /// The last command failed, for this reason.
     Unreachable(String),
 }
 
@@ -81,6 +100,7 @@ impl Reach {
 pub struct Hold {
     id: String,
     keys: Vec<String>,
+    /// The money held on each of the shared accounts.
     pub amount: Usd,
 }
 
@@ -89,6 +109,7 @@ pub struct Hold {
 #[derive(Debug, Clone, Copy)]
 pub struct Short {
     pub(crate) index: usize,
+    /// That account's limit less what is settled and held on it.
     pub remaining: Usd,
 }
 
@@ -102,7 +123,8 @@ pub struct TeamHold {
 }
 
 impl TeamHold {
-    pub fn new(store: Arc<TeamStore>, hold: Hold) -> Self {
+    /// Ties `hold` to its request and starts renewing its lease.
+    pub(crate) fn new(store: Arc<TeamStore>, hold: Hold) -> Self {
         let renewal = store.keep_alive(&hold);
         TeamHold {
             store,
@@ -111,7 +133,8 @@ impl TeamHold {
         }
     }
 
-    pub fn amount(&self) -> Usd {
+    /// The money held; zero once the hold is settled or given back.
+    pub(crate) fn amount(&self) -> Usd {
         self.hold.as_ref().map_or(Usd::ZERO, |h| h.amount)
     }
 
@@ -145,6 +168,8 @@ struct Pending {
     entry: LedgerEntry,
 }
 
+/// The connection to the team's Redis, with the settlements it has not
+/// taken yet; one per p402, replaced when a reload changes `[team]`.
 pub struct TeamStore {
     config: TeamConfig,
     /// The URL as configured (from the file or the environment), to see
@@ -213,7 +238,9 @@ impl TeamStore {
         })))
     }
 
-    pub fn config(&self) -> &TeamConfig {
+    /// The `[team]` settings it was connected with, to tell whether a
+    /// reload changed them.
+    pub(crate) fn config(&self) -> &TeamConfig {
         &self.config
     }
 
