@@ -11,7 +11,7 @@
 //! Public are the modules the binary, the benches, the integration tests
 //! and the fuzz targets use; the rest is private to the crate.
 
-// #![warn(missing_docs)]: on once every public item is documented (issue 33).
+#![warn(missing_docs)]
 
 mod api;
 pub mod cache;
