@@ -2,14 +2,15 @@
 //! the cheapest suitable model, answers repeats from a semantic cache,
 //! holds budgets as hard caps, and reports what each request cost and saved.
 //!
-//! The binary (`main.rs`) parses the command line and calls [`serve`] or
-//! [`commands`]. A model call's path is `server` (accept, the boundary,
-//! auth, dispatch) and then the `pipeline`: read, admit, parse (by the
-//! client's `door`), charge, cache, route, failover over attempts through
-//! [`providers`], and one finish. ARCHITECTURE.md draws it.
+//! The binary (`main.rs`) parses the command line and calls
+//! [`server::serve`] or [`commands`]. A call's path is [`server`] (accept,
+//! the boundary, auth, the route table) and then the `pipeline`: read,
+//! admit, parse (by the client's `endpoint`), charge, cache, route,
+//! failover over attempts through the [`wire`], and one finish.
+//! ARCHITECTURE.md draws it.
 //!
-//! Public are the modules the binary, the benches, the integration tests
-//! and the fuzz targets use; the rest is private to the crate.
+//! Public are the 11 modules the binary, the benches, the integration
+//! tests and the fuzz targets use; the rest is private to the crate.
 
 #![warn(missing_docs)]
 
