@@ -4,7 +4,7 @@
 //! from 2022, "cook rice" from "cook quinoa", or "suggest 5 names" from
 //! "suggest 5 names, each a pun": on p402's hard dev set MiniLM's cosine
 //! barely separates duplicates from such near misses (ROC-AUC about 0.5).
-//! These checks do, with WordNet's antonyms and synonyms ([`lexicon`]),
+//! These checks do, with WordNet's antonyms and synonyms (`cache::lexicon`),
 //! together with the pair verifier ([`crate::embed`]), a cross-encoder that
 //! reads both questions at once: the index proposes every earlier question
 //! at a low similarity; a guard that finds a fact differing (a number, a
@@ -15,7 +15,6 @@
 //! split of `benches/data/` and are reported on the `test` split in
 //! BENCHMARKS.md.
 //!
-//! [`lexicon`]: super::lexicon
 
 use std::collections::BTreeMap;
 

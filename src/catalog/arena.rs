@@ -139,7 +139,7 @@ impl Ratings {
         self.0.get(&category)
     }
 
-    /// Every rating, in [`Category::ALL`]'s order.
+    /// Every rating, in `Category::ALL`'s order.
     pub fn iter(&self) -> impl Iterator<Item = (Category, &Rating)> {
         Category::ALL
             .iter()

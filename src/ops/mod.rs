@@ -1,5 +1,5 @@
 //! Running p402 day to day: the shared state a request sees
-//! ([`state`]), what it leaves behind (the request log, `/metrics`), the
+//! (`state`), what it leaves behind (the request log, `/metrics`), the
 //! ledger's reports and exports, alerts, the providers' health and the
 //! local servers' probe, logging, systemd, private files, and the pinned
 //! downloads from PyPI.

@@ -13,7 +13,7 @@
 //! tokens), whatever it holds; then code, math and
 //! creative writing are scored by their signs (words that name the task
 //! count twice), the strongest winning at a score of at least
-//! [`THRESHOLD`]; then a demanding one (several constraints, analysis) is
+//! `THRESHOLD`; then a demanding one (several constraints, analysis) is
 //! a `hard_prompts`; everything else is `overall`.
 
 use serde_json::Value;

@@ -554,7 +554,7 @@ impl Store {
     }
 
     /// What the ledger adds up to from `since` on, from the hourly sums
-    /// (see [`rollup::period`]): what every report and chart reads.
+    /// (see `rollup::period`): what every report and chart reads.
     pub fn period(&self, since: DateTime<Utc>) -> Result<rollup::Period, StoreError> {
         let tx = self.db()?.begin_read()?;
         rollup::period(&tx, since)

@@ -1,7 +1,7 @@
 //! Team budgets (SPEC §11): budgets marked `shared = true` live in Redis,
 //! so that one cap holds across every p402 of a team.
 //!
-//! Each step is one Lua script that Redis runs atomically ([`scripts`]):
+//! Each step is one Lua script that Redis runs atomically (`scripts.rs`):
 //! reserving checks every shared account of a request and holds the amount
 //! on all of them, or on none; settling swaps the hold for the actual cost,
 //! once per request id, and appends the charge to the team ledger (a Redis

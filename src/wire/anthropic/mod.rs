@@ -18,7 +18,7 @@
 //!   feature has no schema-less mode, so `json_object` becomes an instruction
 //!   appended to the system prompt.
 //! - `reasoning_effort` becomes extended thinking for a model the catalog
-//!   says reasons, within Anthropic's rules ([`request::think`]). The
+//!   says reasons, within Anthropic's rules (`request::think`). The
 //!   `thinking` and `redacted_thinking` blocks that come back ride whole,
 //!   with their signatures, in the assistant message's `p402_thinking`
 //!   ([`THINKING`]): the Chat Completions door drops that member, the
