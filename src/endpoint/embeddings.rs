@@ -165,12 +165,8 @@ async fn embed(
         Reserved::Unbudgeted => None,
         Reserved::Unpriced => return Err(crate::pipeline::charge::ChargeError::Unpriced.into()),
         Reserved::Short(shortfall) => {
-            return Err(charge
-                .exhausted(
-                    &[(shortfall, candidate.model_name().to_string())],
-                    state.book(),
-                )
-                .into())
+            let shortfalls = [(shortfall, candidate.model_name().to_string())];
+            return Err(charge.refuse(state, &shortfalls).into());
         }
     };
 

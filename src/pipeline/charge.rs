@@ -340,6 +340,24 @@ impl Charge {
             .map(|r| r.max(Usd::ZERO))
     }
 
+    /// The 402 for a request no candidate could be reserved for
+    /// ([`Charge::exhausted`]), with the budget's 1.0 alert raised: a
+    /// budget that cannot pay is at its cap. Every door refuses this way.
+    pub fn refuse(
+        &self,
+        state: &crate::ops::state::AppState,
+        shortfalls: &[(Shortfall, String)],
+    ) -> ChargeError {
+        let error = self.exhausted(shortfalls, state.book());
+        if let ChargeError::Exhausted {
+            account: Some(key), ..
+        } = &error
+        {
+            state.alerts().refused(state.book(), &self.watched, key);
+        }
+        error
+    }
+
     /// The 402 for a request no candidate could be reserved for, from the
     /// shortfall of the cheapest try.
     pub fn exhausted(&self, shortfalls: &[(Shortfall, String)], book: &Book) -> ChargeError {

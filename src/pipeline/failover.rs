@@ -162,16 +162,7 @@ async fn attempts<'p>(
         });
     }
     if failed.is_empty() && !shortfalls.is_empty() {
-        let error = cx.charge.exhausted(&shortfalls, state.book());
-        if let ChargeError::Exhausted {
-            account: Some(key), ..
-        } = &error
-        {
-            // A budget that cannot pay is at its cap: its 1.0 alert.
-            state
-                .alerts()
-                .refused(state.book(), &cx.charge.watched, key);
-        }
+        let error = cx.charge.refuse(state, &shortfalls);
         return Err((error.into(), failed));
     }
     if failed.is_empty() && unpriced > 0 {

@@ -285,6 +285,31 @@ async fn a_refused_request_raises_the_cap_alert() {
     proxy.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embeddings_request_refused_at_the_cap_raises_its_alert() {
+    let (receiver, addr) = Receiver::start().await;
+    let fake = FakeProvider::start().await;
+    let mut setup = alerting(addr, &fake);
+    // 4,000 tokens at $0.02/M cost $0.00008: more than the budget holds.
+    setup.extra = format!(
+        "[alerts]\nwebhook_url = \"http://{addr}/hook\"\n\n[budgets.global]\nbudget_usd = 0.00005\nalert_at = [1.0]\n"
+    );
+    let proxy = TestProxy::start(setup).await;
+    let refused = proxy
+        .client
+        .post(proxy.url("/v1/embeddings"))
+        .json(&json!({"model": "text-embedding-3-small", "input": "hello ".repeat(4000)}))
+        .send()
+        .await
+        .expect("sent");
+    expect_error(refused, 402, "BUDGET_EXCEEDED").await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(thresholds(&got), vec![("global".to_string(), 1.0)]);
+    assert_eq!(got[0]["reason"], "refused", "{got:?}");
+    assert_eq!(fake.received().len(), 0, "nothing went upstream");
+    proxy.stop().await;
+}
+
 /// A model whose answers cost $0.00042 (12 tokens at $10/M, 3 at
 /// $100/M) and whose 10-token reservation is about $0.0011.
 const HOURLY: &str = r#"
