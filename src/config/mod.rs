@@ -147,6 +147,16 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_model_p402_cannot_load_is_refused() {
+        let e = error_of("[cache]\nmodel = \"bge-small-en\"\n");
+        assert!(e.contains("one embedding model built in"), "{e}");
+        for name in ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"] {
+            let source = format!("[cache]\nmodel = \"{name}\"\n");
+            assert!(parse("p402.toml", &source).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let config = parse("p402.toml", "").expect("empty config is valid");
         assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);

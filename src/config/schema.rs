@@ -295,8 +295,8 @@ pub struct CacheConfig {
     /// The most entries kept; past it the least recently used are dropped.
     /// Each costs about 500 bytes of memory.
     pub max_entries: u64,
-    /// The embedding model's name. p402 has one built in, all-MiniLM-L6-v2,
-    /// and loads it whatever this says.
+    /// The embedding model's name. p402 has one built in, all-MiniLM-L6-v2;
+    /// a file that names another is refused rather than silently ignored.
     pub model: String,
     /// Where the embedding model and ONNX Runtime are kept;
     /// `<data_dir>/embedder` when unset.
@@ -784,6 +784,20 @@ impl Config {
         }
         self.validate_team()?;
         self.validate_guards()?;
+        // One embedding model is built in, pinned and hash-checked: a file
+        // that names another would otherwise be silently ignored.
+        let model = self.cache.model.as_str();
+        if !matches!(
+            model,
+            "all-MiniLM-L6-v2" | "sentence-transformers/all-MiniLM-L6-v2"
+        ) {
+            return Err((
+                None,
+                format!(
+                    "[cache] model: p402 has one embedding model built in, all-MiniLM-L6-v2 (pinned and hash-checked); `{model}` cannot be loaded"
+                ),
+            ));
+        }
         if let Some(cap) = &self.limits.max_cost_per_request_usd {
             let usd = *cap.get_ref();
             if !(usd.is_finite() && usd > 0.0) {
