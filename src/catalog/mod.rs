@@ -365,6 +365,7 @@ impl Catalog {
                 api_key: None,
                 enabled: true,
                 allow_insecure: false,
+                key_would_leak: false,
             })
             .collect();
         for (name, overrides) in &config.providers {
@@ -380,6 +381,7 @@ impl Catalog {
                         api_key: None,
                         enabled: true,
                         allow_insecure: false,
+                        key_would_leak: false,
                     });
                     providers.len() - 1
                 }
@@ -405,6 +407,7 @@ impl Catalog {
                 .and_then(&env)
                 .filter(|key| !key.trim().is_empty())
                 .map(ApiKey);
+            provider.key_would_leak = provider::key_would_leak(&provider.base_url);
         }
 
         let builtin_source = format!("catalog {}", base.as_of);

@@ -37,6 +37,12 @@ pub struct Provider {
     pub enabled: bool,
     /// The key may go over plain HTTP to a host that is not loopback.
     pub allow_insecure: bool,
+    /// `base_url` is plain `http://` to a host that is not loopback, so a
+    /// key sent there crosses the network unencrypted. Decided when the
+    /// catalog is built, like the key read from its variable, rather than
+    /// by parsing the URL on every request that asks whether the provider
+    /// is usable.
+    pub key_would_leak: bool,
 }
 
 impl Provider {
@@ -59,7 +65,7 @@ impl Provider {
                 "provider `{}` has no API key: set the environment variable {env}",
                 self.name
             )),
-            (Some(_), Some(_)) if !self.allow_insecure && key_would_leak(&self.base_url) => {
+            (Some(_), Some(_)) if !self.allow_insecure && self.key_would_leak => {
                 Some(format!(
                     "provider `{}` would send its key over plain HTTP to {}: use https, a loopback address, or set allow_insecure = true",
                     self.name, self.base_url
@@ -76,7 +82,7 @@ impl Provider {
 
 /// Whether a key sent to `base_url` crosses the network unencrypted: plain
 /// `http://` to a host that is not loopback.
-fn key_would_leak(base_url: &str) -> bool {
+pub(super) fn key_would_leak(base_url: &str) -> bool {
     let Ok(uri) = base_url.parse::<http::Uri>() else {
         return false;
     };

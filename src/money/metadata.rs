@@ -1,7 +1,7 @@
 //! `p402_metadata`: what a request cost, what it would have cost, and who
 //! answered, in the response body, the last stream chunk and the headers.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::money::cost::{Costs, Used};
@@ -193,6 +193,17 @@ pub fn build(
     }
 }
 
+/// The figures' header names, made once: a name given as a string is
+/// checked character by character on every insert.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-p402-request-id");
+const PROVIDER: HeaderName = HeaderName::from_static("x-p402-provider");
+const MODEL: HeaderName = HeaderName::from_static("x-p402-model");
+const CACHED: HeaderName = HeaderName::from_static("x-p402-cached");
+const COST_USD: HeaderName = HeaderName::from_static("x-p402-cost-usd");
+const SAVINGS: HeaderName = HeaderName::from_static("x-p402-savings");
+const DROPPED: HeaderName = HeaderName::from_static("x-p402-dropped");
+const FAILOVER_COUNT: HeaderName = HeaderName::from_static("x-p402-failover-count");
+
 /// Headers known before the first byte: for streams these are all there
 /// is. `dropped` is what the provider cannot do of what was asked.
 pub fn early_headers(
@@ -201,56 +212,48 @@ pub fn early_headers(
     candidate: &Candidate,
     dropped: &[&'static str],
 ) {
-    insert(headers, "x-p402-request-id", request_id.as_str());
-    insert(headers, "x-p402-provider", &candidate.provider.name);
-    insert(headers, "x-p402-model", candidate.model_name());
-    insert(headers, "x-p402-cached", "false");
+    insert(headers, REQUEST_ID, request_id.as_str());
+    insert(headers, PROVIDER, &candidate.provider.name);
+    insert(headers, MODEL, candidate.model_name());
+    insert(headers, CACHED, "false");
     if !dropped.is_empty() {
-        insert(headers, "x-p402-dropped", &dropped.join(", "));
+        insert(headers, DROPPED, &dropped.join(", "));
     }
 }
 
 /// Every key figure as a header, for a buffered response.
 pub fn headers(headers: &mut HeaderMap, metadata: &Metadata) {
-    insert(headers, "x-p402-request-id", &metadata.request_id);
-    insert(headers, "x-p402-provider", &metadata.provider);
+    insert(headers, REQUEST_ID, &metadata.request_id);
+    insert(headers, PROVIDER, &metadata.provider);
     if let Some(model) = &metadata.model {
-        insert(headers, "x-p402-model", model);
+        insert(headers, MODEL, model);
     }
     insert(
         headers,
-        "x-p402-cached",
+        CACHED,
         if metadata.cached { "true" } else { "false" },
     );
     if let Some(cost) = metadata.cost_usd {
-        insert(
-            headers,
-            "x-p402-cost-usd",
-            &format!("{:.9}", cost.to_dollars()),
-        );
+        insert(headers, COST_USD, &format!("{:.9}", cost.to_dollars()));
     }
     if let Some(savings) = metadata.savings {
-        insert(
-            headers,
-            "x-p402-savings",
-            &format!("{:.9}", savings.to_dollars()),
-        );
+        insert(headers, SAVINGS, &format!("{:.9}", savings.to_dollars()));
     }
     if !metadata.dropped.is_empty() {
-        insert(headers, "x-p402-dropped", &metadata.dropped.join(", "));
+        insert(headers, DROPPED, &metadata.dropped.join(", "));
     }
     // For clients whose answers carry no `p402_metadata` (Anthropic's):
     // that another provider answered is worth knowing.
     if !metadata.failover.is_empty() {
         insert(
             headers,
-            "x-p402-failover-count",
+            FAILOVER_COUNT,
             &metadata.failover.len().to_string(),
         );
     }
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }

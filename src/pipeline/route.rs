@@ -14,12 +14,14 @@ use crate::wire::tokens;
 use super::context::{Context, Plan};
 
 pub async fn plan(cx: &Context, probe: Option<Probe>) -> Result<Plan, ApiError> {
-    let (input_tokens, input_counted) = match bound_is_enough(cx) {
+    // Read once for the bound, the router and the plan.
+    let mut needs = Needs::of(&cx.chat, 0);
+    let (input_tokens, input_counted) = match bound_is_enough(cx, &needs) {
         Some(bound) => (bound, false),
         None => (count_input_tokens(&cx.chat).await?, true),
     };
-    let route = cx.state.router(&cx.runtime).route(&cx.chat, input_tokens)?;
-    let needs = Needs::of(&cx.chat, input_tokens);
+    needs.input_tokens = input_tokens;
+    let route = cx.state.router(&cx.runtime).route_for(&cx.chat, &needs)?;
     Ok(Plan {
         route,
         input_tokens,
@@ -41,12 +43,11 @@ pub async fn plan(cx: &Context, probe: Option<Probe>) -> Result<Plan, ApiError> 
 /// count; so does a prompt too close to the context for the bound to show
 /// it fits. The provider's usage is charged all the same; the count is
 /// made after all if the answer reports none.
-fn bound_is_enough(cx: &Context) -> Option<u64> {
+fn bound_is_enough(cx: &Context, needs: &Needs) -> Option<u64> {
     let passthrough = matches!(cx.mode, ModeChoice::Named(Mode::Passthrough));
     if !passthrough || cx.charge.is_budgeted() {
         return None;
     }
-    let needs = Needs::of(&cx.chat, 0);
     if needs.capabilities.contains(&Capability::Vision) {
         return None;
     }

@@ -16,6 +16,9 @@
 //! `THRESHOLD`; then a demanding one (several constraints, analysis) is
 //! a `hard_prompts`; everything else is `overall`.
 
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
 use serde_json::Value;
 
 use crate::catalog::arena::Category;
@@ -126,84 +129,121 @@ struct Scores {
     hard: u32,
 }
 
+/// What a sign found in the text adds to.
+#[derive(Debug, Clone, Copy)]
+enum Adds {
+    Coding(u32),
+    Math(u32),
+    Creative(u32),
+    Hard(u32),
+    /// `write a ` or `write the `: one point of creative writing for
+    /// either or both.
+    Write,
+}
+
+/// The signs looked for anywhere in the (lower-cased) text, each counted
+/// once however often it occurs.
+const SIGNS: &[(&str, Adds)] = &[
+    // Signs that are not words.
+    ("```", Adds::Coding(3)),
+    ("();", Adds::Coding(1)),
+    ("){", Adds::Coding(1)),
+    (") {", Adds::Coding(1)),
+    ("=>", Adds::Coding(1)),
+    ("->", Adds::Coding(1)),
+    ("::", Adds::Coding(1)),
+    ("!=", Adds::Coding(1)),
+    ("==", Adds::Coding(1)),
+    ("</", Adds::Coding(1)),
+    ("/>", Adds::Coding(1)),
+    ("#include", Adds::Coding(1)),
+    ("\\frac", Adds::Math(2)),
+    ("\\int", Adds::Math(2)),
+    ("\\sum", Adds::Math(2)),
+    ("\\sqrt", Adds::Math(2)),
+    ("^2", Adds::Math(2)),
+    ("^n", Adds::Math(2)),
+    ("x^", Adds::Math(2)),
+    ("\\(", Adds::Math(2)),
+    // Phrases.
+    ("stack trace", Adds::Coding(2)),
+    ("unit test", Adds::Coding(2)),
+    ("pull request", Adds::Coding(2)),
+    ("null pointer", Adds::Coding(2)),
+    ("linked list", Adds::Coding(2)),
+    ("big-o", Adds::Coding(2)),
+    ("time complexity", Adds::Coding(2)),
+    ("solve for", Adds::Math(2)),
+    ("how many ways", Adds::Math(2)),
+    ("what is the probability", Adds::Math(2)),
+    ("prove that", Adds::Math(2)),
+    ("show that", Adds::Math(2)),
+    ("expected value", Adds::Math(2)),
+    ("greatest common", Adds::Math(2)),
+    ("least common multiple", Adds::Math(2)),
+    ("write a poem", Adds::Creative(2)),
+    ("write a story", Adds::Creative(2)),
+    ("short story", Adds::Creative(2)),
+    ("write a song", Adds::Creative(2)),
+    ("once upon", Adds::Creative(2)),
+    ("in the style of", Adds::Creative(2)),
+    ("from the perspective of", Adds::Creative(2)),
+    ("step by step", Adds::Hard(1)),
+    ("pros and cons", Adds::Hard(1)),
+    ("trade-off", Adds::Hard(1)),
+    ("tradeoff", Adds::Hard(1)),
+    ("compare and contrast", Adds::Hard(1)),
+    ("take into account", Adds::Hard(1)),
+    ("edge cases", Adds::Hard(1)),
+    ("explain why", Adds::Hard(1)),
+    ("what would happen", Adds::Hard(1)),
+    ("write a ", Adds::Write),
+    ("write the ", Adds::Write),
+];
+
+/// Every sign of [`SIGNS`] found in one pass over the text, rather than
+/// one search per sign (most of what deciding a category cost).
+static FINDER: LazyLock<Option<AhoCorasick>> =
+    LazyLock::new(|| AhoCorasick::new(SIGNS.iter().map(|(sign, _)| sign)).ok());
+
+/// Which of [`SIGNS`] occur in `sample`.
+fn signs_in(sample: &str) -> [bool; SIGNS.len()] {
+    let mut found = [false; SIGNS.len()];
+    match &*FINDER {
+        Some(finder) => {
+            for hit in finder.find_overlapping_iter(sample) {
+                found[hit.pattern().as_usize()] = true;
+            }
+        }
+        // Not expected (the automaton is small and fixed): one search
+        // per sign, as slow as that is.
+        None => {
+            for (found, (sign, _)) in found.iter_mut().zip(SIGNS) {
+                *found = sample.contains(sign);
+            }
+        }
+    }
+    found
+}
+
 impl Scores {
     fn of(sample: &str, whole: &str) -> Self {
         let mut s = Scores::default();
-        // Signs that are not words.
-        if sample.contains("```") {
-            s.coding += 3;
-        }
-        for sign in [
-            "();", "){", ") {", "=>", "->", "::", "!=", "==", "</", "/>", "#include",
-        ] {
-            if sample.contains(sign) {
-                s.coding += 1;
+        let mut write = false;
+        for (found, (_, adds)) in signs_in(sample).into_iter().zip(SIGNS) {
+            if !found {
+                continue;
             }
-        }
-        for sign in [
-            "\\frac", "\\int", "\\sum", "\\sqrt", "^2", "^n", "x^", "\\(",
-        ] {
-            if sample.contains(sign) {
-                s.math += 2;
+            match *adds {
+                Adds::Coding(n) => s.coding += n,
+                Adds::Math(n) => s.math += n,
+                Adds::Creative(n) => s.creative += n,
+                Adds::Hard(n) => s.hard += n,
+                Adds::Write => write = true,
             }
         }
         if arithmetic(sample) {
             s.math += 2;
-        }
-        for phrase in [
-            "stack trace",
-            "unit test",
-            "pull request",
-            "null pointer",
-            "linked list",
-            "big-o",
-            "time complexity",
-        ] {
-            if sample.contains(phrase) {
-                s.coding += 2;
-            }
-        }
-        for phrase in [
-            "solve for",
-            "how many ways",
-            "what is the probability",
-            "prove that",
-            "show that",
-            "expected value",
-            "greatest common",
-            "least common multiple",
-        ] {
-            if sample.contains(phrase) {
-                s.math += 2;
-            }
-        }
-        for phrase in [
-            "write a poem",
-            "write a story",
-            "short story",
-            "write a song",
-            "once upon",
-            "in the style of",
-            "from the perspective of",
-        ] {
-            if sample.contains(phrase) {
-                s.creative += 2;
-            }
-        }
-        for phrase in [
-            "step by step",
-            "pros and cons",
-            "trade-off",
-            "tradeoff",
-            "compare and contrast",
-            "take into account",
-            "edge cases",
-            "explain why",
-            "what would happen",
-        ] {
-            if sample.contains(phrase) {
-                s.hard += 1;
-            }
         }
         for word in sample.split(|c: char| !(c.is_alphanumeric() || c == '+' || c == '#')) {
             match word {
@@ -251,7 +291,7 @@ impl Scores {
                 _ => {}
             }
         }
-        if sample.contains("write a ") || sample.contains("write the ") {
+        if write {
             s.creative += 1;
         }
         if sample.contains('%') && sample.bytes().any(|b| b.is_ascii_digit()) {
@@ -313,6 +353,31 @@ mod tests {
             of_text("Analyze the trade-offs of a four-day work week for a hospital, take into account staffing constraints, and recommend a plan."),
             Category::HardPrompts
         );
+    }
+
+    /// One pass finds what a search per sign finds, overlapping signs
+    /// (`write a poem` holds `write a `) and repeats included.
+    #[test]
+    fn the_one_pass_finds_every_sign_a_search_would() {
+        let texts = [
+            "write a poem and write the story, once upon a time: x^2 == 4 => ok",
+            "fn main() { let v = a::b(); } </div> /> #include <stdio.h> != \\frac{1}{2}",
+            "what is the probability that the trade-off, a tradeoff, shows that step by step",
+            "```rust\n```  ) { ){ -> \\int \\sum \\sqrt \\( ^n big-o",
+            "compare and contrast, take into account edge cases, explain why; what would happen",
+            "solve for x, how many ways, prove that, expected value, greatest common, least common multiple",
+            "stack trace unit test pull request null pointer linked list time complexity",
+            "short story, write a song in the style of from the perspective of pros and cons",
+            "",
+            "nothing to see here",
+        ];
+        for text in texts {
+            let found = signs_in(text);
+            for (i, (sign, _)) in SIGNS.iter().enumerate() {
+                assert_eq!(found[i], text.contains(sign), "{sign:?} in {text:?}");
+            }
+        }
+        assert!(signs_in(texts[0]).iter().filter(|f| **f).count() >= 6);
     }
 
     #[test]

@@ -251,6 +251,12 @@ impl Router<'_> {
     /// Chooses the candidates for `request`, whose prompt counts
     /// `input_tokens`, in the order to try them.
     pub fn route(&self, request: &ChatRequest, input_tokens: u64) -> Result<Route, RouteError> {
+        self.route_for(request, &Needs::of(request, input_tokens))
+    }
+
+    /// [`Router::route`] with the request's needs already read: the
+    /// pipeline reads them once for the whole request.
+    pub fn route_for(&self, request: &ChatRequest, needs: &Needs) -> Result<Route, RouteError> {
         let options = &request.options;
         let mode = options
             .mode
@@ -263,8 +269,7 @@ impl Router<'_> {
         let baseline = requested
             .and_then(|m| m.price)
             .or_else(|| self.catalog.find(reference).and_then(|m| m.price));
-        let needs = Needs::of(request, input_tokens);
-        let standard = Standard::new(category::of(request, &needs), requested);
+        let standard = Standard::new(category::of(request, needs), requested);
         let conversation = request
             .body
             .get("messages")
@@ -279,9 +284,9 @@ impl Router<'_> {
             || self.config.is_pinned(&requested_model)
             || (requested.is_none() && requested_model != AUTO);
         let candidates = if fixed {
-            vec![self.fixed(request, &needs)?]
+            vec![self.fixed(request, needs)?]
         } else {
-            self.ranked(request, mode, requested, &standard, &needs)?
+            self.ranked(request, mode, requested, &standard, needs)?
         };
         Ok(Route {
             mode,

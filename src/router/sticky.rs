@@ -53,15 +53,18 @@ impl Sticky {
         }
     }
 
+    /// The messages are hashed as values, not written out as text first
+    /// (a third of the routing stage's instructions when they were), so
+    /// the same members in another order make the same key.
     fn opening(messages: &[Value]) -> Option<ConversationKey> {
         let mut hasher = DefaultHasher::new();
         let mut first_user = false;
         for message in messages {
             let role = message.get("role").and_then(Value::as_str).unwrap_or("");
             match role {
-                "system" | "developer" => message.to_string().hash(&mut hasher),
+                "system" | "developer" => message.hash(&mut hasher),
                 "user" => {
-                    message.to_string().hash(&mut hasher);
+                    message.hash(&mut hasher);
                     first_user = true;
                     break;
                 }

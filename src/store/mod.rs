@@ -872,6 +872,121 @@ mod tests {
         assert!(error.to_string().contains(".damaged"), "{error}");
     }
 
+    /// What the rows of `model` in the hour starting at `hour` add up to.
+    fn hour_sums(store: &Store, hour: DateTime<Utc>, model: &str) -> rollup::Sums {
+        let mut sums = rollup::Sums::default();
+        for part in store.period(hour).expect("period").parts {
+            if part.time == hour && part.dims.model.as_deref() == Some(model) {
+                sums.add(&part.sums);
+            }
+        }
+        sums
+    }
+
+    /// The settlements of one group commit share their hour's rows, which
+    /// are written once per commit: each row still ends up with exactly
+    /// what its entries add, across commits too, and an entry sent twice
+    /// is added once.
+    #[tokio::test]
+    async fn a_group_commit_adds_each_entry_to_its_hour_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let at = Utc::now();
+        let hour = rollup::hour_start(rollup::hour_of(at));
+        let accounts = vec!["session:a".to_string()];
+        let of = |n: i64, model: &str| LedgerEntry {
+            time: at,
+            model: Some(model.to_string()),
+            input_tokens: 10,
+            output_tokens: 1,
+            cost_nanos: n,
+            direct_nanos: 2 * n,
+            cached: n % 5 == 0,
+            ..entry(&tests_support::id_at(at), 0)
+        };
+        let mut expected = std::collections::HashMap::<&str, (u64, i64, u64)>::new();
+        let mut twice = None;
+        for round in 0..3 {
+            for n in 1..=40 {
+                let model = if n % 4 == 0 { "b" } else { "a" };
+                let sent = of(n + round * 100, model);
+                store.record_queued(&sent, &accounts).expect("queued");
+                let row = expected.entry(model).or_default();
+                row.0 += 1;
+                row.1 += sent.cost_nanos;
+                row.2 += u64::from(sent.cached);
+                twice.get_or_insert(sent);
+            }
+            // Sent again within the same commit, and in later ones.
+            let again = twice.as_ref().expect("an entry");
+            store.record_queued(again, &accounts).expect("queued");
+            store.caught_up().await.expect("caught up");
+        }
+        for (model, (requests, cost, cached)) in expected {
+            let sums = hour_sums(&store, hour, model);
+            assert_eq!(sums.requests, requests, "{model}");
+            assert_eq!(sums.input_tokens, 10 * requests, "{model}");
+            assert_eq!(sums.output_tokens, requests, "{model}");
+            assert_eq!(sums.cost_nanos, cost, "{model}");
+            assert_eq!(sums.direct_nanos, 2 * cost, "{model}");
+            assert_eq!(sums.cached, cached, "{model}");
+        }
+        assert_eq!(store.totals("session:a").expect("totals").requests, 120);
+        assert_eq!(store.ledger_len(), 120);
+    }
+
+    /// An hour's row that cannot be read fails the settlement that adds to
+    /// it, and only that one: the others of its commit are written, and
+    /// nothing of it is.
+    #[tokio::test]
+    async fn an_unreadable_hour_row_fails_only_its_own_settlement() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let at = Utc::now();
+        let hour = rollup::hour_start(rollup::hour_of(at));
+        let accounts = vec!["session:a".to_string()];
+        let of = |model: &str| LedgerEntry {
+            time: at,
+            model: Some(model.to_string()),
+            ..entry(&tests_support::id_at(at), 3)
+        };
+        // In an earlier hour than the others, so that the sums read back
+        // below do not include the row that cannot be read.
+        let broken = LedgerEntry {
+            time: at - chrono::Duration::hours(2),
+            ..of("broken")
+        };
+        let row = rollup::Addition::of(&broken)
+            .expect("addition")
+            .key()
+            .to_vec();
+        store
+            .write_blocking(
+                Write {
+                    ops: vec![Op::Put(Table::Rollup, row, vec![0; 12])],
+                    only_if_present: None,
+                },
+                true,
+            )
+            .expect("write");
+        let before = of("fine");
+        let after = of("fine");
+        store.record_queued(&before, &accounts).expect("queued");
+        let refused = store.record(&broken, &accounts).await;
+        assert!(
+            matches!(refused, Err(StoreError::Malformed(_))),
+            "{refused:?}"
+        );
+        store.record_queued(&after, &accounts).expect("queued");
+        store.caught_up().await.expect("caught up");
+        assert!(store.entry(&broken.request_id).expect("read").is_none());
+        assert!(store.entry(&before.request_id).expect("read").is_some());
+        assert!(store.entry(&after.request_id).expect("read").is_some());
+        assert_eq!(store.totals("session:a").expect("totals").requests, 2);
+        let fine = hour_sums(&store, hour, "fine");
+        assert_eq!((fine.requests, fine.cost_nanos), (2, 6));
+    }
+
     #[tokio::test]
     async fn records_survive_reopening() {
         let dir = tempfile::tempdir().expect("dir");
