@@ -251,7 +251,9 @@ fn hard_sets(e: &mut Embeddings) {
                 for verified in [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95] {
                     for (overrule, overrule_fact) in [verified, 0.9, 0.95, 0.98, 0.99, 1.01]
                         .into_iter()
-                        .flat_map(|o| [0.95, 0.98, 0.99, 0.995, 1.01].map(|f| (o, f)))
+                        // Strictest first: on a tie the search keeps the
+                        // fact guards standing.
+                        .flat_map(|o| [1.01, 0.995, 0.99, 0.98, 0.95].map(|f| (o, f)))
                     {
                         if overrule < verified || overrule_fact < verified {
                             continue;
