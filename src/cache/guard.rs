@@ -465,14 +465,14 @@ fn is_amount_or_time(question: &str) -> bool {
 /// those asking for an amount or a time, each side having at least one.
 fn asks_amount_or_time(a: &[String], b: &[String]) -> bool {
     let ((qa, _), (qb, _)) = (question_words(a), question_words(b));
-    let differing = qa
-        .iter()
-        .filter(|q| !qb.contains(q))
-        .chain(qb.iter().filter(|q| !qa.contains(q)));
     !qa.is_empty()
         && !qb.is_empty()
-        && differing.clone().count() > 0
-        && differing.into_iter().all(|q| is_amount_or_time(q))
+        && qa != qb
+        && qa
+            .iter()
+            .chain(&qb)
+            .filter(|q| !(qa.contains(q) && qb.contains(q)))
+            .all(|q| is_amount_or_time(q))
 }
 
 fn changes_question(a: &[String], b: &[String]) -> bool {
@@ -923,13 +923,13 @@ mod tests {
 
     #[test]
     fn a_possessive_names_the_same_thing() {
-        assert_eq!(
-            close(
-                "What's the capital of Australia?",
-                "Which city is Australia's capital?"
-            ),
-            None
+        let (a, b) = (
+            "What's the capital of Australia?",
+            "Which city is Australia's capital?",
         );
+        assert_ne!(close(a, b), Some(Refusal::Entity));
+        // At MiniLM's similarity for the pair, nothing objects.
+        assert_eq!(check(a, b, 0.93), None);
     }
 
     #[test]
