@@ -159,6 +159,20 @@ impl Rule {
 /// rows (the most recall with false hits <= 2% overall and <= 5% in every
 /// kind); everything is reported on the `test` rows, which nothing saw.
 fn hard_sets(e: &mut Embeddings) {
+    // `P402_QUALITY_SCORES=FILE`: the verifier's confidences from a file
+    // (`asked TAB cached TAB confidence` per line), to measure a candidate
+    // verifier (`benches/verifier/score.py`) before building it in.
+    let scores: Option<BTreeMap<(String, String), f32>> = std::env::var_os("P402_QUALITY_SCORES")
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read the scores");
+            text.lines()
+                .filter_map(|l| {
+                    let mut f = l.split('\t');
+                    let (a, b, v) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+                    Some(((a.to_string(), b.to_string()), v))
+                })
+                .collect()
+        });
     let mut pairs = Vec::new();
     for name in ["cache_dev.tsv", "fow_cache_pairs.tsv"] {
         for row in data(name) {
@@ -169,7 +183,12 @@ fn hard_sets(e: &mut Embeddings) {
                 kind: row[1].clone(),
                 positive: row[2] == "1",
                 cosine,
-                verified: e.verify(&row[3], &row[4]),
+                verified: match &scores {
+                    Some(s) => *s
+                        .get(&(row[3].clone(), row[4].clone()))
+                        .expect("a score for every pair"),
+                    None => e.verify(&row[3], &row[4]),
+                },
                 a: row[3].clone(),
                 b: row[4].clone(),
             });
@@ -230,13 +249,19 @@ fn hard_sets(e: &mut Embeddings) {
                     .map(|p| guard::check_tuned(&p.a, &p.b, p.cosine, words))
                     .collect();
                 for verified in [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95] {
-                    for overrule in [verified, 0.9, 0.95, 0.98, 0.99, 1.01] {
-                        if overrule < verified {
+                    for (overrule, overrule_fact) in [verified, 0.9, 0.95, 0.98, 0.99, 1.01]
+                        .into_iter()
+                        // Strictest first: on a tie the search keeps the
+                        // fact guards standing.
+                        .flat_map(|o| [1.01, 0.995, 0.99, 0.98, 0.95].map(|f| (o, f)))
+                    {
+                        if overrule < verified || overrule_fact < verified {
                             continue;
                         }
                         let tuning = guard::Tuning {
                             verified,
                             overrule,
+                            overrule_fact,
                             ..words
                         };
                         for floor in FLOORS {
@@ -294,8 +319,15 @@ fn hard_sets(e: &mut Embeddings) {
     let guards_only = guard::Tuning {
         verified: 0.0,
         overrule: 1.01,
+        overrule_fact: 1.01,
         ..chosen
     };
+    // The chosen rule with no fact guard overruled, to show what the
+    // overruling adds.
+    let facts_stand = rule.tuning.map(|t| guard::Tuning {
+        overrule_fact: 1.01,
+        ..t
+    });
     // The verifier alone: no guard refuses, so its own bar decides.
     let verifier_only = guard::Tuning {
         close_enough: 0.0,
@@ -331,6 +363,16 @@ fn hard_sets(e: &mut Embeddings) {
                 ),
                 Rule {
                     tuning: Some(verifier_only),
+                    ..rule
+                },
+            ),
+            (
+                format!(
+                    "cosine >= {:.2} + guards + verifier, no fact guard overruled",
+                    rule.floor
+                ),
+                Rule {
+                    tuning: facts_stand,
                     ..rule
                 },
             ),

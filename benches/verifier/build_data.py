@@ -7,6 +7,7 @@ from pathlib import Path
 
 R = random.Random(402)
 repo = Path(sys.argv[1])
+here = Path(__file__).resolve().parent
 data = repo / "benches/data"
 lex = repo / "src/cache/lexicon"
 
@@ -125,7 +126,7 @@ def constraint(q):
     end = q[len(q2):]
     return q2 + R.choice(CONSTRAINTS) + (end or "")
 
-caps = list({w for q in pool for w in q.split()[1:] if re.fullmatch(r"[A-Z][a-zA-Z0-9+#]+", w)} - {"I"})
+caps = sorted({w for q in pool for w in q.split()[1:] if re.fullmatch(r"[A-Z][a-zA-Z0-9+#]+", w)} - {"I"})
 def entity(q):
     t = q.split()
     idx = [i for i, w in enumerate(t) if i > 0 and re.fullmatch(r"[A-Z][a-zA-Z0-9+#]+[?,.]?", w) and w.rstrip("?,.") != "I"]
@@ -204,6 +205,123 @@ for i in range(1500):
     a, b = R.sample(pool[:4000], 2)
     if len(set(a.lower().split()) & set(b.lower().split()) - STOP) >= 1:
         add(a, b, 0, "syn_topic")
+
+# Written for p402 (benches/verifier/rewordings.tsv): heavy rewordings that
+# share few words, numbers spelled out, and "how long" / "how many days"
+# style spans, as positives; and the same spans asking for something else,
+# as negatives. Three times over: few, and hand-labelled.
+with open(here / "rewordings.tsv", newline="") as f:
+    authored = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+# Nothing written or made here may repeat a question of the `tune` or
+# `test` rows (some common questions were written twice, independently).
+# Common questions get written alike, so "repeat" means sharing half the
+# content words (Jaccard) with a question of those rows, not only the text.
+def content_words(q):
+    return frozenset(w for w in re.findall(r"[a-z0-9']+", q.lower()) if w not in STOP)
+held_out = [content_words(q) for r in hard if r["split"] != "train" for q in (r["a"], r["b"])]
+near_cache = {}
+def near_held_out(q):
+    if q not in near_cache:
+        c = content_words(q)
+        near_cache[q] = any(len(c & h) >= 0.5 * len(c | h) for h in held_out if c | h)
+    return near_cache[q]
+authored = [r for r in authored if not near_held_out(r["a"]) and not near_held_out(r["b"])]
+for r in authored:
+    for _ in range(3):
+        add(r["a"], r["b"], int(r["should_hit"]), "authored_" + r["kind"])
+
+# Same subject, another question ("How much does X cost?" / "What features
+# does X include?"), as negatives; the same question worded another way,
+# as positives. The wordings and subjects are p402's own.
+ASKS = {
+    "cost": (["plan", "app"], ["How much does {x} cost?", "What is the price of {x}?", "How much do I have to pay for {x}?", "What will {x} cost me?", "What's {x} going to set me back?"]),
+    "features": (["plan", "app"], ["What features does {x} include?", "What do I get with {x}?", "Which features come with {x}?", "What's included in {x}?", "What can I do with {x}?"]),
+    "cancel": (["plan"], ["How do I cancel {x}?", "How can I end my {x} subscription?", "What are the steps to stop paying for {x}?", "I want to quit {x}; how do I do that?"]),
+    "upgrade": (["plan"], ["How do I upgrade to {x}?", "How can I switch my account to {x}?", "What do I do to move up to {x}?"]),
+    "install": (["tool", "app"], ["How do I install {x}?", "What are the steps to set up {x} on my computer?", "How can I get {x} installed?", "Walk me through installing {x}.", "What's the way to put {x} on my machine?"]),
+    "uninstall": (["tool", "app"], ["How do I uninstall {x}?", "How can I remove {x} completely?", "What's the way to get rid of {x} on my machine?", "Walk me through removing {x}."]),
+    "update": (["tool", "app"], ["How do I update {x}?", "How can I upgrade {x} to the newest version?", "What's the way to get the latest release of {x}?"]),
+    "what": (["tool", "app", "plan"], ["What is {x}?", "Can you explain what {x} is?", "Give me an overview of {x}.", "I keep hearing about {x}; what is it exactly?"]),
+    "alternatives": (["tool", "app"], ["What are some alternatives to {x}?", "What can I use instead of {x}?", "Which products are similar to {x}?", "Is there anything like {x} that I could switch to?"]),
+    "learn": (["tool"], ["How do I learn {x}?", "What's the best way to get started with {x}?", "Where should a beginner start with {x}?", "How can I teach myself {x}?"]),
+    "maker": (["tool", "app"], ["Who makes {x}?", "Which company is behind {x}?", "Who develops {x}?"]),
+    "safe": (["tool", "app"], ["Is {x} safe to use?", "Is {x} secure?", "Can I trust {x} with my data?"]),
+    "difference": (["tool", "app"], ["What's the difference between {x} and {y}?", "How does {x} differ from {y}?", "{x} or {y}: how are they different?", "Compare {x} with {y}."]),
+}
+SUBJECTS = {
+    "plan": ["the Pro plan", "the Business plan", "the Team plan", "Spotify Premium", "Amazon Prime", "YouTube Premium", "the Enterprise tier", "Microsoft 365 Family", "iCloud+", "the annual membership", "the Plus subscription", "the Starter plan"],
+    "app": ["Slack", "Zoom", "Figma", "Notion", "Dropbox", "1Password", "Trello", "Canva", "Evernote", "Todoist", "Grammarly", "Obsidian"],
+    "tool": ["Docker", "Kubernetes", "Node.js", "PostgreSQL", "Redis", "Terraform", "Nginx", "Homebrew", "VS Code", "Ansible", "Jenkins", "MongoDB", "Elasticsearch", "Git", "Rust", "Go"],
+}
+def asked(intent, x):
+    kinds, forms = ASKS[intent]
+    pool_ = [s for k in kinds for s in SUBJECTS[k] if s != x]
+    y = R.choice(pool_)
+    return R.choice(forms).format(x=x, y=y), y
+subject_kind = {s: k for k, ss in SUBJECTS.items() for s in ss}
+def same_subject(positive):
+    x = R.choice(list(subject_kind))
+    intents = [i for i, (kinds, _) in ASKS.items() if subject_kind[x] in kinds]
+    if positive:
+        i = R.choice(intents)
+        forms = ASKS[i][1]
+        f1, f2 = R.sample(forms, 2)
+        y = R.choice([s for s in subject_kind if subject_kind[s] == subject_kind[x] and s != x])
+        return f1.format(x=x, y=y), f2.format(x=x, y=y)
+    i, j = R.sample(intents, 2)
+    return asked(i, x)[0], asked(j, x)[0]
+
+# The same input, another task ("Write a commit message for this diff" /
+# "Review this diff"), as negatives; the same task worded another way, as
+# positives.
+CODE = ["this diff", "this function", "this regex", "this SQL query", "this Python script", "this class", "this shell script", "this Dockerfile", "this config file", "this React component", "this stack trace", "this pull request"]
+TEXT = ["this email", "this essay", "my cover letter", "this paragraph", "this article", "this contract", "this blog post", "my resume", "this speech", "this product description", "these meeting notes", "this report"]
+TASKS = {
+    "explain": (CODE, ["Explain {o}", "What does {o} do?", "Walk me through {o}", "Help me understand {o}", "Can you break down {o} for me?"]),
+    "review": (CODE, ["Review {o}", "Do a code review of {o}", "Give me review comments on {o}", "Look over {o} like a reviewer would"]),
+    "tests": (CODE, ["Write tests for {o}", "Write unit tests that cover {o}", "Create a test suite for {o}", "Add tests for {o}"]),
+    "refactor": (CODE, ["Refactor {o}", "Clean up {o} so it reads better", "Restructure {o} without changing its behaviour", "Rewrite {o} to be more maintainable"]),
+    "bugs": (CODE, ["Find the bugs in {o}", "What's wrong with {o}?", "Spot the mistakes in {o}", "Debug {o}"]),
+    "comment": (CODE, ["Add comments to {o}", "Annotate {o} with explanatory comments", "Put comments in {o} explaining each part"]),
+    "faster": (CODE, ["Optimize {o}", "Make {o} run faster", "Speed up {o}", "Improve the performance of {o}"]),
+    "commit": (["this diff", "these changes", "this patch"], ["Write a commit message for {o}", "Suggest a git commit message for {o}", "What should the commit message for {o} say?", "Give me a commit message describing {o}"]),
+    "summarize": (TEXT, ["Summarize {o}", "Give me a short summary of {o}", "TL;DR {o}", "What are the key points of {o}?", "Condense {o} into its main points"]),
+    "proofread": (TEXT, ["Proofread {o}", "Check {o} for spelling and grammar mistakes", "Fix the typos and grammar in {o}", "Correct the writing errors in {o}"]),
+    "formal": (TEXT, ["Rewrite {o} in a more formal tone", "Make {o} sound more professional", "Rephrase {o} so it's formal"]),
+    "shorter": (TEXT, ["Shorten {o}", "Make {o} more concise", "Cut {o} down", "Trim {o} to fewer words"]),
+    "feedback": (TEXT, ["Give feedback on {o}", "Critique {o}", "What could be improved in {o}?", "Tell me how to make {o} better"]),
+    "title": (TEXT, ["Suggest a title for {o}", "Write a headline for {o}", "What would be a good title for {o}?"]),
+    "reply": (["this email", "this message", "this complaint"], ["Write a reply to {o}", "Draft a response to {o}", "Help me answer {o}"]),
+}
+def same_input(positive):
+    t = R.choice(list(TASKS))
+    objects, forms = TASKS[t]
+    o = R.choice(objects)
+    if positive:
+        f1, f2 = R.sample(forms, 2)
+        return f1.format(o=o), f2.format(o=o)
+    others = [u for u, (objs, _) in TASKS.items() if u != t and o in objs]
+    if not others:
+        return None
+    u = R.choice(others)
+    return R.choice(forms).format(o=o), R.choice(TASKS[u][1]).format(o=o)
+
+for fn, y, kind, n in [(same_subject, 1, "tmpl_same_question", 450), (same_subject, 0, "tmpl_other_question", 700),
+                       (same_input, 1, "tmpl_same_task", 350), (same_input, 0, "tmpl_other_task", 600)]:
+    got, seen = 0, set()
+    for _ in range(n * 20):
+        if got >= n: break
+        pair = fn(bool(y))
+        if not pair or pair[0] == pair[1] or frozenset(pair) in seen: continue
+        if near_held_out(pair[0]) or near_held_out(pair[1]): continue
+        seen.add(frozenset(pair)); add(pair[0], pair[1], y, kind); got += 1
+R.shuffle(out)
+# `build_data.py REPO OUT`: the first stage of train.sh, every kind but
+# those written for p402 and made from its templates. `build_data.py REPO
+# OUT N`: the second stage, those, with N of the first stage's replayed.
+new = [p for p in out if p[3].startswith(("authored_", "tmpl_"))]
+old = [p for p in out if not p[3].startswith(("authored_", "tmpl_"))]
+out = new + R.sample(old, int(sys.argv[3])) if len(sys.argv) > 3 else old
 R.shuffle(out)
 json.dump(out, open(sys.argv[2], "w"))
 from collections import Counter

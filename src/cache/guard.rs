@@ -25,6 +25,9 @@ use super::lexicon::Lexicon;
 pub enum Refusal {
     /// The questions carry different numbers.
     Numbers,
+    /// The numbers differ, but one side writes a number in words ("£50" /
+    /// "fifty pounds"): maybe the same number.
+    SpelledNumbers,
     /// One is negated and the other is not.
     Negation,
     /// They differ by opposite words (on/off, public/private, raise/lower).
@@ -37,6 +40,9 @@ pub enum Refusal {
     Form,
     /// A different question about the same thing (who / when / why / how).
     QuestionWord,
+    /// Another way of asking for an amount or a time ("how long" / "how
+    /// many days", "when" / "how soon"): maybe the same question.
+    QuestionSpan,
     /// One asks what the other asks and more: an added constraint
     /// ("..., each one a pun") or a narrower subject.
     Added,
@@ -55,14 +61,30 @@ pub enum Refusal {
 /// fell from 116 to 67 at a 0.50 floor).
 pub const RUNNER_UP_MARGIN: f32 = 0.02;
 
+/// How firmly a refusal stands against the verifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmness {
+    /// A fact about the text (another number, a negation, an opposite):
+    /// it stands whatever the verifier says.
+    Fact,
+    /// A fact guard in a form that rewordings also take (a number spelled
+    /// out, "how long" for "how many days"): the verifier may overrule it
+    /// at [`Tuning::overrule_fact`].
+    DoubtfulFact,
+    /// Only a count of the words that differ, which a rewording also
+    /// changes: the verifier, reading the words in context, may overrule
+    /// it at [`Tuning::overrule`].
+    WordCount,
+}
+
 impl Refusal {
-    /// Whether the refusal stands whatever the verifier says. The last
-    /// three only count words that differ, which a rewording also does;
-    /// the verifier reads the words in context, so at a higher confidence
-    /// it may overrule them. The others are facts about the text (another
-    /// number, a negation, an opposite), and stand.
-    pub fn is_final(self) -> bool {
-        !matches!(self, Refusal::Added | Refusal::Swapped | Refusal::Reworded)
+    /// How firmly this refusal stands against the verifier.
+    pub fn firmness(self) -> Firmness {
+        match self {
+            Refusal::Added | Refusal::Swapped | Refusal::Reworded => Firmness::WordCount,
+            Refusal::SpelledNumbers | Refusal::QuestionSpan => Firmness::DoubtfulFact,
+            _ => Firmness::Fact,
+        }
     }
 }
 
@@ -84,8 +106,11 @@ pub struct Tuning {
     /// The verifier's confidence a candidate needs when no guard objects.
     pub verified: f32,
     /// The confidence it needs to overrule a guard that only counted
-    /// words ([`Refusal::is_final`]); above 1, never.
+    /// words ([`Firmness::WordCount`]); above 1, never.
     pub overrule: f32,
+    /// The confidence it needs to overrule a fact guard in a form that
+    /// rewordings also take ([`Firmness::DoubtfulFact`]); above 1, never.
+    pub overrule_fact: f32,
 }
 
 impl Tuning {
@@ -98,6 +123,7 @@ impl Tuning {
         max_swapped: 2,
         verified: 0.50,
         overrule: 0.98,
+        overrule_fact: 1.01,
     };
 }
 
@@ -290,7 +316,11 @@ fn entities(text: &str) -> Vec<String> {
             let all_caps = w.len() > 1 && w.chars().all(|c| c.is_uppercase() || c.is_ascii_digit());
             capitalized || all_caps
         })
-        .map(|(_, w)| w.to_lowercase())
+        .map(|(_, w)| {
+            // "Australia's capital" names Australia.
+            let w = w.to_lowercase().replace('\u{2019}', "'");
+            w.strip_suffix("'s").map_or(w.clone(), str::to_string)
+        })
         .collect();
     found.sort();
     found.dedup();
@@ -418,6 +448,34 @@ fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
     (specific, bare_how)
 }
 
+/// Number words, which a rewording may write for digits ("fifty pounds"
+/// for "£50"). "One" is left out: it is more often a pronoun.
+const NUMBER_WORDS: &[&str] = &[
+    "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "hundred", "thousand", "million",
+    "dozen", "half", "couple", "single", "double", "twice",
+];
+
+/// Question words that ask for an amount or a time, which rewordings
+/// trade for each other ("how long" / "how many days" / "when").
+fn is_amount_or_time(question: &str) -> bool {
+    question == "when" || question.starts_with("how ")
+}
+
+/// Whether the two questions' specific question words differ only among
+/// those asking for an amount or a time, each side having at least one.
+fn asks_amount_or_time(a: &[String], b: &[String]) -> bool {
+    let ((qa, _), (qb, _)) = (question_words(a), question_words(b));
+    !qa.is_empty()
+        && !qb.is_empty()
+        && qa != qb
+        && qa
+            .iter()
+            .chain(&qb)
+            .filter(|q| !(qa.contains(q) && qb.contains(q)))
+            .all(|q| is_amount_or_time(q))
+}
+
 fn changes_question(a: &[String], b: &[String]) -> bool {
     let ((qa, how_a), (qb, how_b)) = (question_words(a), question_words(b));
     (!qa.is_empty() && !qb.is_empty() && qa != qb)
@@ -537,11 +595,13 @@ fn difference(lexicon: &Lexicon, a: &[Vec<String>], b: &[Vec<String>]) -> (usize
 /// given what the guards said of the pair; `None`: refused whatever it
 /// says.
 pub fn verifier_bar(refusal: Option<Refusal>, tuning: Tuning) -> Option<f32> {
-    match refusal {
-        None => Some(tuning.verified),
-        Some(r) if r.is_final() || tuning.overrule > 1.0 => None,
-        Some(_) => Some(tuning.overrule),
-    }
+    let bar = match refusal.map(Refusal::firmness) {
+        None => tuning.verified,
+        Some(Firmness::Fact) => return None,
+        Some(Firmness::DoubtfulFact) => tuning.overrule_fact,
+        Some(Firmness::WordCount) => tuning.overrule,
+    };
+    (bar <= 1.0).then_some(bar)
 }
 
 /// Whether `cached` may answer `asked`, proposed by the index at `cosine`
@@ -552,11 +612,16 @@ pub fn check(asked: &str, cached: &str, cosine: f32) -> Option<Refusal> {
 
 /// [`check`] with other thresholds, for the benchmark that chooses them.
 pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Option<Refusal> {
-    if numbers(asked) != numbers(cached) {
-        return Some(Refusal::Numbers);
-    }
     let a = tokens(asked);
     let b = tokens(cached);
+    if numbers(asked) != numbers(cached) {
+        let spelled = |words: &[String]| words.iter().any(|w| NUMBER_WORDS.contains(&w.as_str()));
+        return Some(if spelled(&a) || spelled(&b) {
+            Refusal::SpelledNumbers
+        } else {
+            Refusal::Numbers
+        });
+    }
     if is_negated(&a) != is_negated(&b) {
         return Some(Refusal::Negation);
     }
@@ -596,7 +661,11 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
         return Some(Refusal::Entity);
     }
     if changes_question(&a, &b) {
-        return Some(Refusal::QuestionWord);
+        return Some(if asks_amount_or_time(&a, &b) {
+            Refusal::QuestionSpan
+        } else {
+            Refusal::QuestionWord
+        });
     }
     let lexicon = Lexicon::get();
     let stems = |words: &[String]| -> Vec<Vec<String>> {
@@ -802,7 +871,66 @@ mod tests {
             };
             assert_eq!(verifier_bar(Some(count), never), None);
         }
+        for doubtful in [Refusal::SpelledNumbers, Refusal::QuestionSpan] {
+            let at = Tuning {
+                overrule_fact: 0.99,
+                ..tuning
+            };
+            assert_eq!(verifier_bar(Some(doubtful), at), Some(0.99));
+            let never = Tuning {
+                overrule_fact: 1.01,
+                ..tuning
+            };
+            assert_eq!(verifier_bar(Some(doubtful), never), None);
+        }
         assert!(tuning.overrule > tuning.verified);
+    }
+
+    #[test]
+    fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
+        for (a, b, why) in [
+            (
+                "Transfer £50 from my savings to my current account",
+                "Move fifty pounds from savings into my current account",
+                Refusal::SpelledNumbers,
+            ),
+            (
+                "Transfer £50 from my savings to my current account",
+                "Transfer £500 from my savings to my current account",
+                Refusal::Numbers,
+            ),
+            (
+                "How long does cooked rice last in the fridge?",
+                "How many days can cooked rice be kept in the refrigerator?",
+                Refusal::QuestionSpan,
+            ),
+            (
+                "Who wrote the Odyssey?",
+                "When was the Odyssey written?",
+                Refusal::QuestionWord,
+            ),
+            (
+                "How do bees make honey?",
+                "Why do bees make honey?",
+                Refusal::QuestionWord,
+            ),
+        ] {
+            assert_eq!(close(a, b), Some(why), "{a} / {b}");
+        }
+        assert_eq!(Refusal::SpelledNumbers.firmness(), Firmness::DoubtfulFact);
+        assert_eq!(Refusal::QuestionSpan.firmness(), Firmness::DoubtfulFact);
+        assert_eq!(Refusal::Numbers.firmness(), Firmness::Fact);
+    }
+
+    #[test]
+    fn a_possessive_names_the_same_thing() {
+        let (a, b) = (
+            "What's the capital of Australia?",
+            "Which city is Australia's capital?",
+        );
+        assert_ne!(close(a, b), Some(Refusal::Entity));
+        // At MiniLM's similarity for the pair, nothing objects.
+        assert_eq!(check(a, b, 0.93), None);
     }
 
     #[test]

@@ -5,18 +5,20 @@
 //!
 //! Embedding and verifying are CPU work of milliseconds, so they run on
 //! dedicated threads, never on the async workers: one for the embedder and
-//! two for the verifier, so that no thread runs both models and neither
+//! one for the verifier, so that no thread runs both models and neither
 //! model's weights push the other's out of the CPU's caches. The verifier
 //! reads a pair in order, so it is asked both ways round and the lower
 //! answer counts ("same meaning" is symmetric; one way round, a question
-//! with an added clause can look like the other plus nothing); the two
-//! readings run at once, one on each verifier thread. (One session
-//! reading both orders as a batch of two took as long as two readings one
-//! after the other, and moved the scores: the activations are quantized
-//! over the whole batch.) The
-//! queues to the threads are bounded: when a burst fills them,
-//! further requests skip the semantic lookup (an exact-match cache still
-//! answers) instead of piling up work.
+//! with an added clause can look like the other plus nothing). The two
+//! readings run one after the other in one session: a second session
+//! reading the other order at once cost 40 MiB of weights of its own, and
+//! on a machine of two cores that also serves requests the two seldom ran
+//! at once anyway. (One session reading both orders as a batch of two took
+//! as long as two readings one after the other, and moved the scores: the
+//! activations are quantized over the whole batch.) The queues to the
+//! threads are bounded: when a burst fills them, further requests skip the
+//! semantic lookup (an exact-match cache still answers) instead of piling
+//! up work.
 
 pub mod fetch;
 mod integer;
@@ -74,10 +76,10 @@ struct EmbedJob {
     reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
 }
 
-/// A pair to read in this order, and where the confidence goes.
+/// A pair to read both ways round, and where the confidence goes.
 struct VerifyJob {
-    first: String,
-    second: String,
+    asked: String,
+    cached: String,
     reply: oneshot::Sender<Result<f32, EmbedError>>,
 }
 
@@ -86,9 +88,8 @@ struct VerifyJob {
 pub struct Embedder {
     /// The embedding thread.
     embeds: SyncSender<EmbedJob>,
-    /// The verifying threads: one reads (asked, cached), the other
-    /// (cached, asked).
-    verifies: [SyncSender<VerifyJob>; 2],
+    /// The verifying thread.
+    verifies: SyncSender<VerifyJob>,
 }
 
 impl Embedder {
@@ -98,17 +99,16 @@ impl Embedder {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
         let mut model = Model::load(dir)?;
-        let (mut one, mut other) = Verifier::load_pair(dir)?;
+        let mut verifier = Verifier::load(dir)?;
         let embeds = spawn("p402-embed", move |job: EmbedJob| {
             let _ = job.reply.send(model.embed(&job.text).map(normalize));
         })?;
-        let verify = |verifier: &mut Verifier, job: VerifyJob| {
-            let _ = job.reply.send(verifier.score(&job.first, &job.second));
-        };
-        let verifies = [
-            spawn("p402-verify", move |job| verify(&mut one, job))?,
-            spawn("p402-verify-2", move |job| verify(&mut other, job))?,
-        ];
+        let verifies = spawn("p402-verify", move |job: VerifyJob| {
+            let both = verifier
+                .score(&job.asked, &job.cached)
+                .and_then(|one| Ok(one.min(verifier.score(&job.cached, &job.asked)?)));
+            let _ = job.reply.send(both);
+        })?;
         Ok(Embedder { embeds, verifies })
     }
 
@@ -129,24 +129,16 @@ impl Embedder {
     /// answers `asked`: the lower of its two readings. `Busy` when a queue
     /// is full.
     pub async fn verify(&self, asked: &str, cached: &str) -> Result<f32, EmbedError> {
-        let read = |queue: &SyncSender<VerifyJob>, first: &str, second: &str| {
-            let (reply, answer) = oneshot::channel();
-            send(
-                queue,
-                VerifyJob {
-                    first: first.to_string(),
-                    second: second.to_string(),
-                    reply,
-                },
-            )
-            .map(|()| answer)
-        };
-        let one = read(&self.verifies[0], asked, cached)?;
-        let other = read(&self.verifies[1], cached, asked)?;
-        let (one, other) = tokio::join!(one, other);
-        let one = one.map_err(|_| EmbedError::Stopped)??;
-        let other = other.map_err(|_| EmbedError::Stopped)??;
-        Ok(one.min(other))
+        let (reply, answer) = oneshot::channel();
+        send(
+            &self.verifies,
+            VerifyJob {
+                asked: asked.to_string(),
+                cached: cached.to_string(),
+                reply,
+            },
+        )?;
+        answer.await.map_err(|_| EmbedError::Stopped)?
     }
 }
 

@@ -7,8 +7,7 @@
 //!
 //! Every session runs with one intra-op thread, on a thread of its own:
 //! more intra-op threads only contend on a machine of two cores that also
-//! serves requests. The embedder has one session; the verifier two, to
-//! read a pair both ways round at once (see [`Verifier::load_pair`]).
+//! serves requests. The embedder and the verifier have one session each.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -134,31 +133,25 @@ impl Model {
 pub struct Verifier(TextRerank);
 
 impl Verifier {
-    /// Loads two sessions of the verifier, to read a pair both ways round
-    /// at once on two threads, with the embedder's tokenizer from `dir`
-    /// (the same vocabulary: it was fine-tuned from that model). Each
-    /// holds its own weights (about 40 MiB).
-    pub fn load_pair(dir: &Path) -> Result<(Self, Self), EmbedError> {
+    /// Loads the verifier, with the embedder's tokenizer from `dir` (the
+    /// same vocabulary: it was fine-tuned from that model). Its session
+    /// holds the weights (about 40 MiB).
+    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
-        let tokenizer = read(dir, fetch::TOKENIZER_FILE)?;
-        let session = || {
-            let model = UserDefinedRerankingModel::new(
-                VERIFIER.to_vec(),
-                tokenizer_files(tokenizer.clone()),
-            );
-            let options = RerankInitOptionsUserDefined::new()
-                .with_environment(environment.clone())
-                .with_max_length(PAIR_TOKENS)
-                .with_intra_threads(1);
-            TextRerank::try_new_from_user_defined(model, options)
-                .map(Verifier)
-                .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")))
-        };
-        let one = session()?;
-        let other = session()?;
+        let model = UserDefinedRerankingModel::new(
+            VERIFIER.to_vec(),
+            tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
+        );
+        let options = RerankInitOptionsUserDefined::new()
+            .with_environment(environment)
+            .with_max_length(PAIR_TOKENS)
+            .with_intra_threads(1);
+        let loaded = TextRerank::try_new_from_user_defined(model, options)
+            .map(Verifier)
+            .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")));
         release_freed_memory();
         release_embedded_model();
-        Ok((one, other))
+        loaded
     }
 
     /// The confidence (0 to 1) that one answer serves both questions, as

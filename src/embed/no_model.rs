@@ -24,7 +24,7 @@ impl Model {
 pub enum Verifier {}
 
 impl Verifier {
-    pub fn load_pair(_dir: &Path) -> Result<(Self, Self), EmbedError> {
+    pub fn load(_dir: &Path) -> Result<Self, EmbedError> {
         Err(EmbedError::NotBuilt)
     }
 
