@@ -7,6 +7,7 @@
 mod discovery;
 mod guards;
 mod schema;
+mod validate;
 pub mod watch;
 
 use std::fmt;

@@ -68,79 +68,48 @@ pub(crate) use finish::{side as finish_side, Side, SideEntry};
 use finish::{Ending, Exit};
 use outcome::Outcome;
 
-/// What a call that reaches a provider is: a model call by one of the
-/// doors, or a side door's call.
-#[derive(Clone)]
-pub enum Endpoint {
-    /// Chat Completions, Messages or Responses: the stages below.
-    Model(Door),
-    /// `POST /v1/embeddings` (`endpoint::embeddings`).
-    Embeddings,
-    /// `POST /v1/messages/count_tokens` (`endpoint::count_tokens`).
-    CountTokens,
-    /// Any other `/v1/*` path, forwarded as it is (`endpoint::forward`).
-    Forward(String),
-}
-
-impl Endpoint {
-    /// An error in the dialect the endpoint's clients read.
-    fn error(&self, error: &ApiError, id: &RequestId) -> Response<Body> {
-        match self {
-            Endpoint::Model(door) => door.error(error, id),
-            Endpoint::CountTokens => Door::Messages.error(error, id),
-            Endpoint::Embeddings | Endpoint::Forward(_) => error.clone().into_response(id),
-        }
-    }
-}
-
-/// Serves a call that reaches a provider on a task of its own, which the
-/// client's connection does not own: hyper drops the handler when the
-/// client hangs up, but a request already sent upstream is read to its end
-/// and settled all the same (the provider bills it either way), so that
-/// walking away can never make a budget stop counting. Shutdown waits for
-/// these tasks.
+/// Serves a model call by `door` through the stages below, on a task of
+/// its own ([`own_task`]).
 pub async fn handle(
     state: &AppState,
     runtime: Arc<Runtime>,
     request: Request<Incoming>,
     request_id: RequestId,
     local_key: Option<String>,
-    endpoint: Endpoint,
+    door: Door,
 ) -> Response<Body> {
-    let (answer, answered) = tokio::sync::oneshot::channel();
     let task_state = state.clone();
     let task_id = request_id.clone();
-    let fallback = endpoint.clone();
+    let call = run(task_state, runtime, request, task_id, local_key, door);
+    own_task(state, request_id, move |e, id| door.error(e, id), call).await
+}
+
+/// Serves a call that reaches a provider (a model call, or a side door's:
+/// embeddings, a token count, a forwarded call) on a task of its own,
+/// which the client's connection does not own: hyper drops the handler
+/// when the client hangs up, but a request already sent upstream is read
+/// to its end and settled all the same (the provider bills it either way),
+/// so that walking away can never make a budget stop counting. Shutdown
+/// waits for these tasks. `lost` says, in the caller's dialect, that the
+/// task ended without an answer.
+pub async fn own_task<F>(
+    state: &AppState,
+    request_id: RequestId,
+    lost: impl FnOnce(&ApiError, &RequestId) -> Response<Body>,
+    call: F,
+) -> Response<Body>
+where
+    F: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let (answer, answered) = tokio::sync::oneshot::channel();
     state.spawn(async move {
-        let (state, id, key) = (&task_state, &task_id, local_key.as_deref());
-        let response = match endpoint {
-            Endpoint::Model(door) => {
-                run(
-                    task_state.clone(),
-                    runtime,
-                    request,
-                    task_id.clone(),
-                    local_key.clone(),
-                    door,
-                )
-                .await
-            }
-            Endpoint::Embeddings => {
-                crate::endpoint::embeddings::handle(state, &runtime, request, id, key).await
-            }
-            Endpoint::CountTokens => {
-                crate::endpoint::count_tokens::handle(state, &runtime, request, id).await
-            }
-            Endpoint::Forward(path) => {
-                crate::endpoint::forward::handle(state, &runtime, request, &path, id, key).await
-            }
-        };
+        let response = call.await;
         // The client may be gone: the work was done for the ledger.
         let _ = answer.send(response);
     });
     match answered.await {
         Ok(response) => response,
-        Err(_) => fallback.error(
+        Err(_) => lost(
             &ApiError::internal("the request's task ended without an answer"),
             &request_id,
         ),

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use crate::api;
 use crate::endpoint::Door;
 use crate::ops::state::AppState;
-use crate::pipeline::{self, Endpoint};
+use crate::pipeline;
 use crate::server::body::Body;
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
@@ -328,16 +328,23 @@ async fn route(
             "/v1/chat/completions" | "/api/v2/chat/completions" | "/v1/messages" | "/v1/responses",
         ) => {
             let door = door.unwrap_or(Door::Chat);
-            let endpoint = Endpoint::Model(door);
-            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
+            pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::POST, "/v1/embeddings") => {
-            let endpoint = Endpoint::Embeddings;
-            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
+            let (task_state, id) = (state.clone(), request_id.clone());
+            let call = async move {
+                let key = local_key.as_deref();
+                crate::endpoint::embeddings::handle(&task_state, &runtime, request, &id, key).await
+            };
+            pipeline::own_task(state, request_id, openai_error, call).await
         }
         (Method::POST, "/v1/messages/count_tokens") => {
-            let endpoint = Endpoint::CountTokens;
-            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
+            let (task_state, id) = (state.clone(), request_id.clone());
+            let call = async move {
+                crate::endpoint::count_tokens::handle(&task_state, &runtime, request, &id).await
+            };
+            let lost = |e: &ApiError, id: &RequestId| Door::Messages.error(e, id);
+            pipeline::own_task(state, request_id, lost, call).await
         }
         (Method::GET, "/v1/models") => {
             let anthropic = request.headers().contains_key("anthropic-version");
@@ -404,8 +411,13 @@ async fn route(
             method_not_allowed(&request_id, "POST")
         }
         (_, other) if crate::server::boundary::forwarded_as_is(other) => {
-            let endpoint = Endpoint::Forward(other.to_string());
-            pipeline::handle(state, runtime, request, request_id, local_key, endpoint).await
+            let (task_state, id, path) = (state.clone(), request_id.clone(), other.to_string());
+            let call = async move {
+                let key = local_key.as_deref();
+                crate::endpoint::forward::handle(&task_state, &runtime, request, &path, &id, key)
+                    .await
+            };
+            pipeline::own_task(state, request_id, openai_error, call).await
         }
         (_, other) => ApiError::new(
             ErrorKind::NotFound,
@@ -446,4 +458,9 @@ fn method_not_allowed(request_id: &RequestId, allowed: &'static str) -> Response
         .headers_mut()
         .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
     response
+}
+
+/// An error in OpenAI's shape, for the side doors OpenAI's clients call.
+fn openai_error(error: &ApiError, id: &RequestId) -> Response<Body> {
+    error.clone().into_response(id)
 }

@@ -1,0 +1,273 @@
+use super::*;
+
+/// As proposed by the index at a similarity just short of the one at
+/// which word changes stop counting.
+fn close(asked: &str, cached: &str) -> Option<Refusal> {
+    check(asked, cached, Tuning::CHOSEN.close_enough - 0.01)
+}
+
+#[test]
+fn wordnet_and_word_level_guards_refuse_the_hard_kinds() {
+    for (a, b, why) in [
+        (
+            "How do I make my repository public?",
+            "How do I make my repository private?",
+            Refusal::Opposites,
+        ),
+        (
+            "Sort the list in ascending order",
+            "Sort the list in descending order",
+            Refusal::Opposites,
+        ),
+        (
+            "How do I raise my credit limit?",
+            "How do I lower my credit limit?",
+            Refusal::Opposites,
+        ),
+        (
+            "How do I mount a USB drive?",
+            "How do I unmount a USB drive?",
+            Refusal::Opposites,
+        ),
+        (
+            "Which foods should I eat before surgery?",
+            "Which foods should I avoid before surgery?",
+            Refusal::Negation,
+        ),
+        (
+            "Who wrote the Odyssey?",
+            "When was the Odyssey written?",
+            Refusal::QuestionWord,
+        ),
+        (
+            "How do bees make honey?",
+            "Why do bees make honey?",
+            Refusal::QuestionWord,
+        ),
+        (
+            "Suggest 5 names for a bakery",
+            "Suggest 5 names for a bakery, each one a pun",
+            Refusal::Added,
+        ),
+        (
+            "How do I cook rice?",
+            "How do I cook quinoa?",
+            Refusal::Swapped,
+        ),
+        (
+            "How many pounds are in a kilogram?",
+            "How many kilograms are in a pound?",
+            Refusal::Direction,
+        ),
+    ] {
+        assert_eq!(close(a, b), Some(why), "{a} / {b}");
+    }
+}
+
+#[test]
+fn rewordings_the_old_guards_let_through_still_pass() {
+    for (a, b) in [
+        (
+            "How do I reverse a list in Python?",
+            "What's the way to reverse a Python list?",
+        ),
+        (
+            "Can I take a power bank in checked luggage?",
+            "Can I take a power bank in checked baggage?",
+        ),
+        (
+            "Can I get a copy of my bank statement by post?",
+            "Can I get a copy of my bank statment by post?",
+        ),
+        (
+            "Is there a discount for students on train tickets?",
+            "On train tickets, is there a discount for students?",
+        ),
+        ("Why did my bread not rise?", "Why didn't my bread rise?"),
+        (
+            "What does HTTP status 402 mean?",
+            "What is the meaning of the HTTP 402 status?",
+        ),
+    ] {
+        assert_eq!(close(a, b), None, "{a} / {b}");
+    }
+    // Many words changed: only a close embedding vouches for it.
+    let (a, b) = (
+        "How do I delete my Facebook account permanently?",
+        "What are the steps to get rid of my Facebook profile for good?",
+    );
+    let reworded = Tuning::CHOSEN.reworded;
+    assert_eq!(check(a, b, reworded + 0.05), None);
+    assert_eq!(check(a, b, reworded - 0.05), Some(Refusal::Reworded));
+}
+
+#[test]
+fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
+    let tuning = Tuning::CHOSEN;
+    assert_eq!(verifier_bar(None, tuning), Some(tuning.verified));
+    for fact in [
+        Refusal::Numbers,
+        Refusal::Negation,
+        Refusal::Opposites,
+        Refusal::Entity,
+        Refusal::Direction,
+        Refusal::Form,
+        Refusal::QuestionWord,
+    ] {
+        assert_eq!(verifier_bar(Some(fact), tuning), None, "{fact:?}");
+    }
+    for count in [Refusal::Added, Refusal::Swapped, Refusal::Reworded] {
+        assert_eq!(verifier_bar(Some(count), tuning), Some(tuning.overrule));
+        let never = Tuning {
+            overrule: 1.01,
+            ..tuning
+        };
+        assert_eq!(verifier_bar(Some(count), never), None);
+    }
+    for doubtful in [Refusal::SpelledNumbers, Refusal::QuestionSpan] {
+        let at = Tuning {
+            overrule_fact: 0.99,
+            ..tuning
+        };
+        assert_eq!(verifier_bar(Some(doubtful), at), Some(0.99));
+        let never = Tuning {
+            overrule_fact: 1.01,
+            ..tuning
+        };
+        assert_eq!(verifier_bar(Some(doubtful), never), None);
+    }
+    assert!(tuning.overrule > tuning.verified);
+}
+
+#[test]
+fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
+    for (a, b, why) in [
+        (
+            "Transfer £50 from my savings to my current account",
+            "Move fifty pounds from savings into my current account",
+            Refusal::SpelledNumbers,
+        ),
+        (
+            "Transfer £50 from my savings to my current account",
+            "Transfer £500 from my savings to my current account",
+            Refusal::Numbers,
+        ),
+        (
+            "How long does cooked rice last in the fridge?",
+            "How many days can cooked rice be kept in the refrigerator?",
+            Refusal::QuestionSpan,
+        ),
+        (
+            "Who wrote the Odyssey?",
+            "When was the Odyssey written?",
+            Refusal::QuestionWord,
+        ),
+        (
+            "How do bees make honey?",
+            "Why do bees make honey?",
+            Refusal::QuestionWord,
+        ),
+    ] {
+        assert_eq!(close(a, b), Some(why), "{a} / {b}");
+    }
+    assert_eq!(Refusal::SpelledNumbers.firmness(), Firmness::DoubtfulFact);
+    assert_eq!(Refusal::QuestionSpan.firmness(), Firmness::DoubtfulFact);
+    assert_eq!(Refusal::Numbers.firmness(), Firmness::Fact);
+}
+
+#[test]
+fn a_possessive_names_the_same_thing() {
+    let (a, b) = (
+        "What's the capital of Australia?",
+        "Which city is Australia's capital?",
+    );
+    assert_ne!(close(a, b), Some(Refusal::Entity));
+    // At MiniLM's similarity for the pair, nothing objects.
+    assert_eq!(check(a, b, 0.93), None);
+}
+
+#[test]
+fn paraphrases_pass() {
+    for (a, b) in [
+        (
+            "What is the x402 protocol?",
+            "Can you explain the x402 protocol?",
+        ),
+        ("How do I reset my password?", "how can i reset my password"),
+        (
+            "What's the capital of France?",
+            "Tell me the capital of France",
+        ),
+    ] {
+        assert_eq!(close(a, b), None, "{a} / {b}");
+    }
+}
+
+#[test]
+fn classic_false_hits_are_refused() {
+    assert_eq!(
+        close("Turn the alarm on", "Turn the alarm off"),
+        Some(Refusal::Opposites)
+    );
+    assert_eq!(
+        close("Sales figures for 2021", "Sales figures for 2022"),
+        Some(Refusal::Numbers)
+    );
+    assert_eq!(
+        close("Is Python slow?", "Is Python not slow?"),
+        Some(Refusal::Negation)
+    );
+    assert_eq!(
+        close("Why can't I log in?", "Why can I log in?"),
+        Some(Refusal::Negation)
+    );
+    assert_eq!(
+        close(
+            "What is the capital of France?",
+            "What is the capital of Spain?"
+        ),
+        Some(Refusal::Entity)
+    );
+    assert_eq!(
+        close("Convert 5 USD to EUR", "Convert 5 EUR to USD"),
+        Some(Refusal::Direction)
+    );
+    assert_eq!(
+        close("How do I enable 2FA?", "How do I disable 2FA?"),
+        Some(Refusal::Opposites)
+    );
+    assert_eq!(
+        close("List the planets as JSON", "List the planets as a table"),
+        Some(Refusal::Form)
+    );
+    assert_eq!(
+        close("Explain recursion briefly", "Explain recursion in detail"),
+        Some(Refusal::Form)
+    );
+    assert_eq!(
+        close("Write the function in Python", "Write the function in Rust"),
+        Some(Refusal::Form)
+    );
+}
+
+#[test]
+fn rewording_is_not_refused() {
+    // Both pairs are above 0.94 with MiniLM; a word added or swapped
+    // that close is a rewording.
+    assert_eq!(
+        check(
+            "It supports more than 50k models.",
+            "It supports over 50k models.",
+            0.96
+        ),
+        None
+    );
+    assert_eq!(
+        check(
+            "Amazon SageMaker trains Transformer models.",
+            "Amazon SageMaker can train Transformer models with Hugging Face.",
+            0.95
+        ),
+        None
+    );
+}
