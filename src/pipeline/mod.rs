@@ -206,8 +206,9 @@ async fn conclude(
         Outcome::Hit(_) => cx.state.router(&cx.runtime).baseline(&cx.chat.model),
         _ => None,
     };
-    let stopping = failover::stopping();
-    let planless = ApiError::internal("a provider's answer without its plan");
+    // Built only on the path that needs them, not for every answer.
+    let stopping;
+    let planless;
     let (exit, ending) = match (&mut outcome, plan, used) {
         (Outcome::Hit(hit), _, _) => (Exit::Hit { hit, baseline }, Ending::OK),
         (
@@ -246,9 +247,15 @@ async fn conclude(
                 used,
                 reservation: reservation.take(),
             },
-            Ending::failed(&stopping),
+            {
+                stopping = failover::stopping();
+                Ending::failed(&stopping)
+            },
         ),
-        (Outcome::Stopped { .. }, _, _) => (Exit::Failed, Ending::failed(&stopping)),
+        (Outcome::Stopped { .. }, _, _) => {
+            stopping = failover::stopping();
+            (Exit::Failed, Ending::failed(&stopping))
+        }
         (Outcome::Refused { status, .. }, _, _) => (
             Exit::Failed,
             Ending {
@@ -264,7 +271,10 @@ async fn conclude(
             },
         ),
         // A provider's answer always has its plan.
-        _ => (Exit::Failed, Ending::failed(&planless)),
+        _ => {
+            planless = no_plan();
+            (Exit::Failed, Ending::failed(&planless))
+        }
     };
     let metadata = finish::finish(cx, exit, ending).await;
     match outcome {
@@ -284,10 +294,15 @@ async fn conclude(
             let (status, body, content_type) = cx.door.refusal(status, body, content_type);
             finish::respond_refused(cx, candidate, status, body, content_type)
         }
-        Outcome::Stopped { .. } => cx.door.error(&stopping, &cx.id),
+        Outcome::Stopped { .. } => cx.door.error(&failover::stopping(), &cx.id),
         Outcome::Failed { error, .. } => cx.door.error(&error, &cx.id),
-        Outcome::Stream { .. } => cx.door.error(&planless, &cx.id),
+        Outcome::Stream { .. } => cx.door.error(&no_plan(), &cx.id),
     }
+}
+
+/// A provider's answer always has its plan; this says it had none.
+fn no_plan() -> ApiError {
+    ApiError::internal("a provider's answer without its plan")
 }
 
 /// read → admit → parse → charge: the request, understood and paid for.
