@@ -4,91 +4,154 @@
 //! any other, p402 counts with its own. Counting is free and is not
 //! ledgered.
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::api::json_response;
 use crate::endpoint::messages;
 use crate::endpoint::Door;
-use crate::ops::state::{AppState, Runtime};
-use crate::pipeline::{finish_side, Side};
+use crate::ops::state::Runtime;
+use crate::pipeline::side::{Parsed, Reached, Received, Served, SideCx, SideDoor};
 use crate::server::body::{self, Body};
 use crate::server::error::ApiError;
 use crate::server::ids::RequestId;
 use crate::wire::anthropic::native;
 
-/// Serves `POST /v1/messages/count_tokens`; free, so its finish writes
-/// only its line and its count by door.
-pub async fn handle(
-    state: &AppState,
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    request_id: &RequestId,
-) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let (response, error) = match count(state, runtime, request).await {
-        Ok(response) => (response, None),
-        Err(error) => (Door::Messages.error(&error, request_id), Some(error)),
-    };
-    let ending = Side {
-        door: "count_tokens",
-        endpoint: None,
-        status: response.status().as_u16(),
-        error: error.as_ref(),
-        served: None,
-        entry: None,
-    };
-    finish_side(state, request_id, started, None, ending).await;
-    response
+/// The token-count door.
+pub(crate) struct CountTokens;
+
+/// A count asked for: the Messages body and its model.
+pub(crate) struct Asked {
+    body: Map<String, Value>,
+    model: String,
+    headers: HeaderMap,
 }
 
-async fn count(
-    state: &AppState,
-    runtime: &Runtime,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let server = &runtime.config().server;
-    let bytes = crate::pipeline::read::body(body, &parts.headers, server).await?;
-    let _permit = state.limiter().admit(&runtime.config().limits)?;
-    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Err(ApiError::invalid(
-            "invalid_json",
-            "the request body must be a JSON object",
-        ));
-    };
-    body.remove("p402");
-    let Some(model) = body
-        .get("model")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        return Err(ApiError::invalid(
-            "invalid_model",
-            "`model` must be a non-empty string",
-        ));
-    };
-    let anthropic = runtime.catalog.find(&model).and_then(|m| {
-        let provider = runtime.catalog.provider(&m.provider)?;
-        (crate::wire::counts_tokens(provider) && provider.is_usable())
-            .then(|| (provider.clone(), m.upstream_id.clone()))
-    });
-    if let Some((provider, upstream_model)) = anthropic {
-        return forward(runtime, &provider, &upstream_model, &body, &parts.headers).await;
+/// A count: the provider's, passed on as it came, or p402's own.
+pub(crate) enum Counted {
+    Provider {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        bytes: Bytes,
+    },
+    Estimated(u64),
+}
+
+impl SideDoor for CountTokens {
+    const NAME: &'static str = "count_tokens";
+    type Request = Asked;
+    type Answer = Counted;
+
+    /// Free, so no options and no charge: its finish writes only its line
+    /// and its count by door.
+    fn parse(
+        &self,
+        _cx: &SideCx<'_>,
+        parts: Parts,
+        body: Received,
+    ) -> Result<Parsed<Asked>, ApiError> {
+        let Received::Whole(bytes) = body else {
+            return Err(ApiError::internal("the count_tokens body was not read"));
+        };
+        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(ApiError::invalid(
+                "invalid_json",
+                "the request body must be a JSON object",
+            ));
+        };
+        body.remove("p402");
+        let Some(model) = body
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+        else {
+            return Err(ApiError::invalid(
+                "invalid_model",
+                "`model` must be a non-empty string",
+            ));
+        };
+        Ok(Parsed {
+            request: Asked {
+                body,
+                model,
+                headers: parts.headers,
+            },
+            options: None,
+        })
     }
-    let chat = messages::as_chat_body(&body);
-    let tokens = crate::pipeline::route::count_tokens_of(chat).await?;
-    // p402's tokenizer is not the model's: said in the body and a header.
-    let mut response = json_response(
-        StatusCode::OK,
-        &json!({"input_tokens": tokens, "p402_estimated": true}),
-    );
-    response
-        .headers_mut()
-        .insert("x-p402-estimated", http::HeaderValue::from_static("true"));
-    Ok(response)
+
+    async fn reach(&self, cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Counted>, ApiError> {
+        let runtime = cx.runtime;
+        let anthropic = runtime.catalog.find(&asked.model).and_then(|m| {
+            let provider = runtime.catalog.provider(&m.provider)?;
+            (crate::wire::counts_tokens(provider) && provider.is_usable())
+                .then(|| (provider.clone(), m.upstream_id.clone()))
+        });
+        if let Some((provider, upstream_model)) = anthropic {
+            let answer = forward(
+                runtime,
+                &provider,
+                &upstream_model,
+                &asked.body,
+                &asked.headers,
+            )
+            .await?;
+            return Ok(Reached::Whole {
+                answer,
+                served: Some(Box::new(Served {
+                    provider: provider.name.clone(),
+                    model: Some(asked.model),
+                    entry: None,
+                })),
+            });
+        }
+        let chat = messages::as_chat_body(&asked.body);
+        let tokens = crate::pipeline::route::count_tokens_of(chat).await?;
+        Ok(Reached::Whole {
+            answer: Counted::Estimated(tokens),
+            served: None,
+        })
+    }
+
+    fn render(&self, _cx: &SideCx<'_>, answer: Counted) -> Response<Body> {
+        match answer {
+            Counted::Provider {
+                status,
+                content_type,
+                bytes,
+            } => {
+                let mut response = Response::new(body::full(bytes));
+                *response.status_mut() = status;
+                if let Some(content_type) = content_type {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_TYPE, content_type);
+                }
+                response
+            }
+            Counted::Estimated(tokens) => {
+                // p402's tokenizer is not the model's: said in the body and
+                // a header.
+                let mut response = json_response(
+                    StatusCode::OK,
+                    &json!({"input_tokens": tokens, "p402_estimated": true}),
+                );
+                response
+                    .headers_mut()
+                    .insert("x-p402-estimated", HeaderValue::from_static("true"));
+                response
+            }
+        }
+    }
+
+    /// In Anthropic's shape: only Messages clients count tokens.
+    fn error(error: &ApiError, id: &RequestId) -> Response<Body> {
+        Door::Messages.error(error, id)
+    }
 }
 
 /// The provider's own count, passed on as it came.
@@ -98,7 +161,7 @@ async fn forward(
     model: &str,
     body: &Map<String, Value>,
     headers: &HeaderMap,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Counted, ApiError> {
     let api_headers: Vec<_> = ["anthropic-version", "anthropic-beta"]
         .iter()
         .filter_map(|name| {
@@ -132,12 +195,9 @@ async fn forward(
         Some(key) => crate::wire::redact_key(bytes, key.expose()),
         None => bytes,
     };
-    let mut response = Response::new(body::full(bytes));
-    *response.status_mut() = status;
-    if let Some(content_type) = content_type {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, content_type);
-    }
-    Ok(response)
+    Ok(Counted::Provider {
+        status,
+        content_type,
+        bytes,
+    })
 }

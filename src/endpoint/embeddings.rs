@@ -9,9 +9,10 @@
 
 use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -20,122 +21,153 @@ use crate::cache::scope::Scope;
 use crate::cache::Probe;
 use crate::catalog::{Model, Provider, Usage};
 use crate::money::cost::Costs;
-use crate::ops::state::{AppState, Runtime};
-use crate::pipeline::charge::{Charge, Reserved};
-use crate::pipeline::{finish_side, Side, SideEntry};
+use crate::ops::state::Runtime;
+use crate::pipeline::side::{Parsed, Reached, Received, Served, SideCx, SideDoor};
+use crate::pipeline::SideEntry;
 use crate::router::Candidate;
 use crate::server::body::Body;
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
 use crate::wire::request::{from_headers, P402Options};
 
-/// What an embeddings request came to, for its finish.
-struct Embedded {
-    response: Response<Body>,
-    charge: Charge,
-    /// Who served it: the provider, or `cache`, and the model.
-    provider: String,
-    model: String,
-    /// Its ledger entry, when a provider answered.
-    entry: Option<SideEntry>,
+/// The embeddings door.
+pub(crate) struct Embeddings;
+
+/// An embeddings request, understood: its body, the model asked for and
+/// who serves it.
+pub(crate) struct Asked {
+    body: Map<String, Value>,
+    name: String,
+    texts: Vec<String>,
+    provider: std::sync::Arc<Provider>,
+    model: Option<Model>,
+    options: P402Options,
 }
 
-/// Serves `POST /v1/embeddings`; the request ends in the pipeline's side
-/// finish, which settles its entry and writes its line, like a chat's.
-pub async fn handle(
-    state: &AppState,
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    request_id: &RequestId,
-    local_key: Option<&str>,
-) -> Response<Body> {
-    let started = Instant::now();
-    let side = |status, error, served| Side {
-        door: "embeddings",
-        endpoint: None,
-        status,
-        error,
-        served,
-        entry: None,
-    };
-    match embed(state, runtime, request, request_id, local_key, started).await {
-        Ok(done) => {
-            let status = done.response.status().as_u16();
-            let ending = Side {
-                entry: done.entry,
-                ..side(status, None, Some((&done.provider, Some(&done.model))))
-            };
-            finish_side(state, request_id, started, Some(&done.charge), ending).await;
-            done.response
-        }
-        Err(error) => {
-            let ending = side(error.status().as_u16(), Some(&error), None);
-            finish_side(state, request_id, started, None, ending).await;
-            error.into_response(request_id)
+/// What an embeddings request came to.
+pub(crate) enum Embedded {
+    /// The vectors, from the provider or the cache.
+    Vectors {
+        vectors: Value,
+        provider: String,
+        model: String,
+        cached: bool,
+        costs: Costs,
+    },
+    /// The provider's refusal, passed on as it came (its key redacted).
+    Refused { status: StatusCode, bytes: Bytes },
+}
+
+impl SideDoor for Embeddings {
+    const NAME: &'static str = "embeddings";
+    type Request = Asked;
+    type Answer = Embedded;
+
+    fn parse(
+        &self,
+        cx: &SideCx<'_>,
+        parts: Parts,
+        body: Received,
+    ) -> Result<Parsed<Asked>, ApiError> {
+        let Received::Whole(bytes) = body else {
+            return Err(ApiError::internal("the embeddings body was not read"));
+        };
+        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(ApiError::invalid(
+                "invalid_json",
+                "the request body must be a JSON object",
+            ));
+        };
+        let options = match body.remove("p402") {
+            Some(value) => serde_json::from_value::<P402Options>(value).map_err(|e| {
+                ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}"))
+            })?,
+            None => from_headers(&parts.headers)?,
+        };
+        let name = match body.get("model").and_then(Value::as_str) {
+            Some(model) if !model.is_empty() => model.to_string(),
+            _ => {
+                return Err(ApiError::invalid(
+                    "invalid_model",
+                    "`model` must be a non-empty string",
+                ))
+            }
+        };
+        let texts = inputs(&body)?;
+        let (provider, model) = resolve(cx.runtime, &name)?;
+        Ok(Parsed {
+            options: Some(options.clone()),
+            request: Asked {
+                body,
+                name,
+                texts,
+                provider,
+                model,
+                options,
+            },
+        })
+    }
+
+    async fn reach(&self, cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiError> {
+        embed(cx, asked).await
+    }
+
+    fn render(&self, cx: &SideCx<'_>, answer: Embedded) -> Response<Body> {
+        match answer {
+            Embedded::Vectors {
+                vectors,
+                provider,
+                model,
+                cached,
+                costs,
+            } => render(vectors, cx.id, &provider, &model, cached, costs, cx.started),
+            Embedded::Refused { status, bytes } => {
+                let mut response = Response::new(crate::server::body::full(bytes));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
         }
     }
 }
 
-async fn embed(
-    state: &AppState,
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    request_id: &RequestId,
-    local_key: Option<&str>,
-    started: Instant,
-) -> Result<Embedded, ApiError> {
+/// The exact cache, else the provider: reserved for, sent, and its
+/// vectors stored.
+async fn embed(cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiError> {
+    let Asked {
+        body,
+        name,
+        texts,
+        provider,
+        model,
+        options,
+    } = asked;
+    let (state, runtime) = (cx.state, cx.runtime);
     let config = runtime.config();
-    let (parts, body) = request.into_parts();
-    let bytes = crate::pipeline::read::body(body, &parts.headers, &config.server).await?;
-    let _permit = state.limiter().admit(&config.limits)?;
-    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Err(ApiError::invalid(
-            "invalid_json",
-            "the request body must be a JSON object",
-        ));
-    };
-    let options = match body.remove("p402") {
-        Some(value) => serde_json::from_value::<P402Options>(value).map_err(|e| {
-            ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}"))
-        })?,
-        None => from_headers(&parts.headers)?,
-    };
-    let name = match body.get("model").and_then(Value::as_str) {
-        Some(model) if !model.is_empty() => model.to_string(),
-        _ => {
-            return Err(ApiError::invalid(
-                "invalid_model",
-                "`model` must be a non-empty string",
-            ))
-        }
-    };
-    let texts = inputs(&body)?;
-    let (provider, model) = resolve(runtime, &name)?;
-    let charge = Charge::for_options(runtime, state.sessions(), state.book(), &options, local_key)?;
-    charge.ensure_ledger(state.book())?;
 
     // The same input, model and options: the same vectors, free.
-    let probe = cache_probe(runtime, &body, &name, local_key, &options);
+    let probe = cache_probe(runtime, &body, &name, cx.local_key, &options);
     if let Some(probe) = &probe {
         if let Ok(Some(hit)) = state.cache().lookup_exact(probe) {
-            let response = answer(
-                hit.entry.response.clone(),
-                request_id,
-                &provider.name,
-                &name,
-                true,
-                Costs {
-                    cost: Some(crate::money::Usd::ZERO),
-                    direct: None,
+            return Ok(Reached::Whole {
+                answer: Embedded::Vectors {
+                    vectors: hit.entry.response.clone(),
+                    provider: provider.name.clone(),
+                    model: name.clone(),
+                    cached: true,
+                    costs: Costs {
+                        cost: Some(crate::money::Usd::ZERO),
+                        direct: None,
+                    },
                 },
-                started,
-            );
-            return Ok(Embedded {
-                response,
-                charge,
-                provider: "cache".into(),
-                model: name,
-                entry: None,
+                served: Some(Box::new(Served {
+                    provider: "cache".into(),
+                    model: Some(name),
+                    entry: None,
+                })),
             });
         }
     }
@@ -152,23 +184,7 @@ async fn embed(
         model: model.clone(),
         expected_cost: None,
     };
-    let reservation = match charge
-        .reserve(
-            state.book(),
-            &candidate,
-            input_tokens,
-            crate::money::budget::Output::single(Some(0)),
-        )
-        .await?
-    {
-        Reserved::Held(reservation, _) => Some(reservation),
-        Reserved::Unbudgeted => None,
-        Reserved::Unpriced => return Err(crate::pipeline::charge::ChargeError::Unpriced.into()),
-        Reserved::Short(shortfall) => {
-            let shortfalls = [(shortfall, candidate.model_name().to_string())];
-            return Err(charge.refuse(state, &shortfalls).into());
-        }
-    };
+    let reservation = cx.reserve(&candidate, input_tokens).await?;
 
     let mut upstream_body = body.clone();
     upstream_body.insert(
@@ -196,6 +212,11 @@ async fn embed(
             )
         })?
         .to_bytes();
+    let served = |entry| Served {
+        provider: provider.name.clone(),
+        model: Some(candidate.model_name().to_string()),
+        entry,
+    };
     if !status.is_success() {
         // The provider refused: nothing generated, nothing charged.
         drop(reservation);
@@ -203,18 +224,9 @@ async fn embed(
             Some(key) => crate::wire::redact_key(bytes, key.expose()),
             None => bytes,
         };
-        let mut response = Response::new(crate::server::body::full(bytes));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return Ok(Embedded {
-            response,
-            charge,
-            provider: provider.name.clone(),
-            model: candidate.model_name().to_string(),
-            entry: None,
+        return Ok(Reached::Whole {
+            answer: Embedded::Refused { status, bytes },
+            served: Some(Box::new(served(None))),
         });
     }
     let vectors: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -233,8 +245,8 @@ async fn embed(
     };
     let price = candidate.price();
     let costs = Costs::of(Some(&usage), price, price);
-    let mut entry = charge.entry(request_id, &provider.name);
-    entry.door = Some("embeddings".to_string());
+    let mut entry = cx.charge()?.entry(cx.id, &provider.name);
+    entry.door = Some(Embeddings::NAME.to_string());
     entry.model = Some(candidate.model_name().to_string());
     entry.input_tokens = usage.input_tokens;
     entry.cost_nanos = costs.cost.map_or(0, |c| c.nanos());
@@ -253,28 +265,22 @@ async fn embed(
             )
             .await;
         if let Err(e) = stored {
-            tracing::warn!(request_id = %request_id, "could not cache the embeddings: {e}");
+            tracing::warn!(request_id = %cx.id, "could not cache the embeddings: {e}");
         }
     }
-    let response = answer(
-        vectors,
-        request_id,
-        &provider.name,
-        candidate.model_name(),
-        false,
-        costs,
-        started,
-    );
-    Ok(Embedded {
-        response,
-        charge,
-        provider: provider.name.clone(),
-        model: candidate.model_name().to_string(),
-        entry: Some(SideEntry {
+    Ok(Reached::Whole {
+        answer: Embedded::Vectors {
+            vectors,
+            provider: provider.name.clone(),
+            model: candidate.model_name().to_string(),
+            cached: false,
+            costs,
+        },
+        served: Some(Box::new(served(Some(SideEntry {
             entry,
             reservation,
             settled: false,
-        }),
+        })))),
     })
 }
 
@@ -380,7 +386,7 @@ fn cache_probe(
 }
 
 /// The vectors with `p402_metadata`, and the figures as headers.
-fn answer(
+fn render(
     mut vectors: Value,
     request_id: &RequestId,
     provider: &str,

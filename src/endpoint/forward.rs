@@ -12,17 +12,17 @@
 //! background job fetched here (`GET /v1/responses/{id}`) is charged its
 //! usage, once (see `background`).
 
-use std::time::Instant;
-
+use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::catalog::Provider;
 use crate::endpoint::background;
-use crate::ops::state::{AppState, Runtime};
+use crate::ops::state::AppState;
 use crate::pipeline::charge::Charge;
-use crate::pipeline::{finish_side, Side, SideEntry};
+use crate::pipeline::side::{Parsed, Reached, Received, Served, SideCx, SideDoor};
+use crate::pipeline::SideEntry;
 use crate::server::body::{self, Body};
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
@@ -82,170 +82,240 @@ fn spends(method: &Method) -> bool {
     )
 }
 
-pub async fn handle(
-    state: &AppState,
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    path: &str,
-    request_id: &RequestId,
-    local_key: Option<&str>,
-) -> Response<Body> {
-    let started = std::time::Instant::now();
-    match forward(state, runtime, request, path, request_id, local_key).await {
-        // Answered: its line is written once the body has gone through.
-        Ok(response) => response,
-        // Refused before it went anywhere: its line now.
-        Err(error) => {
-            let ending = Side {
-                door: "forward",
-                endpoint: Some(path),
-                status: error.status().as_u16(),
-                error: Some(&error),
-                served: None,
-                entry: None,
-            };
-            finish_side(state, request_id, started, None, ending).await;
-            error.into_response(request_id)
+/// The door of everything else under `/v1/`: `path` is forwarded as it is.
+pub(crate) struct Forward {
+    /// The path asked for.
+    pub path: String,
+    /// `METHOD path`, for the log line and the ledger.
+    endpoint: String,
+}
+
+impl Forward {
+    pub fn new(method: &Method, path: &str) -> Self {
+        Forward {
+            path: path.to_string(),
+            endpoint: format!("{method} {path}"),
         }
     }
 }
 
-async fn forward(
-    state: &AppState,
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    path: &str,
-    request_id: &RequestId,
-    local_key: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    let config = runtime.config();
-    let name = &config.routing.passthrough_provider;
-    let provider = runtime
-        .catalog
-        .provider(name)
-        .filter(|p| p.is_usable())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::NoProvider,
-                "passthrough_unavailable",
+/// A forwarded request, ready to go: its provider, its head and its body.
+pub(crate) struct Outgoing {
+    provider: std::sync::Arc<Provider>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Incoming,
+}
+
+/// The head of the provider's answer; its body comes through `body`.
+pub(crate) struct Head {
+    status: http::StatusCode,
+    headers: HeaderMap,
+    provider: String,
+    body: Body,
+}
+
+impl SideDoor for Forward {
+    const NAME: &'static str = "forward";
+    const STREAMS_BODY: bool = true;
+    type Request = Outgoing;
+    type Answer = Head;
+
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+
+    fn parse(
+        &self,
+        cx: &SideCx<'_>,
+        parts: Parts,
+        body: Received,
+    ) -> Result<Parsed<Outgoing>, ApiError> {
+        let Received::Streamed(body) = body else {
+            return Err(ApiError::internal("a forwarded body was read whole"));
+        };
+        let path = &self.path;
+        let config = cx.runtime.config();
+        let name = &config.routing.passthrough_provider;
+        let provider = cx
+            .runtime
+            .catalog
+            .provider(name)
+            .filter(|p| p.is_usable())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::NoProvider,
+                    "passthrough_unavailable",
+                    format!(
+                        "{path} is forwarded as it is to [routing] passthrough_provider `{name}`, which is not configured with a key"
+                    ),
+                )
+            })?
+            .clone();
+        let options = from_headers(&parts.headers)?;
+        let uri = upstream_uri(&provider, path, parts.uri.query())?;
+        Ok(Parsed {
+            request: Outgoing {
+                provider,
+                method: parts.method,
+                uri,
+                headers: parts.headers,
+                body,
+            },
+            options: Some(options),
+        })
+    }
+
+    async fn reach(&self, cx: &SideCx<'_>, out: Outgoing) -> Result<Reached<Head>, ApiError> {
+        let path = &self.path;
+        let charge = cx.charge()?;
+        if charge.is_budgeted() && spends(&out.method) && !free(path) {
+            return Err(ApiError::new(
+                ErrorKind::BudgetExceeded,
+                "unpriced_endpoint",
                 format!(
-                    "{path} is forwarded as it is to [routing] passthrough_provider `{name}`, which is not configured with a key"
+                    "{path} is forwarded as it is and p402 cannot price it, so a request charged to a budget may not use it: send it without a session, or from a key with no budget"
                 ),
-            )
-        })?
-        .clone();
-    let options = from_headers(request.headers())?;
-    let charge = Charge::for_options(runtime, state.sessions(), state.book(), &options, local_key)?;
-    let method = request.method().clone();
-    if charge.is_budgeted() && spends(&method) && !free(path) {
-        return Err(ApiError::new(
-            ErrorKind::BudgetExceeded,
-            "unpriced_endpoint",
-            format!(
-                "{path} is forwarded as it is and p402 cannot price it, so a request charged to a budget may not use it: send it without a session, or from a key with no budget"
-            ),
-        ));
-    }
-    let _permit = state.limiter().admit(&config.limits)?;
-    let (parts, body) = request.into_parts();
-    let uri = upstream_uri(&provider, path, parts.uri.query())?;
-    let mut upstream = Request::builder().method(method.clone()).uri(uri);
-    for (header_name, value) in &parts.headers {
-        let lower = header_name.as_str();
-        if !NOT_FORWARDED.contains(&lower) && !lower.starts_with("x-p402-") {
-            upstream = upstream.header(header_name, value);
+            ));
         }
-    }
-    upstream = with_key(upstream, &provider)?;
-    let counted = Counted::default();
-    let bytes_in = counted.clone();
-    let body = body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            bytes_in.add(data.len());
-        }
-        frame
-    });
-    let allowed = config.server.body_read_timeout_seconds.duration();
-    let (body, too_slow) = crate::server::paced::Paced::new(body, allowed);
-    let body = body.boxed();
-    let upstream = upstream
-        .body(body)
-        .map_err(|e| ApiError::internal(format!("cannot build the forwarded request: {e}")))?;
-    let started = Instant::now();
-    let answer = runtime
-        .upstream
-        .send_streamed(upstream)
-        .await
-        .map_err(|e| {
-            if too_slow.load(std::sync::atomic::Ordering::Acquire) {
-                return ApiError::from(crate::pipeline::read::BodyError::Timeout(allowed));
+        let Outgoing {
+            provider,
+            method,
+            uri,
+            headers,
+            body,
+        } = out;
+        let mut upstream = Request::builder().method(method.clone()).uri(uri);
+        for (header_name, value) in &headers {
+            let lower = header_name.as_str();
+            if !NOT_FORWARDED.contains(&lower) && !lower.starts_with("x-p402-") {
+                upstream = upstream.header(header_name, value);
             }
-            ApiError::new(
-                ErrorKind::UpstreamFailed,
-                "upstream_failed",
-                format!("provider `{}` did not answer {path}: {e}", provider.name),
-            )
-        })?;
-    let status = answer.status();
-    let (answer_parts, answer_body) = answer.into_parts();
-    let (tx, client_body) = body::channel(CHANNEL_CAPACITY);
-    let mut response = Response::new(client_body);
-    *response.status_mut() = status;
-    copy_answer_headers(&answer_parts.headers, response.headers_mut());
-    if let Ok(value) = HeaderValue::from_str(&provider.name) {
-        response.headers_mut().insert("x-p402-provider", value);
+        }
+        upstream = with_key(upstream, &provider)?;
+        let counted = Counted::default();
+        let bytes_in = counted.clone();
+        let body = body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                bytes_in.add(data.len());
+            }
+            frame
+        });
+        let allowed = cx
+            .runtime
+            .config()
+            .server
+            .body_read_timeout_seconds
+            .duration();
+        let (body, too_slow) = crate::server::paced::Paced::new(body, allowed);
+        let upstream = upstream
+            .body(body.boxed())
+            .map_err(|e| ApiError::internal(format!("cannot build the forwarded request: {e}")))?;
+        let answer = cx
+            .runtime
+            .upstream
+            .send_streamed(upstream)
+            .await
+            .map_err(|e| {
+                if too_slow.load(std::sync::atomic::Ordering::Acquire) {
+                    return ApiError::from(crate::pipeline::read::BodyError::Timeout(allowed));
+                }
+                ApiError::new(
+                    ErrorKind::UpstreamFailed,
+                    "upstream_failed",
+                    format!("provider `{}` did not answer {path}: {e}", provider.name),
+                )
+            })?;
+        let status = answer.status();
+        let (answer_parts, answer_body) = answer.into_parts();
+        let (tx, client_body) = body::channel(CHANNEL_CAPACITY);
+        let entry = Pending {
+            request_id: cx.id.clone(),
+            provider: provider.name.clone(),
+            endpoint: self.endpoint.clone(),
+            status: status.as_u16(),
+            charge: charge.clone(),
+            bytes_in: counted,
+        };
+        // A fetched response may be a finished background job, charged once
+        // its body has been read (see `background`).
+        let kept = (method == Method::GET && status.is_success() && background::is_fetch(path))
+            .then(bytes::BytesMut::new);
+        let relay = relay(
+            cx.state.clone(),
+            entry,
+            answer_body,
+            tx,
+            kept,
+            provider.api_key.clone(),
+        );
+        Ok(Reached::Relayed {
+            answer: Head {
+                status,
+                headers: answer_parts.headers,
+                provider: provider.name.clone(),
+                body: client_body,
+            },
+            status: status.as_u16(),
+            relay: Box::pin(relay),
+        })
     }
-    let entry = Pending {
-        request_id: request_id.clone(),
-        provider: provider.name.clone(),
-        endpoint: format!("{method} {path}"),
-        status: status.as_u16(),
-        charge,
-        bytes_in: counted,
-        started,
-    };
-    let ledger = state.clone();
-    let key = provider.api_key.clone();
-    // A fetched response may be a finished background job, charged once
-    // its body has been read (see `background`).
-    let mut kept = (method == Method::GET && status.is_success() && background::is_fetch(path))
-        .then(bytes::BytesMut::new);
-    state.spawn(async move {
-        let mut body = answer_body;
-        let mut bytes_out = 0u64;
-        let mut whole = false;
-        loop {
-            let Some(frame) = body.frame().await else {
-                whole = true;
-                break;
+
+    fn render(&self, _cx: &SideCx<'_>, head: Head) -> Response<Body> {
+        let mut response = Response::new(head.body);
+        *response.status_mut() = head.status;
+        copy_answer_headers(&head.headers, response.headers_mut());
+        if let Ok(value) = HeaderValue::from_str(&head.provider) {
+            response.headers_mut().insert("x-p402-provider", value);
+        }
+        response
+    }
+}
+
+/// Passes the answer's body to the client as it comes, counting it, and
+/// ends with its ledger entry (a finished background job's charge in it).
+async fn relay(
+    state: AppState,
+    entry: Pending,
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    mut kept: Option<bytes::BytesMut>,
+    key: Option<crate::catalog::ApiKey>,
+) -> Served {
+    let success = (200..300).contains(&entry.status);
+    let mut bytes_out = 0u64;
+    let mut whole = false;
+    loop {
+        let Some(frame) = body.frame().await else {
+            whole = true;
+            break;
+        };
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            bytes_out += data.len() as u64;
+            if let Some(buffer) = kept.as_mut() {
+                if buffer.len() + data.len() <= background::MAX_RESULT_BYTES {
+                    buffer.extend_from_slice(&data);
+                } else {
+                    tracing::warn!(request_id = %entry.request_id, "a fetched response over {} bytes is not read for a background job's usage", background::MAX_RESULT_BYTES);
+                    kept = None;
+                }
+            }
+            // An error body that echoes p402's key does not pass it on.
+            let data = match (&key, success) {
+                (Some(key), false) => crate::wire::redact_key(data, key.expose()),
+                _ => data,
             };
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                bytes_out += data.len() as u64;
-                if let Some(buffer) = kept.as_mut() {
-                    if buffer.len() + data.len() <= background::MAX_RESULT_BYTES {
-                        buffer.extend_from_slice(&data);
-                    } else {
-                        tracing::warn!(request_id = %entry.request_id, "a fetched response over {} bytes is not read for a background job's usage", background::MAX_RESULT_BYTES);
-                        kept = None;
-                    }
-                }
-                // An error body that echoes p402's key does not pass it on.
-                let data = match (&key, status.is_success()) {
-                    (Some(key), false) => crate::wire::redact_key(data, key.expose()),
-                    _ => data,
-                };
-                if tx.send(data).await.is_err() {
-                    break;
-                }
+            if tx.send(data).await.is_err() {
+                break;
             }
         }
-        let job = kept
-            .filter(|_| whole)
-            .and_then(|bytes| background::finished(&bytes));
-        entry.record(&ledger, bytes_out, job).await;
-    });
-    Ok(response)
+    }
+    let job = kept
+        .filter(|_| whole)
+        .and_then(|bytes| background::finished(&bytes));
+    entry.record(&state, bytes_out, job).await
 }
 
 /// The provider's URL for `path`: its base URL already ends in `/v1`.
@@ -300,13 +370,18 @@ struct Pending {
     status: u16,
     charge: Charge,
     bytes_in: Counted,
-    started: Instant,
 }
 
 impl Pending {
-    /// Writes the entry; a finished background `job` in the answer is
-    /// priced and charged with it, the first time it is fetched.
-    async fn record(self, state: &AppState, bytes_out: u64, job: Option<background::Finished>) {
+    /// Its entry; a finished background `job` in the answer is priced
+    /// and charged with it (written now, once per job), the first time it
+    /// is fetched.
+    async fn record(
+        self,
+        state: &AppState,
+        bytes_out: u64,
+        job: Option<background::Finished>,
+    ) -> Served {
         let mut entry = self.charge.entry(&self.request_id, &self.provider);
         entry.forwarded = Some(Forwarded {
             endpoint: self.endpoint.clone(),
@@ -318,27 +393,15 @@ impl Pending {
             Some(job) => self.charge_job(state, &job, &mut entry).await,
             None => false,
         };
-        let model = entry.model.clone();
-        let ending = Side {
-            door: "forward",
-            endpoint: Some(&self.endpoint),
-            status: self.status,
-            error: None,
-            served: Some((&self.provider, model.as_deref())),
+        Served {
+            provider: self.provider.clone(),
+            model: entry.model.clone(),
             entry: Some(SideEntry {
                 entry,
                 reservation: None,
                 settled: charged,
             }),
-        };
-        finish_side(
-            state,
-            &self.request_id,
-            self.started,
-            Some(&self.charge),
-            ending,
-        )
-        .await;
+        }
     }
 
     /// Charges a finished background job with `entry` (its model, tokens

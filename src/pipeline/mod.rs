@@ -27,6 +27,10 @@
 //! | answer / relay | [`answer`], [`relay`] | a whole answer, or a stream as it arrives |
 //! | finish | [`finish`] | the one exit: settle, metadata, log, headers |
 //!
+//! A side door (embeddings, a token count, a forwarded call) runs through
+//! the same read, admit, charge and finish by [`side`], supplying only how
+//! to read, reach and render.
+//!
 //! Each stage reads the [`Context`] the earlier ones built and adds what it
 //! learns; none knows which door the request came by, or which API the
 //! provider speaks (that is `providers::Adapter`'s).
@@ -43,6 +47,7 @@ mod outcome;
 pub mod read;
 mod relay;
 pub mod route;
+pub(crate) mod side;
 mod unseen;
 mod watch;
 
@@ -64,7 +69,7 @@ use cache::Looked;
 use charge::Charge;
 pub use context::Context;
 use context::Plan;
-pub(crate) use finish::{side as finish_side, Side, SideEntry};
+pub(crate) use finish::SideEntry;
 use finish::{Ending, Exit};
 use outcome::Outcome;
 

@@ -331,20 +331,12 @@ async fn route(
             pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::POST, "/v1/embeddings") => {
-            let (task_state, id) = (state.clone(), request_id.clone());
-            let call = async move {
-                let key = local_key.as_deref();
-                crate::endpoint::embeddings::handle(&task_state, &runtime, request, &id, key).await
-            };
-            pipeline::own_task(state, request_id, openai_error, call).await
+            let door = crate::endpoint::embeddings::Embeddings;
+            pipeline::side::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::POST, "/v1/messages/count_tokens") => {
-            let (task_state, id) = (state.clone(), request_id.clone());
-            let call = async move {
-                crate::endpoint::count_tokens::handle(&task_state, &runtime, request, &id).await
-            };
-            let lost = |e: &ApiError, id: &RequestId| Door::Messages.error(e, id);
-            pipeline::own_task(state, request_id, lost, call).await
+            let door = crate::endpoint::count_tokens::CountTokens;
+            pipeline::side::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::GET, "/v1/models") => {
             let anthropic = request.headers().contains_key("anthropic-version");
@@ -411,13 +403,8 @@ async fn route(
             method_not_allowed(&request_id, "POST")
         }
         (_, other) if crate::server::boundary::forwarded_as_is(other) => {
-            let (task_state, id, path) = (state.clone(), request_id.clone(), other.to_string());
-            let call = async move {
-                let key = local_key.as_deref();
-                crate::endpoint::forward::handle(&task_state, &runtime, request, &path, &id, key)
-                    .await
-            };
-            pipeline::own_task(state, request_id, openai_error, call).await
+            let door = crate::endpoint::forward::Forward::new(request.method(), other);
+            pipeline::side::handle(state, runtime, request, request_id, local_key, door).await
         }
         (_, other) => ApiError::new(
             ErrorKind::NotFound,
@@ -458,9 +445,4 @@ fn method_not_allowed(request_id: &RequestId, allowed: &'static str) -> Response
         .headers_mut()
         .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
     response
-}
-
-/// An error in OpenAI's shape, for the side doors OpenAI's clients call.
-fn openai_error(error: &ApiError, id: &RequestId) -> Response<Body> {
-    error.clone().into_response(id)
 }
