@@ -166,12 +166,14 @@ impl AppState {
     }
 
     /// Runs `task` in the background, tracked so that shutdown can wait
-    /// for it.
+    /// for it. Boxed first: the tracker and the runtime move a task by
+    /// value several times on its way in, and a stream's relay is
+    /// kilobytes.
     pub fn spawn<F>(&self, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.shared.tasks.spawn(task);
+        self.shared.tasks.spawn(Box::pin(task));
     }
 
     /// Waits up to `limit` for the running tasks; then tells those still

@@ -97,27 +97,36 @@ pub async fn handle(
 /// so that walking away can never make a budget stop counting. Shutdown
 /// waits for these tasks. `lost` says, in the caller's dialect, that the
 /// task ended without an answer.
-pub async fn own_task<F>(
+///
+/// The task is spawned now, not when the answer is awaited, and the call
+/// is boxed once before it is: a request's future is kilobytes, and the
+/// task tracker and the runtime would otherwise copy it by value several
+/// times on its way into the task (a third of a passthrough request's
+/// instructions, measured with callgrind).
+pub fn own_task<F>(
     state: &AppState,
     request_id: RequestId,
     lost: impl FnOnce(&ApiError, &RequestId) -> Response<Body>,
     call: F,
-) -> Response<Body>
+) -> impl std::future::Future<Output = Response<Body>>
 where
     F: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
     let (answer, answered) = tokio::sync::oneshot::channel();
+    let call = Box::pin(call);
     state.spawn(async move {
         let response = call.await;
         // The client may be gone: the work was done for the ledger.
         let _ = answer.send(response);
     });
-    match answered.await {
-        Ok(response) => response,
-        Err(_) => lost(
-            &ApiError::internal("the request's task ended without an answer"),
-            &request_id,
-        ),
+    async move {
+        match answered.await {
+            Ok(response) => response,
+            Err(_) => lost(
+                &ApiError::internal("the request's task ended without an answer"),
+                &request_id,
+            ),
+        }
     }
 }
 

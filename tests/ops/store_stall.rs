@@ -4,7 +4,8 @@
 //! the test freezes with `fsfreeze`: from then on every write to it blocks
 //! in the kernel, exactly as on a hung disk. A budgeted request in flight
 //! gets its answer once the settlement's deadline passes; the next ones are
-//! refused at once with 503 `ledger_unavailable`; `/health` answers 503
+//! refused at once with 503 `ledger_unavailable` (a forwarded call charged
+//! to a session too); `/health` answers 503
 //! with the store `stalled`; unbudgeted requests go on without waiting.
 //! Thawed, the store catches up by itself and nothing was lost.
 //!
@@ -58,6 +59,16 @@ async fn a_frozen_disk_refuses_budgeted_requests_and_loses_nothing() {
             .is_some_and(|m| m.contains("stuck")),
         "{error}"
     );
+    // A forwarded call charged to the session is refused the same way: its
+    // entry could not be written either.
+    let forwarded = proxy
+        .client
+        .post(proxy.url(&format!("/s/{session}/v1/moderations")))
+        .json(&serde_json::json!({"input": "hello"}))
+        .send()
+        .await
+        .expect("moderations");
+    expect_error(forwarded, 503, "ledger_unavailable").await;
     let health = proxy
         .client
         .get(proxy.url("/health"))
