@@ -14,13 +14,15 @@ use crate::api::json_response;
 use crate::endpoint::messages;
 use crate::endpoint::Door;
 use crate::ops::state::Runtime;
-use crate::pipeline::side::{Parsed, Reached, Received, Served, SideCx, SideDoor};
+use crate::pipeline::call::{Call, Endpoint, Reached, Received, Served};
 use crate::server::body::{self, Body};
 use crate::server::error::ApiError;
 use crate::server::ids::RequestId;
 use crate::wire::anthropic::native;
+use crate::wire::request::P402Options;
 
 /// The token-count door.
+#[derive(Clone, Copy)]
 pub(crate) struct CountTokens;
 
 /// A count asked for: the Messages body and its model.
@@ -40,19 +42,15 @@ pub(crate) enum Counted {
     Estimated(u64),
 }
 
-impl SideDoor for CountTokens {
-    const NAME: &'static str = "count_tokens";
+impl Endpoint for CountTokens {
     type Request = Asked;
     type Answer = Counted;
 
-    /// Free, so no options and no charge: its finish writes only its line
-    /// and its count by door.
-    fn parse(
-        &self,
-        _cx: &SideCx<'_>,
-        parts: Parts,
-        body: Received,
-    ) -> Result<Parsed<Asked>, ApiError> {
+    fn name(&self) -> &'static str {
+        "count_tokens"
+    }
+
+    fn parse(&self, _cx: &Call<'_>, parts: Parts, body: Received) -> Result<Asked, ApiError> {
         let Received::Whole(bytes) = body else {
             return Err(ApiError::internal("the count_tokens body was not read"));
         };
@@ -74,17 +72,20 @@ impl SideDoor for CountTokens {
                 "`model` must be a non-empty string",
             ));
         };
-        Ok(Parsed {
-            request: Asked {
-                body,
-                model,
-                headers: parts.headers,
-            },
-            options: None,
+        Ok(Asked {
+            body,
+            model,
+            headers: parts.headers,
         })
     }
 
-    async fn reach(&self, cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Counted>, ApiError> {
+    /// Free, so no options and no charge: its finish writes only its line
+    /// and its count by door.
+    fn options<'r>(&self, _asked: &'r Asked) -> Option<&'r P402Options> {
+        None
+    }
+
+    async fn reach(&self, cx: &mut Call<'_>, asked: Asked) -> Result<Reached<Counted>, ApiError> {
         let runtime = cx.runtime;
         let anthropic = runtime.catalog.find(&asked.model).and_then(|m| {
             let provider = runtime.catalog.provider(&m.provider)?;
@@ -117,7 +118,7 @@ impl SideDoor for CountTokens {
         })
     }
 
-    fn render(&self, _cx: &SideCx<'_>, answer: Counted) -> Response<Body> {
+    fn render(&self, _cx: &Call<'_>, answer: Counted) -> Response<Body> {
         match answer {
             Counted::Provider {
                 status,
@@ -149,7 +150,7 @@ impl SideDoor for CountTokens {
     }
 
     /// In Anthropic's shape: only Messages clients count tokens.
-    fn error(error: &ApiError, id: &RequestId) -> Response<Body> {
+    fn error(&self, error: &ApiError, id: &RequestId) -> Response<Body> {
         Door::Messages.error(error, id)
     }
 }

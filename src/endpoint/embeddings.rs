@@ -22,7 +22,7 @@ use crate::cache::Probe;
 use crate::catalog::{Model, Provider, Usage};
 use crate::money::cost::Costs;
 use crate::ops::state::Runtime;
-use crate::pipeline::side::{Parsed, Reached, Received, Served, SideCx, SideDoor};
+use crate::pipeline::call::{Call, Endpoint, Reached, Received, Served};
 use crate::pipeline::SideEntry;
 use crate::router::Candidate;
 use crate::server::body::Body;
@@ -31,7 +31,11 @@ use crate::server::ids::RequestId;
 use crate::wire::request::{from_headers, P402Options};
 
 /// The embeddings door.
+#[derive(Clone, Copy)]
 pub(crate) struct Embeddings;
+
+/// Its name in the log line, `/metrics` and the ledger.
+const NAME: &str = "embeddings";
 
 /// An embeddings request, understood: its body, the model asked for and
 /// who serves it.
@@ -58,17 +62,15 @@ pub(crate) enum Embedded {
     Refused { status: StatusCode, bytes: Bytes },
 }
 
-impl SideDoor for Embeddings {
-    const NAME: &'static str = "embeddings";
+impl Endpoint for Embeddings {
     type Request = Asked;
     type Answer = Embedded;
 
-    fn parse(
-        &self,
-        cx: &SideCx<'_>,
-        parts: Parts,
-        body: Received,
-    ) -> Result<Parsed<Asked>, ApiError> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn parse(&self, cx: &Call<'_>, parts: Parts, body: Received) -> Result<Asked, ApiError> {
         let Received::Whole(bytes) = body else {
             return Err(ApiError::internal("the embeddings body was not read"));
         };
@@ -95,24 +97,25 @@ impl SideDoor for Embeddings {
         };
         let texts = inputs(&body)?;
         let (provider, model) = resolve(cx.runtime, &name)?;
-        Ok(Parsed {
-            options: Some(options.clone()),
-            request: Asked {
-                body,
-                name,
-                texts,
-                provider,
-                model,
-                options,
-            },
+        Ok(Asked {
+            body,
+            name,
+            texts,
+            provider,
+            model,
+            options,
         })
     }
 
-    async fn reach(&self, cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiError> {
+    fn options<'r>(&self, asked: &'r Asked) -> Option<&'r P402Options> {
+        Some(&asked.options)
+    }
+
+    async fn reach(&self, cx: &mut Call<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiError> {
         embed(cx, asked).await
     }
 
-    fn render(&self, cx: &SideCx<'_>, answer: Embedded) -> Response<Body> {
+    fn render(&self, cx: &Call<'_>, answer: Embedded) -> Response<Body> {
         match answer {
             Embedded::Vectors {
                 vectors,
@@ -136,7 +139,7 @@ impl SideDoor for Embeddings {
 
 /// The exact cache, else the provider: reserved for, sent, and its
 /// vectors stored.
-async fn embed(cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiError> {
+async fn embed(cx: &Call<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiError> {
     let Asked {
         body,
         name,
@@ -246,7 +249,7 @@ async fn embed(cx: &SideCx<'_>, asked: Asked) -> Result<Reached<Embedded>, ApiEr
     let price = candidate.price();
     let costs = Costs::of(Some(&usage), price, price);
     let mut entry = cx.charge()?.entry(cx.id, &provider.name);
-    entry.door = Some(Embeddings::NAME.to_string());
+    entry.door = Some(NAME.to_string());
     entry.model = Some(candidate.model_name().to_string());
     entry.input_tokens = usage.input_tokens;
     entry.cost_nanos = costs.cost.map_or(0, |c| c.nanos());

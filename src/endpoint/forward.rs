@@ -20,14 +20,14 @@ use hyper::body::Incoming;
 use crate::catalog::Provider;
 use crate::endpoint::background;
 use crate::ops::state::AppState;
+use crate::pipeline::call::{Call, Endpoint, Reached, Received, Served};
 use crate::pipeline::charge::Charge;
-use crate::pipeline::side::{Parsed, Reached, Received, Served, SideCx, SideDoor};
 use crate::pipeline::SideEntry;
 use crate::server::body::{self, Body};
 use crate::server::error::{ApiError, ErrorKind};
 use crate::server::ids::RequestId;
 use crate::store::{Forwarded, LedgerEntry};
-use crate::wire::request::from_headers;
+use crate::wire::request::{from_headers, P402Options};
 
 /// Chunks in flight between the upstream answer and the client.
 const CHANNEL_CAPACITY: usize = 16;
@@ -83,6 +83,7 @@ fn spends(method: &Method) -> bool {
 }
 
 /// The door of everything else under `/v1/`: `path` is forwarded as it is.
+#[derive(Clone)]
 pub(crate) struct Forward {
     /// The path asked for.
     pub path: String,
@@ -106,6 +107,8 @@ pub(crate) struct Outgoing {
     uri: Uri,
     headers: HeaderMap,
     body: Incoming,
+    /// Who pays: from the `x-p402-*` headers.
+    options: P402Options,
 }
 
 /// The head of the provider's answer; its body comes through `body`.
@@ -116,22 +119,20 @@ pub(crate) struct Head {
     body: Body,
 }
 
-impl SideDoor for Forward {
-    const NAME: &'static str = "forward";
+impl Endpoint for Forward {
     const STREAMS_BODY: bool = true;
     type Request = Outgoing;
     type Answer = Head;
+
+    fn name(&self) -> &'static str {
+        "forward"
+    }
 
     fn endpoint(&self) -> Option<&str> {
         Some(&self.endpoint)
     }
 
-    fn parse(
-        &self,
-        cx: &SideCx<'_>,
-        parts: Parts,
-        body: Received,
-    ) -> Result<Parsed<Outgoing>, ApiError> {
+    fn parse(&self, cx: &Call<'_>, parts: Parts, body: Received) -> Result<Outgoing, ApiError> {
         let Received::Streamed(body) = body else {
             return Err(ApiError::internal("a forwarded body was read whole"));
         };
@@ -155,19 +156,21 @@ impl SideDoor for Forward {
             .clone();
         let options = from_headers(&parts.headers)?;
         let uri = upstream_uri(&provider, path, parts.uri.query())?;
-        Ok(Parsed {
-            request: Outgoing {
-                provider,
-                method: parts.method,
-                uri,
-                headers: parts.headers,
-                body,
-            },
-            options: Some(options),
+        Ok(Outgoing {
+            provider,
+            method: parts.method,
+            uri,
+            headers: parts.headers,
+            body,
+            options,
         })
     }
 
-    async fn reach(&self, cx: &SideCx<'_>, out: Outgoing) -> Result<Reached<Head>, ApiError> {
+    fn options<'r>(&self, out: &'r Outgoing) -> Option<&'r P402Options> {
+        Some(&out.options)
+    }
+
+    async fn reach(&self, cx: &mut Call<'_>, out: Outgoing) -> Result<Reached<Head>, ApiError> {
         let path = &self.path;
         let charge = cx.charge()?;
         if charge.is_budgeted() && spends(&out.method) && !free(path) {
@@ -185,6 +188,7 @@ impl SideDoor for Forward {
             uri,
             headers,
             body,
+            ..
         } = out;
         let mut upstream = Request::builder().method(method.clone()).uri(uri);
         for (header_name, value) in &headers {
@@ -262,7 +266,7 @@ impl SideDoor for Forward {
         })
     }
 
-    fn render(&self, _cx: &SideCx<'_>, head: Head) -> Response<Body> {
+    fn render(&self, _cx: &Call<'_>, head: Head) -> Response<Body> {
         let mut response = Response::new(head.body);
         *response.status_mut() = head.status;
         copy_answer_headers(&head.headers, response.headers_mut());

@@ -19,7 +19,7 @@ use crate::ops::state::Runtime;
 use crate::router::Candidate;
 use crate::server::error::{Classify, ErrorKind};
 use crate::store::{Condition, StoreError};
-use crate::wire::request::{ChatRequest, P402Options};
+use crate::wire::request::P402Options;
 
 /// Why a request cannot be charged as it asks.
 #[derive(Debug, thiserror::Error)]
@@ -183,16 +183,6 @@ impl Charge {
             }
         };
         Err(ChargeError::LedgerUnavailable(why))
-    }
-
-    pub fn resolve(
-        runtime: &Runtime,
-        sessions: &Sessions,
-        book: &Book,
-        chat: &ChatRequest,
-        local_key: Option<&str>,
-    ) -> Result<Self, ChargeError> {
-        Self::for_options(runtime, sessions, book, &chat.options, local_key)
     }
 
     /// The accounts of a request with these options (also one p402 does

@@ -127,21 +127,6 @@ pub async fn finish(cx: &Context, exit: Exit<'_>, ending: Ending<'_>) -> Option<
     metadata
 }
 
-/// The log line of a request that failed before it was parsed: nothing
-/// else is known about it.
-pub fn unparsed(
-    state: &AppState,
-    id: &RequestId,
-    door: crate::endpoint::Door,
-    started: Instant,
-    error: &ApiError,
-) {
-    let mut log = RequestLog::new(id, false, started);
-    log.door(door.name());
-    log.failed(error);
-    log.emit(state.metrics());
-}
-
 /// How a side door's request (embeddings, a token count, a forwarded
 /// call) ended: who served it, and what it cost when it reached a provider.
 pub struct Side<'a> {

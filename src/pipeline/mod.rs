@@ -1,25 +1,29 @@
-//! The request path of a model call, as a pipeline of small stages with
-//! one finish.
+//! The request path of every call that reaches a provider, as a pipeline
+//! of small stages with one finish, driven by [`run`].
 //!
 //! ```text
-//!  request ─► read ─► admit ─► parse ─► charge ─► cache ─► route ─► failover ─► attempt
-//!             body    permit   (door)   payers    hit?     plan     candidates   one try
-//!                                                  │                              │
-//!                                                  │                 whole answer │ stream
-//!                                                  │                   (answer)   │ (relay)
-//!                                                  ▼                              ▼
-//!             finish: ledger entry ─► settle ─► metadata ─► log line ─► headers
-//!                                                  │
-//!                                                  ▼
-//!                                   the client's door renders the body
+//!  request ─► read ─► admit ─► parse ─► charge ─► reach
+//!             body    permit   (endpoint) payers    │
+//!       ┌───────────────────────────────────────────┴──────────────┐
+//!       │ a model call's door: the model stages     a side door: its own
+//!       ▼                                            (embeddings, count_tokens,
+//!  cache ─► route ─► failover ─► attempt              a forwarded call)
+//!  hit?     plan     candidates   one try                  │
+//!   │                              │ whole answer / stream  │ whole / relayed
+//!   ▼                              ▼ (answer)   (relay)     ▼
+//!  finish: ledger entry ─► settle ─► metadata ─► log line ─► headers
+//!                                  │       (finish::side for a side door)
+//!                                  ▼
+//!                    the endpoint renders the body
 //! ```
 //!
 //! | stage | file | what it does |
 //! |---|---|---|
-//! | read | [`read`] | the body, within a deadline and a size limit |
+//! | read | [`read`] | the body, within a deadline and a size limit (or left streaming) |
 //! | admit | `limits` | a place among the concurrent requests, after the body |
-//! | parse | `door` | the client's API into the internal request |
+//! | parse | [`call::Endpoint`] | the client's API into the endpoint's request |
 //! | charge | [`charge`] | who pays; refuses while the ledger cannot be written |
+//! | reach | [`call::Endpoint`] | a side door reaches its provider; a model call's door hands its `Context` to the model stages (`model`) |
 //! | cache | [`cache`] | a stored answer ends the request here |
 //! | route | [`route`] | counts the prompt, orders the candidates |
 //! | failover | [`failover`] | reserves for and tries each candidate in turn |
@@ -27,27 +31,26 @@
 //! | answer / relay | [`answer`], [`relay`] | a whole answer, or a stream as it arrives |
 //! | finish | [`finish`] | the one exit: settle, metadata, log, headers |
 //!
-//! A side door (embeddings, a token count, a forwarded call) runs through
-//! the same read, admit, charge and finish by [`side`], supplying only how
-//! to read, reach and render.
-//!
-//! Each stage reads the [`Context`] the earlier ones built and adds what it
-//! learns; none knows which door the request came by, or which API the
-//! provider speaks (that is `providers::Adapter`'s).
+//! An endpoint supplies only how to read its request, how to reach the
+//! provider and how to render the answer; the stages read the [`Context`]
+//! (or the [`call::Call`]) the earlier ones built and add what they learn;
+//! none knows which door the request came by, or which API the provider
+//! speaks (that is `wire::Adapter`'s).
 
 mod answer;
 mod attempt;
 mod billed;
 mod cache;
+pub(crate) mod call;
 pub mod charge;
 mod context;
 mod failover;
 mod finish;
+mod model;
 mod outcome;
 pub mod read;
 mod relay;
 pub mod route;
-pub(crate) mod side;
 mod unseen;
 mod watch;
 
@@ -57,36 +60,36 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::endpoint::Door;
 use crate::ops::state::{AppState, Runtime};
-use crate::router::mode::ModeChoice;
 use crate::server::body::Body;
 use crate::server::error::ApiError;
 use crate::server::ids::RequestId;
 use crate::server::limits::Permit;
 
 use cache::Looked;
+use call::{Call, Endpoint, Reached, Received, Served};
 use charge::Charge;
 pub use context::Context;
 use context::Plan;
 pub(crate) use finish::SideEntry;
-use finish::{Ending, Exit};
+use finish::{Ending, Exit, Side};
 use outcome::Outcome;
 
-/// Serves a model call by `door` through the stages below, on a task of
-/// its own ([`own_task`]).
-pub async fn handle(
+/// Serves a call by `endpoint` (a model call's door, or a side door)
+/// through the stages below, on a task of its own ([`own_task`]).
+pub(crate) async fn handle<E: Endpoint>(
     state: &AppState,
     runtime: Arc<Runtime>,
     request: Request<Incoming>,
     request_id: RequestId,
     local_key: Option<String>,
-    door: Door,
+    endpoint: E,
 ) -> Response<Body> {
     let task_state = state.clone();
     let task_id = request_id.clone();
-    let call = run(task_state, runtime, request, task_id, local_key, door);
-    own_task(state, request_id, move |e, id| door.error(e, id), call).await
+    let lost = endpoint.clone();
+    let call = run(task_state, runtime, request, task_id, local_key, endpoint);
+    own_task(state, request_id, move |e, id| lost.error(e, id), call).await
 }
 
 /// Serves a call that reaches a provider (a model call, or a side door's:
@@ -130,26 +133,129 @@ where
     }
 }
 
-/// The stages in order, each ending in an [`Outcome`] that [`conclude`]
-/// finishes and renders.
-async fn run(
+/// The driver: read, admit, parse, charge and reach, then the one finish
+/// and the render. A model call's door hands its request to the model
+/// stages ([`model_stages`]); a side door reaches its provider itself.
+async fn run<E: Endpoint>(
     state: AppState,
     runtime: Arc<Runtime>,
     request: Request<Incoming>,
     id: RequestId,
     local_key: Option<String>,
-    door: Door,
+    endpoint: E,
 ) -> Response<Body> {
-    let started = Instant::now();
-    let local_key = local_key.as_deref();
-    let (cx, permit) = match prepare(&state, runtime, request, &id, local_key, door).await {
-        Ok((cx, permit)) => (Arc::new(Context { started, ..cx }), permit),
+    let mut call = Call {
+        state: &state,
+        runtime: &runtime,
+        id: &id,
+        local_key: local_key.as_deref(),
+        started: Instant::now(),
+        charge: None,
+    };
+    let (reached, permit) = match stages(&mut call, request, &endpoint).await {
+        Ok(reached) => reached,
         Err(error) => {
-            // Not understood: nothing is known but the door and the error.
-            finish::unparsed(&state, &id, door, started, &error);
-            return door.error(&error, &id);
+            let ending = Side {
+                door: endpoint.name(),
+                endpoint: endpoint.endpoint(),
+                status: error.status().as_u16(),
+                error: Some(&error),
+                served: None,
+                entry: None,
+            };
+            finish::side(&state, &id, call.started, call.charge.as_ref(), ending).await;
+            return endpoint.error(&error, &id);
         }
     };
+    match reached {
+        Reached::Model(cx) => model_stages(cx, call.local_key, permit).await,
+        Reached::Whole { answer, served } => {
+            drop(permit);
+            let response = endpoint.render(&call, answer);
+            let (who, entry) = match served.map(|s| *s) {
+                Some(Served {
+                    provider,
+                    model,
+                    entry,
+                }) => (Some((provider, model)), entry),
+                None => (None, None),
+            };
+            let ending = Side {
+                door: endpoint.name(),
+                endpoint: endpoint.endpoint(),
+                status: response.status().as_u16(),
+                error: None,
+                served: who.as_ref().map(|(p, m)| (p.as_str(), m.as_deref())),
+                entry,
+            };
+            finish::side(&state, &id, call.started, call.charge.as_ref(), ending).await;
+            response
+        }
+        Reached::Relayed {
+            answer,
+            status,
+            relay,
+        } => {
+            // The relayed body goes on without a place among the requests.
+            drop(permit);
+            let response = endpoint.render(&call, answer);
+            let (task_state, task_id) = (state.clone(), id.clone());
+            let (door, path) = (endpoint.name(), endpoint.endpoint().map(str::to_string));
+            let (started, charge) = (call.started, call.charge.take());
+            state.spawn(async move {
+                let served = relay.await;
+                let ending = Side {
+                    door,
+                    endpoint: path.as_deref(),
+                    status,
+                    error: None,
+                    served: Some((served.provider.as_str(), served.model.as_deref())),
+                    entry: served.entry,
+                };
+                finish::side(&task_state, &task_id, started, charge.as_ref(), ending).await;
+            });
+            response
+        }
+    }
+}
+
+/// read → admit → parse → charge → reach: the request, understood, paid
+/// for, and at its provider (or handed to the model stages).
+async fn stages<E: Endpoint>(
+    call: &mut Call<'_>,
+    request: Request<Incoming>,
+    endpoint: &E,
+) -> Result<(Reached<E::Answer>, Permit), ApiError> {
+    let config = call.runtime.config();
+    let (parts, body) = request.into_parts();
+    let body = if E::STREAMS_BODY {
+        Received::Streamed(body)
+    } else {
+        Received::Whole(read::body(body, &parts.headers, &config.server).await?)
+    };
+    // Taken once the body is in: a slow sender must not hold a place that
+    // a ready request could use.
+    let permit = call.state.limiter().admit(&config.limits)?;
+    let request = endpoint.parse(call, parts, body)?;
+    if let Some(options) = endpoint.options(&request) {
+        let charge = Charge::for_options(
+            call.runtime,
+            call.state.sessions(),
+            call.state.book(),
+            options,
+            call.local_key,
+        )?;
+        charge.ensure_ledger(call.state.book())?;
+        call.charge = Some(charge);
+    }
+    let reached = endpoint.reach(call, request).await?;
+    Ok((reached, permit))
+}
+
+/// A model call's own stages: a stored answer, else a plan and its
+/// candidates tried in turn; each ends in an [`Outcome`] that [`conclude`]
+/// finishes and renders.
+async fn model_stages(cx: Arc<Context>, local_key: Option<&str>, permit: Permit) -> Response<Body> {
     let probe = match cache::lookup(&cx, local_key).await {
         Looked::Hit(hit) => return conclude(&cx, None, Outcome::Hit(hit), permit).await,
         Looked::Miss(probe) => probe,
@@ -317,59 +423,4 @@ async fn conclude(
 /// A provider's answer always has its plan; this says it had none.
 fn no_plan() -> ApiError {
     ApiError::internal("a provider's answer without its plan")
-}
-
-/// read → admit → parse → charge: the request, understood and paid for.
-async fn prepare(
-    state: &AppState,
-    runtime: Arc<Runtime>,
-    request: Request<Incoming>,
-    id: &RequestId,
-    local_key: Option<&str>,
-    door: Door,
-) -> Result<(Context, Permit), ApiError> {
-    let config = runtime.config();
-    let (parts, body) = request.into_parts();
-    let bytes = read::body(body, &parts.headers, &config.server).await?;
-    // Taken once the body is in: a slow sender must not hold a place that
-    // a ready request could use.
-    let permit = state.limiter().admit(&config.limits)?;
-    let mut chat = door.parse(&bytes, &parts.headers)?;
-    let client_session = parts
-        .headers
-        .get("x-claude-code-session-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_string);
-    let charge = Charge::resolve(&runtime, state.sessions(), state.book(), &chat, local_key)?;
-    charge.ensure_ledger(state.book())?;
-    if charge.is_budgeted() {
-        unseen::refuse_under_budget(&chat)?;
-    } else if unseen::background(&chat) {
-        // A queued job is billed once it runs, whatever p402 does next:
-        // sent to one candidate only, it can never be started twice.
-        chat.options.failover = Some(false);
-    }
-    // A session may carry the mode of its requests (`p402 run --mode`).
-    if chat.options.mode.is_none() {
-        chat.options.mode = charge.session.as_ref().and_then(|s| s.mode);
-    }
-    let mode = chat
-        .options
-        .mode
-        .unwrap_or(ModeChoice::Named(config.routing.default_mode));
-    Ok((
-        Context {
-            state: state.clone(),
-            runtime: Arc::clone(&runtime),
-            id: id.clone(),
-            started: Instant::now(),
-            door,
-            chat,
-            charge,
-            mode,
-            client_session,
-        },
-        permit,
-    ))
 }

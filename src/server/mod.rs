@@ -332,11 +332,11 @@ async fn route(
         }
         (Method::POST, "/v1/embeddings") => {
             let door = crate::endpoint::embeddings::Embeddings;
-            pipeline::side::handle(state, runtime, request, request_id, local_key, door).await
+            pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::POST, "/v1/messages/count_tokens") => {
             let door = crate::endpoint::count_tokens::CountTokens;
-            pipeline::side::handle(state, runtime, request, request_id, local_key, door).await
+            pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
         (Method::GET, "/v1/models") => {
             let anthropic = request.headers().contains_key("anthropic-version");
@@ -404,7 +404,7 @@ async fn route(
         }
         (_, other) if crate::server::boundary::forwarded_as_is(other) => {
             let door = crate::endpoint::forward::Forward::new(request.method(), other);
-            pipeline::side::handle(state, runtime, request, request_id, local_key, door).await
+            pipeline::handle(state, runtime, request, request_id, local_key, door).await
         }
         (_, other) => ApiError::new(
             ErrorKind::NotFound,
