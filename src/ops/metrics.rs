@@ -134,7 +134,7 @@ impl Default for Metrics {
         let circuit_open = Family::<ProviderLabels, Gauge>::default();
         registry.register(
             "requests",
-            "Requests answered, by door (chat, messages, responses, embeddings, forward), provider, model and HTTP status",
+            "Requests answered, by door (chat, messages, responses, embeddings, count_tokens, forward), provider, model and HTTP status",
             requests.clone(),
         );
         registry.register(
