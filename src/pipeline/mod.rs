@@ -106,7 +106,7 @@ pub(crate) async fn handle<E: Endpoint>(
 /// task tracker and the runtime would otherwise copy it by value several
 /// times on its way into the task (a third of a passthrough request's
 /// instructions, measured with callgrind).
-pub fn own_task<F>(
+fn own_task<F>(
     state: &AppState,
     request_id: RequestId,
     lost: impl FnOnce(&ApiError, &RequestId) -> Response<Body>,
