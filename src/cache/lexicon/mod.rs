@@ -20,8 +20,9 @@ const INFLECTIONS: &str = include_str!("inflections.tsv");
 
 /// The tables are held in a few flat arrays rather than a map entry (and
 /// its own allocations) per stem: as maps of `String`s they took about 10
-/// MiB of the process for 40,000 stems, a third of a model's weights; this
-/// way about 2 MiB. A lookup is a binary search.
+/// MiB of the process for 32,000 stems, a third of a model's session
+/// (`BENCHMARKS.md`, issue 35); this way about 1.3 MB. A lookup is a
+/// binary search.
 pub struct Lexicon {
     stemmer: Stemmer,
     /// Every stem the lexicon knows, one after another, sorted.
