@@ -316,12 +316,15 @@ for fn, y, kind, n in [(same_subject, 1, "tmpl_same_question", 450), (same_subje
         if near_held_out(pair[0]) or near_held_out(pair[1]): continue
         seen.add(frozenset(pair)); add(pair[0], pair[1], y, kind); got += 1
 R.shuffle(out)
-# `build_data.py REPO OUT`: the first stage of train.sh, every kind but
-# those written for p402 and made from its templates. `build_data.py REPO
-# OUT N`: the second stage, those, with N of the first stage's replayed.
+# `build_data.py REPO OUT`: every kind, for one training from the base
+# model (train.sh). `build_data.py REPO OUT first`: the first stage as
+# issue 22 shipped it, every kind but those written for p402 and made from
+# its templates. `build_data.py REPO OUT N`: a second stage continued from
+# a trained verifier, those, with N of the first stage's replayed.
 new = [p for p in out if p[3].startswith(("authored_", "tmpl_"))]
 old = [p for p in out if not p[3].startswith(("authored_", "tmpl_"))]
-out = new + R.sample(old, int(sys.argv[3])) if len(sys.argv) > 3 else old
+stage = sys.argv[3] if len(sys.argv) > 3 else "all"
+out = old + new if stage == "all" else old if stage == "first" else new + R.sample(old, int(stage))
 R.shuffle(out)
 json.dump(out, open(sys.argv[2], "w"))
 from collections import Counter

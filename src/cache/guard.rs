@@ -30,6 +30,11 @@ pub enum Refusal {
     SpelledNumbers,
     /// One is negated and the other is not.
     Negation,
+    /// One is negated only by a verb that rewordings also use ("stop",
+    /// "avoid": "How do I stop avocados browning?" / "How do I keep
+    /// avocados from turning brown?"), and the other has no opposite of
+    /// it ("start"): maybe the same question.
+    VerbNegation,
     /// They differ by opposite words (on/off, public/private, raise/lower).
     Opposites,
     /// They name different things (a proper noun, an identifier).
@@ -82,7 +87,9 @@ impl Refusal {
     pub fn firmness(self) -> Firmness {
         match self {
             Refusal::Added | Refusal::Swapped | Refusal::Reworded => Firmness::WordCount,
-            Refusal::SpelledNumbers | Refusal::QuestionSpan => Firmness::DoubtfulFact,
+            Refusal::SpelledNumbers | Refusal::QuestionSpan | Refusal::VerbNegation => {
+                Firmness::DoubtfulFact
+            }
             _ => Firmness::Fact,
         }
     }
@@ -126,6 +133,11 @@ impl Tuning {
         overrule_fact: 1.01,
     };
 }
+
+/// The negations that are verbs: a question asked with one of them is
+/// often asked, just as well, with its positive ("stop" / "keep from",
+/// "avoid" / "prevent").
+const VERB_NEGATIONS: &[&str] = &["stop", "quit", "cease", "avoid"];
 
 const NEGATIONS: &[&str] = &[
     "stop",
@@ -293,6 +305,22 @@ fn is_negated(lower: &[String]) -> bool {
         let bare = w.replace('\'', "");
         NEGATIONS.contains(&bare.as_str())
             || bare.ends_with("nt") && NEGATIONS.contains(&bare.as_str())
+    })
+}
+
+/// Whether every negation in `negated` is a verb ([`VERB_NEGATIONS`]) and
+/// `other` says none of those verbs' opposites ("stop" / "start").
+fn negated_by_verb_alone(negated: &[String], other: &[String]) -> bool {
+    let negations: Vec<String> = negated
+        .iter()
+        .map(|w| w.replace('\'', ""))
+        .filter(|w| NEGATIONS.contains(&w.as_str()))
+        .collect();
+    negations.iter().all(|n| {
+        VERB_NEGATIONS.contains(&n.as_str())
+            && !OPPOSITES.iter().any(|(x, y)| {
+                (n == x && other.iter().any(|w| w == y)) || (n == y && other.iter().any(|w| w == x))
+            })
     })
 }
 
@@ -604,6 +632,13 @@ pub fn verifier_bar(refusal: Option<Refusal>, tuning: Tuning) -> Option<f32> {
     (bar <= 1.0).then_some(bar)
 }
 
+/// Reads the lexicon the guards use (WordNet's tables), so that the first
+/// semantic lookup does not pay for it; called where the models are loaded,
+/// which hands the memory its reading freed back to the system.
+pub fn prepare() {
+    Lexicon::get();
+}
+
 /// Whether `cached` may answer `asked`, proposed by the index at `cosine`
 /// similarity; `None` when no guard objects.
 pub fn check(asked: &str, cached: &str, cosine: f32) -> Option<Refusal> {
@@ -623,7 +658,12 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
         });
     }
     if is_negated(&a) != is_negated(&b) {
-        return Some(Refusal::Negation);
+        let (negated, other) = if is_negated(&a) { (&a, &b) } else { (&b, &a) };
+        return Some(if negated_by_verb_alone(negated, other) {
+            Refusal::VerbNegation
+        } else {
+            Refusal::Negation
+        });
     }
     let (ca, cb) = (counts(&a), counts(&b));
     let only_a: Vec<&str> = ca

@@ -213,7 +213,11 @@ async fn load_embedder(state: AppState, dir: PathBuf) {
             return;
         }
     }
-    let loaded = tokio::task::spawn_blocking(move || embed::Embedder::load(&dir)).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        crate::cache::guard::prepare();
+        embed::Embedder::load(&dir)
+    })
+    .await;
     match loaded {
         Ok(Ok(embedder)) => {
             state.cache().set_embedder(embedder);

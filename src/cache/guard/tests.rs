@@ -31,7 +31,7 @@ fn wordnet_and_word_level_guards_refuse_the_hard_kinds() {
         ),
         (
             "Which foods should I eat before surgery?",
-            "Which foods should I avoid before surgery?",
+            "Which foods shouldn't I eat before surgery?",
             Refusal::Negation,
         ),
         (
@@ -124,7 +124,11 @@ fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
         };
         assert_eq!(verifier_bar(Some(count), never), None);
     }
-    for doubtful in [Refusal::SpelledNumbers, Refusal::QuestionSpan] {
+    for doubtful in [
+        Refusal::SpelledNumbers,
+        Refusal::QuestionSpan,
+        Refusal::VerbNegation,
+    ] {
         let at = Tuning {
             overrule_fact: 0.99,
             ..tuning
@@ -167,11 +171,34 @@ fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
             "Why do bees make honey?",
             Refusal::QuestionWord,
         ),
+        (
+            "How do I stop avocados from browning?",
+            "How do I keep avocados from turning brown?",
+            Refusal::VerbNegation,
+        ),
+        (
+            "Which foods should I eat before surgery?",
+            "Which foods should I avoid before surgery?",
+            Refusal::VerbNegation,
+        ),
+        // The verb's opposite on the other side: another question.
+        (
+            "How do I start the docker service?",
+            "How do I stop the docker service?",
+            Refusal::Negation,
+        ),
+        // A verb alongside a word that only negates: a fact.
+        (
+            "Why does my phone charge?",
+            "Why doesn't my phone stop charging?",
+            Refusal::Negation,
+        ),
     ] {
         assert_eq!(close(a, b), Some(why), "{a} / {b}");
     }
     assert_eq!(Refusal::SpelledNumbers.firmness(), Firmness::DoubtfulFact);
     assert_eq!(Refusal::QuestionSpan.firmness(), Firmness::DoubtfulFact);
+    assert_eq!(Refusal::VerbNegation.firmness(), Firmness::DoubtfulFact);
     assert_eq!(Refusal::Numbers.firmness(), Firmness::Fact);
 }
 

@@ -8,7 +8,8 @@
 //! Words are compared by stem. The files are compiled in and read once, on
 //! the first guarded lookup.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use rust_stemmers::{Algorithm, Stemmer};
@@ -17,16 +18,30 @@ const ANTONYMS: &str = include_str!("antonyms.tsv");
 const SYNONYMS: &str = include_str!("synonyms.txt");
 const INFLECTIONS: &str = include_str!("inflections.tsv");
 
+/// The tables are held in a few flat arrays rather than a map entry (and
+/// its own allocations) per stem: as maps of `String`s they took about 10
+/// MiB of the process for 32,000 stems, a third of a model's session
+/// (`BENCHMARKS.md`, issue 35); this way about 1.3 MB. A lookup is a
+/// binary search.
 pub struct Lexicon {
     stemmer: Stemmer,
-    /// Opposed stems, both ways.
-    antonyms: HashSet<(String, String)>,
-    /// Stem → the synonym groups it is in.
-    groups: HashMap<String, Vec<u32>>,
+    /// Every stem the lexicon knows, one after another, sorted.
+    text: String,
+    /// Per stem, in that order: where it is in `text` and where its
+    /// synonym groups are in `groups`.
+    stems: Vec<Entry>,
+    /// The synonym groups of every stem, stem by stem.
+    groups: Vec<u32>,
+    /// Opposed stems (as indexes into `stems`), both ways, sorted.
+    antonyms: Vec<(u32, u32)>,
     /// Irregular form → its base forms ("bought" → "buy").
     irregular: HashMap<&'static str, Vec<&'static str>>,
-    /// Every stem the lexicon knows.
-    known: HashSet<String>,
+}
+
+/// One stem of [`Lexicon::stems`].
+struct Entry {
+    text: Range<u32>,
+    groups: Range<u32>,
 }
 
 static LEXICON: LazyLock<Lexicon> = LazyLock::new(Lexicon::load);
@@ -36,6 +51,11 @@ fn lines(text: &'static str) -> impl Iterator<Item = &'static str> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
 }
 
+/// An index that fits in `u32`: the tables are a few hundred kilobytes.
+fn index(i: usize) -> u32 {
+    u32::try_from(i).expect("the lexicon's tables are far smaller than 4 GiB")
+}
+
 impl Lexicon {
     pub fn get() -> &'static Lexicon {
         &LEXICON
@@ -43,43 +63,82 @@ impl Lexicon {
 
     fn load() -> Lexicon {
         let stemmer = Stemmer::create(Algorithm::English);
-        let mut antonyms = HashSet::new();
+        let mut opposed = Vec::new();
         for line in lines(ANTONYMS) {
             if let Some((a, b)) = line.split_once('\t') {
                 let (a, b) = (stemmer.stem(a).into_owned(), stemmer.stem(b).into_owned());
                 if a != b {
-                    antonyms.insert((a.clone(), b.clone()));
-                    antonyms.insert((b, a));
+                    opposed.push((a, b));
                 }
             }
         }
-        let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut grouped: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for (id, line) in (0u32..).zip(lines(SYNONYMS)) {
             for word in line.split_whitespace() {
-                let ids = groups.entry(stemmer.stem(word).into_owned()).or_default();
+                let ids = grouped.entry(stemmer.stem(word).into_owned()).or_default();
                 if ids.last() != Some(&id) {
                     ids.push(id);
                 }
             }
         }
-        let known = antonyms
-            .iter()
-            .map(|(a, _)| a.clone())
-            .chain(groups.keys().cloned())
-            .collect();
+        for (a, b) in &opposed {
+            grouped.entry(a.clone()).or_default();
+            grouped.entry(b.clone()).or_default();
+        }
+        let mut text = String::new();
+        let mut stems = Vec::with_capacity(grouped.len());
+        let mut groups = Vec::new();
+        for (stem, ids) in &grouped {
+            let (start, first) = (index(text.len()), index(groups.len()));
+            text.push_str(stem);
+            groups.extend(ids);
+            stems.push(Entry {
+                text: start..index(text.len()),
+                groups: first..index(groups.len()),
+            });
+        }
+        text.shrink_to_fit();
+        groups.shrink_to_fit();
         let mut irregular = HashMap::new();
         for line in lines(INFLECTIONS) {
             if let Some((form, bases)) = line.split_once('\t') {
                 irregular.insert(form, bases.split(' ').collect());
             }
         }
-        Lexicon {
+        let mut lexicon = Lexicon {
             stemmer,
-            antonyms,
+            text,
+            stems,
             groups,
+            antonyms: Vec::new(),
             irregular,
-            known,
-        }
+        };
+        let mut antonyms: Vec<(u32, u32)> = opposed
+            .iter()
+            .filter_map(|(a, b)| Some((lexicon.find(a)?, lexicon.find(b)?)))
+            .flat_map(|(a, b)| [(a, b), (b, a)])
+            .collect();
+        antonyms.sort_unstable();
+        antonyms.dedup();
+        lexicon.antonyms = antonyms;
+        lexicon
+    }
+
+    /// The index of `stem` in [`Lexicon::stems`], when the lexicon knows it.
+    fn find(&self, stem: &str) -> Option<u32> {
+        self.stems
+            .binary_search_by(|e| self.text[e.text.start as usize..e.text.end as usize].cmp(stem))
+            .ok()
+            .map(index)
+    }
+
+    /// The synonym groups `stem` is in (none when the lexicon knows it only
+    /// as an antonym, or not at all).
+    fn groups(&self, stem: &str) -> &[u32] {
+        self.find(stem).map_or(&[], |i| {
+            let range = &self.stems[i as usize].groups;
+            &self.groups[range.start as usize..range.end as usize]
+        })
     }
 
     pub fn stem(&self, word: &str) -> String {
@@ -122,7 +181,7 @@ impl Lexicon {
             }
             for base in bases {
                 let stem = self.stem(&base);
-                if self.known.contains(&stem) {
+                if self.find(&stem).is_some() {
                     add(stem);
                 }
             }
@@ -132,15 +191,16 @@ impl Lexicon {
 
     /// Whether two stems are antonyms in WordNet.
     pub fn opposed(&self, a: &str, b: &str) -> bool {
-        self.antonyms.contains(&(a.to_string(), b.to_string()))
+        match (self.find(a), self.find(b)) {
+            (Some(a), Some(b)) => self.antonyms.binary_search(&(a, b)).is_ok(),
+            _ => false,
+        }
     }
 
     /// Whether two stems share a WordNet synonym group.
     pub fn synonymous(&self, a: &str, b: &str) -> bool {
-        match (self.groups.get(a), self.groups.get(b)) {
-            (Some(x), Some(y)) => x.iter().any(|id| y.contains(id)),
-            _ => false,
-        }
+        let (x, y) = (self.groups(a), self.groups(b));
+        x.iter().any(|id| y.contains(id))
     }
 }
 
@@ -173,5 +233,11 @@ mod tests {
         assert!(synonymous("luggage", "baggage"));
         assert!(synonymous("car", "automobile"));
         assert!(!synonymous("rice", "quinoa"));
+        // Both ways round; a word WordNet lacks is nobody's synonym or
+        // opposite, not even its own.
+        let (public, private) = (lexicon.stem("public"), lexicon.stem("private"));
+        assert!(lexicon.opposed(&public, &private) && lexicon.opposed(&private, &public));
+        assert!(!lexicon.synonymous("qwzx", "qwzx"));
+        assert!(!lexicon.opposed("qwzx", "public"));
     }
 }
