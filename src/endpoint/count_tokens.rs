@@ -51,15 +51,7 @@ impl Endpoint for CountTokens {
     }
 
     fn parse(&self, _cx: &Call<'_>, parts: Parts, body: Received) -> Result<Asked, ApiError> {
-        let Received::Whole(bytes) = body else {
-            return Err(ApiError::internal("the count_tokens body was not read"));
-        };
-        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
-            return Err(ApiError::invalid(
-                "invalid_json",
-                "the request body must be a JSON object",
-            ));
-        };
+        let mut body = body.json_object()?;
         body.remove("p402");
         let Some(model) = body
             .get("model")

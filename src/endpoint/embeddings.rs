@@ -71,15 +71,7 @@ impl Endpoint for Embeddings {
     }
 
     fn parse(&self, cx: &Call<'_>, parts: Parts, body: Received) -> Result<Asked, ApiError> {
-        let Received::Whole(bytes) = body else {
-            return Err(ApiError::internal("the embeddings body was not read"));
-        };
-        let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
-            return Err(ApiError::invalid(
-                "invalid_json",
-                "the request body must be a JSON object",
-            ));
-        };
+        let mut body = body.json_object()?;
         let options = match body.remove("p402") {
             Some(value) => serde_json::from_value::<P402Options>(value).map_err(|e| {
                 ApiError::invalid("invalid_p402", format!("invalid `p402` object: {e}"))

@@ -90,6 +90,27 @@ pub(crate) enum Received {
     Streamed(Incoming),
 }
 
+impl Received {
+    /// The body read whole; an endpoint that streams its body never asks.
+    pub fn whole(self) -> Result<Bytes, ApiError> {
+        match self {
+            Received::Whole(bytes) => Ok(bytes),
+            Received::Streamed(_) => Err(ApiError::internal("a streamed body asked for whole")),
+        }
+    }
+
+    /// The body as a JSON object, the shape every side door's body has.
+    pub fn json_object(self) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+        match serde_json::from_slice(&self.whole()?) {
+            Ok(serde_json::Value::Object(body)) => Ok(body),
+            _ => Err(ApiError::invalid(
+                "invalid_json",
+                "the request body must be a JSON object",
+            )),
+        }
+    }
+}
+
 /// Who served a side door's request, and its ledger entry.
 pub(crate) struct Served {
     /// The provider, or `cache`.

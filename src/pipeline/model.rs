@@ -36,10 +36,7 @@ impl Endpoint for Door {
     }
 
     fn parse(&self, _call: &Call<'_>, parts: Parts, body: Received) -> Result<Asked, ApiError> {
-        let Received::Whole(bytes) = body else {
-            return Err(ApiError::internal("a model call's body was not read"));
-        };
-        let chat = Door::parse(*self, &bytes, &parts.headers)?;
+        let chat = Door::parse(*self, &body.whole()?, &parts.headers)?;
         let client_session = parts
             .headers
             .get("x-claude-code-session-id")
