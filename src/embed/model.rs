@@ -78,30 +78,6 @@ fn release_freed_memory() {
     }
 }
 
-/// Drops the pages of the verifier's bytes inside the binary from the
-/// process's memory once the sessions hold their own copy. They were
-/// read to build the sessions and would otherwise stay resident (23 MB)
-/// though nothing reads them again; being a read-only mapping of the
-/// executable, any later read would bring them back from the file.
-fn release_embedded_model() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: `sysconf` has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let start = VERIFIER.as_ptr() as usize;
-        let first = start.div_ceil(page) * page;
-        let end = (start + VERIFIER.len()) / page * page;
-        if end > first {
-            // SAFETY: the range is whole pages inside `VERIFIER`, a
-            // read-only static mapped from the executable: advising the
-            // kernel to drop them changes no byte a later read sees.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
-            }
-        }
-    }
-}
-
 /// Both cache models, run from one thread: the embedder (fastembed) and
 /// the pair verifier (its own ONNX Runtime session).
 ///
@@ -138,7 +114,6 @@ impl Models {
         let verifier = verifier_session(&environment)
             .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")))?;
         release_freed_memory();
-        release_embedded_model();
         let verifier_takes_types = verifier
             .inputs()
             .iter()

@@ -15,5 +15,6 @@ pub(crate) mod pypi;
 pub(crate) mod quality_tally;
 pub mod report;
 pub(crate) mod request_log;
+pub(crate) mod resident;
 pub(crate) mod state;
 pub(crate) mod systemd;

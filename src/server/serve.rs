@@ -175,7 +175,10 @@ pub async fn start_with(loaded: LoadedConfig) -> anyhow::Result<Running> {
         state.book().store().clone(),
         move || kept.runtime().config().ledger.keep(),
     )));
-    tokio::task::spawn_blocking(tokens::warm_up);
+    tokio::task::spawn_blocking(|| {
+        tokens::warm_up();
+        crate::ops::resident::release_read_only_data();
+    });
     if usable == 0 {
         tracing::warn!("no provider has a key: set e.g. OPENAI_API_KEY, or configure a local server under [providers]");
     }
@@ -220,6 +223,7 @@ async fn load_embedder(state: AppState, dir: PathBuf) {
     .await;
     match loaded {
         Ok(Ok(embedder)) => {
+            crate::ops::resident::release_read_only_data();
             state.cache().set_embedder(embedder);
             tracing::info!("semantic cache ready");
         }
