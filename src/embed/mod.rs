@@ -5,9 +5,9 @@
 //!
 //! Embedding and verifying are CPU work of milliseconds, so they run on a
 //! dedicated thread, never on the async workers. It is one thread for both
-//! models because they share one tokenizer (`model::Models`, 9 MiB less
-//! than one each), and a lookup runs them one after the other anyway: it
-//! embeds the question, finds a candidate, then verifies the pair. (They
+//! models because they share one tokenizer (`model::Models`), and a
+//! lookup runs them one after the other anyway: it embeds the question,
+//! finds a candidate, then verifies the pair. (They
 //! were once on a thread each, so that neither model's weights would push
 //! the other's out of the CPU's caches; that mattered for the float
 //! models, whose weights were four times larger.) The verifier reads a

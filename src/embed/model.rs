@@ -83,10 +83,11 @@ fn release_freed_memory() {
 ///
 /// They are one value because they share one tokenizer. The verifier was
 /// fine-tuned from the embedder, so the two read the same 30,522-word
-/// vocabulary, and a tokenizer built from `tokenizer.json` holds about
-/// 9 MiB; fastembed builds one into every model it loads and lets no
-/// other model use it, so the verifier's session is made here instead
-/// and reads pairs through the embedder's tokenizer.
+/// vocabulary. fastembed builds a tokenizer into every model it loads,
+/// parsing the whole `tokenizer.json` each time (25 MiB of peak memory
+/// for the second, about 1 MiB kept), and lets no other model use it; so
+/// the verifier's session is made here instead and reads its pairs
+/// through the embedder's tokenizer.
 pub struct Models {
     embedder: TextEmbedding,
     verifier: Session,
