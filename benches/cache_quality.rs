@@ -294,17 +294,12 @@ fn hard_sets(e: &mut Embeddings) {
         }
         (None, None) => return,
     };
-    // `P402_QUALITY_DEBUG=1`: the tune split's mistakes, to study them.
-    if std::env::var_os("P402_QUALITY_DEBUG").is_some() {
-        for p in tune.iter().filter(|p| p.cosine >= rule.floor) {
-            let refusal = rule.refusal(p);
-            if rule.hits(p, refusal) != p.positive {
-                eprintln!(
-                    "{}\t{}\t{:.2}\t{:.3}\t{refusal:?}\t{}\t{}",
-                    p.positive, p.kind, p.cosine, p.verified, p.a, p.b
-                );
-            }
-        }
+    // `P402_QUALITY_TUNE_ONLY=1`: where each of the tune split's misses
+    // and false hits was decided, then stop before the test split, so
+    // that a change can be studied and chosen without seeing it.
+    if std::env::var_os("P402_QUALITY_TUNE_ONLY").is_some() {
+        account(&tune, rule);
+        return;
     }
     if rule.tuning != Some(guard::Tuning::CHOSEN) {
         println!(
@@ -424,6 +419,86 @@ fn hard_sets(e: &mut Embeddings) {
         p99 * 1e3,
         sample.len(),
     );
+}
+
+/// Which stage of a semantic lookup decided the pair `p` under `rule`:
+/// the candidate floor, a guard (with its firmness and the verifier's bar,
+/// if any), or the verifier's own bar.
+fn stage(p: &Pair, rule: Rule) -> String {
+    if p.cosine < rule.floor {
+        return format!("not a candidate (cosine < {:.2})", rule.floor);
+    }
+    let Some(tuning) = rule.tuning else {
+        return "cosine alone".to_string();
+    };
+    let refusal = rule.refusal(p);
+    match (refusal, guard::verifier_bar(refusal, tuning)) {
+        (None, _) => format!("no guard; verifier bar {:.2}", tuning.verified),
+        (Some(r), None) => format!("{:?} guard {r:?}, never overruled", r.firmness()),
+        (Some(r), Some(bar)) => format!("{:?} guard {r:?}; verifier bar {bar:.2}", r.firmness()),
+    }
+}
+
+/// The tune split's misses (paraphrases that did not hit) and false hits
+/// under `rule`, counted by the stage that decided them, each with its
+/// pairs: what a change to the guards or the candidates has to work on.
+fn account(tune: &[&Pair], rule: Rule) {
+    for (title, wrong) in [
+        ("Paraphrases missed", true),
+        ("False hits", false),
+    ] {
+        let mut by: BTreeMap<String, Vec<&Pair>> = BTreeMap::new();
+        for p in tune.iter().copied() {
+            if p.positive == wrong && rule.hits(p, rule.refusal(p)) != p.positive {
+                by.entry(stage(p, rule)).or_default().push(p);
+            }
+        }
+        let total: usize = by.values().map(Vec::len).sum();
+        let of = tune.iter().filter(|p| p.positive == wrong).count();
+        println!("#### {title} on the tune split: {total} of {of}\n");
+        println!("| decided by | pairs |\n|---|---:|");
+        for (why, pairs) in &by {
+            println!("| {why} | {} |", pairs.len());
+        }
+        println!();
+        for (why, pairs) in &by {
+            for p in pairs {
+                println!(
+                    "- {why}: {} `{}` / `{}` (cosine {:.3}, verifier {:.3})",
+                    p.kind, p.a, p.b, p.cosine, p.verified
+                );
+            }
+        }
+        println!();
+    }
+    // What the guards hold back: near misses the verifier alone would have
+    // let through, by the guard that refused them. A guard refined to let
+    // more paraphrases through must not let these in.
+    let Some(tuning) = rule.tuning else {
+        return;
+    };
+    let held: Vec<&Pair> = tune
+        .iter()
+        .copied()
+        .filter(|p| !p.positive && p.cosine >= rule.floor && p.verified >= tuning.verified)
+        .filter(|p| !rule.hits(p, rule.refusal(p)))
+        .collect();
+    println!(
+        "#### Near misses on the tune split that only a guard held back: {}\n",
+        held.len()
+    );
+    for p in held {
+        println!(
+            "- {}: {} `{}` / `{}` (cosine {:.3}, verifier {:.3})",
+            stage(p, rule),
+            p.kind,
+            p.a,
+            p.b,
+            p.cosine,
+            p.verified
+        );
+    }
+    println!();
 }
 
 /// The median and 99th percentile of `times`, in seconds.
