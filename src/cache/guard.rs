@@ -565,8 +565,12 @@ fn around_relations(
 /// USD to EUR" / "EUR to USD", "Outlook to Google Calendar" / "Google
 /// Calendar to Outlook", "Is a square a rectangle?" / "... a rectangle a
 /// square?". Moving a phrase to the front ("On train tickets, is there a
-/// discount for students?") is not a swap.
-fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
+/// discount for students?") is not a swap, nor is it when the only two
+/// content words trade places because a phrase moved (`moved`: "What's the
+/// check-in time?" / "What time can I check in?", where "in" moves with
+/// "check"; a true swap of two words around a relation is never a
+/// rotation of the words).
+fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String], moved: bool) -> bool {
     let (ra, rb) = (around_relations(lexicon, a), around_relations(lexicon, b));
     for (relation, (before_a, after_a)) in &ra {
         let Some((before_b, after_b)) = rb.get(relation) else {
@@ -588,7 +592,7 @@ fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
             .collect()
     };
     let (ca, cb) = (content(a), content(b));
-    ca.len() == 2 && cb.len() == 2 && ca[0] == cb[1] && ca[1] == cb[0] && ca[0] != ca[1]
+    !moved && ca.len() == 2 && cb.len() == 2 && ca[0] == cb[1] && ca[1] == cb[0] && ca[0] != ca[1]
 }
 
 /// Whether any stem of one word is opposed to any of the other's.
@@ -745,9 +749,9 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             .collect()
     };
     let (qa, qb) = (order(&a), order(&b));
+    let moved =
+        qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
     if qa != qb && counts(&qa) == counts(&qb) {
-        let moved =
-            qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
         let numeric = |w: &str| w.chars().any(|c| c.is_ascii_digit());
         let neighbours = (0..qa.len().saturating_sub(1)).any(|i| {
             let mut swapped = qa.clone();
@@ -758,7 +762,7 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             return Some(Refusal::Direction);
         }
     }
-    if swaps_roles(lexicon, &a, &b) {
+    if swaps_roles(lexicon, &a, &b, moved) {
         return Some(Refusal::Direction);
     }
     let content = |words: &[String]| -> Vec<Vec<String>> {

@@ -298,3 +298,17 @@ fn rewording_is_not_refused() {
         None
     );
 }
+
+#[test]
+fn a_phrase_moved_is_not_a_swap() {
+    // "check in" moves as one phrase: the same question.
+    let (a, b) = ("What's the check-in time?", "What time can I check in?");
+    assert_eq!(check(a, b, 0.64), None);
+    // Two words trading roles are still another question.
+    for (a, b) in [
+        ("Is a square a rectangle?", "Is a rectangle a square?"),
+        ("Convert USD to EUR", "Convert EUR to USD"),
+    ] {
+        assert_eq!(check(a, b, 0.95), Some(Refusal::Direction), "{a} / {b}");
+    }
+}
