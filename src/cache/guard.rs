@@ -457,6 +457,13 @@ fn tokens(text: &str) -> Vec<String> {
     out
 }
 
+/// Units of time: "how many days" and "how much time" ask what "how long"
+/// asks.
+const TIME_UNITS: &[&str] = &[
+    "seconds", "minutes", "mins", "hours", "hrs", "days", "nights", "weeks", "months", "years",
+    "time",
+];
+
 /// The specific question words of a text, and whether it has a bare "how".
 fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
     let mut specific = Vec::new();
@@ -466,7 +473,16 @@ fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
             specific.push(w.clone());
         } else if w == "how" {
             match tokens.get(i + 1).filter(|n| HOW_MUCH.contains(&n.as_str())) {
-                Some(next) => specific.push(format!("how {next}")),
+                Some(next) => {
+                    let unit = tokens.get(i + 2).map(String::as_str);
+                    let of_time = matches!(next.as_str(), "many" | "much")
+                        && unit.is_some_and(|u| TIME_UNITS.contains(&u));
+                    specific.push(if of_time {
+                        "how long".to_string()
+                    } else {
+                        format!("how {next}")
+                    });
+                }
                 None => bare_how = true,
             }
         }

@@ -157,8 +157,8 @@ fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
             Refusal::Numbers,
         ),
         (
-            "How long does cooked rice last in the fridge?",
-            "How many days can cooked rice be kept in the refrigerator?",
+            "When does the pharmacy open?",
+            "How soon does the pharmacy open?",
             Refusal::QuestionSpan,
         ),
         (
@@ -297,6 +297,38 @@ fn rewording_is_not_refused() {
         ),
         None
     );
+}
+
+#[test]
+fn a_time_counted_in_units_asks_how_long() {
+    // "How many days" is "how long" in units: the same question.
+    let (a, b) = (
+        "How long does cooked rice last in the fridge?",
+        "How many days can cooked rice be kept in the refrigerator?",
+    );
+    assert_eq!(check(a, b, 0.92), None);
+    let (a, b) = (
+        "How long will my passport renewal take?",
+        "How much time will my passport renewal take?",
+    );
+    assert_eq!(close(a, b), None);
+    // A length, a count of times or a price is still another question.
+    for (a, b) in [
+        (
+            "How long is the flight to Lisbon?",
+            "How many miles is the flight to Lisbon?",
+        ),
+        (
+            "How long should I brush my teeth?",
+            "How many times should I brush my teeth?",
+        ),
+        (
+            "How long does a passport renewal take?",
+            "How much does a passport renewal cost?",
+        ),
+    ] {
+        assert_eq!(check(a, b, 0.95), Some(Refusal::QuestionSpan), "{a} / {b}");
+    }
 }
 
 #[test]
