@@ -249,19 +249,27 @@ fn hard_sets(e: &mut Embeddings) {
                     .map(|p| guard::check_tuned(&p.a, &p.b, p.cosine, words))
                     .collect();
                 for verified in [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95] {
-                    for (overrule, overrule_fact) in [verified, 0.9, 0.95, 0.98, 0.99, 1.01]
+                    let bars = [verified, 0.9, 0.95, 0.98, 0.99, 1.01]
                         .into_iter()
                         // Strictest first: on a tie the search keeps the
-                        // fact guards standing.
+                        // fact guards, and those counting added words,
+                        // standing.
                         .flat_map(|o| [1.01, 0.995, 0.99, 0.98, 0.95].map(|f| (o, f)))
-                    {
-                        if overrule < verified || overrule_fact < verified {
+                        .flat_map(|(o, f)| {
+                            [1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6].map(|a| (o, f, a))
+                        });
+                    for (overrule, overrule_fact, overrule_added) in bars {
+                        if overrule < verified
+                            || overrule_fact < verified
+                            || overrule_added < verified
+                        {
                             continue;
                         }
                         let tuning = guard::Tuning {
                             verified,
                             overrule,
                             overrule_fact,
+                            overrule_added,
                             ..words
                         };
                         for floor in FLOORS {
@@ -315,6 +323,7 @@ fn hard_sets(e: &mut Embeddings) {
         verified: 0.0,
         overrule: 1.01,
         overrule_fact: 1.01,
+        overrule_added: 1.01,
         ..chosen
     };
     // The chosen rule with no fact guard overruled, to show what the
@@ -477,6 +486,30 @@ fn account(tune: &[&Pair], rule: Rule) {
     let Some(tuning) = rule.tuning else {
         return;
     };
+    // Each guard's refusals: of paraphrases and of near misses, and the
+    // verifier's highest confidence in a near miss it refused, which is
+    // how low a bar to overrule it could go on this split.
+    let mut by_guard: BTreeMap<String, (usize, usize, f32)> = BTreeMap::new();
+    for p in tune.iter().filter(|p| p.cosine >= rule.floor) {
+        if let Some(r) = rule.refusal(p) {
+            let g = by_guard
+                .entry(format!("{:?} {r:?}", r.firmness()))
+                .or_insert((0, 0, 0.0));
+            if p.positive {
+                g.0 += 1;
+            } else {
+                g.1 += 1;
+                g.2 = g.2.max(p.verified);
+            }
+        }
+    }
+    println!("#### Refusals on the tune split, by guard\n");
+    println!("| guard | paraphrases refused | near misses refused | verifier's highest on a near miss refused |");
+    println!("|---|---:|---:|---:|");
+    for (g, (pos, neg, top)) in &by_guard {
+        println!("| {g} | {pos} | {neg} | {top:.3} |");
+    }
+    println!();
     let held: Vec<&Pair> = tune
         .iter()
         .copied()

@@ -76,17 +76,25 @@ pub enum Firmness {
     /// out, "how long" for "how many days"): the verifier may overrule it
     /// at [`Tuning::overrule_fact`].
     DoubtfulFact,
-    /// Only a count of the words that differ, which a rewording also
-    /// changes: the verifier, reading the words in context, may overrule
-    /// it at [`Tuning::overrule`].
+    /// A word or two swapped for others that are not synonyms: only a
+    /// count of the words that differ, but one that near misses share
+    /// ("knit" / "crochet", "benefits" / "drawbacks"); the verifier,
+    /// reading the words in context, may overrule it at
+    /// [`Tuning::overrule`].
     WordCount,
+    /// Words one side adds, or a wording far apart: what a rewording does
+    /// ("Do you have parking?" / "Is there somewhere to park?") as well as
+    /// an added constraint, so the verifier may overrule it at a bar of
+    /// its own, [`Tuning::overrule_added`].
+    Wording,
 }
 
 impl Refusal {
     /// How firmly this refusal stands against the verifier.
     pub fn firmness(self) -> Firmness {
         match self {
-            Refusal::Added | Refusal::Swapped | Refusal::Reworded => Firmness::WordCount,
+            Refusal::Swapped => Firmness::WordCount,
+            Refusal::Added | Refusal::Reworded => Firmness::Wording,
             Refusal::SpelledNumbers | Refusal::QuestionSpan | Refusal::VerbNegation => {
                 Firmness::DoubtfulFact
             }
@@ -112,9 +120,13 @@ pub struct Tuning {
     pub max_swapped: usize,
     /// The verifier's confidence a candidate needs when no guard objects.
     pub verified: f32,
-    /// The confidence it needs to overrule a guard that only counted
-    /// words ([`Firmness::WordCount`]); above 1, never.
+    /// The confidence it needs to overrule a guard that counted words
+    /// swapped ([`Firmness::WordCount`]); above 1, never.
     pub overrule: f32,
+    /// The confidence it needs to overrule a guard that counted words
+    /// added or a wording far apart ([`Firmness::Wording`]); above 1,
+    /// never.
+    pub overrule_added: f32,
     /// The confidence it needs to overrule a fact guard in a form that
     /// rewordings also take ([`Firmness::DoubtfulFact`]); above 1, never.
     pub overrule_fact: f32,
@@ -123,7 +135,11 @@ pub struct Tuning {
 impl Tuning {
     /// Chosen again on 2026-12-06 for the embedder with integer arithmetic
     /// (`src/embed/integer.rs`): at 0.90 its slightly moved cosines cost two
-    /// of the tune split's paraphrases, and the search picked 0.86.
+    /// of the tune split's paraphrases, and the search picked 0.86. The bar
+    /// for words added (`overrule_added`) was split from `overrule` the
+    /// same day: on the tune split the verifier gave the near misses that
+    /// guard refused at most 0.15 and the paraphrases 0.80 to 0.97, while
+    /// near misses with a word swapped ("knit" / "crochet") reach 0.95.
     pub const CHOSEN: Tuning = Tuning {
         close_enough: 0.86,
         reworded: 0.60,
@@ -131,6 +147,7 @@ impl Tuning {
         verified: 0.50,
         overrule: 0.98,
         overrule_fact: 1.01,
+        overrule_added: 0.70,
     };
 }
 
@@ -648,6 +665,7 @@ pub fn verifier_bar(refusal: Option<Refusal>, tuning: Tuning) -> Option<f32> {
         Some(Firmness::Fact) => return None,
         Some(Firmness::DoubtfulFact) => tuning.overrule_fact,
         Some(Firmness::WordCount) => tuning.overrule,
+        Some(Firmness::Wording) => tuning.overrule_added,
     };
     (bar <= 1.0).then_some(bar)
 }

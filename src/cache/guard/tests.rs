@@ -116,12 +116,16 @@ fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
     ] {
         assert_eq!(verifier_bar(Some(fact), tuning), None, "{fact:?}");
     }
+    assert_eq!(
+        verifier_bar(Some(Refusal::Swapped), tuning),
+        Some(tuning.overrule)
+    );
+    let never = Tuning {
+        overrule: 1.01,
+        overrule_added: 1.01,
+        ..tuning
+    };
     for count in [Refusal::Added, Refusal::Swapped, Refusal::Reworded] {
-        assert_eq!(verifier_bar(Some(count), tuning), Some(tuning.overrule));
-        let never = Tuning {
-            overrule: 1.01,
-            ..tuning
-        };
         assert_eq!(verifier_bar(Some(count), never), None);
     }
     for doubtful in [
@@ -343,4 +347,21 @@ fn a_phrase_moved_is_not_a_swap() {
     ] {
         assert_eq!(check(a, b, 0.95), Some(Refusal::Direction), "{a} / {b}");
     }
+}
+
+#[test]
+fn words_added_defer_at_a_bar_of_their_own() {
+    // A rewording adds words ("Is there somewhere to park?") as an added
+    // constraint does; a swapped word more often changes the subject.
+    let tuning = Tuning::CHOSEN;
+    for wording in [Refusal::Added, Refusal::Reworded] {
+        assert_eq!(wording.firmness(), Firmness::Wording);
+        assert_eq!(
+            verifier_bar(Some(wording), tuning),
+            Some(tuning.overrule_added)
+        );
+    }
+    assert_eq!(Refusal::Swapped.firmness(), Firmness::WordCount);
+    assert!(tuning.verified < tuning.overrule_added);
+    assert!(tuning.overrule_added < tuning.overrule);
 }
