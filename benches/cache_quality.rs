@@ -452,10 +452,7 @@ fn stage(p: &Pair, rule: Rule) -> String {
 /// under `rule`, counted by the stage that decided them, each with its
 /// pairs: what a change to the guards or the candidates has to work on.
 fn account(tune: &[&Pair], rule: Rule) {
-    for (title, wrong) in [
-        ("Paraphrases missed", true),
-        ("False hits", false),
-    ] {
+    for (title, wrong) in [("Paraphrases missed", true), ("False hits", false)] {
         let mut by: BTreeMap<String, Vec<&Pair>> = BTreeMap::new();
         for p in tune.iter().copied() {
             if p.positive == wrong && rule.hits(p, rule.refusal(p)) != p.positive {

@@ -372,6 +372,28 @@ fn entities(text: &str) -> Vec<String> {
     found
 }
 
+/// Endings that make a place's adjective or people ("Canada" /
+/// "Canadian", "Japan" / "Japanese", "Israel" / "Israeli", "German" /
+/// "Germany").
+const DEMONYM_ENDINGS: &[&str] = &["n", "an", "ian", "ese", "i", "y"];
+
+/// Whether two entities (lowercased) name the same thing: the same word,
+/// or a name and its adjective ("Canada" / "Canadian"). The shorter must
+/// have five letters or more, so that short names that differ by an
+/// ending ("Iran" / "Iraq") stay apart.
+fn same_name(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.chars().count() < 5 {
+        return false;
+    }
+    let base = short.strip_suffix(['a', 'e', 'o', 'y']).unwrap_or(short);
+    long.strip_prefix(base)
+        .is_some_and(|ending| DEMONYM_ENDINGS.contains(&ending))
+}
+
 /// Words that frame a question rather than say what it asks ("explain",
 /// "what's the best way to"): a paraphrase adds and drops them freely.
 const FRAMING: &[&str] = &[
@@ -735,7 +757,8 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     // A name swapped for another (France for Spain); a name present on one
     // side only is usually rewording, and is let through.
     let (ea, eb) = (entities(asked), entities(cached));
-    if ea.iter().any(|e| !eb.contains(e)) && eb.iter().any(|e| !ea.contains(e)) {
+    let unnamed = |e: &String, other: &[String]| !other.iter().any(|o| same_name(e, o));
+    if ea.iter().any(|e| unnamed(e, &eb)) && eb.iter().any(|e| unnamed(e, &ea)) {
         return Some(Refusal::Entity);
     }
     if changes_question(&a, &b) {
@@ -783,8 +806,7 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             .collect()
     };
     let (qa, qb) = (order(&a), order(&b));
-    let moved =
-        qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
+    let moved = qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
     if qa != qb && counts(&qa) == counts(&qb) {
         let numeric = |w: &str| w.chars().any(|c| c.is_ascii_digit());
         let neighbours = (0..qa.len().saturating_sub(1)).any(|i| {

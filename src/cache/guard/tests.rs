@@ -365,3 +365,38 @@ fn words_added_defer_at_a_bar_of_their_own() {
     assert!(tuning.verified < tuning.overrule_added);
     assert!(tuning.overrule_added < tuning.overrule);
 }
+
+#[test]
+fn a_place_and_its_adjective_name_the_same_thing() {
+    let (a, b) = (
+        "What's the capital city of Canada?",
+        "Which Canadian city is the capital?",
+    );
+    assert_ne!(close(a, b), Some(Refusal::Entity));
+    for (x, y) in [
+        ("Japan", "Japanese"),
+        ("Italy", "Italian"),
+        ("Germany", "German"),
+        ("Israel", "Israeli"),
+        ("Mexico", "Mexican"),
+    ] {
+        assert!(same_name(&x.to_lowercase(), &y.to_lowercase()), "{x} / {y}");
+    }
+    // Other places stay apart.
+    for (a, b) in [
+        (
+            "What is the capital of Niger?",
+            "What is the capital of Nigeria?",
+        ),
+        (
+            "What is the capital of Iran?",
+            "What is the capital of Iraq?",
+        ),
+        (
+            "What is the capital of Austria?",
+            "What is the Australian capital?",
+        ),
+    ] {
+        assert_eq!(close(a, b), Some(Refusal::Entity), "{a} / {b}");
+    }
+}
