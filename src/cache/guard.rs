@@ -290,6 +290,16 @@ const FORMS: &[&[&str]] = &[
     ],
 ];
 
+/// Other names of a form in [`FORMS`]: a "shell script" is written in
+/// Bash, "JS" is JavaScript.
+const FORM_ALIASES: &[(&str, &str)] = &[
+    ("shell", "bash"),
+    ("sh", "bash"),
+    ("js", "javascript"),
+    ("ts", "typescript"),
+    ("py", "python"),
+];
+
 /// Words too common to tell two questions apart.
 const STOPWORDS: &[&str] = &[
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i",
@@ -747,7 +757,12 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             forms
                 .iter()
                 .copied()
-                .filter(|f| words.contains_key(f))
+                .filter(|f| {
+                    words.contains_key(f)
+                        || FORM_ALIASES
+                            .iter()
+                            .any(|(alias, form)| form == f && words.contains_key(alias))
+                })
                 .collect()
         };
         if named(&ca) != named(&cb) {

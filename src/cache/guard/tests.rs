@@ -400,3 +400,24 @@ fn a_place_and_its_adjective_name_the_same_thing() {
         assert_eq!(close(a, b), Some(Refusal::Entity), "{a} / {b}");
     }
 }
+
+#[test]
+fn a_form_named_another_way_is_the_same_form() {
+    for (a, b) in [
+        (
+            "How do I write a while loop in Bash?",
+            "Show me a while loop in a shell script",
+        ),
+        ("How do I parse JSON in JavaScript?", "Parse JSON in JS"),
+    ] {
+        assert_ne!(close(a, b), Some(Refusal::Form), "{a} / {b}");
+    }
+    // Another language is still another form.
+    assert_eq!(
+        close(
+            "How do I write a while loop in Bash?",
+            "How do I write a while loop in Python?"
+        ),
+        Some(Refusal::Form)
+    );
+}
