@@ -139,7 +139,12 @@ impl Tuning {
     /// for words added (`overrule_added`) was split from `overrule` the
     /// same day: on the tune split the verifier gave the near misses that
     /// guard refused at most 0.15 and the paraphrases 0.80 to 0.97, while
-    /// near misses with a word swapped ("knit" / "crochet") reach 0.95.
+    /// near misses with a word swapped ("knit" / "crochet") reach 0.95. The
+    /// search's 0.70 was measured once on the test split and let false
+    /// hits past the targets (2.6%, negation 6.7%; BENCHMARKS.md, issue 35
+    /// fourth part): the tune split's 13 such near misses cannot place the
+    /// bar, so it stays where `overrule` is until more near misses of that
+    /// kind are labelled.
     pub const CHOSEN: Tuning = Tuning {
         close_enough: 0.86,
         reworded: 0.60,
@@ -147,7 +152,7 @@ impl Tuning {
         verified: 0.50,
         overrule: 0.98,
         overrule_fact: 1.01,
-        overrule_added: 0.70,
+        overrule_added: 0.98,
     };
 }
 
