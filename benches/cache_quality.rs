@@ -249,19 +249,27 @@ fn hard_sets(e: &mut Embeddings) {
                     .map(|p| guard::check_tuned(&p.a, &p.b, p.cosine, words))
                     .collect();
                 for verified in [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95] {
-                    for (overrule, overrule_fact) in [verified, 0.9, 0.95, 0.98, 0.99, 1.01]
+                    let bars = [verified, 0.9, 0.95, 0.98, 0.99, 1.01]
                         .into_iter()
                         // Strictest first: on a tie the search keeps the
-                        // fact guards standing.
+                        // fact guards, and those counting added words,
+                        // standing.
                         .flat_map(|o| [1.01, 0.995, 0.99, 0.98, 0.95].map(|f| (o, f)))
-                    {
-                        if overrule < verified || overrule_fact < verified {
+                        .flat_map(|(o, f)| {
+                            [1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6].map(|a| (o, f, a))
+                        });
+                    for (overrule, overrule_fact, overrule_added) in bars {
+                        if overrule < verified
+                            || overrule_fact < verified
+                            || overrule_added < verified
+                        {
                             continue;
                         }
                         let tuning = guard::Tuning {
                             verified,
                             overrule,
                             overrule_fact,
+                            overrule_added,
                             ..words
                         };
                         for floor in FLOORS {
@@ -294,17 +302,22 @@ fn hard_sets(e: &mut Embeddings) {
         }
         (None, None) => return,
     };
-    // `P402_QUALITY_DEBUG=1`: the tune split's mistakes, to study them.
-    if std::env::var_os("P402_QUALITY_DEBUG").is_some() {
-        for p in tune.iter().filter(|p| p.cosine >= rule.floor) {
-            let refusal = rule.refusal(p);
-            if rule.hits(p, refusal) != p.positive {
-                eprintln!(
-                    "{}\t{}\t{:.2}\t{:.3}\t{refusal:?}\t{}\t{}",
-                    p.positive, p.kind, p.cosine, p.verified, p.a, p.b
-                );
-            }
-        }
+    // `P402_QUALITY_TUNE_ONLY=1`: where each of the tune split's misses
+    // and false hits was decided under the shipped rule (`Tuning::CHOSEN`,
+    // candidates from 0.40, as `p402.toml` has it), then stop before the
+    // test split, so that a change can be studied and chosen without
+    // seeing it.
+    if std::env::var_os("P402_QUALITY_TUNE_ONLY").is_some() {
+        let shipped = Rule {
+            floor: 0.40,
+            tuning: Some(guard::Tuning::CHOSEN),
+        };
+        let (recall, false_hits, _) = rates(&tune, |_, p| shipped.hits(p, shipped.refusal(p)));
+        println!(
+            "The shipped rule on the tune split: recall {recall:.3}, false hits {false_hits:.3}.\n"
+        );
+        account(&tune, shipped);
+        return;
     }
     if rule.tuning != Some(guard::Tuning::CHOSEN) {
         println!(
@@ -320,6 +333,7 @@ fn hard_sets(e: &mut Embeddings) {
         verified: 0.0,
         overrule: 1.01,
         overrule_fact: 1.01,
+        overrule_added: 1.01,
         ..chosen
     };
     // The chosen rule with no fact guard overruled, to show what the
@@ -424,6 +438,107 @@ fn hard_sets(e: &mut Embeddings) {
         p99 * 1e3,
         sample.len(),
     );
+}
+
+/// Which stage of a semantic lookup decided the pair `p` under `rule`:
+/// the candidate floor, a guard (with its firmness and the verifier's bar,
+/// if any), or the verifier's own bar.
+fn stage(p: &Pair, rule: Rule) -> String {
+    if p.cosine < rule.floor {
+        return format!("not a candidate (cosine < {:.2})", rule.floor);
+    }
+    let Some(tuning) = rule.tuning else {
+        return "cosine alone".to_string();
+    };
+    let refusal = rule.refusal(p);
+    match (refusal, guard::verifier_bar(refusal, tuning)) {
+        (None, _) => format!("no guard; verifier bar {:.2}", tuning.verified),
+        (Some(r), None) => format!("{:?} guard {r:?}, never overruled", r.firmness()),
+        (Some(r), Some(bar)) => format!("{:?} guard {r:?}; verifier bar {bar:.2}", r.firmness()),
+    }
+}
+
+/// The tune split's misses (paraphrases that did not hit) and false hits
+/// under `rule`, counted by the stage that decided them, each with its
+/// pairs: what a change to the guards or the candidates has to work on.
+fn account(tune: &[&Pair], rule: Rule) {
+    for (title, wrong) in [("Paraphrases missed", true), ("False hits", false)] {
+        let mut by: BTreeMap<String, Vec<&Pair>> = BTreeMap::new();
+        for p in tune.iter().copied() {
+            if p.positive == wrong && rule.hits(p, rule.refusal(p)) != p.positive {
+                by.entry(stage(p, rule)).or_default().push(p);
+            }
+        }
+        let total: usize = by.values().map(Vec::len).sum();
+        let of = tune.iter().filter(|p| p.positive == wrong).count();
+        println!("#### {title} on the tune split: {total} of {of}\n");
+        println!("| decided by | pairs |\n|---|---:|");
+        for (why, pairs) in &by {
+            println!("| {why} | {} |", pairs.len());
+        }
+        println!();
+        for (why, pairs) in &by {
+            for p in pairs {
+                println!(
+                    "- {why}: {} `{}` / `{}` (cosine {:.3}, verifier {:.3})",
+                    p.kind, p.a, p.b, p.cosine, p.verified
+                );
+            }
+        }
+        println!();
+    }
+    // What the guards hold back: near misses the verifier alone would have
+    // let through, by the guard that refused them. A guard refined to let
+    // more paraphrases through must not let these in.
+    let Some(tuning) = rule.tuning else {
+        return;
+    };
+    // Each guard's refusals: of paraphrases and of near misses, and the
+    // verifier's highest confidence in a near miss it refused, which is
+    // how low a bar to overrule it could go on this split.
+    let mut by_guard: BTreeMap<String, (usize, usize, f32)> = BTreeMap::new();
+    for p in tune.iter().filter(|p| p.cosine >= rule.floor) {
+        if let Some(r) = rule.refusal(p) {
+            let g = by_guard
+                .entry(format!("{:?} {r:?}", r.firmness()))
+                .or_insert((0, 0, 0.0));
+            if p.positive {
+                g.0 += 1;
+            } else {
+                g.1 += 1;
+                g.2 = g.2.max(p.verified);
+            }
+        }
+    }
+    println!("#### Refusals on the tune split, by guard\n");
+    println!("| guard | paraphrases refused | near misses refused | verifier's highest on a near miss refused |");
+    println!("|---|---:|---:|---:|");
+    for (g, (pos, neg, top)) in &by_guard {
+        println!("| {g} | {pos} | {neg} | {top:.3} |");
+    }
+    println!();
+    let held: Vec<&Pair> = tune
+        .iter()
+        .copied()
+        .filter(|p| !p.positive && p.cosine >= rule.floor && p.verified >= tuning.verified)
+        .filter(|p| !rule.hits(p, rule.refusal(p)))
+        .collect();
+    println!(
+        "#### Near misses on the tune split that only a guard held back: {}\n",
+        held.len()
+    );
+    for p in held {
+        println!(
+            "- {}: {} `{}` / `{}` (cosine {:.3}, verifier {:.3})",
+            stage(p, rule),
+            p.kind,
+            p.a,
+            p.b,
+            p.cosine,
+            p.verified
+        );
+    }
+    println!();
 }
 
 /// The median and 99th percentile of `times`, in seconds.

@@ -76,17 +76,25 @@ pub enum Firmness {
     /// out, "how long" for "how many days"): the verifier may overrule it
     /// at [`Tuning::overrule_fact`].
     DoubtfulFact,
-    /// Only a count of the words that differ, which a rewording also
-    /// changes: the verifier, reading the words in context, may overrule
-    /// it at [`Tuning::overrule`].
+    /// A word or two swapped for others that are not synonyms: only a
+    /// count of the words that differ, but one that near misses share
+    /// ("knit" / "crochet", "benefits" / "drawbacks"); the verifier,
+    /// reading the words in context, may overrule it at
+    /// [`Tuning::overrule`].
     WordCount,
+    /// Words one side adds, or a wording far apart: what a rewording does
+    /// ("Do you have parking?" / "Is there somewhere to park?") as well as
+    /// an added constraint, so the verifier may overrule it at a bar of
+    /// its own, [`Tuning::overrule_added`].
+    Wording,
 }
 
 impl Refusal {
     /// How firmly this refusal stands against the verifier.
     pub fn firmness(self) -> Firmness {
         match self {
-            Refusal::Added | Refusal::Swapped | Refusal::Reworded => Firmness::WordCount,
+            Refusal::Swapped => Firmness::WordCount,
+            Refusal::Added | Refusal::Reworded => Firmness::Wording,
             Refusal::SpelledNumbers | Refusal::QuestionSpan | Refusal::VerbNegation => {
                 Firmness::DoubtfulFact
             }
@@ -112,9 +120,13 @@ pub struct Tuning {
     pub max_swapped: usize,
     /// The verifier's confidence a candidate needs when no guard objects.
     pub verified: f32,
-    /// The confidence it needs to overrule a guard that only counted
-    /// words ([`Firmness::WordCount`]); above 1, never.
+    /// The confidence it needs to overrule a guard that counted words
+    /// swapped ([`Firmness::WordCount`]); above 1, never.
     pub overrule: f32,
+    /// The confidence it needs to overrule a guard that counted words
+    /// added or a wording far apart ([`Firmness::Wording`]); above 1,
+    /// never.
+    pub overrule_added: f32,
     /// The confidence it needs to overrule a fact guard in a form that
     /// rewordings also take ([`Firmness::DoubtfulFact`]); above 1, never.
     pub overrule_fact: f32,
@@ -123,7 +135,16 @@ pub struct Tuning {
 impl Tuning {
     /// Chosen again on 2026-12-06 for the embedder with integer arithmetic
     /// (`src/embed/integer.rs`): at 0.90 its slightly moved cosines cost two
-    /// of the tune split's paraphrases, and the search picked 0.86.
+    /// of the tune split's paraphrases, and the search picked 0.86. The bar
+    /// for words added (`overrule_added`) was split from `overrule` the
+    /// same day: on the tune split the verifier gave the near misses that
+    /// guard refused at most 0.15 and the paraphrases 0.80 to 0.97, while
+    /// near misses with a word swapped ("knit" / "crochet") reach 0.95. The
+    /// search's 0.70 was measured once on the test split and let false
+    /// hits past the targets (2.6%, negation 6.7%; BENCHMARKS.md, issue 35
+    /// fifth part): the tune split's 13 such near misses cannot place the
+    /// bar, so it stays where `overrule` is until more near misses of that
+    /// kind are labelled.
     pub const CHOSEN: Tuning = Tuning {
         close_enough: 0.86,
         reworded: 0.60,
@@ -131,6 +152,7 @@ impl Tuning {
         verified: 0.50,
         overrule: 0.98,
         overrule_fact: 1.01,
+        overrule_added: 0.98,
     };
 }
 
@@ -273,6 +295,16 @@ const FORMS: &[&[&str]] = &[
     ],
 ];
 
+/// Other names of a form in [`FORMS`]: a "shell script" is written in
+/// Bash, "JS" is JavaScript.
+const FORM_ALIASES: &[(&str, &str)] = &[
+    ("shell", "bash"),
+    ("sh", "bash"),
+    ("js", "javascript"),
+    ("ts", "typescript"),
+    ("py", "python"),
+];
+
 /// Words too common to tell two questions apart.
 const STOPWORDS: &[&str] = &[
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i",
@@ -353,6 +385,28 @@ fn entities(text: &str) -> Vec<String> {
     found.sort();
     found.dedup();
     found
+}
+
+/// Endings that make a place's adjective or people ("Canada" /
+/// "Canadian", "Japan" / "Japanese", "Israel" / "Israeli", "German" /
+/// "Germany").
+const DEMONYM_ENDINGS: &[&str] = &["n", "an", "ian", "ese", "i", "y"];
+
+/// Whether two entities (lowercased) name the same thing: the same word,
+/// or a name and its adjective ("Canada" / "Canadian"). The shorter must
+/// have five letters or more, so that short names that differ by an
+/// ending ("Iran" / "Iraq") stay apart.
+fn same_name(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.chars().count() < 5 {
+        return false;
+    }
+    let base = short.strip_suffix(['a', 'e', 'o', 'y']).unwrap_or(short);
+    long.strip_prefix(base)
+        .is_some_and(|ending| DEMONYM_ENDINGS.contains(&ending))
 }
 
 /// Words that frame a question rather than say what it asks ("explain",
@@ -457,6 +511,13 @@ fn tokens(text: &str) -> Vec<String> {
     out
 }
 
+/// Units of time: "how many days" and "how much time" ask what "how long"
+/// asks.
+const TIME_UNITS: &[&str] = &[
+    "seconds", "minutes", "mins", "hours", "hrs", "days", "nights", "weeks", "months", "years",
+    "time",
+];
+
 /// The specific question words of a text, and whether it has a bare "how".
 fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
     let mut specific = Vec::new();
@@ -466,7 +527,16 @@ fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
             specific.push(w.clone());
         } else if w == "how" {
             match tokens.get(i + 1).filter(|n| HOW_MUCH.contains(&n.as_str())) {
-                Some(next) => specific.push(format!("how {next}")),
+                Some(next) => {
+                    let unit = tokens.get(i + 2).map(String::as_str);
+                    let of_time = matches!(next.as_str(), "many" | "much")
+                        && unit.is_some_and(|u| TIME_UNITS.contains(&u));
+                    specific.push(if of_time {
+                        "how long".to_string()
+                    } else {
+                        format!("how {next}")
+                    });
+                }
                 None => bare_how = true,
             }
         }
@@ -565,8 +635,12 @@ fn around_relations(
 /// USD to EUR" / "EUR to USD", "Outlook to Google Calendar" / "Google
 /// Calendar to Outlook", "Is a square a rectangle?" / "... a rectangle a
 /// square?". Moving a phrase to the front ("On train tickets, is there a
-/// discount for students?") is not a swap.
-fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
+/// discount for students?") is not a swap, nor is it when the only two
+/// content words trade places because a phrase moved (`moved`: "What's the
+/// check-in time?" / "What time can I check in?", where "in" moves with
+/// "check"; a true swap of two words around a relation is never a
+/// rotation of the words).
+fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String], moved: bool) -> bool {
     let (ra, rb) = (around_relations(lexicon, a), around_relations(lexicon, b));
     for (relation, (before_a, after_a)) in &ra {
         let Some((before_b, after_b)) = rb.get(relation) else {
@@ -588,7 +662,7 @@ fn swaps_roles(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
             .collect()
     };
     let (ca, cb) = (content(a), content(b));
-    ca.len() == 2 && cb.len() == 2 && ca[0] == cb[1] && ca[1] == cb[0] && ca[0] != ca[1]
+    !moved && ca.len() == 2 && cb.len() == 2 && ca[0] == cb[1] && ca[1] == cb[0] && ca[0] != ca[1]
 }
 
 /// Whether any stem of one word is opposed to any of the other's.
@@ -628,6 +702,7 @@ pub fn verifier_bar(refusal: Option<Refusal>, tuning: Tuning) -> Option<f32> {
         Some(Firmness::Fact) => return None,
         Some(Firmness::DoubtfulFact) => tuning.overrule_fact,
         Some(Firmness::WordCount) => tuning.overrule,
+        Some(Firmness::Wording) => tuning.overrule_added,
     };
     (bar <= 1.0).then_some(bar)
 }
@@ -687,7 +762,12 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             forms
                 .iter()
                 .copied()
-                .filter(|f| words.contains_key(f))
+                .filter(|f| {
+                    words.contains_key(f)
+                        || FORM_ALIASES
+                            .iter()
+                            .any(|(alias, form)| form == f && words.contains_key(alias))
+                })
                 .collect()
         };
         if named(&ca) != named(&cb) {
@@ -697,7 +777,8 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     // A name swapped for another (France for Spain); a name present on one
     // side only is usually rewording, and is let through.
     let (ea, eb) = (entities(asked), entities(cached));
-    if ea.iter().any(|e| !eb.contains(e)) && eb.iter().any(|e| !ea.contains(e)) {
+    let unnamed = |e: &String, other: &[String]| !other.iter().any(|o| same_name(e, o));
+    if ea.iter().any(|e| unnamed(e, &eb)) && eb.iter().any(|e| unnamed(e, &ea)) {
         return Some(Refusal::Entity);
     }
     if changes_question(&a, &b) {
@@ -745,9 +826,8 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             .collect()
     };
     let (qa, qb) = (order(&a), order(&b));
+    let moved = qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
     if qa != qb && counts(&qa) == counts(&qb) {
-        let moved =
-            qa.len() > 2 && (1..qa.len()).any(|i| qa[i..].iter().chain(&qa[..i]).eq(qb.iter()));
         let numeric = |w: &str| w.chars().any(|c| c.is_ascii_digit());
         let neighbours = (0..qa.len().saturating_sub(1)).any(|i| {
             let mut swapped = qa.clone();
@@ -758,7 +838,7 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
             return Some(Refusal::Direction);
         }
     }
-    if swaps_roles(lexicon, &a, &b) {
+    if swaps_roles(lexicon, &a, &b, moved) {
         return Some(Refusal::Direction);
     }
     let content = |words: &[String]| -> Vec<Vec<String>> {

@@ -116,12 +116,16 @@ fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
     ] {
         assert_eq!(verifier_bar(Some(fact), tuning), None, "{fact:?}");
     }
+    assert_eq!(
+        verifier_bar(Some(Refusal::Swapped), tuning),
+        Some(tuning.overrule)
+    );
+    let never = Tuning {
+        overrule: 1.01,
+        overrule_added: 1.01,
+        ..tuning
+    };
     for count in [Refusal::Added, Refusal::Swapped, Refusal::Reworded] {
-        assert_eq!(verifier_bar(Some(count), tuning), Some(tuning.overrule));
-        let never = Tuning {
-            overrule: 1.01,
-            ..tuning
-        };
         assert_eq!(verifier_bar(Some(count), never), None);
     }
     for doubtful in [
@@ -157,8 +161,8 @@ fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
             Refusal::Numbers,
         ),
         (
-            "How long does cooked rice last in the fridge?",
-            "How many days can cooked rice be kept in the refrigerator?",
+            "When does the pharmacy open?",
+            "How soon does the pharmacy open?",
             Refusal::QuestionSpan,
         ),
         (
@@ -296,5 +300,124 @@ fn rewording_is_not_refused() {
             0.95
         ),
         None
+    );
+}
+
+#[test]
+fn a_time_counted_in_units_asks_how_long() {
+    // "How many days" is "how long" in units: the same question.
+    let (a, b) = (
+        "How long does cooked rice last in the fridge?",
+        "How many days can cooked rice be kept in the refrigerator?",
+    );
+    assert_eq!(check(a, b, 0.92), None);
+    let (a, b) = (
+        "How long will my passport renewal take?",
+        "How much time will my passport renewal take?",
+    );
+    assert_eq!(close(a, b), None);
+    // A length, a count of times or a price is still another question.
+    for (a, b) in [
+        (
+            "How long is the flight to Lisbon?",
+            "How many miles is the flight to Lisbon?",
+        ),
+        (
+            "How long should I brush my teeth?",
+            "How many times should I brush my teeth?",
+        ),
+        (
+            "How long does a passport renewal take?",
+            "How much does a passport renewal cost?",
+        ),
+    ] {
+        assert_eq!(check(a, b, 0.95), Some(Refusal::QuestionSpan), "{a} / {b}");
+    }
+}
+
+#[test]
+fn a_phrase_moved_is_not_a_swap() {
+    // "check in" moves as one phrase: the same question.
+    let (a, b) = ("What's the check-in time?", "What time can I check in?");
+    assert_eq!(check(a, b, 0.64), None);
+    // Two words trading roles are still another question.
+    for (a, b) in [
+        ("Is a square a rectangle?", "Is a rectangle a square?"),
+        ("Convert USD to EUR", "Convert EUR to USD"),
+    ] {
+        assert_eq!(check(a, b, 0.95), Some(Refusal::Direction), "{a} / {b}");
+    }
+}
+
+#[test]
+fn words_added_defer_at_a_bar_of_their_own() {
+    // A rewording adds words ("Is there somewhere to park?") as an added
+    // constraint does; a swapped word more often changes the subject.
+    let tuning = Tuning::CHOSEN;
+    for wording in [Refusal::Added, Refusal::Reworded] {
+        assert_eq!(wording.firmness(), Firmness::Wording);
+        assert_eq!(
+            verifier_bar(Some(wording), tuning),
+            Some(tuning.overrule_added)
+        );
+    }
+    assert_eq!(Refusal::Swapped.firmness(), Firmness::WordCount);
+    assert!(tuning.verified < tuning.overrule_added);
+    assert!(tuning.overrule_added <= tuning.overrule);
+}
+
+#[test]
+fn a_place_and_its_adjective_name_the_same_thing() {
+    let (a, b) = (
+        "What's the capital city of Canada?",
+        "Which Canadian city is the capital?",
+    );
+    assert_ne!(close(a, b), Some(Refusal::Entity));
+    for (x, y) in [
+        ("Japan", "Japanese"),
+        ("Italy", "Italian"),
+        ("Germany", "German"),
+        ("Israel", "Israeli"),
+        ("Mexico", "Mexican"),
+    ] {
+        assert!(same_name(&x.to_lowercase(), &y.to_lowercase()), "{x} / {y}");
+    }
+    // Other places stay apart.
+    for (a, b) in [
+        (
+            "What is the capital of Niger?",
+            "What is the capital of Nigeria?",
+        ),
+        (
+            "What is the capital of Iran?",
+            "What is the capital of Iraq?",
+        ),
+        (
+            "What is the capital of Austria?",
+            "What is the Australian capital?",
+        ),
+    ] {
+        assert_eq!(close(a, b), Some(Refusal::Entity), "{a} / {b}");
+    }
+}
+
+#[test]
+fn a_form_named_another_way_is_the_same_form() {
+    for (a, b) in [
+        (
+            "How do I write a while loop in Bash?",
+            "Show me a while loop in a shell script",
+        ),
+        ("How do I parse JSON in JavaScript?", "Parse JSON in JS"),
+    ] {
+        assert_ne!(close(a, b), Some(Refusal::Form), "{a} / {b}");
+    }
+    // Another language is still another form.
+    assert_eq!(
+        close(
+            "How do I write a while loop in Bash?",
+            "How do I write a while loop in Python?"
+        ),
+        Some(Refusal::Form)
     );
 }
