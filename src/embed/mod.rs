@@ -14,13 +14,11 @@
 //! pair in order, so it is asked both ways round and the lower answer
 //! counts ("same meaning" is symmetric; one way round, a question with an
 //! added clause can look like the other plus nothing). The two readings
-//! run one after the other in one session: a second session reading the
-//! other order at once cost 40 MiB of weights of its own. (One session
-//! reading both orders as a batch of two took as long as two readings one
-//! after the other, and moved the scores: the activations are quantized
-//! over the whole batch.) The queue to the thread is bounded: when a burst
-//! fills it, further requests skip the semantic lookup (an exact-match
-//! cache still answers) instead of piling up work.
+//! run at once, in one session, the other order on a second thread
+//! (`verifier` says why that way and not another). The queue to the
+//! model thread is bounded: when a burst fills it, further requests skip
+//! the semantic lookup (an exact-match cache still answers) instead of
+//! piling up work.
 
 pub mod fetch;
 mod integer;
@@ -28,6 +26,8 @@ mod integer;
 #[cfg_attr(not(feature = "embeddings"), path = "no_model.rs")]
 mod model;
 mod onnx;
+#[cfg(feature = "embeddings")]
+mod verifier;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -109,10 +109,7 @@ impl Embedder {
                 cached,
                 reply,
             } => {
-                let both = models
-                    .score(&asked, &cached)
-                    .and_then(|one| Ok(one.min(models.score(&cached, &asked)?)));
-                let _ = reply.send(both);
+                let _ = reply.send(models.score_both_ways(&asked, &cached));
             }
         })?;
         Ok(Embedder { jobs })

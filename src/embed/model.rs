@@ -9,7 +9,9 @@
 //! thread, both run from the one model thread (`super`): more intra-op
 //! threads only contend on a machine of two cores that also serves
 //! requests. The verifier's session is made with `ort` directly, so that it
-//! reads its pairs through the embedder's tokenizer ([`Models`]).
+//! reads its pairs through the embedder's tokenizer ([`Models`]), and the
+//! other order of a pair is read at the same time on a second thread
+//! (`super::verifier`).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -20,9 +22,9 @@ use fastembed::{
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::Tensor;
 use tokenizers::{Encoding, Tokenizer};
 
+use super::verifier::{Pair, Verifier};
 use super::{fetch, EmbedError};
 
 /// Texts past this many tokens are truncated (the model's own limit).
@@ -90,9 +92,7 @@ fn release_freed_memory() {
 /// through the embedder's tokenizer.
 pub struct Models {
     embedder: TextEmbedding,
-    verifier: Session,
-    /// Whether the verifier's graph takes `token_type_ids` (BERT's does).
-    verifier_takes_types: bool,
+    verifier: Verifier,
 }
 
 impl Models {
@@ -115,14 +115,9 @@ impl Models {
         let verifier = verifier_session(&environment)
             .map_err(|e| EmbedError::Model(format!("the pair verifier: {e}")))?;
         release_freed_memory();
-        let verifier_takes_types = verifier
-            .inputs()
-            .iter()
-            .any(|input| input.name() == "token_type_ids");
         Ok(Models {
             embedder,
-            verifier,
-            verifier_takes_types,
+            verifier: Verifier::new(verifier),
         })
     }
 
@@ -137,30 +132,19 @@ impl Models {
 
     /// The verifier's confidence (0 to 1) that one answer serves both
     /// questions, as read in this order.
+    #[cfg(test)]
     pub fn score(&mut self, first: &str, second: &str) -> Result<f32, EmbedError> {
-        let pair = self.encode_pair(first, second)?;
-        let widen = |values: &[u32]| values.iter().map(|&v| i64::from(v)).collect::<Vec<_>>();
-        let shape = [1, pair.len()];
-        let failed = |e: ort::Error| EmbedError::Failed(e.to_string());
-        let mut inputs = ort::inputs![
-            "input_ids" => Tensor::from_array((shape, widen(pair.get_ids()))).map_err(failed)?,
-            "attention_mask" => Tensor::from_array((shape, widen(pair.get_attention_mask()))).map_err(failed)?,
-        ];
-        if self.verifier_takes_types {
-            let types = Tensor::from_array((shape, widen(pair.get_type_ids()))).map_err(failed)?;
-            inputs.push(("token_type_ids".into(), types.into()));
-        }
-        let outputs = self.verifier.run(inputs).map_err(failed)?;
-        let logit = outputs
-            .get("logits")
-            .ok_or_else(|| EmbedError::Failed("the verifier gave no logits".into()))?
-            .try_extract_tensor::<f32>()
-            .map_err(failed)?
-            .1
-            .first()
-            .copied()
-            .ok_or_else(|| EmbedError::Failed("no score".into()))?;
-        Ok(1.0 / (1.0 + (-logit).exp()))
+        let pair = Pair::new(&self.encode_pair(first, second)?)?;
+        self.verifier.read(&pair)
+    }
+
+    /// The verifier's confidence that one answer serves both questions,
+    /// read both ways round at once: the lower of the two readings.
+    pub fn score_both_ways(&mut self, asked: &str, cached: &str) -> Result<f32, EmbedError> {
+        let forward = Pair::new(&self.encode_pair(asked, cached)?)?;
+        let backward = Pair::new(&self.encode_pair(cached, asked)?)?;
+        let (one, other) = self.verifier.read_both(&forward, backward)?;
+        Ok(one.min(other))
     }
 
     /// The pair as the verifier was trained to read it: `[CLS] first
@@ -308,5 +292,49 @@ mod tests {
                 .map(|t| t.max_length),
             Some(MAX_TOKENS)
         );
+    }
+
+    /// The two readings of a pair run at once in one session
+    /// (`super::super::verifier`): every score read from two threads at
+    /// once, over and over, is the score read alone.
+    #[test]
+    fn readings_at_once_score_as_readings_alone() {
+        let dir = model_dir();
+        let mut models = Models::load(&dir).expect("the models");
+        let pairs = pairs();
+        let mut forward = Vec::new();
+        let mut backward = Vec::new();
+        let mut alone = Vec::new();
+        for (first, second) in &pairs {
+            let one = models.score(first, second).expect("score");
+            let other = models.score(second, first).expect("score");
+            assert_eq!(
+                models.score_both_ways(first, second).expect("both"),
+                one.min(other),
+                "{first} | {second}"
+            );
+            alone.push((one, other));
+            let encode = |models: &mut Models, a: &str, b: &str| {
+                Pair::new(&models.encode_pair(a, b).expect("encode")).expect("tensors")
+            };
+            forward.push(encode(&mut models, first, second));
+            backward.push(encode(&mut models, second, first));
+        }
+        let verifier = &models.verifier;
+        let alone = &alone;
+        let read_all = |inputs: &[Pair], side: fn(&(f32, f32)) -> f32, name: &str| {
+            for _ in 0..4 {
+                for (i, pair) in inputs.iter().enumerate() {
+                    let score = verifier.read(pair).expect("read");
+                    assert_eq!(score, side(&alone[i]), "{name} pair {i}");
+                }
+            }
+        };
+        std::thread::scope(|threads| {
+            let one = threads.spawn(|| read_all(&forward, |scores| scores.0, "forward"));
+            let other = threads.spawn(|| read_all(&backward, |scores| scores.1, "backward"));
+            one.join().expect("the forward reader");
+            other.join().expect("the backward reader");
+        });
     }
 }

@@ -19,7 +19,7 @@ impl Models {
         match *self {}
     }
 
-    pub fn score(&mut self, _first: &str, _second: &str) -> Result<f32, EmbedError> {
+    pub fn score_both_ways(&mut self, _asked: &str, _cached: &str) -> Result<f32, EmbedError> {
         match *self {}
     }
 }
