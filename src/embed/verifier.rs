@@ -19,12 +19,14 @@
 //!
 //! So both readings run in the one session, from two threads. ONNX Runtime
 //! documents `Run` as safe to call from several threads at once on one
-//! session, and the CPU provider, the only one p402 uses, is the case its
-//! own tests and examples cover. The `ort` crate nevertheless takes
-//! `&mut self` to run (it wraps providers where concurrent runs do break),
-//! so [`Verifier::read`] calls the C API's `Run` itself, with the session
-//! shared (`ort::Session` is `Sync`). A unit test reads many pairs from two
-//! threads at once and checks every score against the one read alone.
+//! session (its maintainers' own example does it, and its TensorRT
+//! provider was fixed in 1.17 to honour that), and the CPU provider is
+//! the only one p402 uses. The `ort` crate takes `&mut self` to run: its
+//! authors do not trust that guarantee, having seen GPU providers crash
+//! under it. So [`Verifier::read`] calls the C API's `Run` itself, with the
+//! session shared (`ort::Session` is `Sync`), and a unit test reads many
+//! pairs from two threads at once and checks every score, bit for bit,
+//! against the one read alone.
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
