@@ -9,10 +9,10 @@
 //! of running them side by side was measured and costs more:
 //!
 //! - a second session holds its own copy of the weights as ONNX Runtime
-//!   prepares them, +26 to +29 MiB even with the initializers or the
+//!   prepares them, +22 to +29 MiB even with the initializers or the
 //!   prepacked-weights container shared;
 //! - a batch of two quantizes the activations over the whole batch, so
-//!   each pair's score moves with its neighbour's padding;
+//!   each order's score moves with the other's;
 //! - the two orders as two branches of one graph under ONNX Runtime's
 //!   parallel executor ran no faster than one after the other;
 //! - more intra-op threads split each small matrix product, and lose.
@@ -23,14 +23,14 @@
 //! provider was fixed in 1.17 to honour that), and the CPU provider is
 //! the only one p402 uses. The `ort` crate takes `&mut self` to run: its
 //! authors do not trust that guarantee, having seen GPU providers crash
-//! under it. So [`Verifier::read`] calls the C API's `Run` itself, with the
+//! under it. So `Shared::read` calls the C API's `Run` itself, with the
 //! session shared (`ort::Session` is `Sync`), and a unit test reads many
 //! pairs from two threads at once and checks every score, bit for bit,
 //! against the one read alone.
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 use ort::session::Session;
@@ -100,14 +100,13 @@ impl Verifier {
             session,
             takes_types,
         });
-        let (second, jobs) = sync_channel::<Job>(1);
         let reader = Arc::clone(&session);
-        let started = std::thread::Builder::new()
-            .name("p402-verifier".into())
-            .spawn(move || serve(&reader, &jobs));
+        let second = super::spawn("p402-verifier", move |(pair, reply): Job| {
+            let _ = reply.send(reader.read(&pair));
+        });
         Verifier {
             session,
-            second: started.ok().map(|_| second),
+            second: second.ok(),
         }
     }
 
@@ -134,12 +133,6 @@ impl Verifier {
             // The reader thread is gone: read both here.
             Err(second) => Ok((self.session.read(first)?, self.session.read(&second)?)),
         }
-    }
-}
-
-fn serve(session: &Shared, jobs: &Receiver<Job>) {
-    while let Ok((pair, reply)) = jobs.recv() {
-        let _ = reply.send(session.read(&pair));
     }
 }
 
