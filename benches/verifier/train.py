@@ -3,6 +3,7 @@ questions in, one logit out ("would one answer serve both?")."""
 import json, math, random, sys, time
 import torch
 from transformers import BertTokenizerFast, BertForSequenceClassification, get_linear_schedule_with_warmup
+from batches import by_length
 
 base, pairs_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
 epochs = int(sys.argv[4]) if len(sys.argv) > 4 else 2
@@ -17,18 +18,7 @@ steps = epochs * math.ceil(len(pairs) / B)
 opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 sched = get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
 lossf = torch.nn.BCEWithLogitsLoss()
-# Batches of pairs of about the same length: padded to the longest pair
-# of a random batch, the model reads 2.6 times the tokens there are; a
-# shuffled pool of 50 batches sorted by length wastes 3%.
-length = {id(p): len(tok(p[0], p[1], truncation=True, max_length=96)["input_ids"]) for p in pairs}
-def batches():
-    random.shuffle(pairs)
-    out = []
-    for k in range(0, len(pairs), 50 * B):
-        pool = sorted(pairs[k:k + 50 * B], key=lambda p: length[id(p)])
-        out += [pool[i:i + B] for i in range(0, len(pool), B)]
-    random.shuffle(out)
-    return out
+batches = by_length(pairs, tok, B)
 model.train(); t0 = time.time(); step = 0
 for ep in range(epochs):
     for batch in batches():

@@ -142,17 +142,27 @@ impl Tuning {
     /// near misses with a word swapped ("knit" / "crochet") reach 0.95. The
     /// search's 0.70 was measured once on the test split and let false
     /// hits past the targets (2.6%, negation 6.7%; BENCHMARKS.md, issue 35
-    /// fifth part): the tune split's 13 such near misses cannot place the
-    /// bar, so it stays where `overrule` is until more near misses of that
-    /// kind are labelled.
+    /// fifth part): the tune split's 13 such near misses could not place
+    /// the bar.
+    ///
+    /// The seventh part labelled them: 89 tune rows written for it, near
+    /// misses worded apart ("Which medicines can I take with alcohol?" /
+    /// "Which tablets are dangerous to mix with a drink?") and rewordings
+    /// with words added. On them the verifier of that day let 2.8% of near
+    /// misses through at these bars' old values. It was replaced by its
+    /// second stage (`benches/verifier/distill.py`), and the search on the
+    /// enlarged split chose the bars below: 0.70 when no guard objects,
+    /// 0.95 and 0.90 to overrule a guard that counted words (the new
+    /// verifier gives the near misses refused for words added up to 0.82,
+    /// those for words swapped up to 0.93).
     pub const CHOSEN: Tuning = Tuning {
         close_enough: 0.86,
         reworded: 0.60,
         max_swapped: 2,
-        verified: 0.50,
-        overrule: 0.98,
+        verified: 0.70,
+        overrule: 0.95,
         overrule_fact: 1.01,
-        overrule_added: 0.98,
+        overrule_added: 0.90,
     };
 }
 
