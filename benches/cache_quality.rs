@@ -60,7 +60,9 @@ impl Embeddings {
 /// `asked` (what `lookup` does with a candidate).
 fn accepted(e: &mut Embeddings, asked: &str, cached: &str, cosine: f32) -> bool {
     let tuning = guard::Tuning::CHOSEN;
-    guard::verifier_bar(guard::check(asked, cached, cosine), tuning)
+    let refusal = guard::check(asked, cached, cosine);
+    let same_words = refusal.is_none() && guard::same_words(asked, cached);
+    guard::verifier_bar(refusal, same_words, tuning)
         .is_some_and(|bar| e.verify(asked, cached) >= bar)
 }
 
@@ -99,6 +101,8 @@ struct Pair {
     cosine: f32,
     /// The verifier's confidence.
     verified: f32,
+    /// The same content words on both sides (`guard::same_words`).
+    same_words: bool,
     a: String,
     b: String,
 }
@@ -143,7 +147,8 @@ impl Rule {
     fn hits(self, p: &Pair, refusal: Option<guard::Refusal>) -> bool {
         p.cosine >= self.floor
             && self.tuning.is_none_or(|t| {
-                guard::verifier_bar(refusal, t).is_some_and(|bar| p.verified >= bar)
+                guard::verifier_bar(refusal, refusal.is_none() && p.same_words, t)
+                    .is_some_and(|bar| p.verified >= bar)
             })
     }
 
@@ -189,6 +194,7 @@ fn hard_sets(e: &mut Embeddings) {
                         .expect("a score for every pair"),
                     None => e.verify(&row[3], &row[4]),
                 },
+                same_words: guard::same_words(&row[3], &row[4]),
                 a: row[3].clone(),
                 b: row[4].clone(),
             });
@@ -258,7 +264,17 @@ fn hard_sets(e: &mut Embeddings) {
                         .flat_map(|(o, f)| {
                             [1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6].map(|a| (o, f, a))
                         });
-                    for (overrule, overrule_fact, overrule_added) in bars {
+                    // The same words moved: at the rewordings' bar first, so
+                    // that a tie keeps it there.
+                    let bars = bars.flat_map(|b| {
+                        [verified, 0.6, 0.5, 0.3, 0.0]
+                            .into_iter()
+                            .filter(move |s| *s <= verified)
+                            .enumerate()
+                            .filter(|(i, s)| *i == 0 || *s < verified)
+                            .map(move |(_, s)| (b, s))
+                    });
+                    for ((overrule, overrule_fact, overrule_added), same_words) in bars {
                         if overrule < verified
                             || overrule_fact < verified
                             || overrule_added < verified
@@ -267,6 +283,7 @@ fn hard_sets(e: &mut Embeddings) {
                         }
                         let tuning = guard::Tuning {
                             verified,
+                            same_words,
                             overrule,
                             overrule_fact,
                             overrule_added,
@@ -331,6 +348,7 @@ fn hard_sets(e: &mut Embeddings) {
     let chosen = guard::Tuning::CHOSEN;
     let guards_only = guard::Tuning {
         verified: 0.0,
+        same_words: 0.0,
         overrule: 1.01,
         overrule_fact: 1.01,
         overrule_added: 1.01,
@@ -347,6 +365,7 @@ fn hard_sets(e: &mut Embeddings) {
         close_enough: 0.0,
         reworded: 0.0,
         max_swapped: usize::MAX,
+        same_words: chosen.verified,
         ..chosen
     };
     // What p402 ships, when the search on tune chose otherwise: the figures
@@ -465,7 +484,11 @@ fn stage(p: &Pair, rule: Rule) -> String {
         return "cosine alone".to_string();
     };
     let refusal = rule.refusal(p);
-    match (refusal, guard::verifier_bar(refusal, tuning)) {
+    match (refusal, guard::verifier_bar(refusal, p.same_words, tuning)) {
+        (None, _) if p.same_words => format!(
+            "no guard, same words; verifier bar {:.2}",
+            tuning.same_words
+        ),
         (None, _) => format!("no guard; verifier bar {:.2}", tuning.verified),
         (Some(r), None) => format!("{:?} guard {r:?}, never overruled", r.firmness()),
         (Some(r), Some(bar)) => format!("{:?} guard {r:?}; verifier bar {bar:.2}", r.firmness()),

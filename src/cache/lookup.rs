@@ -97,7 +97,9 @@ impl Cache {
             .take_while(|(cosine, _)| *cosine >= best - guard::RUNNER_UP_MARGIN)
         {
             let refusal = guard::check(&probe.question, &entry.question, cosine);
-            let Some(bar) = guard::verifier_bar(refusal, guard::Tuning::CHOSEN) else {
+            let same_words =
+                refusal.is_none() && guard::same_words(&probe.question, &entry.question);
+            let Some(bar) = guard::verifier_bar(refusal, same_words, guard::Tuning::CHOSEN) else {
                 tracing::debug!(
                     ?refusal,
                     cosine,

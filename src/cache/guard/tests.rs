@@ -104,7 +104,7 @@ fn rewordings_the_old_guards_let_through_still_pass() {
 #[test]
 fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
     let tuning = Tuning::CHOSEN;
-    assert_eq!(verifier_bar(None, tuning), Some(tuning.verified));
+    assert_eq!(verifier_bar(None, false, tuning), Some(tuning.verified));
     for fact in [
         Refusal::Numbers,
         Refusal::Negation,
@@ -114,10 +114,10 @@ fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
         Refusal::Form,
         Refusal::QuestionWord,
     ] {
-        assert_eq!(verifier_bar(Some(fact), tuning), None, "{fact:?}");
+        assert_eq!(verifier_bar(Some(fact), false, tuning), None, "{fact:?}");
     }
     assert_eq!(
-        verifier_bar(Some(Refusal::Swapped), tuning),
+        verifier_bar(Some(Refusal::Swapped), false, tuning),
         Some(tuning.overrule)
     );
     let never = Tuning {
@@ -126,7 +126,7 @@ fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
         ..tuning
     };
     for count in [Refusal::Added, Refusal::Swapped, Refusal::Reworded] {
-        assert_eq!(verifier_bar(Some(count), never), None);
+        assert_eq!(verifier_bar(Some(count), false, never), None);
     }
     for doubtful in [
         Refusal::SpelledNumbers,
@@ -137,12 +137,12 @@ fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
             overrule_fact: 0.99,
             ..tuning
         };
-        assert_eq!(verifier_bar(Some(doubtful), at), Some(0.99));
+        assert_eq!(verifier_bar(Some(doubtful), false, at), Some(0.99));
         let never = Tuning {
             overrule_fact: 1.01,
             ..tuning
         };
-        assert_eq!(verifier_bar(Some(doubtful), never), None);
+        assert_eq!(verifier_bar(Some(doubtful), false, never), None);
     }
     assert!(tuning.overrule > tuning.verified);
 }
@@ -350,6 +350,53 @@ fn a_phrase_moved_is_not_a_swap() {
 }
 
 #[test]
+fn the_same_words_moved_defer_at_a_bar_of_their_own() {
+    // Only moved, or framed otherwise: the same content words.
+    for (a, b) in [
+        (
+            "When is the next open day at the college?",
+            "At the college, when is the next open day?",
+        ),
+        (
+            "How do I order a new debit card?",
+            "How can I order a new debit card?",
+        ),
+        (
+            "How do I top up my pay-as-you-go SIM?",
+            "How do I  top up my pay-as-you-go SIM ?",
+        ),
+    ] {
+        assert!(same_words(a, b), "{a} / {b}");
+        assert_eq!(check(a, b, 0.98), None, "{a} / {b}");
+    }
+    // A word added, swapped or reworded is not the same words.
+    for (a, b) in [
+        (
+            "What are the best museums in London?",
+            "What are the best free museums in London?",
+        ),
+        ("How do I knit a scarf?", "How do I crochet a scarf?"),
+        (
+            "How long does a refund take?",
+            "How many days does a refund take?",
+        ),
+    ] {
+        assert!(!same_words(a, b), "{a} / {b}");
+    }
+    // The same words the other way round are the same words, but a guard
+    // refuses them first, and a refusal's bar is the refusal's.
+    let (a, b) = ("Is Python faster than Java?", "Is Java faster than Python?");
+    assert!(same_words(a, b));
+    let refusal = check(a, b, 0.98);
+    assert_eq!(refusal, Some(Refusal::Direction));
+    let tuning = Tuning::CHOSEN;
+    assert_eq!(verifier_bar(refusal, true, tuning), None);
+    assert_eq!(verifier_bar(None, true, tuning), Some(tuning.same_words));
+    assert_eq!(verifier_bar(None, false, tuning), Some(tuning.verified));
+    assert!(tuning.same_words <= tuning.verified);
+}
+
+#[test]
 fn words_added_defer_at_a_bar_of_their_own() {
     // A rewording adds words ("Is there somewhere to park?") as an added
     // constraint does; a swapped word more often changes the subject.
@@ -357,7 +404,7 @@ fn words_added_defer_at_a_bar_of_their_own() {
     for wording in [Refusal::Added, Refusal::Reworded] {
         assert_eq!(wording.firmness(), Firmness::Wording);
         assert_eq!(
-            verifier_bar(Some(wording), tuning),
+            verifier_bar(Some(wording), false, tuning),
             Some(tuning.overrule_added)
         );
     }
