@@ -393,9 +393,8 @@ fn counts(words: &[String]) -> BTreeMap<&str, i32> {
 /// Proper nouns and identifiers: capitalized words not opening the text,
 /// all-caps words, and words mixing letters with digits or dots.
 fn entities(text: &str) -> Vec<String> {
-    let mut found: Vec<String> = words(text)
-        .into_iter()
-        .enumerate()
+    let mut found: Vec<String> = sentences(text)
+        .flat_map(|sentence| words(sentence).into_iter().enumerate())
         .filter(|(i, w)| {
             let mut chars = w.chars();
             let capitalized = chars.next().is_some_and(char::is_uppercase) && *i > 0;
@@ -407,10 +406,34 @@ fn entities(text: &str) -> Vec<String> {
             let w = w.to_lowercase().replace('\u{2019}', "'");
             w.strip_suffix("'s").map_or(w.clone(), str::to_string)
         })
+        .filter(|w| !NOT_NAMES.contains(&w.as_str()))
         .collect();
     found.sort();
     found.dedup();
     found
+}
+
+/// Capitalized words that are not names: the first person ("Can I cook
+/// ..."), and "OK".
+const NOT_NAMES: &[&str] = &["i", "i'm", "i've", "i'd", "i'll", "ok"];
+
+/// A text's sentences: split after ".", "!", "?", ":" or ";" where a space
+/// follows, so that the word starting each is not taken for a name ("Hi!
+/// How do I ..."), while "Node.js" and "3.5" stay whole.
+fn sentences(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut ends: Vec<usize> = text
+        .char_indices()
+        .zip(text.chars().skip(1))
+        .filter(|((_, c), next)| ".!?:;".contains(*c) && next.is_whitespace())
+        .map(|((i, c), _)| i + c.len_utf8())
+        .collect();
+    ends.push(text.len());
+    ends.into_iter().map(move |end| {
+        let sentence = &text[start..end];
+        start = end;
+        sentence
+    })
 }
 
 /// Endings that make a place's adjective or people ("Canada" /

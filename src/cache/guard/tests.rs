@@ -468,3 +468,37 @@ fn a_form_named_another_way_is_the_same_form() {
         Some(Refusal::Form)
     );
 }
+
+#[test]
+fn the_first_person_and_a_sentence_start_are_not_names() {
+    // "I" against "OK" was two names swapped.
+    let (a, b) = (
+        "Can I cook tomato sauce in a cast iron pan?",
+        "Is it OK to simmer a tomato sauce in cast iron?",
+    );
+    assert_eq!(entities(a), Vec::<String>::new());
+    assert_eq!(entities(b), Vec::<String>::new());
+    assert_ne!(check(a, b, 0.83), Some(Refusal::Entity));
+    // The word that starts a second sentence is capitalized for that.
+    assert_eq!(
+        entities("Hi! How do I reset my password?"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        entities("Quick question: What does Node.js 3.5 do? Thanks, Sam"),
+        vec!["node.js".to_string(), "sam".to_string()]
+    );
+    // Names are still names, wherever they stand.
+    assert_eq!(
+        check(
+            "Hi! What is the capital of France?",
+            "What is the capital of Spain?",
+            0.9
+        ),
+        Some(Refusal::Entity)
+    );
+    assert_eq!(
+        entities("I've moved; Is the UK office open?"),
+        vec!["uk".to_string()]
+    );
+}
