@@ -390,7 +390,7 @@ fn counts(words: &[String]) -> BTreeMap<&str, i32> {
     map
 }
 
-/// Proper nouns and identifiers: capitalized words not opening the text,
+/// Proper nouns and identifiers: capitalized words not opening a sentence,
 /// all-caps words, and words mixing letters with digits or dots.
 fn entities(text: &str) -> Vec<String> {
     let mut found: Vec<String> = sentences(text)
@@ -417,15 +417,27 @@ fn entities(text: &str) -> Vec<String> {
 /// ..."), and "OK".
 const NOT_NAMES: &[&str] = &["i", "i'm", "i've", "i'd", "i'll", "ok"];
 
+/// Abbreviations whose full stop does not end a sentence ("Python vs.
+/// Java", "Dr. Smith").
+const ABBREVIATIONS: &[&str] = &[
+    "vs", "e.g", "i.e", "etc", "mr", "mrs", "ms", "dr", "st", "no", "cf", "approx",
+];
+
 /// A text's sentences: split after ".", "!", "?", ":" or ";" where a space
 /// follows, so that the word starting each is not taken for a name ("Hi!
-/// How do I ..."), while "Node.js" and "3.5" stay whole.
+/// How do I ..."), while "Node.js", "3.5" and "vs. Java" stay whole.
 fn sentences(text: &str) -> impl Iterator<Item = &str> {
     let mut start = 0;
+    let abbreviation = |end: usize| {
+        let before = text[..end].rsplit(char::is_whitespace).next().unwrap_or("");
+        ABBREVIATIONS.contains(&before.to_lowercase().as_str())
+    };
     let mut ends: Vec<usize> = text
         .char_indices()
         .zip(text.chars().skip(1))
-        .filter(|((_, c), next)| ".!?:;".contains(*c) && next.is_whitespace())
+        .filter(|((i, c), next)| {
+            ".!?:;".contains(*c) && next.is_whitespace() && !(*c == '.' && abbreviation(*i))
+        })
         .map(|((i, c), _)| i + c.len_utf8())
         .collect();
     ends.push(text.len());

@@ -501,4 +501,10 @@ fn the_first_person_and_a_sentence_start_are_not_names() {
         entities("I've moved; Is the UK office open?"),
         vec!["uk".to_string()]
     );
+    // An abbreviation's full stop ends no sentence.
+    assert_eq!(
+        entities("Which is bigger, Paris vs. Rome?"),
+        vec!["paris".to_string(), "rome".to_string()]
+    );
+    assert!(entities("Ask Dr. Smith").contains(&"smith".to_string()));
 }
