@@ -265,7 +265,8 @@ fn hard_sets(e: &mut Embeddings) {
                             [1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6].map(|a| (o, f, a))
                         });
                     // The same words moved: at the rewordings' bar first, so
-                    // that a tie keeps it there.
+                    // that a tie between two `same_words` bars under the same
+                    // other bars keeps it there.
                     let bars = bars.flat_map(|b| {
                         [verified, 0.6, 0.5, 0.3, 0.0]
                             .into_iter()
