@@ -297,6 +297,41 @@ mod tests {
     /// The two readings of a pair run at once in one session
     /// (`super::super::verifier`): every score read from two threads at
     /// once, over and over, is the score read alone.
+    /// Resident kilobytes of ONNX Runtime's library, from smaps: a line
+    /// whose first field ends in ':' is a field of the mapping above it.
+    fn runtime_resident_kib() -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut ours = false;
+        let mut total = 0;
+        for line in smaps.lines() {
+            let mut fields = line.split_whitespace();
+            match fields.next() {
+                Some("Rss:") if ours => {
+                    total += fields.next().and_then(|kib| kib.parse::<u64>().ok()).unwrap_or(0);
+                }
+                Some(field) if field.ends_with(':') => {}
+                _ => ours = line.contains("libonnxruntime."),
+            }
+        }
+        total
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_models_read_the_same_after_the_runtimes_pages_are_dropped() {
+        let dir = model_dir();
+        let mut models = Models::load(&dir).expect("the models");
+        let (a, b) = ("How long does a refund take?", "How many days does a refund take?");
+        let vector = models.embed(a).expect("embed");
+        let score = models.score_both_ways(a, b).expect("score");
+        let before = runtime_resident_kib();
+        crate::ops::resident::release_read_only_data();
+        let after = runtime_resident_kib();
+        assert!(after < before, "{after} KiB resident, {before} KiB before");
+        assert_eq!(models.embed(a).expect("embed"), vector);
+        assert_eq!(models.score_both_ways(a, b).expect("score"), score);
+    }
+
     #[test]
     fn readings_at_once_score_as_readings_alone() {
         let dir = model_dir();

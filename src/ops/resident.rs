@@ -1,5 +1,5 @@
-//! Hands back to the kernel the pages of p402's own read-only data that
-//! only start-up reads.
+//! Hands back to the kernel the pages of p402's own read-only data, and of
+//! ONNX Runtime's code, that only start-up reads.
 //!
 //! The binary carries data it reads once and keeps in another form: the
 //! pair verifier's weights (23 MB, copied into ONNX Runtime's session),
@@ -15,20 +15,84 @@
 //! from the page cache, in microseconds. (The file cannot change under a
 //! running executable: writing it in place fails with `ETXTBSY`, and an
 //! upgrade replaces it with a new file.)
-
-/// Drops the resident pages of the executable's read-only segment. Called
-/// once the models are loaded and once the tokenizer's table is read:
-/// whichever comes last leaves only what requests read since.
+//!
+//! ONNX Runtime's library is the same case at a larger scale. Loading it
+//! registers every kernel of every operator (a static initializer per
+//! kernel, spread over its 17 MB of code), and building a session runs
+//! the model parser and the graph optimizers; the cache's two small
+//! integer models then run a few of those kernels. On a kernel that maps
+//! a file's pages in large blocks, 18.6 MiB of the library stayed
+//! resident after loading (14.0 MiB on the kernel of issue 35's fourth
+//! part), enough on its own to put p402 over its 150 MiB budget. Its
+//! mappings that nothing has written (the code, the constants) are
+//! dropped the same way; the pages the models run come back on the next
+//! lookup. The segment the loader relocated (RELRO, read-only after
+//! writing) holds written pages, and is left alone.
+/// Drops the resident pages of the executable's read-only segment and of
+/// ONNX Runtime's unwritten mappings. Called once the models are loaded
+/// and once the tokenizer's table is read: whichever comes last leaves
+/// only what requests read since.
 pub fn release_read_only_data() {
     #[cfg(target_os = "linux")]
-    if let Some((start, end)) = read_only_segment() {
-        // SAFETY: the range is whole pages of a read-only private mapping
-        // of the executable (checked in `read_only_segment`): advising the
+    for (start, end) in read_only_segment().into_iter().chain(runtime_mappings()) {
+        // SAFETY: the range is whole pages of a private file mapping that
+        // is not writable and holds no written (anonymous) page, checked
+        // in `read_only_segment` and `runtime_mappings`: advising the
         // kernel to drop them changes no byte a later read sees.
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
     }
+}
+
+/// The address ranges of ONNX Runtime's mappings that are not writable and
+/// hold no anonymous page, from `/proc/self/smaps`. None before the
+/// library is loaded.
+#[cfg(target_os = "linux")]
+fn runtime_mappings() -> Vec<(usize, usize)> {
+    std::fs::read_to_string("/proc/self/smaps")
+        .map(|smaps| unwritten_mappings(&smaps, "libonnxruntime."))
+        .unwrap_or_default()
+}
+
+/// In a `smaps` text, the private mappings of the library whose file name
+/// starts with `library` that are not writable and hold no anonymous page
+/// (none written since it was mapped: not the relocated RELRO segment).
+fn unwritten_mappings(smaps: &str, library: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    // The mapping whose fields are being read, when it is a candidate.
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(anonymous) = line.strip_prefix("Anonymous:") {
+            let untouched = anonymous.trim().strip_suffix("kB").map(str::trim) == Some("0");
+            if let Some(range) = current.take().filter(|_| untouched) {
+                found.push(range);
+            }
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            // A field line ("Rss: 12 kB"), not a mapping's header.
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or("");
+        let ours = std::path::Path::new(path)
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(library));
+        current = (ours && perms.ends_with('p') && !perms.contains('w') && end > start)
+            .then_some((start, end));
+    }
+    found
 }
 
 /// The address range of the executable's read-only mapping at file offset
@@ -56,6 +120,41 @@ fn read_only_segment() -> Option<(usize, usize)> {
         let end = usize::from_str_radix(end, 16).ok()?;
         (end > start).then_some((start, end))
     })
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_librarys_unwritten_mappings_are_dropped() {
+        let smaps = "\
+7f0000000000-7f00000a8000 r--p 00000000 fe:01 42  /opt/p402/libonnxruntime.so
+Rss:                 672 kB
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+7f00000a8000-7f0001124000 r-xp 000a8000 fe:01 42  /opt/p402/libonnxruntime.so
+Rss:               15312 kB
+Anonymous:             0 kB
+7f00014e2000-7f0001520000 r--p 014e2000 fe:01 42  /opt/p402/libonnxruntime.so
+Rss:                 248 kB
+Anonymous:           248 kB
+7f0001520000-7f0001522000 rw-p 01520000 fe:01 42  /opt/p402/libonnxruntime.so
+Anonymous:             8 kB
+7f0002000000-7f0002100000 r-xp 00000000 fe:01 43  /usr/lib/libc.so.6
+Anonymous:             0 kB
+7f0003000000-7f0003100000 r--s 00000000 fe:01 44  /opt/p402/libonnxruntime.so
+Anonymous:             0 kB
+";
+        assert_eq!(
+            unwritten_mappings(smaps, "libonnxruntime."),
+            vec![
+                (0x7f00_0000_0000, 0x7f00_000a_8000),
+                (0x7f00_000a_8000, 0x7f00_0112_4000)
+            ]
+        );
+        assert_eq!(unwritten_mappings("", "libonnxruntime."), vec![]);
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
