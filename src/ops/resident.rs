@@ -20,10 +20,11 @@
 //! registers every kernel of every operator (a static initializer per
 //! kernel, spread over its 17 MB of code), and building a session runs
 //! the model parser and the graph optimizers; the cache's two small
-//! integer models then run a few of those kernels. On a kernel that maps
-//! a file's pages in large blocks, 18.6 MiB of the library stayed
-//! resident after loading (14.0 MiB on the kernel of issue 35's fourth
-//! part), enough on its own to put p402 over its 150 MiB budget. Its
+//! integer models then run a few of those kernels. On a machine with
+//! Linux 6.18, 18.6 MiB of the library stayed resident after loading
+//! (14.0 MiB on the machine of issue 35's fourth part; how much of a
+//! touched file the kernel maps in differs by kernel), enough on its own
+//! to put p402 over its 150 MiB budget. Its
 //! mappings that nothing has written (the code, the constants) are
 //! dropped the same way; the pages the models run come back on the next
 //! lookup. The segment the loader relocated (RELRO, read-only after
