@@ -307,7 +307,10 @@ mod tests {
             let mut fields = line.split_whitespace();
             match fields.next() {
                 Some("Rss:") if ours => {
-                    total += fields.next().and_then(|kib| kib.parse::<u64>().ok()).unwrap_or(0);
+                    total += fields
+                        .next()
+                        .and_then(|kib| kib.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
                 Some(field) if field.ends_with(':') => {}
                 _ => ours = line.contains("libonnxruntime."),
@@ -321,7 +324,10 @@ mod tests {
     fn the_models_read_the_same_after_the_runtimes_pages_are_dropped() {
         let dir = model_dir();
         let mut models = Models::load(&dir).expect("the models");
-        let (a, b) = ("How long does a refund take?", "How many days does a refund take?");
+        let (a, b) = (
+            "How long does a refund take?",
+            "How many days does a refund take?",
+        );
         let vector = models.embed(a).expect("embed");
         let score = models.score_both_ways(a, b).expect("score");
         let before = runtime_resident_kib();

@@ -280,13 +280,14 @@ fn derive(files: &HashMap<String, String>) -> Derived {
     // Pertainyms among names: "British" pertains to "Great Britain",
     // whose two most frequent senses are the island and the United Kingdom,
     // so a "British passport" is a "UK passport". Kept: the adjective and
-    // every one-word name of those senses.
+    // the one-word names of those senses (and the name itself).
     let mut senses: HashMap<&str, Vec<u64>> = HashMap::new();
     for ((lemma, offset), rank) in &ranks[&'n'] {
         if *rank <= 2 {
             senses.entry(lemma.as_str()).or_default().push(*offset);
         }
     }
+    let noun_ranks = &ranks[&'n'];
     let mut pertaining: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for synset in data[&'a'].values() {
         for (symbol, target, target_pos, source, target_word) in &synset.pointers {
@@ -297,18 +298,32 @@ fn derive(files: &HashMap<String, String>) -> Derived {
                 continue;
             };
             let (adjective, name) = (&synset.words[source - 1], &noun.words[target_word - 1]);
-            if !synset.names[source - 1]
-                || !noun.names[target_word - 1]
-                || !is_word(adjective)
-            {
+            if !synset.names[source - 1] || !noun.names[target_word - 1] || !is_word(adjective) {
                 continue;
             }
+            // A word of such a sense counts only if WordNet capitalizes it
+            // there (a name: not "hot dog" for "Frankish") and the sense is
+            // among its own two most frequent, as for the synonym groups:
+            // "China" is Taiwan's third sense, so "Taiwanese" does not name
+            // China.
             let named = senses
                 .get(name.as_str())
                 .into_iter()
                 .flatten()
-                .filter_map(|offset| data[&'n'].get(offset))
-                .flat_map(|sense| sense.words.iter())
+                .filter_map(|offset| Some((*offset, data[&'n'].get(offset)?)))
+                .flat_map(|(offset, sense)| {
+                    sense
+                        .words
+                        .iter()
+                        .zip(&sense.names)
+                        .filter(move |(w, is_name)| {
+                            **is_name
+                                && noun_ranks
+                                    .get(&((*w).clone(), offset))
+                                    .is_some_and(|rank| *rank <= 2)
+                        })
+                        .map(|(w, _)| w)
+                })
                 .chain([name])
                 .filter(|w| is_word(w) && *w != adjective);
             pertaining
@@ -377,6 +392,7 @@ fn the_antonym_lexicon_is_wordnets() {
         ("american", "usa"),
         ("dutch", "netherlands"),
         ("swiss", "switzerland"),
+        ("taiwanese", "taiwan"),
     ] {
         let line = pertainyms
             .lines()
@@ -384,4 +400,10 @@ fn the_antonym_lexicon_is_wordnets() {
             .unwrap_or_default();
         assert!(line.split(' ').any(|n| n == name), "{adjective}: {line}");
     }
+    // Nor one a rare sense would join: "China" is Taiwan's only in its third.
+    let taiwanese = pertainyms
+        .lines()
+        .find_map(|l| l.strip_prefix("taiwanese\t"))
+        .unwrap_or_default();
+    assert!(!taiwanese.split(' ').any(|n| n == "china"), "{taiwanese}");
 }

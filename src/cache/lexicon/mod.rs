@@ -216,15 +216,21 @@ impl Lexicon {
     /// Whether two (lowercase) names name the same thing by WordNet: as
     /// synonyms ("UK" / "Britain", "US" / "USA"), or as a name's adjective
     /// and the name ("British" / "UK", "Dutch" / "Netherlands"), or as two
-    /// adjectives of one name. Spelled-alike names ("Canada" / "Canadian")
-    /// are the guard's own rule.
+    /// adjectives of one name. An adjective is compared by what it
+    /// pertains to alone: WordNet also lists "Chinese" as a synonym of
+    /// "Taiwanese", which would make the two one name. Spelled-alike names
+    /// ("Canada" / "Canadian") are the guard's own rule.
     pub fn same_name(&self, a: &str, b: &str) -> bool {
-        let pertains = |w: &str| self.pertains.get(w).map_or(&[][..], Vec::as_slice);
-        let (pa, pb) = (pertains(a), pertains(b));
-        self.synonymous(&self.stem(a), &self.stem(b))
-            || pa.contains(&b)
-            || pb.contains(&a)
-            || pa.iter().any(|name| pb.contains(name))
+        match (self.pertains.get(a), self.pertains.get(b)) {
+            (None, None) => self.synonymous(&self.stem(a), &self.stem(b)),
+            (pa, pb) => {
+                let (pa, pb) = (
+                    pa.map_or(&[][..], Vec::as_slice),
+                    pb.map_or(&[][..], Vec::as_slice),
+                );
+                pa.contains(&b) || pb.contains(&a) || pa.iter().any(|name| pb.contains(name))
+            }
+        }
     }
 }
 
@@ -284,6 +290,8 @@ mod tests {
             ("uk", "ireland"),
             ("american", "canadian"),
             ("swiss", "swedish"),
+            ("taiwanese", "chinese"),
+            ("taiwanese", "china"),
             ("qwzx", "qwzx"),
         ] {
             assert!(!lexicon.same_name(a, b), "{a} / {b}");
