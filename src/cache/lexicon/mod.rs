@@ -38,8 +38,8 @@ pub struct Lexicon {
     antonyms: Vec<(u32, u32)>,
     /// Irregular form → its base forms ("bought" → "buy").
     irregular: HashMap<&'static str, Vec<&'static str>>,
-    /// A name's adjective → the names it pertains to ("british" → "uk",
-    /// "britain", "gb").
+    /// A name's adjective → the names it pertains to ("british" →
+    /// "britain", "uk").
     pertains: HashMap<&'static str, Vec<&'static str>>,
 }
 
