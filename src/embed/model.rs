@@ -294,11 +294,9 @@ mod tests {
         );
     }
 
-    /// The two readings of a pair run at once in one session
-    /// (`super::super::verifier`): every score read from two threads at
-    /// once, over and over, is the score read alone.
     /// Resident kilobytes of ONNX Runtime's library, from smaps: a line
     /// whose first field ends in ':' is a field of the mapping above it.
+    #[cfg(target_os = "linux")]
     fn runtime_resident_kib() -> u64 {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         let mut ours = false;
@@ -331,13 +329,16 @@ mod tests {
         let vector = models.embed(a).expect("embed");
         let score = models.score_both_ways(a, b).expect("score");
         let before = runtime_resident_kib();
-        crate::ops::resident::release_read_only_data();
+        crate::ops::resident::release_runtime_pages();
         let after = runtime_resident_kib();
         assert!(after < before, "{after} KiB resident, {before} KiB before");
         assert_eq!(models.embed(a).expect("embed"), vector);
         assert_eq!(models.score_both_ways(a, b).expect("score"), score);
     }
 
+    /// The two readings of a pair run at once in one session
+    /// (`super::super::verifier`): every score read from two threads at
+    /// once, over and over, is the score read alone.
     #[test]
     fn readings_at_once_score_as_readings_alone() {
         let dir = model_dir();

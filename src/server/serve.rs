@@ -224,6 +224,7 @@ async fn load_embedder(state: AppState, dir: PathBuf) {
     match loaded {
         Ok(Ok(embedder)) => {
             crate::ops::resident::release_read_only_data();
+            crate::ops::resident::release_runtime_pages();
             state.cache().set_embedder(embedder);
             tracing::info!("semantic cache ready");
         }
