@@ -172,15 +172,28 @@ impl Tuning {
     /// counts as the same words (the same order, or a phrase moved to the
     /// front, and the same persons): one test paraphrase fewer, and no way
     /// for "milk chocolate" / "chocolate milk" to pass at this bar.
+    ///
+    /// The ninth part (2026-12-07) retrained the verifier with 601 written
+    /// pairs of long-tail questions, after a fresh test split showed it
+    /// weak on questions unlike its training (recall 0.35 there). The
+    /// search ran on a tune split grown to 681 paraphrases and 619 near
+    /// misses (the older tune rows, the written pairs' tune third, and the
+    /// first fresh split, demoted to tune once read twice), and chose the
+    /// bars below for the new verifier: the same 0.70 when no guard
+    /// objects; up to four words swapped count as a swap (was two), which
+    /// the verifier overrules only at 0.98; words added, also at 0.98; and
+    /// a fact guard in a form rewordings take ("how long" / "how many
+    /// days", "£50" / "fifty pounds") may now be overruled at 0.95, which
+    /// the issue asked for once a test split showed it safe.
     pub const CHOSEN: Tuning = Tuning {
         close_enough: 0.86,
         reworded: 0.60,
-        max_swapped: 2,
+        max_swapped: 4,
         verified: 0.70,
         same_words: 0.50,
-        overrule: 0.95,
-        overrule_fact: 1.01,
-        overrule_added: 0.90,
+        overrule: 0.98,
+        overrule_fact: 0.95,
+        overrule_added: 0.98,
     };
 }
 
