@@ -175,23 +175,24 @@ impl Tuning {
     ///
     /// The ninth part (2026-12-07) retrained the verifier with 601 written
     /// pairs of long-tail questions, after a fresh test split showed it
-    /// weak on questions unlike its training (recall 0.35 there). The
-    /// search ran on a tune split grown to 681 paraphrases and 619 near
-    /// misses (the older tune rows, the written pairs' tune third, and the
-    /// first fresh split, demoted to tune once read twice), and chose the
-    /// bars below for the new verifier: the same 0.70 when no guard
-    /// objects; up to four words swapped count as a swap (was two), which
-    /// the verifier overrules only at 0.98; words added, also at 0.98; and
-    /// a fact guard in a form rewordings take ("how long" / "how many
-    /// days", "£50" / "fifty pounds") may now be overruled at 0.95, which
-    /// the issue asked for once a test split showed it safe.
+    /// weak on questions unlike its training (recall 0.35 there), and
+    /// added the polarity guard (`Refusal::Opposites` for "helps" /
+    /// "makes worse"). The search ran on a tune split grown to 681
+    /// paraphrases and 619 near misses (the older tune rows, the written
+    /// pairs' tune third, and the first fresh split, demoted to tune once
+    /// read twice), and chose the bars below: 0.80 when no guard objects
+    /// (the new verifier is surer of everything, near misses included);
+    /// 0.95 to overrule a count of swapped words, 0.98 one of added
+    /// words; and a fact guard in a form rewordings take ("how long" /
+    /// "how many days", "£50" / "fifty pounds") may now be overruled at
+    /// 0.95, which the issue asked for once a test split showed it safe.
     pub const CHOSEN: Tuning = Tuning {
         close_enough: 0.86,
         reworded: 0.60,
-        max_swapped: 4,
-        verified: 0.70,
+        max_swapped: 2,
+        verified: 0.80,
         same_words: 0.50,
-        overrule: 0.98,
+        overrule: 0.95,
         overrule_fact: 0.95,
         overrule_added: 0.98,
     };
@@ -963,6 +964,22 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     let (oa, ob) = (unmatched(&sa, &fb), unmatched(&sb, &fa));
     if oa.iter().any(|x| ob.iter().any(|y| opposed(lexicon, x, y))) {
         return Some(Refusal::Opposites);
+    }
+    // Words of opposite polarity where the two differ: "What helps heel
+    // pain?" / "What makes heel pain worse?", "strengthen" / "aggravate",
+    // "improve my credit score" / "damage my credit rating". They ask for
+    // opposite answers, the verifier reads them as one question (0.92 to
+    // 0.98), and no antonym list joins such words. Only when one side's
+    // own words lean one way and the other's the other way.
+    let leaning = |words: &[Vec<String>]| -> (bool, bool) {
+        let signs = || words.iter().filter_map(|w| w.iter().find_map(|s| lexicon.polarity(s)));
+        (signs().any(|good| good), signs().any(|good| !good))
+    };
+    match (leaning(&oa), leaning(&ob)) {
+        ((true, false), (false, true)) | ((false, true), (true, false)) => {
+            return Some(Refusal::Opposites);
+        }
+        _ => {}
     }
     // Same words, another order: a direction or a role swapped ("Is the
     // Earth closer to the Sun than Mars?" / "Is Mars closer to the Sun

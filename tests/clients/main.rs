@@ -10,4 +10,5 @@ mod agents;
 mod cli;
 mod clients;
 mod dashboard;
+mod polarity;
 mod wordnet;

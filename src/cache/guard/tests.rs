@@ -316,15 +316,16 @@ fn a_time_counted_in_units_asks_how_long() {
         "How much time will my passport renewal take?",
     );
     // The question-word guard reads "how much time" as "how long"; the
-    // three words that differ are the word count's to judge, and at the
-    // chosen `max_swapped` they are a swap the verifier must overrule.
-    let narrow = Tuning {
-        max_swapped: 2,
-        ..Tuning::CHOSEN
-    };
+    // three words that differ are the word count's to judge: a swap when
+    // `max_swapped` allows three or more, else the cosine's.
     let cosine = Tuning::CHOSEN.close_enough - 0.01;
-    assert_eq!(check_tuned(a, b, cosine, narrow), None);
-    assert_eq!(close(a, b), Some(Refusal::Swapped));
+    for (max_swapped, refusal) in [(2, None), (4, Some(Refusal::Swapped))] {
+        let tuning = Tuning {
+            max_swapped,
+            ..Tuning::CHOSEN
+        };
+        assert_eq!(check_tuned(a, b, cosine, tuning), refusal, "{max_swapped}");
+    }
     // A length, a count of times or a price is still another question.
     for (a, b) in [
         (
@@ -425,8 +426,14 @@ fn words_added_defer_at_a_bar_of_their_own() {
         );
     }
     assert_eq!(Refusal::Swapped.firmness(), Firmness::WordCount);
+    assert_eq!(
+        verifier_bar(Some(Refusal::Swapped), false, tuning),
+        Some(tuning.overrule)
+    );
+    // Overruling a guard takes more confidence than a pair no guard
+    // objects to.
     assert!(tuning.verified < tuning.overrule_added);
-    assert!(tuning.overrule_added <= tuning.overrule);
+    assert!(tuning.verified < tuning.overrule);
 }
 
 #[test]
@@ -527,4 +534,39 @@ fn the_first_person_and_a_sentence_start_are_not_names() {
         vec!["paris".to_string(), "rome".to_string()]
     );
     assert!(entities("Ask Dr. Smith").contains(&"smith".to_string()));
+}
+
+#[test]
+fn words_of_opposite_polarity_ask_opposite_questions() {
+    for (a, b) in [
+        (
+            "What helps plantar fasciitis heel pain in the morning?",
+            "What makes plantar fasciitis heel pain worse in the morning?",
+        ),
+        (
+            "Which stretches help lower back pain?",
+            "Which stretches can aggravate lower back pain?",
+        ),
+        (
+            "What can I do to improve my credit score?",
+            "What can I do that will damage my credit score?",
+        ),
+    ] {
+        assert_eq!(check(a, b, 0.95), Some(Refusal::Opposites), "{a} | {b}");
+        assert_eq!(check(b, a, 0.95), Some(Refusal::Opposites), "{b} | {a}");
+    }
+    // One side leaning and the other neutral is a rewording, and words of
+    // one polarity on both sides are not opposites.
+    for (a, b) in [
+        (
+            "How do I stop an avocado browning?",
+            "How do I keep avocados from turning brown?",
+        ),
+        (
+            "What helps a sore throat?",
+            "What relieves a sore throat?",
+        ),
+    ] {
+        assert_ne!(check(a, b, 0.95), Some(Refusal::Opposites), "{a} | {b}");
+    }
 }

@@ -1,7 +1,9 @@
 //! What the guards know about English words, from a maintained source
 //! rather than a hand list: Princeton WordNet 3.0's antonyms, synonym
 //! groups and irregular forms (derived by `tests/clients/wordnet.rs`, which checks
-//! the committed files against WordNet itself), and the Snowball English
+//! the committed files against WordNet itself), the polarity of words that
+//! VADER's sentiment lexicon rates well away from neutral (derived and
+//! checked the same way by `tests/clients/polarity.rs`), and the Snowball English
 //! stemmer, so that "raised" meets "lower" and "kilograms" meets
 //! "kilogram".
 //!
@@ -17,6 +19,7 @@ use rust_stemmers::{Algorithm, Stemmer};
 const ANTONYMS: &str = include_str!("antonyms.tsv");
 const SYNONYMS: &str = include_str!("synonyms.txt");
 const INFLECTIONS: &str = include_str!("inflections.tsv");
+const POLARITY: &str = include_str!("polarity.tsv");
 
 /// The tables are held in a few flat arrays rather than a map entry (and
 /// its own allocations) per stem: as maps of `String`s they took about 10
@@ -36,6 +39,10 @@ pub struct Lexicon {
     antonyms: Vec<(u32, u32)>,
     /// Irregular form → its base forms ("bought" → "buy").
     irregular: HashMap<&'static str, Vec<&'static str>>,
+    /// Stems with a clear polarity, sorted: `true` for a good word
+    /// ("help", "improve"), `false` for a bad one ("worse", "damage"). A
+    /// stem whose words VADER rates both ways is left out.
+    polarity: Vec<(String, bool)>,
 }
 
 /// One stem of [`Lexicon::stems`].
@@ -105,6 +112,21 @@ impl Lexicon {
                 irregular.insert(form, bases.split(' ').collect());
             }
         }
+        let mut polarity: Vec<(String, bool)> = lines(POLARITY)
+            .filter_map(|line| {
+                let (word, sign) = line.split_once('\t')?;
+                Some((stemmer.stem(word).into_owned(), sign == "+"))
+            })
+            .collect();
+        polarity.sort_unstable();
+        polarity.dedup();
+        let mixed: Vec<String> = polarity
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| w[0].0.clone())
+            .collect();
+        polarity.retain(|(stem, _)| mixed.binary_search(stem).is_err());
+        polarity.shrink_to_fit();
         let mut lexicon = Lexicon {
             stemmer,
             text,
@@ -112,6 +134,7 @@ impl Lexicon {
             groups,
             antonyms: Vec::new(),
             irregular,
+            polarity,
         };
         let mut antonyms: Vec<(u32, u32)> = opposed
             .iter()
@@ -187,6 +210,15 @@ impl Lexicon {
             }
         }
         stems
+    }
+
+    /// A stem's polarity: `Some(true)` for a good word, `Some(false)` for
+    /// a bad one, `None` for a neutral or unknown one.
+    pub fn polarity(&self, stem: &str) -> Option<bool> {
+        self.polarity
+            .binary_search_by(|(s, _)| s.as_str().cmp(stem))
+            .ok()
+            .map(|i| self.polarity[i].1)
     }
 
     /// Whether two stems are antonyms in WordNet.
