@@ -972,7 +972,11 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     // 0.98), and no antonym list joins such words. Only when one side's
     // own words lean one way and the other's the other way.
     let leaning = |words: &[Vec<String>]| -> (bool, bool) {
-        let signs = || words.iter().filter_map(|w| w.iter().find_map(|s| lexicon.polarity(s)));
+        let signs = || {
+            words
+                .iter()
+                .filter_map(|w| w.iter().find_map(|s| lexicon.polarity(s)))
+        };
         (signs().any(|good| good), signs().any(|good| !good))
     };
     match (leaning(&oa), leaning(&ob)) {

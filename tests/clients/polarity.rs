@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 const LEXICON: &str = "target/vader/vaderSentiment/vader_lexicon.txt";
 const LEXICON_SHA256: &str = "1ec9c6e9ee19aade328f8beb393a6afa71a5bb3acf7d3cc22d4ef568df374bf5";
 const DERIVED: &str = "src/cache/lexicon/polarity.tsv";
-const HEADER: &str = "# Word polarity from the VADER sentiment lexicon 3.3.2 (PyPI vaderSentiment, MIT,\n\
+const HEADER: &str =
+    "# Word polarity from the VADER sentiment lexicon 3.3.2 (PyPI vaderSentiment, MIT,\n\
 # (c) 2016 C.J. Hutto; VADER-LICENSE beside this file), derived by\n\
 # tests/clients/polarity.rs: words rated at least 1.0 from neutral.\n";
 
@@ -51,13 +52,21 @@ fn derive(lexicon: &str) -> String {
 fn the_polarity_list_is_vaders() {
     let path = root().join(LEXICON);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{} is missing ({e}): run `bash .ci/run` once", path.display())
+        panic!(
+            "{} is missing ({e}): run `bash .ci/run` once",
+            path.display()
+        )
     });
     let digest: String = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(digest, LEXICON_SHA256, "{} is not VADER 3.3.2's", path.display());
+    assert_eq!(
+        digest,
+        LEXICON_SHA256,
+        "{} is not VADER 3.3.2's",
+        path.display()
+    );
     let derived = derive(&String::from_utf8(bytes).expect("UTF-8"));
     let target = root().join(DERIVED);
     if std::env::var_os("P402_WRITE_LEXICON").is_some() {
@@ -69,7 +78,12 @@ fn the_polarity_list_is_vaders() {
         "{DERIVED} differs from what VADER 3.3.2 gives (P402_WRITE_LEXICON=1 rewrites it)"
     );
     // The words the guard was built for, each on its side.
-    for (word, sign) in [("help", '+'), ("worse", '-'), ("improve", '+'), ("damage", '-')] {
+    for (word, sign) in [
+        ("help", '+'),
+        ("worse", '-'),
+        ("improve", '+'),
+        ("damage", '-'),
+    ] {
         assert!(
             committed.lines().any(|l| l == format!("{word}\t{sign}")),
             "{word} {sign}"

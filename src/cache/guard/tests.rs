@@ -562,10 +562,7 @@ fn words_of_opposite_polarity_ask_opposite_questions() {
             "How do I stop an avocado browning?",
             "How do I keep avocados from turning brown?",
         ),
-        (
-            "What helps a sore throat?",
-            "What relieves a sore throat?",
-        ),
+        ("What helps a sore throat?", "What relieves a sore throat?"),
     ] {
         assert_ne!(check(a, b, 0.95), Some(Refusal::Opposites), "{a} | {b}");
     }
