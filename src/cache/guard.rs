@@ -785,6 +785,17 @@ fn opposed(lexicon: &Lexicon, a: &[String], b: &[String]) -> bool {
     })
 }
 
+/// Which way `words` lean: `Some(true)` when every one with a polarity is
+/// a good word (and there is one), `Some(false)` when every one is a bad
+/// word, `None` when none has a polarity or they are mixed.
+fn leaning(lexicon: &Lexicon, words: &[Vec<String>]) -> Option<bool> {
+    let mut signs = words
+        .iter()
+        .filter_map(|w| w.iter().find_map(|s| lexicon.polarity(s)));
+    let first = signs.next()?;
+    signs.all(|good| good == first).then_some(first)
+}
+
 /// How two questions differ in what they are about: each side's content
 /// words the other has no stem, synonym or spelling of, and how many
 /// the first has that the second matches.
@@ -971,19 +982,10 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
     // opposite answers, the verifier reads them as one question (0.92 to
     // 0.98), and no antonym list joins such words. Only when one side's
     // own words lean one way and the other's the other way.
-    let leaning = |words: &[Vec<String>]| -> (bool, bool) {
-        let signs = || {
-            words
-                .iter()
-                .filter_map(|w| w.iter().find_map(|s| lexicon.polarity(s)))
-        };
-        (signs().any(|good| good), signs().any(|good| !good))
-    };
-    match (leaning(&oa), leaning(&ob)) {
-        ((true, false), (false, true)) | ((false, true), (true, false)) => {
+    if let (Some(a_good), Some(b_good)) = (leaning(lexicon, &oa), leaning(lexicon, &ob)) {
+        if a_good != b_good {
             return Some(Refusal::Opposites);
         }
-        _ => {}
     }
     // Same words, another order: a direction or a role swapped ("Is the
     // Earth closer to the Sun than Mars?" / "Is Mars closer to the Sun
