@@ -102,20 +102,107 @@ fn rewordings_the_old_guards_let_through_still_pass() {
 }
 
 #[test]
-fn facts_refuse_outright_and_word_counts_defer_to_the_verifier() {
-    let tuning = Tuning::CHOSEN;
-    assert_eq!(verifier_bar(None, false, tuning), Some(tuning.verified));
-    for fact in [
+fn facts_stand_unless_overruled_at_their_own_bar_and_opposites_always() {
+    let facts = [
         Refusal::Numbers,
         Refusal::Negation,
-        Refusal::Opposites,
         Refusal::Entity,
         Refusal::Direction,
         Refusal::Form,
         Refusal::QuestionWord,
-    ] {
-        assert_eq!(verifier_bar(Some(fact), false, tuning), None, "{fact:?}");
+    ];
+    let never = Tuning {
+        facts: FactBars::NEVER,
+        ..Tuning::CHOSEN
+    };
+    for fact in facts {
+        assert_eq!(fact.firmness(), Firmness::Fact);
+        assert_eq!(verifier_bar(Some(fact), false, never), None, "{fact:?}");
     }
+    // Each fact guard at a bar of its own: 0.90, 0.91, ...
+    let each = Tuning {
+        facts: FactBars {
+            numbers: 0.90,
+            negation: 0.91,
+            entity: 0.92,
+            direction: 0.93,
+            form: 0.94,
+            question_word: 0.95,
+        },
+        ..Tuning::CHOSEN
+    };
+    for (fact, bar) in facts.into_iter().zip([0.90, 0.91, 0.92, 0.93, 0.94, 0.95]) {
+        assert_eq!(verifier_bar(Some(fact), false, each), Some(bar), "{fact:?}");
+    }
+    // Opposites stand whatever the tuning.
+    let lenient = Tuning {
+        overrule: 0.0,
+        overrule_added: 0.0,
+        overrule_fact: 0.0,
+        facts: FactBars {
+            numbers: 0.0,
+            negation: 0.0,
+            entity: 0.0,
+            direction: 0.0,
+            form: 0.0,
+            question_word: 0.0,
+        },
+        ..Tuning::CHOSEN
+    };
+    assert_eq!(Refusal::Opposites.firmness(), Firmness::Absolute);
+    assert_eq!(verifier_bar(Some(Refusal::Opposites), false, lenient), None);
+}
+
+#[test]
+fn a_pair_refused_twice_needs_the_stricter_bar() {
+    // Another number and a negation: overruling the number alone is not
+    // enough.
+    let (a, b) = (
+        "Which 3 painkillers are safe to take with alcohol?",
+        "Which 4 painkillers are not safe to take with alcohol?",
+    );
+    let numbers_only = Tuning {
+        facts: FactBars {
+            numbers: 0.95,
+            ..FactBars::NEVER
+        },
+        ..Tuning::CHOSEN
+    };
+    let found = refusals(a, b, 0.9, numbers_only);
+    assert!(found.contains(&Refusal::Numbers), "{found:?}");
+    assert!(found.contains(&Refusal::Negation), "{found:?}");
+    assert_eq!(
+        check_tuned(a, b, 0.9, numbers_only),
+        Some(Refusal::Negation)
+    );
+    assert_eq!(
+        verifier_bar(check_tuned(a, b, 0.9, numbers_only), false, numbers_only),
+        None
+    );
+    let both = Tuning {
+        facts: FactBars {
+            numbers: 0.95,
+            negation: 0.98,
+            ..FactBars::NEVER
+        },
+        ..Tuning::CHOSEN
+    };
+    assert_eq!(check_tuned(a, b, 0.9, both), Some(Refusal::Negation));
+    assert_eq!(
+        strictest(&[Refusal::Numbers, Refusal::Negation], both),
+        Some(Refusal::Negation)
+    );
+    assert_eq!(
+        strictest(&[Refusal::Negation, Refusal::Numbers], both),
+        Some(Refusal::Negation)
+    );
+    assert_eq!(strictest(&[], both), None);
+}
+
+#[test]
+fn word_counts_defer_to_the_verifier() {
+    let tuning = Tuning::CHOSEN;
+    assert_eq!(verifier_bar(None, false, tuning), Some(tuning.verified));
     assert_eq!(
         verifier_bar(Some(Refusal::Swapped), false, tuning),
         Some(tuning.overrule)
@@ -185,11 +272,12 @@ fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
             "Which foods should I avoid before surgery?",
             Refusal::VerbNegation,
         ),
-        // The verb's opposite on the other side: another question.
+        // The verb's opposite on the other side: another question (a
+        // negation, and opposites, which no verifier overrules).
         (
             "How do I start the docker service?",
             "How do I stop the docker service?",
-            Refusal::Negation,
+            Refusal::Opposites,
         ),
         // A verb alongside a word that only negates: a fact.
         (
