@@ -2,8 +2,16 @@ use super::*;
 
 /// As proposed by the index at a similarity just short of the one at
 /// which word changes stop counting.
+/// The first guard to object to a pair just under `close_enough` (the
+/// guards' own order, whatever the bars).
 fn close(asked: &str, cached: &str) -> Option<Refusal> {
-    check(asked, cached, Tuning::CHOSEN.close_enough - 0.01)
+    objections(asked, cached).first().copied()
+}
+
+/// Every guard that objects to a pair just under `close_enough`.
+fn objections(asked: &str, cached: &str) -> Vec<Refusal> {
+    let tuning = Tuning::CHOSEN;
+    refusals(asked, cached, tuning.close_enough - 0.01, tuning)
 }
 
 #[test]
@@ -106,6 +114,7 @@ fn facts_stand_unless_overruled_at_their_own_bar_and_opposites_always() {
     let facts = [
         Refusal::Numbers,
         Refusal::Negation,
+        Refusal::Opposites,
         Refusal::Entity,
         Refusal::Direction,
         Refusal::Form,
@@ -124,33 +133,96 @@ fn facts_stand_unless_overruled_at_their_own_bar_and_opposites_always() {
         facts: FactBars {
             numbers: 0.90,
             negation: 0.91,
-            entity: 0.92,
-            direction: 0.93,
-            form: 0.94,
-            question_word: 0.95,
+            opposites: 0.92,
+            entity: 0.93,
+            direction: 0.94,
+            form: 0.95,
+            question_word: 0.96,
         },
         ..Tuning::CHOSEN
     };
-    for (fact, bar) in facts.into_iter().zip([0.90, 0.91, 0.92, 0.93, 0.94, 0.95]) {
+    for (fact, bar) in facts
+        .into_iter()
+        .zip([0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96])
+    {
         assert_eq!(verifier_bar(Some(fact), false, each), Some(bar), "{fact:?}");
     }
-    // Opposites stand whatever the tuning.
-    let lenient = Tuning {
-        overrule: 0.0,
-        overrule_added: 0.0,
-        overrule_fact: 0.0,
-        facts: FactBars {
-            numbers: 0.0,
-            negation: 0.0,
-            entity: 0.0,
-            direction: 0.0,
-            form: 0.0,
-            question_word: 0.0,
-        },
-        ..Tuning::CHOSEN
-    };
-    assert_eq!(Refusal::Opposites.firmness(), Firmness::Absolute);
-    assert_eq!(verifier_bar(Some(Refusal::Opposites), false, lenient), None);
+}
+
+#[test]
+fn a_form_asked_for_is_a_fact_and_one_merely_named_is_a_word() {
+    for (a, b, why) in [
+        (
+            "Write a poem about autumn.",
+            "Write a poem about autumn in French.",
+            Refusal::Form,
+        ),
+        (
+            "Summarize this report.",
+            "Summarize this report as a table.",
+            Refusal::Form,
+        ),
+        (
+            "Write a haiku about the sea.",
+            "Write a limerick about the sea.",
+            Refusal::Form,
+        ),
+    ] {
+        assert_eq!(close(a, b), Some(why), "{a} / {b}");
+    }
+    for (a, b) in [
+        (
+            "Are you expected to tip in restaurants in Italy?",
+            "Is tipping expected at Italian restaurants?",
+        ),
+        (
+            "Who was the first emperor of China?",
+            "Which ruler was the first Chinese emperor?",
+        ),
+    ] {
+        let found = objections(a, b);
+        assert!(!found.contains(&Refusal::Form), "{a} / {b}: {found:?}");
+    }
+}
+
+#[test]
+fn the_same_number_in_another_unit_is_another_question() {
+    for (a, b) in [
+        (
+            "How many meals a day should I feed a 10-week-old puppy?",
+            "How many meals a day should I feed a 10-month-old puppy?",
+        ),
+        (
+            "Roughly how many football pitches would fit on a 50-acre farm?",
+            "Roughly how many football pitches would fit on a 50-hectare farm?",
+        ),
+        (
+            "How many grams of sugar are in a cup?",
+            "How many ounces of sugar are in a cup?",
+        ),
+        (
+            "Is 100 Mbps fast enough for streaming?",
+            "Is 100 MB/s fast enough for streaming?",
+        ),
+    ] {
+        let found = objections(a, b);
+        assert!(found.contains(&Refusal::Numbers), "{a} / {b}: {found:?}");
+    }
+    // The same unit spelled another way, or a unit on one side only, is
+    // not another question.
+    for (a, b) in [
+        (
+            "How long is a marathon in kilometres?",
+            "How many km is a marathon?",
+        ),
+        (
+            "How long does a 5 km run take a beginner?",
+            "How long does a 5 kilometer run take a beginner?",
+        ),
+    ] {
+        let found = objections(a, b);
+        assert!(!found.contains(&Refusal::Numbers), "{a} / {b}: {found:?}");
+    }
 }
 
 #[test]
@@ -272,12 +344,11 @@ fn fact_guards_in_forms_that_rewordings_take_are_doubtful() {
             "Which foods should I avoid before surgery?",
             Refusal::VerbNegation,
         ),
-        // The verb's opposite on the other side: another question (a
-        // negation, and opposites, which no verifier overrules).
+        // The verb's opposite on the other side: another question.
         (
             "How do I start the docker service?",
             "How do I stop the docker service?",
-            Refusal::Opposites,
+            Refusal::Negation,
         ),
         // A verb alongside a word that only negates: a fact.
         (
@@ -495,7 +566,10 @@ fn the_same_words_moved_defer_at_a_bar_of_their_own() {
     let refusal = check(a, b, 0.98);
     assert_eq!(refusal, Some(Refusal::Direction));
     let tuning = Tuning::CHOSEN;
-    assert_eq!(verifier_bar(refusal, true, tuning), None);
+    assert_eq!(
+        verifier_bar(refusal, true, tuning),
+        verifier_bar(refusal, false, tuning)
+    );
     assert_eq!(verifier_bar(None, true, tuning), Some(tuning.same_words));
     assert_eq!(verifier_bar(None, false, tuning), Some(tuning.verified));
     assert!(tuning.same_words <= tuning.verified);
@@ -505,13 +579,13 @@ fn the_same_words_moved_defer_at_a_bar_of_their_own() {
 fn words_added_defer_at_a_bar_of_their_own() {
     // A rewording adds words ("Is there somewhere to park?") as an added
     // constraint does; a swapped word more often changes the subject.
-    let tuning = Tuning::CHOSEN;
+    let tuning = Tuning {
+        overrule_added: 0.99,
+        ..Tuning::CHOSEN
+    };
     for wording in [Refusal::Added, Refusal::Reworded] {
         assert_eq!(wording.firmness(), Firmness::Wording);
-        assert_eq!(
-            verifier_bar(Some(wording), false, tuning),
-            Some(tuning.overrule_added)
-        );
+        assert_eq!(verifier_bar(Some(wording), false, tuning), Some(0.99));
     }
     assert_eq!(Refusal::Swapped.firmness(), Firmness::WordCount);
     assert_eq!(
