@@ -691,16 +691,17 @@ const HOW_MUCH: &[&str] = &[
     "high", "soon",
 ];
 
-/// The words of a text, lowercased, with contractions taken apart
-/// ("didn't" → "did", "not"; "what's" → "what").
-/// The forms of `group` that `words` name, and whether one of them is
-/// asked for: after "in", "into", "as", "to" or "using", with at most an
-/// article or a number between ("as a table", "in 3 bullets").
+/// The forms of one group of [`FORMS`] that a question names.
 struct Named<'a> {
+    /// Each form named, once, in order.
     named: Vec<&'a str>,
+    /// Whether one of them is asked for as the form of the answer.
     asked: bool,
 }
 
+/// The forms of `group` that `words` name, and whether one is asked for:
+/// after "in", "into", "as", "to" or "using", with at most an article or
+/// a number between ("as a table", "in 3 bullets", "into JSON").
 fn named_forms<'a>(group: &[&'a str], words: &[String]) -> Named<'a> {
     let form_of = |w: &str| -> Option<&'a str> {
         group.iter().copied().find(|f| {
@@ -853,6 +854,8 @@ fn units_differ(a: &[String], b: &[String]) -> bool {
     })
 }
 
+/// The words of a text, lowercased, with contractions taken apart
+/// ("didn't" → "did", "not"; "what's" → "what").
 fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for word in words(text) {
@@ -1154,8 +1157,9 @@ pub fn check_tuned(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Op
 }
 
 /// Every guard that objects to `cached` answering `asked`, in the order
-/// they look: every fact guard, or else the counts of words. Only `tuning`'s word counts and similarities are read
-/// (`close_enough`, `reworded`, `max_swapped`), not its bars.
+/// they look: every fact guard, or else the counts of words. Only
+/// `tuning`'s word counts and similarities are read (`close_enough`,
+/// `reworded`, `max_swapped`), not its bars.
 pub fn refusals(asked: &str, cached: &str, cosine: f32, tuning: Tuning) -> Vec<Refusal> {
     let mut found = Vec::new();
     let a = tokens(asked);
