@@ -12,14 +12,21 @@ use p402::cache::guard;
 use p402::embed::{fetch, Embedder};
 
 const THRESHOLDS: [f32; 6] = [0.50, 0.70, 0.80, 0.85, 0.90, 0.95];
-/// Candidate floors tried on the `tune` split of the hard sets.
 /// The candidate floor p402 ships: `[cache] similarity`'s default, as
 /// `p402.toml` has it.
 fn shipped_floor() -> f32 {
     p402::config::CacheConfig::default().similarity.0 as f32
 }
 
+/// Candidate floors tried on the `tune` split of the hard sets.
 const FLOORS: [f32; 9] = [0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.80, 0.90];
+
+/// The false-hit rates the search on `tune` may reach: half the issue's
+/// targets (2% overall, 5% for each kind), because every split read fresh
+/// so far has shown more false hits than `tune` did (`cache_fresh3`: 4.1%
+/// against tune's 2.0%) and recall has room above its 60% goal.
+const TUNE_FALSE_HITS: f64 = 0.01;
+const TUNE_FALSE_HITS_PER_KIND: f64 = 0.025;
 
 fn data(name: &str) -> Vec<Vec<String>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -165,17 +172,18 @@ impl Rule {
 }
 
 /// The hard sets (`cache_dev.tsv`, written for p402; `fow_cache_pairs.tsv`,
-/// public; `cache_fresh.tsv` and `cache_fresh2.tsv`, written for p402 as
-/// test splits after the first two had been read many times, each made
-/// `tune` once it had been read twice; `cache_written.tsv` and
-/// `cache_written2.tsv`, written for p402 to teach and tune the verifier
-/// on the kind of long-tail question the fresh splits showed it weak on;
-/// `cache_fresh3.tsv`, the test split that replaced them). Their `train`
+/// public; `cache_fresh.tsv`, `cache_fresh2.tsv` and `cache_fresh3.tsv`,
+/// written for p402 as test splits after the ones before had been read,
+/// each made `tune` once read; `cache_written.tsv`, `cache_written2.tsv`
+/// and `cache_written3.tsv`, written for p402 to teach and tune the
+/// verifier on the kinds of question the fresh splits showed it weak on;
+/// `cache_fresh4.tsv`, the test split that replaced them). Their `train`
 /// rows taught the verifier; the candidate floor and the guards' and
 /// verifier's thresholds are chosen on the `tune` rows (the most recall
-/// with false hits <= 2% overall and <= 5% in every kind); everything is
-/// reported on the `test` rows, which nothing was chosen on. Oldest first.
-const HARD_SETS: [&str; 7] = [
+/// within `TUNE_FALSE_HITS` overall and `TUNE_FALSE_HITS_PER_KIND` in
+/// every kind); everything is reported on the `test` rows, which nothing
+/// was chosen on. Oldest first.
+const HARD_SETS: [&str; 9] = [
     "cache_dev.tsv",
     "fow_cache_pairs.tsv",
     "cache_fresh.tsv",
@@ -183,6 +191,8 @@ const HARD_SETS: [&str; 7] = [
     "cache_fresh2.tsv",
     "cache_written2.tsv",
     "cache_fresh3.tsv",
+    "cache_written3.tsv",
+    "cache_fresh4.tsv",
 ];
 
 fn hard_sets(e: &mut Embeddings) {
@@ -250,7 +260,10 @@ fn hard_sets(e: &mut Embeddings) {
     }
     let tune = select("tune", &HARD_SETS);
     let meets = |(_, f, kinds): &(f64, f64, BTreeMap<String, (usize, usize)>)| {
-        *f <= 0.02 && kinds.values().all(|(h, n)| *h as f64 <= 0.05 * *n as f64)
+        *f <= TUNE_FALSE_HITS
+            && kinds
+                .values()
+                .all(|(h, n)| *h as f64 <= TUNE_FALSE_HITS_PER_KIND * *n as f64)
     };
     let worst = |kinds: &BTreeMap<String, (usize, usize)>| {
         kinds
@@ -328,7 +341,8 @@ fn hard_sets(e: &mut Embeddings) {
                                 if meets(&r) && best.is_none_or(|b| r.0 > b.0) {
                                     best = Some((r.0, rule));
                                 }
-                                let miss = (r.1 - 0.02).max(0.0) + (worst(&r.2) - 0.05).max(0.0);
+                                let miss = (r.1 - TUNE_FALSE_HITS).max(0.0)
+                                    + (worst(&r.2) - TUNE_FALSE_HITS_PER_KIND).max(0.0);
                                 if closest.is_none_or(|c| miss < c.0 || (miss == c.0 && r.0 > c.1))
                                 {
                                     closest = Some((miss, r.0, rule));
@@ -401,7 +415,7 @@ fn hard_sets(e: &mut Embeddings) {
             let Some((miss, recall, rule)) = closest else {
                 return;
             };
-            println!("### Hard sets\n\nOn the tune split nothing meets the false-hit targets; closest (over by {miss:.3}): recall {recall:.3}, candidates from {:.2}, {:?}.\n", rule.floor, rule.tuning);
+            println!("### Hard sets\n\nOn the tune split nothing meets the search's false-hit targets ({:.1}% overall, {:.1}% per kind); closest (over by {miss:.3}): recall {recall:.3}, candidates from {:.2}, {:?}.\n", TUNE_FALSE_HITS * 100.0, TUNE_FALSE_HITS_PER_KIND * 100.0, rule.floor, rule.tuning);
             break (recall, rule);
         };
         let (rule, recall) = ascend(rule);
@@ -413,7 +427,7 @@ fn hard_sets(e: &mut Embeddings) {
     };
     let (recall, rule) = rule;
     if found.is_some() {
-        println!("### Hard sets\n\nOn the tune split, the most recall within the false-hit targets: {recall:.3}, with candidates from {:.2} and {:?}.\n", rule.floor, rule.tuning);
+        println!("### Hard sets\n\nOn the tune split, the most recall within the search's false-hit targets ({:.1}% overall, {:.1}% per kind): {recall:.3}, with candidates from {:.2} and {:?}.\n", TUNE_FALSE_HITS * 100.0, TUNE_FALSE_HITS_PER_KIND * 100.0, rule.floor, rule.tuning);
     }
     // `P402_QUALITY_TUNE_ONLY=1`: where each of the tune split's misses
     // and false hits was decided under the shipped rule (`Tuning::CHOSEN`,
@@ -475,12 +489,12 @@ fn hard_sets(e: &mut Embeddings) {
     let shipped_differs = rule.tuning != shipped.tuning || rule.floor != shipped.floor;
     const DEV: &str = "cache_dev.tsv";
     const FOW: &str = "fow_cache_pairs.tsv";
-    const FRESH: &str = "cache_fresh3.tsv";
+    const FRESH: &str = "cache_fresh4.tsv";
     for (label, sets) in [
         ("both older sets", &[DEV, FOW][..]),
         ("cache_dev (p402's)", &[DEV][..]),
         ("fow-cache (public)", &[FOW][..]),
-        ("fresh3 (p402's, 2026-12-07)", &[FRESH][..]),
+        ("fresh4 (p402's, 2026-12-07)", &[FRESH][..]),
         ("all three", &[DEV, FOW, FRESH][..]),
     ] {
         let test = select("test", sets);

@@ -15,7 +15,7 @@ def rows(name):
     with open(data / name, newline="") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
-hard = [dict(r, source=n) for n in ("cache_dev.tsv", "fow_cache_pairs.tsv", "cache_fresh.tsv", "cache_written.tsv", "cache_fresh2.tsv", "cache_written2.tsv", "cache_fresh3.tsv") for r in rows(n)]
+hard = [dict(r, source=n) for n in ("cache_dev.tsv", "fow_cache_pairs.tsv", "cache_fresh.tsv", "cache_written.tsv", "cache_fresh2.tsv", "cache_written2.tsv", "cache_fresh3.tsv", "cache_written3.tsv", "cache_fresh4.tsv") for r in rows(n)]
 train_rows = [r for r in hard if r["split"] == "train"]
 gpt = rows("gptcache_mock_pairs.tsv")
 banking = [r["text"] for r in rows("banking77_test_queries.tsv")]
