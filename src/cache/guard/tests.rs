@@ -226,6 +226,35 @@ fn the_same_number_in_another_unit_is_another_question() {
 }
 
 #[test]
+fn another_sign_in_a_formula_is_another_question() {
+    for (a, b) in [
+        ("Solve x^2 - 5x + 6 = 0.", "Solve x^2 - 5x - 6 = 0."),
+        ("What is 12 * 4 + 3?", "What is 12 * (4 + 3)?"),
+        ("Is 2^10 > 1000?", "Is 2^10 < 1000?"),
+    ] {
+        let found = objections(a, b);
+        assert!(found.contains(&Refusal::Numbers), "{a} / {b}: {found:?}");
+    }
+    // The same formula spaced or worded otherwise, a hyphenated word or a
+    // date, and a formula on one side only, are not.
+    for (a, b) in [
+        ("Solve x^2 - 5x + 6 = 0", "Find the roots of x^2-5x+6=0."),
+        (
+            "How many meals a day for a 10-week-old puppy?",
+            "How many meals a day should a 10-week-old puppy get?",
+        ),
+        (
+            "When is the 2023/24 tax return due?",
+            "What is the deadline for the 2023/24 tax return?",
+        ),
+        ("What is 7 + 5?", "What do 7 and 5 add up to?"),
+    ] {
+        let found = objections(a, b);
+        assert!(!found.contains(&Refusal::Numbers), "{a} / {b}: {found:?}");
+    }
+}
+
+#[test]
 fn a_pair_refused_twice_needs_the_stricter_bar() {
     // Another number and a negation: overruling the number alone is not
     // enough.
@@ -476,11 +505,13 @@ fn a_time_counted_in_units_asks_how_long() {
     );
     // The question-word guard reads "how much time" as "how long"; the
     // three words that differ are the word count's to judge: a swap when
-    // `max_swapped` allows three or more, else the cosine's.
+    // `max_swapped` allows three or more, else the cosine's (here above
+    // the bar for a rewording).
     let cosine = Tuning::CHOSEN.close_enough - 0.01;
     for (max_swapped, refusal) in [(2, None), (4, Some(Refusal::Swapped))] {
         let tuning = Tuning {
             max_swapped,
+            reworded: cosine - 0.05,
             ..Tuning::CHOSEN
         };
         assert_eq!(check_tuned(a, b, cosine, tuning), refusal, "{max_swapped}");
