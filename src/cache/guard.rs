@@ -256,10 +256,10 @@ impl Tuning {
     /// The eleventh part retrained the verifier with 736 written pairs,
     /// 210 of them a whole beside one of its parts ("how does coffee
     /// roasting work" / "what happens at first crack") and 412 rewordings
-    /// of either side, after the third fresh split's false hits were mostly of that kind;
-    /// and, because every fresh split had read more false hits than tune,
-    /// the search now keeps to half the issue's targets on tune (1%
-    /// overall, 2.5% per kind). On a tune split of 1,910 paraphrases and
+    /// of either side, after the third fresh split's false hits were
+    /// mostly of that kind; and, because every fresh split had read more
+    /// false hits than tune, the search now keeps to half the issue's
+    /// targets on tune (1% overall, 2.5% per kind). On a tune split of 1,910 paraphrases and
     /// 1,616 near misses it chose: 0.50 when no guard objects, any
     /// confidence for the same words, 0.98 to overrule swapped words and
     /// a doubtful fact, 0.99 added words, and for the facts 0.95
