@@ -152,7 +152,7 @@ async fn the_verifier_has_the_last_word_on_a_semantic_hit() {
         &proxy,
         ask(
             "gpt-4o-mini",
-            "How do I delete my Facebook account permanently?",
+            "How long should I boil an egg for a runny yolk?",
         ),
     )
     .await;
@@ -160,7 +160,7 @@ async fn the_verifier_has_the_last_word_on_a_semantic_hit() {
         &proxy,
         ask(
             "gpt-4o-mini",
-            "What are the steps to get rid of my Facebook profile for good?",
+            "How many minutes do I boil an egg so the yolk stays runny?",
         ),
     )
     .await;
