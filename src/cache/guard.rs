@@ -500,14 +500,15 @@ fn formulas(text: &str) -> Vec<String> {
             .trim_end_matches(['.', ',', '?', '!', ':', ';'])
             .to_lowercase();
         let starts = piece.starts_with(OPERATORS);
+        let ends = piece.ends_with(OPERATORS);
         match runs.last_mut() {
             Some((run, several)) if joined || starts => {
                 run.push_str(&piece);
                 *several = true;
             }
-            _ => runs.push((piece.clone(), false)),
+            _ => runs.push((piece, false)),
         }
-        joined = piece.ends_with(OPERATORS);
+        joined = ends;
     }
     let mut found: Vec<String> = runs
         .into_iter()
